@@ -1,0 +1,891 @@
+//! [`PgCatalogSchema`]: the `pg_catalog` relations that psql (`\d`, `\dt`, `\l`), drivers and BI
+//! tools query, computed from the live tables each time a query plans. Relations we have nothing
+//! to put in (triggers, policies, publications …) exist with PostgreSQL's columns and no rows, so
+//! that the clients' queries plan and say "none".
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, RecordBatch, new_empty_array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
+use datafusion::common::ScalarValue;
+use datafusion::error::Result as DfResult;
+
+use super::pg_types::{PG_TYPES, pg_type_oid, type_modifier};
+use super::registry::TableRegistry;
+use super::{
+    DATABASE_OID, INFORMATION_SCHEMA_NAMESPACE_OID, PG_CATALOG_NAMESPACE_OID, PUBLIC_NAMESPACE_OID,
+};
+use crate::config::{DATABASE_NAME, DEFAULT_USER};
+
+/// OID of the one role, as PostgreSQL's bootstrap superuser.
+pub const USER_OID: u32 = 10;
+
+/// The relations of `pg_catalog`, by name.
+const RELATIONS: &[&str] = &[
+    "pg_am",
+    "pg_attrdef",
+    "pg_attribute",
+    "pg_class",
+    "pg_collation",
+    "pg_constraint",
+    "pg_database",
+    "pg_description",
+    "pg_enum",
+    "pg_extension",
+    "pg_foreign_table",
+    "pg_index",
+    "pg_indexes",
+    "pg_inherits",
+    "pg_matviews",
+    "pg_namespace",
+    "pg_partitioned_table",
+    "pg_policy",
+    "pg_proc",
+    "pg_publication",
+    "pg_publication_namespace",
+    "pg_publication_rel",
+    "pg_range",
+    "pg_rewrite",
+    "pg_roles",
+    "pg_sequence",
+    "pg_settings",
+    "pg_statistic_ext",
+    "pg_tables",
+    "pg_tablespace",
+    "pg_trigger",
+    "pg_type",
+    "pg_user",
+    "pg_views",
+];
+
+/// Relations that exist for clients' queries but never have rows: Sluice has no column
+/// defaults, collations, comments, inheritance, triggers, policies, extended statistics,
+/// publications, rules, foreign tables, partitions, sequences, extensions, enums or ranges.
+pub const ALWAYS_EMPTY: &[&str] = &[
+    "pg_attrdef",
+    "pg_collation",
+    "pg_description",
+    "pg_enum",
+    "pg_extension",
+    "pg_foreign_table",
+    "pg_inherits",
+    "pg_partitioned_table",
+    "pg_policy",
+    "pg_publication",
+    "pg_publication_namespace",
+    "pg_publication_rel",
+    "pg_range",
+    "pg_rewrite",
+    "pg_sequence",
+    "pg_statistic_ext",
+    "pg_trigger",
+];
+
+/// The `pg_catalog` schema.
+#[derive(Debug)]
+pub struct PgCatalogSchema {
+    /// The live tables the relations describe.
+    tables: Arc<TableRegistry>,
+}
+
+impl PgCatalogSchema {
+    /// The schema over a registry.
+    pub fn new(tables: Arc<TableRegistry>) -> Self {
+        Self { tables }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for PgCatalogSchema {
+    fn table_names(&self) -> Vec<String> {
+        RELATIONS.iter().map(|s| s.to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let Some(relation) = build(name, &self.tables) else {
+            return Ok(None);
+        };
+        let batch = relation.finish()?;
+        let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+        Ok(Some(Arc::new(table)))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        RELATIONS.contains(&name)
+    }
+}
+
+/// A relation being filled row by row (catalog relations are small).
+struct Relation {
+    fields: Vec<Field>,
+    rows: Vec<Vec<ScalarValue>>,
+}
+
+impl Relation {
+    fn new(columns: &[(&str, DataType)]) -> Self {
+        Self {
+            fields: columns
+                .iter()
+                .map(|(n, t)| Field::new(*n, t.clone(), true))
+                .collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn row(&mut self, values: Vec<ScalarValue>) {
+        debug_assert_eq!(values.len(), self.fields.len());
+        self.rows.push(values);
+    }
+
+    fn finish(self) -> DfResult<RecordBatch> {
+        let schema = Arc::new(Schema::new(self.fields));
+        let columns = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                if self.rows.is_empty() {
+                    return Ok(new_empty_array(f.data_type()));
+                }
+                let values = self.rows.iter().map(|r| {
+                    let v = &r[i];
+                    if v.is_null() {
+                        ScalarValue::try_from(f.data_type()).unwrap_or(ScalarValue::Null)
+                    } else {
+                        v.clone()
+                    }
+                });
+                ScalarValue::iter_to_array(values)
+            })
+            .collect::<DfResult<Vec<ArrayRef>>>()?;
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+}
+
+const OID: DataType = DataType::UInt32;
+const TEXT: DataType = DataType::Utf8;
+const BOOL: DataType = DataType::Boolean;
+const INT2: DataType = DataType::Int16;
+const INT4: DataType = DataType::Int32;
+const INT8: DataType = DataType::Int64;
+const FLOAT4: DataType = DataType::Float32;
+
+fn text_array() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
+}
+
+fn o(v: u32) -> ScalarValue {
+    ScalarValue::UInt32(Some(v))
+}
+fn s(v: &str) -> ScalarValue {
+    ScalarValue::Utf8(Some(v.to_string()))
+}
+fn b(v: bool) -> ScalarValue {
+    ScalarValue::Boolean(Some(v))
+}
+fn i2(v: i16) -> ScalarValue {
+    ScalarValue::Int16(Some(v))
+}
+fn i4(v: i32) -> ScalarValue {
+    ScalarValue::Int32(Some(v))
+}
+fn null() -> ScalarValue {
+    ScalarValue::Null
+}
+
+/// Builds one relation, or `None` when `name` is not one of ours.
+fn build(name: &str, tables: &TableRegistry) -> Option<Relation> {
+    let tables = tables.all();
+    let rel = match name {
+        "pg_namespace" => {
+            let mut r = Relation::new(&[
+                ("oid", OID),
+                ("nspname", TEXT),
+                ("nspowner", OID),
+                ("nspacl", text_array()),
+            ]);
+            for (oid, name) in [
+                (PG_CATALOG_NAMESPACE_OID, "pg_catalog"),
+                (PUBLIC_NAMESPACE_OID, "public"),
+                (INFORMATION_SCHEMA_NAMESPACE_OID, "information_schema"),
+            ] {
+                r.row(vec![o(oid), s(name), o(USER_OID), null()]);
+            }
+            r
+        }
+        "pg_class" => {
+            let mut r = Relation::new(&[
+                ("oid", OID),
+                ("relname", TEXT),
+                ("relnamespace", OID),
+                ("reltype", OID),
+                ("reloftype", OID),
+                ("relowner", OID),
+                ("relam", OID),
+                ("relfilenode", OID),
+                ("reltablespace", OID),
+                ("relpages", INT4),
+                ("reltuples", FLOAT4),
+                ("relallvisible", INT4),
+                ("reltoastrelid", OID),
+                ("relhasindex", BOOL),
+                ("relisshared", BOOL),
+                ("relpersistence", TEXT),
+                ("relkind", TEXT),
+                ("relnatts", INT2),
+                ("relchecks", INT2),
+                ("relhasrules", BOOL),
+                ("relhastriggers", BOOL),
+                ("relhassubclass", BOOL),
+                ("relrowsecurity", BOOL),
+                ("relforcerowsecurity", BOOL),
+                ("relispopulated", BOOL),
+                ("relreplident", TEXT),
+                ("relispartition", BOOL),
+                ("relrewrite", OID),
+                ("relfrozenxid", INT8),
+                ("relminmxid", INT8),
+                ("relacl", text_array()),
+                ("reloptions", text_array()),
+                ("relpartbound", TEXT),
+            ]);
+            for t in &tables {
+                let def = t.def();
+                let class = |oid: u32, name: &str, kind: &str, natts: usize, am: u32| {
+                    vec![
+                        o(oid),
+                        s(name),
+                        o(PUBLIC_NAMESPACE_OID),
+                        o(0),
+                        o(0),
+                        o(USER_OID),
+                        o(am),
+                        o(oid),
+                        o(0),
+                        i4(0),
+                        ScalarValue::Float32(Some(t.num_rows() as f32)),
+                        i4(0),
+                        o(0),
+                        b(def.pkey_oid().is_some() && kind == "r"),
+                        b(false),
+                        s("p"),
+                        s(kind),
+                        i2(natts as i16),
+                        i2(0),
+                        b(false),
+                        b(false),
+                        b(false),
+                        b(false),
+                        b(false),
+                        b(true),
+                        s("d"),
+                        b(false),
+                        o(0),
+                        ScalarValue::Int64(Some(0)),
+                        ScalarValue::Int64(Some(0)),
+                        null(),
+                        null(),
+                        null(),
+                    ]
+                };
+                r.row(class(
+                    def.oid(),
+                    &def.name,
+                    "r",
+                    def.schema.fields().len(),
+                    2,
+                ));
+                if let Some(pkey) = def.pkey_oid() {
+                    r.row(class(
+                        pkey,
+                        &format!("{}_pkey", def.name),
+                        "i",
+                        def.primary_key.len(),
+                        403,
+                    ));
+                }
+            }
+            r
+        }
+        "pg_attribute" => {
+            let mut r = Relation::new(&[
+                ("attrelid", OID),
+                ("attname", TEXT),
+                ("atttypid", OID),
+                ("attstattarget", INT4),
+                ("attlen", INT2),
+                ("attnum", INT2),
+                ("attndims", INT4),
+                ("attcacheoff", INT4),
+                ("atttypmod", INT4),
+                ("attbyval", BOOL),
+                ("attalign", TEXT),
+                ("attstorage", TEXT),
+                ("attcompression", TEXT),
+                ("attnotnull", BOOL),
+                ("atthasdef", BOOL),
+                ("atthasmissing", BOOL),
+                ("attidentity", TEXT),
+                ("attgenerated", TEXT),
+                ("attisdropped", BOOL),
+                ("attislocal", BOOL),
+                ("attinhcount", INT4),
+                ("attcollation", OID),
+                ("attacl", text_array()),
+                ("attoptions", text_array()),
+                ("attfdwoptions", text_array()),
+            ]);
+            for t in &tables {
+                let def = t.def();
+                let attribute = |rel: u32, num: usize, field: &Field| {
+                    let type_oid = pg_type_oid(field.data_type());
+                    let collation = if type_oid == 25 { 100 } else { 0 };
+                    vec![
+                        o(rel),
+                        s(field.name()),
+                        o(type_oid),
+                        i4(-1),
+                        i2(super::pg_types::type_len(type_oid)),
+                        i2(num as i16),
+                        i4(0),
+                        i4(-1),
+                        i4(type_modifier(field.data_type())),
+                        b(false),
+                        s("i"),
+                        s("p"),
+                        s(""),
+                        b(!field.is_nullable()),
+                        b(false),
+                        b(false),
+                        s(""),
+                        s(""),
+                        b(false),
+                        b(true),
+                        i4(0),
+                        o(collation),
+                        null(),
+                        null(),
+                        null(),
+                    ]
+                };
+                for (i, field) in def.schema.fields().iter().enumerate() {
+                    r.row(attribute(def.oid(), i + 1, field));
+                }
+                if let Some(pkey) = def.pkey_oid() {
+                    for (n, &i) in def.primary_key.iter().enumerate() {
+                        r.row(attribute(pkey, n + 1, def.schema.field(i)));
+                    }
+                }
+            }
+            r
+        }
+        "pg_type" => {
+            let mut r = Relation::new(&[
+                ("oid", OID),
+                ("typname", TEXT),
+                ("typnamespace", OID),
+                ("typowner", OID),
+                ("typlen", INT2),
+                ("typbyval", BOOL),
+                ("typtype", TEXT),
+                ("typcategory", TEXT),
+                ("typispreferred", BOOL),
+                ("typisdefined", BOOL),
+                ("typdelim", TEXT),
+                ("typrelid", OID),
+                ("typsubscript", TEXT),
+                ("typelem", OID),
+                ("typarray", OID),
+                ("typinput", TEXT),
+                ("typoutput", TEXT),
+                ("typreceive", TEXT),
+                ("typsend", TEXT),
+                ("typmodin", TEXT),
+                ("typmodout", TEXT),
+                ("typanalyze", TEXT),
+                ("typalign", TEXT),
+                ("typstorage", TEXT),
+                ("typnotnull", BOOL),
+                ("typbasetype", OID),
+                ("typtypmod", INT4),
+                ("typndims", INT4),
+                ("typcollation", OID),
+                ("typdefaultbin", TEXT),
+                ("typdefault", TEXT),
+                ("typacl", text_array()),
+            ]);
+            for t in PG_TYPES {
+                r.row(vec![
+                    o(t.oid),
+                    s(t.name),
+                    o(PG_CATALOG_NAMESPACE_OID),
+                    o(USER_OID),
+                    i2(t.len),
+                    b(t.len > 0 && t.len <= 8),
+                    s("b"),
+                    s(t.category),
+                    b(false),
+                    b(true),
+                    s(","),
+                    o(0),
+                    s(if t.elem != 0 {
+                        "array_subscript_handler"
+                    } else {
+                        "-"
+                    }),
+                    o(t.elem),
+                    o(t.array),
+                    s(&format!("{}in", t.name)),
+                    s(&format!("{}out", t.name)),
+                    s(&format!("{}recv", t.name)),
+                    s(&format!("{}send", t.name)),
+                    s("-"),
+                    s("-"),
+                    s("-"),
+                    s(if t.len == 8 { "d" } else { "i" }),
+                    s(if t.len > 0 { "p" } else { "x" }),
+                    b(false),
+                    o(0),
+                    i4(-1),
+                    i4(0),
+                    o(if t.category == "S" { 100 } else { 0 }),
+                    null(),
+                    null(),
+                    null(),
+                ]);
+            }
+            r
+        }
+        "pg_database" => {
+            let mut r = Relation::new(&[
+                ("oid", OID),
+                ("datname", TEXT),
+                ("datdba", OID),
+                ("encoding", INT4),
+                ("datlocprovider", TEXT),
+                ("datistemplate", BOOL),
+                ("datallowconn", BOOL),
+                ("datconnlimit", INT4),
+                ("datfrozenxid", INT8),
+                ("datminmxid", INT8),
+                ("dattablespace", OID),
+                ("datcollate", TEXT),
+                ("datctype", TEXT),
+                ("daticulocale", TEXT),
+                ("daticurules", TEXT),
+                ("datcollversion", TEXT),
+                ("datacl", text_array()),
+            ]);
+            r.row(vec![
+                o(DATABASE_OID),
+                s(DATABASE_NAME),
+                o(USER_OID),
+                i4(6),
+                s("c"),
+                b(false),
+                b(true),
+                i4(-1),
+                ScalarValue::Int64(Some(0)),
+                ScalarValue::Int64(Some(0)),
+                o(1663),
+                s("C.UTF-8"),
+                s("C.UTF-8"),
+                null(),
+                null(),
+                null(),
+                null(),
+            ]);
+            r
+        }
+        "pg_index" => {
+            let mut r = Relation::new(&[
+                ("indexrelid", OID),
+                ("indrelid", OID),
+                ("indnatts", INT2),
+                ("indnkeyatts", INT2),
+                ("indisunique", BOOL),
+                ("indnullsnotdistinct", BOOL),
+                ("indisprimary", BOOL),
+                ("indisexclusion", BOOL),
+                ("indimmediate", BOOL),
+                ("indisclustered", BOOL),
+                ("indisvalid", BOOL),
+                ("indcheckxmin", BOOL),
+                ("indisready", BOOL),
+                ("indislive", BOOL),
+                ("indisreplident", BOOL),
+                ("indkey", TEXT),
+                ("indexprs", TEXT),
+                ("indpred", TEXT),
+            ]);
+            for t in &tables {
+                let def = t.def();
+                if let Some(pkey) = def.pkey_oid() {
+                    let n = def.primary_key.len() as i16;
+                    let key: Vec<String> = def
+                        .primary_key
+                        .iter()
+                        .map(|i| (i + 1).to_string())
+                        .collect();
+                    r.row(vec![
+                        o(pkey),
+                        o(def.oid()),
+                        i2(n),
+                        i2(n),
+                        b(true),
+                        b(false),
+                        b(true),
+                        b(false),
+                        b(true),
+                        b(false),
+                        b(true),
+                        b(false),
+                        b(true),
+                        b(true),
+                        b(false),
+                        s(&key.join(" ")),
+                        null(),
+                        null(),
+                    ]);
+                }
+            }
+            r
+        }
+        "pg_constraint" => {
+            let mut r = Relation::new(&[
+                ("oid", OID),
+                ("conname", TEXT),
+                ("connamespace", OID),
+                ("contype", TEXT),
+                ("condeferrable", BOOL),
+                ("condeferred", BOOL),
+                ("convalidated", BOOL),
+                ("conrelid", OID),
+                ("contypid", OID),
+                ("conindid", OID),
+                ("conparentid", OID),
+                ("confrelid", OID),
+                ("confupdtype", TEXT),
+                ("confdeltype", TEXT),
+                ("confmatchtype", TEXT),
+                ("conislocal", BOOL),
+                ("coninhcount", INT4),
+                ("connoinherit", BOOL),
+                ("conkey", TEXT),
+                ("confkey", TEXT),
+                ("conbin", TEXT),
+            ]);
+            for t in &tables {
+                let def = t.def();
+                if let Some(pkey) = def.pkey_oid() {
+                    let key: Vec<String> = def
+                        .primary_key
+                        .iter()
+                        .map(|i| (i + 1).to_string())
+                        .collect();
+                    r.row(vec![
+                        o(pkey),
+                        s(&format!("{}_pkey", def.name)),
+                        o(PUBLIC_NAMESPACE_OID),
+                        s("p"),
+                        b(false),
+                        b(false),
+                        b(true),
+                        o(def.oid()),
+                        o(0),
+                        o(pkey),
+                        o(0),
+                        o(0),
+                        s(" "),
+                        s(" "),
+                        s(" "),
+                        b(true),
+                        i4(0),
+                        b(true),
+                        s(&format!("{{{}}}", key.join(","))),
+                        null(),
+                        null(),
+                    ]);
+                }
+            }
+            r
+        }
+        "pg_am" => {
+            let mut r = Relation::new(&[
+                ("oid", OID),
+                ("amname", TEXT),
+                ("amhandler", TEXT),
+                ("amtype", TEXT),
+            ]);
+            r.row(vec![o(2), s("heap"), s("heap_tableam_handler"), s("t")]);
+            r.row(vec![o(403), s("btree"), s("bthandler"), s("i")]);
+            r
+        }
+        "pg_roles" | "pg_user" => {
+            let mut r = Relation::new(&[
+                ("oid", OID),
+                ("rolname", TEXT),
+                ("usename", TEXT),
+                ("usesysid", OID),
+                ("rolsuper", BOOL),
+                ("usesuper", BOOL),
+                ("rolinherit", BOOL),
+                ("rolcreaterole", BOOL),
+                ("rolcreatedb", BOOL),
+                ("usecreatedb", BOOL),
+                ("rolcanlogin", BOOL),
+                ("rolreplication", BOOL),
+                ("rolconnlimit", INT4),
+                ("rolpassword", TEXT),
+                ("rolvaliduntil", TEXT),
+                ("rolbypassrls", BOOL),
+                ("rolconfig", text_array()),
+            ]);
+            r.row(vec![
+                o(USER_OID),
+                s(DEFAULT_USER),
+                s(DEFAULT_USER),
+                o(USER_OID),
+                b(true),
+                b(true),
+                b(true),
+                b(true),
+                b(true),
+                b(true),
+                b(true),
+                b(false),
+                i4(-1),
+                s("********"),
+                null(),
+                b(true),
+                null(),
+            ]);
+            r
+        }
+        "pg_tables" => {
+            let mut r = Relation::new(&[
+                ("schemaname", TEXT),
+                ("tablename", TEXT),
+                ("tableowner", TEXT),
+                ("tablespace", TEXT),
+                ("hasindexes", BOOL),
+                ("hasrules", BOOL),
+                ("hastriggers", BOOL),
+                ("rowsecurity", BOOL),
+            ]);
+            for t in &tables {
+                let def = t.def();
+                r.row(vec![
+                    s("public"),
+                    s(&def.name),
+                    s(DEFAULT_USER),
+                    null(),
+                    b(def.pkey_oid().is_some()),
+                    b(false),
+                    b(false),
+                    b(false),
+                ]);
+            }
+            r
+        }
+        "pg_settings" => {
+            let mut r = Relation::new(&[
+                ("name", TEXT),
+                ("setting", TEXT),
+                ("unit", TEXT),
+                ("category", TEXT),
+                ("short_desc", TEXT),
+                ("context", TEXT),
+                ("vartype", TEXT),
+                ("source", TEXT),
+            ]);
+            for (name, value) in crate::sql::session::DEFAULT_SETTINGS {
+                r.row(vec![
+                    s(name),
+                    s(value),
+                    null(),
+                    s("Sluice"),
+                    s(""),
+                    s("user"),
+                    s("string"),
+                    s("default"),
+                ]);
+            }
+            r
+        }
+        "pg_tablespace" => {
+            let mut r = Relation::new(&[("oid", OID), ("spcname", TEXT), ("spcowner", OID)]);
+            r.row(vec![o(1663), s("pg_default"), o(USER_OID)]);
+            r
+        }
+        "pg_collation" => Relation::new(&[
+            ("oid", OID),
+            ("collname", TEXT),
+            ("collnamespace", OID),
+            ("collprovider", TEXT),
+        ]),
+        "pg_attrdef" => Relation::new(&[
+            ("oid", OID),
+            ("adrelid", OID),
+            ("adnum", INT2),
+            ("adbin", TEXT),
+        ]),
+        "pg_description" => Relation::new(&[
+            ("objoid", OID),
+            ("classoid", OID),
+            ("objsubid", INT4),
+            ("description", TEXT),
+        ]),
+        "pg_inherits" => Relation::new(&[
+            ("inhrelid", OID),
+            ("inhparent", OID),
+            ("inhseqno", INT4),
+            ("inhdetachpending", BOOL),
+        ]),
+        "pg_trigger" => Relation::new(&[
+            ("oid", OID),
+            ("tgrelid", OID),
+            ("tgparentid", OID),
+            ("tgname", TEXT),
+            ("tgfoid", OID),
+            ("tgtype", INT2),
+            ("tgenabled", TEXT),
+            ("tgisinternal", BOOL),
+            ("tgconstrrelid", OID),
+            ("tgconstrindid", OID),
+            ("tgconstraint", OID),
+            ("tgdeferrable", BOOL),
+            ("tginitdeferred", BOOL),
+            ("tgnargs", INT2),
+        ]),
+        "pg_policy" => Relation::new(&[
+            ("oid", OID),
+            ("polname", TEXT),
+            ("polrelid", OID),
+            ("polcmd", TEXT),
+            ("polpermissive", BOOL),
+            ("polroles", text_array()),
+            ("polqual", TEXT),
+            ("polwithcheck", TEXT),
+        ]),
+        "pg_statistic_ext" => Relation::new(&[
+            ("oid", OID),
+            ("stxrelid", OID),
+            ("stxname", TEXT),
+            ("stxnamespace", OID),
+            ("stxowner", OID),
+            ("stxstattarget", INT4),
+            ("stxkeys", TEXT),
+            ("stxkind", text_array()),
+            ("stxexprs", TEXT),
+        ]),
+        "pg_publication" => Relation::new(&[
+            ("oid", OID),
+            ("pubname", TEXT),
+            ("pubowner", OID),
+            ("puballtables", BOOL),
+            ("pubinsert", BOOL),
+            ("pubupdate", BOOL),
+            ("pubdelete", BOOL),
+            ("pubtruncate", BOOL),
+            ("pubviaroot", BOOL),
+        ]),
+        "pg_publication_rel" => Relation::new(&[
+            ("oid", OID),
+            ("prpubid", OID),
+            ("prrelid", OID),
+            ("prqual", TEXT),
+            ("prattrs", TEXT),
+        ]),
+        "pg_publication_namespace" => {
+            Relation::new(&[("oid", OID), ("pnpubid", OID), ("pnnspid", OID)])
+        }
+        "pg_rewrite" => Relation::new(&[
+            ("oid", OID),
+            ("rulename", TEXT),
+            ("ev_class", OID),
+            ("ev_type", TEXT),
+            ("ev_enabled", TEXT),
+            ("is_instead", BOOL),
+        ]),
+        "pg_foreign_table" => Relation::new(&[
+            ("ftrelid", OID),
+            ("ftserver", OID),
+            ("ftoptions", text_array()),
+        ]),
+        "pg_partitioned_table" => {
+            Relation::new(&[("partrelid", OID), ("partstrat", TEXT), ("partnatts", INT2)])
+        }
+        "pg_sequence" => Relation::new(&[("seqrelid", OID), ("seqtypid", OID)]),
+        "pg_extension" => Relation::new(&[
+            ("oid", OID),
+            ("extname", TEXT),
+            ("extowner", OID),
+            ("extnamespace", OID),
+            ("extversion", TEXT),
+        ]),
+        "pg_enum" => Relation::new(&[
+            ("oid", OID),
+            ("enumtypid", OID),
+            ("enumsortorder", FLOAT4),
+            ("enumlabel", TEXT),
+        ]),
+        "pg_range" => Relation::new(&[
+            ("rngtypid", OID),
+            ("rngsubtype", OID),
+            ("rngmultitypid", OID),
+        ]),
+        "pg_proc" => Relation::new(&[
+            ("oid", OID),
+            ("proname", TEXT),
+            ("pronamespace", OID),
+            ("proowner", OID),
+            ("prokind", TEXT),
+            ("prorettype", OID),
+            ("proargtypes", TEXT),
+        ]),
+        "pg_views" | "pg_matviews" => Relation::new(&[
+            ("schemaname", TEXT),
+            ("viewname", TEXT),
+            ("matviewname", TEXT),
+            ("viewowner", TEXT),
+            ("definition", TEXT),
+        ]),
+        "pg_indexes" => {
+            let mut r = Relation::new(&[
+                ("schemaname", TEXT),
+                ("tablename", TEXT),
+                ("indexname", TEXT),
+                ("tablespace", TEXT),
+                ("indexdef", TEXT),
+            ]);
+            for t in &tables {
+                let def = t.def();
+                if def.pkey_oid().is_some() {
+                    r.row(vec![
+                        s("public"),
+                        s(&def.name),
+                        s(&format!("{}_pkey", def.name)),
+                        null(),
+                        s(&primary_key_index_def(def)),
+                    ]);
+                }
+            }
+            r
+        }
+        _ => return None,
+    };
+    Some(rel)
+}
+
+/// `CREATE UNIQUE INDEX t_pkey ON public.t USING btree (a)`, as `pg_get_indexdef` prints it.
+pub fn primary_key_index_def(def: &super::TableDef) -> String {
+    format!(
+        "CREATE UNIQUE INDEX {}_pkey ON public.{} USING btree ({})",
+        def.name,
+        def.name,
+        def.primary_key_names().join(", ")
+    )
+}

@@ -1,0 +1,407 @@
+//! The PostgreSQL functions that psql, drivers and BI tools call on the catalog
+//! (`format_type`, `pg_table_is_visible`, `pg_get_indexdef`, `current_database` …), as DataFusion
+//! scalar UDFs.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array, ListBuilder, StringArray,
+    StringBuilder, UInt32Array,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, UInt32Type};
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
+};
+
+use super::pg_catalog::primary_key_index_def;
+use super::pg_types::{by_name, format_type};
+use super::registry::TableRegistry;
+use crate::config::{DATABASE_NAME, DEFAULT_USER};
+use crate::error::{Error, sqlstate};
+
+/// The server version we report: PostgreSQL's, so clients pick their modern code paths.
+pub const SERVER_VERSION: &str = "16.6";
+
+type Body = Arc<dyn Fn(&[ArrayRef], usize) -> DfResult<ArrayRef> + Send + Sync>;
+
+/// A catalog function: a name, the argument counts it accepts, a result type and a body over
+/// whole columns.
+struct PgFunction {
+    /// Function name as SQL calls it.
+    name: &'static str,
+    /// Accepted argument counts (any types; bodies cast what they need).
+    signature: Signature,
+    /// Result type.
+    return_type: DataType,
+    /// Computes the result column from argument columns and the row count.
+    body: Body,
+}
+
+impl fmt::Debug for PgFunction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgFunction")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl PartialEq for PgFunction {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for PgFunction {}
+
+impl Hash for PgFunction {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for PgFunction {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(self.return_type.clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        Ok(ColumnarValue::Array((self.body)(&arrays, rows)?))
+    }
+}
+
+fn function(
+    name: &'static str,
+    arities: &[usize],
+    return_type: DataType,
+    body: impl Fn(&[ArrayRef], usize) -> DfResult<ArrayRef> + Send + Sync + 'static,
+) -> ScalarUDF {
+    let signatures: Vec<TypeSignature> = arities
+        .iter()
+        .map(|&n| {
+            if n == 0 {
+                TypeSignature::Nullary
+            } else {
+                TypeSignature::Any(n)
+            }
+        })
+        .collect();
+    let signature = if signatures.len() == 1 {
+        Signature::new(
+            signatures
+                .into_iter()
+                .next()
+                .unwrap_or(TypeSignature::Nullary),
+            Volatility::Stable,
+        )
+    } else {
+        Signature::one_of(signatures, Volatility::Stable)
+    };
+    ScalarUDF::new_from_impl(PgFunction {
+        name,
+        signature,
+        return_type,
+        body: Arc::new(body),
+    })
+}
+
+fn constant_text(value: String) -> impl Fn(&[ArrayRef], usize) -> DfResult<ArrayRef> {
+    move |_, rows| Ok(Arc::new(StringArray::from(vec![value.as_str(); rows])) as ArrayRef)
+}
+
+fn null_text(_: &[ArrayRef], rows: usize) -> DfResult<ArrayRef> {
+    Ok(Arc::new(StringArray::new_null(rows)))
+}
+
+fn all_true(_: &[ArrayRef], rows: usize) -> DfResult<ArrayRef> {
+    Ok(Arc::new(BooleanArray::from(vec![true; rows])))
+}
+
+fn as_u32(array: &ArrayRef) -> DfResult<UInt32Array> {
+    Ok(cast(array, &DataType::UInt32)?
+        .as_primitive::<UInt32Type>()
+        .clone())
+}
+
+fn as_i32(array: &ArrayRef) -> DfResult<Int32Array> {
+    Ok(cast(array, &DataType::Int32)?
+        .as_primitive::<Int32Type>()
+        .clone())
+}
+
+fn as_text(array: &ArrayRef) -> DfResult<StringArray> {
+    Ok(cast(array, &DataType::Utf8)?.as_string::<i32>().clone())
+}
+
+/// Every catalog function, bound to the live tables.
+pub fn pg_functions(tables: Arc<TableRegistry>) -> Vec<ScalarUDF> {
+    let version = format!(
+        "PostgreSQL {SERVER_VERSION} (Sluice {}) on x86_64, compiled by rustc",
+        env!("CARGO_PKG_VERSION")
+    );
+    let t1 = Arc::clone(&tables);
+    let t2 = Arc::clone(&tables);
+    let t3 = Arc::clone(&tables);
+    vec![
+        function("pg_table_is_visible", &[1], DataType::Boolean, all_true),
+        function("pg_type_is_visible", &[1], DataType::Boolean, all_true),
+        function("pg_function_is_visible", &[1], DataType::Boolean, all_true),
+        function("has_table_privilege", &[2, 3], DataType::Boolean, all_true),
+        function("has_schema_privilege", &[2, 3], DataType::Boolean, all_true),
+        function(
+            "has_database_privilege",
+            &[2, 3],
+            DataType::Boolean,
+            all_true,
+        ),
+        function("pg_is_in_recovery", &[0], DataType::Boolean, |_, rows| {
+            Ok(Arc::new(BooleanArray::from(vec![false; rows])))
+        }),
+        function(
+            "pg_get_userbyid",
+            &[1],
+            DataType::Utf8,
+            constant_text(DEFAULT_USER.into()),
+        ),
+        function(
+            "pg_encoding_to_char",
+            &[1],
+            DataType::Utf8,
+            constant_text("UTF8".into()),
+        ),
+        function(
+            "current_database",
+            &[0],
+            DataType::Utf8,
+            constant_text(DATABASE_NAME.into()),
+        ),
+        function(
+            "current_catalog",
+            &[0],
+            DataType::Utf8,
+            constant_text(DATABASE_NAME.into()),
+        ),
+        function(
+            "current_schema",
+            &[0],
+            DataType::Utf8,
+            constant_text("public".into()),
+        ),
+        function(
+            "current_user",
+            &[0],
+            DataType::Utf8,
+            constant_text(DEFAULT_USER.into()),
+        ),
+        function(
+            "current_role",
+            &[0],
+            DataType::Utf8,
+            constant_text(DEFAULT_USER.into()),
+        ),
+        function(
+            "session_user",
+            &[0],
+            DataType::Utf8,
+            constant_text(DEFAULT_USER.into()),
+        ),
+        function(
+            "user",
+            &[0],
+            DataType::Utf8,
+            constant_text(DEFAULT_USER.into()),
+        ),
+        function("version", &[0], DataType::Utf8, constant_text(version)),
+        function(
+            "current_schemas",
+            &[1],
+            DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
+            |_, rows| {
+                let mut builder = ListBuilder::new(StringBuilder::new());
+                for _ in 0..rows {
+                    builder.values().append_value("pg_catalog");
+                    builder.values().append_value("public");
+                    builder.append(true);
+                }
+                Ok(Arc::new(builder.finish()))
+            },
+        ),
+        function("pg_backend_pid", &[0], DataType::Int32, |_, rows| {
+            Ok(Arc::new(Int32Array::from(vec![
+                std::process::id() as i32;
+                rows
+            ])))
+        }),
+        function("obj_description", &[1, 2], DataType::Utf8, null_text),
+        function("col_description", &[2], DataType::Utf8, null_text),
+        function("shobj_description", &[2], DataType::Utf8, null_text),
+        function("pg_get_expr", &[2, 3], DataType::Utf8, null_text),
+        function("pg_get_viewdef", &[1, 2], DataType::Utf8, null_text),
+        function("pg_get_triggerdef", &[1, 2], DataType::Utf8, null_text),
+        function(
+            "pg_get_statisticsobjdef_columns",
+            &[1],
+            DataType::Utf8,
+            null_text,
+        ),
+        function("format_type", &[2], DataType::Utf8, |args, _| {
+            let oids = as_u32(&args[0])?;
+            let mods = as_i32(&args[1])?;
+            let out: StringArray = oids
+                .iter()
+                .zip(mods.iter())
+                .map(|(oid, m)| {
+                    oid.map(|oid| format_type(oid, m.unwrap_or(-1)).unwrap_or_else(|| "???".into()))
+                })
+                .collect();
+            Ok(Arc::new(out))
+        }),
+        function("pg_size_pretty", &[1], DataType::Utf8, |args, _| {
+            let sizes = cast(&args[0], &DataType::Int64)?;
+            let out: StringArray = sizes
+                .as_primitive::<Int64Type>()
+                .iter()
+                .map(|v| v.map(size_pretty))
+                .collect();
+            Ok(Arc::new(out))
+        }),
+        function("pg_table_size", &[1], DataType::Int64, zero_size),
+        function("pg_relation_size", &[1, 2], DataType::Int64, zero_size),
+        function("pg_total_relation_size", &[1], DataType::Int64, zero_size),
+        function("pg_indexes_size", &[1], DataType::Int64, zero_size),
+        function(
+            "pg_get_indexdef",
+            &[1, 3],
+            DataType::Utf8,
+            move |args, _| {
+                let oids = as_u32(&args[0])?;
+                let all = t1.all();
+                let out: StringArray = oids
+                    .iter()
+                    .map(|oid| {
+                        let oid = oid?;
+                        all.iter()
+                            .find(|t| t.def().pkey_oid() == Some(oid))
+                            .map(|t| primary_key_index_def(t.def()))
+                    })
+                    .collect();
+                Ok(Arc::new(out))
+            },
+        ),
+        function(
+            "pg_get_constraintdef",
+            &[1, 2],
+            DataType::Utf8,
+            move |args, _| {
+                let oids = as_u32(&args[0])?;
+                let all = t2.all();
+                let out: StringArray = oids
+                    .iter()
+                    .map(|oid| {
+                        let oid = oid?;
+                        all.iter()
+                            .find(|t| t.def().pkey_oid() == Some(oid))
+                            .map(|t| {
+                                format!("PRIMARY KEY ({})", t.def().primary_key_names().join(", "))
+                            })
+                    })
+                    .collect();
+                Ok(Arc::new(out))
+            },
+        ),
+        function(REGCLASS_FUNCTION, &[1], DataType::UInt32, move |args, _| {
+            let names = as_text(&args[0])?;
+            let mut out = Vec::with_capacity(names.len());
+            for name in names.iter() {
+                out.push(match name {
+                    None => None,
+                    Some(name) => {
+                        let bare = name
+                            .strip_prefix("public.")
+                            .unwrap_or(name)
+                            .trim_matches('"');
+                        match t3.get(bare) {
+                            Some(t) => Some(t.def().oid()),
+                            None => {
+                                return Err(Error::user(
+                                    sqlstate::UNDEFINED_TABLE,
+                                    format!("relation \"{name}\" does not exist"),
+                                )
+                                .into());
+                            }
+                        }
+                    }
+                });
+            }
+            Ok(Arc::new(UInt32Array::from(out)))
+        }),
+        function(REGTYPE_FUNCTION, &[1], DataType::UInt32, |args, _| {
+            let names = as_text(&args[0])?;
+            let mut out = Vec::with_capacity(names.len());
+            for name in names.iter() {
+                out.push(match name {
+                    None => None,
+                    Some(name) => match by_name(name) {
+                        Some(t) => Some(t.oid),
+                        None => {
+                            return Err(Error::user(
+                                sqlstate::UNDEFINED_OBJECT,
+                                format!("type \"{name}\" does not exist"),
+                            )
+                            .into());
+                        }
+                    },
+                });
+            }
+            Ok(Arc::new(UInt32Array::from(out)))
+        }),
+    ]
+}
+
+/// The function `'name'::regclass` is rewritten to (see `sql::pg_compat`).
+pub const REGCLASS_FUNCTION: &str = "sluice_regclass";
+
+/// The function `'name'::regtype` is rewritten to.
+pub const REGTYPE_FUNCTION: &str = "sluice_regtype";
+
+fn zero_size(_: &[ArrayRef], rows: usize) -> DfResult<ArrayRef> {
+    Ok(Arc::new(Int64Array::from(vec![0; rows])))
+}
+
+/// `pg_size_pretty`: bytes below 10 kB, then kB, MB, GB, TB, rounding half up.
+fn size_pretty(bytes: i64) -> String {
+    let units = ["bytes", "kB", "MB", "GB", "TB", "PB"];
+    let mut size = bytes;
+    let mut unit = 0;
+    while size.abs() >= 10 * 1024 && unit + 1 < units.len() {
+        size = (size + if size >= 0 { 512 } else { -512 }) / 1024;
+        unit += 1;
+    }
+    format!("{size} {}", units[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_print_as_postgres_does() {
+        assert_eq!(size_pretty(0), "0 bytes");
+        assert_eq!(size_pretty(8192), "8192 bytes");
+        assert_eq!(size_pretty(20 * 1024), "20 kB");
+    }
+}

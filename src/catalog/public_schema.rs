@@ -1,0 +1,47 @@
+//! [`PublicSchema`]: the `public` schema as DataFusion sees it: the live tables, and, as in
+//! PostgreSQL's default `search_path`, the `pg_catalog` relations by their bare names.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::error::Result as DfResult;
+
+use crate::connector::queue::QueueTableProvider;
+
+use super::pg_catalog::PgCatalogSchema;
+use super::registry::TableRegistry;
+
+/// The `public` schema.
+#[derive(Debug)]
+pub struct PublicSchema {
+    /// The live tables.
+    tables: Arc<TableRegistry>,
+    /// Fallback for bare names of system relations (`SELECT * FROM pg_class`).
+    pg_catalog: Arc<PgCatalogSchema>,
+}
+
+impl PublicSchema {
+    /// The schema over a registry.
+    pub fn new(tables: Arc<TableRegistry>, pg_catalog: Arc<PgCatalogSchema>) -> Self {
+        Self { tables, pg_catalog }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for PublicSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.tables.names()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if let Some(table) = self.tables.get(name) {
+            return Ok(Some(Arc::new(QueueTableProvider::new(table))));
+        }
+        self.pg_catalog.table(name).await
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.tables.get(name).is_some()
+    }
+}

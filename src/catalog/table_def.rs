@@ -1,0 +1,42 @@
+//! [`TableDef`]: a table as `CREATE TABLE` declared it.
+
+use datafusion::arrow::datatypes::SchemaRef;
+
+use super::FIRST_USER_OID;
+
+/// A table's definition.
+#[derive(Debug, Clone)]
+pub struct TableDef {
+    /// Catalog id, unique for the life of the data directory, never reused.
+    pub id: u32,
+    /// Name, lowercased unless it was quoted.
+    pub name: String,
+    /// Column names and types; nullability says whether a column may hold NULL.
+    pub schema: SchemaRef,
+    /// Indexes into `schema` of the primary key columns, empty when there is none.
+    pub primary_key: Vec<usize>,
+    /// `APPEND ONLY`: rows are never updated or deleted, so no state is kept for changes.
+    pub append_only: bool,
+    /// The `CREATE TABLE` statement as the user wrote it; replayed on restart.
+    pub sql: String,
+}
+
+impl TableDef {
+    /// The PostgreSQL OID of the table, as `pg_class.oid`.
+    pub fn oid(&self) -> u32 {
+        FIRST_USER_OID + 2 * self.id
+    }
+
+    /// The OID of the table's primary key index (`<table>_pkey`), when it has a key.
+    pub fn pkey_oid(&self) -> Option<u32> {
+        (!self.primary_key.is_empty()).then(|| self.oid() + 1)
+    }
+
+    /// Names of the primary key columns, in key order.
+    pub fn primary_key_names(&self) -> Vec<&str> {
+        self.primary_key
+            .iter()
+            .map(|&i| self.schema.field(i).name().as_str())
+            .collect()
+    }
+}

@@ -1,0 +1,50 @@
+//! [`Config`]: every knob of a running engine, with its default. `main.rs` fills it from flags
+//! and the environment; tests build it directly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::storage::FsyncPolicy;
+
+/// The address `sluice serve` listens on unless told otherwise. Never 5432, so that a local
+/// PostgreSQL is no obstacle.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5433";
+
+/// The one database a Sluice server holds; connecting to any other is error 3D000.
+pub const DATABASE_NAME: &str = "sluice";
+
+/// The default user, trusted on loopback unless a users file turns on password auth.
+pub const DEFAULT_USER: &str = "sluice";
+
+/// Configuration of one engine and its server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the Postgres wire server listens.
+    pub listen: SocketAddr,
+    /// Directory of the catalog and of every table's log.
+    pub data_dir: PathBuf,
+    /// When a write is acknowledged: after fsync (`always`), after a grouped fsync a few
+    /// milliseconds later (`batch`), or once handed to the OS (`never`).
+    pub fsync: FsyncPolicy,
+    /// A file of `user:password` lines; when set, clients must authenticate with
+    /// SCRAM-SHA-256.
+    pub users_file: Option<PathBuf>,
+    /// PEM certificate chain; with `tls_key`, turns on TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) matching `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Config {
+    /// Defaults for a data directory: listen on [`DEFAULT_LISTEN`], fsync always, trust auth.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("the default address parses"),
+            data_dir: data_dir.into(),
+            fsync: FsyncPolicy::Always,
+            users_file: None,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! [`QueueTable`]: a table of the internal queue. Every write is decided, appended to the log and
+//! applied to the in-memory contents under one lock, then acknowledged once the log says it is
+//! durable.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{filter_record_batch, take_record_batch};
+use datafusion::physical_expr::PhysicalExpr;
+
+use crate::catalog::TableDef;
+use crate::error::{Error, Result, sqlstate};
+use crate::storage::{FsyncPolicy, Log};
+use crate::stream::ChangeBatch;
+
+use super::contents::TableContents;
+
+/// A table: its definition, its durable log and its current contents.
+#[derive(Debug)]
+pub struct QueueTable {
+    /// What `CREATE TABLE` declared.
+    def: TableDef,
+    /// The durable log of every change, the queue that views consume.
+    log: Log,
+    /// The current rows. The lock also serializes writers, so that what a write decides from
+    /// the contents (which rows an upsert replaces) is still true when it is appended.
+    contents: Mutex<TableContents>,
+}
+
+impl QueueTable {
+    /// Opens the table's log under `tables_dir` and rebuilds its contents from it.
+    pub fn open(def: TableDef, tables_dir: &Path, fsync: FsyncPolicy) -> Result<Self> {
+        let log = Log::open(&tables_dir.join(def.id.to_string()), fsync)?;
+        let mut contents = TableContents::new(Arc::clone(&def.schema), &def.primary_key)?;
+        let mut position = 0;
+        loop {
+            let records = log.read(position, 256)?;
+            let Some((last, _)) = records.last() else {
+                break;
+            };
+            position = last + 1;
+            for (_, change) in &records {
+                contents.apply(change)?;
+            }
+        }
+        tracing::debug!(table = %def.name, records = position, rows = contents.num_rows(), "table restored");
+        Ok(Self {
+            def,
+            log,
+            contents: Mutex::new(contents),
+        })
+    }
+
+    /// The table's definition.
+    pub fn def(&self) -> &TableDef {
+        &self.def
+    }
+
+    /// The table's log: read from a position, wait for data past it.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// The current rows.
+    pub fn snapshot(&self) -> Result<Vec<RecordBatch>> {
+        Ok(self.lock().snapshot()?)
+    }
+
+    /// Number of rows now.
+    pub fn num_rows(&self) -> usize {
+        self.lock().num_rows()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, TableContents> {
+        // A writer that panicked left the contents as they were before its apply or after it;
+        // both are consistent with the log.
+        self.contents.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Inserts rows in the table's schema; on a table with a primary key a row replaces the
+    /// row with the same key (upsert). Returns the number of rows written once durable.
+    pub async fn insert(&self, batch: RecordBatch) -> Result<u64> {
+        if batch.num_rows() == 0 {
+            return Ok(0);
+        }
+        self.check_not_null(&batch)?;
+        // The input may differ from the table in nullability only (checked just above).
+        let batch = RecordBatch::try_new(Arc::clone(&self.def.schema), batch.columns().to_vec())?;
+        let rows = batch.num_rows() as u64;
+        let position = {
+            let mut contents = self.lock();
+            let change = match contents.keyed() {
+                None => ChangeBatch::inserts(batch),
+                Some(keyed) => {
+                    let batch = last_row_per_key(keyed, &batch)?;
+                    let keys = keyed.keys_of(&batch)?;
+                    let replaced = keyed.lookup(keys.iter().map(|k| k.data()))?;
+                    if replaced.num_rows() == 0 {
+                        ChangeBatch::inserts(batch)
+                    } else {
+                        ChangeBatch::concat(
+                            &self.def.schema,
+                            &[
+                                ChangeBatch::retractions(replaced),
+                                ChangeBatch::inserts(batch),
+                            ],
+                        )?
+                    }
+                }
+            };
+            self.commit(&mut contents, change)?
+        };
+        self.log.wait_durable(position).await?;
+        Ok(rows)
+    }
+
+    /// Deletes the rows for which `predicate` is true (all rows when `None`).
+    pub async fn delete(&self, predicate: Option<&Arc<dyn PhysicalExpr>>) -> Result<u64> {
+        self.refuse_if_append_only("DELETE")?;
+        let (position, count) = {
+            let mut contents = self.lock();
+            let matched = matching_rows(&contents.snapshot()?, predicate)?;
+            let count = matched.iter().map(RecordBatch::num_rows).sum::<usize>() as u64;
+            if count == 0 {
+                return Ok(0);
+            }
+            let retractions: Vec<ChangeBatch> =
+                matched.into_iter().map(ChangeBatch::retractions).collect();
+            let change = ChangeBatch::concat(&self.def.schema, &retractions)?;
+            (self.commit(&mut contents, change)?, count)
+        };
+        self.log.wait_durable(position).await?;
+        Ok(count)
+    }
+
+    /// Replaces each row for which `predicate` is true by `new_row` evaluated over it (one
+    /// expression per column of the table).
+    pub async fn update(
+        &self,
+        predicate: Option<&Arc<dyn PhysicalExpr>>,
+        new_row: &[Arc<dyn PhysicalExpr>],
+    ) -> Result<u64> {
+        self.refuse_if_append_only("UPDATE")?;
+        let (position, count) = {
+            let mut contents = self.lock();
+            let old = matching_rows(&contents.snapshot()?, predicate)?;
+            let count = old.iter().map(RecordBatch::num_rows).sum::<usize>() as u64;
+            if count == 0 {
+                return Ok(0);
+            }
+            let mut parts = Vec::with_capacity(old.len() * 2);
+            let mut new_batches = Vec::with_capacity(old.len());
+            for batch in &old {
+                let columns = new_row
+                    .iter()
+                    .map(|e| e.evaluate(batch)?.into_array(batch.num_rows()))
+                    .collect::<datafusion::error::Result<Vec<ArrayRef>>>()?;
+                let new = RecordBatch::try_new(Arc::new(nullable(&self.def.schema)), columns)?;
+                self.check_not_null(&new)?;
+                let new =
+                    RecordBatch::try_new(Arc::clone(&self.def.schema), new.columns().to_vec())?;
+                new_batches.push(new);
+            }
+            if let Some(keyed) = contents.keyed() {
+                self.check_unique_after_update(keyed, &old, &new_batches)?;
+            }
+            parts.extend(old.into_iter().map(ChangeBatch::retractions));
+            parts.extend(new_batches.into_iter().map(ChangeBatch::inserts));
+            let change = ChangeBatch::concat(&self.def.schema, &parts)?;
+            (self.commit(&mut contents, change)?, count)
+        };
+        self.log.wait_durable(position).await?;
+        Ok(count)
+    }
+
+    fn commit(&self, contents: &mut TableContents, change: ChangeBatch) -> Result<u64> {
+        let position = self.log.append(&change)?;
+        contents.apply(&change)?;
+        Ok(position)
+    }
+
+    fn refuse_if_append_only(&self, what: &str) -> Result<()> {
+        if self.def.append_only {
+            return Err(Error::unsupported(format!(
+                "{what} is not supported on append-only table \"{}\"",
+                self.def.name
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_not_null(&self, batch: &RecordBatch) -> Result<()> {
+        for (field, column) in self.def.schema.fields().iter().zip(batch.columns()) {
+            if !field.is_nullable() && column.null_count() > 0 {
+                return Err(Error::user(
+                    sqlstate::NOT_NULL_VIOLATION,
+                    format!(
+                        "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
+                        field.name(),
+                        self.def.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// After an update every key must still name one row: a new key may only be one of the
+    /// updated rows' old keys or a key not in the table.
+    fn check_unique_after_update(
+        &self,
+        keyed: &super::contents::KeyedRows,
+        old: &[RecordBatch],
+        new: &[RecordBatch],
+    ) -> Result<()> {
+        let mut freed = HashSet::new();
+        for batch in old {
+            for key in keyed.keys_of(batch)?.iter() {
+                freed.insert(key.as_ref().to_vec());
+            }
+        }
+        let mut taken = HashSet::new();
+        for batch in new {
+            for key in keyed.keys_of(batch)?.iter() {
+                let key = key.as_ref();
+                let clash =
+                    (keyed.contains(key) && !freed.contains(key)) || !taken.insert(key.to_vec());
+                if clash {
+                    return Err(Error::user(
+                        sqlstate::UNIQUE_VIOLATION,
+                        format!(
+                            "duplicate key value violates unique constraint \"{}_pkey\"",
+                            self.def.name
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The schema with every column nullable, to hold rows before NOT NULL is checked.
+fn nullable(schema: &datafusion::arrow::datatypes::Schema) -> datafusion::arrow::datatypes::Schema {
+    datafusion::arrow::datatypes::Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// The rows of `batches` for which `predicate` is true (NULL counts as false).
+fn matching_rows(
+    batches: &[RecordBatch],
+    predicate: Option<&Arc<dyn PhysicalExpr>>,
+) -> Result<Vec<RecordBatch>> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let matched = match predicate {
+            None => batch.clone(),
+            Some(p) => {
+                let mask = p.evaluate(batch)?.into_array(batch.num_rows())?;
+                let mask: &BooleanArray = mask.as_boolean();
+                filter_record_batch(batch, mask)?
+            }
+        };
+        if matched.num_rows() > 0 {
+            out.push(matched);
+        }
+    }
+    Ok(out)
+}
+
+/// Within one insert, the last row of a key wins, as if the rows had been inserted one by one.
+fn last_row_per_key(
+    keyed: &super::contents::KeyedRows,
+    batch: &RecordBatch,
+) -> Result<RecordBatch> {
+    let keys = keyed.keys_of(batch)?;
+    let mut seen = HashSet::with_capacity(batch.num_rows());
+    let mut keep: Vec<u32> = Vec::with_capacity(batch.num_rows());
+    for i in (0..batch.num_rows()).rev() {
+        if seen.insert(keys.row(i).as_ref().to_vec()) {
+            keep.push(i as u32);
+        }
+    }
+    if keep.len() == batch.num_rows() {
+        return Ok(batch.clone());
+    }
+    keep.reverse();
+    Ok(take_record_batch(batch, &UInt32Array::from(keep))?)
+}

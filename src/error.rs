@@ -1,0 +1,222 @@
+//! The engine's error type. Each variant says whose fault it is: [`Error::User`] carries the
+//! SQLSTATE of a user's mistake; the others are faults of the engine or of its environment and
+//! are mapped to SQLSTATE codes in one place, [`Error::sqlstate`].
+
+use datafusion::arrow::error::ArrowError;
+use datafusion::error::DataFusionError;
+use datafusion::sql::sqlparser::parser::ParserError;
+
+use crate::storage::StorageError;
+
+/// SQLSTATE codes the engine answers with, named as in PostgreSQL's errcodes.txt.
+pub mod sqlstate {
+    pub const SYNTAX_ERROR: &str = "42601";
+    pub const UNDEFINED_TABLE: &str = "42P01";
+    pub const UNDEFINED_COLUMN: &str = "42703";
+    pub const UNDEFINED_FUNCTION: &str = "42883";
+    pub const DUPLICATE_TABLE: &str = "42P07";
+    pub const DUPLICATE_COLUMN: &str = "42701";
+    pub const DATATYPE_MISMATCH: &str = "42804";
+    pub const INVALID_NAME: &str = "42602";
+    pub const UNIQUE_VIOLATION: &str = "23505";
+    pub const NOT_NULL_VIOLATION: &str = "23502";
+    pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    pub const INVALID_CATALOG_NAME: &str = "3D000";
+    pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
+    pub const DIVISION_BY_ZERO: &str = "22012";
+    pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
+    pub const INVALID_PARAMETER_VALUE: &str = "22023";
+    pub const BAD_COPY_FORMAT: &str = "22P04";
+    pub const UNDEFINED_OBJECT: &str = "42704";
+    pub const DEPENDENT_OBJECTS_STILL_EXIST: &str = "2BP01";
+    pub const INVALID_PASSWORD: &str = "28P01";
+    pub const IO_ERROR: &str = "58030";
+    pub const INTERNAL_ERROR: &str = "XX000";
+}
+
+/// Result with the engine's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while running a statement.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The user's mistake, with the SQLSTATE it answers with.
+    #[error("{message}")]
+    User {
+        /// SQLSTATE code, one of [`sqlstate`].
+        code: &'static str,
+        /// What went wrong, naming the object.
+        message: String,
+    },
+    /// The SQL text does not parse.
+    #[error("syntax error: {0}")]
+    Parse(#[from] ParserError),
+    /// The SQL text does not even split into tokens (an unterminated string, say).
+    #[error("syntax error: {0}")]
+    Tokenize(#[from] datafusion::sql::sqlparser::tokenizer::TokenizerError),
+    /// Planning or running a query failed.
+    #[error("{}", describe_datafusion(.0))]
+    DataFusion(#[from] DataFusionError),
+    /// An Arrow kernel failed (casts of user data, mostly).
+    #[error("{0}")]
+    Arrow(#[from] ArrowError),
+    /// The table log could not be read or written.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// The catalog file could not be read or written.
+    #[error("catalog {path}: {source}")]
+    CatalogIo {
+        /// The catalog file.
+        path: String,
+        /// The underlying failure.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// A user error with a SQLSTATE.
+    pub fn user(code: &'static str, message: impl Into<String>) -> Self {
+        Self::User {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// `0A000`: something PostgreSQL has that we do not (yet).
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self::user(sqlstate::FEATURE_NOT_SUPPORTED, message)
+    }
+
+    /// The SQLSTATE the client receives for this error.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Error::User { code, .. } => code,
+            Error::Parse(_) | Error::Tokenize(_) => sqlstate::SYNTAX_ERROR,
+            Error::DataFusion(e) => datafusion_sqlstate(e),
+            Error::Arrow(e) => arrow_sqlstate(e),
+            Error::Storage(_) | Error::CatalogIo { .. } => sqlstate::IO_ERROR,
+        }
+    }
+}
+
+fn arrow_sqlstate(e: &ArrowError) -> &'static str {
+    match e {
+        ArrowError::CastError(_) | ArrowError::ParseError(_) => {
+            sqlstate::INVALID_TEXT_REPRESENTATION
+        }
+        ArrowError::DivideByZero => sqlstate::DIVISION_BY_ZERO,
+        ArrowError::ArithmeticOverflow(_) => sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+        ArrowError::CsvError(_) => sqlstate::BAD_COPY_FORMAT,
+        // DataFusion checks NOT NULL itself while planning an INSERT … VALUES.
+        ArrowError::InvalidArgumentError(m) if m.contains("non-nullable") => {
+            sqlstate::NOT_NULL_VIOLATION
+        }
+        ArrowError::InvalidArgumentError(_) => sqlstate::INVALID_PARAMETER_VALUE,
+        _ => sqlstate::INTERNAL_ERROR,
+    }
+}
+
+/// DataFusion reports most user mistakes as plan or schema errors with a message; the message
+/// is the only place that says which mistake it was.
+fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
+    use datafusion::common::SchemaError;
+    match e {
+        DataFusionError::SQL(_, _) => sqlstate::SYNTAX_ERROR,
+        DataFusionError::NotImplemented(_) => sqlstate::FEATURE_NOT_SUPPORTED,
+        DataFusionError::ArrowError(a, _) => arrow_sqlstate(a),
+        DataFusionError::SchemaError(s, _) => match s.as_ref() {
+            SchemaError::FieldNotFound { .. } => sqlstate::UNDEFINED_COLUMN,
+            SchemaError::DuplicateQualifiedField { .. }
+            | SchemaError::DuplicateUnqualifiedField { .. } => sqlstate::DUPLICATE_COLUMN,
+            _ => sqlstate::SYNTAX_ERROR,
+        },
+        DataFusionError::Context(_, inner) => datafusion_sqlstate(inner),
+        DataFusionError::Diagnostic(_, inner) => datafusion_sqlstate(inner),
+        DataFusionError::Shared(inner) => datafusion_sqlstate(inner),
+        DataFusionError::External(inner) => match inner.downcast_ref::<Error>() {
+            Some(e) => e.sqlstate(),
+            None => match inner.downcast_ref::<ArrowError>() {
+                Some(a) => arrow_sqlstate(a),
+                None => sqlstate::INTERNAL_ERROR,
+            },
+        },
+        DataFusionError::Plan(m) | DataFusionError::Execution(m) => message_sqlstate(m),
+        _ => sqlstate::INTERNAL_ERROR,
+    }
+}
+
+fn message_sqlstate(m: &str) -> &'static str {
+    let m = m.to_ascii_lowercase();
+    if m.contains("table") && (m.contains("not found") || m.contains("doesn't exist")) {
+        sqlstate::UNDEFINED_TABLE
+    } else if m.contains("no field named") || m.contains("column") && m.contains("not found") {
+        sqlstate::UNDEFINED_COLUMN
+    } else if m.contains("invalid function") || m.contains("function") && m.contains("not found") {
+        sqlstate::UNDEFINED_FUNCTION
+    } else if m.contains("non-nullable") {
+        sqlstate::NOT_NULL_VIOLATION
+    } else if m.contains("divide by zero") || m.contains("division by zero") {
+        sqlstate::DIVISION_BY_ZERO
+    } else if m.contains("cannot be cast")
+        || m.contains("cannot infer common")
+        || m.contains("type coercion")
+        || m.contains("does not support")
+        || m.contains("mismatch")
+        || m.contains("expected")
+    {
+        sqlstate::DATATYPE_MISMATCH
+    } else if m.contains("cast") || m.contains("parse") {
+        sqlstate::INVALID_TEXT_REPRESENTATION
+    } else if m.contains("not supported") || m.contains("unsupported") {
+        sqlstate::FEATURE_NOT_SUPPORTED
+    } else {
+        sqlstate::SYNTAX_ERROR
+    }
+}
+
+/// DataFusion's messages carry prefixes ("Error during planning: ") and backtraces that mean
+/// nothing to a SQL user; keep the sentence that names the problem.
+fn describe_datafusion(e: &DataFusionError) -> String {
+    match e {
+        DataFusionError::External(inner) => inner.to_string(),
+        DataFusionError::Context(_, inner) => describe_datafusion(inner),
+        DataFusionError::Diagnostic(_, inner) => describe_datafusion(inner),
+        DataFusionError::Shared(inner) => describe_datafusion(inner),
+        DataFusionError::ArrowError(a, _) => a.to_string(),
+        DataFusionError::Plan(m)
+        | DataFusionError::Execution(m)
+        | DataFusionError::SQL(_, Some(m)) => m.clone(),
+        DataFusionError::NotImplemented(m) => format!("not supported: {m}"),
+        other => other.strip_backtrace(),
+    }
+}
+
+/// Lets a DataFusion callback (a table sink, a UDF) return the engine's error and keep its
+/// SQLSTATE on the way back out.
+impl From<Error> for DataFusionError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::DataFusion(d) => d,
+            other => DataFusionError::External(Box::new(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datafusion_errors_map_to_postgres_codes() {
+        let e = Error::from(DataFusionError::Plan(
+            "table 'sluice.public.nope' not found".into(),
+        ));
+        assert_eq!(e.sqlstate(), sqlstate::UNDEFINED_TABLE);
+        let e = Error::from(DataFusionError::NotImplemented("x".into()));
+        assert_eq!(e.sqlstate(), sqlstate::FEATURE_NOT_SUPPORTED);
+        let inner = Error::user(sqlstate::UNIQUE_VIOLATION, "duplicate key");
+        let e = Error::from(DataFusionError::from(inner));
+        assert_eq!(e.sqlstate(), sqlstate::UNIQUE_VIOLATION);
+        assert_eq!(e.to_string(), "duplicate key");
+    }
+}

@@ -1,0 +1,103 @@
+//! The `sluice` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sluice::Config;
+use sluice::storage::FsyncPolicy;
+use tracing_subscriber::EnvFilter;
+
+/// Sluice: a streaming SQL engine that speaks the PostgreSQL protocol.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the engine and its Postgres wire server.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SLUICE_LISTEN", default_value = sluice::config::DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Directory of the catalog and the tables' logs.
+    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./sluice-data")]
+    data_dir: PathBuf,
+    /// When a write is acknowledged: always (after fsync, grouped across writers), batch
+    /// (after a grouped fsync a few ms later) or never (once the OS has it).
+    #[arg(long, env = "SLUICE_FSYNC", default_value = "always")]
+    fsync: FsyncPolicy,
+    /// A file of `user:password` lines: turns on SCRAM-SHA-256 authentication. Without it,
+    /// every client that can reach the address is trusted.
+    #[arg(long, env = "SLUICE_USERS")]
+    users: Option<PathBuf>,
+    /// PEM certificate chain: with --tls-key, turns on TLS.
+    #[arg(long, env = "SLUICE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "SLUICE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = Config::new(args.data_dir);
+    config.listen = args.listen;
+    config.fsync = args.fsync;
+    config.users_file = args.users;
+    config.tls_cert = args.tls_cert;
+    config.tls_key = args.tls_key;
+    let server = sluice::Server::start(config)
+        .await
+        .context("starting sluice")?;
+    println!(
+        "sluice is ready: psql -h {} -p {} -U sluice -d sluice",
+        server.addr.ip(),
+        server.addr.port()
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,414 @@
+//! Statement handlers: the simple protocol (`Query`), the extended protocol (`Parse`, `Bind`,
+//! `Describe`, `Execute`) and `COPY … FROM STDIN`, each turning wire messages into
+//! [`Session`] calls and [`Outcome`]s into wire responses.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::execution::SendableRecordBatchStream;
+use futures::{Sink, SinkExt, StreamExt, stream};
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{
+    CopyResponse, DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo,
+    QueryResponse, Response, Tag,
+};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::data::DataRow;
+
+use crate::engine::Engine;
+use crate::error::{Error, sqlstate};
+use crate::sql::copy::CopyIn;
+use crate::sql::{Outcome, Session, SluiceStatement, parse_sql};
+
+use super::encode::encode_batch;
+use super::error::{error_info, pg_error};
+use super::params::decode_param;
+use super::pg_types::pg_type;
+
+/// The session of one connection, kept in pgwire's per-connection extensions.
+struct SessionSlot(tokio::sync::Mutex<Session>);
+
+/// A `COPY FROM STDIN` in progress on a connection: what it loads and the data so far.
+#[derive(Default)]
+struct PendingCopy(std::sync::Mutex<Option<(CopyIn, Vec<u8>)>>);
+
+/// Handles every statement of every connection.
+#[derive(Debug)]
+pub struct StatementHandler {
+    /// The engine statements run against.
+    engine: Arc<Engine>,
+    /// Parses `Parse` messages.
+    parser: Arc<StatementParser>,
+}
+
+impl StatementHandler {
+    /// A handler for an engine.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self {
+            engine,
+            parser: Arc::new(StatementParser),
+        }
+    }
+
+    fn session<C: ClientInfo>(&self, client: &C) -> Arc<SessionSlot> {
+        client.session_extensions().get_or_insert_with(|| {
+            SessionSlot(tokio::sync::Mutex::new(Session::new(Arc::clone(
+                &self.engine,
+            ))))
+        })
+    }
+
+    /// Turns an outcome into a wire response; `formats` says text or binary per column.
+    fn respond<C: ClientInfo>(
+        &self,
+        client: &C,
+        outcome: Outcome,
+        formats: &Format,
+    ) -> PgWireResult<Response> {
+        Ok(match outcome {
+            Outcome::Rows { schema, stream } => {
+                let fields = Arc::new(field_infos(&schema, formats));
+                Response::Query(QueryResponse::new(
+                    Arc::clone(&fields),
+                    data_rows(stream, fields),
+                ))
+            }
+            Outcome::Command { tag, rows } => {
+                let mut t = Tag::new(&tag);
+                if tag == "INSERT" {
+                    t = t.with_oid(0);
+                }
+                if let Some(rows) = rows {
+                    t = t.with_rows(rows as usize);
+                }
+                Response::Execution(t)
+            }
+            Outcome::Begin => Response::TransactionStart(Tag::new("BEGIN")),
+            Outcome::End(tag) => Response::TransactionEnd(Tag::new(&tag)),
+            Outcome::CopyIn(copy) => {
+                let columns = copy.columns.len();
+                let pending = client
+                    .session_extensions()
+                    .get_or_insert_with(PendingCopy::default);
+                *pending.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((copy, Vec::new()));
+                Response::CopyIn(CopyResponse::new(0, columns, stream::empty()))
+            }
+        })
+    }
+
+    async fn bound_params(
+        &self,
+        session: &Session,
+        portal: &Portal<SluiceStatement>,
+    ) -> PgWireResult<Option<datafusion::common::ParamValues>> {
+        if portal.parameter_len() == 0 {
+            return Ok(None);
+        }
+        let (inferred, _) = session
+            .describe(&portal.statement.statement)
+            .await
+            .map_err(pg_error)?;
+        let mut values = Vec::with_capacity(portal.parameter_len());
+        for (i, bytes) in portal.parameters.iter().enumerate() {
+            let declared = portal.statement.parameter_types.get(i).cloned().flatten();
+            let expected = inferred.get(i).cloned().flatten();
+            let wire_type = declared
+                .filter(|t| *t != Type::UNKNOWN)
+                .or_else(|| expected.as_ref().map(pg_type))
+                .unwrap_or(Type::TEXT);
+            let value = decode_param(
+                bytes.as_deref(),
+                &wire_type,
+                portal.parameter_format.format_for(i),
+            )
+            .map_err(|e| {
+                pg_error(Error::user(
+                    sqlstate::INVALID_TEXT_REPRESENTATION,
+                    e.to_string(),
+                ))
+            })?;
+            let value = match &expected {
+                Some(dt) if value.data_type() != *dt => cast_param(value, dt)?,
+                _ => value,
+            };
+            values.push(value);
+        }
+        Ok(Some(values.into()))
+    }
+}
+
+fn cast_param(value: ScalarValue, to: &DataType) -> PgWireResult<ScalarValue> {
+    value.cast_to(to).map_err(|e| {
+        pg_error(Error::user(
+            sqlstate::DATATYPE_MISMATCH,
+            format!("parameter does not fit type {to}: {e}"),
+        ))
+    })
+}
+
+/// RowDescription fields of a schema.
+pub fn field_infos(schema: &SchemaRef, formats: &Format) -> Vec<FieldInfo> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let ty = pg_type(f.data_type());
+            FieldInfo::new(f.name().clone(), None, None, ty, formats.format_for(i))
+        })
+        .collect()
+}
+
+/// Encodes a stream of batches as DataRows, a batch at a time.
+fn data_rows(
+    batches: SendableRecordBatchStream,
+    fields: Arc<Vec<FieldInfo>>,
+) -> impl futures::Stream<Item = PgWireResult<DataRow>> + Send + 'static {
+    let formats: Vec<FieldFormat> = fields.iter().map(|f| f.format()).collect();
+    batches.flat_map(move |batch| {
+        let rows: Vec<PgWireResult<DataRow>> = match batch {
+            Ok(batch) => match encode_batch(&batch, &formats) {
+                Ok(rows) => rows.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(pg_error(Error::unsupported(e.to_string())))],
+            },
+            Err(e) => vec![Err(pg_error(Error::from(e)))],
+        };
+        stream::iter(rows)
+    })
+}
+
+#[async_trait]
+impl SimpleQueryHandler for StatementHandler {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statements = parse_sql(query).map_err(pg_error)?;
+        let slot = self.session(client);
+        let mut session = slot.0.lock().await;
+        let mut responses = Vec::with_capacity(statements.len());
+        for statement in &statements {
+            match session.execute(statement, None).await {
+                Ok(outcome) => {
+                    responses.push(self.respond(client, outcome, &Format::UnifiedText)?)
+                }
+                Err(e) => {
+                    // Like PostgreSQL: the statements before the failing one stand, the
+                    // rest of the string is not run.
+                    tracing::debug!(code = e.sqlstate(), error = %e, "statement failed");
+                    responses.push(Response::Error(Box::new(error_info(&e))));
+                    break;
+                }
+            }
+        }
+        Ok(responses)
+    }
+}
+
+/// Parses the SQL of a `Parse` message: exactly one statement.
+#[derive(Debug)]
+pub struct StatementParser;
+
+#[async_trait]
+impl QueryParser for StatementParser {
+    type Statement = SluiceStatement;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut statements = parse_sql(sql).map_err(pg_error)?;
+        match statements.len() {
+            0 => Ok(None),
+            1 => Ok(statements.pop()),
+            _ => Err(pg_error(Error::user(
+                sqlstate::SYNTAX_ERROR,
+                "cannot insert multiple commands into a prepared statement",
+            ))),
+        }
+    }
+
+    fn get_parameter_types(&self, _stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        Ok(vec![])
+    }
+
+    fn get_result_schema(
+        &self,
+        _stmt: &Self::Statement,
+        _column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(vec![])
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for StatementHandler {
+    type Statement = SluiceStatement;
+    type QueryParser = StatementParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        Arc::clone(&self.parser)
+    }
+
+    async fn do_describe_statement<C>(
+        &self,
+        client: &mut C,
+        statement: &StoredStatement<Self::Statement>,
+    ) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let slot = self.session(client);
+        let session = slot.0.lock().await;
+        let (inferred, schema) = session
+            .describe(&statement.statement)
+            .await
+            .map_err(pg_error)?;
+        let count = inferred.len().max(statement.parameter_types.len());
+        let parameters = (0..count)
+            .map(|i| {
+                statement
+                    .parameter_types
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .filter(|t| *t != Type::UNKNOWN)
+                    .or_else(|| inferred.get(i).cloned().flatten().map(|dt| pg_type(&dt)))
+                    .unwrap_or(Type::TEXT)
+            })
+            .collect();
+        let fields = schema
+            .map(|s| field_infos(&s, &Format::UnifiedText))
+            .unwrap_or_default();
+        Ok(DescribeStatementResponse::new(parameters, fields))
+    }
+
+    async fn do_describe_portal<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+    ) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let slot = self.session(client);
+        let session = slot.0.lock().await;
+        let (_, schema) = session
+            .describe(&portal.statement.statement)
+            .await
+            .map_err(pg_error)?;
+        let fields = schema
+            .map(|s| field_infos(&s, &portal.result_column_format))
+            .unwrap_or_default();
+        Ok(DescribePortalResponse::new(fields))
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let slot = self.session(client);
+        let mut session = slot.0.lock().await;
+        let params = self.bound_params(&session, portal).await?;
+        let outcome = session
+            .execute(&portal.statement.statement, params)
+            .await
+            .map_err(pg_error)?;
+        self.respond(client, outcome, &portal.result_column_format)
+    }
+}
+
+#[async_trait]
+impl CopyHandler for StatementHandler {
+    async fn on_copy_data<C>(&self, client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let pending = client
+            .session_extensions()
+            .get_or_insert_with(PendingCopy::default);
+        let mut pending = pending.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, data)) = pending.as_mut() {
+            data.extend_from_slice(&copy_data.data);
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let pending = client
+            .session_extensions()
+            .get_or_insert_with(PendingCopy::default);
+        let Some((copy, data)) = pending.0.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return Err(pg_error(Error::user(
+                sqlstate::BAD_COPY_FORMAT,
+                "no COPY in progress",
+            )));
+        };
+        let slot = self.session(client);
+        let session = slot.0.lock().await;
+        let rows = session.finish_copy(&copy, &data).await.map_err(pg_error)?;
+        tracing::info!(table = %copy.table, rows, bytes = data.len(), "copy finished");
+        client
+            .send(PgWireBackendMessage::CommandComplete(
+                Tag::new("COPY").with_rows(rows as usize).into(),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let pending = client
+            .session_extensions()
+            .get_or_insert_with(PendingCopy::default);
+        pending.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".into(),
+            "57014".into(),
+            format!("COPY from stdin failed: {}", fail.message),
+        )))
+    }
+}

@@ -1,0 +1,192 @@
+//! [`Server`]: the listener. It accepts connections, hands each to pgwire with our handlers, and
+//! on shutdown stops accepting and closes the connections.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use pgwire::api::PgWireServerHandlers;
+use pgwire::api::auth::StartupHandler;
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::tokio::process_socket;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::Config;
+use crate::engine::Engine;
+
+use super::handler::StatementHandler;
+use super::startup::{SluiceStartup, Users};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The engine could not open its data directory.
+    #[error("opening the engine: {0}")]
+    Engine(#[from] crate::error::Error),
+    /// The listen address could not be bound.
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The users file, certificate or key could not be read.
+    #[error("reading {what} {path}: {reason}")]
+    Setup {
+        /// Which file.
+        what: &'static str,
+        /// Its path.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// The handlers pgwire calls for every connection.
+struct Handlers {
+    /// Statements, extended protocol and COPY.
+    statements: Arc<StatementHandler>,
+    /// Startup and authentication.
+    startup: Arc<SluiceStartup>,
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::clone(&self.statements)
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::clone(&self.statements)
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::clone(&self.startup)
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        Arc::clone(&self.statements)
+    }
+}
+
+/// Starts servers.
+pub struct Server;
+
+/// A server accepting connections in the background.
+pub struct RunningServer {
+    /// The address it listens on (useful with port 0).
+    pub addr: SocketAddr,
+    /// The engine it serves.
+    pub engine: Arc<Engine>,
+    /// Set to true to shut down.
+    shutdown: watch::Sender<bool>,
+    /// The accept loop.
+    task: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Stops accepting, closes every connection and waits for the accept loop to end.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+fn setup_error(what: &'static str, path: &std::path::Path, reason: impl ToString) -> ServerError {
+    ServerError::Setup {
+        what,
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+impl Server {
+    /// Opens the engine on the configured data directory and starts listening.
+    pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+        let (tls, cert_pem) = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                let pem = std::fs::read(cert).map_err(|e| setup_error("certificate", cert, e))?;
+                let certs = CertificateDer::pem_slice_iter(&pem)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| setup_error("certificate", cert, e))?;
+                let private_key =
+                    PrivateKeyDer::from_pem_file(key).map_err(|e| setup_error("key", key, e))?;
+                let tls_config = ServerConfig::builder()
+                    .with_no_client_auth()
+                    .with_single_cert(certs, private_key)
+                    .map_err(|e| setup_error("certificate", cert, e))?;
+                (Some(TlsAcceptor::from(Arc::new(tls_config))), Some(pem))
+            }
+            (None, None) => (None, None),
+            _ => {
+                return Err(ServerError::Setup {
+                    what: "TLS settings",
+                    path: String::new(),
+                    reason: "--tls-cert and --tls-key go together".into(),
+                });
+            }
+        };
+        let startup = match &config.users_file {
+            Some(path) => {
+                let users = Users::load(path).map_err(|e| setup_error("users file", path, e))?;
+                SluiceStartup::scram(users, cert_pem.as_deref())
+                    .map_err(|e| setup_error("certificate", path, e))?
+            }
+            None => SluiceStartup::trust(),
+        };
+        let engine = Engine::open(config.clone()).await?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let handlers = Arc::new(Handlers {
+            statements: Arc::new(StatementHandler::new(Arc::clone(&engine))),
+            startup: Arc::new(startup),
+        });
+        let (shutdown, mut stop) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok((socket, peer)) => {
+                            let handlers = Arc::clone(&handlers);
+                            let tls = tls.clone();
+                            connections.spawn(async move {
+                                tracing::debug!(%peer, "connection opened");
+                                if let Err(e) = process_socket(socket, tls, handlers).await {
+                                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                                }
+                                tracing::debug!(%peer, "connection closed");
+                            });
+                        }
+                        Err(e) => tracing::warn!(error = %e, "accept failed"),
+                    },
+                    Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                }
+            }
+            connections.shutdown().await;
+        });
+        tracing::info!(%addr, tls = config.tls_cert.is_some(), auth = if config.users_file.is_some() { "scram-sha-256" } else { "trust" }, "listening");
+        Ok(RunningServer {
+            addr,
+            engine,
+            shutdown,
+            task,
+        })
+    }
+}

@@ -1,0 +1,108 @@
+//! DDL: turning `CREATE TABLE` into a [`TableDef`]. DataFusion's planner maps SQL types to Arrow
+//! and reads the constraints; we keep what it found and add what PostgreSQL implies (primary key
+//! columns are NOT NULL).
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::common::Constraint;
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{CreateTable, Statement};
+
+use crate::catalog::TableDef;
+use crate::error::{Error, Result, sqlstate};
+use crate::stream::columns::is_reserved;
+
+/// Plans `CREATE TABLE` into a table definition with catalog id `id`.
+pub async fn plan_create_table(
+    state: &SessionState,
+    create: &CreateTable,
+    append_only: bool,
+    id: u32,
+    text: &str,
+) -> Result<TableDef> {
+    if create.query.is_some() {
+        return Err(Error::unsupported("CREATE TABLE AS is not supported"));
+    }
+    let name = table_name(&create.name)?;
+    let plan = state
+        .statement_to_plan(DfStatement::Statement(Box::new(Statement::CreateTable(
+            create.clone(),
+        ))))
+        .await?;
+    let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(cmd)) = plan else {
+        return Err(Error::unsupported(format!(
+            "this form of CREATE TABLE for \"{name}\""
+        )));
+    };
+    let mut primary_key = Vec::new();
+    for constraint in cmd.constraints.iter() {
+        match constraint {
+            Constraint::PrimaryKey(columns) => primary_key = columns.clone(),
+            Constraint::Unique(_) => {
+                return Err(Error::unsupported(
+                    "UNIQUE constraints other than the primary key are not supported",
+                ));
+            }
+        }
+    }
+    let arrow_schema = cmd.input.schema().as_arrow();
+    let mut fields: Vec<Field> = Vec::with_capacity(arrow_schema.fields().len());
+    for (i, f) in arrow_schema.fields().iter().enumerate() {
+        if is_reserved(f.name()) {
+            return Err(Error::user(
+                sqlstate::INVALID_NAME,
+                format!("column name \"{}\" is reserved", f.name()),
+            ));
+        }
+        if fields.iter().any(|g| g.name() == f.name()) {
+            return Err(Error::user(
+                sqlstate::DUPLICATE_COLUMN,
+                format!("column \"{}\" specified more than once", f.name()),
+            ));
+        }
+        let nullable = f.is_nullable() && !primary_key.contains(&i);
+        fields.push(f.as_ref().clone().with_nullable(nullable));
+    }
+    if fields.is_empty() {
+        return Err(Error::unsupported(format!(
+            "table \"{name}\" must have at least one column"
+        )));
+    }
+    Ok(TableDef {
+        id,
+        name,
+        schema: Arc::new(Schema::new(fields)),
+        primary_key,
+        append_only,
+        sql: text.to_string(),
+    })
+}
+
+/// The one-part name of a table, lowercased unless quoted; `public.t` is `t`.
+pub fn table_name(name: &datafusion::sql::sqlparser::ast::ObjectName) -> Result<String> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| match p.as_ident() {
+            Some(ident) if ident.quote_style.is_some() => ident.value.clone(),
+            Some(ident) => ident.value.to_lowercase(),
+            None => p.to_string(),
+        })
+        .collect();
+    match parts.as_slice() {
+        [table] => Ok(table.clone()),
+        [schema, table] if schema == crate::catalog::PUBLIC_SCHEMA => Ok(table.clone()),
+        [db, schema, table]
+            if db == crate::config::DATABASE_NAME && schema == crate::catalog::PUBLIC_SCHEMA =>
+        {
+            Ok(table.clone())
+        }
+        _ => Err(Error::user(
+            sqlstate::INVALID_NAME,
+            format!("relation name \"{name}\" must be in schema \"public\""),
+        )),
+    }
+}

@@ -1,0 +1,264 @@
+//! Rewrites that let the catalog queries of psql and drivers plan in DataFusion: PostgreSQL
+//! spellings with no DataFusion meaning are turned into equivalents before planning.
+//!
+//! - `OPERATOR(pg_catalog.~)` → `~` (and the other operators spelled that way)
+//! - `x COLLATE pg_catalog.default` → `x`
+//! - `'t'::regclass` → the table's OID; `c.oid::regclass` → the OID itself
+//! - `'int4'::regtype` → the type's OID; `t.oid::regtype` → `format_type(t.oid, NULL)`
+//! - casts to `name`, `"char"`, `pg_catalog.text` → `TEXT`; to `oid` → `BIGINT`
+//! - `pg_catalog.f(…)` → `f(…)`
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    BinaryOperator, CastKind, DataType, Expr, GroupByExpr, Ident, ObjectName, Query, Select,
+    SelectItem, SetExpr, Statement, TableFactor, Value, ValueWithSpan, VisitMut, VisitorMut,
+    visit_expressions_mut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use crate::catalog::pg_catalog::ALWAYS_EMPTY;
+use crate::catalog::pg_functions::{REGCLASS_FUNCTION, REGTYPE_FUNCTION};
+
+/// Rewrites a statement in place.
+pub fn rewrite(statement: &mut Statement) {
+    let _ = statement.visit(&mut BlankEmptyCatalogSelects);
+    let _ = visit_expressions_mut(statement, |expr| {
+        rewrite_expr(expr);
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+fn last_part(name: &ObjectName) -> String {
+    name.0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map(|i| i.value.to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+fn call(function: &str, args: &[&Expr]) -> Option<Expr> {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let text = format!("{function}({})", args.join(", "));
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&text)
+        .and_then(|mut p| p.parse_expr())
+        .ok()
+}
+
+fn is_string_literal(expr: &Expr) -> bool {
+    matches!(
+        expr,
+        Expr::Value(ValueWithSpan {
+            value: Value::SingleQuotedString(_),
+            ..
+        })
+    )
+}
+
+fn rewrite_expr(expr: &mut Expr) {
+    match expr {
+        Expr::BinaryOp { op, .. } => {
+            if let BinaryOperator::PGCustomBinaryOperator(parts) = op
+                && let Some(standard) = parts.last().and_then(|p| standard_operator(p))
+            {
+                *op = standard;
+            }
+        }
+        Expr::Collate { expr: inner, .. } => {
+            *expr = std::mem::replace(inner.as_mut(), Expr::value(Value::Null));
+        }
+        Expr::Cast {
+            expr: inner,
+            data_type,
+            kind,
+            ..
+        } => {
+            let type_name = match data_type {
+                DataType::Custom(name, _) => last_part(name),
+                DataType::Regclass => "regclass".to_string(),
+                _ => return,
+            };
+            let replacement = match type_name.as_str() {
+                "regclass" if is_string_literal(inner) => call(REGCLASS_FUNCTION, &[inner]),
+                "regtype" if is_string_literal(inner) => call(REGTYPE_FUNCTION, &[inner]),
+                "regtype" => call("format_type", &[inner, &Expr::value(Value::Null)]),
+                "regclass" | "regproc" | "regprocedure" | "regnamespace" | "regrole"
+                | "regoper" | "regconfig" => Some(inner.as_ref().clone()),
+                "oid" | "xid" => Some(cast(inner, DataType::BigInt(None), kind)),
+                "name" | "char" | "text" | "int2vector" | "oidvector" | "aclitem" => {
+                    Some(cast(inner, DataType::Text, kind))
+                }
+                _ => None,
+            };
+            if let Some(replacement) = replacement {
+                *expr = replacement;
+            }
+        }
+        Expr::Subquery(query) if over_empty_catalog_relation(query) => {
+            *expr = Expr::value(Value::Null);
+        }
+        Expr::Exists { subquery, negated } if over_empty_catalog_relation(subquery) => {
+            *expr = Expr::value(Value::Boolean(*negated));
+        }
+        Expr::Subquery(query) => aggregate_catalog_subquery(query),
+        Expr::Function(function)
+            if function.name.0.len() == 2
+                && function.name.0[0]
+                    .as_ident()
+                    .is_some_and(|i| i.value.eq_ignore_ascii_case("pg_catalog")) =>
+        {
+            function.name.0.remove(0);
+        }
+        _ => {}
+    }
+}
+
+/// A `SELECT` over a relation that never has rows returns no rows, whatever its select list
+/// says; psql's queries of such relations use functions we do not have (`array(SELECT …)` over
+/// `pg_roles` in the policies query). Their select lists become NULLs, so they plan and return
+/// nothing, as they would in PostgreSQL.
+struct BlankEmptyCatalogSelects;
+
+impl VisitorMut for BlankEmptyCatalogSelects {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<Self::Break> {
+        blank_empty_selects(query.body.as_mut());
+        ControlFlow::Continue(())
+    }
+}
+
+fn blank_empty_selects(body: &mut SetExpr) {
+    match body {
+        SetExpr::SetOperation { left, right, .. } => {
+            blank_empty_selects(left);
+            blank_empty_selects(right);
+        }
+        SetExpr::Select(select) if select_over_empty_catalog_relation(select) => {
+            for (i, item) in select.projection.iter_mut().enumerate() {
+                let alias = match item {
+                    SelectItem::ExprWithAlias { alias, .. } => alias.clone(),
+                    _ => Ident::new(format!("column{}", i + 1)),
+                };
+                *item = SelectItem::ExprWithAlias {
+                    expr: Expr::value(Value::Null),
+                    alias,
+                };
+            }
+            select.selection = Some(Expr::value(Value::Boolean(false)));
+        }
+        _ => {}
+    }
+}
+
+/// True when the query reads, through a cross or inner join, a `pg_catalog` relation that never
+/// has rows (`pg_attrdef`, `pg_collation` …): its result is empty, so a scalar subquery of it is
+/// NULL and `EXISTS` of it is false. psql's correlated subqueries over these relations are ones
+/// DataFusion cannot decorrelate, and need not be run at all.
+fn over_empty_catalog_relation(query: &Query) -> bool {
+    match query.body.as_ref() {
+        SetExpr::Select(select) => select_over_empty_catalog_relation(select),
+        _ => false,
+    }
+}
+
+fn select_over_empty_catalog_relation(select: &Select) -> bool {
+    select.from.iter().any(|t| match &t.relation {
+        TableFactor::Table { name, .. } => {
+            let name = name.to_string().to_ascii_lowercase();
+            let bare = name.strip_prefix("pg_catalog.").unwrap_or(&name);
+            ALWAYS_EMPTY.contains(&bare)
+        }
+        _ => false,
+    })
+}
+
+/// psql's scalar subqueries over catalog relations (`(SELECT pg_get_expr(…) FROM pg_attrdef d
+/// WHERE d.adrelid = a.attrelid …)`) return at most one row, which PostgreSQL checks at run time
+/// and DataFusion wants to see in the plan: wrapping the one output in `max` says so. Only
+/// subqueries over `pg_catalog` relations are touched; a user's subquery keeps its meaning.
+fn aggregate_catalog_subquery(query: &mut Query) {
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    let over_catalog = !select.from.is_empty()
+        && select.from.iter().all(|t| match &t.relation {
+            TableFactor::Table { name, .. } => {
+                let name = name.to_string().to_ascii_lowercase();
+                name.starts_with("pg_") || name.starts_with("pg_catalog.")
+            }
+            _ => false,
+        });
+    if !over_catalog
+        || select.projection.len() != 1
+        || !matches!(select.group_by, GroupByExpr::Expressions(ref e, _) if e.is_empty())
+    {
+        return;
+    }
+    let (SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. }) =
+        &mut select.projection[0]
+    else {
+        return;
+    };
+    if let Some(wrapped) = call("max", &[expr]) {
+        *expr = wrapped;
+    }
+}
+
+fn cast(inner: &Expr, data_type: DataType, kind: &CastKind) -> Expr {
+    Expr::Cast {
+        kind: kind.clone(),
+        expr: Box::new(inner.clone()),
+        data_type,
+        array: false,
+        format: None,
+    }
+}
+
+fn standard_operator(op: &str) -> Option<BinaryOperator> {
+    Some(match op {
+        "~" => BinaryOperator::PGRegexMatch,
+        "~*" => BinaryOperator::PGRegexIMatch,
+        "!~" => BinaryOperator::PGRegexNotMatch,
+        "!~*" => BinaryOperator::PGRegexNotIMatch,
+        "~~" => BinaryOperator::PGLikeMatch,
+        "~~*" => BinaryOperator::PGILikeMatch,
+        "!~~" => BinaryOperator::PGNotLikeMatch,
+        "!~~*" => BinaryOperator::PGNotILikeMatch,
+        "=" => BinaryOperator::Eq,
+        "<>" => BinaryOperator::NotEq,
+        "<" => BinaryOperator::Lt,
+        ">" => BinaryOperator::Gt,
+        "<=" => BinaryOperator::LtEq,
+        ">=" => BinaryOperator::GtEq,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::parse_sql;
+
+    fn rewritten(sql: &str) -> String {
+        let mut stmt = parse_sql(sql).unwrap().remove(0).statement;
+        rewrite(&mut stmt);
+        stmt.to_string()
+    }
+
+    #[test]
+    fn psql_spellings_become_plain_sql() {
+        assert_eq!(
+            rewritten(
+                "SELECT 1 FROM pg_catalog.pg_class c WHERE c.relname OPERATOR(pg_catalog.~) '^(t)$' COLLATE pg_catalog.default AND pg_catalog.pg_table_is_visible(c.oid)"
+            ),
+            "SELECT 1 FROM pg_catalog.pg_class c WHERE c.relname ~ '^(t)$' AND pg_table_is_visible(c.oid)"
+        );
+        assert_eq!(
+            rewritten("SELECT 't'::regclass, c.oid::pg_catalog.regclass, x::name"),
+            "SELECT sluice_regclass('t'), c.oid, x::TEXT"
+        );
+    }
+}

@@ -1,0 +1,484 @@
+//! [`Session`]: one client's view of the engine. It runs statements: DDL and session commands
+//! itself, queries and DML through DataFusion, over the tables the engine holds.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ParamValues;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{
+    CopySource, CopyTarget, Expr, ObjectType, Set, Statement, Value,
+};
+use futures::TryStreamExt;
+
+use crate::catalog::pg_functions::SERVER_VERSION;
+use crate::engine::Engine;
+use crate::error::{Error, Result, sqlstate};
+
+use super::copy::{CopyFormat, CopyIn};
+use super::ddl::table_name;
+use super::parser::SluiceStatement;
+use super::pg_compat;
+
+/// Settings a client may `SHOW` before it `SET`s them, with PostgreSQL's values.
+pub const DEFAULT_SETTINGS: &[(&str, &str)] = &[
+    ("application_name", ""),
+    ("client_encoding", "UTF8"),
+    ("client_min_messages", "notice"),
+    ("datestyle", "ISO, MDY"),
+    ("default_transaction_isolation", "read committed"),
+    ("extra_float_digits", "1"),
+    ("integer_datetimes", "on"),
+    ("intervalstyle", "postgres"),
+    ("lc_collate", "C.UTF-8"),
+    ("max_identifier_length", "63"),
+    ("search_path", "\"$user\", public"),
+    ("server_encoding", "UTF8"),
+    ("server_version", SERVER_VERSION),
+    ("server_version_num", "160006"),
+    ("standard_conforming_strings", "on"),
+    ("statement_timeout", "0"),
+    ("timezone", "UTC"),
+    ("transaction_isolation", "read committed"),
+    ("transaction_read_only", "off"),
+];
+
+/// What running a statement produced.
+pub enum Outcome {
+    /// Rows to send (a query, `SHOW`, `EXPLAIN`).
+    Rows {
+        /// Their schema.
+        schema: SchemaRef,
+        /// The rows, computed as the client reads them.
+        stream: SendableRecordBatchStream,
+    },
+    /// A command that finished: its tag (`CREATE TABLE`, `INSERT 0 3` …).
+    Command {
+        /// The command word(s).
+        tag: String,
+        /// Rows affected, for tags that carry a count.
+        rows: Option<u64>,
+    },
+    /// `BEGIN`: a transaction block starts.
+    Begin,
+    /// `COMMIT` / `ROLLBACK`: the block ends, with this tag.
+    End(String),
+    /// `COPY … FROM STDIN`: the client sends data next.
+    CopyIn(CopyIn),
+}
+
+impl Outcome {
+    fn command(tag: &str) -> Self {
+        Self::Command {
+            tag: tag.to_string(),
+            rows: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Rows { schema, .. } => write!(f, "Rows({schema:?})"),
+            Outcome::Command { tag, rows } => write!(f, "Command({tag}, {rows:?})"),
+            Outcome::Begin => write!(f, "Begin"),
+            Outcome::End(tag) => write!(f, "End({tag})"),
+            Outcome::CopyIn(c) => write!(f, "CopyIn({})", c.table),
+        }
+    }
+}
+
+/// A client's session.
+pub struct Session {
+    /// The engine.
+    engine: Arc<Engine>,
+    /// DataFusion over the engine's catalog, with this session's settings.
+    ctx: SessionContext,
+    /// Values given by `SET`, by lowercase name.
+    settings: BTreeMap<String, String>,
+}
+
+impl Session {
+    /// A session with default settings.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        let ctx = engine.new_context();
+        Self {
+            engine,
+            ctx,
+            settings: BTreeMap::new(),
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Runs one statement; `params` are the values of `$1, $2, …` when the extended protocol
+    /// bound any.
+    pub async fn execute(
+        &mut self,
+        statement: &SluiceStatement,
+        params: Option<ParamValues>,
+    ) -> Result<Outcome> {
+        let span = tracing::debug_span!("statement", sql = %statement.text);
+        tracing::Instrument::instrument(self.execute_in_span(statement, params), span).await
+    }
+
+    async fn execute_in_span(
+        &mut self,
+        statement: &SluiceStatement,
+        params: Option<ParamValues>,
+    ) -> Result<Outcome> {
+        match &statement.statement {
+            Statement::CreateTable(create) => {
+                let created = self
+                    .engine
+                    .create_table(
+                        &self.ctx.state(),
+                        create,
+                        statement.append_only,
+                        &statement.text,
+                    )
+                    .await?;
+                if !created {
+                    tracing::info!(table = %create.name, "table exists, skipping");
+                }
+                Ok(Outcome::command("CREATE TABLE"))
+            }
+            Statement::Drop {
+                object_type,
+                if_exists,
+                names,
+                ..
+            } => {
+                if *object_type != ObjectType::Table {
+                    return Err(Error::unsupported(format!("DROP {object_type}")));
+                }
+                for name in names {
+                    self.engine.drop_table(&table_name(name)?, *if_exists)?;
+                }
+                Ok(Outcome::command("DROP TABLE"))
+            }
+            Statement::ShowTables { .. } => {
+                let names = self.engine.tables().names();
+                self.rows("Name", names.iter().map(String::as_str).collect::<Vec<_>>())
+            }
+            Statement::ShowVariable { variable } => {
+                let name = variable
+                    .iter()
+                    .map(|i| i.value.to_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                if name == "all" {
+                    return self.show_all();
+                }
+                let name = match name.as_str() {
+                    "time zone" => "timezone".to_string(),
+                    "transaction isolation level" => "transaction_isolation".to_string(),
+                    _ => name,
+                };
+                let value = self.setting(&name).ok_or_else(|| {
+                    Error::user(
+                        sqlstate::UNDEFINED_OBJECT,
+                        format!("unrecognized configuration parameter \"{name}\""),
+                    )
+                })?;
+                self.rows(&name, vec![value.as_str()])
+            }
+            Statement::Set(set) => {
+                self.set(set)?;
+                Ok(Outcome::command("SET"))
+            }
+            Statement::StartTransaction { .. } => Ok(Outcome::Begin),
+            Statement::Commit { .. } => Ok(Outcome::End("COMMIT".into())),
+            Statement::Rollback { .. } => Ok(Outcome::End("ROLLBACK".into())),
+            Statement::Copy {
+                source,
+                to: false,
+                target: CopyTarget::Stdin,
+                options,
+                legacy_options,
+                ..
+            } => {
+                let CopySource::Table {
+                    table_name: name,
+                    columns,
+                } = source
+                else {
+                    return Err(Error::unsupported("COPY FROM into a query"));
+                };
+                let name = table_name(name)?;
+                let table = self
+                    .engine
+                    .tables()
+                    .get(&name)
+                    .ok_or_else(|| undefined_table(&name))?;
+                let schema = Arc::clone(&table.def().schema);
+                let columns = if columns.is_empty() {
+                    (0..schema.fields().len()).collect()
+                } else {
+                    columns
+                        .iter()
+                        .map(|c| {
+                            let c = c.value.to_lowercase();
+                            schema.index_of(&c).map_err(|_| {
+                                Error::user(
+                                    sqlstate::UNDEFINED_COLUMN,
+                                    format!("column \"{c}\" of relation \"{name}\" does not exist"),
+                                )
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?
+                };
+                Ok(Outcome::CopyIn(CopyIn {
+                    table: name,
+                    schema,
+                    columns,
+                    format: CopyFormat::from_options(options, legacy_options)?,
+                }))
+            }
+            Statement::Copy { .. } => Err(Error::unsupported(
+                "COPY is supported only as COPY table FROM STDIN",
+            )),
+            Statement::Query(_)
+            | Statement::Insert(_)
+            | Statement::Update(_)
+            | Statement::Delete(_)
+            | Statement::Truncate(_)
+            | Statement::Explain { .. } => self.run_datafusion(statement, params).await,
+            other => Err(Error::unsupported(format!(
+                "statement not supported: {}",
+                first_words(&other.to_string())
+            ))),
+        }
+    }
+
+    /// Finishes a `COPY … FROM STDIN` with the data received.
+    pub async fn finish_copy(&self, copy: &CopyIn, data: &[u8]) -> Result<u64> {
+        let table = self
+            .engine
+            .tables()
+            .get(&copy.table)
+            .ok_or_else(|| undefined_table(&copy.table))?;
+        let batch = copy.decode(data)?;
+        table.insert(batch).await
+    }
+
+    /// The parameter types and result schema of a statement, for `Describe`. Statements that
+    /// DataFusion does not plan take no parameters and return no rows, except `SHOW`.
+    pub async fn describe(
+        &self,
+        statement: &SluiceStatement,
+    ) -> Result<(Vec<Option<DataType>>, Option<SchemaRef>)> {
+        match &statement.statement {
+            Statement::Query(_) | Statement::Explain { .. } => {
+                let plan = self.plan(statement).await?;
+                Ok((
+                    parameter_types(&plan)?,
+                    Some(Arc::clone(plan.schema().inner())),
+                ))
+            }
+            Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
+                let plan = self.plan(statement).await?;
+                Ok((parameter_types(&plan)?, None))
+            }
+            Statement::ShowVariable { variable } => {
+                let name = variable
+                    .iter()
+                    .map(|i| i.value.to_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                Ok((vec![], Some(text_schema(&name))))
+            }
+            Statement::ShowTables { .. } => Ok((vec![], Some(text_schema("Name")))),
+            _ => Ok((vec![], None)),
+        }
+    }
+
+    async fn plan(&self, statement: &SluiceStatement) -> Result<LogicalPlan> {
+        let mut ast = statement.statement.clone();
+        pg_compat::rewrite(&mut ast);
+        let plan = self
+            .ctx
+            .state()
+            .statement_to_plan(DfStatement::Statement(Box::new(ast)))
+            .await?;
+        datafusion::execution::context::SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)?;
+        Ok(plan)
+    }
+
+    async fn run_datafusion(
+        &self,
+        statement: &SluiceStatement,
+        params: Option<ParamValues>,
+    ) -> Result<Outcome> {
+        let mut plan = self.plan(statement).await?;
+        if let Some(params) = params {
+            plan = plan.with_param_values(params)?;
+        }
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        let tag = match &statement.statement {
+            Statement::Insert(_) => "INSERT",
+            Statement::Update(_) => "UPDATE",
+            Statement::Delete(_) => "DELETE",
+            Statement::Truncate(_) => "TRUNCATE TABLE",
+            _ => {
+                let schema = Arc::new(df.schema().as_arrow().clone());
+                let stream = df.execute_stream().await?;
+                return Ok(Outcome::Rows { schema, stream });
+            }
+        };
+        let batches: Vec<RecordBatch> = df.execute_stream().await?.try_collect().await?;
+        let count = batches
+            .iter()
+            .filter(|b| b.num_rows() > 0)
+            .filter_map(|b| {
+                datafusion::arrow::array::AsArray::as_primitive_opt::<
+                    datafusion::arrow::datatypes::UInt64Type,
+                >(b.column(0))
+                .map(|a| a.value(0))
+            })
+            .sum();
+        if tag == "TRUNCATE TABLE" {
+            return Ok(Outcome::command(tag));
+        }
+        Ok(Outcome::Command {
+            tag: tag.to_string(),
+            rows: Some(count),
+        })
+    }
+
+    fn setting(&self, name: &str) -> Option<String> {
+        self.settings.get(name).cloned().or_else(|| {
+            DEFAULT_SETTINGS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    fn set(&mut self, set: &Set) -> Result<()> {
+        match set {
+            Set::SingleAssignment {
+                variable, values, ..
+            } => {
+                let name = variable.to_string().to_lowercase();
+                let value = values
+                    .iter()
+                    .map(setting_value)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.settings.insert(name, value);
+                Ok(())
+            }
+            Set::SetTimeZone { value, .. } => {
+                let value = setting_value(value);
+                if !matches!(
+                    value.to_uppercase().as_str(),
+                    "UTC" | "ETC/UTC" | "GMT" | "Z" | "+00:00" | "0" | "DEFAULT" | "LOCAL"
+                ) {
+                    return Err(Error::unsupported(format!(
+                        "time zone \"{value}\": Sluice runs in UTC"
+                    )));
+                }
+                self.settings.insert("timezone".into(), "UTC".into());
+                Ok(())
+            }
+            Set::SetNames { .. } | Set::SetNamesDefault {} => Ok(()),
+            Set::SetTransaction { .. } | Set::SetSessionParam(_) | Set::SetRole { .. } => Ok(()),
+            other => Err(Error::unsupported(format!("{other}"))),
+        }
+    }
+
+    fn rows(&self, column: &str, values: Vec<&str>) -> Result<Outcome> {
+        let schema = text_schema(column);
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(StringArray::from(values))],
+        )?;
+        let stream = MemoryStream::try_new(vec![batch], Arc::clone(&schema), None)?;
+        Ok(Outcome::Rows {
+            schema,
+            stream: Box::pin(stream),
+        })
+    }
+
+    fn show_all(&self) -> Result<Outcome> {
+        let mut all: BTreeMap<String, String> = DEFAULT_SETTINGS
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        all.extend(self.settings.clone());
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("setting", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from_iter_values(all.keys())),
+                Arc::new(StringArray::from_iter_values(all.values())),
+            ],
+        )?;
+        let stream = MemoryStream::try_new(vec![batch], Arc::clone(&schema), None)?;
+        Ok(Outcome::Rows {
+            schema,
+            stream: Box::pin(stream),
+        })
+    }
+}
+
+fn text_schema(column: &str) -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, true)]))
+}
+
+fn setting_value(e: &Expr) -> String {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        },
+        Expr::Identifier(i) => i.value.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
+    let types = plan.get_parameter_types()?;
+    let mut out = vec![None; types.len()];
+    for (name, ty) in types {
+        let index: usize = name
+            .trim_start_matches('$')
+            .parse()
+            .map_err(|_| Error::unsupported(format!("parameter {name}")))?;
+        if index == 0 {
+            return Err(Error::unsupported(format!("parameter {name}")));
+        }
+        if out.len() < index {
+            out.resize(index, None);
+        }
+        out[index - 1] = ty;
+    }
+    Ok(out)
+}
+
+fn undefined_table(name: &str) -> Error {
+    Error::user(
+        sqlstate::UNDEFINED_TABLE,
+        format!("relation \"{name}\" does not exist"),
+    )
+}
+
+fn first_words(sql: &str) -> String {
+    sql.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}

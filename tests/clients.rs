@@ -1,0 +1,338 @@
+//! Real clients against a real server: tokio-postgres (simple and extended protocol, parameters,
+//! binary results), psql (as a user types it), psycopg 3, and misbehaving clients.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use chrono::NaiveDateTime;
+use common::{TestServer, db_error};
+use tokio::io::AsyncWriteExt;
+
+#[tokio::test]
+async fn tokio_postgres_prepared_statements_with_parameters_and_binary_results() {
+    let server = TestServer::start().await;
+    let client = server.connect().await;
+    client
+        .batch_execute("CREATE TABLE m (id INT PRIMARY KEY, name TEXT, score DOUBLE PRECISION, at TIMESTAMP, ok BOOLEAN, big BIGINT)")
+        .await
+        .unwrap();
+    let insert = client
+        .prepare("INSERT INTO m VALUES ($1, $2, $3, $4, $5, $6)")
+        .await
+        .unwrap();
+    let at = NaiveDateTime::parse_from_str("2026-11-24 10:20:30.123456", "%Y-%m-%d %H:%M:%S%.f")
+        .unwrap();
+    for i in 0..20i32 {
+        let n = client
+            .execute(
+                &insert,
+                &[
+                    &i,
+                    &format!("row {i}"),
+                    &(f64::from(i) / 4.0),
+                    &at,
+                    &(i % 2 == 0),
+                    &(i64::from(i) << 40),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    // Extended protocol results come back in binary; the driver decodes them by type.
+    let rows = client
+        .query(
+            "SELECT id, name, score, at, ok, big FROM m WHERE id >= $1 AND name <> $2 ORDER BY id",
+            &[&15i32, &"row 16"],
+        )
+        .await
+        .unwrap();
+    let ids: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, vec![15, 17, 18, 19]);
+    let r = &rows[0];
+    assert_eq!(r.get::<_, String>(1), "row 15");
+    assert_eq!(r.get::<_, f64>(2), 3.75);
+    assert_eq!(r.get::<_, NaiveDateTime>(3), at);
+    assert!(!r.get::<_, bool>(4));
+    assert_eq!(r.get::<_, i64>(5), 15i64 << 40);
+
+    // NULL parameters and results
+    client
+        .execute(
+            "INSERT INTO m (id, name) VALUES ($1, $2)",
+            &[&100i32, &None::<String>],
+        )
+        .await
+        .unwrap();
+    let row = client
+        .query_one("SELECT name, score FROM m WHERE id = $1", &[&100i32])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<String>>(0), None);
+    assert_eq!(row.get::<_, Option<f64>>(1), None);
+
+    // A statement prepared once runs many times; UPDATE/DELETE report their counts.
+    let update = client
+        .prepare("UPDATE m SET score = score + $1 WHERE id < $2")
+        .await
+        .unwrap();
+    assert_eq!(client.execute(&update, &[&1.0f64, &5i32]).await.unwrap(), 5);
+    assert_eq!(
+        client.execute("DELETE FROM m WHERE ok", &[]).await.unwrap(),
+        10
+    );
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM m", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 11);
+
+    // Simple protocol returns text.
+    let rows = client
+        .simple_query("SELECT 1.5::DOUBLE PRECISION, true, NULL::INT")
+        .await
+        .unwrap();
+    let tokio_postgres::SimpleQueryMessage::Row(row) = &rows[1] else {
+        panic!("expected a row, got {:?}", rows.len());
+    };
+    assert_eq!(row.get(0), Some("1.5"));
+    assert_eq!(row.get(1), Some("t"));
+    assert_eq!(row.get(2), None);
+}
+
+#[tokio::test]
+async fn errors_keep_the_session_usable() {
+    let server = TestServer::start().await;
+    let client = server.connect().await;
+    let e = client.simple_query("SELEC 1").await.unwrap_err();
+    assert_eq!(db_error(&e).0, "42601");
+    let e = client.query("SELECT * FROM nope", &[]).await.unwrap_err();
+    assert_eq!(db_error(&e).0, "42P01");
+    let e = client
+        .prepare("SELECT nope FROM (SELECT 1 AS a) t")
+        .await
+        .unwrap_err();
+    assert_eq!(db_error(&e).0, "42703");
+    let row = client.query_one("SELECT 41 + 1", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i64>(0), 42);
+}
+
+#[tokio::test]
+async fn unknown_database_is_refused_with_3d000() {
+    let server = TestServer::start().await;
+    let err = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=sluice dbname=other",
+            server.port()
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .err()
+    .expect("connection refused");
+    assert_eq!(db_error(&err).0, "3D000");
+}
+
+#[tokio::test]
+async fn a_malformed_message_closes_only_its_connection() {
+    let server = TestServer::start().await;
+    let client = server.connect().await;
+    client
+        .batch_execute("CREATE TABLE x (a INT)")
+        .await
+        .unwrap();
+    // A startup packet claiming an absurd length, then garbage.
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", server.port()))
+        .await
+        .unwrap();
+    raw.write_all(&[0x7f, 0xff, 0xff, 0xff, 1, 2, 3, 4, 5, 6, 7, 8])
+        .await
+        .unwrap();
+    let _ = raw.shutdown().await;
+    drop(raw);
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", server.port()))
+        .await
+        .unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    drop(raw);
+    client
+        .batch_execute("INSERT INTO x VALUES (1)")
+        .await
+        .unwrap();
+    let other = server.connect().await;
+    let n: i64 = other
+        .query_one("SELECT count(*) FROM x", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}
+
+fn psql(port: u16, args: &[&str], stdin: &str) -> (String, String, bool) {
+    let mut child = Command::new("psql")
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "sluice",
+            "-d",
+            "sluice",
+        ])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("psql is installed (bash .ci/run installs it)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write to psql");
+    let out = child.wait_with_output().expect("psql runs");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.success(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_creates_inserts_queries_and_describes() {
+    let server = TestServer::start().await;
+    let port = server.port();
+    let script = "\
+CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR NOT NULL, price NUMERIC(10,2), at TIMESTAMP);
+INSERT INTO t VALUES (1, 'tea', 3.50, '2026-01-01 08:00:00'), (2, 'coffee', 4.25, NULL);
+SELECT * FROM t ORDER BY id;
+SELECT name, price FROM t WHERE price > 4;
+\\d t
+\\dt
+\\l
+";
+    let (out, err, ok) = tokio::task::spawn_blocking(move || psql(port, &[], script))
+        .await
+        .unwrap();
+    assert!(ok, "psql failed: {err}\n{out}");
+    assert!(err.is_empty(), "psql printed errors: {err}");
+    let expected_select = "\
+ id |  name  | price |         at          
+----+--------+-------+---------------------
+  1 | tea    |  3.50 | 2026-01-01 08:00:00
+  2 | coffee |  4.25 | 
+(2 rows)
+";
+    assert!(
+        out.contains(expected_select),
+        "unexpected SELECT output:\n{out}"
+    );
+    let expected_describe = "\
+                            Table \"public.t\"
+ Column |            Type             | Collation | Nullable | Default 
+--------+-----------------------------+-----------+----------+---------
+ id     | integer                     |           | not null | 
+ name   | text                        |           | not null | 
+ price  | numeric(10,2)               |           |          | 
+ at     | timestamp without time zone |           |          | 
+Indexes:
+    \"t_pkey\" PRIMARY KEY, btree (id)
+";
+    assert!(
+        out.contains(expected_describe),
+        "unexpected \\d output:\n{out}"
+    );
+    let expected_dt = "\
+        List of relations
+ Schema | Name | Type  | Owner  
+--------+------+-------+--------
+ public | t    | table | sluice
+(1 row)
+";
+    assert!(out.contains(expected_dt), "unexpected \\dt output:\n{out}");
+    assert!(
+        out.contains(" sluice | sluice | UTF8     | C.UTF-8"),
+        "unexpected \\l output:\n{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_copy_from_stdin_and_errors() {
+    let server = TestServer::start().await;
+    let port = server.port();
+    let script = "\
+CREATE TABLE c (a INT, b TEXT, d DATE);
+COPY c FROM STDIN WITH (FORMAT csv);
+1,\"x, y\",2026-01-02
+2,,2026-01-03
+\\.
+COPY c (b, a) FROM STDIN;
+tab\\there\t3
+\\N\t4
+\\.
+SELECT a, b, d FROM c ORDER BY a;
+SELECT * FROM missing;
+SELECT count(*) AS n FROM c;
+";
+    let (out, err, _) = tokio::task::spawn_blocking(move || psql(port, &[], script))
+        .await
+        .unwrap();
+    assert!(
+        out.contains("COPY 2\nCOPY 2\n"),
+        "COPY tags missing:\n{out}\n{err}"
+    );
+    assert!(
+        out.contains(" 1 | x, y         | 2026-01-02"),
+        "csv row:\n{out}"
+    );
+    assert!(
+        out.contains(" 2 |              | 2026-01-03"),
+        "csv NULL:\n{out}"
+    );
+    assert!(
+        out.contains(" 3 | tab     here | \n"),
+        "text row with an escaped tab:\n{out}"
+    );
+    assert!(
+        err.contains("ERROR:  relation \"missing\" does not exist") || err.contains("missing"),
+        "error for a missing table:\n{err}"
+    );
+    assert!(
+        out.contains(" n \n---\n 4\n"),
+        "the session went on after the error:\n{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_round_trip() {
+    let server = TestServer::start().await;
+    let port = server.port();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/psycopg_client.py"
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(script)
+            .arg(port.to_string())
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "psycopg client failed (bash .ci/run installs psycopg):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("psycopg ok"));
+}

@@ -1,0 +1,50 @@
+"""psycopg 3 against Sluice: server-side parameters, binary and text results, COPY, errors.
+
+Usage: python3 psycopg_client.py PORT
+"""
+
+import datetime
+import decimal
+import sys
+
+import psycopg
+
+port = int(sys.argv[1])
+with psycopg.connect(host="127.0.0.1", port=port, user="sluice", dbname="sluice", autocommit=True) as conn:
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE p (id BIGINT PRIMARY KEY, name TEXT, price NUMERIC(10,2), at TIMESTAMP, ok BOOLEAN)")
+        at = datetime.datetime(2026, 11, 24, 10, 20, 30, 500000)
+        cur.executemany(
+            "INSERT INTO p VALUES (%s, %s, %s, %s, %s)",
+            [(i, f"item {i}", decimal.Decimal(f"{i}.25"), at, i % 2 == 0) for i in range(10)],
+        )
+        cur.execute("SELECT id, name, price, at, ok FROM p WHERE id >= %s ORDER BY id", (7,))
+        rows = cur.fetchall()
+        assert rows == [
+            (7, "item 7", decimal.Decimal("7.25"), at, False),
+            (8, "item 8", decimal.Decimal("8.25"), at, True),
+            (9, "item 9", decimal.Decimal("9.25"), at, False),
+        ], rows
+
+    # binary results
+    with conn.cursor(binary=True) as cur:
+        cur.execute("SELECT id, name, price, at, ok FROM p WHERE id = %s", (3,))
+        row = cur.fetchone()
+        assert row == (3, "item 3", decimal.Decimal("3.25"), at, False), row
+
+    with conn.cursor() as cur:
+        with cur.copy("COPY p (id, name) FROM STDIN") as copy:
+            for i in range(100, 110):
+                copy.write_row((i, f"copied {i}"))
+        cur.execute("SELECT count(*) FROM p")
+        assert cur.fetchone() == (20,)
+
+        try:
+            cur.execute("SELECT * FROM does_not_exist")
+            raise AssertionError("expected an error")
+        except psycopg.errors.UndefinedTable:
+            pass
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
+
+print("psycopg ok")

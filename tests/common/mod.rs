@@ -1,0 +1,73 @@
+//! Shared by the integration tests: an in-process server on a free port over a fresh data
+//! directory, and connections to it.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use sluice::{Config, RunningServer, Server};
+use tokio_postgres::{Client, NoTls};
+
+/// A server on a temporary data directory, removed when dropped.
+pub struct TestServer {
+    pub server: Option<RunningServer>,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let server = start_on(dir.path()).await;
+        Self {
+            server: Some(server),
+            dir,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server.as_ref().expect("running").addr.port()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    pub async fn connect(&self) -> Client {
+        connect(self.port()).await
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+    }
+}
+
+/// Starts a server on port 0 over `data_dir`.
+pub async fn start_on(data_dir: &Path) -> RunningServer {
+    let mut config = Config::new(data_dir);
+    config.listen = "127.0.0.1:0".parse().expect("address");
+    Server::start(config).await.expect("server starts")
+}
+
+/// Connects with tokio-postgres as user `sluice` to database `sluice`.
+pub async fn connect(port: u16) -> Client {
+    let (client, connection) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user=sluice dbname=sluice"),
+        NoTls,
+    )
+    .await
+    .expect("connects");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// The SQLSTATE and message of a failed statement.
+pub fn db_error(e: &tokio_postgres::Error) -> (String, String) {
+    let db = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not a database error: {e:?}"));
+    (db.code().code().to_string(), db.message().to_string())
+}
