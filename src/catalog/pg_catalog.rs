@@ -12,7 +12,9 @@ use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
 use datafusion::common::ScalarValue;
 use datafusion::error::Result as DfResult;
 
-use super::pg_types::{PG_TYPES, pg_type_oid, type_modifier};
+use pgwire::api::Type;
+
+use super::pg_types::{CATALOG_TYPES, array_element, array_of, pg_type, type_len, type_modifier};
 use super::registry::TableRegistry;
 use super::{
     DATABASE_OID, INFORMATION_SCHEMA_NAMESPACE_OID, PG_CATALOG_NAMESPACE_OID, PUBLIC_NAMESPACE_OID,
@@ -340,14 +342,14 @@ fn build(name: &str, tables: &TableRegistry) -> Option<Relation> {
             for t in &tables {
                 let def = t.def();
                 let attribute = |rel: u32, num: usize, field: &Field| {
-                    let type_oid = pg_type_oid(field.data_type());
-                    let collation = if type_oid == 25 { 100 } else { 0 };
+                    let ty = pg_type(field.data_type());
+                    let collation = if ty == Type::TEXT { 100 } else { 0 };
                     vec![
                         o(rel),
                         s(field.name()),
-                        o(type_oid),
+                        o(ty.oid()),
                         i4(-1),
-                        i2(super::pg_types::type_len(type_oid)),
+                        i2(type_len(&ty)),
                         i2(num as i16),
                         i4(0),
                         i4(-1),
@@ -416,41 +418,45 @@ fn build(name: &str, tables: &TableRegistry) -> Option<Relation> {
                 ("typdefault", TEXT),
                 ("typacl", text_array()),
             ]);
-            for t in PG_TYPES {
+            for (t, category) in CATALOG_TYPES {
+                let len = type_len(t);
+                let elem = array_element(t).map(|e| e.oid()).unwrap_or(0);
+                let array = array_of(t).map(|a| a.oid()).unwrap_or(0);
+                let name = t.name();
                 r.row(vec![
-                    o(t.oid),
-                    s(t.name),
+                    o(t.oid()),
+                    s(name),
                     o(PG_CATALOG_NAMESPACE_OID),
                     o(USER_OID),
-                    i2(t.len),
-                    b(t.len > 0 && t.len <= 8),
+                    i2(len),
+                    b(len > 0 && len <= 8),
                     s("b"),
-                    s(t.category),
+                    s(category),
                     b(false),
                     b(true),
                     s(","),
                     o(0),
-                    s(if t.elem != 0 {
+                    s(if elem != 0 {
                         "array_subscript_handler"
                     } else {
                         "-"
                     }),
-                    o(t.elem),
-                    o(t.array),
-                    s(&format!("{}in", t.name)),
-                    s(&format!("{}out", t.name)),
-                    s(&format!("{}recv", t.name)),
-                    s(&format!("{}send", t.name)),
+                    o(elem),
+                    o(array),
+                    s(&format!("{name}in")),
+                    s(&format!("{name}out")),
+                    s(&format!("{name}recv")),
+                    s(&format!("{name}send")),
                     s("-"),
                     s("-"),
                     s("-"),
-                    s(if t.len == 8 { "d" } else { "i" }),
-                    s(if t.len > 0 { "p" } else { "x" }),
+                    s(if len == 8 { "d" } else { "i" }),
+                    s(if len > 0 { "p" } else { "x" }),
                     b(false),
                     o(0),
                     i4(-1),
                     i4(0),
-                    o(if t.category == "S" { 100 } else { 0 }),
+                    o(if *category == "S" { 100 } else { 0 }),
                     null(),
                     null(),
                     null(),

@@ -19,7 +19,7 @@ use datafusion::logical_expr::{
 };
 
 use super::pg_catalog::primary_key_index_def;
-use super::pg_types::{by_name, format_type};
+use super::pg_types::{format_type_oid, type_by_name};
 use super::registry::TableRegistry;
 use crate::config::{DATABASE_NAME, DEFAULT_USER};
 use crate::error::{Error, sqlstate};
@@ -265,7 +265,9 @@ pub fn pg_functions(tables: Arc<TableRegistry>) -> Vec<ScalarUDF> {
                 .iter()
                 .zip(mods.iter())
                 .map(|(oid, m)| {
-                    oid.map(|oid| format_type(oid, m.unwrap_or(-1)).unwrap_or_else(|| "???".into()))
+                    oid.map(|oid| {
+                        format_type_oid(oid, m.unwrap_or(-1)).unwrap_or_else(|| "???".into())
+                    })
                 })
                 .collect();
             Ok(Arc::new(out))
@@ -355,8 +357,8 @@ pub fn pg_functions(tables: Arc<TableRegistry>) -> Vec<ScalarUDF> {
             for name in names.iter() {
                 out.push(match name {
                     None => None,
-                    Some(name) => match by_name(name) {
-                        Some(t) => Some(t.oid),
+                    Some(name) => match type_by_name(name) {
+                        Some(t) => Some(t.oid()),
                         None => {
                             return Err(Error::user(
                                 sqlstate::UNDEFINED_OBJECT,

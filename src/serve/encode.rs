@@ -25,7 +25,7 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions, array_valu
 use pgwire::api::results::FieldFormat;
 use pgwire::messages::data::DataRow;
 
-use super::pg_types::pg_type;
+use crate::catalog::pg_types::pg_type;
 
 /// Days from the Unix epoch (1970-01-01) to the PostgreSQL epoch (2000-01-01).
 pub(crate) const PG_EPOCH_DAYS: i64 = 10_957;

@@ -33,7 +33,7 @@ use crate::sql::{Outcome, Session, SluiceStatement, parse_sql};
 use super::encode::encode_batch;
 use super::error::{error_info, pg_error};
 use super::params::decode_param;
-use super::pg_types::pg_type;
+use crate::catalog::pg_types::pg_type;
 
 /// The session of one connection, kept in pgwire's per-connection extensions.
 struct SessionSlot(tokio::sync::Mutex<Session>);

@@ -7,7 +7,6 @@ pub mod encode;
 pub mod error;
 pub mod handler;
 pub mod params;
-pub mod pg_types;
 pub mod server;
 pub mod startup;
 

@@ -12,7 +12,7 @@ use pgwire::api::Type;
 use pgwire::api::results::FieldFormat;
 
 use super::encode::{MICROS_PER_DAY, PG_EPOCH_DAYS, PG_EPOCH_MICROS, days_from_civil};
-use super::pg_types::{array_element, arrow_type, type_display_name, utc};
+use crate::catalog::pg_types::{array_element, arrow_type, type_display_name, utc};
 
 /// Why a bound parameter could not be decoded.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -952,8 +952,8 @@ mod tests {
     use datafusion::arrow::datatypes::{Int32Type, IntervalDayTime, TimeUnit};
 
     use super::super::encode::encode_batch;
-    use super::super::pg_types::pg_type;
     use super::*;
+    use crate::catalog::pg_types::pg_type;
 
     fn text(s: &str, ty: Type) -> Result<ScalarValue, ParamError> {
         decode_param(Some(s.as_bytes()), &ty, FieldFormat::Text)
