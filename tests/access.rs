@@ -15,14 +15,28 @@ async fn start(dir: &std::path::Path, tls: bool) -> sluice::RunningServer {
     config.users_file = Some(users);
     if tls {
         let status = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=localhost",
+            ])
             .arg("-keyout")
             .arg(dir.join("server.key"))
             .arg("-out")
             .arg(dir.join("server.crt"))
             .output()
             .expect("openssl makes a test certificate");
-        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
         config.tls_cert = Some(dir.join("server.crt"));
         config.tls_key = Some(dir.join("server.key"));
     }
@@ -64,7 +78,13 @@ async fn psql_connects_over_tls_with_a_password() {
     let port = server.addr.port();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("psql")
-            .args(["-X", "-A", "-t", "-c", "SELECT ssl FROM (SELECT 'tls works' AS ssl) t"])
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-c",
+                "SELECT ssl FROM (SELECT 'tls works' AS ssl) t",
+            ])
             .arg(format!(
                 "host=127.0.0.1 port={port} user=alice dbname=sluice sslmode=require"
             ))

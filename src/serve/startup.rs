@@ -102,7 +102,9 @@ impl StartupHandler for SluiceStartup {
                 .or_else(|| startup.parameters.get("user"))
                 .cloned()
                 .unwrap_or_default();
-            if database != DATABASE_NAME {
+            // `postgres` is every tool's default database name (sqllogictest, pgAdmin,
+            // Grafana …); it names the one database too.
+            if database != DATABASE_NAME && database != "postgres" {
                 tracing::info!(database = %database, "connection refused: unknown database");
                 return Err(fatal(
                     sqlstate::INVALID_CATALOG_NAME,
