@@ -14,11 +14,14 @@ use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::sqlparser::ast::{CreateTable, Statement};
 
+use crate::catalog::information_schema::InformationSchema;
 use crate::catalog::pg_catalog::PgCatalogSchema;
 use crate::catalog::pg_functions::pg_functions;
 use crate::catalog::public_schema::PublicSchema;
 use crate::catalog::registry::TableRegistry;
-use crate::catalog::{CatalogStore, PG_CATALOG_SCHEMA, PUBLIC_SCHEMA, StoredObject};
+use crate::catalog::{
+    CatalogStore, INFORMATION_SCHEMA, PG_CATALOG_SCHEMA, PUBLIC_SCHEMA, StoredObject,
+};
 use crate::config::{Config, DATABASE_NAME};
 use crate::connector::queue::QueueTable;
 use crate::error::{Error, Result, sqlstate};
@@ -67,6 +70,10 @@ impl Engine {
             )),
         )?;
         catalog.register_schema(PG_CATALOG_SCHEMA, pg_catalog)?;
+        catalog.register_schema(
+            INFORMATION_SCHEMA,
+            Arc::new(InformationSchema::new(Arc::clone(&tables))),
+        )?;
         let catalogs = Arc::new(MemoryCatalogProviderList::new());
         catalogs.register_catalog(DATABASE_NAME.to_string(), Arc::new(catalog));
         let engine = Arc::new(Self {
@@ -105,7 +112,8 @@ impl Engine {
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(DATABASE_NAME, PUBLIC_SCHEMA)
             .with_create_default_catalog_and_schema(false)
-            .with_information_schema(true);
+            // Our own information_schema (PostgreSQL's type names) replaces DataFusion's.
+            .with_information_schema(false);
         let options = config.options_mut();
         options.sql_parser.map_string_types_to_utf8view = false;
         options.sql_parser.enable_ident_normalization = true;

@@ -3,14 +3,17 @@
 //!
 //! - [`TableDef`] (`table_def.rs`): what `CREATE TABLE` declared.
 //! - [`CatalogStore`] (`store.rs`): the durable list of definitions.
-//! - `pg_catalog.rs` and `pg_functions.rs`: the `pg_catalog` relations and functions that psql
-//!   and drivers query, derived from the definitions.
+//! - `pg_catalog.rs`, `pg_functions.rs` and `information_schema.rs`: the system relations and
+//!   functions that psql, drivers and BI tools query, derived from the definitions
+//!   (`relation.rs` builds them; `pg_types.rs` maps Arrow types to PostgreSQL's).
 
+pub mod information_schema;
 pub mod pg_catalog;
 pub mod pg_functions;
 pub mod pg_types;
 pub mod public_schema;
 pub mod registry;
+pub mod relation;
 pub mod store;
 pub mod table_def;
 
@@ -22,6 +25,9 @@ pub const PUBLIC_SCHEMA: &str = "public";
 
 /// The schema of the PostgreSQL system relations.
 pub const PG_CATALOG_SCHEMA: &str = "pg_catalog";
+
+/// The schema of the SQL-standard catalog views.
+pub const INFORMATION_SCHEMA: &str = "information_schema";
 
 /// OIDs of user objects start here, as in PostgreSQL (`FirstNormalObjectId`).
 pub const FIRST_USER_OID: u32 = 16384;

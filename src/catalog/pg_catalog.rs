@@ -6,9 +6,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, RecordBatch, new_empty_array};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
+use datafusion::arrow::datatypes::Field;
+use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::common::ScalarValue;
 use datafusion::error::Result as DfResult;
 
@@ -16,6 +15,9 @@ use pgwire::api::Type;
 
 use super::pg_types::{CATALOG_TYPES, array_element, array_of, pg_type, type_len, type_modifier};
 use super::registry::TableRegistry;
+use super::relation::{
+    BOOL, FLOAT4, INT2, INT4, INT8, OID, Relation, TEXT, b, i2, i4, null, o, s, text_array,
+};
 use super::{
     DATABASE_OID, INFORMATION_SCHEMA_NAMESPACE_OID, PG_CATALOG_NAMESPACE_OID, PUBLIC_NAMESPACE_OID,
 };
@@ -25,7 +27,7 @@ use crate::config::{DATABASE_NAME, DEFAULT_USER};
 pub const USER_OID: u32 = 10;
 
 /// The relations of `pg_catalog`, by name.
-const RELATIONS: &[&str] = &[
+pub const RELATIONS: &[&str] = &[
     "pg_am",
     "pg_attrdef",
     "pg_attribute",
@@ -109,92 +111,12 @@ impl SchemaProvider for PgCatalogSchema {
         let Some(relation) = build(name, &self.tables) else {
             return Ok(None);
         };
-        let batch = relation.finish()?;
-        let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
-        Ok(Some(Arc::new(table)))
+        Ok(Some(relation.into_table()?))
     }
 
     fn table_exist(&self, name: &str) -> bool {
         RELATIONS.contains(&name)
     }
-}
-
-/// A relation being filled row by row (catalog relations are small).
-struct Relation {
-    fields: Vec<Field>,
-    rows: Vec<Vec<ScalarValue>>,
-}
-
-impl Relation {
-    fn new(columns: &[(&str, DataType)]) -> Self {
-        Self {
-            fields: columns
-                .iter()
-                .map(|(n, t)| Field::new(*n, t.clone(), true))
-                .collect(),
-            rows: Vec::new(),
-        }
-    }
-
-    fn row(&mut self, values: Vec<ScalarValue>) {
-        debug_assert_eq!(values.len(), self.fields.len());
-        self.rows.push(values);
-    }
-
-    fn finish(self) -> DfResult<RecordBatch> {
-        let schema = Arc::new(Schema::new(self.fields));
-        let columns = schema
-            .fields()
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                if self.rows.is_empty() {
-                    return Ok(new_empty_array(f.data_type()));
-                }
-                let values = self.rows.iter().map(|r| {
-                    let v = &r[i];
-                    if v.is_null() {
-                        ScalarValue::try_from(f.data_type()).unwrap_or(ScalarValue::Null)
-                    } else {
-                        v.clone()
-                    }
-                });
-                ScalarValue::iter_to_array(values)
-            })
-            .collect::<DfResult<Vec<ArrayRef>>>()?;
-        Ok(RecordBatch::try_new(schema, columns)?)
-    }
-}
-
-const OID: DataType = DataType::UInt32;
-const TEXT: DataType = DataType::Utf8;
-const BOOL: DataType = DataType::Boolean;
-const INT2: DataType = DataType::Int16;
-const INT4: DataType = DataType::Int32;
-const INT8: DataType = DataType::Int64;
-const FLOAT4: DataType = DataType::Float32;
-
-fn text_array() -> DataType {
-    DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
-}
-
-fn o(v: u32) -> ScalarValue {
-    ScalarValue::UInt32(Some(v))
-}
-fn s(v: &str) -> ScalarValue {
-    ScalarValue::Utf8(Some(v.to_string()))
-}
-fn b(v: bool) -> ScalarValue {
-    ScalarValue::Boolean(Some(v))
-}
-fn i2(v: i16) -> ScalarValue {
-    ScalarValue::Int16(Some(v))
-}
-fn i4(v: i32) -> ScalarValue {
-    ScalarValue::Int32(Some(v))
-}
-fn null() -> ScalarValue {
-    ScalarValue::Null
 }
 
 /// Builds one relation, or `None` when `name` is not one of ours.
