@@ -120,12 +120,8 @@ impl StatementHandler {
             .map_err(pg_error)?;
         let mut values = Vec::with_capacity(portal.parameter_len());
         for (i, bytes) in portal.parameters.iter().enumerate() {
-            let declared = portal.statement.parameter_types.get(i).cloned().flatten();
             let expected = inferred.get(i).cloned().flatten();
-            let wire_type = declared
-                .filter(|t| *t != Type::UNKNOWN)
-                .or_else(|| expected.as_ref().map(pg_type))
-                .unwrap_or(Type::TEXT);
+            let wire_type = parameter_type(&portal.statement.parameter_types, &inferred, i);
             let value = decode_param(
                 bytes.as_deref(),
                 &wire_type,
@@ -145,6 +141,18 @@ impl StatementHandler {
         }
         Ok(Some(values.into()))
     }
+}
+
+/// The type of parameter `i`: as the client declared it in `Parse`, else as the planner inferred
+/// it, else text (PostgreSQL's `unknown`, coerced later).
+fn parameter_type(declared: &[Option<Type>], inferred: &[Option<DataType>], i: usize) -> Type {
+    declared
+        .get(i)
+        .cloned()
+        .flatten()
+        .filter(|t| *t != Type::UNKNOWN)
+        .or_else(|| inferred.get(i).cloned().flatten().map(|dt| pg_type(&dt)))
+        .unwrap_or(Type::TEXT)
 }
 
 fn cast_param(value: ScalarValue, to: &DataType) -> PgWireResult<ScalarValue> {
@@ -287,16 +295,7 @@ impl ExtendedQueryHandler for StatementHandler {
             .map_err(pg_error)?;
         let count = inferred.len().max(statement.parameter_types.len());
         let parameters = (0..count)
-            .map(|i| {
-                statement
-                    .parameter_types
-                    .get(i)
-                    .cloned()
-                    .flatten()
-                    .filter(|t| *t != Type::UNKNOWN)
-                    .or_else(|| inferred.get(i).cloned().flatten().map(|dt| pg_type(&dt)))
-                    .unwrap_or(Type::TEXT)
-            })
+            .map(|i| parameter_type(&statement.parameter_types, &inferred, i))
             .collect();
         let fields = schema
             .map(|s| field_infos(&s, &Format::UnifiedText))

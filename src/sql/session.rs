@@ -13,7 +13,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
-    CopySource, CopyTarget, Expr, ObjectType, Set, Statement, Value,
+    CopySource, CopyTarget, Expr, Ident, ObjectType, Set, Statement, Value,
 };
 use futures::TryStreamExt;
 
@@ -171,19 +171,10 @@ impl Session {
                 self.rows("Name", names.iter().map(String::as_str).collect::<Vec<_>>())
             }
             Statement::ShowVariable { variable } => {
-                let name = variable
-                    .iter()
-                    .map(|i| i.value.to_lowercase())
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                let name = variable_name(variable);
                 if name == "all" {
                     return self.show_all();
                 }
-                let name = match name.as_str() {
-                    "time zone" => "timezone".to_string(),
-                    "transaction isolation level" => "transaction_isolation".to_string(),
-                    _ => name,
-                };
                 let value = self.setting(&name).ok_or_else(|| {
                     Error::user(
                         sqlstate::UNDEFINED_OBJECT,
@@ -290,12 +281,7 @@ impl Session {
                 Ok((parameter_types(&plan)?, None))
             }
             Statement::ShowVariable { variable } => {
-                let name = variable
-                    .iter()
-                    .map(|i| i.value.to_lowercase())
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                Ok((vec![], Some(text_schema(&name))))
+                Ok((vec![], Some(text_schema(&variable_name(variable)))))
             }
             Statement::ShowTables { .. } => Ok((vec![], Some(text_schema("Name")))),
             _ => Ok((vec![], None)),
@@ -435,6 +421,20 @@ impl Session {
             schema,
             stream: Box::pin(stream),
         })
+    }
+}
+
+/// The setting a `SHOW` names, with PostgreSQL's multi-word spellings folded to their names.
+fn variable_name(variable: &[Ident]) -> String {
+    let name = variable
+        .iter()
+        .map(|i| i.value.to_lowercase())
+        .collect::<Vec<_>>()
+        .join(" ");
+    match name.as_str() {
+        "time zone" => "timezone".to_string(),
+        "transaction isolation level" => "transaction_isolation".to_string(),
+        _ => name,
     }
 }
 
