@@ -240,7 +240,7 @@ SELECT name, price FROM t WHERE price > 4;
  Column |            Type             | Collation | Nullable | Default 
 --------+-----------------------------+-----------+----------+---------
  id     | integer                     |           | not null | 
- name   | text                        |           | not null | 
+ name   | character varying           |           | not null | 
  price  | numeric(10,2)               |           |          | 
  at     | timestamp without time zone |           |          | 
 Indexes:

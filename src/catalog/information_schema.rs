@@ -10,7 +10,9 @@ use datafusion::common::ScalarValue;
 use datafusion::error::Result as DfResult;
 
 use super::pg_catalog::RELATIONS as PG_CATALOG_RELATIONS;
-use super::pg_types::{format_type_oid, pg_type};
+use pgwire::api::Type;
+
+use super::pg_types::format_type_oid;
 use super::registry::TableRegistry;
 use super::relation::{INT4, Relation, TEXT, null, s};
 use crate::config::{DATABASE_NAME, DEFAULT_USER};
@@ -139,8 +141,12 @@ impl SchemaProvider for InformationSchema {
                 for t in &tables {
                     let def = t.def();
                     for (i, f) in def.schema.fields().iter().enumerate() {
-                        let ty = pg_type(f.data_type());
+                        let (type_oid, typmod) = def.column_pg_type(i);
+                        let ty = Type::from_oid(type_oid).unwrap_or(Type::TEXT);
                         let (p, sc, dtp) = precision(f.data_type());
+                        let max_length = (matches!(ty, Type::VARCHAR | Type::BPCHAR)
+                            && typmod >= 4)
+                            .then_some(typmod - 4);
                         r.row(vec![
                             s(DATABASE_NAME),
                             s("public"),
@@ -151,7 +157,7 @@ impl SchemaProvider for InformationSchema {
                             s(if f.is_nullable() { "YES" } else { "NO" }),
                             s(&format_type_oid(ty.oid(), -1)
                                 .unwrap_or_else(|| ty.name().to_string())),
-                            int(None),
+                            int(max_length),
                             int(p),
                             int(sc),
                             int(dtp),

@@ -6,14 +6,13 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::Field;
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::common::ScalarValue;
 use datafusion::error::Result as DfResult;
 
 use pgwire::api::Type;
 
-use super::pg_types::{CATALOG_TYPES, array_element, array_of, pg_type, type_len, type_modifier};
+use super::pg_types::{CATALOG_TYPES, array_element, array_of, type_len};
 use super::registry::TableRegistry;
 use super::relation::{
     BOOL, FLOAT4, INT2, INT4, INT8, OID, Relation, TEXT, b, i2, i4, null, o, s, text_array,
@@ -263,19 +262,25 @@ fn build(name: &str, tables: &TableRegistry) -> Option<Relation> {
             ]);
             for t in &tables {
                 let def = t.def();
-                let attribute = |rel: u32, num: usize, field: &Field| {
-                    let ty = pg_type(field.data_type());
-                    let collation = if ty == Type::TEXT { 100 } else { 0 };
+                let attribute = |rel: u32, num: usize, column: usize| {
+                    let field = def.schema.field(column);
+                    let (type_oid, typmod) = def.column_pg_type(column);
+                    let ty = Type::from_oid(type_oid).unwrap_or(Type::TEXT);
+                    let collation = if matches!(ty, Type::TEXT | Type::VARCHAR | Type::BPCHAR) {
+                        100
+                    } else {
+                        0
+                    };
                     vec![
                         o(rel),
                         s(field.name()),
-                        o(ty.oid()),
+                        o(type_oid),
                         i4(-1),
                         i2(type_len(&ty)),
                         i2(num as i16),
                         i4(0),
                         i4(-1),
-                        i4(type_modifier(field.data_type())),
+                        i4(typmod),
                         b(false),
                         s("i"),
                         s("p"),
@@ -294,12 +299,12 @@ fn build(name: &str, tables: &TableRegistry) -> Option<Relation> {
                         null(),
                     ]
                 };
-                for (i, field) in def.schema.fields().iter().enumerate() {
-                    r.row(attribute(def.oid(), i + 1, field));
+                for i in 0..def.schema.fields().len() {
+                    r.row(attribute(def.oid(), i + 1, i));
                 }
                 if let Some(pkey) = def.pkey_oid() {
                     for (n, &i) in def.primary_key.iter().enumerate() {
-                        r.row(attribute(pkey, n + 1, def.schema.field(i)));
+                        r.row(attribute(pkey, n + 1, i));
                     }
                 }
             }

@@ -17,6 +17,10 @@ pub struct TableDef {
     pub primary_key: Vec<usize>,
     /// `APPEND ONLY`: rows are never updated or deleted, so no state is kept for changes.
     pub append_only: bool,
+    /// Per column, the PostgreSQL type the user declared when it says more than the Arrow type
+    /// does (`varchar(20)` is Utf8 in Arrow): its type OID and `atttypmod`. `None` means the
+    /// type follows from the Arrow type.
+    pub declared_types: Vec<Option<(u32, i32)>>,
     /// The `CREATE TABLE` statement as the user wrote it; replayed on restart.
     pub sql: String,
 }
@@ -30,6 +34,20 @@ impl TableDef {
     /// The OID of the table's primary key index (`<table>_pkey`), when it has a key.
     pub fn pkey_oid(&self) -> Option<u32> {
         (!self.primary_key.is_empty()).then(|| self.oid() + 1)
+    }
+
+    /// The PostgreSQL type OID and `atttypmod` of column `i`, as `pg_attribute` lists them.
+    pub fn column_pg_type(&self, i: usize) -> (u32, i32) {
+        match self.declared_types.get(i).copied().flatten() {
+            Some(declared) => declared,
+            None => {
+                let dt = self.schema.field(i).data_type();
+                (
+                    super::pg_types::pg_type(dt).oid(),
+                    super::pg_types::type_modifier(dt),
+                )
+            }
+        }
     }
 
     /// Names of the primary key columns, in key order.

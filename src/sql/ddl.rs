@@ -9,7 +9,9 @@ use datafusion::common::Constraint;
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{CreateTable, Statement};
+use datafusion::sql::sqlparser::ast::{
+    CharacterLength, CreateTable, DataType as SqlDataType, Statement,
+};
 
 use crate::catalog::TableDef;
 use crate::error::{Error, Result, sqlstate};
@@ -71,14 +73,39 @@ pub async fn plan_create_table(
             "table \"{name}\" must have at least one column"
         )));
     }
+    let declared_types = create
+        .columns
+        .iter()
+        .map(|c| declared_type(&c.data_type))
+        .collect();
     Ok(TableDef {
         id,
         name,
         schema: Arc::new(Schema::new(fields)),
         primary_key,
         append_only,
+        declared_types,
         sql: text.to_string(),
     })
+}
+
+/// The PostgreSQL type (OID, `atttypmod`) of a declared SQL type when it says more than its
+/// Arrow type: character types, which are all Utf8 in Arrow.
+fn declared_type(data_type: &SqlDataType) -> Option<(u32, i32)> {
+    let typmod = |length: &Option<CharacterLength>| match length {
+        Some(CharacterLength::IntegerLength { length, .. }) => i32::try_from(*length)
+            .map(|n| n.saturating_add(4))
+            .unwrap_or(-1),
+        _ => -1,
+    };
+    match data_type {
+        SqlDataType::Varchar(n) | SqlDataType::CharacterVarying(n) => Some((1043, typmod(n))),
+        SqlDataType::Char(n) | SqlDataType::Character(n) => {
+            // CHAR without a length is char(1), as in PostgreSQL.
+            Some((1042, if n.is_none() { 5 } else { typmod(n) }))
+        }
+        _ => None,
+    }
 }
 
 /// The one-part name of a table, lowercased unless quoted; `public.t` is `t`.
