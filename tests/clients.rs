@@ -336,3 +336,23 @@ async fn psycopg_round_trip() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("psycopg ok"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_runs_in_psql() {
+    let server = TestServer::start().await;
+    let port = server.port();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/bids.sql");
+    let (out, err, ok) = tokio::task::spawn_blocking(move || {
+        psql(port, &["-v", "ON_ERROR_STOP=1", "-f", example], "")
+    })
+    .await
+    .unwrap();
+    assert!(
+        ok && err.is_empty(),
+        "examples/bids.sql failed: {err}\n{out}"
+    );
+    assert!(
+        out.contains("    1000 | 2026-01-01 00:00:00 |    2 |  175"),
+        "{out}"
+    );
+}
