@@ -12,9 +12,10 @@
 //! | parsing (sqlparser + our clauses), DDL, COPY decoding, the session | [`sql`] |
 //! | the objects users created; `pg_catalog` for psql and drivers | [`catalog`] |
 //! | the engine: catalog + tables + DataFusion context | [`engine`] |
+//! | incremental operators over change batches (views are built from them next) | [`operator`] |
 //! | tables of the internal queue: write path, contents, DataFusion provider | [`connector`] |
 //! | the queue's durable, segmented log of Arrow batches | [`storage`] |
-//! | change batches and reserved column names | [`stream`] |
+//! | change batches, messages between operators, reserved column names | [`stream`] |
 //!
 //! Configuration is [`config::Config`]; errors are [`error::Error`], each with its SQLSTATE.
 
@@ -23,6 +24,7 @@ pub mod config;
 pub mod connector;
 pub mod engine;
 pub mod error;
+pub mod operator;
 pub mod serve;
 pub mod sql;
 pub mod storage;

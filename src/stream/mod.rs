@@ -3,5 +3,7 @@
 
 pub mod change_batch;
 pub mod columns;
+pub mod message;
 
 pub use change_batch::ChangeBatch;
+pub use message::{Barrier, Message, Timestamp};
