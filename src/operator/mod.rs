@@ -2,14 +2,17 @@
 //! its output, keeping whatever state it needs. One operator per file:
 //!
 //! - [`FilterProjectOperator`] (`filter_project.rs`): `WHERE` and the select list, stateless.
+//! - [`GroupAggregateOperator`] (`aggregate.rs`): `GROUP BY` with retractable aggregates.
 //!
 //! The [`Operator`] trait has one required method, `process`; watermarks are forwarded and
 //! barriers pass through unless an operator says otherwise.
 
+pub mod aggregate;
 pub mod filter_project;
 #[cfg(test)]
 pub mod test_util;
 
+pub use aggregate::{AggregateCall, AggregateKind, GroupAggregateOperator};
 pub use filter_project::FilterProjectOperator;
 
 use datafusion::arrow::error::ArrowError;
