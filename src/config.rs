@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::storage::FsyncPolicy;
 
@@ -33,6 +34,10 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) matching `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// How often the view runtime takes a barrier and publishes every view.
+    pub barrier_interval: Duration,
+    /// Workers (hash partitions) of keyed operators.
+    pub parallelism: usize,
 }
 
 impl Config {
@@ -45,6 +50,8 @@ impl Config {
             users_file: None,
             tls_cert: None,
             tls_key: None,
+            barrier_interval: Duration::from_millis(250),
+            parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }

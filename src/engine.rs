@@ -3,7 +3,7 @@
 //! object and every acknowledged row.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
@@ -12,21 +12,26 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::{SessionContext, SessionState};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::SessionConfig;
-use datafusion::sql::sqlparser::ast::{CreateTable, Statement};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{CreateTable, CreateView, Statement};
 
 use crate::catalog::information_schema::InformationSchema;
 use crate::catalog::pg_catalog::PgCatalogSchema;
 use crate::catalog::pg_functions::pg_functions;
 use crate::catalog::public_schema::PublicSchema;
 use crate::catalog::registry::TableRegistry;
+use crate::catalog::views::{ViewEntry, ViewRegistry};
 use crate::catalog::{
     CatalogStore, INFORMATION_SCHEMA, PG_CATALOG_SCHEMA, PUBLIC_SCHEMA, StoredObject,
 };
 use crate::config::{Config, DATABASE_NAME};
 use crate::connector::queue::QueueTable;
 use crate::error::{Error, Result, sqlstate};
+use crate::planner::{StreamPlan, plan_view};
+use crate::runtime::{Executor, RunningView};
 use crate::sql::ddl::{plan_create_table, table_name};
 use crate::sql::parse_sql;
+use crate::sql::parser::WatermarkClause;
 
 /// A running engine.
 pub struct Engine {
@@ -36,6 +41,12 @@ pub struct Engine {
     store: Mutex<CatalogStore>,
     /// The live tables.
     tables: Arc<TableRegistry>,
+    /// The materialized views and their published contents.
+    views: Arc<ViewRegistry>,
+    /// Runs the views. Dropped (and its thread joined) with the engine.
+    executor: Executor,
+    /// Shared by table commits, taken exclusively by the executor for a consistent cut.
+    commit_gate: Arc<RwLock<()>>,
     /// The catalogs DataFusion plans against (one: `sluice`, with `public` and `pg_catalog`).
     catalogs: Arc<dyn CatalogProviderList>,
     /// Memory and disk limits shared by every session's queries.
@@ -60,12 +71,24 @@ impl Engine {
         })?;
         let store = CatalogStore::open(&config.data_dir)?;
         let tables = Arc::new(TableRegistry::default());
-        let pg_catalog = Arc::new(PgCatalogSchema::new(Arc::clone(&tables)));
+        let views = Arc::new(ViewRegistry::default());
+        let commit_gate = Arc::new(RwLock::new(()));
+        let executor = Executor::start(
+            config.barrier_interval,
+            Arc::clone(&tables),
+            Arc::clone(&views),
+            Arc::clone(&commit_gate),
+        )?;
+        let pg_catalog = Arc::new(PgCatalogSchema::new(
+            Arc::clone(&tables),
+            Arc::clone(&views),
+        ));
         let catalog = MemoryCatalogProvider::new();
         catalog.register_schema(
             PUBLIC_SCHEMA,
             Arc::new(PublicSchema::new(
                 Arc::clone(&tables),
+                Arc::clone(&views),
                 Arc::clone(&pg_catalog),
             )),
         )?;
@@ -80,6 +103,9 @@ impl Engine {
             config,
             store: Mutex::new(store),
             tables,
+            views,
+            executor,
+            commit_gate,
             catalogs,
             runtime: Arc::new(RuntimeEnv::default()),
         });
@@ -87,6 +113,7 @@ impl Engine {
         tracing::info!(
             data_dir = %engine.config.data_dir.display(),
             tables = engine.tables.names().len(),
+            views = engine.views.names().len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "engine opened"
         );
@@ -101,6 +128,16 @@ impl Engine {
     /// The live tables.
     pub fn tables(&self) -> &Arc<TableRegistry> {
         &self.tables
+    }
+
+    /// The materialized views.
+    pub fn views(&self) -> &Arc<ViewRegistry> {
+        &self.views
+    }
+
+    /// Returns once every write acknowledged before the call is visible in every view.
+    pub async fn flush(&self) {
+        self.executor.flush().await;
     }
 
     fn tables_dir(&self) -> PathBuf {
@@ -128,32 +165,204 @@ impl Engine {
         for function in pg_functions(Arc::clone(&self.tables)) {
             ctx.register_udf(function);
         }
+        for function in crate::sql::windows::window_functions() {
+            ctx.register_udf(function);
+        }
         ctx
     }
 
     async fn restore(&self) -> Result<()> {
         let objects: Vec<StoredObject> = self.lock_store().objects().to_vec();
         let state = self.new_context().state();
-        for object in objects {
+        for object in &objects {
             let statement = parse_sql(&object.sql)?.into_iter().next().ok_or_else(|| {
                 Error::unsupported(format!("empty definition of {}", object.name))
             })?;
-            let Statement::CreateTable(create) = &statement.statement else {
-                return Err(Error::unsupported(format!(
-                    "catalog object kind {}",
-                    object.kind
-                )));
-            };
-            let def = plan_create_table(
-                &state,
-                create,
-                statement.append_only,
-                object.id,
-                &object.sql,
-            )
+            match &statement.statement {
+                Statement::CreateTable(create) => {
+                    let def = plan_create_table(
+                        &state,
+                        create,
+                        statement.append_only,
+                        statement.watermark.as_ref(),
+                        object.id,
+                        &object.sql,
+                    )
+                    .await?;
+                    let table = QueueTable::open(
+                        def,
+                        &self.tables_dir(),
+                        self.config.fsync,
+                        Arc::clone(&self.commit_gate),
+                    )?;
+                    self.tables.insert(Arc::new(table));
+                }
+                Statement::CreateView(create) => {
+                    let (plan, _) = self
+                        .plan_view(&state, create, statement.emit_on_window_close)
+                        .await?;
+                    self.install_view(
+                        object.id,
+                        &object.name,
+                        &object.sql,
+                        plan,
+                        statement.emit_on_window_close,
+                    )?;
+                }
+                _ => {
+                    return Err(Error::unsupported(format!(
+                        "catalog object kind {}",
+                        object.kind
+                    )));
+                }
+            }
+        }
+        if !self.views.names().is_empty() {
+            // Views restart from their tables' logs; catch up before serving.
+            self.flush().await;
+        }
+        Ok(())
+    }
+
+    /// Plans a view's query into an operator graph; also returns the graph's `EXPLAIN` text.
+    pub async fn plan_view(
+        &self,
+        state: &SessionState,
+        create: &CreateView,
+        emit_on_window_close: bool,
+    ) -> Result<(StreamPlan, String)> {
+        if create.or_replace || create.or_alter {
+            return Err(Error::unsupported("CREATE OR REPLACE MATERIALIZED VIEW"));
+        }
+        if !create.columns.is_empty() {
+            return Err(Error::unsupported(
+                "a column list after the view name; name the columns with AS in the query",
+            ));
+        }
+        let mut statement = Statement::Query(create.query.clone());
+        crate::sql::windows::rewrite(&mut statement)?;
+        crate::sql::pg_compat::rewrite(&mut statement);
+        let plan = state
+            .statement_to_plan(DfStatement::Statement(Box::new(statement)))
             .await?;
-            let table = QueueTable::open(def, &self.tables_dir(), self.config.fsync)?;
-            self.tables.insert(Arc::new(table));
+        let optimized = state.optimize(&plan)?;
+        let stream = plan_view(&optimized, self.config.parallelism, emit_on_window_close)?;
+        let explain = stream.explain.clone();
+        Ok((stream, explain))
+    }
+
+    fn install_view(
+        &self,
+        id: u32,
+        name: &str,
+        sql: &str,
+        plan: StreamPlan,
+        emit_on_window_close: bool,
+    ) -> Result<Arc<ViewEntry>> {
+        let mut dependencies: Vec<String> =
+            plan.sources.iter().map(|s| s.name().to_string()).collect();
+        dependencies.sort();
+        dependencies.dedup();
+        let entry = Arc::new(ViewEntry {
+            id,
+            name: name.to_string(),
+            schema: Arc::clone(&plan.schema),
+            sql: sql.to_string(),
+            dependencies,
+            emit_on_window_close,
+            explain: plan.explain.clone(),
+        });
+        self.executor
+            .add(RunningView::new(id, name.to_string(), plan)?)?;
+        self.views.insert(Arc::clone(&entry));
+        Ok(entry)
+    }
+
+    /// `CREATE MATERIALIZED VIEW`: plans the query, starts the view from the beginning of its
+    /// sources and returns once it has caught up. Returns false when it existed (IF NOT EXISTS).
+    pub async fn create_view(
+        &self,
+        state: &SessionState,
+        create: &CreateView,
+        emit_on_window_close: bool,
+        text: &str,
+    ) -> Result<bool> {
+        let name = table_name(&create.name)?;
+        if self.tables.get(&name).is_some() || self.views.get(&name).is_some() {
+            if create.if_not_exists {
+                return Ok(false);
+            }
+            return Err(Error::user(
+                sqlstate::DUPLICATE_TABLE,
+                format!("relation \"{name}\" already exists"),
+            ));
+        }
+        let (plan, _) = self.plan_view(state, create, emit_on_window_close).await?;
+        {
+            let mut store = self.lock_store();
+            if self.tables.get(&name).is_some() || self.views.get(&name).is_some() {
+                return Err(Error::user(
+                    sqlstate::DUPLICATE_TABLE,
+                    format!("relation \"{name}\" already exists"),
+                ));
+            }
+            let id = store.next_id();
+            store.add(StoredObject {
+                id,
+                kind: "view".into(),
+                name: name.clone(),
+                sql: text.to_string(),
+            })?;
+            if let Err(e) = self.install_view(id, &name, text, plan, emit_on_window_close) {
+                store.remove(id)?;
+                return Err(e);
+            }
+            tracing::info!(view = %name, id, "materialized view created");
+        }
+        self.flush().await;
+        Ok(true)
+    }
+
+    /// `DROP MATERIALIZED VIEW`; with `cascade`, the views that read it go too.
+    pub fn drop_view(&self, name: &str, if_exists: bool, cascade: bool) -> Result<()> {
+        let Some(view) = self.views.get(name) else {
+            if if_exists {
+                return Ok(());
+            }
+            return Err(Error::user(
+                sqlstate::UNDEFINED_TABLE,
+                format!("materialized view \"{name}\" does not exist"),
+            ));
+        };
+        self.drop_dependents(name, "materialized view", cascade)?;
+        self.lock_store().remove(view.id)?;
+        self.executor.remove(view.id);
+        self.views.remove(name);
+        tracing::info!(view = %name, id = view.id, "materialized view dropped");
+        Ok(())
+    }
+
+    /// Refuses (2BP01) to drop `name` while views read it, unless `cascade`, which drops them.
+    fn drop_dependents(&self, name: &str, kind: &str, cascade: bool) -> Result<()> {
+        let dependents = self.views.dependents(name);
+        if dependents.is_empty() {
+            return Ok(());
+        }
+        if !cascade {
+            let names: Vec<String> = dependents
+                .iter()
+                .map(|d| format!("materialized view {} depends on {kind} {name}", d.name))
+                .collect();
+            return Err(Error::user(
+                sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+                format!(
+                    "cannot drop {kind} {name} because other objects depend on it ({}); use DROP … CASCADE to drop the dependent objects too",
+                    names.join(", ")
+                ),
+            ));
+        }
+        for dependent in dependents {
+            self.drop_view(&dependent.name, true, true)?;
         }
         Ok(())
     }
@@ -168,10 +377,11 @@ impl Engine {
         state: &SessionState,
         create: &CreateTable,
         append_only: bool,
+        watermark: Option<&WatermarkClause>,
         text: &str,
     ) -> Result<bool> {
         let name = table_name(&create.name)?;
-        if self.tables.get(&name).is_some() {
+        if self.tables.get(&name).is_some() || self.views.get(&name).is_some() {
             if create.if_not_exists {
                 return Ok(false);
             }
@@ -181,7 +391,7 @@ impl Engine {
             ));
         }
         let id = self.lock_store().next_id();
-        let def = plan_create_table(state, create, append_only, id, text).await?;
+        let def = plan_create_table(state, create, append_only, watermark, id, text).await?;
         let mut store = self.lock_store();
         // Another session may have created it while this one planned.
         if self.tables.get(&name).is_some() || store.next_id() != id {
@@ -190,7 +400,12 @@ impl Engine {
                 format!("relation \"{name}\" already exists or was created concurrently"),
             ));
         }
-        let table = QueueTable::open(def, &self.tables_dir(), self.config.fsync)?;
+        let table = QueueTable::open(
+            def,
+            &self.tables_dir(),
+            self.config.fsync,
+            Arc::clone(&self.commit_gate),
+        )?;
         store.add(StoredObject {
             id,
             kind: "table".into(),
@@ -203,7 +418,10 @@ impl Engine {
     }
 
     /// `DROP TABLE`: forgets the table and removes its log.
-    pub fn drop_table(&self, name: &str, if_exists: bool) -> Result<()> {
+    pub fn drop_table(&self, name: &str, if_exists: bool, cascade: bool) -> Result<()> {
+        if self.tables.get(name).is_some() {
+            self.drop_dependents(name, "table", cascade)?;
+        }
         let mut store = self.lock_store();
         let Some(table) = self.tables.get(name) else {
             if if_exists {

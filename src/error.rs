@@ -60,6 +60,9 @@ pub enum Error {
     /// An Arrow kernel failed (casts of user data, mostly).
     #[error("{0}")]
     Arrow(#[from] ArrowError),
+    /// An operator of a view failed on its input.
+    #[error("{0}")]
+    Operator(#[from] crate::operator::OperatorError),
     /// The table log could not be read or written.
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
@@ -94,6 +97,12 @@ impl Error {
             Error::Parse(_) | Error::Tokenize(_) => sqlstate::SYNTAX_ERROR,
             Error::DataFusion(e) => datafusion_sqlstate(e),
             Error::Arrow(e) => arrow_sqlstate(e),
+            Error::Operator(crate::operator::OperatorError::Arrow { source, .. }) => {
+                arrow_sqlstate(source)
+            }
+            Error::Operator(crate::operator::OperatorError::DataFusion { source, .. }) => {
+                datafusion_sqlstate(source)
+            }
             Error::Storage(_) | Error::CatalogIo { .. } => sqlstate::IO_ERROR,
         }
     }

@@ -25,6 +25,8 @@ pub mod connector;
 pub mod engine;
 pub mod error;
 pub mod operator;
+pub mod planner;
+pub mod runtime;
 pub mod serve;
 pub mod sql;
 pub mod storage;

@@ -45,6 +45,12 @@ struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "SLUICE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// How often views publish a new epoch, in milliseconds (as low as 10).
+    #[arg(long, env = "SLUICE_BARRIER_INTERVAL_MS", default_value_t = 250)]
+    barrier_interval_ms: u64,
+    /// Workers for keyed operators (default: the number of cores).
+    #[arg(long, env = "SLUICE_PARALLELISM")]
+    parallelism: Option<usize>,
 }
 
 #[tokio::main]
@@ -67,6 +73,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.users_file = args.users;
     config.tls_cert = args.tls_cert;
     config.tls_key = args.tls_key;
+    config.barrier_interval = std::time::Duration::from_millis(args.barrier_interval_ms.max(1));
+    if let Some(p) = args.parallelism {
+        config.parallelism = p.max(1);
+    }
     let server = sluice::Server::start(config)
         .await
         .context("starting sluice")?;

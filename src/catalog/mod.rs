@@ -16,6 +16,7 @@ pub mod registry;
 pub mod relation;
 pub mod store;
 pub mod table_def;
+pub mod views;
 
 pub use store::{CatalogStore, StoredObject};
 pub use table_def::TableDef;

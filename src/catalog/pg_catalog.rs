@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::common::ScalarValue;
 use datafusion::error::Result as DfResult;
@@ -17,6 +18,7 @@ use super::registry::TableRegistry;
 use super::relation::{
     BOOL, FLOAT4, INT2, INT4, INT8, OID, Relation, TEXT, b, i2, i4, null, o, s, text_array,
 };
+use super::views::ViewRegistry;
 use super::{
     DATABASE_OID, INFORMATION_SCHEMA_NAMESPACE_OID, PG_CATALOG_NAMESPACE_OID, PUBLIC_NAMESPACE_OID,
 };
@@ -61,6 +63,8 @@ pub const RELATIONS: &[&str] = &[
     "pg_type",
     "pg_user",
     "pg_views",
+    "sluice_views",
+    "sluice_watermarks",
 ];
 
 /// Relations that exist for clients' queries but never have rows: Sluice has no column
@@ -91,12 +95,14 @@ pub const ALWAYS_EMPTY: &[&str] = &[
 pub struct PgCatalogSchema {
     /// The live tables the relations describe.
     tables: Arc<TableRegistry>,
+    /// The materialized views (relkind `m`).
+    views: Arc<ViewRegistry>,
 }
 
 impl PgCatalogSchema {
-    /// The schema over a registry.
-    pub fn new(tables: Arc<TableRegistry>) -> Self {
-        Self { tables }
+    /// The schema over the registries.
+    pub fn new(tables: Arc<TableRegistry>, views: Arc<ViewRegistry>) -> Self {
+        Self { tables, views }
     }
 }
 
@@ -107,7 +113,7 @@ impl SchemaProvider for PgCatalogSchema {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        let Some(relation) = build(name, &self.tables) else {
+        let Some(relation) = build(name, &self.tables, &self.views) else {
             return Ok(None);
         };
         Ok(Some(relation.into_table()?))
@@ -119,8 +125,9 @@ impl SchemaProvider for PgCatalogSchema {
 }
 
 /// Builds one relation, or `None` when `name` is not one of ours.
-fn build(name: &str, tables: &TableRegistry) -> Option<Relation> {
+fn build(name: &str, tables: &TableRegistry, views: &ViewRegistry) -> Option<Relation> {
     let tables = tables.all();
+    let views = views.all();
     let rel = match name {
         "pg_namespace" => {
             let mut r = Relation::new(&[
@@ -230,6 +237,43 @@ fn build(name: &str, tables: &TableRegistry) -> Option<Relation> {
                     ));
                 }
             }
+            for v in &views {
+                r.row(vec![
+                    o(v.oid()),
+                    s(&v.name),
+                    o(PUBLIC_NAMESPACE_OID),
+                    o(0),
+                    o(0),
+                    o(USER_OID),
+                    o(2),
+                    o(v.oid()),
+                    o(0),
+                    i4(0),
+                    ScalarValue::Float32(Some(-1.0)),
+                    i4(0),
+                    o(0),
+                    b(false),
+                    b(false),
+                    s("p"),
+                    s("m"),
+                    i2(v.schema.fields().len() as i16),
+                    i2(0),
+                    b(false),
+                    b(false),
+                    b(false),
+                    b(false),
+                    b(false),
+                    b(true),
+                    s("d"),
+                    b(false),
+                    o(0),
+                    ScalarValue::Int64(Some(0)),
+                    ScalarValue::Int64(Some(0)),
+                    null(),
+                    null(),
+                    null(),
+                ]);
+            }
             r
         }
         "pg_attribute" => {
@@ -307,6 +351,80 @@ fn build(name: &str, tables: &TableRegistry) -> Option<Relation> {
                         r.row(attribute(pkey, n + 1, i));
                     }
                 }
+            }
+            for v in &views {
+                for (i, field) in v.schema.fields().iter().enumerate() {
+                    let dt = field.data_type();
+                    let ty = super::pg_types::pg_type(dt);
+                    let collation = if matches!(ty, Type::TEXT | Type::VARCHAR | Type::BPCHAR) {
+                        100
+                    } else {
+                        0
+                    };
+                    r.row(vec![
+                        o(v.oid()),
+                        s(field.name()),
+                        o(ty.oid()),
+                        i4(-1),
+                        i2(type_len(&ty)),
+                        i2(i as i16 + 1),
+                        i4(0),
+                        i4(-1),
+                        i4(super::pg_types::type_modifier(dt)),
+                        b(false),
+                        s("i"),
+                        s("p"),
+                        s(""),
+                        b(!field.is_nullable()),
+                        b(false),
+                        b(false),
+                        s(""),
+                        s(""),
+                        b(false),
+                        b(true),
+                        i4(0),
+                        o(collation),
+                        null(),
+                        null(),
+                        null(),
+                    ]);
+                }
+            }
+            r
+        }
+        "sluice_watermarks" => {
+            // Tables with a WATERMARK: where event time stands, and the late rows dropped.
+            let mut r = Relation::new(&[
+                ("table_name", TEXT),
+                ("watermark", DataType::Timestamp(TimeUnit::Nanosecond, None)),
+                ("late_rows", INT8),
+            ]);
+            for t in &tables {
+                if t.def().watermark.is_none() {
+                    continue;
+                }
+                let time = t.event_time();
+                r.row(vec![
+                    s(&t.def().name),
+                    ScalarValue::TimestampNanosecond(time.watermark, None),
+                    ScalarValue::Int64(Some(time.late_rows as i64)),
+                ]);
+            }
+            r
+        }
+        "sluice_views" => {
+            // Materialized views: how they emit, and what they read.
+            let mut r = Relation::new(&[
+                ("view_name", TEXT),
+                ("emit_on_window_close", BOOL),
+                ("depends_on", TEXT),
+            ]);
+            for v in &views {
+                r.row(vec![
+                    s(&v.name),
+                    b(v.emit_on_window_close),
+                    s(&v.dependencies.join(", ")),
+                ]);
             }
             r
         }

@@ -11,37 +11,56 @@ use crate::connector::queue::QueueTableProvider;
 
 use super::pg_catalog::PgCatalogSchema;
 use super::registry::TableRegistry;
+use super::views::{ViewProvider, ViewRegistry};
 
 /// The `public` schema.
 #[derive(Debug)]
 pub struct PublicSchema {
     /// The live tables.
     tables: Arc<TableRegistry>,
+    /// The materialized views.
+    views: Arc<ViewRegistry>,
     /// Fallback for bare names of system relations (`SELECT * FROM pg_class`).
     pg_catalog: Arc<PgCatalogSchema>,
 }
 
 impl PublicSchema {
     /// The schema over a registry.
-    pub fn new(tables: Arc<TableRegistry>, pg_catalog: Arc<PgCatalogSchema>) -> Self {
-        Self { tables, pg_catalog }
+    pub fn new(
+        tables: Arc<TableRegistry>,
+        views: Arc<ViewRegistry>,
+        pg_catalog: Arc<PgCatalogSchema>,
+    ) -> Self {
+        Self {
+            tables,
+            views,
+            pg_catalog,
+        }
     }
 }
 
 #[async_trait]
 impl SchemaProvider for PublicSchema {
     fn table_names(&self) -> Vec<String> {
-        self.tables.names()
+        let mut names = self.tables.names();
+        names.extend(self.views.names());
+        names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         if let Some(table) = self.tables.get(name) {
             return Ok(Some(Arc::new(QueueTableProvider::new(table))));
         }
+        if let Some(view) = self.views.get(name) {
+            return Ok(Some(Arc::new(ViewProvider::new(
+                view,
+                Arc::clone(&self.views),
+            ))));
+        }
         self.pg_catalog.table(name).await
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.tables.get(name).is_some()
+        self.tables.get(name).is_some() || self.views.get(name).is_some()
     }
 }

@@ -21,6 +21,8 @@ pub struct TableDef {
     /// does (`varchar(20)` is Utf8 in Arrow): its type OID and `atttypmod`. `None` means the
     /// type follows from the Arrow type.
     pub declared_types: Vec<Option<(u32, i32)>>,
+    /// `WATERMARK FOR ts AS …`: rows behind the watermark are dropped at insert and counted.
+    pub watermark: Option<crate::stream::WatermarkDef>,
     /// The `CREATE TABLE` statement as the user wrote it; replayed on restart.
     pub sql: String,
 }

@@ -2,28 +2,38 @@
 //!
 //! Group keys go through Arrow's row format; each group has an index into typed state vectors
 //! (one per aggregate), so a batch updates state with plain arithmetic per row and no per-row
-//! allocation. MIN, MAX and COUNT(DISTINCT) keep a count per value (deleting the current minimum
-//! gives the next one). After a batch, every group it touched emits the retraction of its old
-//! output row and the insertion of its new one; a group whose row count drops to zero emits only
-//! the retraction and disappears.
+//! allocation. MIN, MAX, BOOL_AND/OR, STRING_AGG and COUNT(DISTINCT) keep a count per value
+//! (deleting the current minimum gives the next one).
+//!
+//! [`update`](GroupAggregateOperator::update) folds changes into the state and marks groups
+//! dirty; [`emit`](GroupAggregateOperator::emit) (at a barrier) emits, per dirty group, the
+//! retraction of its old output row and the insertion of its new one; a group whose row count
+//! drops to zero emits only the retraction and disappears. Without `GROUP BY` there is always
+//! exactly one output row, as in batch SQL.
+//!
+//! With `EMIT ON WINDOW CLOSE`, nothing is emitted while a window is open:
+//! [`close_windows`](GroupAggregateOperator::close_windows) emits each group once, final, when
+//! the watermark passes the end of its window, and frees its state.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
+use datafusion::arrow::datatypes::{
+    DataType, Float64Type, Int64Type, SchemaRef, TimestampNanosecondType,
+};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::{Operator, OperatorError};
-use crate::stream::ChangeBatch;
+use crate::stream::{ChangeBatch, Timestamp};
 
 const NAME: &str = "GroupAggregate";
 
 /// The aggregate functions the operator maintains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AggregateKind {
     /// `COUNT(*)`: rows in the group.
     CountStar,
@@ -39,6 +49,12 @@ pub enum AggregateKind {
     Min,
     /// `MAX(x)` of any orderable type.
     Max,
+    /// `BOOL_AND(x)`: the minimum of booleans.
+    BoolAnd,
+    /// `BOOL_OR(x)`: the maximum of booleans.
+    BoolOr,
+    /// `STRING_AGG(x, separator)`: the values in ascending order, joined.
+    StringAgg(String),
 }
 
 /// One aggregate of the select list.
@@ -52,6 +68,15 @@ pub struct AggregateCall {
     pub argument_type: DataType,
 }
 
+/// The group key that names a window, for `EMIT ON WINDOW CLOSE`.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowKey {
+    /// Index of the key among the group keys.
+    pub key: usize,
+    /// The window ends at key + `end_offset` (the size for a window start, 0 for an end).
+    pub end_offset: i64,
+}
+
 /// Per-aggregate state, one slot per group index.
 #[derive(Debug)]
 enum AggregateState {
@@ -61,7 +86,7 @@ enum AggregateState {
     IntSums { sums: Vec<i128>, counts: Vec<i64> },
     /// SUM/AVG of floats.
     FloatSums { sums: Vec<f64>, counts: Vec<i64> },
-    /// MIN, MAX, COUNT(DISTINCT): a count per value, values in row format (ordered).
+    /// MIN, MAX, COUNT(DISTINCT), …: a count per value, values in row format (ordered).
     Values {
         converter: RowConverter,
         values: Vec<BTreeMap<Box<[u8]>, i64>>,
@@ -89,6 +114,16 @@ pub struct GroupAggregateOperator {
     states: Vec<AggregateState>,
     /// The output row each group last emitted, to retract it when the group changes.
     emitted: Vec<Option<Vec<ScalarValue>>>,
+    /// Groups changed since the last emit, in first-touched order.
+    dirty: Vec<usize>,
+    /// Whether each group is in `dirty`.
+    is_dirty: Vec<bool>,
+    /// No `GROUP BY`: one group that always has an output row.
+    global: bool,
+    /// `EMIT ON WINDOW CLOSE` on this window key.
+    emit_on_close: Option<WindowKey>,
+    /// Open windows: window key (ns) → groups, for closing in order.
+    open_windows: BTreeMap<Timestamp, Vec<usize>>,
 }
 
 fn df(source: datafusion::error::DataFusionError) -> OperatorError {
@@ -139,19 +174,21 @@ impl GroupAggregateOperator {
                         sums: Vec::new(),
                         counts: Vec::new(),
                     },
-                    AggregateKind::Min | AggregateKind::Max | AggregateKind::CountDistinct => {
-                        AggregateState::Values {
-                            converter: RowConverter::new(vec![SortField::new(
-                                a.argument_type.clone(),
-                            )])
+                    AggregateKind::Min
+                    | AggregateKind::Max
+                    | AggregateKind::CountDistinct
+                    | AggregateKind::BoolAnd
+                    | AggregateKind::BoolOr
+                    | AggregateKind::StringAgg(_) => AggregateState::Values {
+                        converter: RowConverter::new(vec![SortField::new(a.argument_type.clone())])
                             .map_err(arrow)?,
-                            values: Vec::new(),
-                        }
-                    }
+                        values: Vec::new(),
+                    },
                 })
             })
             .collect::<Result<Vec<_>, OperatorError>>()?;
-        Ok(Self {
+        let global = group_by.is_empty();
+        let mut operator = Self {
             group_by,
             aggregates,
             schema,
@@ -161,36 +198,76 @@ impl GroupAggregateOperator {
             group_rows: Vec::new(),
             states,
             emitted: Vec::new(),
-        })
+            dirty: Vec::new(),
+            is_dirty: Vec::new(),
+            global,
+            emit_on_close: None,
+            open_windows: BTreeMap::new(),
+        };
+        if global {
+            // The one group exists from the start, so that an empty input has its row.
+            let g = operator.new_group(Box::new([]));
+            operator.mark_dirty(g);
+        }
+        Ok(operator)
     }
 
-    /// The group index of each input row, creating groups as needed.
-    fn group_indexes(&mut self, keys: &Rows) -> Vec<usize> {
+    /// Emits each window once, when the watermark passes its end (`EMIT ON WINDOW CLOSE`).
+    pub fn with_emit_on_window_close(mut self, window: WindowKey) -> Self {
+        self.emit_on_close = Some(window);
+        self
+    }
+
+    /// The output schema.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    /// Number of groups with state (open groups).
+    pub fn num_groups(&self) -> usize {
+        self.group_index.len()
+    }
+
+    fn new_group(&mut self, key: Box<[u8]>) -> usize {
+        let i = self.group_keys.len();
+        self.group_index.insert(key.clone(), i);
+        self.group_keys.push(key);
+        self.group_rows.push(0);
+        self.emitted.push(None);
+        self.is_dirty.push(false);
+        for state in &mut self.states {
+            match state {
+                AggregateState::Counts(c) => c.push(0),
+                AggregateState::IntSums { sums, counts } => {
+                    sums.push(0);
+                    counts.push(0);
+                }
+                AggregateState::FloatSums { sums, counts } => {
+                    sums.push(0.0);
+                    counts.push(0);
+                }
+                AggregateState::Values { values, .. } => values.push(BTreeMap::new()),
+            }
+        }
+        i
+    }
+
+    fn mark_dirty(&mut self, g: usize) {
+        if !std::mem::replace(&mut self.is_dirty[g], true) {
+            self.dirty.push(g);
+        }
+    }
+
+    /// The group index of each input row, creating groups as needed; new groups are listed
+    /// with the first row that made them.
+    fn group_indexes(&mut self, keys: &Rows, created: &mut Vec<(usize, usize)>) -> Vec<usize> {
         let mut out = Vec::with_capacity(keys.num_rows());
-        for key in keys.iter() {
+        for (row, key) in keys.iter().enumerate() {
             let index = match self.group_index.get(key.data()) {
                 Some(&i) => i,
                 None => {
-                    let i = self.group_keys.len();
-                    let owned: Box<[u8]> = key.data().into();
-                    self.group_index.insert(owned.clone(), i);
-                    self.group_keys.push(owned);
-                    self.group_rows.push(0);
-                    self.emitted.push(None);
-                    for state in &mut self.states {
-                        match state {
-                            AggregateState::Counts(c) => c.push(0),
-                            AggregateState::IntSums { sums, counts } => {
-                                sums.push(0);
-                                counts.push(0);
-                            }
-                            AggregateState::FloatSums { sums, counts } => {
-                                sums.push(0.0);
-                                counts.push(0);
-                            }
-                            AggregateState::Values { values, .. } => values.push(BTreeMap::new()),
-                        }
-                    }
+                    let i = self.new_group(key.data().into());
+                    created.push((i, row));
                     i
                 }
             };
@@ -205,7 +282,7 @@ impl GroupAggregateOperator {
             .iter()
             .zip(&self.states)
             .map(|(call, state)| {
-                Ok(match (call.kind, state) {
+                Ok(match (&call.kind, state) {
                     (_, AggregateState::Counts(c)) => ScalarValue::Int64(Some(c[g])),
                     (AggregateKind::Sum, AggregateState::IntSums { sums, counts }) => {
                         ScalarValue::Int64((counts[g] > 0).then(|| sums[g] as i64))
@@ -222,8 +299,31 @@ impl GroupAggregateOperator {
                     (AggregateKind::CountDistinct, AggregateState::Values { values, .. }) => {
                         ScalarValue::Int64(Some(values[g].len() as i64))
                     }
+                    (
+                        AggregateKind::StringAgg(separator),
+                        AggregateState::Values { converter, values },
+                    ) => {
+                        if values[g].is_empty() {
+                            ScalarValue::Utf8(None)
+                        } else {
+                            let parser = converter.parser();
+                            let arrays = converter
+                                .convert_rows(values[g].keys().map(|b| parser.parse(b)))
+                                .map_err(arrow)?;
+                            let strings = cast(&arrays[0], &DataType::Utf8).map_err(arrow)?;
+                            let strings = strings.as_string::<i32>();
+                            let mut pieces: Vec<&str> = Vec::new();
+                            for (i, count) in values[g].values().enumerate() {
+                                for _ in 0..*count {
+                                    pieces.push(strings.value(i));
+                                }
+                            }
+                            let out = pieces.join(separator);
+                            ScalarValue::Utf8(Some(out))
+                        }
+                    }
                     (kind, AggregateState::Values { converter, values }) => {
-                        let value = if kind == AggregateKind::Min {
+                        let value = if matches!(kind, AggregateKind::Min | AggregateKind::BoolAnd) {
                             values[g].keys().next()
                         } else {
                             values[g].keys().next_back()
@@ -243,30 +343,47 @@ impl GroupAggregateOperator {
             })
             .collect()
     }
-}
 
-impl Operator for GroupAggregateOperator {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn process(&mut self, input: ChangeBatch) -> Result<Option<ChangeBatch>, OperatorError> {
+    /// Folds a batch of changes into the state.
+    pub fn update(&mut self, input: &ChangeBatch) -> Result<(), OperatorError> {
         let rows = input.num_rows();
         if rows == 0 {
-            return Ok(None);
+            return Ok(());
         }
         let data = input.data();
-        let key_columns = self
-            .group_by
-            .iter()
-            .map(|e| e.evaluate(data).and_then(|v| v.into_array(rows)))
-            .collect::<Result<Vec<ArrayRef>, _>>()
-            .map_err(df)?;
-        let keys = self
-            .key_converter
-            .convert_columns(&key_columns)
-            .map_err(arrow)?;
-        let groups = self.group_indexes(&keys);
+        let groups = if self.global {
+            vec![0; rows]
+        } else {
+            let key_columns = self
+                .group_by
+                .iter()
+                .map(|e| e.evaluate(data).and_then(|v| v.into_array(rows)))
+                .collect::<Result<Vec<ArrayRef>, _>>()
+                .map_err(df)?;
+            let keys = self
+                .key_converter
+                .convert_columns(&key_columns)
+                .map_err(arrow)?;
+            let mut created = Vec::new();
+            let groups = self.group_indexes(&keys, &mut created);
+            if let Some(window) = self.emit_on_close
+                && !created.is_empty()
+            {
+                let times =
+                    crate::stream::watermark::nanos(&key_columns[window.key]).map_err(df)?;
+                let times = times.as_primitive::<TimestampNanosecondType>();
+                for (g, row) in created {
+                    // A NULL window never closes; it is emitted by no watermark.
+                    if times.is_valid(row) {
+                        self.open_windows
+                            .entry(times.value(row))
+                            .or_default()
+                            .push(g);
+                    }
+                }
+            }
+            groups
+        };
         let weight = |i: usize| input.weights().map_or(1, |w| w.value(i));
         for (i, &g) in groups.iter().enumerate() {
             self.group_rows[g] += weight(i);
@@ -317,7 +434,7 @@ impl Operator for GroupAggregateOperator {
                     }
                 }
                 AggregateState::Values { converter, values } => {
-                    let argument = argument.expect("MIN/MAX/COUNT DISTINCT have an argument");
+                    let argument = argument.expect("value aggregates have an argument");
                     let encoded = converter
                         .convert_columns(std::slice::from_ref(&argument))
                         .map_err(arrow)?;
@@ -338,33 +455,48 @@ impl Operator for GroupAggregateOperator {
                 }
             }
         }
-
-        // Emit a retraction and an insertion per touched group, in first-touched order.
-        let mut touched: Vec<usize> = Vec::new();
-        let mut seen = vec![false; self.group_keys.len()];
         for &g in &groups {
-            if !std::mem::replace(&mut seen[g], true) {
-                touched.push(g);
-            }
+            self.mark_dirty(g);
+        }
+        Ok(())
+    }
+
+    /// The output row of group `g` now (`None` when the group has no rows).
+    fn output_row(&self, g: usize) -> Result<Option<Vec<ScalarValue>>, OperatorError> {
+        if self.group_rows[g] <= 0 && !self.global {
+            return Ok(None);
+        }
+        let mut row = if self.global {
+            Vec::new()
+        } else {
+            let key_parser = self.key_converter.parser();
+            let key_arrays = self
+                .key_converter
+                .convert_rows(std::iter::once(key_parser.parse(&self.group_keys[g])))
+                .map_err(arrow)?;
+            key_arrays
+                .iter()
+                .map(|a| ScalarValue::try_from_array(a, 0))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(df)?
+        };
+        row.extend(self.aggregate_values(g)?);
+        Ok(Some(row))
+    }
+
+    /// The changes to the output since the last emit: per dirty group, a retraction of its old
+    /// row and an insertion of its new one. Nothing with `EMIT ON WINDOW CLOSE`.
+    pub fn emit(&mut self) -> Result<Option<ChangeBatch>, OperatorError> {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &g in &dirty {
+            self.is_dirty[g] = false;
+        }
+        if self.emit_on_close.is_some() {
+            return Ok(None);
         }
         let mut out_rows: Vec<(Vec<ScalarValue>, i64)> = Vec::new();
-        let key_parser = self.key_converter.parser();
-        for g in touched {
-            let new = if self.group_rows[g] > 0 {
-                let key_arrays = self
-                    .key_converter
-                    .convert_rows(std::iter::once(key_parser.parse(&self.group_keys[g])))
-                    .map_err(arrow)?;
-                let mut row = key_arrays
-                    .iter()
-                    .map(|a| ScalarValue::try_from_array(a, 0))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(df)?;
-                row.extend(self.aggregate_values(g)?);
-                Some(row)
-            } else {
-                None
-            };
+        for g in dirty {
+            let new = self.output_row(g)?;
             if self.emitted[g] == new {
                 continue;
             }
@@ -376,6 +508,54 @@ impl Operator for GroupAggregateOperator {
                 self.emitted[g] = Some(new);
             }
         }
+        self.build(out_rows)
+    }
+
+    /// With `EMIT ON WINDOW CLOSE`: the final rows of every window that ends at or before
+    /// `watermark`; their state is freed.
+    pub fn close_windows(
+        &mut self,
+        watermark: Timestamp,
+    ) -> Result<Option<ChangeBatch>, OperatorError> {
+        let Some(window) = self.emit_on_close else {
+            return Ok(None);
+        };
+        let Some(bound) = watermark.checked_sub(window.end_offset) else {
+            return Ok(None);
+        };
+        // Windows with key + end_offset <= watermark, i.e. key <= bound.
+        let still_open = match bound.checked_add(1) {
+            Some(b) => self.open_windows.split_off(&b),
+            None => BTreeMap::new(),
+        };
+        let closed = std::mem::replace(&mut self.open_windows, still_open);
+        let mut out_rows = Vec::new();
+        for g in closed.into_values().flatten() {
+            if let Some(row) = self.output_row(g)? {
+                out_rows.push((row, 1));
+            }
+            self.free(g);
+        }
+        self.build(out_rows)
+    }
+
+    /// Drops the state of group `g` (its window closed).
+    fn free(&mut self, g: usize) {
+        self.group_index.remove(&self.group_keys[g]);
+        self.group_keys[g] = Box::new([]);
+        self.group_rows[g] = 0;
+        self.emitted[g] = None;
+        for state in &mut self.states {
+            if let AggregateState::Values { values, .. } = state {
+                values[g] = BTreeMap::new();
+            }
+        }
+    }
+
+    fn build(
+        &self,
+        out_rows: Vec<(Vec<ScalarValue>, i64)>,
+    ) -> Result<Option<ChangeBatch>, OperatorError> {
         if out_rows.is_empty() {
             return Ok(None);
         }
@@ -402,6 +582,17 @@ impl Operator for GroupAggregateOperator {
     }
 }
 
+impl Operator for GroupAggregateOperator {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn process(&mut self, input: ChangeBatch) -> Result<Option<ChangeBatch>, OperatorError> {
+        self.update(&input)?;
+        self.emit()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,15 +613,15 @@ mod tests {
         let calls = kinds
             .iter()
             .enumerate()
-            .map(|(i, &kind)| {
+            .map(|(i, kind)| {
                 let out = match kind {
                     AggregateKind::Avg => DataType::Float64,
                     _ => DataType::Int64,
                 };
                 fields.push(Field::new(format!("a{i}"), out, true));
                 AggregateCall {
-                    kind,
-                    argument: (kind != AggregateKind::CountStar)
+                    kind: kind.clone(),
+                    argument: (*kind != AggregateKind::CountStar)
                         .then(|| col("v", &schema).expect("column v")),
                     argument_type: DataType::Int64,
                 }

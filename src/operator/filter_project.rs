@@ -38,6 +38,11 @@ impl FilterProjectOperator {
             schema,
         }
     }
+
+    /// The output schema.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
 }
 
 fn df(source: datafusion::error::DataFusionError) -> OperatorError {

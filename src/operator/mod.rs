@@ -12,7 +12,7 @@ pub mod filter_project;
 #[cfg(test)]
 pub mod test_util;
 
-pub use aggregate::{AggregateCall, AggregateKind, GroupAggregateOperator};
+pub use aggregate::{AggregateCall, AggregateKind, GroupAggregateOperator, WindowKey};
 pub use filter_project::FilterProjectOperator;
 
 use datafusion::arrow::error::ArrowError;

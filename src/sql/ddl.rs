@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{Field, Schema};
-use datafusion::common::Constraint;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::{Constraint, DFSchema};
 use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::ExprSchemable;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
@@ -15,13 +16,17 @@ use datafusion::sql::sqlparser::ast::{
 
 use crate::catalog::TableDef;
 use crate::error::{Error, Result, sqlstate};
+use crate::stream::WatermarkDef;
 use crate::stream::columns::is_reserved;
+
+use super::parser::WatermarkClause;
 
 /// Plans `CREATE TABLE` into a table definition with catalog id `id`.
 pub async fn plan_create_table(
     state: &SessionState,
     create: &CreateTable,
     append_only: bool,
+    watermark: Option<&WatermarkClause>,
     id: u32,
     text: &str,
 ) -> Result<TableDef> {
@@ -73,6 +78,11 @@ pub async fn plan_create_table(
             "table \"{name}\" must have at least one column"
         )));
     }
+    let schema = Arc::new(Schema::new(fields));
+    let watermark = match watermark {
+        None => None,
+        Some(clause) => Some(plan_watermark(state, &name, &schema, clause, append_only)?),
+    };
     let declared_types = create
         .columns
         .iter()
@@ -81,11 +91,61 @@ pub async fn plan_create_table(
     Ok(TableDef {
         id,
         name,
-        schema: Arc::new(Schema::new(fields)),
+        schema,
         primary_key,
         append_only,
         declared_types,
+        watermark,
         sql: text.to_string(),
+    })
+}
+
+/// Checks and plans `WATERMARK FOR column AS expression`.
+fn plan_watermark(
+    state: &SessionState,
+    table: &str,
+    schema: &SchemaRef,
+    clause: &WatermarkClause,
+    append_only: bool,
+) -> Result<WatermarkDef> {
+    if !append_only {
+        return Err(Error::unsupported(format!(
+            "a watermark needs an append-only table: add APPEND ONLY to table \"{table}\""
+        )));
+    }
+    let column = schema.index_of(&clause.column).map_err(|_| {
+        Error::user(
+            sqlstate::UNDEFINED_COLUMN,
+            format!("watermark column \"{}\" does not exist", clause.column),
+        )
+    })?;
+    if !matches!(schema.field(column).data_type(), DataType::Timestamp(..)) {
+        return Err(Error::user(
+            sqlstate::DATATYPE_MISMATCH,
+            format!(
+                "watermark column \"{}\" must be a timestamp, not {}",
+                clause.column,
+                schema.field(column).data_type()
+            ),
+        ));
+    }
+    let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+    let expr = state.create_logical_expr(&clause.expression, &df_schema)?;
+    let data_type = expr.get_type(&df_schema)?;
+    if !matches!(data_type, DataType::Timestamp(..)) {
+        return Err(Error::user(
+            sqlstate::DATATYPE_MISMATCH,
+            format!(
+                "watermark expression \"{}\" must be a timestamp, not {data_type}",
+                clause.expression
+            ),
+        ));
+    }
+    let expression = state.create_physical_expr(expr, &df_schema)?;
+    Ok(WatermarkDef {
+        column,
+        expression,
+        text: clause.expression.clone(),
     })
 }
 

@@ -7,6 +7,7 @@ pub mod ddl;
 pub mod parser;
 pub mod pg_compat;
 pub mod session;
+pub mod windows;
 
 pub use parser::{SluiceStatement, parse_sql};
 pub use session::{Outcome, Session};

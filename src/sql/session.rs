@@ -18,6 +18,7 @@ use datafusion::sql::sqlparser::ast::{
 use futures::TryStreamExt;
 
 use crate::catalog::pg_functions::SERVER_VERSION;
+use crate::catalog::views::PinnedEpoch;
 use crate::engine::Engine;
 use crate::error::{Error, Result, sqlstate};
 
@@ -144,6 +145,7 @@ impl Session {
                         &self.ctx.state(),
                         create,
                         statement.append_only,
+                        statement.watermark.as_ref(),
                         &statement.text,
                     )
                     .await?;
@@ -156,15 +158,67 @@ impl Session {
                 object_type,
                 if_exists,
                 names,
+                cascade,
                 ..
             } => {
-                if *object_type != ObjectType::Table {
-                    return Err(Error::unsupported(format!("DROP {object_type}")));
+                let tag = match object_type {
+                    ObjectType::Table => {
+                        for name in names {
+                            self.engine
+                                .drop_table(&table_name(name)?, *if_exists, *cascade)?;
+                        }
+                        "DROP TABLE"
+                    }
+                    ObjectType::MaterializedView => {
+                        for name in names {
+                            self.engine
+                                .drop_view(&table_name(name)?, *if_exists, *cascade)?;
+                        }
+                        "DROP MATERIALIZED VIEW"
+                    }
+                    other => return Err(Error::unsupported(format!("DROP {other}"))),
+                };
+                Ok(Outcome::command(tag))
+            }
+            Statement::CreateView(create) if create.materialized => {
+                let created = self
+                    .engine
+                    .create_view(
+                        &self.ctx.state(),
+                        create,
+                        statement.emit_on_window_close,
+                        &statement.text,
+                    )
+                    .await?;
+                if !created {
+                    tracing::info!(view = %create.name, "materialized view exists, skipping");
                 }
-                for name in names {
-                    self.engine.drop_table(&table_name(name)?, *if_exists)?;
-                }
-                Ok(Outcome::command("DROP TABLE"))
+                Ok(Outcome::command("CREATE MATERIALIZED VIEW"))
+            }
+            Statement::CreateView(_) => Err(Error::unsupported(
+                "CREATE VIEW (not materialized); use CREATE MATERIALIZED VIEW",
+            )),
+            Statement::Explain {
+                statement: inner, ..
+            } if matches!(inner.as_ref(), Statement::CreateView(c) if c.materialized) => {
+                let Statement::CreateView(create) = inner.as_ref() else {
+                    unreachable!("matched just above")
+                };
+                let (_, explain) = self
+                    .engine
+                    .plan_view(&self.ctx.state(), create, statement.emit_on_window_close)
+                    .await?;
+                self.rows("QUERY PLAN", explain.lines().collect())
+            }
+            Statement::ShowViews {
+                materialized: true, ..
+            } => {
+                let names = self.engine.views().names();
+                self.rows("Name", names.iter().map(String::as_str).collect::<Vec<_>>())
+            }
+            Statement::Flush { .. } => {
+                self.engine.flush().await;
+                Ok(Outcome::command("FLUSH"))
             }
             Statement::ShowTables { .. } => {
                 let names = self.engine.tables().names();
@@ -269,6 +323,11 @@ impl Session {
         statement: &SluiceStatement,
     ) -> Result<(Vec<Option<DataType>>, Option<SchemaRef>)> {
         match &statement.statement {
+            Statement::Explain {
+                statement: inner, ..
+            } if matches!(inner.as_ref(), Statement::CreateView(_)) => {
+                Ok((vec![], Some(text_schema("QUERY PLAN"))))
+            }
             Statement::Query(_) | Statement::Explain { .. } => {
                 let plan = self.plan(statement).await?;
                 Ok((
@@ -283,13 +342,16 @@ impl Session {
             Statement::ShowVariable { variable } => {
                 Ok((vec![], Some(text_schema(&variable_name(variable)))))
             }
-            Statement::ShowTables { .. } => Ok((vec![], Some(text_schema("Name")))),
+            Statement::ShowTables { .. } | Statement::ShowViews { .. } => {
+                Ok((vec![], Some(text_schema("Name"))))
+            }
             _ => Ok((vec![], None)),
         }
     }
 
     async fn plan(&self, statement: &SluiceStatement) -> Result<LogicalPlan> {
         let mut ast = statement.statement.clone();
+        super::windows::rewrite(&mut ast)?;
         pg_compat::rewrite(&mut ast);
         let plan = self
             .ctx
@@ -312,7 +374,12 @@ impl Session {
         if let Some(params) = params {
             plan = plan.with_param_values(params)?;
         }
-        let df = self.ctx.execute_logical_plan(plan).await?;
+        // Every view this statement reads is read at one epoch.
+        let mut state = self.ctx.state();
+        state
+            .config_mut()
+            .set_extension(Arc::new(PinnedEpoch(self.engine.views().published())));
+        let df = datafusion::dataframe::DataFrame::new(state, plan);
         let tag = match &statement.statement {
             Statement::Insert(_) => "INSERT",
             Statement::Update(_) => "UPDATE",

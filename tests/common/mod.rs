@@ -16,8 +16,16 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A server whose configuration `tune` adjusts first (parallelism, barrier interval, …).
+    pub async fn start_with(tune: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let server = start_on(dir.path()).await;
+        let mut config = Config::new(dir.path());
+        config.listen = "127.0.0.1:0".parse().expect("address");
+        tune(&mut config);
+        let server = Server::start(config).await.expect("server starts");
         Self {
             server: Some(server),
             dir,

@@ -36,6 +36,11 @@ pub struct QueueTableProvider {
 }
 
 impl QueueTableProvider {
+    /// The table behind the provider.
+    pub fn table(&self) -> &Arc<QueueTable> {
+        &self.table
+    }
+
     /// Wraps a table.
     pub fn new(table: Arc<QueueTable>) -> Self {
         let pk = &table.def().primary_key;

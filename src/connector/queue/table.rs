@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{filter_record_batch, take_record_batch};
@@ -27,14 +27,34 @@ pub struct QueueTable {
     /// The current rows. The lock also serializes writers, so that what a write decides from
     /// the contents (which rows an upsert replaces) is still true when it is appended.
     contents: Mutex<TableContents>,
+    /// The watermark and the late rows dropped, for a table with `WATERMARK FOR`.
+    time: Mutex<EventTime>,
+    /// Held shared while a change is appended; the view runtime holds it exclusively while it
+    /// reads every table's end, so that its cut is consistent across tables.
+    commit_gate: Arc<RwLock<()>>,
+}
+
+/// Where a table with a watermark stands in event time.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EventTime {
+    /// The watermark: no row with an earlier event time is accepted any more.
+    pub watermark: Option<crate::stream::Timestamp>,
+    /// Rows dropped because they were behind the watermark (since the server started).
+    pub late_rows: u64,
 }
 
 impl QueueTable {
     /// Opens the table's log under `tables_dir` and rebuilds its contents from it.
-    pub fn open(def: TableDef, tables_dir: &Path, fsync: FsyncPolicy) -> Result<Self> {
+    pub fn open(
+        def: TableDef,
+        tables_dir: &Path,
+        fsync: FsyncPolicy,
+        commit_gate: Arc<RwLock<()>>,
+    ) -> Result<Self> {
         let log = Log::open(&tables_dir.join(def.id.to_string()), fsync)?;
         let mut contents = TableContents::new(Arc::clone(&def.schema), &def.primary_key)?;
         let mut position = 0;
+        let mut time = EventTime::default();
         loop {
             let records = log.read(position, 256)?;
             let Some((last, _)) = records.last() else {
@@ -43,6 +63,9 @@ impl QueueTable {
             position = last + 1;
             for (_, change) in &records {
                 contents.apply(change)?;
+                if let Some(wm) = &def.watermark {
+                    time.watermark = wm.advance(time.watermark, change.data())?;
+                }
             }
         }
         tracing::debug!(table = %def.name, records = position, rows = contents.num_rows(), "table restored");
@@ -50,7 +73,14 @@ impl QueueTable {
             def,
             log,
             contents: Mutex::new(contents),
+            time: Mutex::new(time),
+            commit_gate,
         })
+    }
+
+    /// The table's watermark and late-row count (all `None`/0 without `WATERMARK FOR`).
+    pub fn event_time(&self) -> EventTime {
+        *self.time.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The table's definition.
@@ -88,9 +118,30 @@ impl QueueTable {
         self.check_not_null(&batch)?;
         // The input may differ from the table in nullability only (checked just above).
         let batch = RecordBatch::try_new(Arc::clone(&self.def.schema), batch.columns().to_vec())?;
-        let rows = batch.num_rows() as u64;
         let position = {
             let mut contents = self.lock();
+            let batch = match &self.def.watermark {
+                None => batch,
+                Some(wm) => {
+                    let mut time = self.time.lock().unwrap_or_else(|e| e.into_inner());
+                    let batch = match wm.on_time(time.watermark, &batch)? {
+                        None => batch,
+                        Some(mask) => {
+                            let kept = filter_record_batch(&batch, &mask)?;
+                            let late = (batch.num_rows() - kept.num_rows()) as u64;
+                            time.late_rows += late;
+                            tracing::debug!(table = %self.def.name, late, "late rows dropped");
+                            kept
+                        }
+                    };
+                    time.watermark = wm.advance(time.watermark, &batch)?;
+                    batch
+                }
+            };
+            if batch.num_rows() == 0 {
+                return Ok(0);
+            }
+            let rows = batch.num_rows() as u64;
             let change = match contents.keyed() {
                 None => ChangeBatch::inserts(batch),
                 Some(keyed) => {
@@ -110,8 +161,9 @@ impl QueueTable {
                     }
                 }
             };
-            self.commit(&mut contents, change)?
+            (self.commit(&mut contents, change)?, rows)
         };
+        let (position, rows) = position;
         self.log.wait_durable(position).await?;
         Ok(rows)
     }
@@ -176,6 +228,7 @@ impl QueueTable {
     }
 
     fn commit(&self, contents: &mut TableContents, change: ChangeBatch) -> Result<u64> {
+        let _gate = self.commit_gate.read().unwrap_or_else(|e| e.into_inner());
         let position = self.log.append(&change)?;
         contents.apply(&change)?;
         Ok(position)

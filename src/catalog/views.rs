@@ -1,0 +1,184 @@
+//! [`ViewRegistry`]: the materialized views, and the contents the runtime last published for
+//! them. The runtime publishes every view at once per epoch ([`Published`]), and a statement
+//! pins one [`Published`] for all its scans, so that one `SELECT` sees every view at one epoch.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+
+use super::FIRST_USER_OID;
+
+/// A materialized view as the catalog knows it.
+#[derive(Debug)]
+pub struct ViewEntry {
+    /// Catalog id (shared with tables: ids are never reused).
+    pub id: u32,
+    /// Name.
+    pub name: String,
+    /// Output columns.
+    pub schema: SchemaRef,
+    /// The `CREATE MATERIALIZED VIEW` statement as the user wrote it.
+    pub sql: String,
+    /// Names of the tables and views it reads.
+    pub dependencies: Vec<String>,
+    /// `EMIT ON WINDOW CLOSE`: each window emitted once, final; the view is append-only.
+    pub emit_on_window_close: bool,
+    /// The operator graph, as `EXPLAIN CREATE MATERIALIZED VIEW` prints it.
+    pub explain: String,
+}
+
+impl ViewEntry {
+    /// The PostgreSQL OID of the view, as `pg_class.oid`.
+    pub fn oid(&self) -> u32 {
+        FIRST_USER_OID + 2 * self.id
+    }
+}
+
+/// One view's contents at one epoch.
+#[derive(Debug, Clone)]
+pub enum ViewSnapshot {
+    /// The rows.
+    Rows(Arc<Vec<RecordBatch>>),
+    /// The view stopped on an error (a division by zero in its select list, …).
+    Failed(String),
+}
+
+/// Every view's contents at one epoch.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// The epoch: how many barriers the runtime has completed.
+    pub epoch: u64,
+    /// View id → contents.
+    pub views: HashMap<u32, ViewSnapshot>,
+}
+
+/// The views and their published contents.
+#[derive(Debug, Default)]
+pub struct ViewRegistry {
+    views: RwLock<BTreeMap<String, Arc<ViewEntry>>>,
+    published: RwLock<Arc<Published>>,
+}
+
+impl ViewRegistry {
+    /// The view called `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<ViewEntry>> {
+        self.read().get(name).cloned()
+    }
+
+    /// Every view, by name.
+    pub fn all(&self) -> Vec<Arc<ViewEntry>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// Names of every view.
+    pub fn names(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
+    }
+
+    /// Adds a view.
+    pub fn insert(&self, view: Arc<ViewEntry>) {
+        self.views
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(view.name.clone(), view);
+    }
+
+    /// Removes a view.
+    pub fn remove(&self, name: &str) -> Option<Arc<ViewEntry>> {
+        self.views
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+    }
+
+    /// Views that read `name` directly.
+    pub fn dependents(&self, name: &str) -> Vec<Arc<ViewEntry>> {
+        self.read()
+            .values()
+            .filter(|v| v.dependencies.iter().any(|d| d == name))
+            .cloned()
+            .collect()
+    }
+
+    /// The contents of every view at the last completed epoch.
+    pub fn published(&self) -> Arc<Published> {
+        Arc::clone(&self.published.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Replaces the published contents (the runtime, once per epoch).
+    pub fn publish(&self, published: Published) {
+        *self.published.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(published);
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<ViewEntry>>> {
+        self.views.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The epoch a statement reads, set in its session config so that every scan agrees.
+#[derive(Debug)]
+pub struct PinnedEpoch(pub Arc<Published>);
+
+/// A view as DataFusion scans it.
+#[derive(Debug)]
+pub struct ViewProvider {
+    view: Arc<ViewEntry>,
+    registry: Arc<ViewRegistry>,
+}
+
+impl ViewProvider {
+    /// A provider for `view`.
+    pub fn new(view: Arc<ViewEntry>, registry: Arc<ViewRegistry>) -> Self {
+        Self { view, registry }
+    }
+
+    /// The view.
+    pub fn view(&self) -> &Arc<ViewEntry> {
+        &self.view
+    }
+}
+
+#[async_trait]
+impl TableProvider for ViewProvider {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.view.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let published = match state.config().get_extension::<PinnedEpoch>() {
+            Some(pinned) => Arc::clone(&pinned.0),
+            None => self.registry.published(),
+        };
+        let batches = match published.views.get(&self.view.id) {
+            Some(ViewSnapshot::Rows(batches)) => batches.as_ref().clone(),
+            Some(ViewSnapshot::Failed(message)) => {
+                return Err(DataFusionError::Execution(format!(
+                    "materialized view \"{}\" failed: {message}",
+                    self.view.name
+                )));
+            }
+            None => Vec::new(),
+        };
+        MemorySourceConfig::try_new_exec(&[batches], self.schema(), projection.cloned())
+            .map(|e| e as Arc<dyn ExecutionPlan>)
+    }
+}

@@ -1,0 +1,215 @@
+//! `GROUP BY` and `DISTINCT` into [`GroupAggregateOperator`]s, one per worker partition.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::{Aggregate, Expr, ExprSchemable, LogicalPlan};
+
+use super::{ColumnTime, Planned, Planner, physical, refuse};
+use crate::error::{Error, Result};
+use crate::operator::{AggregateCall, AggregateKind, GroupAggregateOperator, WindowKey};
+use crate::runtime::dataflow::Node;
+
+fn strip_alias(expr: &Expr) -> &Expr {
+    match expr {
+        Expr::Alias(a) => strip_alias(&a.expr),
+        e => e,
+    }
+}
+
+fn is_decimal(dt: &DataType) -> bool {
+    matches!(
+        dt,
+        DataType::Decimal32(..)
+            | DataType::Decimal64(..)
+            | DataType::Decimal128(..)
+            | DataType::Decimal256(..)
+    )
+}
+
+/// One aggregate expression of the plan as an [`AggregateCall`] over `input`.
+fn aggregate_call(expr: &Expr, input: &datafusion::common::DFSchema) -> Result<AggregateCall> {
+    let Expr::AggregateFunction(AggregateFunction { func, params }) = strip_alias(expr) else {
+        return Err(refuse(&format!("the aggregate expression {expr}")));
+    };
+    let name = func.name().to_ascii_lowercase();
+    if params.filter.is_some() {
+        return Err(refuse(&format!("{name}(…) FILTER (WHERE …)")));
+    }
+    let argument = params.args.first();
+    let argument_type = match argument {
+        Some(a) => a.get_type(input)?,
+        None => DataType::Null,
+    };
+    let kind = match (name.as_str(), params.distinct) {
+        ("count", false) => {
+            if argument.is_none() {
+                AggregateKind::CountStar
+            } else {
+                AggregateKind::Count
+            }
+        }
+        ("count", true) => AggregateKind::CountDistinct,
+        ("sum" | "avg", true) => return Err(refuse(&format!("{name}(DISTINCT …)"))),
+        ("sum" | "avg", false) if is_decimal(&argument_type) => {
+            return Err(refuse(&format!("{name}(…) over NUMERIC")));
+        }
+        ("sum", false) => AggregateKind::Sum,
+        ("avg", false) => AggregateKind::Avg,
+        ("min", _) => AggregateKind::Min,
+        ("max", _) => AggregateKind::Max,
+        ("bool_and", _) => AggregateKind::BoolAnd,
+        ("bool_or", _) => AggregateKind::BoolOr,
+        ("string_agg", false) => {
+            let separator = match params.args.get(1).map(strip_alias) {
+                Some(Expr::Literal(
+                    ScalarValue::Utf8(s) | ScalarValue::LargeUtf8(s) | ScalarValue::Utf8View(s),
+                    _,
+                )) => s.clone().unwrap_or_default(),
+                _ => return Err(refuse("STRING_AGG with a separator that is not a constant")),
+            };
+            // The view keeps values ordered; an ORDER BY on the value itself is that order.
+            match params.order_by.as_slice() {
+                [] => {}
+                [sort] if sort.asc && Some(&sort.expr) == argument => {}
+                _ => {
+                    return Err(refuse(
+                        "STRING_AGG ordered by anything but its value, ascending",
+                    ));
+                }
+            }
+            AggregateKind::StringAgg(separator)
+        }
+        (other, _) => return Err(refuse(&format!("the aggregate function {other}"))),
+    };
+    let argument = match (&kind, argument) {
+        (AggregateKind::CountStar, _) | (_, None) => None,
+        (_, Some(a)) => Some(physical(a, input)?),
+    };
+    Ok(AggregateCall {
+        kind,
+        argument,
+        argument_type,
+    })
+}
+
+pub(super) fn plan_aggregate(
+    planner: &mut Planner,
+    agg: &Aggregate,
+    input: Planned,
+) -> Result<Planned> {
+    if agg
+        .group_expr
+        .iter()
+        .any(|e| matches!(e, Expr::GroupingSet(_)))
+    {
+        return Err(refuse("GROUPING SETS, ROLLUP or CUBE"));
+    }
+    let in_schema = agg.input.schema();
+    let keys = agg
+        .group_expr
+        .iter()
+        .map(|e| physical(e, in_schema))
+        .collect::<Result<Vec<_>>>()?;
+    let key_types = agg
+        .group_expr
+        .iter()
+        .map(|e| e.get_type(in_schema))
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    let key_times: Vec<ColumnTime> = agg
+        .group_expr
+        .iter()
+        .map(|e| super::time::expr_time(e, &input.times, in_schema))
+        .collect();
+    let window = key_times.iter().enumerate().find_map(|(key, t)| match t {
+        ColumnTime::Window {
+            end_offset,
+            event_time: true,
+        } => Some(WindowKey {
+            key,
+            end_offset: *end_offset,
+        }),
+        _ => None,
+    });
+    let close = if planner.emit_on_window_close {
+        window
+    } else {
+        None
+    };
+    if close.is_some() {
+        planner.windowed_close += 1;
+    }
+    let schema = Arc::new(agg.schema.as_arrow().clone());
+    let partitions = if keys.is_empty() {
+        1
+    } else {
+        planner.parallelism
+    };
+    let mut operators = Vec::with_capacity(partitions);
+    for _ in 0..partitions {
+        let calls = agg
+            .aggr_expr
+            .iter()
+            .map(|e| aggregate_call(e, in_schema))
+            .collect::<Result<Vec<_>>>()?;
+        let mut op = GroupAggregateOperator::new(
+            keys.clone(),
+            key_types.clone(),
+            calls,
+            Arc::clone(&schema),
+        )
+        .map_err(Error::from)?;
+        if let Some(w) = close {
+            op = op.with_emit_on_window_close(w);
+        }
+        operators.push(op);
+    }
+    let mut times = key_times;
+    times.extend(std::iter::repeat_n(ColumnTime::Plain, agg.aggr_expr.len()));
+    let label = super::pretty(&format!(
+        "{}: keys=[{}] aggregates=[{}]{}",
+        if close.is_some() {
+            "WindowAggregate"
+        } else {
+            "GroupAggregate"
+        },
+        agg.group_expr
+            .iter()
+            .map(|e| e.schema_name().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        agg.aggr_expr
+            .iter()
+            .map(|e| e.schema_name().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        if close.is_some() {
+            " emit=on-window-close"
+        } else {
+            ""
+        },
+    ));
+    Ok(Planned {
+        node: Node::Aggregate {
+            input: Box::new(input.node),
+            keys,
+            partitions: operators,
+            hasher: std::collections::hash_map::RandomState::new(),
+            label,
+        },
+        times,
+    })
+}
+
+pub(super) fn plan_distinct(
+    planner: &mut Planner,
+    input_plan: &LogicalPlan,
+    input: Planned,
+) -> Result<Planned> {
+    let schema = input_plan.schema();
+    let group_expr: Vec<Expr> = schema.columns().into_iter().map(Expr::Column).collect();
+    let agg = Aggregate::try_new(Arc::new(input_plan.clone()), group_expr, Vec::new())?;
+    plan_aggregate(planner, &agg, input)
+}

@@ -1,0 +1,359 @@
+//! The stream planner: a view's query, planned and optimized by DataFusion into a
+//! [`LogicalPlan`], becomes a graph of incremental operators ([`Node`]). Each plan node maps to
+//! one operator; a node with no incremental form is refused here with 0A000 and the name of
+//! the construct, never run into a wrong answer later.
+//!
+//! Besides the operators, the planner follows event time through the plan ([`ColumnTime`]):
+//! which columns are a table's watermarked time column, and which are window bounds computed
+//! from it (`TUMBLE`, `HOP`). `EMIT ON WINDOW CLOSE` needs a group key that is such a window.
+
+mod aggregate;
+mod time;
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::DFSchema;
+use datafusion::datasource::source_as_provider;
+use datafusion::execution::context::ExecutionProps;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{Distinct, Expr, LogicalPlan};
+use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
+
+use crate::catalog::views::{ViewEntry, ViewProvider};
+use crate::connector::queue::{QueueTable, QueueTableProvider};
+use crate::error::{Error, Result};
+use crate::operator::FilterProjectOperator;
+use crate::runtime::dataflow::Node;
+
+pub use time::ColumnTime;
+
+/// What a view reads.
+#[derive(Debug, Clone)]
+pub enum SourceRef {
+    /// A table's log.
+    Table(Arc<QueueTable>),
+    /// Another view's changes.
+    View(Arc<ViewEntry>),
+}
+
+impl SourceRef {
+    /// The relation's name.
+    pub fn name(&self) -> &str {
+        match self {
+            SourceRef::Table(t) => &t.def().name,
+            SourceRef::View(v) => &v.name,
+        }
+    }
+}
+
+/// A view's operator graph and what it reads.
+#[derive(Debug)]
+pub struct StreamPlan {
+    /// The graph's output node.
+    pub root: Node,
+    /// The sources, in the order `Node::Source` indexes them.
+    pub sources: Vec<SourceRef>,
+    /// The output schema.
+    pub schema: SchemaRef,
+    /// The graph as `EXPLAIN` prints it.
+    pub explain: String,
+}
+
+/// Plans `plan` (optimized) into an operator graph.
+pub fn plan_view(
+    plan: &LogicalPlan,
+    parallelism: usize,
+    emit_on_window_close: bool,
+) -> Result<StreamPlan> {
+    let mut planner = Planner {
+        parallelism: parallelism.max(1),
+        emit_on_window_close,
+        sources: Vec::new(),
+        aggregates: 0,
+        windowed_close: 0,
+    };
+    let planned = planner.plan(plan)?;
+    if emit_on_window_close && (planner.aggregates != 1 || planner.windowed_close != 1) {
+        return Err(Error::unsupported(
+            "EMIT ON WINDOW CLOSE needs exactly one GROUP BY with a window (TUMBLE or HOP) \
+             over the time column of a table with a WATERMARK",
+        ));
+    }
+    let names: Vec<String> = planner
+        .sources
+        .iter()
+        .map(|s| s.name().to_string())
+        .collect();
+    let mut explain = planned.node.explain(&names);
+    if emit_on_window_close {
+        explain = format!("EmitOnWindowClose\n{}", indent(&explain));
+    }
+    Ok(StreamPlan {
+        schema: Arc::new(plan.schema().as_arrow().clone()),
+        root: planned.node,
+        sources: planner.sources,
+        explain: format!("Materialize\n{}", indent(&explain)),
+    })
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect::<String>()
+}
+
+/// A planned subtree and the event-time role of each of its output columns.
+struct Planned {
+    node: Node,
+    times: Vec<ColumnTime>,
+}
+
+struct Planner {
+    parallelism: usize,
+    emit_on_window_close: bool,
+    sources: Vec<SourceRef>,
+    /// Aggregates planned, and how many of them close windows.
+    aggregates: usize,
+    windowed_close: usize,
+}
+
+fn refuse(construct: &str) -> Error {
+    Error::unsupported(format!(
+        "{construct} is not supported in a materialized view"
+    ))
+}
+
+/// A physical expression over `schema`.
+fn physical(expr: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
+    Ok(create_physical_expr(
+        expr,
+        schema,
+        &ExecutionProps::new(),
+        &PhysicalPlanningContext::default(),
+    )?)
+}
+
+impl Planner {
+    fn plan(&mut self, plan: &LogicalPlan) -> Result<Planned> {
+        match plan {
+            LogicalPlan::TableScan(scan) => {
+                if scan.fetch.is_some() {
+                    return Err(refuse("LIMIT"));
+                }
+                let provider = source_as_provider(&scan.source)?;
+                let (source, watermark_column) =
+                    if let Some(table) = provider.downcast_ref::<QueueTableProvider>() {
+                        let table = Arc::clone(table.table());
+                        let column = table.def().watermark.as_ref().map(|w| w.column);
+                        (SourceRef::Table(table), column)
+                    } else if let Some(view) = provider.downcast_ref::<ViewProvider>() {
+                        (SourceRef::View(Arc::clone(view.view())), None)
+                    } else {
+                        return Err(refuse(&format!(
+                            "reading the system relation \"{}\"",
+                            scan.table_name
+                        )));
+                    };
+                let index = self.sources.len();
+                self.sources.push(source);
+                let columns: Vec<usize> = match &scan.projection {
+                    Some(p) => p.clone(),
+                    None => (0..provider.schema().fields().len()).collect(),
+                };
+                let times = columns
+                    .iter()
+                    .map(|&c| {
+                        if Some(c) == watermark_column {
+                            ColumnTime::EventTime
+                        } else {
+                            ColumnTime::Plain
+                        }
+                    })
+                    .collect();
+                let schema: SchemaRef = Arc::new(scan.projected_schema.as_arrow().clone());
+                let node = Node::Source {
+                    source: index,
+                    projection: scan.projection.clone(),
+                    schema: Arc::clone(&schema),
+                };
+                if scan.filters.is_empty() {
+                    return Ok(Planned { node, times });
+                }
+                let predicate = scan
+                    .filters
+                    .iter()
+                    .cloned()
+                    .reduce(datafusion::logical_expr::and)
+                    .expect("filters are not empty");
+                let df_schema = scan.projected_schema.as_ref();
+                let projection = (0..schema.fields().len())
+                    .map(|i| physical(&Expr::Column(df_schema.columns()[i].clone()), df_schema))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Planned {
+                    node: Node::FilterProject {
+                        label: pretty(&format!("Filter: {predicate}")),
+                        operator: FilterProjectOperator::new(
+                            Some(physical(&predicate, df_schema)?),
+                            projection,
+                            schema,
+                        ),
+                        input: Box::new(node),
+                    },
+                    times,
+                })
+            }
+            LogicalPlan::Projection(projection) => {
+                let input = self.plan(&projection.input)?;
+                let in_schema = projection.input.schema();
+                let exprs = projection
+                    .expr
+                    .iter()
+                    .map(|e| physical(e, in_schema))
+                    .collect::<Result<Vec<_>>>()?;
+                let times = projection
+                    .expr
+                    .iter()
+                    .map(|e| time::expr_time(e, &input.times, in_schema))
+                    .collect();
+                let label = pretty(&format!(
+                    "Project: {}",
+                    projection
+                        .expr
+                        .iter()
+                        .map(|e| e.schema_name().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                Ok(Planned {
+                    node: Node::FilterProject {
+                        input: Box::new(input.node),
+                        operator: FilterProjectOperator::new(
+                            None,
+                            exprs,
+                            Arc::new(projection.schema.as_arrow().clone()),
+                        ),
+                        label,
+                    },
+                    times,
+                })
+            }
+            LogicalPlan::Filter(filter) => {
+                let input = self.plan(&filter.input)?;
+                let schema = filter.input.schema();
+                let columns = (0..schema.fields().len())
+                    .map(|i| physical(&Expr::Column(schema.columns()[i].clone()), schema))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Planned {
+                    node: Node::FilterProject {
+                        label: pretty(&format!("Filter: {}", filter.predicate)),
+                        operator: FilterProjectOperator::new(
+                            Some(physical(&filter.predicate, schema)?),
+                            columns,
+                            Arc::new(schema.as_arrow().clone()),
+                        ),
+                        input: Box::new(input.node),
+                    },
+                    times: input.times,
+                })
+            }
+            LogicalPlan::SubqueryAlias(alias) => self.plan(&alias.input),
+            LogicalPlan::Aggregate(agg) => {
+                let input = self.plan(&agg.input)?;
+                self.aggregates += 1;
+                aggregate::plan_aggregate(self, agg, input)
+            }
+            LogicalPlan::Distinct(Distinct::All(input_plan)) => {
+                let input = self.plan(input_plan)?;
+                self.aggregates += 1;
+                aggregate::plan_distinct(self, input_plan, input)
+            }
+            LogicalPlan::Distinct(Distinct::On(_)) => Err(refuse("DISTINCT ON")),
+            LogicalPlan::Unnest(unnest) => {
+                let input = self.plan(&unnest.input)?;
+                if unnest.list_type_columns.len() != 1 || !unnest.struct_type_columns.is_empty() {
+                    return Err(refuse(
+                        "unnest of more than one list column, or of a struct",
+                    ));
+                }
+                let (list_column, list) = &unnest.list_type_columns[0];
+                if list.depth != 1 {
+                    return Err(refuse("recursive unnest"));
+                }
+                let times = unnest
+                    .dependency_indices
+                    .iter()
+                    .map(|&i| match input.times.get(i) {
+                        Some(ColumnTime::HopList { size, event_time }) if i == *list_column => {
+                            ColumnTime::Window {
+                                end_offset: *size,
+                                event_time: *event_time,
+                            }
+                        }
+                        Some(t) if i != *list_column => *t,
+                        _ => ColumnTime::Plain,
+                    })
+                    .collect();
+                Ok(Planned {
+                    node: Node::Unnest {
+                        input: Box::new(input.node),
+                        list_column: *list_column,
+                        sources: unnest.dependency_indices.clone(),
+                        preserve_nulls: unnest.options.preserve_nulls(),
+                        schema: Arc::new(unnest.schema.as_arrow().clone()),
+                    },
+                    times,
+                })
+            }
+            LogicalPlan::Union(union) => {
+                let mut nodes = Vec::with_capacity(union.inputs.len());
+                for input in &union.inputs {
+                    nodes.push(self.plan(input)?.node);
+                }
+                Ok(Planned {
+                    times: vec![ColumnTime::Plain; union.schema.fields().len()],
+                    node: Node::Union {
+                        inputs: nodes,
+                        schema: Arc::new(union.schema.as_arrow().clone()),
+                    },
+                })
+            }
+            LogicalPlan::Sort(sort) if sort.fetch.is_some() => {
+                Err(refuse("ORDER BY … LIMIT (top-N)"))
+            }
+            LogicalPlan::Sort(_) => Err(refuse("ORDER BY without LIMIT")),
+            LogicalPlan::Limit(_) => Err(refuse("LIMIT/OFFSET")),
+            LogicalPlan::Join(_) => Err(refuse("JOIN")),
+            LogicalPlan::Window(_) => Err(refuse("a window function (OVER …)")),
+            LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => {
+                Err(refuse("a query without a table (constant rows)"))
+            }
+            LogicalPlan::RecursiveQuery(_) => Err(refuse("WITH RECURSIVE")),
+            LogicalPlan::Subquery(_) => Err(refuse("a subquery in an expression")),
+            other => Err(refuse(&format!("the plan node {}", other.display()))),
+        }
+    }
+}
+
+/// An expression as `EXPLAIN` shows it: DataFusion's rendering with our internal spellings
+/// turned back into SQL (`INTERVAL '10' SECOND`, `TUMBLE(…)`, `HOP(…)`, `count(*)`).
+pub(crate) fn pretty(text: &str) -> String {
+    use std::sync::LazyLock;
+    static INTERVAL: LazyLock<regex::Regex> = LazyLock::new(|| {
+        regex::Regex::new(
+            r#"IntervalMonthDayNano\("IntervalMonthDayNano \{ months: 0, days: (\d+), nanoseconds: (\d+) \}"\)"#,
+        )
+        .expect("valid regex")
+    });
+    let text = INTERVAL.replace_all(text, |c: &regex::Captures<'_>| {
+        let days: i64 = c[1].parse().unwrap_or(0);
+        let nanos: i64 = c[2].parse().unwrap_or(0) + days * 86_400_000_000_000;
+        if nanos % 1_000_000_000 == 0 {
+            format!("INTERVAL '{}' SECOND", nanos / 1_000_000_000)
+        } else {
+            format!("INTERVAL '{}' MILLISECOND", nanos / 1_000_000)
+        }
+    });
+    text.replace("count(Int64(1))", "count(*)")
+        .replace("__unnest_placeholder(", "unnest(")
+        .replace(crate::sql::windows::TUMBLE_FUNCTION, "TUMBLE")
+        .replace(crate::sql::windows::HOP_FUNCTION, "HOP")
+}

@@ -1,0 +1,116 @@
+//! [`ViewContents`]: the rows of a view, a multiset kept in Arrow's row format, to which each
+//! epoch's changes are applied and from which snapshots are built.
+
+use std::collections::HashMap;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::row::{RowConverter, SortField};
+
+use crate::stream::ChangeBatch;
+
+/// A view's rows: row bytes → multiplicity.
+#[derive(Debug)]
+pub struct ViewContents {
+    schema: SchemaRef,
+    converter: RowConverter,
+    rows: HashMap<Box<[u8]>, i64>,
+    /// Rows whose multiplicity went below zero: a retraction of a row never inserted, i.e. a
+    /// bug upstream. Counted rather than hidden.
+    negative: u64,
+}
+
+impl ViewContents {
+    /// Empty contents of `schema`.
+    pub fn new(schema: SchemaRef) -> Result<Self, ArrowError> {
+        let converter = RowConverter::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| SortField::new(f.data_type().clone()))
+                .collect(),
+        )?;
+        Ok(Self {
+            schema,
+            converter,
+            rows: HashMap::new(),
+            negative: 0,
+        })
+    }
+
+    /// Applies a batch of changes.
+    pub fn apply(&mut self, change: &ChangeBatch) -> Result<(), ArrowError> {
+        if change.num_rows() == 0 {
+            return Ok(());
+        }
+        let rows = self.converter.convert_columns(change.data().columns())?;
+        for (i, row) in rows.iter().enumerate() {
+            let weight = change.weights().map_or(1, |w| w.value(i));
+            let count = match self.rows.get_mut(row.data()) {
+                Some(c) => c,
+                None => self.rows.entry(row.data().into()).or_insert(0),
+            };
+            *count += weight;
+            if *count <= 0 {
+                if *count < 0 {
+                    self.negative += 1;
+                }
+                self.rows.remove(row.data());
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of distinct rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// True when the view holds no row.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Retractions of rows never inserted (should stay 0).
+    pub fn negative(&self) -> u64 {
+        self.negative
+    }
+
+    /// The rows as record batches of at most `batch_rows` rows each.
+    pub fn to_batches(&self, batch_rows: usize) -> Result<Vec<RecordBatch>, ArrowError> {
+        let parser = self.converter.parser();
+        let mut out = Vec::new();
+        let mut pending = Vec::with_capacity(batch_rows.min(self.rows.len()));
+        let flush = |pending: &mut Vec<&[u8]>, out: &mut Vec<RecordBatch>| {
+            if pending.is_empty() {
+                return Ok::<(), ArrowError>(());
+            }
+            let columns = self
+                .converter
+                .convert_rows(pending.iter().map(|r| parser.parse(r)))?;
+            out.push(RecordBatch::try_new(self.schema.clone(), columns)?);
+            pending.clear();
+            Ok(())
+        };
+        for (row, &count) in &self.rows {
+            for _ in 0..count {
+                pending.push(row.as_ref());
+                if pending.len() == batch_rows {
+                    flush(&mut pending, &mut out)?;
+                }
+            }
+        }
+        flush(&mut pending, &mut out)?;
+        Ok(out)
+    }
+
+    /// The whole contents as insertions (to start a view that reads this one).
+    pub fn as_inserts(&self) -> Result<Vec<ChangeBatch>, ArrowError> {
+        Ok(self
+            .to_batches(8192)?
+            .into_iter()
+            .map(ChangeBatch::inserts)
+            .collect())
+    }
+}

@@ -1,0 +1,360 @@
+//! [`Executor`]: runs every view, one epoch at a time, on a thread of its own.
+//!
+//! An epoch is a barrier: the executor takes a consistent cut of every table's log (the end
+//! positions, read while no write can commit), pushes each view's new input up to the cut
+//! through its operators in creation order (so a view over a view sees this epoch's changes of
+//! the view below), and then publishes every view's contents at once. A reader pins one
+//! published epoch for a whole statement. Epochs run every barrier interval, or at once when a
+//! statement asks (`FLUSH`, `CREATE MATERIALIZED VIEW`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::catalog::registry::TableRegistry;
+use crate::catalog::views::{Published, ViewRegistry, ViewSnapshot};
+use crate::error::{Error, Result};
+use crate::planner::{SourceRef, StreamPlan};
+use crate::stream::{ChangeBatch, Timestamp};
+
+use super::contents::ViewContents;
+use super::dataflow::Node;
+
+/// Log records read per chunk: bounds the memory a catching-up view holds at once.
+const READ_CHUNK: usize = 64;
+/// Rows per batch of a published snapshot.
+const SNAPSHOT_BATCH_ROWS: usize = 8192;
+
+/// A running view: its operators, where each source stands, and its contents.
+#[derive(Debug)]
+pub struct RunningView {
+    id: u32,
+    name: String,
+    root: Node,
+    sources: Vec<SourceState>,
+    contents: ViewContents,
+    failed: Option<String>,
+    watermark: Option<Timestamp>,
+}
+
+#[derive(Debug)]
+struct SourceState {
+    source: SourceRef,
+    /// Next log position to read (tables).
+    position: u64,
+    /// The source's watermark so far.
+    watermark: Option<Timestamp>,
+    /// Changes to feed before anything else: a view's contents when this view was created.
+    pending: Vec<ChangeBatch>,
+}
+
+impl RunningView {
+    /// A view about to start: every table source reads its log from position 0.
+    pub fn new(id: u32, name: String, plan: StreamPlan) -> Result<Self> {
+        Ok(Self {
+            id,
+            name,
+            root: plan.root,
+            sources: plan
+                .sources
+                .into_iter()
+                .map(|source| SourceState {
+                    source,
+                    position: 0,
+                    watermark: None,
+                    pending: Vec::new(),
+                })
+                .collect(),
+            contents: ViewContents::new(plan.schema)?,
+            failed: None,
+            watermark: None,
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+struct ViewSet {
+    running: Vec<RunningView>,
+    epoch: u64,
+    snapshots: HashMap<u32, ViewSnapshot>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    set: Mutex<ViewSet>,
+    requests: AtomicU64,
+    wake: Mutex<bool>,
+    wake_cond: Condvar,
+    completed: watch::Sender<u64>,
+    stop: AtomicBool,
+    interval: Duration,
+    tables: Arc<TableRegistry>,
+    views: Arc<ViewRegistry>,
+    commit_gate: Arc<RwLock<()>>,
+}
+
+/// The view runtime.
+#[derive(Debug)]
+pub struct Executor {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Executor {
+    /// Starts the executor thread with a barrier every `interval`.
+    pub fn start(
+        interval: Duration,
+        tables: Arc<TableRegistry>,
+        views: Arc<ViewRegistry>,
+        commit_gate: Arc<RwLock<()>>,
+    ) -> Result<Self> {
+        let shared = Arc::new(Shared {
+            set: Mutex::new(ViewSet::default()),
+            requests: AtomicU64::new(0),
+            wake: Mutex::new(false),
+            wake_cond: Condvar::new(),
+            completed: watch::channel(0).0,
+            stop: AtomicBool::new(false),
+            interval,
+            tables,
+            views,
+            commit_gate,
+        });
+        let runner = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("sluice-views".into())
+            .spawn(move || runner.run())
+            .map_err(|e| Error::unsupported(format!("cannot start the view runtime: {e}")))?;
+        Ok(Self {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Adds a view; it starts from its sources' beginnings at the next epoch. A source that is
+    /// a view starts from that view's current contents.
+    pub fn add(&self, mut view: RunningView) -> Result<()> {
+        let mut set = self.shared.lock_set();
+        for source in &mut view.sources {
+            if let SourceRef::View(upstream) = &source.source {
+                let running = set
+                    .running
+                    .iter()
+                    .find(|v| v.id == upstream.id)
+                    .ok_or_else(|| {
+                        Error::unsupported(format!("view \"{}\" is not running", upstream.name))
+                    })?;
+                source.pending = running.contents.as_inserts()?;
+                source.watermark = running.watermark;
+            }
+        }
+        set.running.push(view);
+        Ok(())
+    }
+
+    /// Stops and forgets view `id`.
+    pub fn remove(&self, id: u32) {
+        let mut set = self.shared.lock_set();
+        set.running.retain(|v| v.id != id);
+        set.snapshots.remove(&id);
+    }
+
+    /// Returns once an epoch that started after this call has completed: every write
+    /// acknowledged before the call is then visible in every view.
+    pub async fn flush(&self) {
+        let target = self.shared.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        self.shared.wake();
+        let mut completed = self.shared.completed.subscribe();
+        // The sender lives as long as `self`.
+        let _ = completed.wait_for(|&c| c >= target).await;
+    }
+
+    /// Number of epochs completed.
+    pub fn epoch(&self) -> u64 {
+        self.shared.lock_set().epoch
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake();
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Shared {
+    fn lock_set(&self) -> MutexGuard<'_, ViewSet> {
+        self.set.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wake(&self) {
+        *self.wake.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.wake_cond.notify_all();
+    }
+
+    fn run(&self) {
+        loop {
+            {
+                let mut woken = self.wake.lock().unwrap_or_else(|e| e.into_inner());
+                if !*woken {
+                    woken = self
+                        .wake_cond
+                        .wait_timeout(woken, self.interval)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                *woken = false;
+            }
+            if self.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let serving = self.requests.load(Ordering::SeqCst);
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step()));
+            if let Err(panic) = result {
+                tracing::error!(?panic, "a view epoch panicked");
+            }
+            self.completed.send_replace(serving);
+        }
+    }
+
+    /// One epoch.
+    fn step(&self) {
+        let started = Instant::now();
+        let cut: HashMap<u32, u64> = {
+            let _no_commits = self.commit_gate.write().unwrap_or_else(|e| e.into_inner());
+            self.tables
+                .all()
+                .iter()
+                .map(|t| (t.def().id, t.log().end()))
+                .collect()
+        };
+        let mut set = self.lock_set();
+        let mut outputs: HashMap<u32, (Vec<ChangeBatch>, Option<Timestamp>)> = HashMap::new();
+        let mut changed = Vec::new();
+        for view in set.running.iter_mut() {
+            if view.failed.is_some() {
+                outputs.insert(view.id, (Vec::new(), view.watermark));
+                continue;
+            }
+            match run_view(view, &cut, &outputs) {
+                Ok(changes) => {
+                    if !changes.is_empty() {
+                        changed.push(view.id);
+                    }
+                    outputs.insert(view.id, (changes, view.watermark));
+                }
+                Err(e) => {
+                    tracing::error!(view = %view.name, error = %e, "view failed");
+                    view.failed = Some(e.to_string());
+                    changed.push(view.id);
+                    outputs.insert(view.id, (Vec::new(), view.watermark));
+                }
+            }
+        }
+        set.epoch += 1;
+        let ViewSet {
+            running,
+            snapshots,
+            epoch,
+            ..
+        } = &mut *set;
+        for view in running.iter() {
+            let stale = !snapshots.contains_key(&view.id);
+            if !stale && !changed.contains(&view.id) {
+                continue;
+            }
+            let snapshot = match &view.failed {
+                Some(message) => ViewSnapshot::Failed(message.clone()),
+                None => match view.contents.to_batches(SNAPSHOT_BATCH_ROWS) {
+                    Ok(batches) => ViewSnapshot::Rows(Arc::new(batches)),
+                    Err(e) => ViewSnapshot::Failed(e.to_string()),
+                },
+            };
+            snapshots.insert(view.id, snapshot);
+        }
+        self.views.publish(Published {
+            epoch: *epoch,
+            views: snapshots.clone(),
+        });
+        let elapsed = started.elapsed();
+        if elapsed > Duration::from_millis(100) {
+            tracing::debug!(
+                epoch = *epoch,
+                elapsed_ms = elapsed.as_millis() as u64,
+                "epoch"
+            );
+        }
+    }
+}
+
+/// Feeds a view its input up to the cut and returns its output changes of the epoch.
+fn run_view(
+    view: &mut RunningView,
+    cut: &HashMap<u32, u64>,
+    outputs: &HashMap<u32, (Vec<ChangeBatch>, Option<Timestamp>)>,
+) -> Result<Vec<ChangeBatch>> {
+    let mut changes = Vec::new();
+    let RunningView {
+        root,
+        sources,
+        contents,
+        watermark,
+        ..
+    } = view;
+    let mut emit = |out: Vec<ChangeBatch>, changes: &mut Vec<ChangeBatch>| -> Result<()> {
+        for change in out {
+            contents.apply(&change)?;
+            changes.push(change);
+        }
+        Ok(())
+    };
+    for (index, source) in sources.iter_mut().enumerate() {
+        for change in std::mem::take(&mut source.pending) {
+            emit(root.push(index, &change)?, &mut changes)?;
+        }
+        match &source.source {
+            SourceRef::Table(table) => {
+                let end = cut.get(&table.def().id).copied().unwrap_or(source.position);
+                while source.position < end {
+                    let want = usize::try_from(end - source.position)
+                        .unwrap_or(READ_CHUNK)
+                        .min(READ_CHUNK);
+                    let records = table.log().read(source.position, want)?;
+                    if records.is_empty() {
+                        break;
+                    }
+                    for (position, change) in records {
+                        if position >= end {
+                            break;
+                        }
+                        if let Some(wm) = &table.def().watermark {
+                            source.watermark = wm.advance(source.watermark, change.data())?;
+                        }
+                        emit(root.push(index, &change)?, &mut changes)?;
+                        source.position = position + 1;
+                    }
+                }
+            }
+            SourceRef::View(upstream) => {
+                if let Some((upstream_changes, upstream_watermark)) = outputs.get(&upstream.id) {
+                    for change in upstream_changes {
+                        emit(root.push(index, change)?, &mut changes)?;
+                    }
+                    source.watermark = *upstream_watermark;
+                }
+            }
+        }
+    }
+    let watermarks: Vec<Option<Timestamp>> = sources.iter().map(|s| s.watermark).collect();
+    let finished = root.finish(&watermarks)?;
+    *watermark = finished.watermark;
+    emit(finished.changes, &mut changes)?;
+    Ok(changes)
+}
