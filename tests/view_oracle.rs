@@ -1,0 +1,280 @@
+//! The view oracle: random keys, timestamps with bounded disorder, random statement sizes,
+//! upserts, updates and deletes on a primary-key table, at parallelism 1 and 4. After every
+//! FLUSH, each view equals its query run as a batch SELECT over the tables.
+
+mod common;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+/// Base event time: 2026-01-01 00:00:00 UTC, in milliseconds.
+const T0_MS: i64 = 1_767_225_600_000;
+
+/// (view name, defining query, EMIT ON WINDOW CLOSE). Batch queries use the same text, with
+/// views read through their own definitions.
+fn views() -> Vec<(&'static str, String, bool)> {
+    let agg = "SELECT k, count(*) AS n, sum(v) AS s, min(v) AS lo, max(v) AS hi, avg(v) AS a, \
+               count(DISTINCT v) AS d FROM ev GROUP BY k";
+    vec![
+        ("o_agg", agg.to_string(), false),
+        (
+            "o_tumble",
+            "SELECT k, TUMBLE_START(ts, INTERVAL '10' SECOND) AS ws, count(*) AS n, sum(v) AS s \
+             FROM ev GROUP BY k, TUMBLE(ts, INTERVAL '10' SECOND)"
+                .into(),
+            false,
+        ),
+        (
+            "o_hop_group",
+            "SELECT k, HOP_START(ts, INTERVAL '5' SECOND, INTERVAL '15' SECOND) AS ws, \
+             HOP_END(ts, INTERVAL '5' SECOND, INTERVAL '15' SECOND) AS we, count(*) AS n, max(v) AS m \
+             FROM ev GROUP BY k, HOP(ts, INTERVAL '5' SECOND, INTERVAL '15' SECOND)"
+                .into(),
+            false,
+        ),
+        (
+            "o_hop_tvf",
+            "SELECT window_start, window_end, count(*) AS n, min(v) AS lo \
+             FROM HOP(ev, ts, INTERVAL '2' SECOND, INTERVAL '6' SECOND) GROUP BY window_start, window_end"
+                .into(),
+            false,
+        ),
+        (
+            "o_filter",
+            "SELECT id, k * 2 AS k2, v + 1 AS v1 FROM ev WHERE v % 3 <> 0".into(),
+            false,
+        ),
+        (
+            "o_distinct",
+            "SELECT DISTINCT k, v % 5 AS r FROM ev".into(),
+            false,
+        ),
+        (
+            "o_having",
+            "SELECT k, sum(v) AS s FROM ev GROUP BY k HAVING count(*) > 2".into(),
+            false,
+        ),
+        (
+            "o_mv_on_mv",
+            "SELECT n, count(*) AS c FROM o_agg GROUP BY n".into(),
+            false,
+        ),
+        (
+            "o_union",
+            "SELECT k, v FROM ev WHERE v > 50 UNION ALL SELECT k, v FROM ao".into(),
+            false,
+        ),
+        (
+            "o_eowc",
+            "SELECT k, window_start, count(*) AS n, sum(v) AS s \
+             FROM TUMBLE(ao, ts, INTERVAL '10' SECOND) GROUP BY k, window_start"
+                .into(),
+            true,
+        ),
+        (
+            "o_hop_eowc",
+            "SELECT window_start, count(*) AS n, max(v) AS m \
+             FROM HOP(ao, ts, INTERVAL '5' SECOND, INTERVAL '20' SECOND) GROUP BY window_start"
+                .into(),
+            true,
+        ),
+        (
+            "o_global",
+            "SELECT count(*) AS n, sum(v) AS s FROM ao".into(),
+            false,
+        ),
+    ]
+}
+
+async fn rows(client: &Client, sql: &str) -> Vec<String> {
+    let messages = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let mut out: Vec<String> = messages
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).unwrap_or("NULL").to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            ),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn ts_literal(ms: i64) -> String {
+    let t = chrono::DateTime::from_timestamp_millis(ms).expect("valid time");
+    format!("'{}'", t.format("%Y-%m-%d %H:%M:%S%.3f"))
+}
+
+async fn run(parallelism: usize, seed: u64) {
+    let mut server = common::TestServer::start_with(|c| {
+        c.parallelism = parallelism;
+        c.fsync = sluice::storage::FsyncPolicy::Never;
+        c.barrier_interval = std::time::Duration::from_millis(20);
+    })
+    .await;
+    let client = server.connect().await;
+    let mut rng = StdRng::seed_from_u64(seed);
+    client
+        .batch_execute(
+            "CREATE TABLE ev (id INT PRIMARY KEY, k INT, v BIGINT, ts TIMESTAMP);
+             CREATE TABLE ao (k INT, v BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '30' SECOND) APPEND ONLY;",
+        )
+        .await
+        .expect("tables");
+    // Some rows exist before the views: views start from them.
+    let mut now_ms = T0_MS;
+    let views = views();
+    let mut created = 0;
+    for round in 0..40 {
+        if created < views.len() && (round % 3 == 0 || round > 20) {
+            let (name, query, eowc) = &views[created];
+            let emit = if *eowc { " EMIT ON WINDOW CLOSE" } else { "" };
+            client
+                .batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {query}{emit}"))
+                .await
+                .unwrap_or_else(|e| panic!("creating {name}: {e}"));
+            created += 1;
+        }
+        for _ in 0..rng.random_range(1..6) {
+            match rng.random_range(0..10) {
+                0..=3 => {
+                    let n = rng.random_range(1..40);
+                    let values: Vec<String> = (0..n)
+                        .map(|_| {
+                            let ts = now_ms + rng.random_range(-20_000..20_000);
+                            format!(
+                                "({}, {}, {}, {})",
+                                rng.random_range(0..150),
+                                rng.random_range(0..8),
+                                rng.random_range(0..100),
+                                ts_literal(ts)
+                            )
+                        })
+                        .collect();
+                    client
+                        .batch_execute(&format!("INSERT INTO ev VALUES {}", values.join(", ")))
+                        .await
+                        .expect("insert ev");
+                }
+                4..=5 => {
+                    let n = rng.random_range(1..60);
+                    let values: Vec<String> = (0..n)
+                        .map(|_| {
+                            now_ms += rng.random_range(0..400);
+                            // Disorder bounded by 25 s, under the 30 s watermark delay.
+                            let ts = now_ms - rng.random_range(0..25_000);
+                            format!(
+                                "({}, {}, {})",
+                                rng.random_range(0..5),
+                                rng.random_range(0..1000),
+                                ts_literal(ts)
+                            )
+                        })
+                        .collect();
+                    client
+                        .batch_execute(&format!("INSERT INTO ao VALUES {}", values.join(", ")))
+                        .await
+                        .expect("insert ao");
+                }
+                6 => {
+                    let sql = if rng.random_bool(0.5) {
+                        format!(
+                            "UPDATE ev SET v = v + {}, ts = ts + INTERVAL '3' SECOND WHERE id % 7 = {}",
+                            rng.random_range(1..30),
+                            rng.random_range(0..7)
+                        )
+                    } else {
+                        format!(
+                            "UPDATE ev SET k = {} WHERE id = {}",
+                            rng.random_range(0..8),
+                            rng.random_range(0..150)
+                        )
+                    };
+                    client.batch_execute(&sql).await.expect("update ev");
+                }
+                7 => {
+                    let sql = if rng.random_bool(0.7) {
+                        format!("DELETE FROM ev WHERE id = {}", rng.random_range(0..150))
+                    } else {
+                        format!(
+                            "DELETE FROM ev WHERE id % 11 = {} AND v > 50",
+                            rng.random_range(0..11)
+                        )
+                    };
+                    client.batch_execute(&sql).await.expect("delete ev");
+                }
+                _ => {
+                    // Let a barrier pass on its own, with no FLUSH.
+                    tokio::time::sleep(std::time::Duration::from_millis(rng.random_range(0..40)))
+                        .await;
+                }
+            }
+        }
+        if rng.random_bool(0.4) || round == 39 {
+            client.batch_execute("FLUSH").await.expect("flush");
+            check(&client, &views[..created], seed, parallelism).await;
+        }
+    }
+    let late = rows(
+        &client,
+        "SELECT late_rows FROM sluice_watermarks WHERE table_name = 'ao'",
+    )
+    .await;
+    assert_eq!(
+        late,
+        vec!["0"],
+        "no row was behind the watermark (seed {seed})"
+    );
+    server.stop().await;
+}
+
+async fn check(
+    client: &Client,
+    views: &[(&'static str, String, bool)],
+    seed: u64,
+    parallelism: usize,
+) {
+    let watermark = rows(
+        client,
+        "SELECT watermark FROM sluice_watermarks WHERE table_name = 'ao'",
+    )
+    .await;
+    for (name, query, eowc) in views {
+        let got = rows(client, &format!("SELECT * FROM {name}")).await;
+        // A view over a view reads the other view's definition in batch.
+        let mut batch = query.replace("FROM o_agg", &format!("FROM ({}) AS o_agg", views[0].1));
+        if *eowc {
+            // Only windows the watermark has closed are in the view.
+            let closed = match watermark.first() {
+                Some(w) if w != "NULL" => format!("window_end <= TIMESTAMP '{w}'"),
+                _ => "false".to_string(),
+            };
+            batch = batch.replace(" GROUP BY", &format!(" WHERE {closed} GROUP BY"));
+        }
+        let want = rows(client, &batch).await;
+        assert_eq!(
+            got, want,
+            "view {name} differs from its batch query (seed {seed}, parallelism {parallelism})\n{batch}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_equal_batch_queries_at_parallelism_1() {
+    let seed = rand::random();
+    run(1, seed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_equal_batch_queries_at_parallelism_4() {
+    let seed = rand::random();
+    run(4, seed).await;
+}
