@@ -272,8 +272,12 @@ impl Engine {
             emit_on_window_close,
             explain: plan.explain.clone(),
         });
-        self.executor
-            .add(RunningView::new(id, name.to_string(), plan)?)?;
+        self.executor.add(RunningView::new(
+            id,
+            name.to_string(),
+            plan,
+            emit_on_window_close,
+        )?)?;
         self.views.insert(Arc::clone(&entry));
         Ok(entry)
     }

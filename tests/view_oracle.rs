@@ -80,6 +80,14 @@ fn views() -> Vec<(&'static str, String, bool)> {
             true,
         ),
         (
+            // slide 4 s does not divide size 10 s: slices are gcd = 2 s wide
+            "o_hop_keyed_eowc",
+            "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s, min(v) AS lo \
+             FROM HOP(ao, ts, INTERVAL '4' SECOND, INTERVAL '10' SECOND) GROUP BY k, window_start, window_end"
+                .into(),
+            true,
+        ),
+        (
             "o_global",
             "SELECT count(*) AS n, sum(v) AS s FROM ao".into(),
             false,

@@ -9,6 +9,7 @@ use datafusion::logical_expr::{Aggregate, Expr, ExprSchemable, LogicalPlan};
 
 use super::{ColumnTime, Planned, Planner, physical, refuse};
 use crate::error::{Error, Result};
+use crate::operator::sliced_window::{GroupColumn, SliceAggregate, SlicedWindowAggregate};
 use crate::operator::{AggregateCall, AggregateKind, GroupAggregateOperator, WindowKey};
 use crate::runtime::dataflow::Node;
 
@@ -212,4 +213,162 @@ pub(super) fn plan_distinct(
     let group_expr: Vec<Expr> = schema.columns().into_iter().map(Expr::Column).collect();
     let agg = Aggregate::try_new(Arc::new(input_plan.clone()), group_expr, Vec::new())?;
     plan_aggregate(planner, &agg, input)
+}
+
+/// The sliced form of an aggregate's function, when its partial states merge simply.
+fn slice_kind(expr: &Expr, input: &datafusion::common::DFSchema) -> Option<SliceAggregate> {
+    let Expr::AggregateFunction(AggregateFunction { func, params }) = strip_alias(expr) else {
+        return None;
+    };
+    if params.filter.is_some() || params.distinct && func.name() != "min" && func.name() != "max" {
+        return None;
+    }
+    let argument_type = match params.args.first() {
+        Some(a) => a.get_type(input).ok()?,
+        None => DataType::Null,
+    };
+    let int = argument_type.is_integer() || matches!(argument_type, DataType::Timestamp(..));
+    let float = matches!(argument_type, DataType::Float32 | DataType::Float64);
+    Some(match (func.name(), params.args.len()) {
+        ("count", 0) => SliceAggregate::CountStar,
+        ("count", _) if matches!(params.args[0], Expr::Literal(ref v, _) if !v.is_null()) => {
+            SliceAggregate::CountStar
+        }
+        ("count", _) => SliceAggregate::Count,
+        ("sum", _) if argument_type.is_integer() => SliceAggregate::SumInt,
+        ("sum", _) if float => SliceAggregate::SumFloat,
+        ("min", _) if int => SliceAggregate::MinInt,
+        ("max", _) if int => SliceAggregate::MaxInt,
+        ("min", _) if float => SliceAggregate::MinFloat,
+        ("max", _) if float => SliceAggregate::MaxFloat,
+        _ => return None,
+    })
+}
+
+/// `EMIT ON WINDOW CLOSE` over `HOP`: plans the input with slicing (one row per event, in its
+/// slice) and a [`SlicedWindowAggregate`] on top. `None` when the query does not fit (another
+/// aggregate function, a filter on the window, …): the caller plans it the general way.
+pub(super) fn plan_sliced(planner: &mut Planner, agg: &Aggregate) -> Result<Option<Planned>> {
+    let in_schema = agg.input.schema();
+    let Some(kinds) = agg
+        .aggr_expr
+        .iter()
+        .map(|e| slice_kind(e, in_schema))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return Ok(None);
+    };
+    if agg
+        .group_expr
+        .iter()
+        .any(|e| matches!(e, Expr::GroupingSet(_)))
+    {
+        return Ok(None);
+    }
+    let sources_before = planner.sources.len();
+    planner.slicing = true;
+    planner.slice_failure = None;
+    let input = planner.plan(&agg.input);
+    planner.slicing = false;
+    let give_up = |planner: &mut Planner| {
+        planner.sources.truncate(sources_before);
+        planner.slice_failure = None;
+    };
+    let input = match input {
+        Ok(input) if planner.slice_failure.is_none() => input,
+        Ok(_) => {
+            give_up(planner);
+            return Ok(None);
+        }
+        Err(e) => {
+            give_up(planner);
+            return Err(e);
+        }
+    };
+    let mut keys = Vec::new();
+    let mut key_types = Vec::new();
+    let mut group_columns = Vec::new();
+    let mut window: Option<(i64, i64, Arc<dyn datafusion::physical_expr::PhysicalExpr>)> = None;
+    let mut times = Vec::new();
+    for e in &agg.group_expr {
+        match super::time::expr_time(e, &input.times, in_schema) {
+            ColumnTime::Slice {
+                slide,
+                size,
+                offset,
+            } => {
+                if offset == 0 && window.is_none() {
+                    window = Some((slide, size, physical(e, in_schema)?));
+                }
+                group_columns.push(GroupColumn::Window(offset));
+                times.push(ColumnTime::Window {
+                    end_offset: size - offset,
+                    event_time: true,
+                });
+            }
+            _ if super::time::reads_slice(e, &input.times, in_schema) => {
+                give_up(planner);
+                return Ok(None);
+            }
+            _ => {
+                group_columns.push(GroupColumn::Key(keys.len()));
+                key_types.push(e.get_type(in_schema)?);
+                keys.push(physical(e, in_schema)?);
+                times.push(ColumnTime::Plain);
+            }
+        }
+    }
+    let Some((slide, size, time)) = window else {
+        give_up(planner);
+        return Ok(None);
+    };
+    let mut aggregates = Vec::with_capacity(kinds.len());
+    for (kind, e) in kinds.into_iter().zip(&agg.aggr_expr) {
+        let argument = match (kind, strip_alias(e)) {
+            (SliceAggregate::CountStar, _) => None,
+            (_, Expr::AggregateFunction(f)) => match f.params.args.first() {
+                Some(a) => Some(physical(a, in_schema)?),
+                None => None,
+            },
+            _ => None,
+        };
+        aggregates.push((kind, argument));
+    }
+    times.extend(std::iter::repeat_n(ColumnTime::Plain, agg.aggr_expr.len()));
+    let schema = Arc::new(agg.schema.as_arrow().clone());
+    let operator = SlicedWindowAggregate::new(
+        keys,
+        key_types,
+        time,
+        slide,
+        size,
+        aggregates,
+        group_columns,
+        schema,
+    )
+    .map_err(Error::from)?;
+    planner.windowed_close += 1;
+    let label = super::pretty(&format!(
+        "SlicedWindowAggregate: keys=[{}] aggregates=[{}] slide={}ms size={}ms emit=on-window-close",
+        agg.group_expr
+            .iter()
+            .map(|e| e.schema_name().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        agg.aggr_expr
+            .iter()
+            .map(|e| e.schema_name().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        slide / 1_000_000,
+        size / 1_000_000,
+    ));
+    Ok(Some(Planned {
+        node: Node::SlicedAggregate {
+            input: Box::new(input.node),
+            operator,
+            label,
+        },
+        times,
+    }))
 }

@@ -17,7 +17,7 @@ use datafusion::common::DFSchema;
 use datafusion::datasource::source_as_provider;
 use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
-use datafusion::logical_expr::{Distinct, Expr, LogicalPlan};
+use datafusion::logical_expr::{Distinct, Expr, ExprSchemable, LogicalPlan};
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 
 use crate::catalog::views::{ViewEntry, ViewProvider};
@@ -72,6 +72,8 @@ pub fn plan_view(
         sources: Vec::new(),
         aggregates: 0,
         windowed_close: 0,
+        slicing: false,
+        slice_failure: None,
     };
     let planned = planner.plan(plan)?;
     if emit_on_window_close && (planner.aggregates != 1 || planner.windowed_close != 1) {
@@ -114,6 +116,11 @@ struct Planner {
     /// Aggregates planned, and how many of them close windows.
     aggregates: usize,
     windowed_close: usize,
+    /// Planning the input of a window aggregate that may slice: `HOP` becomes the slice start
+    /// of each row instead of one row per window.
+    slicing: bool,
+    /// Why slicing cannot be used here (the input is then planned again without it).
+    slice_failure: Option<String>,
 }
 
 fn refuse(construct: &str) -> Error {
@@ -204,33 +211,55 @@ impl Planner {
             LogicalPlan::Projection(projection) => {
                 let input = self.plan(&projection.input)?;
                 let in_schema = projection.input.schema();
-                let exprs = projection
-                    .expr
-                    .iter()
-                    .map(|e| physical(e, in_schema))
-                    .collect::<Result<Vec<_>>>()?;
-                let times = projection
+                let mut times: Vec<ColumnTime> = projection
                     .expr
                     .iter()
                     .map(|e| time::expr_time(e, &input.times, in_schema))
                     .collect();
-                let label = pretty(&format!(
-                    "Project: {}",
-                    projection
-                        .expr
-                        .iter()
-                        .map(|e| e.schema_name().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
+                let mut schema = projection.schema.as_arrow().clone();
+                let mut exprs = Vec::with_capacity(projection.expr.len());
+                let mut names: Vec<String> = projection
+                    .expr
+                    .iter()
+                    .map(|e| e.schema_name().to_string())
+                    .collect();
+                for (i, e) in projection.expr.iter().enumerate() {
+                    if self.slicing {
+                        if let ColumnTime::HopList {
+                            slide,
+                            size,
+                            event_time: true,
+                        } = times[i]
+                            && let Some(slice) = slice_expr(e, slide, size)
+                        {
+                            // The row's slice start instead of the list of its windows.
+                            let slice_type = slice.get_type(in_schema)?;
+                            let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
+                            fields[i] =
+                                Arc::new(fields[i].as_ref().clone().with_data_type(slice_type));
+                            schema = datafusion::arrow::datatypes::Schema::new(fields);
+                            times[i] = ColumnTime::Slice {
+                                slide,
+                                size,
+                                offset: 0,
+                            };
+                            names[i] = format!("{slice} AS slice");
+                            exprs.push(physical(&slice, in_schema)?);
+                            continue;
+                        }
+                        if !matches!(times[i], ColumnTime::Slice { .. })
+                            && time::reads_slice(e, &input.times, in_schema)
+                        {
+                            self.slice_failure = Some(format!("{e} reads a window column"));
+                        }
+                    }
+                    exprs.push(physical(e, in_schema)?);
+                }
+                let label = pretty(&format!("Project: {}", names.join(", ")));
                 Ok(Planned {
                     node: Node::FilterProject {
                         input: Box::new(input.node),
-                        operator: FilterProjectOperator::new(
-                            None,
-                            exprs,
-                            Arc::new(projection.schema.as_arrow().clone()),
-                        ),
+                        operator: FilterProjectOperator::new(None, exprs, Arc::new(schema)),
                         label,
                     },
                     times,
@@ -239,6 +268,9 @@ impl Planner {
             LogicalPlan::Filter(filter) => {
                 let input = self.plan(&filter.input)?;
                 let schema = filter.input.schema();
+                if self.slicing && time::reads_slice(&filter.predicate, &input.times, schema) {
+                    self.slice_failure = Some("a filter on a window column".into());
+                }
                 let columns = (0..schema.fields().len())
                     .map(|i| physical(&Expr::Column(schema.columns()[i].clone()), schema))
                     .collect::<Result<Vec<_>>>()?;
@@ -257,11 +289,21 @@ impl Planner {
             }
             LogicalPlan::SubqueryAlias(alias) => self.plan(&alias.input),
             LogicalPlan::Aggregate(agg) => {
-                let input = self.plan(&agg.input)?;
                 self.aggregates += 1;
+                if self.slicing {
+                    self.slice_failure = Some("an aggregate below the window".into());
+                } else if self.emit_on_window_close
+                    && let Some(planned) = aggregate::plan_sliced(self, agg)?
+                {
+                    return Ok(planned);
+                }
+                let input = self.plan(&agg.input)?;
                 aggregate::plan_aggregate(self, agg, input)
             }
             LogicalPlan::Distinct(Distinct::All(input_plan)) => {
+                if self.slicing {
+                    self.slice_failure = Some("DISTINCT below the window".into());
+                }
                 let input = self.plan(input_plan)?;
                 self.aggregates += 1;
                 aggregate::plan_distinct(self, input_plan, input)
@@ -278,16 +320,44 @@ impl Planner {
                 if list.depth != 1 {
                     return Err(refuse("recursive unnest"));
                 }
+                if let Some(ColumnTime::Slice { .. }) = input.times.get(*list_column) {
+                    // Sliced: each row already carries its one slice; no unnest.
+                    let in_schema = unnest.input.schema();
+                    let columns = unnest
+                        .dependency_indices
+                        .iter()
+                        .map(|&i| {
+                            physical(&Expr::Column(in_schema.columns()[i].clone()), in_schema)
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    let times = unnest
+                        .dependency_indices
+                        .iter()
+                        .map(|&i| input.times[i])
+                        .collect();
+                    return Ok(Planned {
+                        node: Node::FilterProject {
+                            input: Box::new(input.node),
+                            operator: FilterProjectOperator::new(
+                                None,
+                                columns,
+                                Arc::new(unnest.schema.as_arrow().clone()),
+                            ),
+                            label: "Slice: one row per event, in its slice".into(),
+                        },
+                        times,
+                    });
+                }
                 let times = unnest
                     .dependency_indices
                     .iter()
                     .map(|&i| match input.times.get(i) {
-                        Some(ColumnTime::HopList { size, event_time }) if i == *list_column => {
-                            ColumnTime::Window {
-                                end_offset: *size,
-                                event_time: *event_time,
-                            }
-                        }
+                        Some(ColumnTime::HopList {
+                            size, event_time, ..
+                        }) if i == *list_column => ColumnTime::Window {
+                            end_offset: *size,
+                            event_time: *event_time,
+                        },
                         Some(t) if i != *list_column => *t,
                         _ => ColumnTime::Plain,
                     })
@@ -304,6 +374,9 @@ impl Planner {
                 })
             }
             LogicalPlan::Union(union) => {
+                if self.slicing {
+                    self.slice_failure = Some("UNION below the window".into());
+                }
                 let mut nodes = Vec::with_capacity(union.inputs.len());
                 for input in &union.inputs {
                     nodes.push(self.plan(input)?.node);
@@ -331,6 +404,41 @@ impl Planner {
             other => Err(refuse(&format!("the plan node {}", other.display()))),
         }
     }
+}
+
+/// For `sluice_hop_starts(ts, slide, size)`: `sluice_tumble(ts, gcd(slide, size))`, the start
+/// of the row's slice.
+fn slice_expr(expr: &Expr, slide: i64, size: i64) -> Option<Expr> {
+    let inner = match expr {
+        Expr::Alias(a) => a.expr.as_ref(),
+        e => e,
+    };
+    let Expr::ScalarFunction(f) = inner else {
+        return None;
+    };
+    if f.func.name() != crate::sql::windows::HOP_FUNCTION {
+        return None;
+    }
+    let mut width = slide;
+    let mut other = size;
+    while other != 0 {
+        (width, other) = (other, width % other);
+    }
+    let tumble = Arc::new(crate::sql::windows::tumble_udf());
+    Some(Expr::ScalarFunction(
+        datafusion::logical_expr::expr::ScalarFunction::new_udf(
+            tumble,
+            vec![
+                f.args.first()?.clone(),
+                Expr::Literal(
+                    datafusion::common::ScalarValue::IntervalMonthDayNano(Some(
+                        datafusion::arrow::datatypes::IntervalMonthDayNano::new(0, 0, width),
+                    )),
+                    None,
+                ),
+            ],
+        ),
+    ))
 }
 
 /// An expression as `EXPLAIN` shows it: DataFusion's rendering with our internal spellings

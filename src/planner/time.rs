@@ -1,6 +1,6 @@
 //! [`ColumnTime`]: the event-time role of a column, followed through a plan.
 
-use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::common::DFSchema;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 
 use crate::sql::windows::{HOP_FUNCTION, TUMBLE_FUNCTION, interval_nanos};
@@ -23,10 +23,22 @@ pub enum ColumnTime {
     },
     /// The list of hopping window starts of a row (before `unnest`).
     HopList {
+        /// Window slide in nanoseconds.
+        slide: i64,
         /// Window size in nanoseconds.
         size: i64,
         /// Whether over the watermarked time column.
         event_time: bool,
+    },
+    /// With slicing: the start of the row's slice (of width gcd(slide, size)) in place of its
+    /// windows; the column's value for window `w` is `w + offset`.
+    Slice {
+        /// Window slide in nanoseconds.
+        slide: i64,
+        /// Window size in nanoseconds.
+        size: i64,
+        /// Offset of this column from the window start (0 for the start, size for the end).
+        offset: i64,
     },
 }
 
@@ -59,12 +71,16 @@ pub fn expr_time(expr: &Expr, inputs: &[ColumnTime], schema: &DFSchema) -> Colum
                     },
                     None => ColumnTime::Plain,
                 },
-                HOP_FUNCTION => match f.args.get(2).and_then(literal_interval) {
-                    Some(size) => ColumnTime::HopList {
+                HOP_FUNCTION => match (
+                    f.args.get(1).and_then(literal_interval),
+                    f.args.get(2).and_then(literal_interval),
+                ) {
+                    (Some(slide), Some(size)) => ColumnTime::HopList {
+                        slide,
                         size,
                         event_time: on_event_time(f.args.first()),
                     },
-                    None => ColumnTime::Plain,
+                    _ => ColumnTime::Plain,
                 },
                 _ => ColumnTime::Plain,
             }
@@ -82,12 +98,33 @@ pub fn expr_time(expr: &Expr, inputs: &[ColumnTime], schema: &DFSchema) -> Colum
                     end_offset: end_offset - d,
                     event_time,
                 },
+                (
+                    ColumnTime::Slice {
+                        slide,
+                        size,
+                        offset,
+                    },
+                    Operator::Plus,
+                    Some(d),
+                ) => ColumnTime::Slice {
+                    slide,
+                    size,
+                    offset: offset + d,
+                },
                 _ => ColumnTime::Plain,
             }
         }
-        _ => {
-            let _ = ScalarValue::Null;
-            ColumnTime::Plain
-        }
+        _ => ColumnTime::Plain,
     }
+}
+
+/// Whether `expr` reads a column holding slice starts (whose values are not yet windows).
+pub fn reads_slice(expr: &Expr, inputs: &[ColumnTime], schema: &DFSchema) -> bool {
+    expr.column_refs().iter().any(|c| {
+        schema
+            .index_of_column(c)
+            .ok()
+            .and_then(|i| inputs.get(i))
+            .is_some_and(|t| matches!(t, ColumnTime::Slice { .. }))
+    })
 }

@@ -10,10 +10,13 @@ use datafusion::arrow::row::{RowConverter, SortField};
 
 use crate::stream::ChangeBatch;
 
-/// A view's rows: row bytes → multiplicity.
+/// A view's rows: row bytes → multiplicity; or, for an append-only view (`EMIT ON WINDOW
+/// CLOSE`), simply the batches emitted, which costs no hashing and snapshots for free.
 #[derive(Debug)]
 pub struct ViewContents {
     schema: SchemaRef,
+    /// Append-only: every change is an insertion, kept as it came.
+    appended: Option<Vec<RecordBatch>>,
     converter: RowConverter,
     rows: HashMap<Box<[u8]>, i64>,
     /// Rows whose multiplicity went below zero: a retraction of a row never inserted, i.e. a
@@ -22,6 +25,13 @@ pub struct ViewContents {
 }
 
 impl ViewContents {
+    /// Empty contents of an append-only view.
+    pub fn append_only(schema: SchemaRef) -> Result<Self, ArrowError> {
+        let mut contents = Self::new(schema)?;
+        contents.appended = Some(Vec::new());
+        Ok(contents)
+    }
+
     /// Empty contents of `schema`.
     pub fn new(schema: SchemaRef) -> Result<Self, ArrowError> {
         let converter = RowConverter::new(
@@ -33,6 +43,7 @@ impl ViewContents {
         )?;
         Ok(Self {
             schema,
+            appended: None,
             converter,
             rows: HashMap::new(),
             negative: 0,
@@ -42,6 +53,15 @@ impl ViewContents {
     /// Applies a batch of changes.
     pub fn apply(&mut self, change: &ChangeBatch) -> Result<(), ArrowError> {
         if change.num_rows() == 0 {
+            return Ok(());
+        }
+        if let Some(appended) = &mut self.appended {
+            if !change.is_insert_only() {
+                return Err(ArrowError::InvalidArgumentError(
+                    "an append-only view received a retraction".into(),
+                ));
+            }
+            appended.push(change.data().clone());
             return Ok(());
         }
         let rows = self.converter.convert_columns(change.data().columns())?;
@@ -64,12 +84,15 @@ impl ViewContents {
 
     /// Number of distinct rows.
     pub fn len(&self) -> usize {
-        self.rows.len()
+        match &self.appended {
+            Some(batches) => batches.iter().map(RecordBatch::num_rows).sum(),
+            None => self.rows.len(),
+        }
     }
 
     /// True when the view holds no row.
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.len() == 0
     }
 
     /// Retractions of rows never inserted (should stay 0).
@@ -79,6 +102,9 @@ impl ViewContents {
 
     /// The rows as record batches of at most `batch_rows` rows each.
     pub fn to_batches(&self, batch_rows: usize) -> Result<Vec<RecordBatch>, ArrowError> {
+        if let Some(batches) = &self.appended {
+            return Ok(batches.clone());
+        }
         let parser = self.converter.parser();
         let mut out = Vec::new();
         let mut pending = Vec::with_capacity(batch_rows.min(self.rows.len()));

@@ -16,6 +16,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 
+use crate::operator::sliced_window::SlicedWindowAggregate;
 use crate::operator::{FilterProjectOperator, GroupAggregateOperator, Operator, OperatorError};
 use crate::stream::{ChangeBatch, Timestamp};
 
@@ -66,6 +67,15 @@ pub enum Node {
         /// For `EXPLAIN`.
         label: String,
     },
+    /// `GROUP BY keys, HOP(…)` emitted on window close, by slicing.
+    SlicedAggregate {
+        /// Input: one row per event, its window column holding its slice.
+        input: Box<Node>,
+        /// The operator.
+        operator: SlicedWindowAggregate,
+        /// For `EXPLAIN`.
+        label: String,
+    },
     /// `UNION ALL`.
     Union {
         /// Inputs.
@@ -93,6 +103,7 @@ impl Node {
             | Node::Union { schema, .. } => Arc::clone(schema),
             Node::FilterProject { operator, .. } => operator.schema(),
             Node::Aggregate { partitions, .. } => partitions[0].schema(),
+            Node::SlicedAggregate { operator, .. } => operator.schema(),
         }
     }
 
@@ -156,6 +167,14 @@ impl Node {
             } => {
                 for change in input.push(source, batch)? {
                     update_partitioned(partitions, keys, hasher, &change)?;
+                }
+                Ok(Vec::new())
+            }
+            Node::SlicedAggregate {
+                input, operator, ..
+            } => {
+                for change in input.push(source, batch)? {
+                    operator.update(&change)?;
                 }
                 Ok(Vec::new())
             }
@@ -238,6 +257,22 @@ impl Node {
                     watermark: upstream.watermark,
                 })
             }
+            Node::SlicedAggregate {
+                input, operator, ..
+            } => {
+                let upstream = input.finish(watermarks)?;
+                for change in &upstream.changes {
+                    operator.update(change)?;
+                }
+                let mut changes = Vec::new();
+                if let Some(wm) = upstream.watermark {
+                    changes.extend(operator.close_windows(wm)?);
+                }
+                Ok(Output {
+                    changes,
+                    watermark: upstream.watermark,
+                })
+            }
             Node::Union { inputs, schema } => {
                 let mut changes = Vec::new();
                 let mut watermark: Option<Option<Timestamp>> = None;
@@ -291,7 +326,7 @@ impl Node {
                 list_column,
                 schema.fields().len()
             ),
-            Node::Aggregate { label, .. } => label.clone(),
+            Node::Aggregate { label, .. } | Node::SlicedAggregate { label, .. } => label.clone(),
             Node::Union { inputs, .. } => format!("UnionAll: inputs={}", inputs.len()),
         };
         out.push_str(&pad);
@@ -301,7 +336,8 @@ impl Node {
             Node::Source { .. } => {}
             Node::FilterProject { input, .. }
             | Node::Unnest { input, .. }
-            | Node::Aggregate { input, .. } => input.explain_into(names, depth + 1, out),
+            | Node::Aggregate { input, .. }
+            | Node::SlicedAggregate { input, .. } => input.explain_into(names, depth + 1, out),
             Node::Union { inputs, .. } => {
                 for input in inputs {
                     input.explain_into(names, depth + 1, out);

@@ -54,7 +54,7 @@ struct SourceState {
 
 impl RunningView {
     /// A view about to start: every table source reads its log from position 0.
-    pub fn new(id: u32, name: String, plan: StreamPlan) -> Result<Self> {
+    pub fn new(id: u32, name: String, plan: StreamPlan, append_only: bool) -> Result<Self> {
         Ok(Self {
             id,
             name,
@@ -69,7 +69,11 @@ impl RunningView {
                     pending: Vec::new(),
                 })
                 .collect(),
-            contents: ViewContents::new(plan.schema)?,
+            contents: if append_only {
+                ViewContents::append_only(plan.schema)?
+            } else {
+                ViewContents::new(plan.schema)?
+            },
             failed: None,
             watermark: None,
         })

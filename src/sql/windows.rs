@@ -48,6 +48,11 @@ pub fn window_functions() -> Vec<ScalarUDF> {
     ]
 }
 
+/// The `TUMBLE` function, for planners that build calls to it.
+pub fn tumble_udf() -> ScalarUDF {
+    ScalarUDF::new_from_impl(Tumble::new())
+}
+
 /// An interval argument in nanoseconds; windows are fixed widths, so months are refused.
 pub fn interval_nanos(value: &ScalarValue) -> DfResult<i64> {
     let nanos = match value {

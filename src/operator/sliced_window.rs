@@ -1,0 +1,491 @@
+//! [`SlicedWindowAggregate`]: `GROUP BY keys, HOP/TUMBLE window` with `EMIT ON WINDOW CLOSE`,
+//! computed by slicing.
+//!
+//! Each event updates one slice of width gcd(slide, size) of its group: one hash lookup and a
+//! few additions, whatever size/slide is. When the watermark passes a window's end, the window
+//! is the merge of its slices' partial aggregates (COUNT and SUM add, MIN and MAX compare), and
+//! slices that no open window needs any more are freed. So the cost per event does not grow
+//! with the number of windows an event belongs to; only the output does.
+//!
+//! The input is insert-only (a table with a watermark is append-only), so MIN and MAX need no
+//! retraction state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, TimestampNanosecondArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{
+    DataType, Float64Type, Int64Type, SchemaRef, TimestampNanosecondType,
+};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::physical_expr::PhysicalExpr;
+
+use super::OperatorError;
+use crate::stream::{ChangeBatch, Timestamp};
+
+const NAME: &str = "SlicedWindowAggregate";
+
+fn df(source: datafusion::error::DataFusionError) -> OperatorError {
+    OperatorError::DataFusion {
+        operator: NAME,
+        source,
+    }
+}
+
+fn arrow(source: datafusion::arrow::error::ArrowError) -> OperatorError {
+    OperatorError::Arrow {
+        operator: NAME,
+        source,
+    }
+}
+
+/// An aggregate whose partial states merge by addition or comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SliceAggregate {
+    /// `COUNT(*)`.
+    CountStar,
+    /// `COUNT(x)`.
+    Count,
+    /// `SUM(x)` of integers.
+    SumInt,
+    /// `SUM(x)` of floats.
+    SumFloat,
+    /// `MIN(x)` of integers or timestamps (as i64).
+    MinInt,
+    /// `MAX(x)` of integers or timestamps (as i64).
+    MaxInt,
+    /// `MIN(x)` of floats.
+    MinFloat,
+    /// `MAX(x)` of floats.
+    MaxFloat,
+}
+
+/// One output column of the group: a plain key, or the window (its start plus an offset:
+/// 0 for `window_start`, the size for `window_end`).
+#[derive(Debug, Clone, Copy)]
+pub enum GroupColumn {
+    /// The `i`-th plain key.
+    Key(usize),
+    /// The window start plus this many nanoseconds.
+    Window(i64),
+}
+
+/// A partial aggregate of one slice.
+#[derive(Debug, Clone, Copy)]
+struct Partial {
+    /// Count of values (or rows), for COUNT and for "any value seen" of SUM/MIN/MAX.
+    n: i64,
+    int: i128,
+    float: f64,
+}
+
+const EMPTY: Partial = Partial {
+    n: 0,
+    int: 0,
+    float: 0.0,
+};
+
+#[derive(Debug, Default)]
+struct Group {
+    /// Slice start → slot.
+    slices: BTreeMap<Timestamp, usize>,
+    /// Windows starting at or before this were emitted.
+    emitted_through: Option<Timestamp>,
+}
+
+/// Maintains `SELECT keys…, window…, aggregates… GROUP BY keys, window EMIT ON WINDOW CLOSE`.
+#[derive(Debug)]
+pub struct SlicedWindowAggregate {
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// The event time, over the input.
+    time: Arc<dyn PhysicalExpr>,
+    aggregates: Vec<(SliceAggregate, Option<Arc<dyn PhysicalExpr>>)>,
+    group_columns: Vec<GroupColumn>,
+    slide: i64,
+    size: i64,
+    slice: i64,
+    schema: SchemaRef,
+    key_converter: RowConverter,
+    group_index: HashMap<Box<[u8]>, usize>,
+    group_keys: Vec<Box<[u8]>>,
+    groups: Vec<Group>,
+    /// Slot-major partials: slot `s` holds `partials[s * n .. (s + 1) * n]`.
+    partials: Vec<Partial>,
+    free_slots: Vec<usize>,
+    /// The watermark last seen: slices behind it cannot change any more.
+    watermark: Option<Timestamp>,
+    /// Input rows that arrived for windows already emitted (never, behind a table watermark).
+    late_rows: u64,
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+impl SlicedWindowAggregate {
+    /// A sliced window aggregate. `group_columns` and then `aggregates` make up `schema`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+        key_types: Vec<DataType>,
+        time: Arc<dyn PhysicalExpr>,
+        slide: i64,
+        size: i64,
+        aggregates: Vec<(SliceAggregate, Option<Arc<dyn PhysicalExpr>>)>,
+        group_columns: Vec<GroupColumn>,
+        schema: SchemaRef,
+    ) -> Result<Self, OperatorError> {
+        Ok(Self {
+            key_converter: RowConverter::new(key_types.into_iter().map(SortField::new).collect())
+                .map_err(arrow)?,
+            keys,
+            time,
+            aggregates,
+            group_columns,
+            slide,
+            size,
+            slice: gcd(slide, size),
+            schema,
+            group_index: HashMap::new(),
+            group_keys: Vec::new(),
+            groups: Vec::new(),
+            partials: Vec::new(),
+            free_slots: Vec::new(),
+            watermark: None,
+            late_rows: 0,
+        })
+    }
+
+    /// The output schema.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    /// Rows dropped because their windows were already emitted.
+    pub fn late_rows(&self) -> u64 {
+        self.late_rows
+    }
+
+    fn slot(&mut self) -> usize {
+        let n = self.aggregates.len().max(1);
+        match self.free_slots.pop() {
+            Some(s) => {
+                self.partials[s * n..(s + 1) * n].fill(EMPTY);
+                s
+            }
+            None => {
+                let s = self.partials.len() / n;
+                self.partials.extend(std::iter::repeat_n(EMPTY, n));
+                s
+            }
+        }
+    }
+
+    /// Folds insertions into their slices.
+    pub fn update(&mut self, input: &ChangeBatch) -> Result<(), OperatorError> {
+        let rows = input.num_rows();
+        if rows == 0 {
+            return Ok(());
+        }
+        if !input.is_insert_only() {
+            return Err(arrow(
+                datafusion::arrow::error::ArrowError::InvalidArgumentError(
+                    "a window emitted on close got a retraction; its input must be append-only"
+                        .into(),
+                ),
+            ));
+        }
+        let data = input.data();
+        let key_columns = self
+            .keys
+            .iter()
+            .map(|e| e.evaluate(data).and_then(|v| v.into_array(rows)))
+            .collect::<Result<Vec<ArrayRef>, _>>()
+            .map_err(df)?;
+        let keys = self
+            .key_converter
+            .convert_columns(&key_columns)
+            .map_err(arrow)?;
+        let times = self
+            .time
+            .evaluate(data)
+            .and_then(|v| v.into_array(rows))
+            .map_err(df)?;
+        let times = crate::stream::watermark::nanos(&times).map_err(df)?;
+        let times = times.as_primitive::<TimestampNanosecondType>();
+        let arguments = self
+            .aggregates
+            .iter()
+            .map(|(kind, arg)| {
+                let Some(arg) = arg else { return Ok(None) };
+                let values = arg
+                    .evaluate(data)
+                    .and_then(|v| v.into_array(rows))
+                    .map_err(df)?;
+                let target = match kind {
+                    SliceAggregate::SumFloat
+                    | SliceAggregate::MinFloat
+                    | SliceAggregate::MaxFloat => DataType::Float64,
+                    _ => DataType::Int64,
+                };
+                let values = match values.data_type() {
+                    DataType::Timestamp(..) => cast(
+                        &crate::stream::watermark::nanos(&values).map_err(df)?,
+                        &DataType::Int64,
+                    ),
+                    _ => cast(&values, &target),
+                }
+                .map_err(arrow)?;
+                Ok(Some(values))
+            })
+            .collect::<Result<Vec<Option<ArrayRef>>, OperatorError>>()?;
+        let n = self.aggregates.len().max(1);
+        let closed_before = self.watermark.map(|w| w - self.size);
+        let no_key: &[u8] = &[];
+        for row in 0..rows {
+            // Without keys the row format has no rows at all: every row is the one group.
+            let key = if self.keys.is_empty() {
+                no_key
+            } else {
+                keys.row(row).data()
+            };
+            if times.is_null(row) {
+                // A NULL time is in no window.
+                continue;
+            }
+            let t = times.value(row);
+            let slice = t - t.rem_euclid(self.slice);
+            // Every window holding this slice has been emitted: the row is late.
+            let last_window = t - t.rem_euclid(self.slide);
+            if closed_before.is_some_and(|c| last_window <= c) {
+                self.late_rows += 1;
+                continue;
+            }
+            let g = match self.group_index.get(key) {
+                Some(&g) => g,
+                None => {
+                    let g = self.groups.len();
+                    self.group_index.insert(key.into(), g);
+                    self.group_keys.push(key.into());
+                    self.groups.push(Group::default());
+                    g
+                }
+            };
+            let slot = match self.groups[g].slices.get(&slice) {
+                Some(&s) => s,
+                None => {
+                    let s = self.slot();
+                    self.groups[g].slices.insert(slice, s);
+                    s
+                }
+            };
+            let weight = input.weights().map_or(1, |w| w.value(row));
+            for (a, ((kind, _), values)) in self.aggregates.iter().zip(&arguments).enumerate() {
+                let p = &mut self.partials[slot * n + a];
+                match (kind, values) {
+                    (SliceAggregate::CountStar, _) | (_, None) => p.n += weight,
+                    (kind, Some(values)) => {
+                        if values.is_null(row) {
+                            continue;
+                        }
+                        match kind {
+                            SliceAggregate::Count => p.n += weight,
+                            SliceAggregate::SumInt => {
+                                let v = values.as_primitive::<Int64Type>().value(row);
+                                p.int += i128::from(v) * i128::from(weight);
+                                p.n += weight;
+                            }
+                            SliceAggregate::SumFloat => {
+                                let v = values.as_primitive::<Float64Type>().value(row);
+                                p.float += v * weight as f64;
+                                p.n += weight;
+                            }
+                            SliceAggregate::MinInt | SliceAggregate::MaxInt => {
+                                let v = i128::from(values.as_primitive::<Int64Type>().value(row));
+                                let better = p.n == 0
+                                    || (*kind == SliceAggregate::MinInt && v < p.int)
+                                    || (*kind == SliceAggregate::MaxInt && v > p.int);
+                                if better {
+                                    p.int = v;
+                                }
+                                p.n += weight;
+                            }
+                            SliceAggregate::MinFloat | SliceAggregate::MaxFloat => {
+                                let v = values.as_primitive::<Float64Type>().value(row);
+                                let better = p.n == 0
+                                    || (*kind == SliceAggregate::MinFloat && v < p.float)
+                                    || (*kind == SliceAggregate::MaxFloat && v > p.float);
+                                if better {
+                                    p.float = v;
+                                }
+                                p.n += weight;
+                            }
+                            SliceAggregate::CountStar => unreachable!("handled above"),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The final rows of every window ending at or before `watermark`; frees slices no open
+    /// window needs.
+    pub fn close_windows(
+        &mut self,
+        watermark: Timestamp,
+    ) -> Result<Option<ChangeBatch>, OperatorError> {
+        self.watermark = Some(self.watermark.map_or(watermark, |w| w.max(watermark)));
+        let n = self.aggregates.len().max(1);
+        let (slide, size) = (self.slide, self.size);
+        // Output, column-wise.
+        let mut out_groups: Vec<usize> = Vec::new();
+        let mut out_windows: Vec<Timestamp> = Vec::new();
+        let mut out_partials: Vec<Partial> = Vec::new();
+        let mut merged = vec![EMPTY; n];
+        for g in 0..self.groups.len() {
+            let group = &mut self.groups[g];
+            if group.slices.is_empty() {
+                continue;
+            }
+            let first_slice = *group.slices.keys().next().expect("not empty");
+            // The earliest window holding the first slice.
+            let mut w = first_slice - first_slice.rem_euclid(slide);
+            while w - slide + size > first_slice {
+                w -= slide;
+            }
+            if let Some(done) = group.emitted_through {
+                w = w.max(done + slide);
+            }
+            while w + size <= watermark {
+                let mut any = false;
+                merged.fill(EMPTY);
+                for (_, &slot) in group.slices.range(w..w + size) {
+                    any = true;
+                    for (a, (kind, _)) in self.aggregates.iter().enumerate() {
+                        let p = self.partials[slot * n + a];
+                        let m = &mut merged[a];
+                        if p.n == 0 {
+                            continue;
+                        }
+                        match kind {
+                            SliceAggregate::MinInt if m.n > 0 => m.int = m.int.min(p.int),
+                            SliceAggregate::MaxInt if m.n > 0 => m.int = m.int.max(p.int),
+                            SliceAggregate::MinFloat if m.n > 0 => m.float = m.float.min(p.float),
+                            SliceAggregate::MaxFloat if m.n > 0 => m.float = m.float.max(p.float),
+                            SliceAggregate::MinInt | SliceAggregate::MaxInt => m.int = p.int,
+                            SliceAggregate::MinFloat | SliceAggregate::MaxFloat => {
+                                m.float = p.float
+                            }
+                            _ => {
+                                m.int += p.int;
+                                m.float += p.float;
+                            }
+                        }
+                        m.n += p.n;
+                    }
+                }
+                if any {
+                    out_groups.push(g);
+                    out_windows.push(w);
+                    out_partials.extend_from_slice(&merged);
+                    group.emitted_through = Some(w);
+                } else {
+                    // No slice in this window: jump to the first window holding the next one.
+                    match group.slices.range(w + size..).next() {
+                        Some((&next, _)) => {
+                            let mut nw = next - next.rem_euclid(slide);
+                            while nw - slide + size > next {
+                                nw -= slide;
+                            }
+                            group.emitted_through = Some(nw - slide);
+                            w = nw;
+                            continue;
+                        }
+                        None => break,
+                    }
+                }
+                w += slide;
+            }
+            // Free slices whose last window has closed.
+            let mut freed = Vec::new();
+            while let Some((&s, &slot)) = group.slices.iter().next() {
+                let last_window = s - s.rem_euclid(slide);
+                if last_window + size > watermark {
+                    break;
+                }
+                group.slices.remove(&s);
+                freed.push(slot);
+            }
+            self.free_slots.extend(freed);
+        }
+        if out_groups.is_empty() {
+            return Ok(None);
+        }
+        self.build(&out_groups, &out_windows, &out_partials)
+            .map(Some)
+    }
+
+    fn build(
+        &self,
+        groups: &[usize],
+        windows: &[Timestamp],
+        partials: &[Partial],
+    ) -> Result<ChangeBatch, OperatorError> {
+        let n = self.aggregates.len().max(1);
+        let rows = groups.len();
+        let key_arrays = if self.keys.is_empty() {
+            Vec::new()
+        } else {
+            let parser = self.key_converter.parser();
+            self.key_converter
+                .convert_rows(groups.iter().map(|&g| parser.parse(&self.group_keys[g])))
+                .map_err(arrow)?
+        };
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        for column in &self.group_columns {
+            columns.push(match column {
+                GroupColumn::Key(i) => Arc::clone(&key_arrays[*i]),
+                GroupColumn::Window(offset) => Arc::new(
+                    TimestampNanosecondArray::from_iter_values(windows.iter().map(|w| w + offset)),
+                ),
+            });
+        }
+        for (a, (kind, _)) in self.aggregates.iter().enumerate() {
+            let at = |r: usize| partials[r * n + a];
+            let array: ArrayRef = match kind {
+                SliceAggregate::CountStar | SliceAggregate::Count => {
+                    Arc::new(Int64Array::from_iter_values((0..rows).map(|r| at(r).n)))
+                }
+                SliceAggregate::SumInt | SliceAggregate::MinInt | SliceAggregate::MaxInt => {
+                    Arc::new(Int64Array::from_iter(
+                        (0..rows).map(|r| (at(r).n > 0).then(|| at(r).int as i64)),
+                    ))
+                }
+                SliceAggregate::SumFloat | SliceAggregate::MinFloat | SliceAggregate::MaxFloat => {
+                    Arc::new(Float64Array::from_iter(
+                        (0..rows).map(|r| (at(r).n > 0).then(|| at(r).float)),
+                    ))
+                }
+            };
+            columns.push(array);
+        }
+        let columns = columns
+            .into_iter()
+            .zip(self.schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    cast(&c, f.data_type())
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(arrow)?;
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(arrow)?;
+        Ok(ChangeBatch::inserts(batch))
+    }
+}
