@@ -18,13 +18,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,
+};
+use datafusion::arrow::compute::{cast, take, take_record_batch};
 use datafusion::arrow::datatypes::{
     DataType, Float64Type, Int64Type, SchemaRef, TimestampNanosecondType,
 };
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
-use datafusion::common::ScalarValue;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::{Operator, OperatorError};
@@ -112,8 +113,11 @@ pub struct GroupAggregateOperator {
     group_rows: Vec<i64>,
     /// State of each aggregate, indexed by group.
     states: Vec<AggregateState>,
-    /// The output row each group last emitted, to retract it when the group changes.
-    emitted: Vec<Option<Vec<ScalarValue>>>,
+    /// The output row each group last emitted (row format of the output schema), to retract
+    /// it when the group changes.
+    emitted: Vec<Option<Box<[u8]>>>,
+    /// Encodes output rows.
+    out_converter: RowConverter,
     /// Groups changed since the last emit, in first-touched order.
     dirty: Vec<usize>,
     /// Whether each group is in `dirty`.
@@ -188,7 +192,16 @@ impl GroupAggregateOperator {
             })
             .collect::<Result<Vec<_>, OperatorError>>()?;
         let global = group_by.is_empty();
+        let out_converter = RowConverter::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| SortField::new(f.data_type().clone()))
+                .collect(),
+        )
+        .map_err(arrow)?;
         let mut operator = Self {
+            out_converter,
             group_by,
             aggregates,
             schema,
@@ -274,74 +287,6 @@ impl GroupAggregateOperator {
             out.push(index);
         }
         out
-    }
-
-    /// The current output values of the aggregates of group `g`.
-    fn aggregate_values(&self, g: usize) -> Result<Vec<ScalarValue>, OperatorError> {
-        self.aggregates
-            .iter()
-            .zip(&self.states)
-            .map(|(call, state)| {
-                Ok(match (&call.kind, state) {
-                    (_, AggregateState::Counts(c)) => ScalarValue::Int64(Some(c[g])),
-                    (AggregateKind::Sum, AggregateState::IntSums { sums, counts }) => {
-                        ScalarValue::Int64((counts[g] > 0).then(|| sums[g] as i64))
-                    }
-                    (_, AggregateState::IntSums { sums, counts }) => ScalarValue::Float64(
-                        (counts[g] > 0).then(|| sums[g] as f64 / counts[g] as f64),
-                    ),
-                    (AggregateKind::Sum, AggregateState::FloatSums { sums, counts }) => {
-                        ScalarValue::Float64((counts[g] > 0).then_some(sums[g]))
-                    }
-                    (_, AggregateState::FloatSums { sums, counts }) => {
-                        ScalarValue::Float64((counts[g] > 0).then(|| sums[g] / counts[g] as f64))
-                    }
-                    (AggregateKind::CountDistinct, AggregateState::Values { values, .. }) => {
-                        ScalarValue::Int64(Some(values[g].len() as i64))
-                    }
-                    (
-                        AggregateKind::StringAgg(separator),
-                        AggregateState::Values { converter, values },
-                    ) => {
-                        if values[g].is_empty() {
-                            ScalarValue::Utf8(None)
-                        } else {
-                            let parser = converter.parser();
-                            let arrays = converter
-                                .convert_rows(values[g].keys().map(|b| parser.parse(b)))
-                                .map_err(arrow)?;
-                            let strings = cast(&arrays[0], &DataType::Utf8).map_err(arrow)?;
-                            let strings = strings.as_string::<i32>();
-                            let mut pieces: Vec<&str> = Vec::new();
-                            for (i, count) in values[g].values().enumerate() {
-                                for _ in 0..*count {
-                                    pieces.push(strings.value(i));
-                                }
-                            }
-                            let out = pieces.join(separator);
-                            ScalarValue::Utf8(Some(out))
-                        }
-                    }
-                    (kind, AggregateState::Values { converter, values }) => {
-                        let value = if matches!(kind, AggregateKind::Min | AggregateKind::BoolAnd) {
-                            values[g].keys().next()
-                        } else {
-                            values[g].keys().next_back()
-                        };
-                        match value {
-                            None => ScalarValue::try_from(&call.argument_type).map_err(df)?,
-                            Some(bytes) => {
-                                let parser = converter.parser();
-                                let arrays = converter
-                                    .convert_rows(std::iter::once(parser.parse(bytes)))
-                                    .map_err(arrow)?;
-                                ScalarValue::try_from_array(&arrays[0], 0).map_err(df)?
-                            }
-                        }
-                    }
-                })
-            })
-            .collect()
     }
 
     /// Folds a batch of changes into the state.
@@ -461,29 +406,6 @@ impl GroupAggregateOperator {
         Ok(())
     }
 
-    /// The output row of group `g` now (`None` when the group has no rows).
-    fn output_row(&self, g: usize) -> Result<Option<Vec<ScalarValue>>, OperatorError> {
-        if self.group_rows[g] <= 0 && !self.global {
-            return Ok(None);
-        }
-        let mut row = if self.global {
-            Vec::new()
-        } else {
-            let key_parser = self.key_converter.parser();
-            let key_arrays = self
-                .key_converter
-                .convert_rows(std::iter::once(key_parser.parse(&self.group_keys[g])))
-                .map_err(arrow)?;
-            key_arrays
-                .iter()
-                .map(|a| ScalarValue::try_from_array(a, 0))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(df)?
-        };
-        row.extend(self.aggregate_values(g)?);
-        Ok(Some(row))
-    }
-
     /// The changes to the output since the last emit: per dirty group, a retraction of its old
     /// row and an insertion of its new one. Nothing with `EMIT ON WINDOW CLOSE`.
     pub fn emit(&mut self) -> Result<Option<ChangeBatch>, OperatorError> {
@@ -491,24 +413,189 @@ impl GroupAggregateOperator {
         for &g in &dirty {
             self.is_dirty[g] = false;
         }
-        if self.emit_on_close.is_some() {
+        if self.emit_on_close.is_some() || dirty.is_empty() {
             return Ok(None);
         }
-        let mut out_rows: Vec<(Vec<ScalarValue>, i64)> = Vec::new();
+        let live: Vec<usize> = dirty
+            .iter()
+            .copied()
+            .filter(|&g| self.global || self.group_rows[g] > 0)
+            .collect();
+        let new_batch = self.output_batch(&live)?;
+        let new_rows = self
+            .out_converter
+            .convert_columns(new_batch.columns())
+            .map_err(arrow)?;
+        let mut retracted: Vec<Box<[u8]>> = Vec::new();
+        let mut inserted: Vec<u32> = Vec::new();
+        let mut next_live = 0;
         for g in dirty {
-            let new = self.output_row(g)?;
-            if self.emitted[g] == new {
+            let new = if next_live < live.len() && live[next_live] == g {
+                next_live += 1;
+                Some(next_live - 1)
+            } else {
+                None
+            };
+            let new_bytes = new.map(|i| new_rows.row(i));
+            if self.emitted[g].as_deref() == new_bytes.as_ref().map(|r| r.data()) {
                 continue;
             }
             if let Some(old) = self.emitted[g].take() {
-                out_rows.push((old, -1));
+                retracted.push(old);
             }
-            if let Some(new) = new {
-                out_rows.push((new.clone(), 1));
-                self.emitted[g] = Some(new);
+            if let (Some(i), Some(bytes)) = (new, new_bytes) {
+                inserted.push(i as u32);
+                self.emitted[g] = Some(bytes.data().into());
             }
         }
-        self.build(out_rows)
+        let mut parts = Vec::with_capacity(2);
+        if !retracted.is_empty() {
+            let parser = self.out_converter.parser();
+            let columns = self
+                .out_converter
+                .convert_rows(retracted.iter().map(|r| parser.parse(r)))
+                .map_err(arrow)?;
+            let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(arrow)?;
+            parts.push(ChangeBatch::retractions(batch));
+        }
+        if !inserted.is_empty() {
+            let batch = if inserted.len() == new_batch.num_rows() {
+                new_batch
+            } else {
+                take_record_batch(&new_batch, &UInt32Array::from(inserted)).map_err(arrow)?
+            };
+            parts.push(ChangeBatch::inserts(batch));
+        }
+        match parts.len() {
+            0 => Ok(None),
+            1 => Ok(parts.pop()),
+            _ => Ok(Some(
+                ChangeBatch::concat(&self.schema, &parts).map_err(arrow)?,
+            )),
+        }
+    }
+
+    /// The output rows of `groups`, built column by column from the state.
+    fn output_batch(&self, groups: &[usize]) -> Result<RecordBatch, OperatorError> {
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        if !self.global {
+            let parser = self.key_converter.parser();
+            columns.extend(
+                self.key_converter
+                    .convert_rows(groups.iter().map(|&g| parser.parse(&self.group_keys[g])))
+                    .map_err(arrow)?,
+            );
+        }
+        for (call, state) in self.aggregates.iter().zip(&self.states) {
+            let array: ArrayRef = match (&call.kind, state) {
+                (_, AggregateState::Counts(c)) => {
+                    Arc::new(Int64Array::from_iter_values(groups.iter().map(|&g| c[g])))
+                }
+                (AggregateKind::Sum, AggregateState::IntSums { sums, counts }) => {
+                    Arc::new(Int64Array::from_iter(
+                        groups
+                            .iter()
+                            .map(|&g| (counts[g] > 0).then(|| sums[g] as i64)),
+                    ))
+                }
+                (_, AggregateState::IntSums { sums, counts }) => {
+                    Arc::new(Float64Array::from_iter(groups.iter().map(|&g| {
+                        (counts[g] > 0).then(|| sums[g] as f64 / counts[g] as f64)
+                    })))
+                }
+                (AggregateKind::Sum, AggregateState::FloatSums { sums, counts }) => {
+                    Arc::new(Float64Array::from_iter(
+                        groups.iter().map(|&g| (counts[g] > 0).then_some(sums[g])),
+                    ))
+                }
+                (_, AggregateState::FloatSums { sums, counts }) => {
+                    Arc::new(Float64Array::from_iter(
+                        groups
+                            .iter()
+                            .map(|&g| (counts[g] > 0).then(|| sums[g] / counts[g] as f64)),
+                    ))
+                }
+                (AggregateKind::CountDistinct, AggregateState::Values { values, .. }) => Arc::new(
+                    Int64Array::from_iter_values(groups.iter().map(|&g| values[g].len() as i64)),
+                ),
+                (AggregateKind::StringAgg(_), AggregateState::Values { .. }) => {
+                    let values = groups
+                        .iter()
+                        .map(|&g| self.string_agg(call, state, g))
+                        .collect::<Result<Vec<Option<String>>, _>>()?;
+                    Arc::new(StringArray::from(values))
+                }
+                (kind, AggregateState::Values { converter, values }) => {
+                    // MIN/MAX (and BOOL_AND/OR): the first or last value of each group's map.
+                    let smallest = matches!(kind, AggregateKind::Min | AggregateKind::BoolAnd);
+                    let mut present: Vec<&[u8]> = Vec::with_capacity(groups.len());
+                    let mut index: Vec<Option<u32>> = Vec::with_capacity(groups.len());
+                    for &g in groups {
+                        let value = if smallest {
+                            values[g].keys().next()
+                        } else {
+                            values[g].keys().next_back()
+                        };
+                        match value {
+                            Some(v) => {
+                                index.push(Some(present.len() as u32));
+                                present.push(v);
+                            }
+                            None => index.push(None),
+                        }
+                    }
+                    let parser = converter.parser();
+                    let arrays = converter
+                        .convert_rows(present.iter().map(|v| parser.parse(v)))
+                        .map_err(arrow)?;
+                    take(&arrays[0], &UInt32Array::from(index), None).map_err(arrow)?
+                }
+            };
+            columns.push(array);
+        }
+        let columns = columns
+            .into_iter()
+            .zip(self.schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    cast(&c, f.data_type())
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(arrow)?;
+        RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(arrow)
+    }
+
+    /// STRING_AGG of group `g`: its values in ascending order, joined.
+    fn string_agg(
+        &self,
+        call: &AggregateCall,
+        state: &AggregateState,
+        g: usize,
+    ) -> Result<Option<String>, OperatorError> {
+        let (AggregateKind::StringAgg(separator), AggregateState::Values { converter, values }) =
+            (&call.kind, state)
+        else {
+            return Ok(None);
+        };
+        if values[g].is_empty() {
+            return Ok(None);
+        }
+        let parser = converter.parser();
+        let arrays = converter
+            .convert_rows(values[g].keys().map(|b| parser.parse(b)))
+            .map_err(arrow)?;
+        let strings = cast(&arrays[0], &DataType::Utf8).map_err(arrow)?;
+        let strings = strings.as_string::<i32>();
+        let mut pieces: Vec<&str> = Vec::new();
+        for (i, count) in values[g].values().enumerate() {
+            for _ in 0..*count {
+                pieces.push(strings.value(i));
+            }
+        }
+        Ok(Some(pieces.join(separator)))
     }
 
     /// With `EMIT ON WINDOW CLOSE`: the final rows of every window that ends at or before
@@ -529,14 +616,19 @@ impl GroupAggregateOperator {
             None => BTreeMap::new(),
         };
         let closed = std::mem::replace(&mut self.open_windows, still_open);
-        let mut out_rows = Vec::new();
-        for g in closed.into_values().flatten() {
-            if let Some(row) = self.output_row(g)? {
-                out_rows.push((row, 1));
-            }
+        let groups: Vec<usize> = closed
+            .into_values()
+            .flatten()
+            .filter(|&g| self.group_rows[g] > 0)
+            .collect();
+        if groups.is_empty() {
+            return Ok(None);
+        }
+        let batch = self.output_batch(&groups)?;
+        for &g in &groups {
             self.free(g);
         }
-        self.build(out_rows)
+        Ok(Some(ChangeBatch::inserts(batch)))
     }
 
     /// Drops the state of group `g` (its window closed).
@@ -550,35 +642,6 @@ impl GroupAggregateOperator {
                 values[g] = BTreeMap::new();
             }
         }
-    }
-
-    fn build(
-        &self,
-        out_rows: Vec<(Vec<ScalarValue>, i64)>,
-    ) -> Result<Option<ChangeBatch>, OperatorError> {
-        if out_rows.is_empty() {
-            return Ok(None);
-        }
-        let columns = (0..self.schema.fields().len())
-            .map(|c| {
-                ScalarValue::iter_to_array(out_rows.iter().map(|(r, _)| r[c].clone())).and_then(
-                    |a| {
-                        let target = self.schema.field(c).data_type();
-                        if a.data_type() == target {
-                            Ok(a)
-                        } else {
-                            Ok(cast(&a, target)?)
-                        }
-                    },
-                )
-            })
-            .collect::<Result<Vec<ArrayRef>, _>>()
-            .map_err(df)?;
-        let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(arrow)?;
-        let weights = Int64Array::from_iter_values(out_rows.iter().map(|(_, w)| *w));
-        Ok(Some(
-            ChangeBatch::with_weights(batch, weights).map_err(arrow)?,
-        ))
     }
 }
 
@@ -653,7 +716,7 @@ mod tests {
         );
         assert_eq!(
             step(&mut op, "- a 1\n+ b 5"),
-            "- a 2 3 2\n+ a 1 2 1\n- b 1 NULL 0\n+ b 2 5 1"
+            "- a 2 3 2\n- b 1 NULL 0\n+ a 1 2 1\n+ b 2 5 1"
         );
         // the last row of a group leaves: the group disappears
         assert_eq!(step(&mut op, "- a 2"), "- a 1 2 1");
