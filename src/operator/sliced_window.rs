@@ -346,8 +346,16 @@ impl SlicedWindowAggregate {
         let mut out_windows: Vec<Timestamp> = Vec::new();
         let mut out_partials: Vec<Partial> = Vec::new();
         let mut merged = vec![EMPTY; n];
+        // Consecutive windows share all but `slide` of their slices: when every aggregate can
+        // take a slice back out (COUNT, integer SUM; MIN/MAX unless the leaving slice held the
+        // extreme), the next window is the previous one minus the slices that left plus those
+        // that entered. Float sums are always merged afresh, to stay exact.
+        let slidable = self
+            .aggregates
+            .iter()
+            .all(|(k, _)| !matches!(k, SliceAggregate::SumFloat));
         for g in 0..self.groups.len() {
-            let group = &mut self.groups[g];
+            let group = &self.groups[g];
             if group.slices.is_empty() {
                 continue;
             }
@@ -360,56 +368,54 @@ impl SlicedWindowAggregate {
             if let Some(done) = group.emitted_through {
                 w = w.max(done + slide);
             }
+            let mut emitted_through = group.emitted_through;
+            // The window `merged` (and `slices_in`) currently hold.
+            let mut held: Option<Timestamp> = None;
+            let mut slices_in: usize = 0;
             while w + size <= watermark {
-                let mut any = false;
-                merged.fill(EMPTY);
-                for (_, &slot) in group.slices.range(w..w + size) {
-                    any = true;
-                    for (a, (kind, _)) in self.aggregates.iter().enumerate() {
-                        let p = self.partials[slot * n + a];
-                        let m = &mut merged[a];
-                        if p.n == 0 {
-                            continue;
-                        }
-                        match kind {
-                            SliceAggregate::MinInt if m.n > 0 => m.int = m.int.min(p.int),
-                            SliceAggregate::MaxInt if m.n > 0 => m.int = m.int.max(p.int),
-                            SliceAggregate::MinFloat if m.n > 0 => m.float = m.float.min(p.float),
-                            SliceAggregate::MaxFloat if m.n > 0 => m.float = m.float.max(p.float),
-                            SliceAggregate::MinInt | SliceAggregate::MaxInt => m.int = p.int,
-                            SliceAggregate::MinFloat | SliceAggregate::MaxFloat => {
-                                m.float = p.float
-                            }
-                            _ => {
-                                m.int += p.int;
-                                m.float += p.float;
-                            }
-                        }
-                        m.n += p.n;
+                let stepped = slidable && held == Some(w - slide);
+                let mut recompute = !stepped;
+                if stepped {
+                    for (_, &slot) in group.slices.range(w - slide..w) {
+                        slices_in -= 1;
+                        recompute |= self.take_out(&mut merged, slot);
+                    }
+                    for (_, &slot) in group.slices.range(w - slide + size..w + size) {
+                        slices_in += 1;
+                        self.fold_in(&mut merged, slot);
                     }
                 }
-                if any {
+                if recompute {
+                    merged.fill(EMPTY);
+                    slices_in = 0;
+                    for (_, &slot) in group.slices.range(w..w + size) {
+                        slices_in += 1;
+                        self.fold_in(&mut merged, slot);
+                    }
+                }
+                held = Some(w);
+                if slices_in > 0 {
                     out_groups.push(g);
                     out_windows.push(w);
                     out_partials.extend_from_slice(&merged);
-                    group.emitted_through = Some(w);
-                } else {
-                    // No slice in this window: jump to the first window holding the next one.
-                    match group.slices.range(w + size..).next() {
-                        Some((&next, _)) => {
-                            let mut nw = next - next.rem_euclid(slide);
-                            while nw - slide + size > next {
-                                nw -= slide;
-                            }
-                            group.emitted_through = Some(nw - slide);
-                            w = nw;
-                            continue;
-                        }
-                        None => break,
-                    }
+                    emitted_through = Some(w);
+                    w += slide;
+                    continue;
                 }
-                w += slide;
+                // No slice in this window: jump to the first window holding the next one.
+                match group.slices.range(w + size..).next() {
+                    Some((&next, _)) => {
+                        let mut nw = next - next.rem_euclid(slide);
+                        while nw - slide + size > next {
+                            nw -= slide;
+                        }
+                        w = nw.max(w + slide);
+                    }
+                    None => break,
+                }
             }
+            let group = &mut self.groups[g];
+            group.emitted_through = emitted_through;
             // Free slices whose last window has closed.
             let mut freed = Vec::new();
             while let Some((&s, &slot)) = group.slices.iter().next() {
@@ -427,6 +433,57 @@ impl SlicedWindowAggregate {
         }
         self.build(&out_groups, &out_windows, &out_partials)
             .map(Some)
+    }
+
+    /// Merges slot `slot`'s partials into `merged`.
+    fn fold_in(&self, merged: &mut [Partial], slot: usize) {
+        let n = self.aggregates.len().max(1);
+        for (a, (kind, _)) in self.aggregates.iter().enumerate() {
+            let p = self.partials[slot * n + a];
+            let m = &mut merged[a];
+            if p.n == 0 {
+                continue;
+            }
+            match kind {
+                SliceAggregate::MinInt if m.n > 0 => m.int = m.int.min(p.int),
+                SliceAggregate::MaxInt if m.n > 0 => m.int = m.int.max(p.int),
+                SliceAggregate::MinFloat if m.n > 0 => m.float = m.float.min(p.float),
+                SliceAggregate::MaxFloat if m.n > 0 => m.float = m.float.max(p.float),
+                SliceAggregate::MinInt | SliceAggregate::MaxInt => m.int = p.int,
+                SliceAggregate::MinFloat | SliceAggregate::MaxFloat => m.float = p.float,
+                _ => {
+                    m.int += p.int;
+                    m.float += p.float;
+                }
+            }
+            m.n += p.n;
+        }
+    }
+
+    /// Takes slot `slot`'s partials back out of `merged`; true when that is not possible (the
+    /// slice held a MIN or MAX) and the window must be merged afresh.
+    fn take_out(&self, merged: &mut [Partial], slot: usize) -> bool {
+        let n = self.aggregates.len().max(1);
+        let mut recompute = false;
+        for (a, (kind, _)) in self.aggregates.iter().enumerate() {
+            let p = self.partials[slot * n + a];
+            let m = &mut merged[a];
+            if p.n == 0 {
+                continue;
+            }
+            match kind {
+                SliceAggregate::MinInt | SliceAggregate::MaxInt => recompute |= p.int == m.int,
+                SliceAggregate::MinFloat | SliceAggregate::MaxFloat => {
+                    recompute |= p.float == m.float
+                }
+                _ => {
+                    m.int -= p.int;
+                    m.float -= p.float;
+                }
+            }
+            m.n -= p.n;
+        }
+        recompute
     }
 
     fn build(
