@@ -26,6 +26,10 @@ use super::dataflow::Node;
 
 /// Log records read per chunk: bounds the memory a catching-up view holds at once.
 const READ_CHUNK: usize = 64;
+/// Log records after which a catching-up view ends a sub-epoch: keyed operators emit and
+/// windows the watermark passed close, so state stays bounded however long the backlog is.
+/// Nothing is published until the epoch ends.
+const SUB_EPOCH_RECORDS: u64 = 16;
 /// Rows per batch of a published snapshot.
 const SNAPSHOT_BATCH_ROWS: usize = 8192;
 
@@ -319,6 +323,9 @@ fn run_view(
         }
         Ok(())
     };
+    // Watermarks as of the last sub-epoch: sources not read yet keep the previous epoch's.
+    let mut sub_watermarks: Vec<Option<Timestamp>> = sources.iter().map(|s| s.watermark).collect();
+    let mut since_finish = 0u64;
     for (index, source) in sources.iter_mut().enumerate() {
         for change in std::mem::take(&mut source.pending) {
             emit(root.push(index, &change)?, &mut changes)?;
@@ -343,6 +350,16 @@ fn run_view(
                         }
                         emit(root.push(index, &change)?, &mut changes)?;
                         source.position = position + 1;
+                        since_finish += 1;
+                    }
+                    if since_finish >= SUB_EPOCH_RECORDS {
+                        since_finish = 0;
+                        let mut watermarks: Vec<Option<Timestamp>> =
+                            Vec::with_capacity(sub_watermarks.len());
+                        watermarks.extend(sub_watermarks.iter().copied());
+                        watermarks[index] = source.watermark;
+                        emit(root.finish(&watermarks)?.changes, &mut changes)?;
+                        sub_watermarks[index] = source.watermark;
                     }
                 }
             }
