@@ -240,7 +240,7 @@ impl Engine {
             ));
         }
         let mut statement = Statement::Query(create.query.clone());
-        crate::sql::windows::rewrite(&mut statement)?;
+        crate::sql::windows::rewrite(&mut statement, crate::sql::windows::WindowMode::Stream)?;
         crate::sql::pg_compat::rewrite(&mut statement);
         let plan = state
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))

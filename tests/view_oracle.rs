@@ -41,6 +41,14 @@ fn views() -> Vec<(&'static str, String, bool)> {
             false,
         ),
         (
+            // sessions merge and split as rows arrive, move and leave
+            "o_session",
+            "SELECT k, SESSION_START(ts, INTERVAL '2' SECOND) AS s, SESSION_END(ts, INTERVAL '2' SECOND) AS e, \
+             count(*) AS n, sum(v) AS sv FROM ev GROUP BY k, SESSION(ts, INTERVAL '2' SECOND)"
+                .into(),
+            false,
+        ),
+        (
             "o_filter",
             "SELECT id, k * 2 AS k2, v + 1 AS v1 FROM ev WHERE v % 3 <> 0".into(),
             false,

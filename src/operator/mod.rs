@@ -9,6 +9,7 @@
 
 pub mod aggregate;
 pub mod filter_project;
+pub mod session;
 pub mod sliced_window;
 #[cfg(test)]
 pub mod test_util;

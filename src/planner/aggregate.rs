@@ -9,6 +9,7 @@ use datafusion::logical_expr::{Aggregate, Expr, ExprSchemable, LogicalPlan};
 
 use super::{ColumnTime, Planned, Planner, physical, refuse};
 use crate::error::{Error, Result};
+use crate::operator::session::{SESSION_COLUMN, SessionWindowAggregate};
 use crate::operator::sliced_window::{GroupColumn, SliceAggregate, SlicedWindowAggregate};
 use crate::operator::{AggregateCall, AggregateKind, GroupAggregateOperator, WindowKey};
 use crate::runtime::dataflow::Node;
@@ -366,9 +367,115 @@ pub(super) fn plan_sliced(planner: &mut Planner, agg: &Aggregate) -> Result<Opti
     Ok(Some(Planned {
         node: Node::SlicedAggregate {
             input: Box::new(input.node),
-            operator,
+            operator: Box::new(operator),
             label,
         },
         times,
     }))
+}
+
+/// The `sluice_session(ts, gap)` call among a GROUP BY, with its position.
+fn session_call(agg: &Aggregate) -> Option<(usize, &Expr, i64)> {
+    agg.group_expr
+        .iter()
+        .enumerate()
+        .find_map(|(i, e)| match strip_alias(e) {
+            Expr::ScalarFunction(f) if f.func.name() == crate::sql::windows::SESSION_FUNCTION => {
+                let gap = match f.args.get(1).map(strip_alias) {
+                    Some(Expr::Literal(v, _)) => crate::sql::windows::interval_nanos(v).ok()?,
+                    _ => return None,
+                };
+                Some((i, f.args.first()?, gap))
+            }
+            _ => None,
+        })
+}
+
+/// Whether the GROUP BY has a `SESSION` window.
+pub(super) fn has_session(agg: &Aggregate) -> bool {
+    session_call(agg).is_some()
+}
+
+/// `GROUP BY keys, SESSION(ts, gap)`: a [`SessionWindowAggregate`] over the planned input.
+pub(super) fn plan_session(
+    planner: &mut Planner,
+    agg: &Aggregate,
+    input: Planned,
+) -> Result<Planned> {
+    let Some((position, time, gap)) = session_call(agg) else {
+        return Err(refuse("this SESSION window"));
+    };
+    if planner.emit_on_window_close {
+        return Err(refuse("EMIT ON WINDOW CLOSE with SESSION windows"));
+    }
+    let in_schema = agg.input.schema();
+    let arrow_input = in_schema.as_arrow();
+    let extended = SessionWindowAggregate::extended_schema(arrow_input);
+    let session_column: Arc<dyn datafusion::physical_expr::PhysicalExpr> =
+        Arc::new(datafusion::physical_expr::expressions::Column::new(
+            SESSION_COLUMN,
+            arrow_input.fields().len(),
+        ));
+    let mut keys = Vec::new();
+    let mut key_types = Vec::new();
+    let mut inner_keys = Vec::new();
+    let mut inner_types = Vec::new();
+    for (i, e) in agg.group_expr.iter().enumerate() {
+        if i == position {
+            inner_keys.push(Arc::clone(&session_column));
+            inner_types.push(
+                extended
+                    .field(arrow_input.fields().len())
+                    .data_type()
+                    .clone(),
+            );
+        } else {
+            let p = physical(e, in_schema)?;
+            let t = e.get_type(in_schema)?;
+            keys.push(Arc::clone(&p));
+            key_types.push(t.clone());
+            inner_keys.push(p);
+            inner_types.push(t);
+        }
+    }
+    let calls = agg
+        .aggr_expr
+        .iter()
+        .map(|e| aggregate_call(e, in_schema))
+        .collect::<Result<Vec<_>>>()?;
+    let schema = Arc::new(agg.schema.as_arrow().clone());
+    let inner = GroupAggregateOperator::new(inner_keys, inner_types, calls, Arc::clone(&schema))
+        .map_err(Error::from)?;
+    let operator = SessionWindowAggregate::new(
+        arrow_input,
+        keys,
+        key_types,
+        physical(time, in_schema)?,
+        gap,
+        inner,
+    )
+    .map_err(Error::from)?;
+    let label = super::pretty(&format!(
+        "SessionWindowAggregate: keys=[{}] aggregates=[{}] gap={}ms",
+        agg.group_expr
+            .iter()
+            .map(|e| e.schema_name().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        agg.aggr_expr
+            .iter()
+            .map(|e| e.schema_name().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        gap / 1_000_000,
+    ));
+    let times = vec![ColumnTime::Plain; agg.group_expr.len() + agg.aggr_expr.len()];
+    Ok(Planned {
+        node: Node::SessionAggregate {
+            input: Box::new(input.node),
+            operator: Box::new(operator),
+            label,
+        },
+        times,
+    })
 }

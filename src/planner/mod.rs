@@ -298,6 +298,9 @@ impl Planner {
                     return Ok(planned);
                 }
                 let input = self.plan(&agg.input)?;
+                if aggregate::has_session(agg) {
+                    return aggregate::plan_session(self, agg, input);
+                }
                 aggregate::plan_aggregate(self, agg, input)
             }
             LogicalPlan::Distinct(Distinct::All(input_plan)) => {

@@ -16,6 +16,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 
+use crate::operator::session::SessionWindowAggregate;
 use crate::operator::sliced_window::SlicedWindowAggregate;
 use crate::operator::{FilterProjectOperator, GroupAggregateOperator, Operator, OperatorError};
 use crate::stream::{ChangeBatch, Timestamp};
@@ -71,8 +72,17 @@ pub enum Node {
     SlicedAggregate {
         /// Input: one row per event, its window column holding its slice.
         input: Box<Node>,
-        /// The operator.
-        operator: SlicedWindowAggregate,
+        /// The operator (boxed: it is large and there is one per view at most).
+        operator: Box<SlicedWindowAggregate>,
+        /// For `EXPLAIN`.
+        label: String,
+    },
+    /// `GROUP BY keys, SESSION(ts, gap)`.
+    SessionAggregate {
+        /// Input.
+        input: Box<Node>,
+        /// The operator (boxed: it is large).
+        operator: Box<SessionWindowAggregate>,
         /// For `EXPLAIN`.
         label: String,
     },
@@ -104,6 +114,7 @@ impl Node {
             Node::FilterProject { operator, .. } => operator.schema(),
             Node::Aggregate { partitions, .. } => partitions[0].schema(),
             Node::SlicedAggregate { operator, .. } => operator.schema(),
+            Node::SessionAggregate { operator, .. } => operator.schema(),
         }
     }
 
@@ -171,6 +182,14 @@ impl Node {
                 Ok(Vec::new())
             }
             Node::SlicedAggregate {
+                input, operator, ..
+            } => {
+                for change in input.push(source, batch)? {
+                    operator.update(&change)?;
+                }
+                Ok(Vec::new())
+            }
+            Node::SessionAggregate {
                 input, operator, ..
             } => {
                 for change in input.push(source, batch)? {
@@ -273,6 +292,18 @@ impl Node {
                     watermark: upstream.watermark,
                 })
             }
+            Node::SessionAggregate {
+                input, operator, ..
+            } => {
+                let upstream = input.finish(watermarks)?;
+                for change in &upstream.changes {
+                    operator.update(change)?;
+                }
+                Ok(Output {
+                    changes: operator.emit()?.into_iter().collect(),
+                    watermark: upstream.watermark,
+                })
+            }
             Node::Union { inputs, schema } => {
                 let mut changes = Vec::new();
                 let mut watermark: Option<Option<Timestamp>> = None;
@@ -326,7 +357,9 @@ impl Node {
                 list_column,
                 schema.fields().len()
             ),
-            Node::Aggregate { label, .. } | Node::SlicedAggregate { label, .. } => label.clone(),
+            Node::Aggregate { label, .. }
+            | Node::SlicedAggregate { label, .. }
+            | Node::SessionAggregate { label, .. } => label.clone(),
             Node::Union { inputs, .. } => format!("UnionAll: inputs={}", inputs.len()),
         };
         out.push_str(&pad);
@@ -337,7 +370,8 @@ impl Node {
             Node::FilterProject { input, .. }
             | Node::Unnest { input, .. }
             | Node::Aggregate { input, .. }
-            | Node::SlicedAggregate { input, .. } => input.explain_into(names, depth + 1, out),
+            | Node::SlicedAggregate { input, .. }
+            | Node::SessionAggregate { input, .. } => input.explain_into(names, depth + 1, out),
             Node::Union { inputs, .. } => {
                 for input in inputs {
                     input.explain_into(names, depth + 1, out);

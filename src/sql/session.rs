@@ -351,7 +351,7 @@ impl Session {
 
     async fn plan(&self, statement: &SluiceStatement) -> Result<LogicalPlan> {
         let mut ast = statement.statement.clone();
-        super::windows::rewrite(&mut ast)?;
+        super::windows::rewrite(&mut ast, super::windows::WindowMode::Batch)?;
         pg_compat::rewrite(&mut ast);
         let plan = self
             .ctx

@@ -37,6 +37,11 @@ use crate::stream::watermark::nanos;
 pub const TUMBLE_FUNCTION: &str = "sluice_tumble";
 /// `sluice_hop_starts(ts, slide, size)`: the starts of every hopping window holding `ts`.
 pub const HOP_FUNCTION: &str = "sluice_hop_starts";
+/// `sluice_session(ts, gap)`: in a view, the session of the row (computed by the session
+/// operator, never evaluated as a function).
+pub const SESSION_FUNCTION: &str = "sluice_session";
+/// The column the batch form of `SESSION` adds: the session's number within its key.
+pub const SESSION_COLUMN: &str = "_sluice_session";
 /// The column a group-window `HOP` adds to its input.
 pub const HOP_START_COLUMN: &str = "_sluice_window_start";
 
@@ -45,7 +50,45 @@ pub fn window_functions() -> Vec<ScalarUDF> {
     vec![
         ScalarUDF::new_from_impl(Tumble::new()),
         ScalarUDF::new_from_impl(HopStarts::new()),
+        ScalarUDF::new_from_impl(SessionPlaceholder::new()),
     ]
+}
+
+/// How `SESSION` is spelled for the planner that will run the query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowMode {
+    /// An ad-hoc query: sessions computed with window functions (`lag`, running `sum`).
+    Batch,
+    /// A view: sessions left to the session operator, as `sluice_session(ts, gap)`.
+    Stream,
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct SessionPlaceholder {
+    signature: Signature,
+}
+
+impl SessionPlaceholder {
+    fn new() -> Self {
+        Self {
+            signature: Signature::any(2, Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for SessionPlaceholder {
+    fn name(&self) -> &str {
+        SESSION_FUNCTION
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, args: &[DataType]) -> DfResult<DataType> {
+        timestamp_return_type("SESSION", args)
+    }
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        exec_err!("SESSION is computed by the session operator of a materialized view")
+    }
 }
 
 /// The `TUMBLE` function, for planners that build calls to it.
@@ -195,8 +238,8 @@ impl ScalarUDFImpl for HopStarts {
 }
 
 /// Rewrites every window of `statement` into the functions above.
-pub fn rewrite(statement: &mut Statement) -> Result<()> {
-    let mut rewriter = WindowRewriter { error: None };
+pub fn rewrite(statement: &mut Statement, mode: WindowMode) -> Result<()> {
+    let mut rewriter = WindowRewriter { error: None, mode };
     let _ = statement.visit(&mut rewriter);
     match rewriter.error {
         Some(e) => Err(e),
@@ -206,13 +249,14 @@ pub fn rewrite(statement: &mut Statement) -> Result<()> {
 
 struct WindowRewriter {
     error: Option<Error>,
+    mode: WindowMode,
 }
 
 impl VisitorMut for WindowRewriter {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
-        if let Err(e) = rewrite_set_expr(&mut query.body) {
+        if let Err(e) = rewrite_set_expr(&mut query.body, self.mode) {
             self.error = Some(e);
             return ControlFlow::Break(());
         }
@@ -220,12 +264,12 @@ impl VisitorMut for WindowRewriter {
     }
 }
 
-fn rewrite_set_expr(body: &mut SetExpr) -> Result<()> {
+fn rewrite_set_expr(body: &mut SetExpr, mode: WindowMode) -> Result<()> {
     match body {
-        SetExpr::Select(select) => rewrite_select(select),
+        SetExpr::Select(select) => rewrite_select(select, mode),
         SetExpr::SetOperation { left, right, .. } => {
-            rewrite_set_expr(left)?;
-            rewrite_set_expr(right)
+            rewrite_set_expr(left, mode)?;
+            rewrite_set_expr(right, mode)
         }
         _ => Ok(()),
     }
@@ -288,7 +332,7 @@ fn wrong_arity(name: &str, expected: &str) -> Error {
     )
 }
 
-fn rewrite_select(select: &mut Select) -> Result<()> {
+fn rewrite_select(select: &mut Select, mode: WindowMode) -> Result<()> {
     // Table-function form.
     for from in &mut select.from {
         rewrite_table_function(&mut from.relation)?;
@@ -353,11 +397,50 @@ fn rewrite_select(select: &mut Select) -> Result<()> {
             )
         }
         ("hop", _) => return Err(wrong_arity("HOP", "(time column, slide, size)")),
-        _ => {
-            return Err(Error::unsupported(
-                "SESSION windows are not supported yet; use TUMBLE or HOP",
-            ));
+        ("session", [ts, gap]) => {
+            let start = format!("min({ts})");
+            let end = format!("max({ts}) + {gap}");
+            if mode == WindowMode::Stream {
+                (
+                    format!("{SESSION_FUNCTION}({ts}, {gap})"),
+                    start,
+                    end,
+                    "session",
+                )
+            } else {
+                let [from] = select.from.as_mut_slice() else {
+                    return Err(Error::unsupported(
+                        "GROUP BY SESSION over more than one FROM item",
+                    ));
+                };
+                if !from.joins.is_empty() {
+                    return Err(Error::unsupported("GROUP BY SESSION over a join"));
+                }
+                let keys: Vec<String> = exprs
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| i != index)
+                    .map(|(_, e)| e.to_string())
+                    .collect();
+                let partition = if keys.is_empty() {
+                    String::new()
+                } else {
+                    format!("PARTITION BY {}", keys.join(", "))
+                };
+                let alias = relation_alias(&from.relation);
+                // A row starts a session unless the previous row of its key is within the gap.
+                let inner = format!(
+                    "SELECT *, sum(_sluice_new) OVER ({partition} ORDER BY {ts} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS {SESSION_COLUMN} FROM \
+                     (SELECT *, CASE WHEN {ts} - {gap} <= lag({ts}) OVER ({partition} ORDER BY {ts}) THEN 0 ELSE 1 END AS _sluice_new \
+                      FROM {} WHERE {ts} IS NOT NULL) AS {alias}",
+                    from.relation
+                );
+                from.relation = derived(&inner, &alias)?;
+                (SESSION_COLUMN.to_string(), start, end, "session")
+            }
         }
+        ("session", _) => return Err(wrong_arity("SESSION", "(time column, gap)")),
+        _ => return Err(Error::unsupported("this window function")),
     };
     exprs[*index] = parse_expr(&group_expr)?;
     let start = parse_expr(&start)?;
@@ -466,7 +549,7 @@ mod tests {
         .unwrap()
         .pop()
         .unwrap();
-        rewrite(&mut s).unwrap();
+        rewrite(&mut s, WindowMode::Batch).unwrap();
         let text = s.to_string();
         assert!(text.contains("unnest(sluice_hop_starts(ts"), "{text}");
         assert!(text.contains("GROUP BY k, _sluice_window_start"), "{text}");
@@ -478,7 +561,7 @@ mod tests {
         .unwrap()
         .pop()
         .unwrap();
-        rewrite(&mut s).unwrap();
+        rewrite(&mut s, WindowMode::Batch).unwrap();
         assert!(s.to_string().contains("AS t GROUP BY"), "{s}");
     }
 }

@@ -1,0 +1,231 @@
+//! [`SessionWindowAggregate`]: `GROUP BY keys, SESSION(ts, gap)`.
+//!
+//! A session of a key is a run of its rows, in time order, where each row follows the previous
+//! one by at most `gap`; it is named by its first time. An insertion can merge two sessions and
+//! a deletion can split one, so the operator keeps each key's rows (in row format, ordered by
+//! time), and at each barrier re-derives the sessions of the keys that changed. Rows whose
+//! session changed are retracted from their old session and inserted into the new one, into a
+//! [`GroupAggregateOperator`] grouped by the keys and the session start: aggregates stay exact
+//! under retraction, and only changed sessions are emitted.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, RecordBatch, TimestampNanosecondArray,
+};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Schema, SchemaRef, TimeUnit, TimestampNanosecondType,
+};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::physical_expr::PhysicalExpr;
+
+use super::{GroupAggregateOperator, OperatorError};
+use crate::stream::{ChangeBatch, Timestamp};
+
+const NAME: &str = "SessionWindowAggregate";
+
+fn df(source: datafusion::error::DataFusionError) -> OperatorError {
+    OperatorError::DataFusion {
+        operator: NAME,
+        source,
+    }
+}
+
+fn arrow(source: datafusion::arrow::error::ArrowError) -> OperatorError {
+    OperatorError::Arrow {
+        operator: NAME,
+        source,
+    }
+}
+
+/// The input column the operator adds: the start of the row's session.
+pub const SESSION_COLUMN: &str = "_sluice_session";
+
+/// A row of a key, ordered by time: (time, row bytes).
+type TimedRow = (Timestamp, Box<[u8]>);
+
+/// One key's rows: row → multiplicity, and the session each was last given.
+#[derive(Debug, Default)]
+struct KeyRows {
+    rows: BTreeMap<TimedRow, i64>,
+    /// Row → (session start, multiplicity) as last fed to the aggregate.
+    assigned: BTreeMap<TimedRow, (Timestamp, i64)>,
+}
+
+/// Maintains session windows per key.
+#[derive(Debug)]
+pub struct SessionWindowAggregate {
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    key_converter: RowConverter,
+    time: Arc<dyn PhysicalExpr>,
+    gap: i64,
+    /// Encodes whole input rows.
+    row_converter: RowConverter,
+    /// The input schema plus [`SESSION_COLUMN`].
+    extended: SchemaRef,
+    by_key: HashMap<Box<[u8]>, KeyRows>,
+    touched: HashSet<Box<[u8]>>,
+    inner: GroupAggregateOperator,
+}
+
+impl SessionWindowAggregate {
+    /// The extended input schema the inner aggregate reads: `input` plus the session start.
+    pub fn extended_schema(input: &Schema) -> SchemaRef {
+        let mut fields: Vec<Arc<Field>> = input.fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(
+            SESSION_COLUMN,
+            DataType::Timestamp(TimeUnit::Nanosecond, None),
+            false,
+        )));
+        Arc::new(Schema::new(fields))
+    }
+
+    /// Sessions of `gap` over `time`, per `keys`, aggregated by `inner` (grouped over
+    /// [`Self::extended_schema`]).
+    pub fn new(
+        input: &Schema,
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+        key_types: Vec<DataType>,
+        time: Arc<dyn PhysicalExpr>,
+        gap: i64,
+        inner: GroupAggregateOperator,
+    ) -> Result<Self, OperatorError> {
+        Ok(Self {
+            keys,
+            key_converter: RowConverter::new(key_types.into_iter().map(SortField::new).collect())
+                .map_err(arrow)?,
+            time,
+            gap,
+            row_converter: RowConverter::new(
+                input
+                    .fields()
+                    .iter()
+                    .map(|f| SortField::new(f.data_type().clone()))
+                    .collect(),
+            )
+            .map_err(arrow)?,
+            extended: Self::extended_schema(input),
+            by_key: HashMap::new(),
+            touched: HashSet::new(),
+            inner,
+        })
+    }
+
+    /// The output schema.
+    pub fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    /// Records changes; sessions are re-derived at [`Self::emit`].
+    pub fn update(&mut self, input: &ChangeBatch) -> Result<(), OperatorError> {
+        let rows = input.num_rows();
+        if rows == 0 {
+            return Ok(());
+        }
+        let data = input.data();
+        let key_columns = self
+            .keys
+            .iter()
+            .map(|e| e.evaluate(data).and_then(|v| v.into_array(rows)))
+            .collect::<Result<Vec<ArrayRef>, _>>()
+            .map_err(df)?;
+        let keys = self
+            .key_converter
+            .convert_columns(&key_columns)
+            .map_err(arrow)?;
+        let times = self
+            .time
+            .evaluate(data)
+            .and_then(|v| v.into_array(rows))
+            .map_err(df)?;
+        let times = crate::stream::watermark::nanos(&times).map_err(df)?;
+        let times = times.as_primitive::<TimestampNanosecondType>();
+        let encoded = self
+            .row_converter
+            .convert_columns(data.columns())
+            .map_err(arrow)?;
+        let no_key: &[u8] = &[];
+        for i in 0..rows {
+            // A row without a time is in no session.
+            if times.is_null(i) {
+                continue;
+            }
+            let key = if self.keys.is_empty() {
+                no_key
+            } else {
+                keys.row(i).data()
+            };
+            let weight = input.weights().map_or(1, |w| w.value(i));
+            let entry = match self.by_key.get_mut(key) {
+                Some(e) => e,
+                None => self.by_key.entry(key.into()).or_default(),
+            };
+            if !self.touched.contains(key) {
+                self.touched.insert(key.into());
+            }
+            let slot = (times.value(i), Box::<[u8]>::from(encoded.row(i).data()));
+            let count = entry.rows.entry(slot.clone()).or_insert(0);
+            *count += weight;
+            if *count == 0 {
+                entry.rows.remove(&slot);
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-derives the sessions of the keys that changed and emits the aggregates' changes.
+    pub fn emit(&mut self) -> Result<Option<ChangeBatch>, OperatorError> {
+        let touched = std::mem::take(&mut self.touched);
+        let mut rows: Vec<Box<[u8]>> = Vec::new();
+        let mut starts: Vec<Timestamp> = Vec::new();
+        let mut weights: Vec<i64> = Vec::new();
+        for key in touched {
+            let Some(entry) = self.by_key.get_mut(&key) else {
+                continue;
+            };
+            let mut assigned = BTreeMap::new();
+            let mut start = None;
+            let mut previous: Option<Timestamp> = None;
+            for ((t, row), &count) in &entry.rows {
+                if previous.is_none_or(|p| t - p > self.gap) {
+                    start = Some(*t);
+                }
+                previous = Some(*t);
+                assigned.insert((*t, row.clone()), (start.expect("set above"), count));
+            }
+            // Retract what changed, insert what is new.
+            for (slot, &(old_start, old_count)) in &entry.assigned {
+                if assigned.get(slot) != Some(&(old_start, old_count)) {
+                    rows.push(slot.1.clone());
+                    starts.push(old_start);
+                    weights.push(-old_count);
+                }
+            }
+            for (slot, &(new_start, new_count)) in &assigned {
+                if entry.assigned.get(slot) != Some(&(new_start, new_count)) {
+                    rows.push(slot.1.clone());
+                    starts.push(new_start);
+                    weights.push(new_count);
+                }
+            }
+            entry.assigned = assigned;
+            if entry.rows.is_empty() {
+                self.by_key.remove(&key);
+            }
+        }
+        if !rows.is_empty() {
+            let parser = self.row_converter.parser();
+            let mut columns = self
+                .row_converter
+                .convert_rows(rows.iter().map(|r| parser.parse(r)))
+                .map_err(arrow)?;
+            columns.push(Arc::new(TimestampNanosecondArray::from(starts)) as ArrayRef);
+            let batch = RecordBatch::try_new(Arc::clone(&self.extended), columns).map_err(arrow)?;
+            let change =
+                ChangeBatch::with_weights(batch, Int64Array::from(weights)).map_err(arrow)?;
+            self.inner.update(&change)?;
+        }
+        self.inner.emit()
+    }
+}
