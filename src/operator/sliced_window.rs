@@ -369,32 +369,36 @@ impl SlicedWindowAggregate {
                 w = w.max(done + slide);
             }
             let mut emitted_through = group.emitted_through;
-            // The window `merged` (and `slices_in`) currently hold.
+            // The group's slices in time order; the window [w, w + size) holds slices[lo..hi].
+            let slices: Vec<(Timestamp, usize)> =
+                group.slices.iter().map(|(&t, &slot)| (t, slot)).collect();
+            let (mut lo, mut hi) = (0usize, 0usize);
+            // The window `merged` currently holds.
             let mut held: Option<Timestamp> = None;
-            let mut slices_in: usize = 0;
             while w + size <= watermark {
                 let stepped = slidable && held == Some(w - slide);
                 let mut recompute = !stepped;
-                if stepped {
-                    for (_, &slot) in group.slices.range(w - slide..w) {
-                        slices_in -= 1;
-                        recompute |= self.take_out(&mut merged, slot);
+                while lo < slices.len() && slices[lo].0 < w {
+                    if stepped && lo < hi {
+                        recompute |= self.take_out(&mut merged, slices[lo].1);
                     }
-                    for (_, &slot) in group.slices.range(w - slide + size..w + size) {
-                        slices_in += 1;
-                        self.fold_in(&mut merged, slot);
+                    lo += 1;
+                }
+                hi = hi.max(lo);
+                while hi < slices.len() && slices[hi].0 < w + size {
+                    if stepped {
+                        self.fold_in(&mut merged, slices[hi].1);
                     }
+                    hi += 1;
                 }
                 if recompute {
                     merged.fill(EMPTY);
-                    slices_in = 0;
-                    for (_, &slot) in group.slices.range(w..w + size) {
-                        slices_in += 1;
+                    for &(_, slot) in &slices[lo..hi] {
                         self.fold_in(&mut merged, slot);
                     }
                 }
                 held = Some(w);
-                if slices_in > 0 {
+                if hi > lo {
                     out_groups.push(g);
                     out_windows.push(w);
                     out_partials.extend_from_slice(&merged);
@@ -403,8 +407,8 @@ impl SlicedWindowAggregate {
                     continue;
                 }
                 // No slice in this window: jump to the first window holding the next one.
-                match group.slices.range(w + size..).next() {
-                    Some((&next, _)) => {
+                match slices.get(hi) {
+                    Some(&(next, _)) => {
                         let mut nw = next - next.rem_euclid(slide);
                         while nw - slide + size > next {
                             nw -= slide;
