@@ -1,18 +1,20 @@
 //! # Sluice
 //!
-//! A streaming SQL engine that speaks the PostgreSQL wire protocol. Users declare tables (and,
-//! later, sources and materialized views) in SQL; every write is a change batch appended to a
-//! durable log, the queue that incremental views consume.
+//! A streaming SQL engine that speaks the PostgreSQL wire protocol. Users declare tables and
+//! materialized views in SQL; every write is a change batch appended to a durable log, the queue
+//! that incremental views consume.
 //!
 //! The path of a statement, module by module:
 //!
 //! | step | module |
 //! |---|---|
 //! | the wire: startup, auth, simple/extended protocol, COPY, value encoding | [`serve`] |
-//! | parsing (sqlparser + our clauses), DDL, COPY decoding, the session | [`sql`] |
+//! | parsing (sqlparser + our clauses), DDL, COPY decoding, windows, the session | [`sql`] |
 //! | the objects users created; `pg_catalog` for psql and drivers | [`catalog`] |
-//! | the engine: catalog + tables + DataFusion context | [`engine`] |
-//! | incremental operators over change batches (views are built from them next) | [`operator`] |
+//! | the engine: catalog + tables + views + DataFusion context | [`engine`] |
+//! | a view's `LogicalPlan` → a graph of incremental operators; `EXPLAIN` | [`planner`] |
+//! | running views epoch by epoch: barriers, consistent cuts, published contents | [`runtime`] |
+//! | incremental operators over change batches (aggregates, windows, sessions) | [`operator`] |
 //! | tables of the internal queue: write path, contents, DataFusion provider | [`connector`] |
 //! | the queue's durable, segmented log of Arrow batches | [`storage`] |
 //! | change batches, messages between operators, reserved column names | [`stream`] |

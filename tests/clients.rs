@@ -265,6 +265,55 @@ Indexes:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_lists_and_describes_materialized_views() {
+    let server = TestServer::start().await;
+    let port = server.port();
+    let script = "\
+CREATE TABLE clicks (uid INT, ts TIMESTAMP);
+INSERT INTO clicks VALUES (1, '2026-01-01 00:00:01'), (1, '2026-01-01 00:00:02'), (2, '2026-01-01 00:00:03');
+CREATE MATERIALIZED VIEW per_user AS SELECT uid, count(*) AS clicks FROM clicks GROUP BY uid;
+SELECT * FROM per_user ORDER BY uid;
+\\dm
+\\d per_user
+";
+    let (out, err, ok) = tokio::task::spawn_blocking(move || psql(port, &[], script))
+        .await
+        .unwrap();
+    assert!(ok, "psql failed: {err}\n{out}");
+    assert!(err.is_empty(), "psql printed errors: {err}");
+    let expected_select = "\
+ uid | clicks 
+-----+--------
+   1 |      2
+   2 |      1
+(2 rows)
+";
+    assert!(
+        out.contains(expected_select),
+        "unexpected SELECT output:\n{out}"
+    );
+    let expected_dm = "\
+                List of relations
+ Schema |   Name   |       Type        | Owner  
+--------+----------+-------------------+--------
+ public | per_user | materialized view | sluice
+(1 row)
+";
+    assert!(out.contains(expected_dm), "unexpected \\dm output:\n{out}");
+    let expected_describe = "\
+   Materialized view \"public.per_user\"
+ Column |  Type   | Collation | Nullable | Default 
+--------+---------+-----------+----------+---------
+ uid    | integer |           |          | 
+ clicks | bigint  |           | not null | 
+";
+    assert!(
+        out.contains(expected_describe),
+        "unexpected \\d output:\n{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_copy_from_stdin_and_errors() {
     let server = TestServer::start().await;
     let port = server.port();

@@ -78,7 +78,8 @@ pub enum GroupColumn {
 struct Partial {
     /// Count of values (or rows), for COUNT and for "any value seen" of SUM/MIN/MAX.
     n: i64,
-    int: i128,
+    /// Integer SUM (wrapping on overflow, like Arrow's sum) or MIN/MAX.
+    int: i64,
     float: f64,
 }
 
@@ -295,7 +296,7 @@ impl SlicedWindowAggregate {
                             SliceAggregate::Count => p.n += weight,
                             SliceAggregate::SumInt => {
                                 let v = values.as_primitive::<Int64Type>().value(row);
-                                p.int += i128::from(v) * i128::from(weight);
+                                p.int = p.int.wrapping_add(v.wrapping_mul(weight));
                                 p.n += weight;
                             }
                             SliceAggregate::SumFloat => {
@@ -304,7 +305,7 @@ impl SlicedWindowAggregate {
                                 p.n += weight;
                             }
                             SliceAggregate::MinInt | SliceAggregate::MaxInt => {
-                                let v = i128::from(values.as_primitive::<Int64Type>().value(row));
+                                let v = values.as_primitive::<Int64Type>().value(row);
                                 let better = p.n == 0
                                     || (*kind == SliceAggregate::MinInt && v < p.int)
                                     || (*kind == SliceAggregate::MaxInt && v > p.int);
@@ -456,7 +457,7 @@ impl SlicedWindowAggregate {
                 SliceAggregate::MinInt | SliceAggregate::MaxInt => m.int = p.int,
                 SliceAggregate::MinFloat | SliceAggregate::MaxFloat => m.float = p.float,
                 _ => {
-                    m.int += p.int;
+                    m.int = m.int.wrapping_add(p.int);
                     m.float += p.float;
                 }
             }
@@ -481,7 +482,7 @@ impl SlicedWindowAggregate {
                     recompute |= p.float == m.float
                 }
                 _ => {
-                    m.int -= p.int;
+                    m.int = m.int.wrapping_sub(p.int);
                     m.float -= p.float;
                 }
             }
@@ -501,9 +502,28 @@ impl SlicedWindowAggregate {
         let key_arrays = if self.keys.is_empty() {
             Vec::new()
         } else {
+            // Decode each distinct group's key once, then gather them per output row.
+            let mut position: HashMap<usize, u32> = HashMap::new();
+            let mut distinct: Vec<usize> = Vec::new();
+            let indexes: Vec<u32> = groups
+                .iter()
+                .map(|&g| {
+                    *position.entry(g).or_insert_with(|| {
+                        distinct.push(g);
+                        (distinct.len() - 1) as u32
+                    })
+                })
+                .collect();
             let parser = self.key_converter.parser();
-            self.key_converter
-                .convert_rows(groups.iter().map(|&g| parser.parse(&self.group_keys[g])))
+            let decoded = self
+                .key_converter
+                .convert_rows(distinct.iter().map(|&g| parser.parse(&self.group_keys[g])))
+                .map_err(arrow)?;
+            let indexes = datafusion::arrow::array::UInt32Array::from(indexes);
+            decoded
+                .iter()
+                .map(|a| datafusion::arrow::compute::take(a.as_ref(), &indexes, None))
+                .collect::<Result<Vec<_>, _>>()
                 .map_err(arrow)?
         };
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
@@ -523,7 +543,7 @@ impl SlicedWindowAggregate {
                 }
                 SliceAggregate::SumInt | SliceAggregate::MinInt | SliceAggregate::MaxInt => {
                     Arc::new(Int64Array::from_iter(
-                        (0..rows).map(|r| (at(r).n > 0).then(|| at(r).int as i64)),
+                        (0..rows).map(|r| (at(r).n > 0).then_some(at(r).int)),
                     ))
                 }
                 SliceAggregate::SumFloat | SliceAggregate::MinFloat | SliceAggregate::MaxFloat => {
