@@ -5,7 +5,7 @@
 //! view reads the table's log from position 0, so the time until CREATE returns (the view has
 //! caught up, its contents published) is the time to process every event. Prints events/s.
 //!
-//! `cargo bench --bench hop_view [-- EVENTS]`
+//! `cargo bench --bench hop_view [-- EVENTS]`; `HOP_VIEW_ONLY=window_close:1` runs one case.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -115,6 +115,11 @@ fn main() {
         );
         for emit in ["window_close", "update"] {
             for slide in [1, 2, 5] {
+                if let Ok(only) = std::env::var("HOP_VIEW_ONLY")
+                    && only != format!("{emit}:{slide}")
+                {
+                    continue;
+                }
                 let name = format!("hop_{emit}_{slide}");
                 let sql = format!(
                     "CREATE MATERIALIZED VIEW {name} AS SELECT auction, \

@@ -45,9 +45,9 @@ struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "SLUICE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// How often views publish a new epoch, in milliseconds (as low as 10).
-    #[arg(long, env = "SLUICE_BARRIER_INTERVAL_MS", default_value_t = 250)]
-    barrier_interval_ms: u64,
+    /// How often views take a barrier and publish a new epoch: `250ms`, `1s`, or milliseconds.
+    #[arg(long, env = "SLUICE_BARRIER_INTERVAL", default_value = "250ms", value_parser = parse_interval)]
+    barrier_interval: std::time::Duration,
     /// Workers for keyed operators (default: the number of cores).
     #[arg(long, env = "SLUICE_PARALLELISM")]
     parallelism: Option<usize>,
@@ -73,7 +73,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.users_file = args.users;
     config.tls_cert = args.tls_cert;
     config.tls_key = args.tls_key;
-    config.barrier_interval = std::time::Duration::from_millis(args.barrier_interval_ms.max(1));
+    config.barrier_interval = args
+        .barrier_interval
+        .max(std::time::Duration::from_millis(1));
     if let Some(p) = args.parallelism {
         config.parallelism = p.max(1);
     }
@@ -89,6 +91,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
+}
+
+/// `250ms`, `2s` or a bare number of milliseconds.
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "ms"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("not an interval: {text:?} (try 250ms or 1s)"))?;
+    match unit.trim() {
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "s" => Ok(std::time::Duration::from_secs(n)),
+        other => Err(format!("unknown unit {other:?} in {text:?} (use ms or s)")),
+    }
 }
 
 async fn shutdown_signal() {

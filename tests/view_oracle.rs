@@ -97,7 +97,7 @@ fn views() -> Vec<(&'static str, String, bool)> {
         ),
         (
             "o_global",
-            "SELECT count(*) AS n, sum(v) AS s FROM ao".into(),
+            "SELECT count(*) AS n, sum(v) AS s, max(v) AS m, min(ts) AS first FROM ao".into(),
             false,
         ),
     ]

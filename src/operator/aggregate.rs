@@ -92,6 +92,12 @@ enum AggregateState {
         converter: RowConverter,
         values: Vec<BTreeMap<Box<[u8]>, i64>>,
     },
+    /// MIN, MAX, BOOL_AND/OR over an append-only input: only the extreme, in row format.
+    Extreme {
+        converter: RowConverter,
+        values: Vec<Option<Box<[u8]>>>,
+        smallest: bool,
+    },
 }
 
 /// Maintains `SELECT keys…, aggregates… GROUP BY keys`.
@@ -225,6 +231,32 @@ impl GroupAggregateOperator {
         Ok(operator)
     }
 
+    /// The input never retracts (an append-only table, an `EMIT ON WINDOW CLOSE` view): MIN,
+    /// MAX and BOOL_AND/OR keep only the extreme instead of a count per value.
+    pub fn with_append_only_input(mut self) -> Self {
+        for (call, state) in self.aggregates.iter().zip(self.states.iter_mut()) {
+            let smallest = match call.kind {
+                AggregateKind::Min | AggregateKind::BoolAnd => true,
+                AggregateKind::Max | AggregateKind::BoolOr => false,
+                _ => continue,
+            };
+            if let AggregateState::Values { converter, values } = state
+                && values.iter().all(BTreeMap::is_empty)
+            {
+                let converter = std::mem::replace(
+                    converter,
+                    RowConverter::new(Vec::new()).expect("an empty row converter"),
+                );
+                *state = AggregateState::Extreme {
+                    converter,
+                    values: vec![None; values.len()],
+                    smallest,
+                };
+            }
+        }
+        self
+    }
+
     /// Emits each window once, when the watermark passes its end (`EMIT ON WINDOW CLOSE`).
     pub fn with_emit_on_window_close(mut self, window: WindowKey) -> Self {
         self.emit_on_close = Some(window);
@@ -260,6 +292,7 @@ impl GroupAggregateOperator {
                     counts.push(0);
                 }
                 AggregateState::Values { values, .. } => values.push(BTreeMap::new()),
+                AggregateState::Extreme { values, .. } => values.push(None),
             }
         }
         i
@@ -375,6 +408,38 @@ impl GroupAggregateOperator {
                         if values.is_valid(i) {
                             sums[g] += values.value(i) * weight(i) as f64;
                             counts[g] += weight(i);
+                        }
+                    }
+                }
+                AggregateState::Extreme {
+                    converter,
+                    values,
+                    smallest,
+                } => {
+                    let argument = argument.expect("MIN/MAX have an argument");
+                    let encoded = converter
+                        .convert_columns(std::slice::from_ref(&argument))
+                        .map_err(arrow)?;
+                    for (i, &g) in groups.iter().enumerate() {
+                        if argument.is_null(i) {
+                            continue;
+                        }
+                        if weight(i) < 0 {
+                            return Err(arrow(
+                                datafusion::arrow::error::ArrowError::InvalidArgumentError(
+                                    "a retraction reached MIN/MAX planned for an append-only input"
+                                        .into(),
+                                ),
+                            ));
+                        }
+                        let value = encoded.row(i).data();
+                        let better = match &values[g] {
+                            None => true,
+                            Some(current) if *smallest => value < current.as_ref(),
+                            Some(current) => value > current.as_ref(),
+                        };
+                        if better {
+                            values[g] = Some(value.into());
                         }
                     }
                 }
@@ -525,6 +590,29 @@ impl GroupAggregateOperator {
                         .collect::<Result<Vec<Option<String>>, _>>()?;
                     Arc::new(StringArray::from(values))
                 }
+                (
+                    _,
+                    AggregateState::Extreme {
+                        converter, values, ..
+                    },
+                ) => {
+                    let mut present: Vec<&[u8]> = Vec::with_capacity(groups.len());
+                    let mut index: Vec<Option<u32>> = Vec::with_capacity(groups.len());
+                    for &g in groups {
+                        match &values[g] {
+                            Some(v) => {
+                                index.push(Some(present.len() as u32));
+                                present.push(v);
+                            }
+                            None => index.push(None),
+                        }
+                    }
+                    let parser = converter.parser();
+                    let arrays = converter
+                        .convert_rows(present.iter().map(|v| parser.parse(v)))
+                        .map_err(arrow)?;
+                    take(&arrays[0], &UInt32Array::from(index), None).map_err(arrow)?
+                }
                 (kind, AggregateState::Values { converter, values }) => {
                     // MIN/MAX (and BOOL_AND/OR): the first or last value of each group's map.
                     let smallest = matches!(kind, AggregateKind::Min | AggregateKind::BoolAnd);
@@ -638,8 +726,10 @@ impl GroupAggregateOperator {
         self.group_rows[g] = 0;
         self.emitted[g] = None;
         for state in &mut self.states {
-            if let AggregateState::Values { values, .. } = state {
-                values[g] = BTreeMap::new();
+            match state {
+                AggregateState::Values { values, .. } => values[g] = BTreeMap::new(),
+                AggregateState::Extreme { values, .. } => values[g] = None,
+                _ => {}
             }
         }
     }

@@ -144,6 +144,7 @@ pub(super) fn plan_aggregate(
         planner.windowed_close += 1;
     }
     let schema = Arc::new(agg.schema.as_arrow().clone());
+    let append_only = super::is_append_only(&agg.input);
     let partitions = if keys.is_empty() {
         1
     } else {
@@ -165,6 +166,9 @@ pub(super) fn plan_aggregate(
         .map_err(Error::from)?;
         if let Some(w) = close {
             op = op.with_emit_on_window_close(w);
+        }
+        if append_only {
+            op = op.with_append_only_input();
         }
         operators.push(op);
     }

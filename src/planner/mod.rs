@@ -409,6 +409,31 @@ impl Planner {
     }
 }
 
+/// Whether `plan` only ever inserts: it reads append-only tables and append-only views
+/// (`EMIT ON WINDOW CLOSE`) through filters, projections, unnests and unions.
+pub(crate) fn is_append_only(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::TableScan(scan) => match source_as_provider(&scan.source) {
+            Ok(provider) => {
+                if let Some(table) = provider.downcast_ref::<QueueTableProvider>() {
+                    table.table().def().append_only
+                } else if let Some(view) = provider.downcast_ref::<ViewProvider>() {
+                    view.view().emit_on_window_close
+                } else {
+                    false
+                }
+            }
+            Err(_) => false,
+        },
+        LogicalPlan::Projection(p) => is_append_only(&p.input),
+        LogicalPlan::Filter(f) => is_append_only(&f.input),
+        LogicalPlan::SubqueryAlias(a) => is_append_only(&a.input),
+        LogicalPlan::Unnest(u) => is_append_only(&u.input),
+        LogicalPlan::Union(u) => u.inputs.iter().all(|i| is_append_only(i)),
+        _ => false,
+    }
+}
+
 /// For `sluice_hop_starts(ts, slide, size)`: `sluice_tumble(ts, gcd(slide, size))`, the start
 /// of the row's slice.
 fn slice_expr(expr: &Expr, slide: i64, size: i64) -> Option<Expr> {
