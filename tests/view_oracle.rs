@@ -6,7 +6,7 @@ mod common;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 /// Base event time: 2026-01-01 00:00:00 UTC, in milliseconds.
 const T0_MS: i64 = 1_767_225_600_000;
@@ -104,24 +104,7 @@ fn views() -> Vec<(&'static str, String, bool)> {
 }
 
 async fn rows(client: &Client, sql: &str) -> Vec<String> {
-    let messages = client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let mut out: Vec<String> = messages
-        .into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(row) => Some(
-                (0..row.len())
-                    .map(|i| row.get(i).unwrap_or("NULL").to_string())
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            ),
-            _ => None,
-        })
-        .collect();
-    out.sort();
-    out
+    common::sorted_rows(client, sql).await
 }
 
 fn ts_literal(ms: i64) -> String {

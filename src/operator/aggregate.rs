@@ -137,17 +137,11 @@ pub struct GroupAggregateOperator {
 }
 
 fn df(source: datafusion::error::DataFusionError) -> OperatorError {
-    OperatorError::DataFusion {
-        operator: NAME,
-        source,
-    }
+    OperatorError::datafusion(NAME, source)
 }
 
 fn arrow(source: datafusion::arrow::error::ArrowError) -> OperatorError {
-    OperatorError::Arrow {
-        operator: NAME,
-        source,
-    }
+    OperatorError::arrow(NAME, source)
 }
 
 fn is_float(dt: &DataType) -> bool {
@@ -332,12 +326,7 @@ impl GroupAggregateOperator {
         let groups = if self.global {
             vec![0; rows]
         } else {
-            let key_columns = self
-                .group_by
-                .iter()
-                .map(|e| e.evaluate(data).and_then(|v| v.into_array(rows)))
-                .collect::<Result<Vec<ArrayRef>, _>>()
-                .map_err(df)?;
+            let key_columns = super::evaluate_all(&self.group_by, data).map_err(df)?;
             let keys = self
                 .key_converter
                 .convert_columns(&key_columns)
@@ -595,65 +584,26 @@ impl GroupAggregateOperator {
                     AggregateState::Extreme {
                         converter, values, ..
                     },
-                ) => {
-                    let mut present: Vec<&[u8]> = Vec::with_capacity(groups.len());
-                    let mut index: Vec<Option<u32>> = Vec::with_capacity(groups.len());
-                    for &g in groups {
-                        match &values[g] {
-                            Some(v) => {
-                                index.push(Some(present.len() as u32));
-                                present.push(v);
-                            }
-                            None => index.push(None),
-                        }
-                    }
-                    let parser = converter.parser();
-                    let arrays = converter
-                        .convert_rows(present.iter().map(|v| parser.parse(v)))
-                        .map_err(arrow)?;
-                    take(&arrays[0], &UInt32Array::from(index), None).map_err(arrow)?
-                }
+                ) => decode_values(converter, groups.iter().map(|&g| values[g].as_deref()))?,
                 (kind, AggregateState::Values { converter, values }) => {
                     // MIN/MAX (and BOOL_AND/OR): the first or last value of each group's map.
                     let smallest = matches!(kind, AggregateKind::Min | AggregateKind::BoolAnd);
-                    let mut present: Vec<&[u8]> = Vec::with_capacity(groups.len());
-                    let mut index: Vec<Option<u32>> = Vec::with_capacity(groups.len());
-                    for &g in groups {
-                        let value = if smallest {
-                            values[g].keys().next()
-                        } else {
-                            values[g].keys().next_back()
-                        };
-                        match value {
-                            Some(v) => {
-                                index.push(Some(present.len() as u32));
-                                present.push(v);
-                            }
-                            None => index.push(None),
-                        }
-                    }
-                    let parser = converter.parser();
-                    let arrays = converter
-                        .convert_rows(present.iter().map(|v| parser.parse(v)))
-                        .map_err(arrow)?;
-                    take(&arrays[0], &UInt32Array::from(index), None).map_err(arrow)?
+                    decode_values(
+                        converter,
+                        groups.iter().map(|&g| {
+                            let value = if smallest {
+                                values[g].keys().next()
+                            } else {
+                                values[g].keys().next_back()
+                            };
+                            value.map(|v| v.as_ref())
+                        }),
+                    )?
                 }
             };
             columns.push(array);
         }
-        let columns = columns
-            .into_iter()
-            .zip(self.schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c)
-                } else {
-                    cast(&c, f.data_type())
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(arrow)?;
-        RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(arrow)
+        super::cast_to_schema(columns, &self.schema).map_err(arrow)
     }
 
     /// STRING_AGG of group `g`: its values in ascending order, joined.
@@ -733,6 +683,29 @@ impl GroupAggregateOperator {
             }
         }
     }
+}
+
+/// One value per group, in row format, decoded into an array (NULL where a group has none).
+fn decode_values<'a>(
+    converter: &RowConverter,
+    values: impl Iterator<Item = Option<&'a [u8]>>,
+) -> Result<ArrayRef, OperatorError> {
+    let mut present: Vec<&[u8]> = Vec::new();
+    let mut index: Vec<Option<u32>> = Vec::new();
+    for value in values {
+        match value {
+            Some(v) => {
+                index.push(Some(present.len() as u32));
+                present.push(v);
+            }
+            None => index.push(None),
+        }
+    }
+    let parser = converter.parser();
+    let arrays = converter
+        .convert_rows(present.iter().map(|v| parser.parse(v)))
+        .map_err(arrow)?;
+    take(&arrays[0], &UInt32Array::from(index), None).map_err(arrow)
 }
 
 impl Operator for GroupAggregateOperator {

@@ -46,17 +46,11 @@ impl FilterProjectOperator {
 }
 
 fn df(source: datafusion::error::DataFusionError) -> OperatorError {
-    OperatorError::DataFusion {
-        operator: NAME,
-        source,
-    }
+    OperatorError::datafusion(NAME, source)
 }
 
 fn arrow(source: datafusion::arrow::error::ArrowError) -> OperatorError {
-    OperatorError::Arrow {
-        operator: NAME,
-        source,
-    }
+    OperatorError::arrow(NAME, source)
 }
 
 impl Operator for FilterProjectOperator {

@@ -44,6 +44,51 @@ pub enum OperatorError {
     },
 }
 
+impl OperatorError {
+    /// Wraps an Arrow failure of `operator`.
+    pub fn arrow(operator: &'static str, source: ArrowError) -> Self {
+        Self::Arrow { operator, source }
+    }
+
+    /// Wraps a DataFusion failure of `operator`.
+    pub fn datafusion(operator: &'static str, source: DataFusionError) -> Self {
+        Self::DataFusion { operator, source }
+    }
+}
+
+/// Evaluates `exprs` over `batch`, each into an array of the batch's length.
+pub fn evaluate_all(
+    exprs: &[std::sync::Arc<dyn datafusion::physical_expr::PhysicalExpr>],
+    batch: &datafusion::arrow::array::RecordBatch,
+) -> Result<Vec<datafusion::arrow::array::ArrayRef>, DataFusionError> {
+    exprs
+        .iter()
+        .map(|e| {
+            e.evaluate(batch)
+                .and_then(|v| v.into_array(batch.num_rows()))
+        })
+        .collect()
+}
+
+/// A batch of `schema` from `columns`, cast where a column's type differs from the schema's.
+pub fn cast_to_schema(
+    columns: Vec<datafusion::arrow::array::ArrayRef>,
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+) -> Result<datafusion::arrow::array::RecordBatch, ArrowError> {
+    let columns = columns
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c)
+            } else {
+                datafusion::arrow::compute::cast(&c, f.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    datafusion::arrow::array::RecordBatch::try_new(std::sync::Arc::clone(schema), columns)
+}
+
 /// An incremental operator.
 pub trait Operator: Send {
     /// Name for logs, errors and `EXPLAIN`.

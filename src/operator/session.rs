@@ -26,17 +26,11 @@ use crate::stream::{ChangeBatch, Timestamp};
 const NAME: &str = "SessionWindowAggregate";
 
 fn df(source: datafusion::error::DataFusionError) -> OperatorError {
-    OperatorError::DataFusion {
-        operator: NAME,
-        source,
-    }
+    OperatorError::datafusion(NAME, source)
 }
 
 fn arrow(source: datafusion::arrow::error::ArrowError) -> OperatorError {
-    OperatorError::Arrow {
-        operator: NAME,
-        source,
-    }
+    OperatorError::arrow(NAME, source)
 }
 
 /// The input column the operator adds: the start of the row's session.
@@ -124,12 +118,7 @@ impl SessionWindowAggregate {
             return Ok(());
         }
         let data = input.data();
-        let key_columns = self
-            .keys
-            .iter()
-            .map(|e| e.evaluate(data).and_then(|v| v.into_array(rows)))
-            .collect::<Result<Vec<ArrayRef>, _>>()
-            .map_err(df)?;
+        let key_columns = super::evaluate_all(&self.keys, data).map_err(df)?;
         let keys = self
             .key_converter
             .convert_columns(&key_columns)

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, TimestampNanosecondArray,
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, TimestampNanosecondArray,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
@@ -29,17 +29,11 @@ use crate::stream::{ChangeBatch, Timestamp};
 const NAME: &str = "SlicedWindowAggregate";
 
 fn df(source: datafusion::error::DataFusionError) -> OperatorError {
-    OperatorError::DataFusion {
-        operator: NAME,
-        source,
-    }
+    OperatorError::datafusion(NAME, source)
 }
 
 fn arrow(source: datafusion::arrow::error::ArrowError) -> OperatorError {
-    OperatorError::Arrow {
-        operator: NAME,
-        source,
-    }
+    OperatorError::arrow(NAME, source)
 }
 
 /// An aggregate whose partial states merge by addition or comparison.
@@ -200,12 +194,7 @@ impl SlicedWindowAggregate {
             ));
         }
         let data = input.data();
-        let key_columns = self
-            .keys
-            .iter()
-            .map(|e| e.evaluate(data).and_then(|v| v.into_array(rows)))
-            .collect::<Result<Vec<ArrayRef>, _>>()
-            .map_err(df)?;
+        let key_columns = super::evaluate_all(&self.keys, data).map_err(df)?;
         let keys = self
             .key_converter
             .convert_columns(&key_columns)
@@ -554,19 +543,7 @@ impl SlicedWindowAggregate {
             };
             columns.push(array);
         }
-        let columns = columns
-            .into_iter()
-            .zip(self.schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c)
-                } else {
-                    cast(&c, f.data_type())
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(arrow)?;
-        let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(arrow)?;
+        let batch = super::cast_to_schema(columns, &self.schema).map_err(arrow)?;
         Ok(ChangeBatch::inserts(batch))
     }
 }

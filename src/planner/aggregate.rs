@@ -31,6 +31,22 @@ fn is_decimal(dt: &DataType) -> bool {
     )
 }
 
+/// An aggregate node as `EXPLAIN` shows it.
+fn label(kind: &str, agg: &Aggregate, extra: &str) -> String {
+    let names = |exprs: &[Expr]| {
+        exprs
+            .iter()
+            .map(|e| e.schema_name().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    super::pretty(&format!(
+        "{kind}: keys=[{}] aggregates=[{}]{extra}",
+        names(&agg.group_expr),
+        names(&agg.aggr_expr)
+    ))
+}
+
 /// One aggregate expression of the plan as an [`AggregateCall`] over `input`.
 fn aggregate_call(expr: &Expr, input: &datafusion::common::DFSchema) -> Result<AggregateCall> {
     let Expr::AggregateFunction(AggregateFunction { func, params }) = strip_alias(expr) else {
@@ -174,29 +190,11 @@ pub(super) fn plan_aggregate(
     }
     let mut times = key_times;
     times.extend(std::iter::repeat_n(ColumnTime::Plain, agg.aggr_expr.len()));
-    let label = super::pretty(&format!(
-        "{}: keys=[{}] aggregates=[{}]{}",
-        if close.is_some() {
-            "WindowAggregate"
-        } else {
-            "GroupAggregate"
-        },
-        agg.group_expr
-            .iter()
-            .map(|e| e.schema_name().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        agg.aggr_expr
-            .iter()
-            .map(|e| e.schema_name().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        if close.is_some() {
-            " emit=on-window-close"
-        } else {
-            ""
-        },
-    ));
+    let label = if close.is_some() {
+        label("WindowAggregate", agg, " emit=on-window-close")
+    } else {
+        label("GroupAggregate", agg, "")
+    };
     Ok(Planned {
         node: Node::Aggregate {
             input: Box::new(input.node),
@@ -353,21 +351,15 @@ pub(super) fn plan_sliced(planner: &mut Planner, agg: &Aggregate) -> Result<Opti
     )
     .map_err(Error::from)?;
     planner.windowed_close += 1;
-    let label = super::pretty(&format!(
-        "SlicedWindowAggregate: keys=[{}] aggregates=[{}] slide={}ms size={}ms emit=on-window-close",
-        agg.group_expr
-            .iter()
-            .map(|e| e.schema_name().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        agg.aggr_expr
-            .iter()
-            .map(|e| e.schema_name().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        slide / 1_000_000,
-        size / 1_000_000,
-    ));
+    let label = label(
+        "SlicedWindowAggregate",
+        agg,
+        &format!(
+            " slide={}ms size={}ms emit=on-window-close",
+            slide / 1_000_000,
+            size / 1_000_000
+        ),
+    );
     Ok(Some(Planned {
         node: Node::SlicedAggregate {
             input: Box::new(input.node),
@@ -459,20 +451,11 @@ pub(super) fn plan_session(
         inner,
     )
     .map_err(Error::from)?;
-    let label = super::pretty(&format!(
-        "SessionWindowAggregate: keys=[{}] aggregates=[{}] gap={}ms",
-        agg.group_expr
-            .iter()
-            .map(|e| e.schema_name().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        agg.aggr_expr
-            .iter()
-            .map(|e| e.schema_name().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        gap / 1_000_000,
-    ));
+    let label = label(
+        "SessionWindowAggregate",
+        agg,
+        &format!(" gap={}ms", gap / 1_000_000),
+    );
     let times = vec![ColumnTime::Plain; agg.group_expr.len() + agg.aggr_expr.len()];
     Ok(Planned {
         node: Node::SessionAggregate {

@@ -400,21 +400,8 @@ fn with_weights(
 
 /// Casts a change batch to `schema` (same columns, possibly other types or nullability).
 fn cast_change(change: &ChangeBatch, schema: &SchemaRef) -> Result<ChangeBatch, OperatorError> {
-    let columns = change
-        .data()
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| {
-            if c.data_type() == f.data_type() {
-                Ok(Arc::clone(c))
-            } else {
-                cast(c, f.data_type())
-            }
-        })
-        .collect::<Result<Vec<ArrayRef>, _>>()
-        .map_err(arrow)?;
-    let data = RecordBatch::try_new(Arc::clone(schema), columns).map_err(arrow)?;
+    let data =
+        crate::operator::cast_to_schema(change.data().columns().to_vec(), schema).map_err(arrow)?;
     with_weights(data, change.weights())
 }
 

@@ -79,3 +79,24 @@ pub fn db_error(e: &tokio_postgres::Error) -> (String, String) {
         .unwrap_or_else(|| panic!("not a database error: {e:?}"));
     (db.code().code().to_string(), db.message().to_string())
 }
+
+/// The rows of a query as `a|b|c` lines (NULL as `NULL`), sorted: a bag to compare.
+pub async fn sorted_rows(client: &Client, sql: &str) -> Vec<String> {
+    let mut out: Vec<String> = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).unwrap_or("NULL").to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            ),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
