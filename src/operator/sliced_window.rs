@@ -10,7 +10,7 @@
 //! The input is insert-only (a table with a watermark is append-only), so MIN and MAX need no
 //! retraction state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -86,7 +86,9 @@ const EMPTY: Partial = Partial {
 #[derive(Debug, Default)]
 struct Group {
     /// Slice start → slot.
-    slices: BTreeMap<Timestamp, usize>,
+    /// (slice start, slot), ascending. Events mostly land in the last slice or append one, so
+    /// a deque searched from the back beats a tree.
+    slices: VecDeque<(Timestamp, usize)>,
     /// Windows starting at or before this were emitted.
     emitted_through: Option<Timestamp>,
 }
@@ -264,11 +266,24 @@ impl SlicedWindowAggregate {
                     g
                 }
             };
-            let slot = match self.groups[g].slices.get(&slice) {
-                Some(&s) => s,
-                None => {
+            let slot = match self.groups[g].slices.back() {
+                Some(&(t, s)) if t == slice => s,
+                Some(&(t, _)) if t > slice => {
+                    match self.groups[g]
+                        .slices
+                        .binary_search_by_key(&slice, |&(t, _)| t)
+                    {
+                        Ok(i) => self.groups[g].slices[i].1,
+                        Err(i) => {
+                            let s = self.slot();
+                            self.groups[g].slices.insert(i, (slice, s));
+                            s
+                        }
+                    }
+                }
+                _ => {
                     let s = self.slot();
-                    self.groups[g].slices.insert(slice, s);
+                    self.groups[g].slices.push_back((slice, s));
                     s
                 }
             };
@@ -349,7 +364,7 @@ impl SlicedWindowAggregate {
             if group.slices.is_empty() {
                 continue;
             }
-            let first_slice = *group.slices.keys().next().expect("not empty");
+            let first_slice = group.slices.front().expect("not empty").0;
             // The earliest window holding the first slice.
             let mut w = first_slice - first_slice.rem_euclid(slide);
             while w - slide + size > first_slice {
@@ -360,8 +375,7 @@ impl SlicedWindowAggregate {
             }
             let mut emitted_through = group.emitted_through;
             // The group's slices in time order; the window [w, w + size) holds slices[lo..hi].
-            let slices: Vec<(Timestamp, usize)> =
-                group.slices.iter().map(|(&t, &slot)| (t, slot)).collect();
+            let slices = &group.slices;
             let (mut lo, mut hi) = (0usize, 0usize);
             // The window `merged` currently holds.
             let mut held: Option<Timestamp> = None;
@@ -383,7 +397,7 @@ impl SlicedWindowAggregate {
                 }
                 if recompute {
                     merged.fill(EMPTY);
-                    for &(_, slot) in &slices[lo..hi] {
+                    for &(_, slot) in slices.range(lo..hi) {
                         self.fold_in(&mut merged, slot);
                     }
                 }
@@ -411,16 +425,14 @@ impl SlicedWindowAggregate {
             let group = &mut self.groups[g];
             group.emitted_through = emitted_through;
             // Free slices whose last window has closed.
-            let mut freed = Vec::new();
-            while let Some((&s, &slot)) = group.slices.iter().next() {
+            while let Some(&(s, slot)) = group.slices.front() {
                 let last_window = s - s.rem_euclid(slide);
                 if last_window + size > watermark {
                     break;
                 }
-                group.slices.remove(&s);
-                freed.push(slot);
+                group.slices.pop_front();
+                self.free_slots.push(slot);
             }
-            self.free_slots.extend(freed);
         }
         if out_groups.is_empty() {
             return Ok(None);
