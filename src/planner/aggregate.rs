@@ -339,17 +339,27 @@ pub(super) fn plan_sliced(planner: &mut Planner, agg: &Aggregate) -> Result<Opti
     }
     times.extend(std::iter::repeat_n(ColumnTime::Plain, agg.aggr_expr.len()));
     let schema = Arc::new(agg.schema.as_arrow().clone());
-    let operator = SlicedWindowAggregate::new(
-        keys,
-        key_types,
-        time,
-        slide,
-        size,
-        aggregates,
-        group_columns,
-        schema,
-    )
-    .map_err(Error::from)?;
+    let partitions = if keys.is_empty() {
+        1
+    } else {
+        planner.parallelism
+    };
+    let mut operators = Vec::with_capacity(partitions);
+    for _ in 0..partitions {
+        operators.push(
+            SlicedWindowAggregate::new(
+                keys.clone(),
+                key_types.clone(),
+                Arc::clone(&time),
+                slide,
+                size,
+                aggregates.clone(),
+                group_columns.clone(),
+                Arc::clone(&schema),
+            )
+            .map_err(Error::from)?,
+        );
+    }
     planner.windowed_close += 1;
     let label = label(
         "SlicedWindowAggregate",
@@ -363,7 +373,9 @@ pub(super) fn plan_sliced(planner: &mut Planner, agg: &Aggregate) -> Result<Opti
     Ok(Some(Planned {
         node: Node::SlicedAggregate {
             input: Box::new(input.node),
-            operator: Box::new(operator),
+            keys,
+            partitions: operators,
+            hasher: std::collections::hash_map::RandomState::new(),
             label,
         },
         times,

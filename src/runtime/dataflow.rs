@@ -72,8 +72,12 @@ pub enum Node {
     SlicedAggregate {
         /// Input: one row per event, its window column holding its slice.
         input: Box<Node>,
-        /// The operator (boxed: it is large and there is one per view at most).
-        operator: Box<SlicedWindowAggregate>,
+        /// Key expressions, for partitioning.
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+        /// One operator per partition.
+        partitions: Vec<SlicedWindowAggregate>,
+        /// Hashes keys to partitions.
+        hasher: RandomState,
         /// For `EXPLAIN`.
         label: String,
     },
@@ -113,7 +117,7 @@ impl Node {
             | Node::Union { schema, .. } => Arc::clone(schema),
             Node::FilterProject { operator, .. } => operator.schema(),
             Node::Aggregate { partitions, .. } => partitions[0].schema(),
-            Node::SlicedAggregate { operator, .. } => operator.schema(),
+            Node::SlicedAggregate { partitions, .. } => partitions[0].schema(),
             Node::SessionAggregate { operator, .. } => operator.schema(),
         }
     }
@@ -182,10 +186,14 @@ impl Node {
                 Ok(Vec::new())
             }
             Node::SlicedAggregate {
-                input, operator, ..
+                input,
+                keys,
+                partitions,
+                hasher,
+                ..
             } => {
                 for change in input.push(source, batch)? {
-                    operator.update(&change)?;
+                    update_partitioned(partitions, keys, hasher, &change)?;
                 }
                 Ok(Vec::new())
             }
@@ -277,15 +285,19 @@ impl Node {
                 })
             }
             Node::SlicedAggregate {
-                input, operator, ..
+                input,
+                keys,
+                partitions,
+                hasher,
+                ..
             } => {
                 let upstream = input.finish(watermarks)?;
                 for change in &upstream.changes {
-                    operator.update(change)?;
+                    update_partitioned(partitions, keys, hasher, change)?;
                 }
                 let mut changes = Vec::new();
                 if let Some(wm) = upstream.watermark {
-                    changes.extend(operator.close_windows(wm)?);
+                    changes.extend(close_partitioned(partitions, wm)?);
                 }
                 Ok(Output {
                     changes,
@@ -471,16 +483,60 @@ fn unnest(
     Ok(Some(with_weights(out, weights.as_ref())?))
 }
 
+/// A keyed operator that can run as hash partitions.
+trait KeyedState: Send {
+    fn update(&mut self, change: &ChangeBatch) -> Result<(), OperatorError>;
+}
+
+impl KeyedState for GroupAggregateOperator {
+    fn update(&mut self, change: &ChangeBatch) -> Result<(), OperatorError> {
+        GroupAggregateOperator::update(self, change)
+    }
+}
+
+impl KeyedState for SlicedWindowAggregate {
+    fn update(&mut self, change: &ChangeBatch) -> Result<(), OperatorError> {
+        SlicedWindowAggregate::update(self, change)
+    }
+}
+
+/// Closes the windows of every partition, in parallel when there are several.
+fn close_partitioned(
+    partitions: &mut [SlicedWindowAggregate],
+    watermark: Timestamp,
+) -> Result<Vec<ChangeBatch>, OperatorError> {
+    if partitions.len() == 1 {
+        return Ok(partitions[0]
+            .close_windows(watermark)?
+            .into_iter()
+            .collect());
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = partitions
+            .iter_mut()
+            .map(|p| scope.spawn(move || p.close_windows(watermark)))
+            .collect();
+        let mut out = Vec::new();
+        for handle in handles {
+            match handle.join() {
+                Ok(result) => out.extend(result?),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        Ok(out)
+    })
+}
+
 /// Splits `change` by key hash over the partitions and folds each part into its partition,
 /// in parallel when there are several.
-fn update_partitioned(
-    partitions: &mut [GroupAggregateOperator],
+fn update_partitioned<P: KeyedState>(
+    partitions: &mut [P],
     keys: &[Arc<dyn PhysicalExpr>],
     hasher: &RandomState,
     change: &ChangeBatch,
 ) -> Result<(), OperatorError> {
     if partitions.len() == 1 || keys.is_empty() {
-        return partitions[0].update(change);
+        return KeyedState::update(&mut partitions[0], change);
     }
     let data = change.data();
     let rows = data.num_rows();
@@ -531,7 +587,7 @@ fn update_partitioned(
             .map(|(partition, (data, weights))| {
                 scope.spawn(move || {
                     let change = with_weights(data, weights.as_ref())?;
-                    partition.update(&change)
+                    KeyedState::update(partition, &change)
                 })
             })
             .collect();
