@@ -19,11 +19,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,
+    Array, ArrayRef, AsArray, Decimal128Array, Float64Array, Int64Array, RecordBatch, StringArray,
+    UInt32Array,
 };
 use datafusion::arrow::compute::{cast, take, take_record_batch};
 use datafusion::arrow::datatypes::{
-    DataType, Float64Type, Int64Type, SchemaRef, TimestampNanosecondType,
+    DataType, Decimal128Type, Float64Type, Int64Type, SchemaRef, TimestampNanosecondType,
 };
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::physical_expr::PhysicalExpr;
@@ -85,6 +86,12 @@ enum AggregateState {
     Counts(Vec<i64>),
     /// SUM/AVG of integers: exact sums and counts of non-null values.
     IntSums { sums: Vec<i128>, counts: Vec<i64> },
+    /// SUM of decimals: exact unscaled sums at the argument's scale.
+    DecimalSums {
+        sums: Vec<i128>,
+        counts: Vec<i64>,
+        scale: i8,
+    },
     /// SUM/AVG of floats.
     FloatSums { sums: Vec<f64>, counts: Vec<i64> },
     /// MIN, MAX, COUNT(DISTINCT), …: a count per value, values in row format (ordered).
@@ -174,7 +181,18 @@ impl GroupAggregateOperator {
                             counts: Vec::new(),
                         }
                     }
-                    AggregateKind::Sum | AggregateKind::Avg => AggregateState::IntSums {
+                    AggregateKind::Sum => match a.argument_type {
+                        DataType::Decimal128(_, scale) => AggregateState::DecimalSums {
+                            sums: Vec::new(),
+                            counts: Vec::new(),
+                            scale,
+                        },
+                        _ => AggregateState::IntSums {
+                            sums: Vec::new(),
+                            counts: Vec::new(),
+                        },
+                    },
+                    AggregateKind::Avg => AggregateState::IntSums {
                         sums: Vec::new(),
                         counts: Vec::new(),
                     },
@@ -277,7 +295,8 @@ impl GroupAggregateOperator {
         for state in &mut self.states {
             match state {
                 AggregateState::Counts(c) => c.push(0),
-                AggregateState::IntSums { sums, counts } => {
+                AggregateState::IntSums { sums, counts }
+                | AggregateState::DecimalSums { sums, counts, .. } => {
                     sums.push(0);
                     counts.push(0);
                 }
@@ -382,6 +401,24 @@ impl GroupAggregateOperator {
                     for (i, &g) in groups.iter().enumerate() {
                         if values.is_valid(i) {
                             sums[g] += i128::from(values.value(i)) * i128::from(weight(i));
+                            counts[g] += weight(i);
+                        }
+                    }
+                }
+                AggregateState::DecimalSums {
+                    sums,
+                    counts,
+                    scale,
+                } => {
+                    let values = cast(
+                        argument.as_ref().expect("SUM has an argument"),
+                        &DataType::Decimal128(38, *scale),
+                    )
+                    .map_err(arrow)?;
+                    let values = values.as_primitive::<Decimal128Type>();
+                    for (i, &g) in groups.iter().enumerate() {
+                        if values.is_valid(i) {
+                            sums[g] += values.value(i) * i128::from(weight(i));
                             counts[g] += weight(i);
                         }
                     }
@@ -545,6 +582,20 @@ impl GroupAggregateOperator {
                 (_, AggregateState::Counts(c)) => {
                     Arc::new(Int64Array::from_iter_values(groups.iter().map(|&g| c[g])))
                 }
+                (
+                    _,
+                    AggregateState::DecimalSums {
+                        sums,
+                        counts,
+                        scale,
+                    },
+                ) => Arc::new(
+                    Decimal128Array::from_iter(
+                        groups.iter().map(|&g| (counts[g] > 0).then_some(sums[g])),
+                    )
+                    .with_precision_and_scale(38, *scale)
+                    .map_err(arrow)?,
+                ),
                 (AggregateKind::Sum, AggregateState::IntSums { sums, counts }) => {
                     Arc::new(Int64Array::from_iter(
                         groups

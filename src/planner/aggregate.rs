@@ -71,6 +71,7 @@ fn aggregate_call(expr: &Expr, input: &datafusion::common::DFSchema) -> Result<A
         }
         ("count", true) => AggregateKind::CountDistinct,
         ("sum" | "avg", true) => return Err(refuse(&format!("{name}(DISTINCT …)"))),
+        ("sum", false) if matches!(argument_type, DataType::Decimal128(..)) => AggregateKind::Sum,
         ("sum" | "avg", false) if is_decimal(&argument_type) => {
             return Err(refuse(&format!("{name}(…) over NUMERIC")));
         }
