@@ -96,6 +96,21 @@ fn views() -> Vec<(&'static str, String, bool)> {
             true,
         ),
         (
+            // HOP over an append-only table, updating: sliced, windows re-merged as slices change
+            "o_hop_updating",
+            "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s, max(v) AS m \
+             FROM HOP(ao, ts, INTERVAL '3' SECOND, INTERVAL '9' SECOND) GROUP BY k, window_start, window_end"
+                .into(),
+            false,
+        ),
+        (
+            "o_hop_group_updating",
+            "SELECT HOP_START(ts, INTERVAL '2' SECOND, INTERVAL '5' SECOND) AS ws, min(v) AS lo, count(v) AS c \
+             FROM ao GROUP BY HOP(ts, INTERVAL '2' SECOND, INTERVAL '5' SECOND)"
+                .into(),
+            false,
+        ),
+        (
             "o_global",
             "SELECT count(*) AS n, sum(v) AS s, max(v) AS m, min(ts) AS first FROM ao".into(),
             false,

@@ -68,7 +68,7 @@ pub enum GroupColumn {
 }
 
 /// A partial aggregate of one slice.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Partial {
     /// Count of values (or rows), for COUNT and for "any value seen" of SUM/MIN/MAX.
     n: i64,
@@ -116,6 +116,14 @@ pub struct SlicedWindowAggregate {
     watermark: Option<Timestamp>,
     /// Input rows that arrived for windows already emitted (never, behind a table watermark).
     late_rows: u64,
+    /// Emit as events arrive (retract + insert per changed window) rather than on close.
+    updating: bool,
+    /// Updating: slices changed since the last emit, and whether each slot is among them.
+    dirty: Vec<(usize, Timestamp)>,
+    slot_dirty: Vec<bool>,
+    /// Updating: (group, window start) → index of its last emitted partials in `emitted`.
+    emitted_index: HashMap<(usize, Timestamp), usize>,
+    emitted: Vec<Partial>,
 }
 
 fn gcd(a: i64, b: i64) -> i64 {
@@ -153,7 +161,19 @@ impl SlicedWindowAggregate {
             free_slots: Vec::new(),
             watermark: None,
             late_rows: 0,
+            updating: false,
+            dirty: Vec::new(),
+            slot_dirty: Vec::new(),
+            emitted_index: HashMap::new(),
+            emitted: Vec::new(),
         })
+    }
+
+    /// Emits every change of a window as events arrive (retraction of its old row, insertion
+    /// of the new one) instead of once on close. The input must still be append-only.
+    pub fn updating(mut self) -> Self {
+        self.updating = true;
+        self
     }
 
     /// The output schema.
@@ -287,6 +307,14 @@ impl SlicedWindowAggregate {
                     s
                 }
             };
+            if self.updating {
+                if self.slot_dirty.len() <= slot {
+                    self.slot_dirty.resize(slot + 1, false);
+                }
+                if !std::mem::replace(&mut self.slot_dirty[slot], true) {
+                    self.dirty.push((g, slice));
+                }
+            }
             let weight = input.weights().map_or(1, |w| w.value(row));
             for (a, ((kind, _), values)) in self.aggregates.iter().zip(&arguments).enumerate() {
                 let p = &mut self.partials[slot * n + a];
@@ -343,6 +371,9 @@ impl SlicedWindowAggregate {
         &mut self,
         watermark: Timestamp,
     ) -> Result<Option<ChangeBatch>, OperatorError> {
+        if self.updating {
+            return Ok(None);
+        }
         self.watermark = Some(self.watermark.map_or(watermark, |w| w.max(watermark)));
         let n = self.aggregates.len().max(1);
         let (slide, size) = (self.slide, self.size);
@@ -439,6 +470,76 @@ impl SlicedWindowAggregate {
         }
         self.build(&out_groups, &out_windows, &out_partials)
             .map(Some)
+    }
+
+    /// Updating: every window holding a slice that changed since the last call, merged from
+    /// its slices; a retraction of its previous row and an insertion of the new one.
+    pub fn emit_updates(&mut self) -> Result<Option<ChangeBatch>, OperatorError> {
+        if !self.updating || self.dirty.is_empty() {
+            return Ok(None);
+        }
+        let n = self.aggregates.len().max(1);
+        let (slide, size) = (self.slide, self.size);
+        let dirty = std::mem::take(&mut self.dirty);
+        self.slot_dirty.fill(false);
+        let mut windows: Vec<(usize, Timestamp)> = Vec::with_capacity(dirty.len() * 2);
+        for (g, slice) in dirty {
+            let mut w = slice - slice.rem_euclid(slide);
+            while w + size > slice {
+                windows.push((g, w));
+                w -= slide;
+            }
+        }
+        windows.sort_unstable();
+        windows.dedup();
+        let mut merged = vec![EMPTY; n];
+        let (mut old_groups, mut old_windows, mut old_partials) =
+            (Vec::new(), Vec::new(), Vec::new());
+        let (mut new_groups, mut new_windows, mut new_partials) =
+            (Vec::new(), Vec::new(), Vec::new());
+        for (g, w) in windows {
+            merged.fill(EMPTY);
+            let slices = &self.groups[g].slices;
+            let start = slices.partition_point(|&(t, _)| t < w);
+            for &(t, slot) in slices.range(start..) {
+                if t >= w + size {
+                    break;
+                }
+                self.fold_in(&mut merged, slot);
+            }
+            let previous = self.emitted_index.get(&(g, w)).copied();
+            if let Some(i) = previous {
+                if self.emitted[i * n..(i + 1) * n] == merged[..] {
+                    continue;
+                }
+                old_groups.push(g);
+                old_windows.push(w);
+                old_partials.extend_from_slice(&self.emitted[i * n..(i + 1) * n]);
+                self.emitted[i * n..(i + 1) * n].copy_from_slice(&merged);
+            } else {
+                let i = self.emitted.len() / n;
+                self.emitted.extend_from_slice(&merged);
+                self.emitted_index.insert((g, w), i);
+            }
+            new_groups.push(g);
+            new_windows.push(w);
+            new_partials.extend_from_slice(&merged);
+        }
+        let mut parts = Vec::with_capacity(2);
+        if !old_groups.is_empty() {
+            let old = self.build(&old_groups, &old_windows, &old_partials)?;
+            parts.push(ChangeBatch::retractions(old.data().clone()));
+        }
+        if !new_groups.is_empty() {
+            parts.push(self.build(&new_groups, &new_windows, &new_partials)?);
+        }
+        match parts.len() {
+            0 => Ok(None),
+            1 => Ok(parts.pop()),
+            _ => Ok(Some(
+                ChangeBatch::concat(&self.schema, &parts).map_err(arrow)?,
+            )),
+        }
     }
 
     /// Merges slot `slot`'s partials into `merged`.

@@ -347,28 +347,38 @@ pub(super) fn plan_sliced(planner: &mut Planner, agg: &Aggregate) -> Result<Opti
     };
     let mut operators = Vec::with_capacity(partitions);
     for _ in 0..partitions {
-        operators.push(
-            SlicedWindowAggregate::new(
-                keys.clone(),
-                key_types.clone(),
-                Arc::clone(&time),
-                slide,
-                size,
-                aggregates.clone(),
-                group_columns.clone(),
-                Arc::clone(&schema),
-            )
-            .map_err(Error::from)?,
-        );
+        let operator = SlicedWindowAggregate::new(
+            keys.clone(),
+            key_types.clone(),
+            Arc::clone(&time),
+            slide,
+            size,
+            aggregates.clone(),
+            group_columns.clone(),
+            Arc::clone(&schema),
+        )
+        .map_err(Error::from)?;
+        operators.push(if planner.emit_on_window_close {
+            operator
+        } else {
+            operator.updating()
+        });
     }
-    planner.windowed_close += 1;
+    if planner.emit_on_window_close {
+        planner.windowed_close += 1;
+    }
     let label = label(
         "SlicedWindowAggregate",
         agg,
         &format!(
-            " slide={}ms size={}ms emit=on-window-close",
+            " slide={}ms size={}ms{}",
             slide / 1_000_000,
-            size / 1_000_000
+            size / 1_000_000,
+            if planner.emit_on_window_close {
+                " emit=on-window-close"
+            } else {
+                ""
+            }
         ),
     );
     Ok(Some(Planned {

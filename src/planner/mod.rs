@@ -225,11 +225,13 @@ impl Planner {
                     .collect();
                 for (i, e) in projection.expr.iter().enumerate() {
                     if self.slicing {
+                        // Closing windows needs them on the watermarked time; updating does not.
                         if let ColumnTime::HopList {
                             slide,
                             size,
-                            event_time: true,
+                            event_time,
                         } = times[i]
+                            && (event_time || !self.emit_on_window_close)
                             && let Some(slice) = slice_expr(e, slide, size)
                         {
                             // The row's slice start instead of the list of its windows.
@@ -292,7 +294,7 @@ impl Planner {
                 self.aggregates += 1;
                 if self.slicing {
                     self.slice_failure = Some("an aggregate below the window".into());
-                } else if self.emit_on_window_close
+                } else if (self.emit_on_window_close || is_append_only(&agg.input))
                     && let Some(planned) = aggregate::plan_sliced(self, agg)?
                 {
                     return Ok(planned);

@@ -296,6 +296,9 @@ impl Node {
                     update_partitioned(partitions, keys, hasher, change)?;
                 }
                 let mut changes = Vec::new();
+                for partition in partitions.iter_mut() {
+                    changes.extend(partition.emit_updates()?);
+                }
                 if let Some(wm) = upstream.watermark {
                     changes.extend(close_partitioned(partitions, wm)?);
                 }
