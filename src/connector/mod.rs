@@ -1,4 +1,5 @@
-//! Where rows come from and go to. For now: the internal queue behind `CREATE TABLE`
-//! (`queue/`). Kafka, files and the nexmark generator join it here.
+//! Where rows come from and go to: the internal queue behind `CREATE TABLE` (`queue/`) and the
+//! Nexmark generator (`nexmark/`, not yet a SQL source). Kafka and files join them here.
 
+pub mod nexmark;
 pub mod queue;
