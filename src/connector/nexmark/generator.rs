@@ -166,15 +166,29 @@ pub struct NexmarkGenerator {
     /// The next event number this split owns.
     next: u64,
     inter_event_nanos: i64,
+    /// Random letters (and spaces) that text values are cut from: one copy per value instead
+    /// of one random draw per character.
+    letters: String,
 }
+
+/// Length of [`NexmarkGenerator::letters`].
+const LETTERS: usize = 8192;
 
 impl NexmarkGenerator {
     /// A generator at the start of its split.
     pub fn new(config: NexmarkConfig) -> Self {
         let inter_event_nanos = 1_000_000_000 / config.event_rate.max(1) as i64;
+        let mut random = EventRandom::new(config.seed, u64::MAX);
+        let letters = (0..LETTERS)
+            .map(|_| match random.below(27) {
+                26 => ' ',
+                r => (b'a' + r as u8) as char,
+            })
+            .collect();
         Self {
             next: config.split_index,
             inter_event_nanos,
+            letters,
             config,
         }
     }
@@ -242,7 +256,7 @@ impl NexmarkGenerator {
                     if part > 0 {
                         text.push('/');
                     }
-                    push_letters(&mut random, &mut text, 5);
+                    push_letters(&mut random, &self.letters, &mut text, 5);
                 }
                 text.push_str("/item.htm?query=1");
                 if random.below(10) != 0 {
@@ -255,7 +269,7 @@ impl NexmarkGenerator {
             // Pad to the average bid size: the fixed columns are about 60 bytes.
             text.clear();
             let pad = random.below(2 * (BID_AVERAGE_SIZE as u64 - 60)) as usize;
-            push_letters(&mut random, &mut text, pad);
+            push_letters(&mut random, &self.letters, &mut text, pad);
             extra.append_value(&text);
             rows += 1;
         }
@@ -279,16 +293,11 @@ fn push_number(text: &mut String, n: u64) {
     let _ = write!(text, "{n}");
 }
 
-/// `len` random lowercase letters, an occasional space among them.
-fn push_letters(random: &mut EventRandom, text: &mut String, len: usize) {
-    for _ in 0..len {
-        let r = random.below(27);
-        text.push(if r == 26 {
-            ' '
-        } else {
-            (b'a' + r as u8) as char
-        });
-    }
+/// `len` random lowercase letters, an occasional space among them, cut from `letters`.
+fn push_letters(random: &mut EventRandom, letters: &str, text: &mut String, len: usize) {
+    let len = len.min(letters.len());
+    let start = random.below((letters.len() - len + 1) as u64) as usize;
+    text.push_str(&letters[start..start + len]);
 }
 
 #[cfg(test)]
