@@ -3,13 +3,14 @@
 //!
 //! `cargo bench --bench copy_ingest [-- ROWS]` (default 1,000,000 rows).
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::Instant;
 
 use bytes::Bytes;
 use futures::SinkExt;
 use sluice::storage::FsyncPolicy;
-use sluice::{Config, Server};
-use tokio_postgres::NoTls;
 
 /// Nexmark-like bid rows as CSV: auction, bidder, price, channel, url, date_time, extra.
 fn bids_csv(rows: usize) -> Vec<u8> {
@@ -43,28 +44,14 @@ fn bids_csv(rows: usize) -> Vec<u8> {
 }
 
 fn main() {
-    let rows: usize = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
+    let rows = common::count_arg(1_000_000);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async move {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config::new(dir.path());
-        config.listen = "127.0.0.1:0".parse().expect("address");
-        config.fsync = FsyncPolicy::Always;
-        let server = Server::start(config).await.expect("server");
-        let (client, conn) = tokio_postgres::connect(
-            &format!("host=127.0.0.1 port={} user=sluice dbname=sluice", server.addr.port()),
-            NoTls,
-        )
-        .await
-        .expect("connect");
-        tokio::spawn(conn);
+        let (server, client) = common::start_server(dir.path(), FsyncPolicy::Always).await;
         let data = bids_csv(rows);
         for (round, append_only) in [(1, true), (2, false)] {
             let table = format!("bids{round}");

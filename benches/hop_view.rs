@@ -7,13 +7,14 @@
 //!
 //! `cargo bench --bench hop_view [-- EVENTS]`; `HOP_VIEW_ONLY=window_close:1` runs one case.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray, TimestampNanosecondArray};
 use sluice::storage::FsyncPolicy;
-use sluice::{Config, Server};
-use tokio_postgres::NoTls;
 
 /// 2026-01-01 00:00:00 UTC in nanoseconds.
 const T0_NS: i64 = 1_767_225_600_000_000_000;
@@ -67,29 +68,15 @@ fn bids(
 }
 
 fn main() {
-    let events: usize = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(10_000_000);
+    let events = common::count_arg(10_000_000);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async move {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config::new(dir.path());
-        config.listen = "127.0.0.1:0".parse().expect("address");
-        config.fsync = FsyncPolicy::Never;
-        let parallelism = config.parallelism;
-        let server = Server::start(config).await.expect("server");
-        let (client, conn) = tokio_postgres::connect(
-            &format!("host=127.0.0.1 port={} user=sluice dbname=sluice", server.addr.port()),
-            NoTls,
-        )
-        .await
-        .expect("connect");
-        tokio::spawn(conn);
+        let (server, client) = common::start_server(dir.path(), FsyncPolicy::Never).await;
+        let parallelism = server.engine.config().parallelism;
         client
             .batch_execute(
                 "CREATE TABLE bids (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, \

@@ -2,16 +2,15 @@
 //!
 //! `cargo bench --bench nexmark_gen [-- EVENTS]` (default 10,000,000 events, of which 92 % bids).
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::Instant;
 
 use sluice::connector::nexmark::{NexmarkConfig, NexmarkGenerator};
 
 fn main() {
-    let events: u64 = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(10_000_000);
+    let events = common::count_arg(10_000_000) as u64;
     let mut generator = NexmarkGenerator::new(NexmarkConfig {
         event_num: Some(events),
         ..NexmarkConfig::default()

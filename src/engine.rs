@@ -12,7 +12,6 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::{SessionContext, SessionState};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::SessionConfig;
-use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{CreateTable, CreateView, Statement};
 
 use crate::catalog::information_schema::InformationSchema;
@@ -198,7 +197,7 @@ impl Engine {
                     self.tables.insert(Arc::new(table));
                 }
                 Statement::CreateView(create) => {
-                    let (plan, _) = self
+                    let plan = self
                         .plan_view(&state, create, statement.emit_on_window_close)
                         .await?;
                     self.install_view(
@@ -224,13 +223,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Plans a view's query into an operator graph; also returns the graph's `EXPLAIN` text.
+    /// Plans a view's query into an operator graph (whose `explain` is what `EXPLAIN` prints).
     pub async fn plan_view(
         &self,
         state: &SessionState,
         create: &CreateView,
         emit_on_window_close: bool,
-    ) -> Result<(StreamPlan, String)> {
+    ) -> Result<StreamPlan> {
         if create.or_replace || create.or_alter {
             return Err(Error::unsupported("CREATE OR REPLACE MATERIALIZED VIEW"));
         }
@@ -239,16 +238,14 @@ impl Engine {
                 "a column list after the view name; name the columns with AS in the query",
             ));
         }
-        let mut statement = Statement::Query(create.query.clone());
-        crate::sql::windows::rewrite(&mut statement, crate::sql::windows::WindowMode::Stream)?;
-        crate::sql::pg_compat::rewrite(&mut statement);
-        let plan = state
-            .statement_to_plan(DfStatement::Statement(Box::new(statement)))
-            .await?;
+        let plan = crate::sql::plan_statement(
+            state,
+            Statement::Query(create.query.clone()),
+            crate::sql::windows::WindowMode::Stream,
+        )
+        .await?;
         let optimized = state.optimize(&plan)?;
-        let stream = plan_view(&optimized, self.config.parallelism, emit_on_window_close)?;
-        let explain = stream.explain.clone();
-        Ok((stream, explain))
+        plan_view(&optimized, self.config.parallelism, emit_on_window_close)
     }
 
     fn install_view(
@@ -258,7 +255,7 @@ impl Engine {
         sql: &str,
         plan: StreamPlan,
         emit_on_window_close: bool,
-    ) -> Result<Arc<ViewEntry>> {
+    ) -> Result<()> {
         let mut dependencies: Vec<String> =
             plan.sources.iter().map(|s| s.name().to_string()).collect();
         dependencies.sort();
@@ -270,7 +267,6 @@ impl Engine {
             sql: sql.to_string(),
             dependencies,
             emit_on_window_close,
-            explain: plan.explain.clone(),
         });
         self.executor.add(RunningView::new(
             id,
@@ -278,8 +274,8 @@ impl Engine {
             plan,
             emit_on_window_close,
         )?)?;
-        self.views.insert(Arc::clone(&entry));
-        Ok(entry)
+        self.views.insert(entry);
+        Ok(())
     }
 
     /// `CREATE MATERIALIZED VIEW`: plans the query, starts the view from the beginning of its
@@ -292,23 +288,14 @@ impl Engine {
         text: &str,
     ) -> Result<bool> {
         let name = table_name(&create.name)?;
-        if self.tables.get(&name).is_some() || self.views.get(&name).is_some() {
-            if create.if_not_exists {
-                return Ok(false);
-            }
-            return Err(Error::user(
-                sqlstate::DUPLICATE_TABLE,
-                format!("relation \"{name}\" already exists"),
-            ));
+        if self.name_taken(&name) {
+            return if_not_exists(create.if_not_exists, &name);
         }
-        let (plan, _) = self.plan_view(state, create, emit_on_window_close).await?;
+        let plan = self.plan_view(state, create, emit_on_window_close).await?;
         {
             let mut store = self.lock_store();
-            if self.tables.get(&name).is_some() || self.views.get(&name).is_some() {
-                return Err(Error::user(
-                    sqlstate::DUPLICATE_TABLE,
-                    format!("relation \"{name}\" already exists"),
-                ));
+            if self.name_taken(&name) {
+                return Err(already_exists(&name));
             }
             let id = store.next_id();
             store.add(StoredObject {
@@ -371,6 +358,11 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether a table or a view is called `name`.
+    fn name_taken(&self, name: &str) -> bool {
+        self.tables.get(name).is_some() || self.views.get(name).is_some()
+    }
+
     fn lock_store(&self) -> std::sync::MutexGuard<'_, CatalogStore> {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -385,14 +377,8 @@ impl Engine {
         text: &str,
     ) -> Result<bool> {
         let name = table_name(&create.name)?;
-        if self.tables.get(&name).is_some() || self.views.get(&name).is_some() {
-            if create.if_not_exists {
-                return Ok(false);
-            }
-            return Err(Error::user(
-                sqlstate::DUPLICATE_TABLE,
-                format!("relation \"{name}\" already exists"),
-            ));
+        if self.name_taken(&name) {
+            return if_not_exists(create.if_not_exists, &name);
         }
         let id = self.lock_store().next_id();
         let def = plan_create_table(state, create, append_only, watermark, id, text).await?;
@@ -446,4 +432,21 @@ impl Engine {
         tracing::info!(table = %name, id, "table dropped");
         Ok(())
     }
+}
+
+/// `CREATE … IF NOT EXISTS` of an existing name does nothing (`Ok(false)`); without it, 42P07.
+fn if_not_exists(if_not_exists: bool, name: &str) -> Result<bool> {
+    if if_not_exists {
+        Ok(false)
+    } else {
+        Err(already_exists(name))
+    }
+}
+
+/// 42P07 for `name`.
+fn already_exists(name: &str) -> Error {
+    Error::user(
+        sqlstate::DUPLICATE_TABLE,
+        format!("relation \"{name}\" already exists"),
+    )
 }

@@ -179,14 +179,9 @@ impl SchemaProvider for InformationSchema {
                 for t in &tables {
                     let def = t.def();
                     if def.pkey_oid().is_some() {
-                        r.row(vec![
-                            s(DATABASE_NAME),
-                            s("public"),
-                            s(&format!("{}_pkey", def.name)),
-                            s("public"),
-                            s(&def.name),
-                            s("PRIMARY KEY"),
-                        ]);
+                        let mut row = primary_key_constraint(def);
+                        row.push(s("PRIMARY KEY"));
+                        r.row(row);
                     }
                 }
                 r
@@ -204,15 +199,9 @@ impl SchemaProvider for InformationSchema {
                 for t in &tables {
                     let def = t.def();
                     for (n, column) in def.primary_key_names().iter().enumerate() {
-                        r.row(vec![
-                            s(DATABASE_NAME),
-                            s("public"),
-                            s(&format!("{}_pkey", def.name)),
-                            s("public"),
-                            s(&def.name),
-                            s(column),
-                            int(Some(n as i32 + 1)),
-                        ]);
+                        let mut row = primary_key_constraint(def);
+                        row.extend([s(column), int(Some(n as i32 + 1))]);
+                        r.row(row);
                     }
                 }
                 r
@@ -231,4 +220,16 @@ impl SchemaProvider for InformationSchema {
     fn table_exist(&self, name: &str) -> bool {
         RELATIONS.contains(&name)
     }
+}
+
+/// The columns that name a table's primary key constraint: constraint catalog, schema and name,
+/// table schema and name.
+fn primary_key_constraint(def: &crate::catalog::TableDef) -> Vec<ScalarValue> {
+    vec![
+        s(DATABASE_NAME),
+        s("public"),
+        s(&format!("{}_pkey", def.name)),
+        s("public"),
+        s(&def.name),
+    ]
 }

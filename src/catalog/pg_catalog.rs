@@ -124,6 +124,97 @@ impl SchemaProvider for PgCatalogSchema {
     }
 }
 
+/// A `pg_class` row: a relation of kind `kind` (`r` table, `i` index, `m` materialized view).
+fn class_row(
+    oid: u32,
+    name: &str,
+    kind: &str,
+    natts: usize,
+    am: u32,
+    tuples: f32,
+    has_index: bool,
+) -> Vec<ScalarValue> {
+    vec![
+        o(oid),
+        s(name),
+        o(PUBLIC_NAMESPACE_OID),
+        o(0),
+        o(0),
+        o(USER_OID),
+        o(am),
+        o(oid),
+        o(0),
+        i4(0),
+        ScalarValue::Float32(Some(tuples)),
+        i4(0),
+        o(0),
+        b(has_index),
+        b(false),
+        s("p"),
+        s(kind),
+        i2(natts as i16),
+        i2(0),
+        b(false),
+        b(false),
+        b(false),
+        b(false),
+        b(false),
+        b(true),
+        s("d"),
+        b(false),
+        o(0),
+        ScalarValue::Int64(Some(0)),
+        ScalarValue::Int64(Some(0)),
+        null(),
+        null(),
+        null(),
+    ]
+}
+
+/// A `pg_attribute` row: column `num` (from 1) of relation `rel`.
+fn attribute_row(
+    rel: u32,
+    name: &str,
+    num: usize,
+    type_oid: u32,
+    typmod: i32,
+    not_null: bool,
+) -> Vec<ScalarValue> {
+    let ty = Type::from_oid(type_oid).unwrap_or(Type::TEXT);
+    let collation = if matches!(ty, Type::TEXT | Type::VARCHAR | Type::BPCHAR) {
+        100
+    } else {
+        0
+    };
+    vec![
+        o(rel),
+        s(name),
+        o(type_oid),
+        i4(-1),
+        i2(type_len(&ty)),
+        i2(num as i16),
+        i4(0),
+        i4(-1),
+        i4(typmod),
+        b(false),
+        s("i"),
+        s("p"),
+        s(""),
+        b(not_null),
+        b(false),
+        b(false),
+        s(""),
+        s(""),
+        b(false),
+        b(true),
+        i4(0),
+        o(collation),
+        null(),
+        null(),
+        null(),
+    ]
+}
+
 /// Builds one relation, or `None` when `name` is not one of ours.
 fn build(name: &str, tables: &TableRegistry, views: &ViewRegistry) -> Option<Relation> {
     let tables = tables.all();
@@ -183,96 +274,27 @@ fn build(name: &str, tables: &TableRegistry, views: &ViewRegistry) -> Option<Rel
             ]);
             for t in &tables {
                 let def = t.def();
-                let class = |oid: u32, name: &str, kind: &str, natts: usize, am: u32| {
-                    vec![
-                        o(oid),
-                        s(name),
-                        o(PUBLIC_NAMESPACE_OID),
-                        o(0),
-                        o(0),
-                        o(USER_OID),
-                        o(am),
-                        o(oid),
-                        o(0),
-                        i4(0),
-                        ScalarValue::Float32(Some(t.num_rows() as f32)),
-                        i4(0),
-                        o(0),
-                        b(def.pkey_oid().is_some() && kind == "r"),
-                        b(false),
-                        s("p"),
-                        s(kind),
-                        i2(natts as i16),
-                        i2(0),
-                        b(false),
-                        b(false),
-                        b(false),
-                        b(false),
-                        b(false),
-                        b(true),
-                        s("d"),
-                        b(false),
-                        o(0),
-                        ScalarValue::Int64(Some(0)),
-                        ScalarValue::Int64(Some(0)),
-                        null(),
-                        null(),
-                        null(),
-                    ]
-                };
-                r.row(class(
+                let tuples = t.num_rows() as f32;
+                let natts = def.schema.fields().len();
+                let has_index = def.pkey_oid().is_some();
+                r.row(class_row(
                     def.oid(),
                     &def.name,
                     "r",
-                    def.schema.fields().len(),
+                    natts,
                     2,
+                    tuples,
+                    has_index,
                 ));
                 if let Some(pkey) = def.pkey_oid() {
-                    r.row(class(
-                        pkey,
-                        &format!("{}_pkey", def.name),
-                        "i",
-                        def.primary_key.len(),
-                        403,
-                    ));
+                    let name = format!("{}_pkey", def.name);
+                    let natts = def.primary_key.len();
+                    r.row(class_row(pkey, &name, "i", natts, 403, tuples, false));
                 }
             }
             for v in &views {
-                r.row(vec![
-                    o(v.oid()),
-                    s(&v.name),
-                    o(PUBLIC_NAMESPACE_OID),
-                    o(0),
-                    o(0),
-                    o(USER_OID),
-                    o(2),
-                    o(v.oid()),
-                    o(0),
-                    i4(0),
-                    ScalarValue::Float32(Some(-1.0)),
-                    i4(0),
-                    o(0),
-                    b(false),
-                    b(false),
-                    s("p"),
-                    s("m"),
-                    i2(v.schema.fields().len() as i16),
-                    i2(0),
-                    b(false),
-                    b(false),
-                    b(false),
-                    b(false),
-                    b(false),
-                    b(true),
-                    s("d"),
-                    b(false),
-                    o(0),
-                    ScalarValue::Int64(Some(0)),
-                    ScalarValue::Int64(Some(0)),
-                    null(),
-                    null(),
-                    null(),
-                ]);
+                let natts = v.schema.fields().len();
+                r.row(class_row(v.oid(), &v.name, "m", natts, 2, -1.0, false));
             }
             r
         }
@@ -309,39 +331,14 @@ fn build(name: &str, tables: &TableRegistry, views: &ViewRegistry) -> Option<Rel
                 let attribute = |rel: u32, num: usize, column: usize| {
                     let field = def.schema.field(column);
                     let (type_oid, typmod) = def.column_pg_type(column);
-                    let ty = Type::from_oid(type_oid).unwrap_or(Type::TEXT);
-                    let collation = if matches!(ty, Type::TEXT | Type::VARCHAR | Type::BPCHAR) {
-                        100
-                    } else {
-                        0
-                    };
-                    vec![
-                        o(rel),
-                        s(field.name()),
-                        o(type_oid),
-                        i4(-1),
-                        i2(type_len(&ty)),
-                        i2(num as i16),
-                        i4(0),
-                        i4(-1),
-                        i4(typmod),
-                        b(false),
-                        s("i"),
-                        s("p"),
-                        s(""),
-                        b(!field.is_nullable()),
-                        b(false),
-                        b(false),
-                        s(""),
-                        s(""),
-                        b(false),
-                        b(true),
-                        i4(0),
-                        o(collation),
-                        null(),
-                        null(),
-                        null(),
-                    ]
+                    attribute_row(
+                        rel,
+                        field.name(),
+                        num,
+                        type_oid,
+                        typmod,
+                        !field.is_nullable(),
+                    )
                 };
                 for i in 0..def.schema.fields().len() {
                     r.row(attribute(def.oid(), i + 1, i));
@@ -355,39 +352,14 @@ fn build(name: &str, tables: &TableRegistry, views: &ViewRegistry) -> Option<Rel
             for v in &views {
                 for (i, field) in v.schema.fields().iter().enumerate() {
                     let dt = field.data_type();
-                    let ty = super::pg_types::pg_type(dt);
-                    let collation = if matches!(ty, Type::TEXT | Type::VARCHAR | Type::BPCHAR) {
-                        100
-                    } else {
-                        0
-                    };
-                    r.row(vec![
-                        o(v.oid()),
-                        s(field.name()),
-                        o(ty.oid()),
-                        i4(-1),
-                        i2(type_len(&ty)),
-                        i2(i as i16 + 1),
-                        i4(0),
-                        i4(-1),
-                        i4(super::pg_types::type_modifier(dt)),
-                        b(false),
-                        s("i"),
-                        s("p"),
-                        s(""),
-                        b(!field.is_nullable()),
-                        b(false),
-                        b(false),
-                        s(""),
-                        s(""),
-                        b(false),
-                        b(true),
-                        i4(0),
-                        o(collation),
-                        null(),
-                        null(),
-                        null(),
-                    ]);
+                    r.row(attribute_row(
+                        v.oid(),
+                        field.name(),
+                        i + 1,
+                        super::pg_types::pg_type(dt).oid(),
+                        super::pg_types::type_modifier(dt),
+                        !field.is_nullable(),
+                    ));
                 }
             }
             r

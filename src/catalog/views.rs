@@ -32,8 +32,6 @@ pub struct ViewEntry {
     pub dependencies: Vec<String>,
     /// `EMIT ON WINDOW CLOSE`: each window emitted once, final; the view is append-only.
     pub emit_on_window_close: bool,
-    /// The operator graph, as `EXPLAIN CREATE MATERIALIZED VIEW` prints it.
-    pub explain: String,
 }
 
 impl ViewEntry {

@@ -26,9 +26,10 @@ use datafusion::arrow::compute::{cast, take, take_record_batch};
 use datafusion::arrow::datatypes::{
     DataType, Decimal128Type, Float64Type, Int64Type, SchemaRef, TimestampNanosecondType,
 };
-use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 
+use super::keys::{EncodedKeys, GroupKeys};
 use super::{Operator, OperatorError};
 use crate::stream::{ChangeBatch, Timestamp};
 
@@ -110,14 +111,12 @@ enum AggregateState {
 /// Maintains `SELECT keys…, aggregates… GROUP BY keys`.
 #[derive(Debug)]
 pub struct GroupAggregateOperator {
-    /// Group key expressions over the input schema.
-    group_by: Vec<Arc<dyn PhysicalExpr>>,
+    /// Group keys over the input schema.
+    keys: GroupKeys,
     /// Aggregates, in output order after the keys.
     aggregates: Vec<AggregateCall>,
     /// Output schema: the keys, then the aggregates.
     schema: SchemaRef,
-    /// Encodes group keys.
-    key_converter: RowConverter,
     /// Group key bytes → group index.
     group_index: HashMap<Box<[u8]>, usize>,
     /// Group index → key bytes (to rebuild key columns on output).
@@ -166,8 +165,6 @@ impl GroupAggregateOperator {
         aggregates: Vec<AggregateCall>,
         schema: SchemaRef,
     ) -> Result<Self, OperatorError> {
-        let key_converter = RowConverter::new(key_types.into_iter().map(SortField::new).collect())
-            .map_err(arrow)?;
         let states = aggregates
             .iter()
             .map(|a| {
@@ -209,6 +206,7 @@ impl GroupAggregateOperator {
                 })
             })
             .collect::<Result<Vec<_>, OperatorError>>()?;
+        // Without GROUP BY there is one group, which always has an output row.
         let global = group_by.is_empty();
         let out_converter = RowConverter::new(
             schema
@@ -220,10 +218,9 @@ impl GroupAggregateOperator {
         .map_err(arrow)?;
         let mut operator = Self {
             out_converter,
-            group_by,
+            keys: GroupKeys::new(group_by, key_types).map_err(arrow)?,
             aggregates,
             schema,
-            key_converter,
             group_index: HashMap::new(),
             group_keys: Vec::new(),
             group_rows: Vec::new(),
@@ -280,11 +277,6 @@ impl GroupAggregateOperator {
         Arc::clone(&self.schema)
     }
 
-    /// Number of groups with state (open groups).
-    pub fn num_groups(&self) -> usize {
-        self.group_index.len()
-    }
-
     fn new_group(&mut self, key: Box<[u8]>) -> usize {
         let i = self.group_keys.len();
         self.group_index.insert(key.clone(), i);
@@ -319,13 +311,19 @@ impl GroupAggregateOperator {
 
     /// The group index of each input row, creating groups as needed; new groups are listed
     /// with the first row that made them.
-    fn group_indexes(&mut self, keys: &Rows, created: &mut Vec<(usize, usize)>) -> Vec<usize> {
-        let mut out = Vec::with_capacity(keys.num_rows());
-        for (row, key) in keys.iter().enumerate() {
-            let index = match self.group_index.get(key.data()) {
+    fn group_indexes(
+        &mut self,
+        keys: &EncodedKeys,
+        rows: usize,
+        created: &mut Vec<(usize, usize)>,
+    ) -> Vec<usize> {
+        let mut out = Vec::with_capacity(rows);
+        for row in 0..rows {
+            let key = keys.key(row);
+            let index = match self.group_index.get(key) {
                 Some(&i) => i,
                 None => {
-                    let i = self.new_group(key.data().into());
+                    let i = self.new_group(key.into());
                     created.push((i, row));
                     i
                 }
@@ -342,34 +340,24 @@ impl GroupAggregateOperator {
             return Ok(());
         }
         let data = input.data();
-        let groups = if self.global {
-            vec![0; rows]
-        } else {
-            let key_columns = super::evaluate_all(&self.group_by, data).map_err(df)?;
-            let keys = self
-                .key_converter
-                .convert_columns(&key_columns)
-                .map_err(arrow)?;
-            let mut created = Vec::new();
-            let groups = self.group_indexes(&keys, &mut created);
-            if let Some(window) = self.emit_on_close
-                && !created.is_empty()
-            {
-                let times =
-                    crate::stream::watermark::nanos(&key_columns[window.key]).map_err(df)?;
-                let times = times.as_primitive::<TimestampNanosecondType>();
-                for (g, row) in created {
-                    // A NULL window never closes; it is emitted by no watermark.
-                    if times.is_valid(row) {
-                        self.open_windows
-                            .entry(times.value(row))
-                            .or_default()
-                            .push(g);
-                    }
+        let keys = self.keys.encode(data, NAME)?;
+        let mut created = Vec::new();
+        let groups = self.group_indexes(&keys, rows, &mut created);
+        if let Some(window) = self.emit_on_close
+            && !created.is_empty()
+        {
+            let times = crate::stream::watermark::nanos(&keys.columns[window.key]).map_err(df)?;
+            let times = times.as_primitive::<TimestampNanosecondType>();
+            for (g, row) in created {
+                // A NULL window never closes; it is emitted by no watermark.
+                if times.is_valid(row) {
+                    self.open_windows
+                        .entry(times.value(row))
+                        .or_default()
+                        .push(g);
                 }
             }
-            groups
-        };
+        }
         let weight = |i: usize| input.weights().map_or(1, |w| w.value(i));
         for (i, &g) in groups.iter().enumerate() {
             self.group_rows[g] += weight(i);
@@ -398,12 +386,9 @@ impl GroupAggregateOperator {
                     )
                     .map_err(arrow)?;
                     let values = values.as_primitive::<Int64Type>();
-                    for (i, &g) in groups.iter().enumerate() {
-                        if values.is_valid(i) {
-                            sums[g] += i128::from(values.value(i)) * i128::from(weight(i));
-                            counts[g] += weight(i);
-                        }
-                    }
+                    add_exact(sums, counts, &groups, weight, |i| {
+                        values.is_valid(i).then(|| i128::from(values.value(i)))
+                    });
                 }
                 AggregateState::DecimalSums {
                     sums,
@@ -416,12 +401,9 @@ impl GroupAggregateOperator {
                     )
                     .map_err(arrow)?;
                     let values = values.as_primitive::<Decimal128Type>();
-                    for (i, &g) in groups.iter().enumerate() {
-                        if values.is_valid(i) {
-                            sums[g] += values.value(i) * i128::from(weight(i));
-                            counts[g] += weight(i);
-                        }
-                    }
+                    add_exact(sums, counts, &groups, weight, |i| {
+                        values.is_valid(i).then(|| values.value(i))
+                    });
                 }
                 AggregateState::FloatSums { sums, counts } => {
                     let values = cast(
@@ -569,14 +551,11 @@ impl GroupAggregateOperator {
     /// The output rows of `groups`, built column by column from the state.
     fn output_batch(&self, groups: &[usize]) -> Result<RecordBatch, OperatorError> {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
-        if !self.global {
-            let parser = self.key_converter.parser();
-            columns.extend(
-                self.key_converter
-                    .convert_rows(groups.iter().map(|&g| parser.parse(&self.group_keys[g])))
-                    .map_err(arrow)?,
-            );
-        }
+        columns.extend(
+            self.keys
+                .decode(groups.iter().map(|&g| self.group_keys[g].as_ref()))
+                .map_err(arrow)?,
+        );
         for (call, state) in self.aggregates.iter().zip(&self.states) {
             let array: ArrayRef = match (&call.kind, state) {
                 (_, AggregateState::Counts(c)) => {
@@ -736,6 +715,22 @@ impl GroupAggregateOperator {
     }
 }
 
+/// Adds each row's value (times its weight) to its group's exact sum, and counts the values.
+fn add_exact(
+    sums: &mut [i128],
+    counts: &mut [i64],
+    groups: &[usize],
+    weight: impl Fn(usize) -> i64,
+    value: impl Fn(usize) -> Option<i128>,
+) {
+    for (i, &g) in groups.iter().enumerate() {
+        if let Some(v) = value(i) {
+            sums[g] += v * i128::from(weight(i));
+            counts[g] += weight(i);
+        }
+    }
+}
+
 /// One value per group, in row format, decoded into an array (NULL where a group has none).
 fn decode_values<'a>(
     converter: &RowConverter,
@@ -757,6 +752,24 @@ fn decode_values<'a>(
         .convert_rows(present.iter().map(|v| parser.parse(v)))
         .map_err(arrow)?;
     take(&arrays[0], &UInt32Array::from(index), None).map_err(arrow)
+}
+
+impl super::KeyedOperator for GroupAggregateOperator {
+    fn schema(&self) -> SchemaRef {
+        GroupAggregateOperator::schema(self)
+    }
+
+    fn update(&mut self, change: &ChangeBatch) -> Result<(), OperatorError> {
+        GroupAggregateOperator::update(self, change)
+    }
+
+    fn finish(&mut self, watermark: Option<Timestamp>) -> Result<Vec<ChangeBatch>, OperatorError> {
+        let mut out: Vec<ChangeBatch> = self.emit()?.into_iter().collect();
+        if let Some(watermark) = watermark {
+            out.extend(self.close_windows(watermark)?);
+        }
+        Ok(out)
+    }
 }
 
 impl Operator for GroupAggregateOperator {

@@ -3,12 +3,17 @@
 //!
 //! - [`FilterProjectOperator`] (`filter_project.rs`): `WHERE` and the select list, stateless.
 //! - [`GroupAggregateOperator`] (`aggregate.rs`): `GROUP BY` with retractable aggregates.
+//! - `SlicedWindowAggregate` (`sliced_window.rs`): `HOP` windows computed from slices.
+//! - `SessionWindowAggregate` (`session.rs`): `SESSION` windows.
 //!
-//! The [`Operator`] trait has one required method, `process`; watermarks are forwarded and
-//! barriers pass through unless an operator says otherwise.
+//! Stateless operators implement [`Operator`] (`process`: changes in, changes out). Keyed
+//! operators implement [`KeyedOperator`]: they fold changes into state per key (`keys.rs`
+//! encodes the keys) and say what changed when the runtime ends an epoch, with the watermark
+//! that closes windows.
 
 pub mod aggregate;
 pub mod filter_project;
+pub mod keys;
 pub mod session;
 pub mod sliced_window;
 #[cfg(test)]
@@ -20,7 +25,7 @@ pub use filter_project::FilterProjectOperator;
 use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 
-use crate::stream::{Barrier, ChangeBatch, Timestamp};
+use crate::stream::{ChangeBatch, Timestamp};
 
 /// An operator failed on its input: a fault of the data (a cast that cannot be done, a division
 /// by zero in the select list) or of the engine.
@@ -70,6 +75,18 @@ pub fn evaluate_all(
         .collect()
 }
 
+/// The event times `expr` gives over `batch`, as nanoseconds.
+pub fn event_times(
+    expr: &std::sync::Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+    batch: &datafusion::arrow::array::RecordBatch,
+) -> Result<datafusion::arrow::array::TimestampNanosecondArray, DataFusionError> {
+    use datafusion::arrow::array::AsArray;
+    let times = expr.evaluate(batch)?.into_array(batch.num_rows())?;
+    Ok(crate::stream::watermark::nanos(&times)?
+        .as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>()
+        .clone())
+}
+
 /// A batch of `schema` from `columns`, cast where a column's type differs from the schema's.
 pub fn cast_to_schema(
     columns: Vec<datafusion::arrow::array::ArrayRef>,
@@ -89,6 +106,20 @@ pub fn cast_to_schema(
     datafusion::arrow::array::RecordBatch::try_new(std::sync::Arc::clone(schema), columns)
 }
 
+/// An operator that keeps state per key, so that it can run as hash partitions of its input:
+/// it folds changes into its state as they come and says what changed at the end of an epoch.
+pub trait KeyedOperator: Send + std::fmt::Debug {
+    /// The output schema.
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef;
+
+    /// Folds a batch of changes (of this partition's keys) into the state.
+    fn update(&mut self, change: &ChangeBatch) -> Result<(), OperatorError>;
+
+    /// End of an epoch: the changes to the output since the last call, and the windows the
+    /// watermark (if any) has closed.
+    fn finish(&mut self, watermark: Option<Timestamp>) -> Result<Vec<ChangeBatch>, OperatorError>;
+}
+
 /// An incremental operator.
 pub trait Operator: Send {
     /// Name for logs, errors and `EXPLAIN`.
@@ -96,18 +127,4 @@ pub trait Operator: Send {
 
     /// The changes to the output caused by a batch of changes to the input (`None`: no change).
     fn process(&mut self, input: ChangeBatch) -> Result<Option<ChangeBatch>, OperatorError>;
-
-    /// A watermark arrived: the changes it releases (closed windows) and the watermark to pass
-    /// on. By default nothing is released and the watermark is forwarded.
-    fn on_watermark(
-        &mut self,
-        watermark: Timestamp,
-    ) -> Result<(Vec<ChangeBatch>, Option<Timestamp>), OperatorError> {
-        Ok((Vec::new(), Some(watermark)))
-    }
-
-    /// An epoch ended. Stateful operators snapshot or flush here; by default nothing happens.
-    fn on_barrier(&mut self, _barrier: &Barrier) -> Result<Vec<ChangeBatch>, OperatorError> {
-        Ok(Vec::new())
-    }
 }

@@ -12,14 +12,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Int64Array, RecordBatch, TimestampNanosecondArray,
+    Array, ArrayRef, Int64Array, RecordBatch, TimestampNanosecondArray,
 };
-use datafusion::arrow::datatypes::{
-    DataType, Field, Schema, SchemaRef, TimeUnit, TimestampNanosecondType,
-};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 
+use super::keys::GroupKeys;
 use super::{GroupAggregateOperator, OperatorError};
 use crate::stream::{ChangeBatch, Timestamp};
 
@@ -39,26 +38,26 @@ pub const SESSION_COLUMN: &str = "_sluice_session";
 /// A row of a key, ordered by time: (time, row bytes).
 type TimedRow = (Timestamp, Box<[u8]>);
 
-/// One key's rows: row → multiplicity, and the session each was last given.
+/// One row of a key: how many copies are alive, and the (session start, copies) it was last fed
+/// to the aggregate with.
 #[derive(Debug, Default)]
-struct KeyRows {
-    rows: BTreeMap<TimedRow, i64>,
-    /// Row → (session start, multiplicity) as last fed to the aggregate.
-    assigned: BTreeMap<TimedRow, (Timestamp, i64)>,
+struct RowState {
+    count: i64,
+    fed: Option<(Timestamp, i64)>,
 }
 
 /// Maintains session windows per key.
 #[derive(Debug)]
 pub struct SessionWindowAggregate {
-    keys: Vec<Arc<dyn PhysicalExpr>>,
-    key_converter: RowConverter,
+    keys: GroupKeys,
     time: Arc<dyn PhysicalExpr>,
     gap: i64,
     /// Encodes whole input rows.
     row_converter: RowConverter,
     /// The input schema plus [`SESSION_COLUMN`].
     extended: SchemaRef,
-    by_key: HashMap<Box<[u8]>, KeyRows>,
+    /// Key → its rows in time order.
+    by_key: HashMap<Box<[u8]>, BTreeMap<TimedRow, RowState>>,
     touched: HashSet<Box<[u8]>>,
     inner: GroupAggregateOperator,
 }
@@ -86,9 +85,7 @@ impl SessionWindowAggregate {
         inner: GroupAggregateOperator,
     ) -> Result<Self, OperatorError> {
         Ok(Self {
-            keys,
-            key_converter: RowConverter::new(key_types.into_iter().map(SortField::new).collect())
-                .map_err(arrow)?,
+            keys: GroupKeys::new(keys, key_types).map_err(arrow)?,
             time,
             gap,
             row_converter: RowConverter::new(
@@ -118,47 +115,27 @@ impl SessionWindowAggregate {
             return Ok(());
         }
         let data = input.data();
-        let key_columns = super::evaluate_all(&self.keys, data).map_err(df)?;
-        let keys = self
-            .key_converter
-            .convert_columns(&key_columns)
-            .map_err(arrow)?;
-        let times = self
-            .time
-            .evaluate(data)
-            .and_then(|v| v.into_array(rows))
-            .map_err(df)?;
-        let times = crate::stream::watermark::nanos(&times).map_err(df)?;
-        let times = times.as_primitive::<TimestampNanosecondType>();
+        let keys = self.keys.encode(data, NAME)?;
+        let times = super::event_times(&self.time, data).map_err(df)?;
         let encoded = self
             .row_converter
             .convert_columns(data.columns())
             .map_err(arrow)?;
-        let no_key: &[u8] = &[];
         for i in 0..rows {
             // A row without a time is in no session.
             if times.is_null(i) {
                 continue;
             }
-            let key = if self.keys.is_empty() {
-                no_key
-            } else {
-                keys.row(i).data()
-            };
-            let weight = input.weights().map_or(1, |w| w.value(i));
-            let entry = match self.by_key.get_mut(key) {
-                Some(e) => e,
+            let key = keys.key(i);
+            let key_rows = match self.by_key.get_mut(key) {
+                Some(r) => r,
                 None => self.by_key.entry(key.into()).or_default(),
             };
             if !self.touched.contains(key) {
                 self.touched.insert(key.into());
             }
-            let slot = (times.value(i), Box::<[u8]>::from(encoded.row(i).data()));
-            let count = entry.rows.entry(slot.clone()).or_insert(0);
-            *count += weight;
-            if *count == 0 {
-                entry.rows.remove(&slot);
-            }
+            let row = (times.value(i), Box::<[u8]>::from(encoded.row(i).data()));
+            key_rows.entry(row).or_default().count += input.weights().map_or(1, |w| w.value(i));
         }
         Ok(())
     }
@@ -170,36 +147,42 @@ impl SessionWindowAggregate {
         let mut starts: Vec<Timestamp> = Vec::new();
         let mut weights: Vec<i64> = Vec::new();
         for key in touched {
-            let Some(entry) = self.by_key.get_mut(&key) else {
+            let Some(key_rows) = self.by_key.get_mut(&key) else {
                 continue;
             };
-            let mut assigned = BTreeMap::new();
             let mut start = None;
             let mut previous: Option<Timestamp> = None;
-            for ((t, row), &count) in &entry.rows {
-                if previous.is_none_or(|p| t - p > self.gap) {
-                    start = Some(*t);
+            let mut gone = Vec::new();
+            for ((t, row), state) in key_rows.iter_mut() {
+                let now = (state.count > 0).then(|| {
+                    if previous.is_none_or(|p| t - p > self.gap) {
+                        start = Some(*t);
+                    }
+                    previous = Some(*t);
+                    (start.expect("set just above"), state.count)
+                });
+                // Retract what changed, insert what is new.
+                if state.fed != now {
+                    if let Some((old_start, old_count)) = state.fed {
+                        rows.push(row.clone());
+                        starts.push(old_start);
+                        weights.push(-old_count);
+                    }
+                    if let Some((new_start, new_count)) = now {
+                        rows.push(row.clone());
+                        starts.push(new_start);
+                        weights.push(new_count);
+                    }
+                    state.fed = now;
                 }
-                previous = Some(*t);
-                assigned.insert((*t, row.clone()), (start.expect("set above"), count));
-            }
-            // Retract what changed, insert what is new.
-            for (slot, &(old_start, old_count)) in &entry.assigned {
-                if assigned.get(slot) != Some(&(old_start, old_count)) {
-                    rows.push(slot.1.clone());
-                    starts.push(old_start);
-                    weights.push(-old_count);
+                if state.count == 0 {
+                    gone.push((*t, row.clone()));
                 }
             }
-            for (slot, &(new_start, new_count)) in &assigned {
-                if entry.assigned.get(slot) != Some(&(new_start, new_count)) {
-                    rows.push(slot.1.clone());
-                    starts.push(new_start);
-                    weights.push(new_count);
-                }
+            for row in gone {
+                key_rows.remove(&row);
             }
-            entry.assigned = assigned;
-            if entry.rows.is_empty() {
+            if key_rows.is_empty() {
                 self.by_key.remove(&key);
             }
         }
@@ -216,5 +199,19 @@ impl SessionWindowAggregate {
             self.inner.update(&change)?;
         }
         self.inner.emit()
+    }
+}
+
+impl super::KeyedOperator for SessionWindowAggregate {
+    fn schema(&self) -> SchemaRef {
+        SessionWindowAggregate::schema(self)
+    }
+
+    fn update(&mut self, change: &ChangeBatch) -> Result<(), OperatorError> {
+        SessionWindowAggregate::update(self, change)
+    }
+
+    fn finish(&mut self, _watermark: Option<Timestamp>) -> Result<Vec<ChangeBatch>, OperatorError> {
+        Ok(self.emit()?.into_iter().collect())
     }
 }

@@ -17,13 +17,11 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, Int64Array, TimestampNanosecondArray,
 };
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{
-    DataType, Float64Type, Int64Type, SchemaRef, TimestampNanosecondType,
-};
-use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::OperatorError;
+use super::keys::GroupKeys;
 use crate::stream::{ChangeBatch, Timestamp};
 
 const NAME: &str = "SlicedWindowAggregate";
@@ -96,7 +94,7 @@ struct Group {
 /// Maintains `SELECT keys…, window…, aggregates… GROUP BY keys, window EMIT ON WINDOW CLOSE`.
 #[derive(Debug)]
 pub struct SlicedWindowAggregate {
-    keys: Vec<Arc<dyn PhysicalExpr>>,
+    keys: GroupKeys,
     /// The event time, over the input.
     time: Arc<dyn PhysicalExpr>,
     aggregates: Vec<(SliceAggregate, Option<Arc<dyn PhysicalExpr>>)>,
@@ -105,7 +103,6 @@ pub struct SlicedWindowAggregate {
     size: i64,
     slice: i64,
     schema: SchemaRef,
-    key_converter: RowConverter,
     group_index: HashMap<Box<[u8]>, usize>,
     group_keys: Vec<Box<[u8]>>,
     groups: Vec<Group>,
@@ -114,8 +111,6 @@ pub struct SlicedWindowAggregate {
     free_slots: Vec<usize>,
     /// The watermark last seen: slices behind it cannot change any more.
     watermark: Option<Timestamp>,
-    /// Input rows that arrived for windows already emitted (never, behind a table watermark).
-    late_rows: u64,
     /// Emit as events arrive (retract + insert per changed window) rather than on close.
     updating: bool,
     /// Updating: slices changed since the last emit, and whether each slot is among them.
@@ -126,8 +121,34 @@ pub struct SlicedWindowAggregate {
     emitted: Vec<Partial>,
 }
 
-fn gcd(a: i64, b: i64) -> i64 {
-    if b == 0 { a } else { gcd(b, a % b) }
+/// Merges partial `p` into `m`: COUNT and SUM add, MIN and MAX compare.
+fn merge(kind: SliceAggregate, m: &mut Partial, p: Partial) {
+    if p.n == 0 {
+        return;
+    }
+    match kind {
+        SliceAggregate::MinInt if m.n > 0 => m.int = m.int.min(p.int),
+        SliceAggregate::MaxInt if m.n > 0 => m.int = m.int.max(p.int),
+        SliceAggregate::MinFloat if m.n > 0 => m.float = m.float.min(p.float),
+        SliceAggregate::MaxFloat if m.n > 0 => m.float = m.float.max(p.float),
+        SliceAggregate::MinInt | SliceAggregate::MaxInt => m.int = p.int,
+        SliceAggregate::MinFloat | SliceAggregate::MaxFloat => m.float = p.float,
+        _ => {
+            m.int = m.int.wrapping_add(p.int);
+            m.float += p.float;
+        }
+    }
+    m.n += p.n;
+}
+
+/// The width of the slices of windows of `slide` and `size`: gcd(slide, size), so that every
+/// window starts and ends on a slice boundary.
+pub fn slice_width(slide: i64, size: i64) -> i64 {
+    if size == 0 {
+        slide
+    } else {
+        slice_width(size, slide % size)
+    }
 }
 
 impl SlicedWindowAggregate {
@@ -144,15 +165,13 @@ impl SlicedWindowAggregate {
         schema: SchemaRef,
     ) -> Result<Self, OperatorError> {
         Ok(Self {
-            key_converter: RowConverter::new(key_types.into_iter().map(SortField::new).collect())
-                .map_err(arrow)?,
-            keys,
+            keys: GroupKeys::new(keys, key_types).map_err(arrow)?,
             time,
             aggregates,
             group_columns,
             slide,
             size,
-            slice: gcd(slide, size),
+            slice: slice_width(slide, size),
             schema,
             group_index: HashMap::new(),
             group_keys: Vec::new(),
@@ -160,7 +179,6 @@ impl SlicedWindowAggregate {
             partials: Vec::new(),
             free_slots: Vec::new(),
             watermark: None,
-            late_rows: 0,
             updating: false,
             dirty: Vec::new(),
             slot_dirty: Vec::new(),
@@ -179,11 +197,6 @@ impl SlicedWindowAggregate {
     /// The output schema.
     pub fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
-    }
-
-    /// Rows dropped because their windows were already emitted.
-    pub fn late_rows(&self) -> u64 {
-        self.late_rows
     }
 
     fn slot(&mut self) -> usize {
@@ -216,18 +229,8 @@ impl SlicedWindowAggregate {
             ));
         }
         let data = input.data();
-        let key_columns = super::evaluate_all(&self.keys, data).map_err(df)?;
-        let keys = self
-            .key_converter
-            .convert_columns(&key_columns)
-            .map_err(arrow)?;
-        let times = self
-            .time
-            .evaluate(data)
-            .and_then(|v| v.into_array(rows))
-            .map_err(df)?;
-        let times = crate::stream::watermark::nanos(&times).map_err(df)?;
-        let times = times.as_primitive::<TimestampNanosecondType>();
+        let keys = self.keys.encode(data, NAME)?;
+        let times = super::event_times(&self.time, data).map_err(df)?;
         let arguments = self
             .aggregates
             .iter()
@@ -256,14 +259,8 @@ impl SlicedWindowAggregate {
             .collect::<Result<Vec<Option<ArrayRef>>, OperatorError>>()?;
         let n = self.aggregates.len().max(1);
         let closed_before = self.watermark.map(|w| w - self.size);
-        let no_key: &[u8] = &[];
         for row in 0..rows {
-            // Without keys the row format has no rows at all: every row is the one group.
-            let key = if self.keys.is_empty() {
-                no_key
-            } else {
-                keys.row(row).data()
-            };
+            let key = keys.key(row);
             if times.is_null(row) {
                 // A NULL time is in no window.
                 continue;
@@ -273,7 +270,6 @@ impl SlicedWindowAggregate {
             // Every window holding this slice has been emitted: the row is late.
             let last_window = t - t.rem_euclid(self.slide);
             if closed_before.is_some_and(|c| last_window <= c) {
-                self.late_rows += 1;
                 continue;
             }
             let g = match self.group_index.get(key) {
@@ -317,49 +313,38 @@ impl SlicedWindowAggregate {
             }
             let weight = input.weights().map_or(1, |w| w.value(row));
             for (a, ((kind, _), values)) in self.aggregates.iter().zip(&arguments).enumerate() {
-                let p = &mut self.partials[slot * n + a];
-                match (kind, values) {
-                    (SliceAggregate::CountStar, _) | (_, None) => p.n += weight,
-                    (kind, Some(values)) => {
-                        if values.is_null(row) {
-                            continue;
-                        }
-                        match kind {
-                            SliceAggregate::Count => p.n += weight,
-                            SliceAggregate::SumInt => {
-                                let v = values.as_primitive::<Int64Type>().value(row);
-                                p.int = p.int.wrapping_add(v.wrapping_mul(weight));
-                                p.n += weight;
-                            }
-                            SliceAggregate::SumFloat => {
-                                let v = values.as_primitive::<Float64Type>().value(row);
-                                p.float += v * weight as f64;
-                                p.n += weight;
-                            }
-                            SliceAggregate::MinInt | SliceAggregate::MaxInt => {
-                                let v = values.as_primitive::<Int64Type>().value(row);
-                                let better = p.n == 0
-                                    || (*kind == SliceAggregate::MinInt && v < p.int)
-                                    || (*kind == SliceAggregate::MaxInt && v > p.int);
-                                if better {
-                                    p.int = v;
-                                }
-                                p.n += weight;
-                            }
-                            SliceAggregate::MinFloat | SliceAggregate::MaxFloat => {
-                                let v = values.as_primitive::<Float64Type>().value(row);
-                                let better = p.n == 0
-                                    || (*kind == SliceAggregate::MinFloat && v < p.float)
-                                    || (*kind == SliceAggregate::MaxFloat && v > p.float);
-                                if better {
-                                    p.float = v;
-                                }
-                                p.n += weight;
-                            }
-                            SliceAggregate::CountStar => unreachable!("handled above"),
+                // The row as a one-row partial, merged like a slice.
+                let one = match (kind, values) {
+                    (SliceAggregate::CountStar, _) | (_, None) => Partial { n: weight, ..EMPTY },
+                    (_, Some(values)) if values.is_null(row) => continue,
+                    (SliceAggregate::SumInt, Some(values)) => Partial {
+                        n: weight,
+                        int: values
+                            .as_primitive::<Int64Type>()
+                            .value(row)
+                            .wrapping_mul(weight),
+                        ..EMPTY
+                    },
+                    (SliceAggregate::SumFloat, Some(values)) => Partial {
+                        n: weight,
+                        float: values.as_primitive::<Float64Type>().value(row) * weight as f64,
+                        ..EMPTY
+                    },
+                    (SliceAggregate::MinInt | SliceAggregate::MaxInt, Some(values)) => Partial {
+                        n: weight,
+                        int: values.as_primitive::<Int64Type>().value(row),
+                        ..EMPTY
+                    },
+                    (SliceAggregate::MinFloat | SliceAggregate::MaxFloat, Some(values)) => {
+                        Partial {
+                            n: weight,
+                            float: values.as_primitive::<Float64Type>().value(row),
+                            ..EMPTY
                         }
                     }
-                }
+                    (SliceAggregate::Count, Some(_)) => Partial { n: weight, ..EMPTY },
+                };
+                merge(*kind, &mut self.partials[slot * n + a], one);
             }
         }
         Ok(())
@@ -546,24 +531,7 @@ impl SlicedWindowAggregate {
     fn fold_in(&self, merged: &mut [Partial], slot: usize) {
         let n = self.aggregates.len().max(1);
         for (a, (kind, _)) in self.aggregates.iter().enumerate() {
-            let p = self.partials[slot * n + a];
-            let m = &mut merged[a];
-            if p.n == 0 {
-                continue;
-            }
-            match kind {
-                SliceAggregate::MinInt if m.n > 0 => m.int = m.int.min(p.int),
-                SliceAggregate::MaxInt if m.n > 0 => m.int = m.int.max(p.int),
-                SliceAggregate::MinFloat if m.n > 0 => m.float = m.float.min(p.float),
-                SliceAggregate::MaxFloat if m.n > 0 => m.float = m.float.max(p.float),
-                SliceAggregate::MinInt | SliceAggregate::MaxInt => m.int = p.int,
-                SliceAggregate::MinFloat | SliceAggregate::MaxFloat => m.float = p.float,
-                _ => {
-                    m.int = m.int.wrapping_add(p.int);
-                    m.float += p.float;
-                }
-            }
-            m.n += p.n;
+            merge(*kind, &mut merged[a], self.partials[slot * n + a]);
         }
     }
 
@@ -601,33 +569,27 @@ impl SlicedWindowAggregate {
     ) -> Result<ChangeBatch, OperatorError> {
         let n = self.aggregates.len().max(1);
         let rows = groups.len();
-        let key_arrays = if self.keys.is_empty() {
-            Vec::new()
-        } else {
-            // Decode each distinct group's key once, then gather them per output row.
-            let mut position: HashMap<usize, u32> = HashMap::new();
-            let mut distinct: Vec<usize> = Vec::new();
-            let indexes: Vec<u32> = groups
-                .iter()
-                .map(|&g| {
-                    *position.entry(g).or_insert_with(|| {
-                        distinct.push(g);
-                        (distinct.len() - 1) as u32
-                    })
+        // Decode each distinct group's key once, then gather them per output row.
+        let mut position: HashMap<usize, u32> = HashMap::new();
+        let mut distinct: Vec<usize> = Vec::new();
+        let indexes: Vec<u32> = groups
+            .iter()
+            .map(|&g| {
+                *position.entry(g).or_insert_with(|| {
+                    distinct.push(g);
+                    (distinct.len() - 1) as u32
                 })
-                .collect();
-            let parser = self.key_converter.parser();
-            let decoded = self
-                .key_converter
-                .convert_rows(distinct.iter().map(|&g| parser.parse(&self.group_keys[g])))
-                .map_err(arrow)?;
-            let indexes = datafusion::arrow::array::UInt32Array::from(indexes);
-            decoded
-                .iter()
-                .map(|a| datafusion::arrow::compute::take(a.as_ref(), &indexes, None))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(arrow)?
-        };
+            })
+            .collect();
+        let indexes = datafusion::arrow::array::UInt32Array::from(indexes);
+        let key_arrays = self
+            .keys
+            .decode(distinct.iter().map(|&g| self.group_keys[g].as_ref()))
+            .map_err(arrow)?
+            .iter()
+            .map(|a| datafusion::arrow::compute::take(a.as_ref(), &indexes, None))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(arrow)?;
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         for column in &self.group_columns {
             columns.push(match column {
@@ -658,5 +620,23 @@ impl SlicedWindowAggregate {
         }
         let batch = super::cast_to_schema(columns, &self.schema).map_err(arrow)?;
         Ok(ChangeBatch::inserts(batch))
+    }
+}
+
+impl super::KeyedOperator for SlicedWindowAggregate {
+    fn schema(&self) -> SchemaRef {
+        SlicedWindowAggregate::schema(self)
+    }
+
+    fn update(&mut self, change: &ChangeBatch) -> Result<(), OperatorError> {
+        SlicedWindowAggregate::update(self, change)
+    }
+
+    fn finish(&mut self, watermark: Option<Timestamp>) -> Result<Vec<ChangeBatch>, OperatorError> {
+        let mut out: Vec<ChangeBatch> = self.emit_updates()?.into_iter().collect();
+        if let Some(watermark) = watermark {
+            out.extend(self.close_windows(watermark)?);
+        }
+        Ok(out)
     }
 }

@@ -6,12 +6,15 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{Aggregate, Expr, ExprSchemable, LogicalPlan};
+use datafusion::physical_expr::PhysicalExpr;
 
 use super::{ColumnTime, Planned, Planner, physical, refuse};
 use crate::error::{Error, Result};
 use crate::operator::session::{SESSION_COLUMN, SessionWindowAggregate};
 use crate::operator::sliced_window::{GroupColumn, SliceAggregate, SlicedWindowAggregate};
-use crate::operator::{AggregateCall, AggregateKind, GroupAggregateOperator, WindowKey};
+use crate::operator::{
+    AggregateCall, AggregateKind, GroupAggregateOperator, KeyedOperator, WindowKey,
+};
 use crate::runtime::dataflow::Node;
 
 fn strip_alias(expr: &Expr) -> &Expr {
@@ -29,6 +32,29 @@ fn is_decimal(dt: &DataType) -> bool {
             | DataType::Decimal128(..)
             | DataType::Decimal256(..)
     )
+}
+
+/// A keyed node: one operator per hash partition of the keys (one without keys), each made by
+/// `make`.
+fn keyed(
+    planner: &Planner,
+    input: Node,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    label: String,
+    mut make: impl FnMut() -> Result<Box<dyn KeyedOperator>>,
+) -> Result<Node> {
+    let partitions = if keys.is_empty() {
+        1
+    } else {
+        planner.parallelism
+    };
+    Ok(Node::Keyed {
+        input: Box::new(input),
+        keys,
+        partitions: (0..partitions).map(|_| make()).collect::<Result<_>>()?,
+        hasher: datafusion::common::hash_utils::RandomState::with_seed(0),
+        label,
+    })
 }
 
 /// An aggregate node as `EXPLAIN` shows it.
@@ -162,13 +188,14 @@ pub(super) fn plan_aggregate(
     }
     let schema = Arc::new(agg.schema.as_arrow().clone());
     let append_only = super::is_append_only(&agg.input);
-    let partitions = if keys.is_empty() {
-        1
+    let mut times = key_times;
+    times.extend(std::iter::repeat_n(ColumnTime::Plain, agg.aggr_expr.len()));
+    let label = if close.is_some() {
+        label("WindowAggregate", agg, " emit=on-window-close")
     } else {
-        planner.parallelism
+        label("GroupAggregate", agg, "")
     };
-    let mut operators = Vec::with_capacity(partitions);
-    for _ in 0..partitions {
+    let make = || {
         let calls = agg
             .aggr_expr
             .iter()
@@ -187,23 +214,10 @@ pub(super) fn plan_aggregate(
         if append_only {
             op = op.with_append_only_input();
         }
-        operators.push(op);
-    }
-    let mut times = key_times;
-    times.extend(std::iter::repeat_n(ColumnTime::Plain, agg.aggr_expr.len()));
-    let label = if close.is_some() {
-        label("WindowAggregate", agg, " emit=on-window-close")
-    } else {
-        label("GroupAggregate", agg, "")
+        Ok(Box::new(op) as Box<dyn KeyedOperator>)
     };
     Ok(Planned {
-        node: Node::Aggregate {
-            input: Box::new(input.node),
-            keys,
-            partitions: operators,
-            hasher: std::collections::hash_map::RandomState::new(),
-            label,
-        },
+        node: keyed(planner, input.node, keys.clone(), label, make)?,
         times,
     })
 }
@@ -340,30 +354,6 @@ pub(super) fn plan_sliced(planner: &mut Planner, agg: &Aggregate) -> Result<Opti
     }
     times.extend(std::iter::repeat_n(ColumnTime::Plain, agg.aggr_expr.len()));
     let schema = Arc::new(agg.schema.as_arrow().clone());
-    let partitions = if keys.is_empty() {
-        1
-    } else {
-        planner.parallelism
-    };
-    let mut operators = Vec::with_capacity(partitions);
-    for _ in 0..partitions {
-        let operator = SlicedWindowAggregate::new(
-            keys.clone(),
-            key_types.clone(),
-            Arc::clone(&time),
-            slide,
-            size,
-            aggregates.clone(),
-            group_columns.clone(),
-            Arc::clone(&schema),
-        )
-        .map_err(Error::from)?;
-        operators.push(if planner.emit_on_window_close {
-            operator
-        } else {
-            operator.updating()
-        });
-    }
     if planner.emit_on_window_close {
         planner.windowed_close += 1;
     }
@@ -381,14 +371,27 @@ pub(super) fn plan_sliced(planner: &mut Planner, agg: &Aggregate) -> Result<Opti
             }
         ),
     );
+    let updating = !planner.emit_on_window_close;
+    let make = || {
+        let operator = SlicedWindowAggregate::new(
+            keys.clone(),
+            key_types.clone(),
+            Arc::clone(&time),
+            slide,
+            size,
+            aggregates.clone(),
+            group_columns.clone(),
+            Arc::clone(&schema),
+        )
+        .map_err(Error::from)?;
+        Ok(Box::new(if updating {
+            operator.updating()
+        } else {
+            operator
+        }) as Box<dyn KeyedOperator>)
+    };
     Ok(Some(Planned {
-        node: Node::SlicedAggregate {
-            input: Box::new(input.node),
-            keys,
-            partitions: operators,
-            hasher: std::collections::hash_map::RandomState::new(),
-            label,
-        },
+        node: keyed(planner, input.node, keys.clone(), label, make)?,
         times,
     }))
 }
@@ -457,35 +460,40 @@ pub(super) fn plan_session(
             inner_types.push(t);
         }
     }
-    let calls = agg
-        .aggr_expr
-        .iter()
-        .map(|e| aggregate_call(e, in_schema))
-        .collect::<Result<Vec<_>>>()?;
     let schema = Arc::new(agg.schema.as_arrow().clone());
-    let inner = GroupAggregateOperator::new(inner_keys, inner_types, calls, Arc::clone(&schema))
-        .map_err(Error::from)?;
-    let operator = SessionWindowAggregate::new(
-        arrow_input,
-        keys,
-        key_types,
-        physical(time, in_schema)?,
-        gap,
-        inner,
-    )
-    .map_err(Error::from)?;
+    let time = physical(time, in_schema)?;
     let label = label(
         "SessionWindowAggregate",
         agg,
         &format!(" gap={}ms", gap / 1_000_000),
     );
+    let make = || {
+        let calls = agg
+            .aggr_expr
+            .iter()
+            .map(|e| aggregate_call(e, in_schema))
+            .collect::<Result<Vec<_>>>()?;
+        let inner = GroupAggregateOperator::new(
+            inner_keys.clone(),
+            inner_types.clone(),
+            calls,
+            Arc::clone(&schema),
+        )
+        .map_err(Error::from)?;
+        let operator = SessionWindowAggregate::new(
+            arrow_input,
+            keys.clone(),
+            key_types.clone(),
+            Arc::clone(&time),
+            gap,
+            inner,
+        )
+        .map_err(Error::from)?;
+        Ok(Box::new(operator) as Box<dyn KeyedOperator>)
+    };
     let times = vec![ColumnTime::Plain; agg.group_expr.len() + agg.aggr_expr.len()];
     Ok(Planned {
-        node: Node::SessionAggregate {
-            input: Box::new(input.node),
-            operator: Box::new(operator),
-            label,
-        },
+        node: keyed(planner, input.node, keys.clone(), label, make)?,
         times,
     })
 }

@@ -449,11 +449,7 @@ fn slice_expr(expr: &Expr, slide: i64, size: i64) -> Option<Expr> {
     if f.func.name() != crate::sql::windows::HOP_FUNCTION {
         return None;
     }
-    let mut width = slide;
-    let mut other = size;
-    while other != 0 {
-        (width, other) = (other, width % other);
-    }
+    let width = crate::operator::sliced_window::slice_width(slide, size);
     let tumble = Arc::new(crate::sql::windows::tumble_udf());
     Some(Expr::ScalarFunction(
         datafusion::logical_expr::expr::ScalarFunction::new_udf(

@@ -19,9 +19,6 @@ pub struct ViewContents {
     appended: Option<Vec<RecordBatch>>,
     converter: RowConverter,
     rows: HashMap<Box<[u8]>, i64>,
-    /// Rows whose multiplicity went below zero: a retraction of a row never inserted, i.e. a
-    /// bug upstream. Counted rather than hidden.
-    negative: u64,
 }
 
 impl ViewContents {
@@ -46,7 +43,6 @@ impl ViewContents {
             appended: None,
             converter,
             rows: HashMap::new(),
-            negative: 0,
         })
     }
 
@@ -72,32 +68,12 @@ impl ViewContents {
                 None => self.rows.entry(row.data().into()).or_insert(0),
             };
             *count += weight;
+            // A count below zero (a retraction of a row never inserted) also drops the row.
             if *count <= 0 {
-                if *count < 0 {
-                    self.negative += 1;
-                }
                 self.rows.remove(row.data());
             }
         }
         Ok(())
-    }
-
-    /// Number of distinct rows.
-    pub fn len(&self) -> usize {
-        match &self.appended {
-            Some(batches) => batches.iter().map(RecordBatch::num_rows).sum(),
-            None => self.rows.len(),
-        }
-    }
-
-    /// True when the view holds no row.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Retractions of rows never inserted (should stay 0).
-    pub fn negative(&self) -> u64 {
-        self.negative
     }
 
     /// The rows as record batches of at most `batch_rows` rows each.

@@ -6,19 +6,15 @@
 //! view's output per epoch is consolidated: one retraction and one insertion per changed group,
 //! whatever the number of input rows.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::hash_utils::{RandomState, create_hashes};
 use datafusion::physical_expr::PhysicalExpr;
 
-use crate::operator::session::SessionWindowAggregate;
-use crate::operator::sliced_window::SlicedWindowAggregate;
-use crate::operator::{FilterProjectOperator, GroupAggregateOperator, Operator, OperatorError};
+use crate::operator::{FilterProjectOperator, KeyedOperator, Operator, OperatorError};
 use crate::stream::{ChangeBatch, Timestamp};
 
 /// A node of a view's operator graph.
@@ -55,38 +51,16 @@ pub enum Node {
         /// Output schema.
         schema: SchemaRef,
     },
-    /// `GROUP BY`, hash-partitioned over workers.
-    Aggregate {
+    /// A keyed operator (`GROUP BY`, windows, sessions), hash-partitioned over workers.
+    Keyed {
         /// Input.
         input: Box<Node>,
         /// Key expressions, for partitioning.
         keys: Vec<Arc<dyn PhysicalExpr>>,
         /// One operator per partition.
-        partitions: Vec<GroupAggregateOperator>,
+        partitions: Vec<Box<dyn KeyedOperator>>,
         /// Hashes keys to partitions.
         hasher: RandomState,
-        /// For `EXPLAIN`.
-        label: String,
-    },
-    /// `GROUP BY keys, HOP(…)` emitted on window close, by slicing.
-    SlicedAggregate {
-        /// Input: one row per event, its window column holding its slice.
-        input: Box<Node>,
-        /// Key expressions, for partitioning.
-        keys: Vec<Arc<dyn PhysicalExpr>>,
-        /// One operator per partition.
-        partitions: Vec<SlicedWindowAggregate>,
-        /// Hashes keys to partitions.
-        hasher: RandomState,
-        /// For `EXPLAIN`.
-        label: String,
-    },
-    /// `GROUP BY keys, SESSION(ts, gap)`.
-    SessionAggregate {
-        /// Input.
-        input: Box<Node>,
-        /// The operator (boxed: it is large).
-        operator: Box<SessionWindowAggregate>,
         /// For `EXPLAIN`.
         label: String,
     },
@@ -116,9 +90,28 @@ impl Node {
             | Node::Unnest { schema, .. }
             | Node::Union { schema, .. } => Arc::clone(schema),
             Node::FilterProject { operator, .. } => operator.schema(),
-            Node::Aggregate { partitions, .. } => partitions[0].schema(),
-            Node::SlicedAggregate { partitions, .. } => partitions[0].schema(),
-            Node::SessionAggregate { operator, .. } => operator.schema(),
+            Node::Keyed { partitions, .. } => partitions[0].schema(),
+        }
+    }
+
+    /// The node's inputs.
+    fn inputs_mut(&mut self) -> &mut [Node] {
+        match self {
+            Node::Source { .. } => &mut [],
+            Node::FilterProject { input, .. }
+            | Node::Unnest { input, .. }
+            | Node::Keyed { input, .. } => std::slice::from_mut(input.as_mut()),
+            Node::Union { inputs, .. } => inputs,
+        }
+    }
+
+    fn inputs(&self) -> &[Node] {
+        match self {
+            Node::Source { .. } => &[],
+            Node::FilterProject { input, .. }
+            | Node::Unnest { input, .. }
+            | Node::Keyed { input, .. } => std::slice::from_ref(input.as_ref()),
+            Node::Union { inputs, .. } => inputs,
         }
     }
 
@@ -128,218 +121,90 @@ impl Node {
         source: usize,
         batch: &ChangeBatch,
     ) -> Result<Vec<ChangeBatch>, OperatorError> {
-        match self {
-            Node::Source {
-                source: mine,
-                projection,
-                schema,
-            } => {
-                if *mine != source {
-                    return Ok(Vec::new());
-                }
-                let data = match projection {
-                    None => batch.data().clone(),
-                    Some(p) => batch.data().project(p).map_err(arrow)?,
-                };
-                let data = RecordBatch::try_new(Arc::clone(schema), data.columns().to_vec())
-                    .map_err(arrow)?;
-                Ok(vec![with_weights(data, batch.weights())?])
+        if let Node::Source {
+            source: mine,
+            projection,
+            schema,
+        } = self
+        {
+            if *mine != source {
+                return Ok(Vec::new());
             }
-            Node::FilterProject {
-                input, operator, ..
-            } => {
-                let mut out = Vec::new();
-                for change in input.push(source, batch)? {
-                    out.extend(operator.process(change)?);
-                }
-                Ok(out)
-            }
-            Node::Unnest {
-                input,
-                list_column,
-                sources,
-                preserve_nulls,
-                schema,
-            } => {
-                let mut out = Vec::new();
-                for change in input.push(source, batch)? {
-                    out.extend(unnest(
-                        &change,
-                        *list_column,
-                        sources,
-                        *preserve_nulls,
-                        schema,
-                    )?);
-                }
-                Ok(out)
-            }
-            Node::Aggregate {
-                input,
-                keys,
-                partitions,
-                hasher,
-                ..
-            } => {
-                for change in input.push(source, batch)? {
-                    update_partitioned(partitions, keys, hasher, &change)?;
-                }
-                Ok(Vec::new())
-            }
-            Node::SlicedAggregate {
-                input,
-                keys,
-                partitions,
-                hasher,
-                ..
-            } => {
-                for change in input.push(source, batch)? {
-                    update_partitioned(partitions, keys, hasher, &change)?;
-                }
-                Ok(Vec::new())
-            }
-            Node::SessionAggregate {
-                input, operator, ..
-            } => {
-                for change in input.push(source, batch)? {
-                    operator.update(&change)?;
-                }
-                Ok(Vec::new())
-            }
-            Node::Union { inputs, schema } => {
-                let mut out = Vec::new();
-                for input in inputs {
-                    for change in input.push(source, batch)? {
-                        out.push(cast_change(&change, schema)?);
-                    }
-                }
-                Ok(out)
-            }
+            let data = match projection {
+                None => batch.data().clone(),
+                Some(p) => batch.data().project(p).map_err(arrow)?,
+            };
+            let data =
+                RecordBatch::try_new(Arc::clone(schema), data.columns().to_vec()).map_err(arrow)?;
+            return Ok(vec![with_weights(data, batch.weights())?]);
         }
+        let mut upstream = Vec::new();
+        for input in self.inputs_mut() {
+            upstream.extend(input.push(source, batch)?);
+        }
+        self.transform(upstream)
     }
 
-    /// Ends the epoch: keyed operators emit their changes, and watermarks (one per source,
-    /// `None` where a source has none) move through the graph.
+    /// Ends the (sub-)epoch: keyed operators emit their changes, and watermarks (one per
+    /// source, `None` where a source has none) move through the graph.
     pub fn finish(&mut self, watermarks: &[Option<Timestamp>]) -> Result<Output, OperatorError> {
-        match self {
-            Node::Source { source, .. } => Ok(Output {
+        if let Node::Source { source, .. } = self {
+            return Ok(Output {
                 changes: Vec::new(),
                 watermark: watermarks.get(*source).copied().flatten(),
-            }),
-            Node::FilterProject {
-                input, operator, ..
-            } => {
-                let upstream = input.finish(watermarks)?;
-                let mut changes = Vec::new();
-                for change in upstream.changes {
-                    changes.extend(operator.process(change)?);
-                }
-                Ok(Output {
-                    changes,
-                    watermark: upstream.watermark,
-                })
-            }
-            Node::Unnest {
-                input,
-                list_column,
-                sources,
-                preserve_nulls,
-                schema,
-            } => {
-                let upstream = input.finish(watermarks)?;
-                let mut changes = Vec::new();
-                for change in upstream.changes {
-                    changes.extend(unnest(
-                        &change,
-                        *list_column,
-                        sources,
-                        *preserve_nulls,
-                        schema,
-                    )?);
-                }
-                Ok(Output {
-                    changes,
-                    watermark: upstream.watermark,
-                })
-            }
-            Node::Aggregate {
-                input,
-                keys,
-                partitions,
-                hasher,
-                ..
-            } => {
-                let upstream = input.finish(watermarks)?;
-                for change in &upstream.changes {
-                    update_partitioned(partitions, keys, hasher, change)?;
-                }
-                let mut changes = Vec::new();
-                for partition in partitions.iter_mut() {
-                    changes.extend(partition.emit()?);
-                    if let Some(wm) = upstream.watermark {
-                        changes.extend(partition.close_windows(wm)?);
-                    }
-                }
-                Ok(Output {
-                    changes,
-                    watermark: upstream.watermark,
-                })
-            }
-            Node::SlicedAggregate {
-                input,
-                keys,
-                partitions,
-                hasher,
-                ..
-            } => {
-                let upstream = input.finish(watermarks)?;
-                for change in &upstream.changes {
-                    update_partitioned(partitions, keys, hasher, change)?;
-                }
-                let mut changes = Vec::new();
-                for partition in partitions.iter_mut() {
-                    changes.extend(partition.emit_updates()?);
-                }
-                if let Some(wm) = upstream.watermark {
-                    changes.extend(close_partitioned(partitions, wm)?);
-                }
-                Ok(Output {
-                    changes,
-                    watermark: upstream.watermark,
-                })
-            }
-            Node::SessionAggregate {
-                input, operator, ..
-            } => {
-                let upstream = input.finish(watermarks)?;
-                for change in &upstream.changes {
-                    operator.update(change)?;
-                }
-                Ok(Output {
-                    changes: operator.emit()?.into_iter().collect(),
-                    watermark: upstream.watermark,
-                })
-            }
-            Node::Union { inputs, schema } => {
-                let mut changes = Vec::new();
-                let mut watermark: Option<Option<Timestamp>> = None;
-                for input in inputs {
-                    let upstream = input.finish(watermarks)?;
-                    for change in upstream.changes {
-                        changes.push(cast_change(&change, schema)?);
-                    }
-                    // The minimum of the inputs; an input without a watermark holds it back.
-                    watermark = Some(match (watermark, upstream.watermark) {
-                        (None, w) => w,
-                        (Some(Some(a)), Some(b)) => Some(a.min(b)),
-                        _ => None,
-                    });
-                }
-                Ok(Output {
-                    changes,
-                    watermark: watermark.flatten(),
-                })
+            });
+        }
+        let mut upstream = Vec::new();
+        // The minimum over the inputs; an input without a watermark holds it back.
+        let mut watermark: Option<Option<Timestamp>> = None;
+        for input in self.inputs_mut() {
+            let out = input.finish(watermarks)?;
+            upstream.extend(out.changes);
+            watermark = Some(match (watermark, out.watermark) {
+                (None, w) => w,
+                (Some(Some(a)), Some(b)) => Some(a.min(b)),
+                _ => None,
+            });
+        }
+        let watermark = watermark.flatten();
+        let mut changes = self.transform(upstream)?;
+        if let Node::Keyed { partitions, .. } = self {
+            changes.extend(finish_partitioned(partitions, watermark)?);
+        }
+        Ok(Output { changes, watermark })
+    }
+
+    /// This node's work on changes of its inputs: the changes to its output, or none yet for
+    /// a keyed operator, which folds them into its state.
+    fn transform(&mut self, upstream: Vec<ChangeBatch>) -> Result<Vec<ChangeBatch>, OperatorError> {
+        let mut out = Vec::with_capacity(upstream.len());
+        for change in upstream {
+            match self {
+                Node::Source { .. } => out.push(change),
+                Node::FilterProject { operator, .. } => out.extend(operator.process(change)?),
+                Node::Unnest {
+                    list_column,
+                    sources,
+                    preserve_nulls,
+                    schema,
+                    ..
+                } => out.extend(unnest(
+                    &change,
+                    *list_column,
+                    sources,
+                    *preserve_nulls,
+                    schema,
+                )?),
+                Node::Keyed {
+                    keys,
+                    partitions,
+                    hasher,
+                    ..
+                } => update_partitioned(partitions, keys, hasher, &change)?,
+                Node::Union { schema, .. } => out.push(cast_change(&change, schema)?),
             }
         }
+        Ok(out)
     }
 
     /// The graph as `EXPLAIN` prints it, one node per line, inputs indented below.
@@ -350,7 +215,6 @@ impl Node {
     }
 
     fn explain_into(&self, names: &[String], depth: usize, out: &mut String) {
-        let pad = "  ".repeat(depth);
         let line = match self {
             Node::Source { source, schema, .. } => format!(
                 "Source: {} columns=[{}]",
@@ -362,7 +226,7 @@ impl Node {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            Node::FilterProject { label, .. } => label.clone(),
+            Node::FilterProject { label, .. } | Node::Keyed { label, .. } => label.clone(),
             Node::Unnest {
                 schema,
                 list_column,
@@ -372,26 +236,13 @@ impl Node {
                 list_column,
                 schema.fields().len()
             ),
-            Node::Aggregate { label, .. }
-            | Node::SlicedAggregate { label, .. }
-            | Node::SessionAggregate { label, .. } => label.clone(),
             Node::Union { inputs, .. } => format!("UnionAll: inputs={}", inputs.len()),
         };
-        out.push_str(&pad);
+        out.push_str(&"  ".repeat(depth));
         out.push_str(&line);
         out.push('\n');
-        match self {
-            Node::Source { .. } => {}
-            Node::FilterProject { input, .. }
-            | Node::Unnest { input, .. }
-            | Node::Aggregate { input, .. }
-            | Node::SlicedAggregate { input, .. }
-            | Node::SessionAggregate { input, .. } => input.explain_into(names, depth + 1, out),
-            Node::Union { inputs, .. } => {
-                for input in inputs {
-                    input.explain_into(names, depth + 1, out);
-                }
-            }
+        for input in self.inputs() {
+            input.explain_into(names, depth + 1, out);
         }
     }
 }
@@ -486,38 +337,18 @@ fn unnest(
     Ok(Some(with_weights(out, weights.as_ref())?))
 }
 
-/// A keyed operator that can run as hash partitions.
-trait KeyedState: Send {
-    fn update(&mut self, change: &ChangeBatch) -> Result<(), OperatorError>;
-}
-
-impl KeyedState for GroupAggregateOperator {
-    fn update(&mut self, change: &ChangeBatch) -> Result<(), OperatorError> {
-        GroupAggregateOperator::update(self, change)
-    }
-}
-
-impl KeyedState for SlicedWindowAggregate {
-    fn update(&mut self, change: &ChangeBatch) -> Result<(), OperatorError> {
-        SlicedWindowAggregate::update(self, change)
-    }
-}
-
-/// Closes the windows of every partition, in parallel when there are several.
-fn close_partitioned(
-    partitions: &mut [SlicedWindowAggregate],
-    watermark: Timestamp,
+/// Ends the epoch of every partition, in parallel when there are several.
+fn finish_partitioned(
+    partitions: &mut [Box<dyn KeyedOperator>],
+    watermark: Option<Timestamp>,
 ) -> Result<Vec<ChangeBatch>, OperatorError> {
-    if partitions.len() == 1 {
-        return Ok(partitions[0]
-            .close_windows(watermark)?
-            .into_iter()
-            .collect());
+    if let [only] = partitions {
+        return only.finish(watermark);
     }
     std::thread::scope(|scope| {
         let handles: Vec<_> = partitions
             .iter_mut()
-            .map(|p| scope.spawn(move || p.close_windows(watermark)))
+            .map(|p| scope.spawn(move || p.finish(watermark)))
             .collect();
         let mut out = Vec::new();
         for handle in handles {
@@ -532,38 +363,26 @@ fn close_partitioned(
 
 /// Splits `change` by key hash over the partitions and folds each part into its partition,
 /// in parallel when there are several.
-fn update_partitioned<P: KeyedState>(
-    partitions: &mut [P],
+fn update_partitioned(
+    partitions: &mut [Box<dyn KeyedOperator>],
     keys: &[Arc<dyn PhysicalExpr>],
     hasher: &RandomState,
     change: &ChangeBatch,
 ) -> Result<(), OperatorError> {
     if partitions.len() == 1 || keys.is_empty() {
-        return KeyedState::update(&mut partitions[0], change);
+        return partitions[0].update(change);
     }
     let data = change.data();
     let rows = data.num_rows();
-    let key_columns = keys
-        .iter()
-        .map(|e| e.evaluate(data).and_then(|v| v.into_array(rows)))
-        .collect::<Result<Vec<ArrayRef>, _>>()
-        .map_err(|source| OperatorError::DataFusion {
-            operator: "Exchange",
-            source,
-        })?;
-    let converter = RowConverter::new(
-        key_columns
-            .iter()
-            .map(|c| SortField::new(c.data_type().clone()))
-            .collect(),
-    )
-    .map_err(arrow)?;
-    let encoded = converter.convert_columns(&key_columns).map_err(arrow)?;
+    // Keys hashed column by column, as DataFusion's own repartitioning does.
+    let exchange = |source| OperatorError::datafusion("Exchange", source);
+    let key_columns = crate::operator::evaluate_all(keys, data).map_err(exchange)?;
+    let mut hashes = vec![0u64; rows];
+    create_hashes(&key_columns, hasher, &mut hashes).map_err(exchange)?;
     let n = partitions.len();
     let mut indexes: Vec<Vec<u32>> = vec![Vec::with_capacity(rows / n + 1); n];
-    for (i, row) in encoded.iter().enumerate() {
-        let p = (hasher.hash_one(row.data()) % n as u64) as usize;
-        indexes[p].push(i as u32);
+    for (i, hash) in hashes.iter().enumerate() {
+        indexes[(hash % n as u64) as usize].push(i as u32);
     }
     let parts = indexes
         .into_iter()
@@ -590,7 +409,7 @@ fn update_partitioned<P: KeyedState>(
             .map(|(partition, (data, weights))| {
                 scope.spawn(move || {
                     let change = with_weights(data, weights.as_ref())?;
-                    KeyedState::update(partition, &change)
+                    partition.update(&change)
                 })
             })
             .collect();

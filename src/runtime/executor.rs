@@ -180,11 +180,6 @@ impl Executor {
         // The sender lives as long as `self`.
         let _ = completed.wait_for(|&c| c >= target).await;
     }
-
-    /// Number of epochs completed.
-    pub fn epoch(&self) -> u64 {
-        self.shared.lock_set().epoch
-    }
 }
 
 impl Drop for Executor {
@@ -354,12 +349,8 @@ fn run_view(
                     }
                     if since_finish >= SUB_EPOCH_RECORDS {
                         since_finish = 0;
-                        let mut watermarks: Vec<Option<Timestamp>> =
-                            Vec::with_capacity(sub_watermarks.len());
-                        watermarks.extend(sub_watermarks.iter().copied());
-                        watermarks[index] = source.watermark;
-                        emit(root.finish(&watermarks)?.changes, &mut changes)?;
                         sub_watermarks[index] = source.watermark;
+                        emit(root.finish(&sub_watermarks)?.changes, &mut changes)?;
                     }
                 }
             }

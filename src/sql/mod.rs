@@ -11,3 +11,19 @@ pub mod windows;
 
 pub use parser::{SluiceStatement, parse_sql};
 pub use session::{Outcome, Session};
+
+/// Plans a statement with DataFusion after our rewrites: windows (spelled for `mode`), then the
+/// PostgreSQL spellings DataFusion lacks.
+pub async fn plan_statement(
+    state: &datafusion::execution::context::SessionState,
+    mut statement: datafusion::sql::sqlparser::ast::Statement,
+    mode: windows::WindowMode,
+) -> crate::error::Result<datafusion::logical_expr::LogicalPlan> {
+    windows::rewrite(&mut statement, mode)?;
+    pg_compat::rewrite(&mut statement);
+    Ok(state
+        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+            statement,
+        )))
+        .await?)
+}

@@ -8,7 +8,7 @@ use datafusion::sql::sqlparser::ast::{FlushType, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::error::Result;
 
@@ -89,16 +89,7 @@ fn is_flush(chunk: &[Token]) -> bool {
 }
 
 fn is_meaningful(t: &Token) -> bool {
-    !matches!(
-        t,
-        Token::Whitespace(
-            Whitespace::Space
-                | Whitespace::Newline
-                | Whitespace::Tab
-                | Whitespace::SingleLineComment { .. }
-                | Whitespace::MultiLineComment(_)
-        ) | Token::EOF
-    )
+    !is_blank(t)
 }
 
 /// Removes `, WATERMARK FOR col AS expr` from a `CREATE TABLE` column list.
@@ -196,18 +187,7 @@ fn cut_append_only(chunk: &[Token]) -> (Vec<Token>, bool) {
     let meaningful: Vec<(usize, &Token)> = chunk
         .iter()
         .enumerate()
-        .filter(|(_, t)| {
-            !matches!(
-                t,
-                Token::Whitespace(
-                    Whitespace::Space
-                        | Whitespace::Newline
-                        | Whitespace::Tab
-                        | Whitespace::SingleLineComment { .. }
-                        | Whitespace::MultiLineComment(_)
-                ) | Token::EOF
-            )
-        })
+        .filter(|(_, t)| is_meaningful(t))
         .collect();
     let is_create_table = matches!(
         meaningful.as_slice(),

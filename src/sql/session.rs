@@ -11,7 +11,6 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::memory::MemoryStream;
-use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
     CopySource, CopyTarget, Expr, Ident, ObjectType, Set, Statement, Value,
 };
@@ -25,7 +24,6 @@ use crate::error::{Error, Result, sqlstate};
 use super::copy::{CopyFormat, CopyIn};
 use super::ddl::table_name;
 use super::parser::SluiceStatement;
-use super::pg_compat;
 
 /// Settings a client may `SHOW` before it `SET`s them, with PostgreSQL's values.
 pub const DEFAULT_SETTINGS: &[(&str, &str)] = &[
@@ -204,11 +202,11 @@ impl Session {
                 let Statement::CreateView(create) = inner.as_ref() else {
                     unreachable!("matched just above")
                 };
-                let (_, explain) = self
+                let plan = self
                     .engine
                     .plan_view(&self.ctx.state(), create, statement.emit_on_window_close)
                     .await?;
-                self.rows("QUERY PLAN", explain.lines().collect())
+                self.rows("QUERY PLAN", plan.explain.lines().collect())
             }
             Statement::ShowViews {
                 materialized: true, ..
@@ -350,14 +348,12 @@ impl Session {
     }
 
     async fn plan(&self, statement: &SluiceStatement) -> Result<LogicalPlan> {
-        let mut ast = statement.statement.clone();
-        super::windows::rewrite(&mut ast, super::windows::WindowMode::Batch)?;
-        pg_compat::rewrite(&mut ast);
-        let plan = self
-            .ctx
-            .state()
-            .statement_to_plan(DfStatement::Statement(Box::new(ast)))
-            .await?;
+        let plan = super::plan_statement(
+            &self.ctx.state(),
+            statement.statement.clone(),
+            super::windows::WindowMode::Batch,
+        )
+        .await?;
         datafusion::execution::context::SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_statements(false)

@@ -3,9 +3,8 @@
 
 pub mod change_batch;
 pub mod columns;
-pub mod message;
 pub mod watermark;
 
 pub use change_batch::ChangeBatch;
-pub use message::{Barrier, Message, Timestamp};
+pub use watermark::Timestamp;
 pub use watermark::WatermarkDef;

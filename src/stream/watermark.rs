@@ -10,7 +10,8 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampNanosecondType};
 use datafusion::error::Result as DfResult;
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::Timestamp;
+/// Event time, as nanoseconds since the Unix epoch (Arrow's `Timestamp(Nanosecond)`).
+pub type Timestamp = i64;
 
 /// A table's watermark: the largest value of `expression` seen so far. A row whose event time
 /// is below the watermark when it arrives is late.

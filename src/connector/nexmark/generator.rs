@@ -193,11 +193,6 @@ impl NexmarkGenerator {
         }
     }
 
-    /// The next event number this split will look at.
-    pub fn position(&self) -> u64 {
-        self.next
-    }
-
     /// True when a bounded stream has no event left for this split.
     pub fn is_exhausted(&self) -> bool {
         self.config.event_num.is_some_and(|end| self.next >= end)

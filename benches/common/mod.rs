@@ -1,0 +1,35 @@
+//! Shared by the benchmarks: the count argument and an in-process server with a client.
+
+#![allow(dead_code)]
+
+use sluice::storage::FsyncPolicy;
+use sluice::{Config, RunningServer, Server};
+use tokio_postgres::{Client, NoTls};
+
+/// The first argument that is not a flag, as a count, or `default`.
+pub fn count_arg(default: usize) -> usize {
+    std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A server over `dir` on a free port with `fsync`, and a tokio-postgres client of it.
+pub async fn start_server(dir: &std::path::Path, fsync: FsyncPolicy) -> (RunningServer, Client) {
+    let mut config = Config::new(dir);
+    config.listen = "127.0.0.1:0".parse().expect("address");
+    config.fsync = fsync;
+    let server = Server::start(config).await.expect("server");
+    let (client, conn) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=sluice dbname=sluice",
+            server.addr.port()
+        ),
+        NoTls,
+    )
+    .await
+    .expect("connect");
+    tokio::spawn(conn);
+    (server, client)
+}
