@@ -2,6 +2,7 @@
 //! which every session sees them. Opening an engine on a data directory brings back every
 //! object and every acknowledged row.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -25,12 +26,13 @@ use crate::catalog::{
 };
 use crate::config::{Config, DATABASE_NAME};
 use crate::connector::queue::QueueTable;
+use crate::connector::sink::RunningSink;
+use crate::connector::source::RunningSource;
 use crate::error::{Error, Result, sqlstate};
 use crate::planner::{StreamPlan, plan_view};
 use crate::runtime::{Executor, RunningView};
-use crate::sql::ddl::{plan_create_table, table_name};
+use crate::sql::ddl::{TableClauses, plan_create_table, table_name};
 use crate::sql::parse_sql;
-use crate::sql::parser::WatermarkClause;
 
 /// A running engine.
 pub struct Engine {
@@ -50,6 +52,11 @@ pub struct Engine {
     catalogs: Arc<dyn CatalogProviderList>,
     /// Memory and disk limits shared by every session's queries.
     runtime: Arc<RuntimeEnv>,
+    /// The running connectors of sources and connector tables, by table id. Dropping one
+    /// stops its thread.
+    sources: Mutex<HashMap<u32, RunningSource>>,
+    /// The running sinks, by sink name.
+    sinks: Mutex<HashMap<String, RunningSink>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -107,6 +114,8 @@ impl Engine {
             commit_gate,
             catalogs,
             runtime: Arc::new(RuntimeEnv::default()),
+            sources: Mutex::new(HashMap::new()),
+            sinks: Mutex::new(HashMap::new()),
         });
         engine.restore().await?;
         tracing::info!(
@@ -182,8 +191,7 @@ impl Engine {
                     let def = plan_create_table(
                         &state,
                         create,
-                        statement.append_only,
-                        statement.watermark.as_ref(),
+                        TableClauses::of(&statement),
                         object.id,
                         &object.sql,
                     )
@@ -208,6 +216,7 @@ impl Engine {
                         statement.emit_on_window_close,
                     )?;
                 }
+                _ if object.kind == "sink" => {}
                 _ => {
                     return Err(Error::unsupported(format!(
                         "catalog object kind {}",
@@ -220,6 +229,117 @@ impl Engine {
             // Views restart from their tables' logs; catch up before serving.
             self.flush().await;
         }
+        for table in self.tables.all() {
+            if table.def().connector.is_some() {
+                self.start_source(table)?;
+            }
+        }
+        for object in objects.iter().filter(|o| o.kind == "sink") {
+            let statement = parse_sql(&object.sql)?.into_iter().next().ok_or_else(|| {
+                Error::unsupported(format!("empty definition of {}", object.name))
+            })?;
+            self.start_sink(&statement, object.id)?;
+        }
+        Ok(())
+    }
+
+    /// `CREATE SINK name FROM view WITH (…) FORMAT … ENCODE JSON`.
+    pub async fn create_sink(
+        &self,
+        sink: &crate::sql::parser::SinkClause,
+        connector: &crate::sql::parser::ConnectorClause,
+        text: &str,
+    ) -> Result<()> {
+        crate::connector::spec::SinkSpec::parse(connector)?;
+        let exists = self.lock_store().objects().iter().any(|o| o.kind == "sink" && o.name == sink.name);
+        if exists {
+            return if_not_exists(sink.if_not_exists, &sink.name).map(|_| ());
+        }
+        let id = self.lock_store().next_id();
+        let statement = parse_sql(text)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::unsupported("empty CREATE SINK"))?;
+        self.start_sink(&statement, id)?;
+        self.lock_store().add(StoredObject {
+            id,
+            kind: "sink".into(),
+            name: sink.name.clone(),
+            sql: text.to_string(),
+        })?;
+        tracing::info!(sink = %sink.name, from = %sink.from, "sink created");
+        Ok(())
+    }
+
+    fn start_sink(&self, statement: &crate::sql::parser::SluiceStatement, _id: u32) -> Result<()> {
+        let (Some(sink), Some(connector)) = (&statement.sink, &statement.connector) else {
+            return Err(Error::unsupported("not a CREATE SINK statement"));
+        };
+        let spec = crate::connector::spec::SinkSpec::parse(connector)?;
+        let view = self.views.get(&sink.from).ok_or_else(|| {
+            Error::user(
+                sqlstate::UNDEFINED_TABLE,
+                format!("materialized view \"{}\" does not exist (a sink reads a materialized view)", sink.from),
+            )
+        })?;
+        let encoder =
+            crate::connector::sink::SinkEncoder::new(&spec, &view.schema, view.append_only)?;
+        let (sender, receiver) = std::sync::mpsc::sync_channel(16);
+        let running =
+            crate::connector::sink::start(&sink.name, &sink.from, spec, encoder, receiver)?;
+        self.executor.add_sink(view.id, sender)?;
+        self.sinks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sink.name.clone(), running);
+        Ok(())
+    }
+
+    /// `DROP SINK`.
+    pub fn drop_sink(&self, name: &str, if_exists: bool) -> Result<()> {
+        let mut store = self.lock_store();
+        let Some(object) = store
+            .objects()
+            .iter()
+            .find(|o| o.kind == "sink" && o.name == name)
+            .cloned()
+        else {
+            if if_exists {
+                return Ok(());
+            }
+            return Err(Error::user(
+                sqlstate::UNDEFINED_OBJECT,
+                format!("sink \"{name}\" does not exist"),
+            ));
+        };
+        store.remove(object.id)?;
+        drop(store);
+        self.sinks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        tracing::info!(sink = %name, "sink dropped");
+        Ok(())
+    }
+
+    /// Sinks reading view `view`.
+    fn sinks_of(&self, view: &str) -> Vec<String> {
+        self.sinks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, s)| s.view == view)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    fn start_source(&self, table: Arc<QueueTable>) -> Result<()> {
+        let id = table.def().id;
+        let running = crate::connector::source::start(table)?;
+        self.sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, running);
         Ok(())
     }
 
@@ -267,6 +387,7 @@ impl Engine {
             sql: sql.to_string(),
             dependencies,
             emit_on_window_close,
+            append_only: plan.append_only,
         });
         self.executor.add(RunningView::new(
             id,
@@ -335,6 +456,21 @@ impl Engine {
 
     /// Refuses (2BP01) to drop `name` while views read it, unless `cascade`, which drops them.
     fn drop_dependents(&self, name: &str, kind: &str, cascade: bool) -> Result<()> {
+        let sinks = self.sinks_of(name);
+        if !sinks.is_empty() {
+            if !cascade {
+                return Err(Error::user(
+                    sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+                    format!(
+                        "cannot drop {kind} {name} because sink {} reads it; use DROP … CASCADE",
+                        sinks.join(", ")
+                    ),
+                ));
+            }
+            for sink in sinks {
+                self.drop_sink(&sink, true)?;
+            }
+        }
         let dependents = self.views.dependents(name);
         if dependents.is_empty() {
             return Ok(());
@@ -372,8 +508,7 @@ impl Engine {
         &self,
         state: &SessionState,
         create: &CreateTable,
-        append_only: bool,
-        watermark: Option<&WatermarkClause>,
+        clauses: TableClauses<'_>,
         text: &str,
     ) -> Result<bool> {
         let name = table_name(&create.name)?;
@@ -381,7 +516,7 @@ impl Engine {
             return if_not_exists(create.if_not_exists, &name);
         }
         let id = self.lock_store().next_id();
-        let def = plan_create_table(state, create, append_only, watermark, id, text).await?;
+        let def = plan_create_table(state, create, clauses, id, text).await?;
         let mut store = self.lock_store();
         // Another session may have created it while this one planned.
         if self.tables.get(&name).is_some() || store.next_id() != id {
@@ -402,7 +537,12 @@ impl Engine {
             name: name.clone(),
             sql: text.to_string(),
         })?;
-        self.tables.insert(Arc::new(table));
+        let table = Arc::new(table);
+        self.tables.insert(Arc::clone(&table));
+        drop(store);
+        if table.def().connector.is_some() {
+            self.start_source(table)?;
+        }
         tracing::info!(table = %name, id, "table created");
         Ok(true)
     }
@@ -425,6 +565,11 @@ impl Engine {
         let id = table.def().id;
         store.remove(id)?;
         self.tables.remove(name);
+        // Stops the connector's thread before its log goes.
+        self.sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
         let dir = self.tables_dir().join(id.to_string());
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             tracing::warn!(table = %name, dir = %dir.display(), error = %e, "could not remove the log of a dropped table");

@@ -32,6 +32,7 @@ pub mod sqlstate {
     pub const INVALID_PASSWORD: &str = "28P01";
     pub const IO_ERROR: &str = "58030";
     pub const INTERNAL_ERROR: &str = "XX000";
+    pub const WRONG_OBJECT_TYPE: &str = "42809";
 }
 
 /// Result with the engine's [`Error`].

@@ -63,6 +63,7 @@ pub const RELATIONS: &[&str] = &[
     "pg_type",
     "pg_user",
     "pg_views",
+    "sluice_sources",
     "sluice_views",
     "sluice_watermarks",
 ];
@@ -380,6 +381,51 @@ fn build(name: &str, tables: &TableRegistry, views: &ViewRegistry) -> Option<Rel
                     s(&t.def().name),
                     ScalarValue::TimestampNanosecond(time.watermark, None),
                     ScalarValue::Int64(Some(time.late_rows as i64)),
+                ]);
+            }
+            r
+        }
+        "sluice_sources" => {
+            // Sources and connector tables: what their connector did so far.
+            let mut r = Relation::new(&[
+                ("source_name", TEXT),
+                ("connector", TEXT),
+                ("is_table", BOOL),
+                ("status", TEXT),
+                ("rows", INT8),
+                ("bad_records", INT8),
+                ("late_rows", INT8),
+                ("watermark", DataType::Timestamp(TimeUnit::Nanosecond, None)),
+                ("position", TEXT),
+                ("error", TEXT),
+            ]);
+            for t in &tables {
+                let Some(spec) = &t.def().connector else {
+                    continue;
+                };
+                let stats = t.source_stats();
+                let status = stats.as_ref().map(|s| s.status()).unwrap_or_default();
+                let (status, error) = match status {
+                    crate::connector::source::SourceStatus::Running => ("running", None),
+                    crate::connector::source::SourceStatus::Finished => ("finished", None),
+                    crate::connector::source::SourceStatus::Failed(e) => ("failed", Some(e)),
+                };
+                let count = |f: fn(&crate::connector::source::SourceStats) -> u64| {
+                    ScalarValue::Int64(Some(stats.as_deref().map_or(0, f) as i64))
+                };
+                let time = t.event_time();
+                let position = t.last_source_position().ok().and_then(|(p, _)| p);
+                r.row(vec![
+                    s(&t.def().name),
+                    s(spec.connector()),
+                    b(!t.def().source),
+                    s(status),
+                    count(|s| s.rows.load(std::sync::atomic::Ordering::Relaxed)),
+                    count(|s| s.bad_records.load(std::sync::atomic::Ordering::Relaxed)),
+                    ScalarValue::Int64(Some(time.late_rows as i64)),
+                    ScalarValue::TimestampNanosecond(time.watermark, None),
+                    ScalarValue::Utf8(position),
+                    ScalarValue::Utf8(error),
                 ]);
             }
             r

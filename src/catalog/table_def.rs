@@ -25,6 +25,11 @@ pub struct TableDef {
     pub watermark: Option<crate::stream::WatermarkDef>,
     /// The `CREATE TABLE` statement as the user wrote it; replayed on restart.
     pub sql: String,
+    /// `CREATE SOURCE`: only its connector writes to it, and its rows are read from its log
+    /// rather than kept in memory.
+    pub source: bool,
+    /// `WITH (connector = …)`: where its rows come from.
+    pub connector: Option<crate::connector::spec::SourceSpec>,
 }
 
 impl TableDef {
@@ -50,6 +55,23 @@ impl TableDef {
                 )
             }
         }
+    }
+
+    /// The columns a connector decodes: all but the `INCLUDE` ones.
+    pub fn payload_schema(&self) -> SchemaRef {
+        let includes: Vec<&str> = self
+            .connector
+            .iter()
+            .flat_map(|c| c.includes.iter().map(|i| i.column.as_str()))
+            .collect();
+        let fields: Vec<_> = self
+            .schema
+            .fields()
+            .iter()
+            .filter(|f| !includes.contains(&f.name().as_str()))
+            .cloned()
+            .collect();
+        std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(fields))
     }
 
     /// Names of the primary key columns, in key order.

@@ -32,6 +32,8 @@ pub struct ViewEntry {
     pub dependencies: Vec<String>,
     /// `EMIT ON WINDOW CLOSE`: each window emitted once, final; the view is append-only.
     pub emit_on_window_close: bool,
+    /// The view only ever inserts rows.
+    pub append_only: bool,
 }
 
 impl ViewEntry {

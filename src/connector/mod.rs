@@ -1,5 +1,17 @@
-//! Where rows come from and go to: the internal queue behind `CREATE TABLE` (`queue/`) and the
-//! Nexmark generator (`nexmark/`, not yet a SQL source). Kafka and files join them here.
+//! Where rows come from and go to.
+//!
+//! - `queue/`: the internal queue behind `CREATE TABLE`; every source writes into one too.
+//! - `spec.rs`: what `WITH (…) FORMAT … ENCODE …` means, checked at DDL time.
+//! - `source.rs`: running a source on its thread, bad-record counts, per-split watermarks.
+//! - `decode.rs`: records to Arrow batches (JSON, CSV, Avro), columnar.
+//! - `kafka/`, `file.rs`, `nexmark/`: the connectors.
+//! - `sink.rs`: a view's changes encoded for a sink (plain, upsert, Debezium).
 
+pub mod decode;
+pub mod file;
+pub mod kafka;
 pub mod nexmark;
 pub mod queue;
+pub mod sink;
+pub mod source;
+pub mod spec;

@@ -58,6 +58,9 @@ pub struct StreamPlan {
     pub schema: SchemaRef,
     /// The graph as `EXPLAIN` prints it.
     pub explain: String,
+    /// The view only ever inserts rows (`EMIT ON WINDOW CLOSE`, or filters and projections
+    /// of append-only input).
+    pub append_only: bool,
 }
 
 /// Plans `plan` (optimized) into an operator graph.
@@ -96,6 +99,7 @@ pub fn plan_view(
         root: planned.node,
         sources: planner.sources,
         explain: format!("Materialize\n{}", indent(&explain)),
+        append_only: emit_on_window_close || is_append_only(plan),
     })
 }
 

@@ -84,9 +84,26 @@ impl RunningView {
     }
 }
 
+/// One epoch's changes of a view, as a sink receives them.
+#[derive(Debug, Clone)]
+pub struct SinkEpoch {
+    /// The epoch.
+    pub epoch: u64,
+    /// The view's changes in it (its whole contents, as inserts, for a sink's first epoch).
+    pub changes: Vec<ChangeBatch>,
+}
+
+/// A sink fed by the executor.
+#[derive(Debug)]
+struct SinkFeed {
+    view: u32,
+    sender: std::sync::mpsc::SyncSender<SinkEpoch>,
+}
+
 #[derive(Debug, Default)]
 struct ViewSet {
     running: Vec<RunningView>,
+    sinks: Vec<SinkFeed>,
     epoch: u64,
     snapshots: HashMap<u32, ViewSnapshot>,
 }
@@ -161,6 +178,28 @@ impl Executor {
             }
         }
         set.running.push(view);
+        Ok(())
+    }
+
+    /// Feeds view `view`'s changes to `sender`, one message per epoch that changed it,
+    /// starting with its current contents. The channel is bounded: a slow sink holds the
+    /// executor back rather than letting changes pile up. A sink whose receiver is gone is
+    /// forgotten.
+    pub fn add_sink(&self, view: u32, sender: std::sync::mpsc::SyncSender<SinkEpoch>) -> Result<()> {
+        let mut set = self.shared.lock_set();
+        let running = set
+            .running
+            .iter()
+            .find(|v| v.id == view)
+            .ok_or_else(|| Error::unsupported(format!("view {view} is not running")))?;
+        let first = SinkEpoch {
+            epoch: set.epoch,
+            changes: running.contents.as_inserts()?,
+        };
+        sender
+            .send(first)
+            .map_err(|_| Error::unsupported("the sink stopped before it started"))?;
+        set.sinks.push(SinkFeed { view, sender });
         Ok(())
     }
 
@@ -262,6 +301,22 @@ impl Shared {
             }
         }
         set.epoch += 1;
+        let epoch_now = set.epoch;
+        set.sinks.retain(|sink| {
+            let Some((changes, _)) = outputs.get(&sink.view) else {
+                // The view is gone.
+                return false;
+            };
+            if changes.is_empty() {
+                return true;
+            }
+            sink.sender
+                .send(SinkEpoch {
+                    epoch: epoch_now,
+                    changes: changes.clone(),
+                })
+                .is_ok()
+        });
         let ViewSet {
             running,
             snapshots,
@@ -332,18 +387,27 @@ fn run_view(
                     let want = usize::try_from(end - source.position)
                         .unwrap_or(READ_CHUNK)
                         .min(READ_CHUNK);
-                    let records = table.log().read(source.position, want)?;
+                    let records = table.log().read_with_meta(source.position, want)?;
                     if records.is_empty() {
                         break;
                     }
-                    for (position, change) in records {
+                    for (position, change, meta) in records {
                         if position >= end {
                             break;
                         }
-                        if let Some(wm) = &table.def().watermark {
-                            source.watermark = wm.advance(source.watermark, change.data())?;
+                        // The record says the watermark after it; older logs did not, and
+                        // their watermark follows from the rows.
+                        match (meta.watermark, &table.def().watermark) {
+                            (Some(w), _) => source.watermark = source.watermark.max(Some(w)),
+                            (None, Some(wm)) => {
+                                source.watermark = wm.advance(source.watermark, change.data())?;
+                            }
+                            (None, None) => {}
                         }
-                        emit(root.push(index, &change)?, &mut changes)?;
+                        // A connector's record may carry only a watermark.
+                        if change.num_rows() > 0 {
+                            emit(root.push(index, &change)?, &mut changes)?;
+                        }
                         source.position = position + 1;
                         since_finish += 1;
                     }

@@ -19,17 +19,52 @@ use crate::error::{Error, Result, sqlstate};
 use crate::stream::WatermarkDef;
 use crate::stream::columns::is_reserved;
 
-use super::parser::WatermarkClause;
+use super::parser::{ConnectorClause, WatermarkClause};
+use crate::connector::spec::{Format, SourceSpec};
 
-/// Plans `CREATE TABLE` into a table definition with catalog id `id`.
+/// What `CREATE TABLE | SOURCE` says besides sqlparser's `CreateTable`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TableClauses<'a> {
+    /// `APPEND ONLY`.
+    pub append_only: bool,
+    /// `WATERMARK FOR … AS …`.
+    pub watermark: Option<&'a WatermarkClause>,
+    /// `CREATE SOURCE`.
+    pub source: bool,
+    /// `WITH (connector = …) FORMAT … ENCODE … INCLUDE …`.
+    pub connector: Option<&'a ConnectorClause>,
+}
+
+impl<'a> TableClauses<'a> {
+    /// The clauses of a parsed statement.
+    pub fn of(statement: &'a super::parser::SluiceStatement) -> Self {
+        Self {
+            append_only: statement.append_only,
+            watermark: statement.watermark.as_ref(),
+            source: statement.source,
+            connector: statement.connector.as_ref(),
+        }
+    }
+}
+
+/// Plans `CREATE TABLE` (or `CREATE SOURCE`) into a table definition with catalog id `id`.
 pub async fn plan_create_table(
     state: &SessionState,
     create: &CreateTable,
-    append_only: bool,
-    watermark: Option<&WatermarkClause>,
+    clauses: TableClauses<'_>,
     id: u32,
     text: &str,
 ) -> Result<TableDef> {
+    let connector = clauses.connector.map(SourceSpec::parse).transpose()?;
+    if clauses.source && connector.is_none() {
+        return Err(Error::user(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            "a source needs WITH (connector = '…')",
+        ));
+    }
+    // A source is append-only: its records are facts, never updated.
+    let append_only = clauses.append_only || clauses.source;
+    let watermark = clauses.watermark;
     if create.query.is_some() {
         return Err(Error::unsupported("CREATE TABLE AS is not supported"));
     }
@@ -73,6 +108,18 @@ pub async fn plan_create_table(
         let nullable = f.is_nullable() && !primary_key.contains(&i);
         fields.push(f.as_ref().clone().with_nullable(nullable));
     }
+    if let Some(spec) = &connector {
+        check_connector(&name, spec, clauses.source, append_only, &primary_key)?;
+        for include in &spec.includes {
+            if fields.iter().any(|g| g.name() == &include.column) {
+                return Err(Error::user(
+                    sqlstate::DUPLICATE_COLUMN,
+                    format!("column \"{}\" specified more than once", include.column),
+                ));
+            }
+            fields.push(Field::new(&include.column, include.data_type(), true));
+        }
+    }
     if fields.is_empty() {
         return Err(Error::unsupported(format!(
             "table \"{name}\" must have at least one column"
@@ -83,11 +130,12 @@ pub async fn plan_create_table(
         None => None,
         Some(clause) => Some(plan_watermark(state, &name, &schema, clause, append_only)?),
     };
-    let declared_types = create
+    let mut declared_types: Vec<_> = create
         .columns
         .iter()
         .map(|c| declared_type(&c.data_type))
         .collect();
+    declared_types.resize(schema.fields().len(), None);
     Ok(TableDef {
         id,
         name,
@@ -97,7 +145,33 @@ pub async fn plan_create_table(
         declared_types,
         watermark,
         sql: text.to_string(),
+        source: clauses.source,
+        connector,
     })
+}
+
+/// What a connector's format asks of its table.
+fn check_connector(
+    name: &str,
+    spec: &SourceSpec,
+    source: bool,
+    append_only: bool,
+    primary_key: &[usize],
+) -> Result<()> {
+    if spec.format == Format::Upsert {
+        if source {
+            return Err(Error::unsupported(format!(
+                "FORMAT UPSERT needs a table with a primary key: CREATE TABLE {name} (…, PRIMARY KEY (…)) WITH (…)"
+            )));
+        }
+        if primary_key.is_empty() || append_only {
+            return Err(Error::user(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!("FORMAT UPSERT table \"{name}\" needs a PRIMARY KEY and no APPEND ONLY"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks and plans `WATERMARK FOR column AS expression`.

@@ -2,7 +2,10 @@
 //! as RisingWave spells them: `APPEND ONLY` after `CREATE TABLE (…)`, `WATERMARK FOR ts AS …`
 //! among its columns, `EMIT ON WINDOW CLOSE` after a view's query, and `FLUSH`. Our clauses are
 //! cut out at the token level and recorded beside the statement, so that everything else stays
-//! sqlparser's AST.
+//! sqlparser's AST. Connector clauses follow RisingWave: `CREATE SOURCE`, `CREATE TABLE … WITH
+//! (connector = …)`, `INCLUDE key AS k`, `FORMAT … ENCODE … (…)` and `CREATE SINK … FROM v`.
+
+use std::collections::BTreeMap;
 
 use datafusion::sql::sqlparser::ast::{FlushType, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -25,6 +28,41 @@ pub struct SluiceStatement {
     pub emit_on_window_close: bool,
     /// The statement's text as the user wrote it (with our clauses), for the catalog.
     pub text: String,
+    /// `CREATE SOURCE` (the statement is then the `CREATE TABLE` it would be).
+    pub source: bool,
+    /// `WITH (connector = …) FORMAT … ENCODE … INCLUDE …` of a source, table or sink.
+    pub connector: Option<ConnectorClause>,
+    /// `CREATE SINK name FROM relation`: the statement is then `SELECT * FROM relation`.
+    pub sink: Option<SinkClause>,
+    /// `DROP SINK [IF EXISTS] name`: the name and `IF EXISTS` (the statement is `SELECT 1`).
+    pub drop_sink: Option<(String, bool)>,
+}
+
+/// A connector's clauses as written; `connector::spec` checks what they mean.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectorClause {
+    /// `WITH (key = value, …)`, keys lowercased (`properties.bootstrap.server`).
+    pub options: BTreeMap<String, String>,
+    /// `FORMAT PLAIN | UPSERT | DEBEZIUM`, uppercased.
+    pub format: Option<String>,
+    /// `ENCODE JSON | CSV | AVRO`, uppercased.
+    pub encode: Option<String>,
+    /// `ENCODE CSV (delimiter = ',', …)`.
+    pub encode_options: BTreeMap<String, String>,
+    /// `INCLUDE partition AS p`: the metadata kind and the column name (`_rw_kafka_partition`
+    /// style defaults when `AS` is left out).
+    pub includes: Vec<(String, String)>,
+}
+
+/// `CREATE SINK [IF NOT EXISTS] name FROM relation`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkClause {
+    /// The sink's name.
+    pub name: String,
+    /// `IF NOT EXISTS`.
+    pub if_not_exists: bool,
+    /// The view (or table) whose changes it writes.
+    pub from: String,
 }
 
 /// Parses a string of one or more `;`-separated statements.
@@ -51,9 +89,29 @@ pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
                 watermark: None,
                 emit_on_window_close: false,
                 text,
+                source: false,
+                connector: None,
+                sink: None,
+                drop_sink: None,
             });
             continue;
         }
+        if let Some(drop_sink) = drop_sink(chunk) {
+            out.push(SluiceStatement {
+                statement: Parser::new(&dialect).try_with_sql("SELECT 1")?.parse_statement()?,
+                append_only: false,
+                watermark: None,
+                emit_on_window_close: false,
+                text,
+                source: false,
+                connector: None,
+                sink: None,
+                drop_sink: Some(drop_sink),
+            });
+            continue;
+        }
+        let (chunk, source, connector, sink) = cut_connector(chunk)?;
+        let chunk = chunk.as_slice();
         let (tokens, append_only) = cut_append_only(chunk);
         let (tokens, watermark) = cut_watermark(&tokens)?;
         let (tokens, emit_on_window_close) = cut_emit_on_window_close(&tokens);
@@ -68,10 +126,251 @@ pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
                 watermark: watermark.clone(),
                 emit_on_window_close,
                 text: text.clone(),
+                source,
+                connector: connector.clone(),
+                sink: sink.clone(),
+                drop_sink: None,
             });
         }
     }
     Ok(out)
+}
+
+type ConnectorCut = (
+    Vec<Token>,
+    bool,
+    Option<ConnectorClause>,
+    Option<SinkClause>,
+);
+
+/// Cuts the connector clauses out of `CREATE SOURCE | TABLE | SINK`, leaving a statement
+/// sqlparser knows: `CREATE SOURCE` becomes `CREATE TABLE`, `CREATE SINK s FROM v` becomes
+/// `SELECT * FROM v`.
+fn cut_connector(chunk: &[Token]) -> Result<ConnectorCut> {
+    let syntax = |msg: String| crate::error::Error::user(crate::error::sqlstate::SYNTAX_ERROR, msg);
+    let meaningful: Vec<usize> = (0..chunk.len())
+        .filter(|&i| is_meaningful(&chunk[i]))
+        .collect();
+    let word_at = |k: usize| match meaningful.get(k).map(|&i| &chunk[i]) {
+        Some(Token::Word(w)) if w.quote_style.is_none() => Some(w.value.to_ascii_lowercase()),
+        _ => None,
+    };
+    if word_at(0).as_deref() == Some("drop") && word_at(1).as_deref() == Some("source") {
+        // DROP SOURCE is DROP TABLE of the source's table.
+        let mut tokens = chunk.to_vec();
+        tokens[meaningful[1]] = Token::make_keyword("TABLE");
+        return Ok((tokens, true, None, None));
+    }
+    if word_at(0).as_deref() != Some("create") {
+        return Ok((chunk.to_vec(), false, None, None));
+    }
+    let object = word_at(1).unwrap_or_default();
+    if !matches!(object.as_str(), "source" | "table" | "sink") {
+        return Ok((chunk.to_vec(), false, None, None));
+    }
+    let mut clause = ConnectorClause::default();
+    let mut keep = vec![true; chunk.len()];
+    let mut depth = 0i32;
+    let mut k = 0;
+    let mut found = false;
+    while k < meaningful.len() {
+        let i = meaningful[k];
+        match &chunk[i] {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            _ => {}
+        }
+        if depth != 0 || k < 2 {
+            k += 1;
+            continue;
+        }
+        let word = word_at(k);
+        let next_is_paren = matches!(meaningful.get(k + 1).map(|&j| &chunk[j]), Some(Token::LParen));
+        match word.as_deref() {
+            Some("with") if next_is_paren => {
+                let (options, end) = parse_options(chunk, &meaningful, k + 1)?;
+                if object == "table" && !options.contains_key("connector") {
+                    // PostgreSQL storage parameters: not ours.
+                    k = end;
+                    continue;
+                }
+                clause.options = options;
+                found = true;
+                cut(&mut keep, &meaningful, k, end);
+                k = end;
+            }
+            Some("format") => {
+                let format = word_at(k + 1).ok_or_else(|| syntax("FORMAT needs a name".into()))?;
+                if word_at(k + 2).as_deref() != Some("encode") {
+                    return Err(syntax("expected ENCODE after FORMAT …".into()));
+                }
+                let encode = word_at(k + 3).ok_or_else(|| syntax("ENCODE needs a name".into()))?;
+                let mut end = k + 4;
+                if matches!(meaningful.get(end).map(|&j| &chunk[j]), Some(Token::LParen)) {
+                    let (options, after) = parse_options(chunk, &meaningful, end)?;
+                    clause.encode_options = options;
+                    end = after;
+                }
+                clause.format = Some(format.to_ascii_uppercase());
+                clause.encode = Some(encode.to_ascii_uppercase());
+                found = true;
+                cut(&mut keep, &meaningful, k, end);
+                k = end;
+            }
+            Some("include") => {
+                let kind = word_at(k + 1).ok_or_else(|| syntax("INCLUDE needs a kind".into()))?;
+                let mut end = k + 2;
+                let alias = if word_at(end).as_deref() == Some("as") {
+                    let name = match meaningful.get(end + 1).map(|&j| &chunk[j]) {
+                        Some(Token::Word(w)) if w.quote_style.is_some() => w.value.clone(),
+                        Some(Token::Word(w)) => w.value.to_lowercase(),
+                        _ => return Err(syntax("INCLUDE … AS needs a column name".into())),
+                    };
+                    end += 2;
+                    name
+                } else {
+                    format!("_rw_kafka_{kind}")
+                };
+                clause.includes.push((kind, alias));
+                found = true;
+                cut(&mut keep, &meaningful, k, end);
+                k = end;
+            }
+            _ => k += 1,
+        }
+    }
+    let mut tokens: Vec<Token> = chunk
+        .iter()
+        .zip(&keep)
+        .filter(|(_, keep)| **keep)
+        .map(|(t, _)| t.clone())
+        .collect();
+    match object.as_str() {
+        "source" => {
+            let at = meaningful[1];
+            tokens[at] = Token::make_keyword("TABLE");
+            Ok((tokens, true, Some(clause), None))
+        }
+        "table" => Ok((tokens, false, found.then_some(clause), None)),
+        _ => {
+            // CREATE SINK [IF NOT EXISTS] name FROM relation
+            let rest: Vec<&Token> = tokens.iter().filter(|t| is_meaningful(t)).collect();
+            let words: Vec<Option<String>> = rest
+                .iter()
+                .map(|t| match t {
+                    Token::Word(w) if w.quote_style.is_none() => Some(w.value.to_lowercase()),
+                    Token::Word(w) => Some(w.value.clone()),
+                    _ => None,
+                })
+                .collect();
+            let (if_not_exists, at) = match (words.get(2), words.get(3), words.get(4)) {
+                (Some(Some(a)), Some(Some(b)), Some(Some(c)))
+                    if a == "if" && b == "not" && c == "exists" =>
+                {
+                    (true, 5)
+                }
+                _ => (false, 2),
+            };
+            let (Some(Some(name)), Some(Some(from_kw)), Some(Some(from)), None) = (
+                words.get(at),
+                words.get(at + 1),
+                words.get(at + 2),
+                rest.get(at + 3),
+            ) else {
+                return Err(syntax(
+                    "expected CREATE SINK name FROM relation WITH (…) [FORMAT … ENCODE …]".into(),
+                ));
+            };
+            if from_kw != "from" {
+                return Err(crate::error::Error::unsupported(
+                    "CREATE SINK … AS SELECT: create a materialized view and sink FROM it",
+                ));
+            }
+            let select = Tokenizer::new(&PostgreSqlDialect {}, &format!("SELECT * FROM \"{from}\""))
+                .tokenize()?;
+            let sink = SinkClause {
+                name: name.clone(),
+                if_not_exists,
+                from: from.clone(),
+            };
+            Ok((select, false, Some(clause), Some(sink)))
+        }
+    }
+}
+
+/// `DROP SINK [IF EXISTS] name`.
+fn drop_sink(chunk: &[Token]) -> Option<(String, bool)> {
+    let words: Vec<String> = chunk
+        .iter()
+        .filter(|t| is_meaningful(t))
+        .map(|t| match t {
+            Token::Word(w) if w.quote_style.is_none() => w.value.to_lowercase(),
+            Token::Word(w) => w.value.clone(),
+            other => other.to_string(),
+        })
+        .collect();
+    match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["drop", "sink", "if", "exists", name] => Some((name.to_string(), true)),
+        ["drop", "sink", name] => Some((name.to_string(), false)),
+        _ => None,
+    }
+}
+
+/// Marks meaningful tokens `from..to` (and the blanks between them) as cut.
+fn cut(keep: &mut [bool], meaningful: &[usize], from: usize, to: usize) {
+    let start = meaningful[from];
+    let end = meaningful.get(to).copied().unwrap_or(keep.len());
+    for k in keep.iter_mut().take(end).skip(start) {
+        *k = false;
+    }
+}
+
+/// Parses `( key = value, … )` starting at the meaningful token `open` (the `(`); returns the
+/// options and the index of the first meaningful token after the `)`.
+fn parse_options(
+    chunk: &[Token],
+    meaningful: &[usize],
+    open: usize,
+) -> Result<(BTreeMap<String, String>, usize)> {
+    let syntax = |msg: String| crate::error::Error::user(crate::error::sqlstate::SYNTAX_ERROR, msg);
+    let mut options = BTreeMap::new();
+    let mut k = open + 1;
+    loop {
+        let token = |k: usize| meaningful.get(k).map(|&i| &chunk[i]);
+        if matches!(token(k), Some(Token::RParen)) {
+            return Ok((options, k + 1));
+        }
+        let mut key = String::new();
+        loop {
+            match token(k) {
+                Some(Token::Word(w)) => key.push_str(&w.value.to_ascii_lowercase()),
+                Some(Token::Period) => key.push('.'),
+                Some(Token::Number(n, _)) => key.push_str(n),
+                Some(Token::Eq) => break,
+                other => {
+                    return Err(syntax(format!(
+                        "expected key = value in WITH (…), found {}",
+                        other.map(|t| t.to_string()).unwrap_or_else(|| "the end".into())
+                    )));
+                }
+            }
+            k += 1;
+        }
+        k += 1;
+        let value = match token(k) {
+            Some(Token::SingleQuotedString(v)) => v.clone(),
+            Some(Token::Number(n, _)) => n.clone(),
+            Some(Token::Word(w)) => w.value.clone(),
+            _ => return Err(syntax(format!("option \"{key}\" needs a value"))),
+        };
+        k += 1;
+        options.insert(key, value);
+        match token(k) {
+            Some(Token::Comma) => k += 1,
+            Some(Token::RParen) => return Ok((options, k + 1)),
+            _ => return Err(syntax("expected , or ) in WITH (…)".into())),
+        }
+    }
 }
 
 /// `WATERMARK FOR column AS expression` in a column list.
@@ -243,6 +542,41 @@ mod tests {
         assert_eq!(create.columns.len(), 2);
         assert!(stmts[1].emit_on_window_close);
         assert!(matches!(stmts[2].statement, Statement::Flush { .. }));
+    }
+
+    #[test]
+    fn cuts_connector_clauses() {
+        let stmts = parse_sql(
+            "CREATE SOURCE s (a INT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '2' SECOND) \
+             INCLUDE partition AS p INCLUDE offset \
+             WITH (connector = 'kafka', topic = 't', properties.bootstrap.server = 'h:9092', n = 3) \
+             FORMAT PLAIN ENCODE CSV (delimiter = ';', without_header = 'true');\
+             CREATE TABLE t (a INT) WITH (fillfactor = 70);\
+             CREATE SINK IF NOT EXISTS k FROM v WITH (connector = 'kafka') FORMAT UPSERT ENCODE JSON",
+        )
+        .unwrap();
+        assert!(stmts[0].source);
+        let c = stmts[0].connector.as_ref().unwrap();
+        assert_eq!(c.options["properties.bootstrap.server"], "h:9092");
+        assert_eq!(c.options["n"], "3");
+        assert_eq!(c.format.as_deref(), Some("PLAIN"));
+        assert_eq!(c.encode.as_deref(), Some("CSV"));
+        assert_eq!(c.encode_options["delimiter"], ";");
+        assert_eq!(
+            c.includes,
+            vec![
+                ("partition".to_string(), "p".to_string()),
+                ("offset".to_string(), "_rw_kafka_offset".to_string())
+            ]
+        );
+        assert!(stmts[0].watermark.is_some());
+        assert!(matches!(stmts[0].statement, Statement::CreateTable(_)));
+        assert!(stmts[1].connector.is_none());
+        let sink = stmts[2].sink.as_ref().unwrap();
+        assert_eq!((sink.name.as_str(), sink.from.as_str()), ("k", "v"));
+        assert!(sink.if_not_exists);
+        assert_eq!(stmts[2].connector.as_ref().unwrap().format.as_deref(), Some("UPSERT"));
+        assert!(matches!(stmts[2].statement, Statement::Query(_)));
     }
 
     #[test]

@@ -135,6 +135,17 @@ impl Session {
         statement: &SluiceStatement,
         params: Option<ParamValues>,
     ) -> Result<Outcome> {
+        if let Some(sink) = &statement.sink {
+            let connector = statement.connector.clone().unwrap_or_default();
+            self.engine
+                .create_sink(sink, &connector, &statement.text)
+                .await?;
+            return Ok(Outcome::command("CREATE SINK"));
+        }
+        if let Some((name, if_exists)) = &statement.drop_sink {
+            self.engine.drop_sink(name, *if_exists)?;
+            return Ok(Outcome::command("DROP SINK"));
+        }
         match &statement.statement {
             Statement::CreateTable(create) => {
                 let created = self
@@ -142,15 +153,18 @@ impl Session {
                     .create_table(
                         &self.ctx.state(),
                         create,
-                        statement.append_only,
-                        statement.watermark.as_ref(),
+                        crate::sql::ddl::TableClauses::of(statement),
                         &statement.text,
                     )
                     .await?;
                 if !created {
                     tracing::info!(table = %create.name, "table exists, skipping");
                 }
-                Ok(Outcome::command("CREATE TABLE"))
+                Ok(Outcome::command(if statement.source {
+                    "CREATE SOURCE"
+                } else {
+                    "CREATE TABLE"
+                }))
             }
             Statement::Drop {
                 object_type,
@@ -165,7 +179,11 @@ impl Session {
                             self.engine
                                 .drop_table(&table_name(name)?, *if_exists, *cascade)?;
                         }
-                        "DROP TABLE"
+                        if statement.source {
+                            "DROP SOURCE"
+                        } else {
+                            "DROP TABLE"
+                        }
                     }
                     ObjectType::MaterializedView => {
                         for name in names {

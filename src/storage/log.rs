@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::error::StorageError;
 use super::fsync::{FsyncPolicy, GroupCommit, SyncJob};
-use super::segment::{self, Damage, SegmentScan};
+use super::segment::{self, Damage, RecordMeta, SegmentScan};
 use crate::stream::ChangeBatch;
 
 /// The size past which the log starts a new segment, unless opened with another.
@@ -160,8 +160,17 @@ impl Log {
     /// The record is written to the operating system but not yet fsynced: call
     /// [`Log::wait_durable`] before acknowledging it.
     pub fn append(&self, batch: &ChangeBatch) -> Result<u64, StorageError> {
+        self.append_with_meta(batch, &RecordMeta::default())
+    }
+
+    /// Like [`Log::append`], with what the record says beside its rows.
+    pub fn append_with_meta(
+        &self,
+        batch: &ChangeBatch,
+        meta: &RecordMeta,
+    ) -> Result<u64, StorageError> {
         // Encoding is the expensive part and needs no lock.
-        let record = segment::encode_record(batch)?;
+        let record = segment::encode_record(batch, meta)?;
         let inner = &*self.inner;
         let mut writer = inner.lock_writer();
         if writer.broken {
@@ -223,11 +232,28 @@ impl Log {
         from: u64,
         max_records: usize,
     ) -> Result<Vec<(u64, ChangeBatch)>, StorageError> {
+        Ok(self
+            .read_with_meta(from, max_records)?
+            .into_iter()
+            .map(|(position, batch, _)| (position, batch))
+            .collect())
+    }
+
+    /// Like [`Log::read`], with each record's [`RecordMeta`].
+    pub fn read_with_meta(
+        &self,
+        from: u64,
+        max_records: usize,
+    ) -> Result<Vec<(u64, ChangeBatch, RecordMeta)>, StorageError> {
         let runs = self.inner.read_index().locate(from, max_records);
         let mut records = Vec::with_capacity(runs.iter().map(|r| r.offsets.len()).sum());
         for run in runs {
             let batches = segment::read_records(&run.path, &run.offsets)?;
-            records.extend((run.first..).zip(batches));
+            records.extend(
+                (run.first..)
+                    .zip(batches)
+                    .map(|(position, (batch, meta))| (position, batch, meta)),
+            );
         }
         Ok(records)
     }
@@ -703,7 +729,7 @@ mod tests {
     #[test]
     fn segments_roll_over_and_read_across_them() {
         let dir = tempfile::tempdir().unwrap();
-        let record_len = segment::encode_record(&numbered(0)).unwrap().len() as u64;
+        let record_len = segment::encode_record(&numbered(0), &RecordMeta::default()).unwrap().len() as u64;
         // Two records per segment.
         let size = record_len * 2;
         {
@@ -744,7 +770,7 @@ mod tests {
     #[test]
     fn torn_tail_before_an_empty_segment_is_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let record_len = segment::encode_record(&numbered(0)).unwrap().len() as u64;
+        let record_len = segment::encode_record(&numbered(0), &RecordMeta::default()).unwrap().len() as u64;
         {
             let log =
                 Log::open_with_segment_size(dir.path(), FsyncPolicy::Never, record_len).unwrap();
@@ -772,7 +798,7 @@ mod tests {
     #[test]
     fn a_gap_between_segments_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let record_len = segment::encode_record(&numbered(0)).unwrap().len() as u64;
+        let record_len = segment::encode_record(&numbered(0), &RecordMeta::default()).unwrap().len() as u64;
         {
             let log =
                 Log::open_with_segment_size(dir.path(), FsyncPolicy::Never, record_len).unwrap();

@@ -16,3 +16,4 @@ pub mod segment;
 pub use error::StorageError;
 pub use fsync::{FsyncPolicy, ParseFsyncPolicyError};
 pub use log::{DEFAULT_SEGMENT_SIZE, Log};
+pub use segment::RecordMeta;

@@ -9,7 +9,9 @@
 //!
 //! The payload is an Arrow IPC stream (schema + exactly one batch) of
 //! [`ChangeBatch::to_stored`]. Every record carries its own schema so that a segment can be
-//! read from any record on, and a table's schema may change between records.
+//! read from any record on, and a table's schema may change between records. The schema's
+//! metadata carries the record's [`RecordMeta`]: the watermark after it and, for records a
+//! connector wrote, where its source stood.
 
 use std::fs::File;
 use std::io::{self, BufReader, Cursor, Read, Seek, SeekFrom};
@@ -19,8 +21,50 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 
+use std::collections::HashMap;
+
 use super::error::StorageError;
 use crate::stream::ChangeBatch;
+
+/// What a record says beside its rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordMeta {
+    /// The relation's watermark once this record is applied (nanoseconds), when it has one.
+    pub watermark: Option<i64>,
+    /// Where the connector that wrote the record stood after it (connector-specific text), so
+    /// that it resumes exactly after the last durable record.
+    pub source_position: Option<String>,
+    /// The bounded source that wrote the record has nothing more to send.
+    pub end_of_input: bool,
+}
+
+const META_WATERMARK: &str = "sluice.watermark";
+const META_POSITION: &str = "sluice.source_position";
+const META_END: &str = "sluice.end_of_input";
+
+impl RecordMeta {
+    fn to_metadata(&self) -> HashMap<String, String> {
+        let mut out = HashMap::new();
+        if let Some(w) = self.watermark {
+            out.insert(META_WATERMARK.to_string(), w.to_string());
+        }
+        if let Some(p) = &self.source_position {
+            out.insert(META_POSITION.to_string(), p.clone());
+        }
+        if self.end_of_input {
+            out.insert(META_END.to_string(), "true".to_string());
+        }
+        out
+    }
+
+    fn from_metadata(metadata: &HashMap<String, String>) -> Self {
+        Self {
+            watermark: metadata.get(META_WATERMARK).and_then(|w| w.parse().ok()),
+            source_position: metadata.get(META_POSITION).cloned(),
+            end_of_input: metadata.contains_key(META_END),
+        }
+    }
+}
 
 /// The file name extension of segment files.
 pub const SEGMENT_EXTENSION: &str = "seg";
@@ -48,8 +92,12 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
 
 /// Encodes `batch` as one complete record (header and payload), ready to be written with a
 /// single `write_all`.
-pub fn encode_record(batch: &ChangeBatch) -> Result<Vec<u8>, StorageError> {
-    let stored = batch.to_stored()?;
+pub fn encode_record(batch: &ChangeBatch, meta: &RecordMeta) -> Result<Vec<u8>, StorageError> {
+    let mut stored = batch.to_stored()?;
+    if *meta != RecordMeta::default() {
+        let schema = stored.schema().as_ref().clone().with_metadata(meta.to_metadata());
+        stored = stored.with_schema(std::sync::Arc::new(schema))?;
+    }
     // The header is reserved up front and filled in afterwards so that the payload is
     // serialised straight into the final buffer.
     let mut record = vec![0u8; HEADER_LEN as usize];
@@ -70,9 +118,10 @@ pub fn encode_record(batch: &ChangeBatch) -> Result<Vec<u8>, StorageError> {
 }
 
 /// Decodes a record's payload (already checked against its crc) back into a change batch.
-pub fn decode_payload(payload: &[u8]) -> Result<ChangeBatch, ArrowError> {
+pub fn decode_payload(payload: &[u8]) -> Result<(ChangeBatch, RecordMeta), ArrowError> {
     let mut reader = StreamReader::try_new(Cursor::new(payload), None)?;
-    let stored = reader
+    let meta = RecordMeta::from_metadata(reader.schema().metadata());
+    let mut stored = reader
         .next()
         .ok_or_else(|| ArrowError::IpcError("record holds no batch".to_string()))??;
     if reader.next().is_some() {
@@ -80,7 +129,14 @@ pub fn decode_payload(payload: &[u8]) -> Result<ChangeBatch, ArrowError> {
             "record holds more than one batch".to_string(),
         ));
     }
-    ChangeBatch::from_stored(stored)
+    if !stored.schema().metadata().is_empty() {
+        let plain = stored.schema().as_ref().clone().with_metadata(HashMap::new());
+        stored = datafusion::arrow::array::RecordBatch::try_new(
+            std::sync::Arc::new(plain),
+            stored.columns().to_vec(),
+        )?;
+    }
+    Ok((ChangeBatch::from_stored(stored)?, meta))
 }
 
 /// What [`read_frame`] found at the reader's position.
@@ -227,7 +283,10 @@ pub fn scan_segment(file: &File, path: &Path) -> Result<SegmentScan, StorageErro
 /// Reads the records at byte `offsets` of the segment at `path`, validating each; the offsets
 /// must be consecutive records (each starting where the previous one ends), as the index
 /// holds them.
-pub fn read_records(path: &Path, offsets: &[u64]) -> Result<Vec<ChangeBatch>, StorageError> {
+pub fn read_records(
+    path: &Path,
+    offsets: &[u64],
+) -> Result<Vec<(ChangeBatch, RecordMeta)>, StorageError> {
     let Some(&first) = offsets.first() else {
         return Ok(Vec::new());
     };
@@ -295,17 +354,28 @@ mod tests {
 
     #[test]
     fn record_round_trips_through_a_frame() {
-        let record = encode_record(&batch(&[1, 2], Some(vec![1, -1]))).unwrap();
+        let record = encode_record(
+            &batch(&[1, 2], Some(vec![1, -1])),
+            &RecordMeta {
+                watermark: Some(42),
+                source_position: Some("p".into()),
+                end_of_input: true,
+            },
+        ).unwrap();
         let mut payload = Vec::new();
         let frame = read_frame(&mut record.as_slice(), record.len() as u64, &mut payload).unwrap();
         assert_eq!(frame, Frame::Record(record.len() as u64 - HEADER_LEN));
-        let back = decode_payload(&payload).unwrap();
+        let (back, meta) = decode_payload(&payload).unwrap();
         assert_eq!(back.weights().unwrap().values(), &[1, -1]);
+        assert!(back.data().schema().metadata().is_empty());
+        assert_eq!(meta.watermark, Some(42));
+        assert_eq!(meta.source_position.as_deref(), Some("p"));
+        assert!(meta.end_of_input);
     }
 
     #[test]
     fn damaged_frames_are_reported() {
-        let record = encode_record(&batch(&[7], None)).unwrap();
+        let record = encode_record(&batch(&[7], None), &RecordMeta::default()).unwrap();
         let mut payload = Vec::new();
 
         let mut damage =
@@ -354,8 +424,8 @@ mod tests {
     fn scan_stops_at_damage_and_reads_validate() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(segment_file_name(0));
-        let a = encode_record(&batch(&[1], None)).unwrap();
-        let b = encode_record(&batch(&[2, 3], None)).unwrap();
+        let a = encode_record(&batch(&[1], None), &RecordMeta::default()).unwrap();
+        let b = encode_record(&batch(&[2, 3], None), &RecordMeta::default()).unwrap();
         let mut file = File::create(&path).unwrap();
         file.write_all(&a).unwrap();
         file.write_all(&b).unwrap();

@@ -46,6 +46,15 @@ impl WatermarkDef {
         })
     }
 
+    /// Each row's watermark candidate, as nanosecond timestamps.
+    pub fn candidates(&self, batch: &RecordBatch) -> DfResult<datafusion::arrow::array::ArrayRef> {
+        let values = self
+            .expression
+            .evaluate(batch)?
+            .into_array(batch.num_rows())?;
+        nanos(&values)
+    }
+
     /// Which rows of `batch` are on time under watermark `current` (NULL event times are).
     pub fn on_time(
         &self,

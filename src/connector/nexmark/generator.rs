@@ -193,6 +193,16 @@ impl NexmarkGenerator {
         }
     }
 
+    /// The next event number this split will generate: its position in the stream.
+    pub fn next_event(&self) -> u64 {
+        self.next
+    }
+
+    /// Continues from event number `next` (a position [`Self::next_event`] returned).
+    pub fn resume_at(&mut self, next: u64) {
+        self.next = next;
+    }
+
     /// True when a bounded stream has no event left for this split.
     pub fn is_exhausted(&self) -> bool {
         self.config.event_num.is_some_and(|end| self.next >= end)

@@ -1,6 +1,8 @@
 //! The Nexmark generator: Nexmark's person/auction/bid stream, generated columnar and split
-//! deterministically (`generator.rs`). The `nexmark` source connector will read from it.
+//! deterministically (`generator.rs`), and the `nexmark` source connector over it
+//! (`source.rs`).
 
 pub mod generator;
+pub mod source;
 
 pub use generator::{NexmarkConfig, NexmarkGenerator, bid_schema};

@@ -146,6 +146,14 @@ impl KeyedRows {
         self.key_converter.convert_columns(&key_arrays)
     }
 
+    /// The encoded keys of a batch holding only the key columns, in key order.
+    pub fn key_rows_of(
+        &self,
+        keys: &RecordBatch,
+    ) -> Result<datafusion::arrow::row::Rows, ArrowError> {
+        self.key_converter.convert_columns(keys.columns())
+    }
+
     /// True when a row with this encoded key is present.
     pub fn contains(&self, key: &[u8]) -> bool {
         self.rows.contains_key(key)

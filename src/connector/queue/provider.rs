@@ -129,6 +129,7 @@ impl TableProvider for QueueTableProvider {
         if insert_op != InsertOp::Append {
             return Err(Error::unsupported(format!("{insert_op} into a table")).into());
         }
+        self.table.refuse_if_source("INSERT INTO")?;
         let sink = QueueSink {
             table: Arc::clone(&self.table),
         };

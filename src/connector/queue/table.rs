@@ -12,7 +12,7 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use crate::catalog::TableDef;
 use crate::error::{Error, Result, sqlstate};
-use crate::storage::{FsyncPolicy, Log};
+use crate::storage::{FsyncPolicy, Log, RecordMeta};
 use crate::stream::ChangeBatch;
 
 use super::contents::TableContents;
@@ -32,6 +32,23 @@ pub struct QueueTable {
     /// Held shared while a change is appended; the view runtime holds it exclusively while it
     /// reads every table's end, so that its cut is consistent across tables.
     commit_gate: Arc<RwLock<()>>,
+    /// The counters of the connector writing to it, once started.
+    source_stats: Mutex<Option<Arc<crate::connector::source::SourceStats>>>,
+}
+
+/// What a connector writes in one record.
+#[derive(Debug)]
+pub struct ConnectorBatch {
+    /// Rows to insert (upsert on a keyed table), in the table's schema.
+    pub rows: RecordBatch,
+    /// Key columns of rows to delete (tombstones of an upsert topic).
+    pub deleted_keys: Option<RecordBatch>,
+    /// The connector's watermark after these rows, when it tracks its own.
+    pub watermark: Option<crate::stream::Timestamp>,
+    /// Where the connector stands after these rows.
+    pub position: String,
+    /// A bounded source has nothing more: its watermark goes to the end of time.
+    pub end_of_input: bool,
 }
 
 /// Where a table with a watermark stands in event time.
@@ -55,18 +72,29 @@ impl QueueTable {
         let mut contents = TableContents::new(Arc::clone(&def.schema), &def.primary_key)?;
         let mut position = 0;
         let mut time = EventTime::default();
+        let mut end_of_input = false;
         loop {
-            let records = log.read(position, 256)?;
-            let Some((last, _)) = records.last() else {
+            let records = log.read_with_meta(position, 256)?;
+            let Some((last, _, _)) = records.last() else {
                 break;
             };
             position = last + 1;
-            for (_, change) in &records {
-                contents.apply(change)?;
-                if let Some(wm) = &def.watermark {
-                    time.watermark = wm.advance(time.watermark, change.data())?;
+            for (_, change, meta) in &records {
+                if !def.source {
+                    contents.apply(change)?;
+                }
+                end_of_input |= meta.end_of_input;
+                match (meta.watermark, &def.watermark) {
+                    (Some(w), _) => time.watermark = time.watermark.max(Some(w)),
+                    (None, Some(wm)) => {
+                        time.watermark = wm.advance(time.watermark, change.data())?;
+                    }
+                    (None, None) => {}
                 }
             }
+        }
+        if end_of_input {
+            time.watermark = Some(i64::MAX);
         }
         tracing::debug!(table = %def.name, records = position, rows = contents.num_rows(), "table restored");
         Ok(Self {
@@ -75,12 +103,26 @@ impl QueueTable {
             contents: Mutex::new(contents),
             time: Mutex::new(time),
             commit_gate,
+            source_stats: Mutex::new(None),
         })
     }
 
     /// The table's watermark and late-row count (all `None`/0 without `WATERMARK FOR`).
     pub fn event_time(&self) -> EventTime {
         *self.time.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The counters of its connector, once it has run.
+    pub fn source_stats(&self) -> Option<Arc<crate::connector::source::SourceStats>> {
+        self.source_stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records the counters of the connector that writes to it.
+    pub fn set_source_stats(&self, stats: Arc<crate::connector::source::SourceStats>) {
+        *self.source_stats.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
     }
 
     /// The table's definition.
@@ -93,14 +135,150 @@ impl QueueTable {
         &self.log
     }
 
-    /// The current rows.
+    /// The current rows. A source's rows are read back from its log.
     pub fn snapshot(&self) -> Result<Vec<RecordBatch>> {
+        if self.def.source {
+            let end = self.log.end();
+            let mut batches = Vec::new();
+            let mut position = 0;
+            while position < end {
+                let records = self.log.read(position, 256)?;
+                let Some((last, _)) = records.last() else {
+                    break;
+                };
+                position = last + 1;
+                batches.extend(records.into_iter().map(|(_, c)| c.data().clone()));
+            }
+            return Ok(batches);
+        }
         Ok(self.lock().snapshot()?)
     }
 
-    /// Number of rows now.
+    /// Number of rows now (not counted for sources, whose rows are not kept in memory).
     pub fn num_rows(&self) -> usize {
         self.lock().num_rows()
+    }
+
+    /// Writes what a connector decoded: `rows` (upserted by key on a table with a primary
+    /// key), then `deleted_keys` (rows of the key columns whose rows to delete). Rows behind
+    /// the watermark are dropped and counted. The record carries `position`, so that after a
+    /// restart the connector resumes right after the last record the log kept, and the
+    /// watermark: `watermark` when the connector tracks its own (the minimum over its
+    /// partitions), else the table's own advance over the rows. Returns the rows written.
+    ///
+    /// It does not wait for an fsync: the source position travels with the rows, so a record
+    /// lost in a crash is read again from the source.
+    pub fn ingest(&self, batch: ConnectorBatch) -> Result<u64> {
+        let ConnectorBatch {
+            rows,
+            deleted_keys,
+            watermark,
+            position,
+            end_of_input,
+        } = batch;
+        let mut contents = self.lock();
+        let (rows, watermark_after) = self.admit(rows, Some(watermark))?;
+        let mut parts = Vec::new();
+        let written = rows.num_rows() as u64;
+        if rows.num_rows() > 0 {
+            parts.push(self.upsert_change(&contents, rows)?);
+        }
+        if let Some(keys) = deleted_keys
+            && keys.num_rows() > 0
+            && let Some(keyed) = contents.keyed()
+        {
+            let keys_bytes = keyed.key_rows_of(&keys)?;
+            let gone = keyed.lookup(keys_bytes.iter().map(|k| k.data()))?;
+            if gone.num_rows() > 0 {
+                parts.push(ChangeBatch::retractions(gone));
+            }
+        }
+        let change = match parts.len() {
+            0 => ChangeBatch::inserts(RecordBatch::new_empty(Arc::clone(&self.def.schema))),
+            1 => parts.pop().unwrap_or_else(|| unreachable!()),
+            _ => ChangeBatch::concat(&self.def.schema, &parts)?,
+        };
+        let meta = RecordMeta {
+            watermark: if end_of_input {
+                Some(i64::MAX)
+            } else {
+                watermark_after
+            },
+            source_position: Some(position),
+            end_of_input,
+        };
+        if end_of_input {
+            self.time.lock().unwrap_or_else(|e| e.into_inner()).watermark =
+                Some(i64::MAX);
+        }
+        self.commit(&mut contents, change, meta)?;
+        Ok(written)
+    }
+
+    /// The source position and end-of-input flag of the last record a connector wrote.
+    pub fn last_source_position(&self) -> Result<(Option<String>, bool)> {
+        let end = self.log.end();
+        if end == 0 {
+            return Ok((None, false));
+        }
+        let records = self.log.read_with_meta(end - 1, 1)?;
+        Ok(records
+            .into_iter()
+            .next()
+            .map(|(_, _, meta)| (meta.source_position, meta.end_of_input))
+            .unwrap_or((None, false)))
+    }
+
+    /// Drops the rows behind the watermark (counting them) and moves the watermark on: to
+    /// the connector's own watermark when it tracks one (`Some`), else by the table's
+    /// watermark expression over the rows kept.
+    fn admit(
+        &self,
+        batch: RecordBatch,
+        next: Option<Option<crate::stream::Timestamp>>,
+    ) -> Result<(RecordBatch, Option<crate::stream::Timestamp>)> {
+        let Some(wm) = &self.def.watermark else {
+            return Ok((batch, None));
+        };
+        let mut time = self.time.lock().unwrap_or_else(|e| e.into_inner());
+        let batch = match wm.on_time(time.watermark, &batch)? {
+            None => batch,
+            Some(mask) => {
+                let kept = filter_record_batch(&batch, &mask)?;
+                let late = (batch.num_rows() - kept.num_rows()) as u64;
+                time.late_rows += late;
+                tracing::debug!(table = %self.def.name, late, "late rows dropped");
+                kept
+            }
+        };
+        time.watermark = match next {
+            Some(next) => time.watermark.max(next),
+            None => wm.advance(time.watermark, &batch)?,
+        };
+        Ok((batch, time.watermark))
+    }
+
+    /// Inserting `batch`: on a keyed table each row replaces the row of its key.
+    fn upsert_change(&self, contents: &TableContents, batch: RecordBatch) -> Result<ChangeBatch> {
+        Ok(match contents.keyed() {
+            None => ChangeBatch::inserts(batch),
+            Some(keyed) => {
+                let batch = last_row_per_key(keyed, &batch)?;
+                let keys = keyed.keys_of(&batch)?;
+                let replaced = keyed.lookup(keys.iter().map(|k| k.data()))?;
+                if replaced.num_rows() == 0 {
+                    ChangeBatch::inserts(batch)
+                } else {
+                    ChangeBatch::concat(
+                        &self.def.schema,
+                        &[
+                            ChangeBatch::retractions(replaced),
+                            ChangeBatch::inserts(batch),
+                        ],
+                    )?
+                }
+            }
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, TableContents> {
@@ -120,48 +298,17 @@ impl QueueTable {
         let batch = RecordBatch::try_new(Arc::clone(&self.def.schema), batch.columns().to_vec())?;
         let position = {
             let mut contents = self.lock();
-            let batch = match &self.def.watermark {
-                None => batch,
-                Some(wm) => {
-                    let mut time = self.time.lock().unwrap_or_else(|e| e.into_inner());
-                    let batch = match wm.on_time(time.watermark, &batch)? {
-                        None => batch,
-                        Some(mask) => {
-                            let kept = filter_record_batch(&batch, &mask)?;
-                            let late = (batch.num_rows() - kept.num_rows()) as u64;
-                            time.late_rows += late;
-                            tracing::debug!(table = %self.def.name, late, "late rows dropped");
-                            kept
-                        }
-                    };
-                    time.watermark = wm.advance(time.watermark, &batch)?;
-                    batch
-                }
-            };
+            let (batch, watermark) = self.admit(batch, None)?;
             if batch.num_rows() == 0 {
                 return Ok(0);
             }
             let rows = batch.num_rows() as u64;
-            let change = match contents.keyed() {
-                None => ChangeBatch::inserts(batch),
-                Some(keyed) => {
-                    let batch = last_row_per_key(keyed, &batch)?;
-                    let keys = keyed.keys_of(&batch)?;
-                    let replaced = keyed.lookup(keys.iter().map(|k| k.data()))?;
-                    if replaced.num_rows() == 0 {
-                        ChangeBatch::inserts(batch)
-                    } else {
-                        ChangeBatch::concat(
-                            &self.def.schema,
-                            &[
-                                ChangeBatch::retractions(replaced),
-                                ChangeBatch::inserts(batch),
-                            ],
-                        )?
-                    }
-                }
+            let change = self.upsert_change(&contents, batch)?;
+            let meta = RecordMeta {
+                watermark,
+                ..RecordMeta::default()
             };
-            (self.commit(&mut contents, change)?, rows)
+            (self.commit(&mut contents, change, meta)?, rows)
         };
         let (position, rows) = position;
         self.log.wait_durable(position).await?;
@@ -181,7 +328,7 @@ impl QueueTable {
             let retractions: Vec<ChangeBatch> =
                 matched.into_iter().map(ChangeBatch::retractions).collect();
             let change = ChangeBatch::concat(&self.def.schema, &retractions)?;
-            (self.commit(&mut contents, change)?, count)
+            (self.commit(&mut contents, change, RecordMeta::default())?, count)
         };
         self.log.wait_durable(position).await?;
         Ok(count)
@@ -221,25 +368,47 @@ impl QueueTable {
             parts.extend(old.into_iter().map(ChangeBatch::retractions));
             parts.extend(new_batches.into_iter().map(ChangeBatch::inserts));
             let change = ChangeBatch::concat(&self.def.schema, &parts)?;
-            (self.commit(&mut contents, change)?, count)
+            (self.commit(&mut contents, change, RecordMeta::default())?, count)
         };
         self.log.wait_durable(position).await?;
         Ok(count)
     }
 
-    fn commit(&self, contents: &mut TableContents, change: ChangeBatch) -> Result<u64> {
+    fn commit(
+        &self,
+        contents: &mut TableContents,
+        change: ChangeBatch,
+        meta: RecordMeta,
+    ) -> Result<u64> {
         let _gate = self.commit_gate.read().unwrap_or_else(|e| e.into_inner());
-        let position = self.log.append(&change)?;
-        contents.apply(&change)?;
+        let position = self.log.append_with_meta(&change, &meta)?;
+        if !self.def.source {
+            contents.apply(&change)?;
+        }
         Ok(position)
     }
 
     fn refuse_if_append_only(&self, what: &str) -> Result<()> {
+        self.refuse_if_source(what)?;
         if self.def.append_only {
             return Err(Error::unsupported(format!(
                 "{what} is not supported on append-only table \"{}\"",
                 self.def.name
             )));
+        }
+        Ok(())
+    }
+
+    /// Only a source's connector writes to it.
+    pub fn refuse_if_source(&self, what: &str) -> Result<()> {
+        if self.def.source {
+            return Err(Error::user(
+                sqlstate::WRONG_OBJECT_TYPE,
+                format!(
+                    "cannot {what} source \"{}\": only its connector writes to it",
+                    self.def.name
+                ),
+            ));
         }
         Ok(())
     }

@@ -1,0 +1,190 @@
+//! The file source: every file matching a path or glob, read once, newline-delimited JSON or
+//! CSV. Files are read side by side, a chunk of each in turn, each with a watermark of its own
+//! (like a Kafka partition), so that time-ordered files read together stay on time. When all
+//! are read the source ends, and its watermark goes to the end of time: every window closes.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::connector::decode::RecordDecoder;
+use crate::connector::queue::table::ConnectorBatch;
+use crate::connector::source::{SourceContext, SplitWatermarks, watermark_candidates};
+use crate::connector::spec::{Encode, SourceSpec};
+use crate::error::{Error, Result};
+
+/// Bytes read from a file at a time (rounded down to whole lines).
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// Where the source stands: bytes read of each file (`u64::MAX` once done).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Position {
+    files: BTreeMap<String, u64>,
+    #[serde(default)]
+    watermarks: BTreeMap<String, i64>,
+}
+
+struct OpenFile {
+    path: String,
+    file: File,
+    /// Bytes consumed (whole lines only).
+    offset: u64,
+    /// Bytes read past `offset`: a partial last line.
+    carry: Vec<u8>,
+    done: bool,
+}
+
+/// The files `pattern` names, sorted.
+pub fn matching_files(pattern: &str) -> Result<Vec<PathBuf>> {
+    let bad = |e: String| Error::user(crate::error::sqlstate::INVALID_PARAMETER_VALUE, e);
+    let mut files: Vec<PathBuf> = glob::glob(pattern)
+        .map_err(|e| bad(format!("bad path pattern '{pattern}': {e}")))?
+        .filter_map(|p| p.ok())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(bad(format!("no file matches '{pattern}'")));
+    }
+    Ok(files)
+}
+
+/// Reads every file to its end.
+pub fn run(context: &SourceContext, spec: &SourceSpec, pattern: &str) -> Result<()> {
+    let (resumed, finished) = context.table.last_source_position()?;
+    if finished {
+        return Ok(());
+    }
+    let mut position: Position = match resumed {
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| Error::unsupported(format!("bad stored file position: {e}")))?,
+        None => Position::default(),
+    };
+    let header = matches!(spec.encode, Encode::Csv { header: true, .. });
+    let mut files = Vec::new();
+    let mut splits = SplitWatermarks::new(Duration::MAX);
+    for (index, path) in matching_files(pattern)?.into_iter().enumerate() {
+        let name = path.display().to_string();
+        let io = |e: std::io::Error| Error::unsupported(format!("reading {name}: {e}"));
+        let mut file = File::open(&path).map_err(io)?;
+        let offset = position.files.get(&name).copied().unwrap_or(0);
+        let done = offset == u64::MAX;
+        if !done {
+            file.seek(SeekFrom::Start(offset)).map_err(io)?;
+        }
+        splits.restore(index as i64, position.watermarks.get(&name).copied());
+        if done {
+            splits.finish(index as i64);
+        }
+        let mut open = OpenFile {
+            path: name,
+            file,
+            offset,
+            carry: Vec::new(),
+            done,
+        };
+        if header && offset == 0 && !done {
+            skip_header(&mut open)?;
+        }
+        files.push(open);
+    }
+    let mut decoder = RecordDecoder::new(context.table.def().payload_schema(), spec.encode.clone())?;
+    let mut chunk = Vec::with_capacity(CHUNK_BYTES + 1024);
+    while !context.stopped() {
+        let mut progressed = false;
+        for (index, file) in files.iter_mut().enumerate() {
+            if file.done {
+                continue;
+            }
+            progressed = true;
+            let start = file.offset;
+            let got = read_lines(file, &mut chunk)?;
+            if got == 0 {
+                file.done = true;
+                splits.finish(index as i64);
+                position.files.insert(file.path.clone(), u64::MAX);
+                continue;
+            }
+            let decoded = decoder.decode_lines(&chunk)?;
+            for (line, reason) in &decoded.bad {
+                context.bad_record(
+                    &format!("{} (line {} of the chunk at byte {start})", file.path, line + 1),
+                    reason,
+                )?;
+            }
+            let candidates = watermark_candidates(&context.table, &decoded.batch)?;
+            splits.observe(
+                candidates.as_ref(),
+                std::iter::repeat_n(index as i64, decoded.batch.num_rows()),
+            );
+            position.files.insert(file.path.clone(), file.offset);
+            if let Some(w) = splits.split(index as i64) {
+                position.watermarks.insert(file.path.clone(), w);
+            }
+            context.write(ConnectorBatch {
+                rows: decoded.batch,
+                deleted_keys: None,
+                watermark: splits.current(),
+                position: serde_json::to_string(&position).unwrap_or_default(),
+                end_of_input: false,
+            })?;
+        }
+        if !progressed {
+            context.write(ConnectorBatch {
+                rows: datafusion::arrow::array::RecordBatch::new_empty(std::sync::Arc::clone(
+                    &context.table.def().schema,
+                )),
+                deleted_keys: None,
+                watermark: None,
+                position: serde_json::to_string(&position).unwrap_or_default(),
+                end_of_input: true,
+            })?;
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Reads the next whole lines of `file` into `chunk` (about [`CHUNK_BYTES`]); returns the
+/// bytes put in `chunk`, 0 at the end of the file.
+fn read_lines(file: &mut OpenFile, chunk: &mut Vec<u8>) -> Result<usize> {
+    let io = |e: std::io::Error| Error::unsupported(format!("reading {}: {e}", file.path));
+    chunk.clear();
+    chunk.append(&mut file.carry);
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    loop {
+        let n = file.file.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            // The end: a last line without a newline is still a line.
+            let len = chunk.len();
+            file.offset += len as u64;
+            return Ok(len);
+        }
+        chunk.extend_from_slice(&buf[..n]);
+        if let Some(last_newline) = chunk.iter().rposition(|&b| b == b'\n') {
+            file.carry = chunk.split_off(last_newline + 1);
+            let len = chunk.len();
+            file.offset += len as u64;
+            return Ok(len);
+        }
+    }
+}
+
+fn skip_header(file: &mut OpenFile) -> Result<()> {
+    let io = |e: std::io::Error| Error::unsupported(format!("reading {}: {e}", file.path));
+    let mut byte = [0u8; 1];
+    loop {
+        let n = file.file.read(&mut byte).map_err(io)?;
+        if n == 0 {
+            return Ok(());
+        }
+        file.offset += 1;
+        if byte[0] == b'\n' {
+            return Ok(());
+        }
+    }
+}

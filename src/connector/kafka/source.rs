@@ -1,0 +1,431 @@
+//! The Kafka source: polls records in batches, decodes each batch columnar, and writes it to
+//! the source's table together with the offsets and per-partition watermarks after it.
+//!
+//! Offsets live in the table's log (the last record's source position), so a restart resumes
+//! exactly after the last record kept: nothing is read twice into the log, nothing skipped.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{
+    ArrayRef, BinaryBuilder, Int32Array, Int64Array, RecordBatch, TimestampNanosecondArray,
+};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use rdkafka::Message;
+use rdkafka::Offset;
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use serde::{Deserialize, Serialize};
+
+use crate::connector::decode::RecordDecoder;
+use crate::connector::queue::table::ConnectorBatch;
+use crate::connector::source::{SourceContext, SplitWatermarks, watermark_candidates};
+use crate::connector::spec::{Format, IncludeKind, KafkaSource, SourceSpec, StartupMode};
+use crate::error::{Error, Result};
+
+/// Records gathered before a batch is decoded.
+const MAX_BATCH_RECORDS: usize = 32 * 1024;
+/// Bytes gathered before a batch is decoded.
+const MAX_BATCH_BYTES: usize = 16 << 20;
+/// How long a poll waits for the first record of a batch.
+const POLL_WAIT: Duration = Duration::from_millis(50);
+/// How long gathering a batch may take once its first record came.
+const GATHER_WAIT: Duration = Duration::from_millis(20);
+
+/// Where the source stands: next offset and watermark per partition.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Position {
+    offsets: BTreeMap<i32, i64>,
+    #[serde(default)]
+    watermarks: BTreeMap<i32, i64>,
+}
+
+/// One polled record, its bytes in the batch's buffer.
+#[derive(Debug)]
+struct Polled {
+    partition: i32,
+    offset: i64,
+    timestamp_ms: Option<i64>,
+    key: Option<Range<usize>>,
+    payload: Option<Range<usize>>,
+}
+
+/// Reads the topic until the source is stopped.
+pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> Result<()> {
+    let def = context.table.def();
+    let group = format!("sluice-source-{}-{}", def.name, def.id);
+    let consumer: BaseConsumer = super::client_config(
+        &kafka.bootstrap,
+        &kafka.properties,
+        &[
+            ("group.id", group.as_str()),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("enable.partition.eof", "false"),
+        ],
+    )
+    .create()
+    .map_err(|e| Error::unsupported(format!("kafka consumer: {e}")))?;
+
+    let (resumed, _) = context.table.last_source_position()?;
+    let mut position: Position = match resumed {
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| Error::unsupported(format!("bad stored Kafka position: {e}")))?,
+        None => Position::default(),
+    };
+    let mut splits = SplitWatermarks::new(kafka.idle_timeout);
+    for (&partition, &watermark) in &position.watermarks {
+        splits.restore(i64::from(partition), Some(watermark));
+    }
+    let partitions = loop {
+        if context.stopped() {
+            return Ok(());
+        }
+        match consumer.fetch_metadata(Some(&kafka.topic), Duration::from_secs(5)) {
+            Ok(metadata) => {
+                let found: Vec<i32> = metadata
+                    .topics()
+                    .iter()
+                    .filter(|t| t.name() == kafka.topic && t.error().is_none())
+                    .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                    .collect();
+                if !found.is_empty() {
+                    break found;
+                }
+                tracing::info!(topic = %kafka.topic, "topic has no partitions yet; waiting");
+            }
+            Err(e) => tracing::warn!(topic = %kafka.topic, error = %e, "kafka metadata"),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    for &p in &partitions {
+        if !position.watermarks.contains_key(&p) {
+            // Holds the watermark back until it has data or goes idle.
+            splits.restore(i64::from(p), None);
+        }
+    }
+    let mut assignment = TopicPartitionList::new();
+    for &p in &partitions {
+        let offset = match position.offsets.get(&p) {
+            Some(&next) => Offset::Offset(next),
+            None => match kafka.startup {
+                StartupMode::Earliest => Offset::Beginning,
+                StartupMode::Latest => Offset::End,
+                StartupMode::Timestamp(ms) => Offset::Offset(offset_for_time(
+                    &consumer,
+                    &kafka.topic,
+                    p,
+                    ms,
+                )?),
+            },
+        };
+        assignment
+            .add_partition_offset(&kafka.topic, p, offset)
+            .map_err(|e| Error::unsupported(format!("kafka assign: {e}")))?;
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|e| Error::unsupported(format!("kafka assign: {e}")))?;
+    tracing::info!(topic = %kafka.topic, partitions = partitions.len(), "kafka source assigned");
+
+    let mut reader = BatchReader::new(context, spec)?;
+    let mut buffer: Vec<u8> = Vec::with_capacity(MAX_BATCH_BYTES);
+    let mut polled: Vec<Polled> = Vec::with_capacity(1024);
+    let mut written_watermark = splits.current();
+    while !context.stopped() {
+        buffer.clear();
+        polled.clear();
+        let mut deadline: Option<Instant> = None;
+        while polled.len() < MAX_BATCH_RECORDS && buffer.len() < MAX_BATCH_BYTES {
+            let wait = match deadline {
+                None => POLL_WAIT,
+                Some(d) => d.saturating_duration_since(Instant::now()),
+            };
+            let Some(message) = consumer.poll(wait) else {
+                break;
+            };
+            let message = match message {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "kafka poll");
+                    break;
+                }
+            };
+            deadline.get_or_insert_with(|| Instant::now() + GATHER_WAIT);
+            let mut copy = |bytes: Option<&[u8]>| {
+                bytes.map(|b| {
+                    let start = buffer.len();
+                    buffer.extend_from_slice(b);
+                    start..buffer.len()
+                })
+            };
+            let key = if reader.wants_key {
+                copy(message.key())
+            } else {
+                None
+            };
+            let payload = copy(message.payload());
+            polled.push(Polled {
+                partition: message.partition(),
+                offset: message.offset(),
+                timestamp_ms: message.timestamp().to_millis(),
+                key,
+                payload,
+            });
+        }
+        if polled.is_empty() {
+            // Idle partitions may let the watermark move on.
+            let now = splits.current();
+            if now > written_watermark && context.table.def().watermark.is_some() {
+                position.watermarks = watermarks_of(&splits, &partitions);
+                context.write(ConnectorBatch {
+                    rows: RecordBatch::new_empty(Arc::clone(&context.table.def().schema)),
+                    deleted_keys: None,
+                    watermark: now,
+                    position: serde_json::to_string(&position).unwrap_or_default(),
+                    end_of_input: false,
+                })?;
+                written_watermark = now;
+            }
+            continue;
+        }
+        // Runs of puts and of tombstones, in order, so that a delete and a later put of a key
+        // apply in the order they were produced.
+        let upsert = spec.format == Format::Upsert;
+        let mut start = 0;
+        while start < polled.len() {
+            let tombstone = |m: &Polled| upsert && m.payload.is_none();
+            let kind = tombstone(&polled[start]);
+            let end = (start..polled.len())
+                .find(|&i| tombstone(&polled[i]) != kind)
+                .unwrap_or(polled.len());
+            let run = &polled[start..end];
+            let (rows, deleted_keys) = if kind {
+                (None, Some(reader.decode_keys(context, &buffer, run)?))
+            } else {
+                (Some(reader.decode_rows(context, &buffer, run)?), None)
+            };
+            if let Some(rows) = &rows {
+                let candidates = watermark_candidates(&context.table, &rows.batch)?;
+                splits.observe(
+                    candidates.as_ref(),
+                    rows.partitions.iter().map(|&p| i64::from(p)),
+                );
+            }
+            for m in run {
+                position.offsets.insert(m.partition, m.offset + 1);
+            }
+            position.watermarks = watermarks_of(&splits, &partitions);
+            let watermark = splits.current();
+            context.write(ConnectorBatch {
+                rows: rows.map(|r| r.batch).unwrap_or_else(|| {
+                    RecordBatch::new_empty(Arc::clone(&context.table.def().schema))
+                }),
+                deleted_keys,
+                watermark,
+                position: serde_json::to_string(&position).unwrap_or_default(),
+                end_of_input: false,
+            })?;
+            written_watermark = written_watermark.max(watermark);
+            start = end;
+        }
+    }
+    Ok(())
+}
+
+fn watermarks_of(splits: &SplitWatermarks, partitions: &[i32]) -> BTreeMap<i32, i64> {
+    partitions
+        .iter()
+        .filter_map(|&p| splits.split(i64::from(p)).map(|w| (p, w)))
+        .collect()
+}
+
+fn offset_for_time(consumer: &BaseConsumer, topic: &str, partition: i32, ms: i64) -> Result<i64> {
+    let mut query = TopicPartitionList::new();
+    query
+        .add_partition_offset(topic, partition, Offset::Offset(ms))
+        .map_err(|e| Error::unsupported(format!("kafka offsets_for_times: {e}")))?;
+    let found = consumer
+        .offsets_for_times(query, Duration::from_secs(10))
+        .map_err(|e| Error::unsupported(format!("kafka offsets_for_times: {e}")))?;
+    let offset = found
+        .find_partition(topic, partition)
+        .map(|e| e.offset())
+        .unwrap_or(Offset::End);
+    Ok(match offset {
+        Offset::Offset(n) => n,
+        // No record at or after the time: start at the end.
+        _ => {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .map_err(|e| Error::unsupported(format!("kafka watermarks: {e}")))?;
+            high
+        }
+    })
+}
+
+/// Decoded rows with the partition each came from.
+struct Rows {
+    batch: RecordBatch,
+    partitions: Vec<i32>,
+}
+
+/// Decoders for a source's values (and keys, for upsert), and its `INCLUDE` columns.
+struct BatchReader {
+    values: RecordDecoder,
+    keys: Option<RecordDecoder>,
+    schema: SchemaRef,
+    max_record_bytes: usize,
+    wants_key: bool,
+}
+
+impl BatchReader {
+    fn new(context: &SourceContext, spec: &SourceSpec) -> Result<Self> {
+        let def = context.table.def();
+        let values = RecordDecoder::new(def.payload_schema(), spec.encode.clone())?;
+        let keys = if spec.format == Format::Upsert {
+            let fields: Vec<_> = def
+                .primary_key
+                .iter()
+                .map(|&i| def.schema.field(i).clone())
+                .collect();
+            Some(RecordDecoder::new(
+                Arc::new(Schema::new(fields)),
+                crate::connector::spec::Encode::Json,
+            )?)
+        } else {
+            None
+        };
+        let wants_key = keys.is_some() || spec.includes.iter().any(|i| i.kind == IncludeKind::Key);
+        Ok(Self {
+            values,
+            keys,
+            schema: Arc::clone(&def.schema),
+            max_record_bytes: spec.max_record_bytes,
+            wants_key,
+        })
+    }
+
+    /// Decodes the payloads of `run` into rows of the table (with `INCLUDE` columns).
+    fn decode_rows(&mut self, context: &SourceContext, buffer: &[u8], run: &[Polled]) -> Result<Rows> {
+        let mut records: Vec<&[u8]> = Vec::with_capacity(run.len());
+        let mut from: Vec<usize> = Vec::with_capacity(run.len());
+        for (i, m) in run.iter().enumerate() {
+            match &m.payload {
+                None => bad(context, m, "empty record (no value)")?,
+                Some(r) if r.len() > self.max_record_bytes => bad(
+                    context,
+                    m,
+                    &format!("record of {} bytes is over max.record.bytes", r.len()),
+                )?,
+                Some(r) => {
+                    records.push(&buffer[r.clone()]);
+                    from.push(i);
+                }
+            }
+        }
+        let decoded = self.values.decode(&records)?;
+        for (index, reason) in &decoded.bad {
+            bad(context, &run[from[*index]], reason)?;
+        }
+        let rows: Vec<usize> = match &decoded.rows_from {
+            None => from,
+            Some(kept) => kept.iter().map(|&k| from[k]).collect(),
+        };
+        let mut columns: Vec<ArrayRef> = decoded.batch.columns().to_vec();
+        let includes = context
+            .table
+            .def()
+            .connector
+            .as_ref()
+            .map(|c| c.includes.clone())
+            .unwrap_or_default();
+        for include in &includes {
+            let column: ArrayRef = match include.kind {
+                IncludeKind::Partition => Arc::new(Int32Array::from_iter_values(
+                    rows.iter().map(|&i| run[i].partition),
+                )),
+                IncludeKind::Offset => Arc::new(Int64Array::from_iter_values(
+                    rows.iter().map(|&i| run[i].offset),
+                )),
+                IncludeKind::Timestamp => Arc::new(
+                    TimestampNanosecondArray::from_iter(
+                        rows.iter()
+                            .map(|&i| run[i].timestamp_ms.map(|ms| ms * 1_000_000)),
+                    )
+                    .with_timezone("+00:00"),
+                ),
+                IncludeKind::Key => {
+                    let mut b = BinaryBuilder::new();
+                    for &i in &rows {
+                        b.append_option(run[i].key.as_ref().map(|r| &buffer[r.clone()]));
+                    }
+                    Arc::new(b.finish())
+                }
+            };
+            columns.push(column);
+        }
+        // Columns in table order: payload columns first, then INCLUDE columns, as declared.
+        let batch = if includes.is_empty() {
+            decoded.batch
+        } else {
+            let payload = self.values.schema();
+            let ordered = self
+                .schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    payload
+                        .index_of(f.name())
+                        .ok()
+                        .or_else(|| {
+                            includes
+                                .iter()
+                                .position(|i| &i.column == f.name())
+                                .map(|k| payload.fields().len() + k)
+                        })
+                        .map(|k| Arc::clone(&columns[k]))
+                        .ok_or_else(|| Error::unsupported(format!("column {}", f.name())))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            RecordBatch::try_new(Arc::clone(&self.schema), ordered)?
+        };
+        Ok(Rows {
+            partitions: rows.iter().map(|&i| run[i].partition).collect(),
+            batch,
+        })
+    }
+
+    /// Decodes the keys of a run of tombstones.
+    fn decode_keys(&mut self, context: &SourceContext, buffer: &[u8], run: &[Polled]) -> Result<RecordBatch> {
+        let Some(keys) = &mut self.keys else {
+            return Err(Error::unsupported("tombstones outside FORMAT UPSERT"));
+        };
+        let mut records = Vec::with_capacity(run.len());
+        let mut from = Vec::with_capacity(run.len());
+        for (i, m) in run.iter().enumerate() {
+            match &m.key {
+                Some(r) => {
+                    records.push(&buffer[r.clone()]);
+                    from.push(i);
+                }
+                None => bad(context, m, "tombstone without a key")?,
+            }
+        }
+        let decoded = keys.decode(&records)?;
+        for (index, reason) in &decoded.bad {
+            bad(context, &run[from[*index]], &format!("bad key: {reason}"))?;
+        }
+        Ok(concat_batches(keys.schema(), [&decoded.batch])?)
+    }
+}
+
+fn bad(context: &SourceContext, m: &Polled, reason: &str) -> Result<()> {
+    context.bad_record(
+        &format!("partition {} offset {}", m.partition, m.offset),
+        reason,
+    )
+}

@@ -1,0 +1,307 @@
+//! Running a source: one thread per source reads its connector, decodes batches of records
+//! and writes them to the source's table with the position after them
+//! ([`QueueTable::ingest`]). The views read that log like any table's.
+//!
+//! - [`SourceStats`]: rows, bad records and state, shown by `sluice_sources`.
+//! - [`SourceContext`]: what a connector thread uses to write, count bad records and stop.
+//! - [`SplitWatermarks`]: a watermark per partition (or file, or generator split); the
+//!   source's is their minimum, skipping splits idle longer than the idle timeout.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::TimestampNanosecondType;
+
+use crate::connector::queue::QueueTable;
+use crate::connector::queue::table::ConnectorBatch;
+use crate::connector::spec::{OnError, SourceKind};
+use crate::error::{Error, Result};
+use crate::stream::Timestamp;
+
+/// How many bad records of a source are logged one by one; the rest are only counted.
+const LOGGED_BAD_RECORDS: u64 = 10;
+
+/// What a running source has done, as `sluice_sources` shows it.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    /// Rows written to the source's table.
+    pub rows: AtomicU64,
+    /// Records skipped because they did not decode.
+    pub bad_records: AtomicU64,
+    status: Mutex<SourceStatus>,
+}
+
+/// Where a source's thread stands.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum SourceStatus {
+    /// Reading.
+    #[default]
+    Running,
+    /// A bounded source read everything.
+    Finished,
+    /// Stopped by an error (`on_error = 'fail'`, an unreachable broker at start, …).
+    Failed(String),
+}
+
+impl SourceStats {
+    /// The source's state.
+    pub fn status(&self) -> SourceStatus {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_status(&self, status: SourceStatus) {
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
+    }
+}
+
+/// What a connector thread works with.
+#[derive(Debug)]
+pub struct SourceContext {
+    /// The source's table.
+    pub table: Arc<QueueTable>,
+    /// Its counters.
+    pub stats: Arc<SourceStats>,
+    stop: Arc<AtomicBool>,
+}
+
+impl SourceContext {
+    /// True once the source is dropped (or the engine stops).
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Writes a batch to the source's table.
+    pub fn write(&self, batch: ConnectorBatch) -> Result<()> {
+        let rows = self.table.ingest(batch)?;
+        self.stats.rows.fetch_add(rows, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Counts a record that did not decode; with `on_error = 'fail'` it is an error.
+    pub fn bad_record(&self, location: &str, reason: &str) -> Result<()> {
+        let n = self.stats.bad_records.fetch_add(1, Ordering::Relaxed) + 1;
+        let source = &self.table.def().name;
+        let fail = self
+            .table
+            .def()
+            .connector
+            .as_ref()
+            .is_some_and(|c| c.on_error == OnError::Fail);
+        if fail {
+            return Err(Error::user(
+                crate::error::sqlstate::BAD_COPY_FORMAT,
+                format!("source \"{source}\": bad record at {location}: {reason}"),
+            ));
+        }
+        if n <= LOGGED_BAD_RECORDS {
+            tracing::warn!(%source, %location, %reason, bad_records = n, "bad record skipped");
+        } else if n == LOGGED_BAD_RECORDS + 1 {
+            tracing::warn!(%source, "more bad records: only counted from now on (see sluice_sources)");
+        }
+        Ok(())
+    }
+}
+
+/// A source's thread; dropping it stops the thread.
+#[derive(Debug)]
+pub struct RunningSource {
+    /// Its counters.
+    pub stats: Arc<SourceStats>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for RunningSource {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Starts the connector of `table` on a thread of its own.
+pub fn start(table: Arc<QueueTable>) -> Result<RunningSource> {
+    let spec = table
+        .def()
+        .connector
+        .clone()
+        .ok_or_else(|| Error::unsupported("a table without a connector has no source to run"))?;
+    let stats = Arc::new(SourceStats::default());
+    table.set_source_stats(Arc::clone(&stats));
+    let stop = Arc::new(AtomicBool::new(false));
+    let context = SourceContext {
+        table: Arc::clone(&table),
+        stats: Arc::clone(&stats),
+        stop: Arc::clone(&stop),
+    };
+    let name = table.def().name.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("source-{name}"))
+        .spawn(move || {
+            let span = tracing::info_span!("source", source = %name, connector = spec.connector());
+            let _entered = span.enter();
+            let result = match &spec.kind {
+                SourceKind::Kafka(kafka) => super::kafka::source::run(&context, &spec, kafka),
+                SourceKind::File { path } => super::file::run(&context, &spec, path),
+                SourceKind::Nexmark(nexmark) => super::nexmark::source::run(&context, nexmark),
+            };
+            match result {
+                Ok(()) if context.stopped() => {}
+                Ok(()) => {
+                    tracing::info!("source finished");
+                    context.stats.set_status(SourceStatus::Finished);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "source failed");
+                    context.stats.set_status(SourceStatus::Failed(e.to_string()));
+                }
+            }
+        })
+        .map_err(|e| Error::unsupported(format!("cannot start source thread: {e}")))?;
+    Ok(RunningSource {
+        stats,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// Per-split event time.
+#[derive(Debug, Clone, Copy)]
+struct SplitTime {
+    /// The split's own watermark (its greatest watermark candidate so far).
+    watermark: Option<Timestamp>,
+    last_data: Instant,
+    done: bool,
+}
+
+/// A watermark per split; the source's is their minimum.
+#[derive(Debug)]
+pub struct SplitWatermarks {
+    splits: BTreeMap<i64, SplitTime>,
+    idle_timeout: Duration,
+}
+
+impl SplitWatermarks {
+    /// No split seen yet.
+    pub fn new(idle_timeout: Duration) -> Self {
+        Self {
+            splits: BTreeMap::new(),
+            idle_timeout,
+        }
+    }
+
+    /// Restores a split's watermark (after a restart).
+    pub fn restore(&mut self, split: i64, watermark: Option<Timestamp>) {
+        self.splits.insert(
+            split,
+            SplitTime {
+                watermark,
+                last_data: Instant::now(),
+                done: false,
+            },
+        );
+    }
+
+    /// The split's watermark.
+    pub fn split(&self, split: i64) -> Option<Timestamp> {
+        self.splits.get(&split).and_then(|s| s.watermark)
+    }
+
+    /// Moves each row's split on to the row's watermark candidate (`candidates[i]` for the
+    /// row from split `split_of(i)`).
+    pub fn observe(&mut self, candidates: Option<&RecordBatch>, splits: impl Iterator<Item = i64>) {
+        let now = Instant::now();
+        let values = candidates.map(|c| c.column(0).as_primitive::<TimestampNanosecondType>());
+        for (i, split) in splits.enumerate() {
+            let entry = self.splits.entry(split).or_insert(SplitTime {
+                watermark: None,
+                last_data: now,
+                done: false,
+            });
+            entry.last_data = now;
+            if let Some(values) = values
+                && values.is_valid(i)
+            {
+                entry.watermark = entry.watermark.max(Some(values.value(i)));
+            }
+        }
+    }
+
+    /// Marks a split as read to its end: it no longer holds the watermark back.
+    pub fn finish(&mut self, split: i64) {
+        if let Some(s) = self.splits.get_mut(&split) {
+            s.done = true;
+        }
+    }
+
+    /// The source's watermark: the minimum over active splits; when every split is idle or
+    /// done, the maximum (nothing is coming that could be late).
+    pub fn current(&self) -> Option<Timestamp> {
+        let now = Instant::now();
+        let active: Vec<Option<Timestamp>> = self
+            .splits
+            .values()
+            .filter(|s| !s.done && now.duration_since(s.last_data) < self.idle_timeout)
+            .map(|s| s.watermark)
+            .collect();
+        if active.is_empty() {
+            return self.splits.values().filter_map(|s| s.watermark).max();
+        }
+        if active.iter().any(Option::is_none) {
+            return None;
+        }
+        active.into_iter().flatten().min()
+    }
+}
+
+/// Each row's watermark candidate (`ts - delay`), as a one-column batch, when the source has
+/// a watermark.
+pub fn watermark_candidates(table: &QueueTable, rows: &RecordBatch) -> Result<Option<RecordBatch>> {
+    let Some(wm) = &table.def().watermark else {
+        return Ok(None);
+    };
+    let values = wm.candidates(rows)?;
+    let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+        datafusion::arrow::datatypes::Field::new("w", values.data_type().clone(), true),
+    ]));
+    Ok(Some(RecordBatch::try_new(schema, vec![values])?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_watermark_is_the_minimum_of_active_splits() {
+        use datafusion::arrow::array::TimestampNanosecondArray;
+        use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+        let batch = |v: Vec<i64>| {
+            RecordBatch::try_new(
+                Arc::new(Schema::new(vec![Field::new(
+                    "w",
+                    DataType::Timestamp(TimeUnit::Nanosecond, None),
+                    true,
+                )])),
+                vec![Arc::new(TimestampNanosecondArray::from(v))],
+            )
+            .unwrap()
+        };
+        let mut w = SplitWatermarks::new(Duration::from_secs(60));
+        w.observe(Some(&batch(vec![10, 30, 20])), [0, 0, 1].into_iter());
+        assert_eq!(w.current(), Some(20));
+        w.observe(Some(&batch(vec![50])), [1].into_iter());
+        assert_eq!(w.current(), Some(30));
+        w.finish(0);
+        assert_eq!(w.current(), Some(50));
+        w.finish(1);
+        assert_eq!(w.current(), Some(50));
+        let mut idle = SplitWatermarks::new(Duration::ZERO);
+        idle.observe(Some(&batch(vec![10, 40])), [0, 1].into_iter());
+        assert_eq!(idle.current(), Some(40));
+    }
+}

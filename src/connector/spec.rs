@@ -1,0 +1,597 @@
+//! [`SourceSpec`] and [`SinkSpec`]: what a connector's `WITH (…) FORMAT … ENCODE …` clauses
+//! mean, checked once at DDL time so that a running connector never meets a bad option.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::error::{Error, Result, sqlstate};
+use crate::sql::parser::ConnectorClause;
+
+/// Where a source's records come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceKind {
+    /// A Kafka topic, read through librdkafka.
+    Kafka(KafkaSource),
+    /// Files matching a path or glob, read once (a bounded source).
+    File {
+        /// The path or glob pattern.
+        path: String,
+    },
+    /// The Nexmark generator.
+    Nexmark(NexmarkSource),
+}
+
+/// `connector = 'kafka'` options of a source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaSource {
+    /// `topic`.
+    pub topic: String,
+    /// `properties.bootstrap.server`.
+    pub bootstrap: String,
+    /// `scan.startup.mode` (and `scan.startup.timestamp.millis`).
+    pub startup: StartupMode,
+    /// `properties.<librdkafka option>`, passed through.
+    pub properties: BTreeMap<String, String>,
+    /// `idle.timeout` (`'5s'`, `'500ms'`): a partition silent this long no longer holds the
+    /// watermark back.
+    pub idle_timeout: Duration,
+}
+
+/// Where a Kafka source starts when it has no position of its own yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartupMode {
+    /// The oldest retained record.
+    Earliest,
+    /// Only records produced from now on.
+    Latest,
+    /// The first record at or after this time (milliseconds since the epoch).
+    Timestamp(i64),
+}
+
+/// `connector = 'nexmark'` options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NexmarkSource {
+    /// `nexmark.table.type`: `bid`, `auction` or `person`.
+    pub table: NexmarkTable,
+    /// `nexmark.event.num`: events in all (all three kinds counted), unbounded when absent.
+    pub event_num: Option<u64>,
+    /// `nexmark.split.num`: generators run side by side.
+    pub split_num: u32,
+    /// `nexmark.max.chunk.size`: events generated per appended batch.
+    pub chunk_size: usize,
+    /// `nexmark.min.event.gap.in.ns`: pacing; 0 generates as fast as possible.
+    pub event_gap_ns: u64,
+}
+
+/// The three Nexmark relations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NexmarkTable {
+    /// `bid`.
+    Bid,
+    /// `auction`.
+    Auction,
+    /// `person`.
+    Person,
+}
+
+/// `FORMAT …`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Every record is a row to insert.
+    Plain,
+    /// The record's key names the row; its value replaces the row, an empty value deletes it.
+    Upsert,
+    /// Debezium change envelopes (sinks only).
+    Debezium,
+}
+
+/// `ENCODE …`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encode {
+    /// One JSON object per record (or per line of a file).
+    Json,
+    /// One CSV line per record.
+    Csv {
+        /// `delimiter`, one byte.
+        delimiter: u8,
+        /// `without_header = 'false'` (files only): skip a first header line.
+        header: bool,
+    },
+    /// Avro with the Confluent wire format (magic byte, 4-byte schema id, body).
+    Avro {
+        /// `schema` (inline JSON) or the schema fetched from `schema.registry`.
+        schema: AvroSchemaSource,
+    },
+}
+
+/// Where an Avro writer schema comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AvroSchemaSource {
+    /// `schema = '{…}'`: used for every schema id seen.
+    Inline(String),
+    /// `schema.registry = 'http://…'`: fetched per schema id.
+    Registry(String),
+}
+
+/// `on_error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// Skip and count a record that does not decode (the default).
+    Skip,
+    /// Stop the source with the record's error.
+    Fail,
+}
+
+/// Metadata a source can add as columns (`INCLUDE …`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncludeKind {
+    /// The Kafka record key (bytea).
+    Key,
+    /// The partition (int).
+    Partition,
+    /// The offset (bigint).
+    Offset,
+    /// The record's timestamp (timestamptz).
+    Timestamp,
+}
+
+/// A metadata column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Include {
+    /// What it holds.
+    pub kind: IncludeKind,
+    /// Its column name.
+    pub column: String,
+}
+
+impl Include {
+    /// The column's type.
+    pub fn data_type(&self) -> datafusion::arrow::datatypes::DataType {
+        use datafusion::arrow::datatypes::{DataType, TimeUnit};
+        match self.kind {
+            IncludeKind::Key => DataType::Binary,
+            IncludeKind::Partition => DataType::Int32,
+            IncludeKind::Offset => DataType::Int64,
+            IncludeKind::Timestamp => {
+                DataType::Timestamp(TimeUnit::Nanosecond, Some("+00:00".into()))
+            }
+        }
+    }
+}
+
+/// A source as its DDL declared it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceSpec {
+    /// Where records come from.
+    pub kind: SourceKind,
+    /// `FORMAT`.
+    pub format: Format,
+    /// `ENCODE` (the Nexmark generator has none of its own; JSON is recorded).
+    pub encode: Encode,
+    /// `INCLUDE …` columns, appended after the declared ones.
+    pub includes: Vec<Include>,
+    /// `on_error`.
+    pub on_error: OnError,
+    /// Records above this many bytes are counted as bad (`max.record.bytes`).
+    pub max_record_bytes: usize,
+}
+
+/// A sink as its DDL declared it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkSpec {
+    /// `topic`.
+    pub topic: String,
+    /// `properties.bootstrap.server`.
+    pub bootstrap: String,
+    /// `properties.<librdkafka option>`, passed through.
+    pub properties: BTreeMap<String, String>,
+    /// `FORMAT`.
+    pub format: Format,
+    /// `primary_key = 'a, b'`: the record key of upsert and Debezium sinks.
+    pub primary_key: Vec<String>,
+    /// `force_append_only = 'true'`: a plain sink over an updating view drops retractions.
+    pub force_append_only: bool,
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::user(sqlstate::INVALID_PARAMETER_VALUE, message.into())
+}
+
+/// Options a clause has that nothing read: a typo must not pass silently.
+struct Options<'a> {
+    options: &'a BTreeMap<String, String>,
+    used: std::cell::RefCell<Vec<&'a str>>,
+}
+
+impl<'a> Options<'a> {
+    fn new(options: &'a BTreeMap<String, String>) -> Self {
+        Self {
+            options,
+            used: Default::default(),
+        }
+    }
+
+    fn get(&self, key: &'a str) -> Option<&'a str> {
+        self.used.borrow_mut().push(key);
+        self.options.get(key).map(String::as_str)
+    }
+
+    fn require(&self, key: &'a str, connector: &str) -> Result<&'a str> {
+        self.get(key)
+            .ok_or_else(|| invalid(format!("connector '{connector}' needs option '{key}'")))
+    }
+
+    fn number<T: std::str::FromStr>(&self, key: &'a str) -> Result<Option<T>> {
+        self.get(key)
+            .map(|v| {
+                v.trim()
+                    .parse()
+                    .map_err(|_| invalid(format!("option '{key}' must be a number, not '{v}'")))
+            })
+            .transpose()
+    }
+
+    fn boolean(&self, key: &'a str) -> Result<Option<bool>> {
+        self.get(key)
+            .map(|v| match v.to_ascii_lowercase().as_str() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(invalid(format!("option '{key}' must be true or false"))),
+            })
+            .transpose()
+    }
+
+    /// `properties.x.y = v` as `x.y = v`.
+    fn properties(&self) -> BTreeMap<String, String> {
+        self.options
+            .iter()
+            .filter_map(|(k, v)| {
+                let name = k.strip_prefix("properties.")?;
+                (name != "bootstrap.server").then(|| (name.to_string(), v.clone()))
+            })
+            .collect()
+    }
+
+    fn check_all_used(&self, what: &str) -> Result<()> {
+        let used = self.used.borrow();
+        for key in self.options.keys() {
+            if !used.contains(&key.as_str()) && !key.starts_with("properties.") {
+                return Err(invalid(format!("unknown {what} option '{key}'")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses a duration such as `5s`, `500ms`, `1m` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim().to_ascii_lowercase();
+    let (digits, unit) = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((t.as_str(), "s"), |i| (&t[..i], t[i..].trim()));
+    let value: f64 = digits.parse().ok()?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" | "sec" | "second" | "seconds" => value,
+        "m" | "min" | "minute" | "minutes" => value * 60.0,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(seconds))
+}
+
+fn parse_format(clause: &ConnectorClause, default: Format) -> Result<Format> {
+    match clause.format.as_deref() {
+        None => Ok(default),
+        Some("PLAIN") => Ok(Format::Plain),
+        Some("UPSERT") => Ok(Format::Upsert),
+        Some("DEBEZIUM") => Ok(Format::Debezium),
+        Some(other) => Err(Error::unsupported(format!("FORMAT {other}"))),
+    }
+}
+
+fn parse_encode(clause: &ConnectorClause) -> Result<Encode> {
+    let options = Options::new(&clause.encode_options);
+    let encode = match clause.encode.as_deref() {
+        None | Some("JSON") => Encode::Json,
+        Some("CSV") => {
+            let delimiter = match options.get("delimiter") {
+                None => b',',
+                Some(d) if d.len() == 1 => d.as_bytes()[0],
+                Some("\\t") => b'\t',
+                Some(d) => {
+                    return Err(invalid(format!(
+                        "CSV delimiter must be one character, not '{d}'"
+                    )));
+                }
+            };
+            let without_header = options.boolean("without_header")?.unwrap_or(true);
+            Encode::Csv {
+                delimiter,
+                header: !without_header,
+            }
+        }
+        Some("AVRO") => {
+            let schema = match (options.get("schema"), options.get("schema.registry")) {
+                (Some(inline), None) => AvroSchemaSource::Inline(inline.to_string()),
+                (None, Some(url)) => AvroSchemaSource::Registry(url.to_string()),
+                _ => {
+                    return Err(invalid(
+                        "ENCODE AVRO needs one of schema = '<json>' or schema.registry = '<url>'",
+                    ));
+                }
+            };
+            Encode::Avro { schema }
+        }
+        Some(other) => return Err(Error::unsupported(format!("ENCODE {other}"))),
+    };
+    options.check_all_used("ENCODE")?;
+    Ok(encode)
+}
+
+impl SourceSpec {
+    /// Checks a source's (or connector table's) clauses.
+    pub fn parse(clause: &ConnectorClause) -> Result<Self> {
+        let options = Options::new(&clause.options);
+        let connector = options
+            .get("connector")
+            .ok_or_else(|| invalid("a source needs WITH (connector = '…')"))?
+            .to_ascii_lowercase();
+        let kind = match connector.as_str() {
+            "kafka" => {
+                let startup = match options
+                    .get("scan.startup.mode")
+                    .map(str::to_ascii_lowercase)
+                    .as_deref()
+                {
+                    None | Some("earliest") => StartupMode::Earliest,
+                    Some("latest") => StartupMode::Latest,
+                    Some("timestamp") => StartupMode::Timestamp(
+                        options
+                            .number("scan.startup.timestamp.millis")?
+                            .ok_or_else(|| {
+                                invalid("scan.startup.mode = 'timestamp' needs scan.startup.timestamp.millis")
+                            })?,
+                    ),
+                    Some(other) => {
+                        return Err(invalid(format!(
+                            "scan.startup.mode must be earliest, latest or timestamp, not '{other}'"
+                        )));
+                    }
+                };
+                if startup != StartupMode::Timestamp(0) {
+                    options.get("scan.startup.timestamp.millis");
+                }
+                let idle_timeout = match options.get("idle.timeout") {
+                    None => Duration::from_secs(5),
+                    Some(t) => parse_duration(t)
+                        .ok_or_else(|| invalid(format!("idle.timeout: bad duration '{t}'")))?,
+                };
+                SourceKind::Kafka(KafkaSource {
+                    topic: options.require("topic", "kafka")?.to_string(),
+                    bootstrap: options
+                        .require("properties.bootstrap.server", "kafka")?
+                        .to_string(),
+                    startup,
+                    properties: options.properties(),
+                    idle_timeout,
+                })
+            }
+            "file" => SourceKind::File {
+                path: options.require("path", "file")?.to_string(),
+            },
+            "nexmark" => {
+                let table = match options
+                    .get("nexmark.table.type")
+                    .map(str::to_ascii_lowercase)
+                    .as_deref()
+                {
+                    None | Some("bid") => NexmarkTable::Bid,
+                    Some("auction") => NexmarkTable::Auction,
+                    Some("person") => NexmarkTable::Person,
+                    Some(other) => {
+                        return Err(invalid(format!(
+                            "nexmark.table.type must be bid, auction or person, not '{other}'"
+                        )));
+                    }
+                };
+                SourceKind::Nexmark(NexmarkSource {
+                    table,
+                    event_num: options.number("nexmark.event.num")?,
+                    split_num: options.number("nexmark.split.num")?.unwrap_or(1).max(1),
+                    chunk_size: options
+                        .number("nexmark.max.chunk.size")?
+                        .unwrap_or(8192usize)
+                        .max(1),
+                    event_gap_ns: options.number("nexmark.min.event.gap.in.ns")?.unwrap_or(0),
+                })
+            }
+            other => return Err(Error::unsupported(format!("connector '{other}'"))),
+        };
+        let on_error = match options.get("on_error").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("skip") => OnError::Skip,
+            Some("fail") => OnError::Fail,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "on_error must be 'skip' or 'fail', not '{other}'"
+                )));
+            }
+        };
+        let max_record_bytes = options.number("max.record.bytes")?.unwrap_or(1 << 20);
+        options.check_all_used("source")?;
+        let format = parse_format(clause, Format::Plain)?;
+        if format == Format::Debezium {
+            return Err(Error::unsupported("FORMAT DEBEZIUM for sources"));
+        }
+        let encode = parse_encode(clause)?;
+        if matches!(kind, SourceKind::File { .. }) && matches!(encode, Encode::Avro { .. }) {
+            return Err(Error::unsupported("ENCODE AVRO for file sources"));
+        }
+        let mut includes = Vec::new();
+        for (kind, column) in &clause.includes {
+            let kind = match kind.as_str() {
+                "key" => IncludeKind::Key,
+                "partition" => IncludeKind::Partition,
+                "offset" => IncludeKind::Offset,
+                "timestamp" => IncludeKind::Timestamp,
+                other => return Err(Error::unsupported(format!("INCLUDE {other}"))),
+            };
+            if connector != "kafka" {
+                return Err(Error::unsupported(format!(
+                    "INCLUDE for connector '{connector}'"
+                )));
+            }
+            includes.push(Include {
+                kind,
+                column: column.clone(),
+            });
+        }
+        Ok(Self {
+            kind,
+            format,
+            encode,
+            includes,
+            on_error,
+            max_record_bytes,
+        })
+    }
+
+    /// The connector's name, as `sluice_sources` shows it.
+    pub fn connector(&self) -> &'static str {
+        match self.kind {
+            SourceKind::Kafka(_) => "kafka",
+            SourceKind::File { .. } => "file",
+            SourceKind::Nexmark(_) => "nexmark",
+        }
+    }
+
+    /// True for sources that end (files, a Nexmark generator with `nexmark.event.num`).
+    pub fn is_bounded(&self) -> bool {
+        match &self.kind {
+            SourceKind::Kafka(_) => false,
+            SourceKind::File { .. } => true,
+            SourceKind::Nexmark(n) => n.event_num.is_some(),
+        }
+    }
+}
+
+impl SinkSpec {
+    /// Checks a sink's clauses.
+    pub fn parse(clause: &ConnectorClause) -> Result<Self> {
+        let options = Options::new(&clause.options);
+        let connector = options
+            .get("connector")
+            .ok_or_else(|| invalid("a sink needs WITH (connector = 'kafka')"))?;
+        if !connector.eq_ignore_ascii_case("kafka") {
+            return Err(Error::unsupported(format!("sink connector '{connector}'")));
+        }
+        let primary_key: Vec<String> = options
+            .get("primary_key")
+            .map(|k| {
+                k.split(',')
+                    .map(|c| c.trim().to_lowercase())
+                    .filter(|c| !c.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let spec = Self {
+            topic: options.require("topic", "kafka")?.to_string(),
+            bootstrap: options
+                .require("properties.bootstrap.server", "kafka")?
+                .to_string(),
+            properties: options.properties(),
+            format: parse_format(clause, Format::Plain)?,
+            primary_key,
+            force_append_only: options.boolean("force_append_only")?.unwrap_or(false),
+        };
+        options.get("type");
+        options.check_all_used("sink")?;
+        if clause.encode.as_deref().is_some_and(|e| e != "JSON") {
+            return Err(Error::unsupported(format!(
+                "sink ENCODE {}",
+                clause.encode.as_deref().unwrap_or_default()
+            )));
+        }
+        if spec.format != Format::Plain && spec.primary_key.is_empty() {
+            return Err(invalid(
+                "FORMAT UPSERT and DEBEZIUM sinks need primary_key = '<columns>'",
+            ));
+        }
+        Ok(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::parse_sql;
+
+    fn clause(sql: &str) -> ConnectorClause {
+        parse_sql(sql).unwrap().remove(0).connector.unwrap()
+    }
+
+    #[test]
+    fn kafka_source_options_are_checked() {
+        let spec = SourceSpec::parse(&clause(
+            "CREATE SOURCE s (a INT) INCLUDE partition AS p WITH (connector = 'kafka', topic = 't', \
+             properties.bootstrap.server = 'h:1', properties.fetch.wait.max.ms = '5', \
+             scan.startup.mode = 'latest', idle.timeout = '200ms') FORMAT PLAIN ENCODE JSON",
+        ))
+        .unwrap();
+        let SourceKind::Kafka(kafka) = &spec.kind else {
+            panic!("not kafka")
+        };
+        assert_eq!(kafka.startup, StartupMode::Latest);
+        assert_eq!(kafka.idle_timeout, Duration::from_millis(200));
+        assert_eq!(kafka.properties["fetch.wait.max.ms"], "5");
+        assert_eq!(spec.includes[0].kind, IncludeKind::Partition);
+
+        let typo = SourceSpec::parse(&clause(
+            "CREATE SOURCE s (a INT) WITH (connector = 'kafka', topik = 't') FORMAT PLAIN ENCODE JSON",
+        ))
+        .unwrap_err();
+        assert_eq!(typo.sqlstate(), sqlstate::INVALID_PARAMETER_VALUE);
+        let missing = SourceSpec::parse(&clause(
+            "CREATE SOURCE s (a INT) WITH (connector = 'kafka', topic = 't') FORMAT PLAIN ENCODE JSON",
+        ))
+        .unwrap_err();
+        assert!(missing.to_string().contains("properties.bootstrap.server"));
+    }
+
+    #[test]
+    fn csv_and_sink_options() {
+        let spec = SourceSpec::parse(&clause(
+            "CREATE SOURCE s (a INT) WITH (connector = 'file', path = '/x/*.csv') \
+             FORMAT PLAIN ENCODE CSV (delimiter = '|', without_header = 'false')",
+        ))
+        .unwrap();
+        assert_eq!(
+            spec.encode,
+            Encode::Csv {
+                delimiter: b'|',
+                header: true
+            }
+        );
+        assert!(spec.is_bounded());
+        let sink = SinkSpec::parse(&clause(
+            "CREATE SINK k FROM v WITH (connector = 'kafka', topic = 'o', \
+             properties.bootstrap.server = 'h:1', primary_key = 'a, B') FORMAT UPSERT ENCODE JSON",
+        ))
+        .unwrap();
+        assert_eq!(sink.primary_key, vec!["a", "b"]);
+        assert!(
+            SinkSpec::parse(&clause(
+                "CREATE SINK k FROM v WITH (connector = 'kafka', topic = 'o', \
+                 properties.bootstrap.server = 'h:1') FORMAT UPSERT ENCODE JSON",
+            ))
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("x"), None);
+    }
+}
