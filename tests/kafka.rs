@@ -1,0 +1,306 @@
+//! Kafka end to end against librdkafka's mock cluster (a real Kafka protocol server on
+//! loopback): a 3-partition topic of events, some of them malformed, feeds a source; a HOP
+//! view over it must equal the same query run as a batch SELECT; the malformed count must be
+//! exact; an upsert sink's topic, read back, must rebuild the view. Once per encoding: JSON,
+//! CSV and Avro (Confluent wire format).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio_postgres::Client;
+
+use common::{TestServer, sorted_rows};
+
+/// Base event time: 2026-01-01 00:00:00 UTC, in milliseconds.
+const T0_MS: i64 = 1_767_225_600_000;
+const EVENTS: usize = 3000;
+const PARTITIONS: i32 = 3;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Encoding {
+    Json,
+    Csv,
+    Avro,
+}
+
+const AVRO_SCHEMA: &str = r#"{"type":"record","name":"ev","fields":[{"name":"k","type":"int"},{"name":"v","type":"long"},{"name":"ts","type":{"type":"long","logicalType":"timestamp-millis"}}]}"#;
+
+fn zigzag(n: i64, out: &mut Vec<u8>) {
+    let mut z = ((n << 1) ^ (n >> 63)) as u64;
+    loop {
+        let byte = (z & 0x7f) as u8;
+        z >>= 7;
+        if z == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// One event's record; `bad` makes it malformed in a way of this encoding.
+fn encode(enc: Encoding, k: i32, v: i64, ts_ms: i64, bad: u32) -> Vec<u8> {
+    let ts = chrono::DateTime::from_timestamp_millis(ts_ms)
+        .unwrap()
+        .naive_utc()
+        .format("%Y-%m-%d %H:%M:%S%.3f")
+        .to_string();
+    match (enc, bad) {
+        (Encoding::Json, 0) => format!(r#"{{"k": {k}, "v": {v}, "ts": "{ts}"}}"#).into_bytes(),
+        (Encoding::Json, 1) => format!(r#"{{"k": {k}, "v": {v}, "ts": "#).into_bytes(),
+        (Encoding::Json, 2) => format!(r#"{{"k": "x{k}", "v": {v}, "ts": "{ts}"}}"#).into_bytes(),
+        (Encoding::Json, _) => format!(r#"{{"v": {v}, "ts": "{ts}"}}"#).into_bytes(),
+        (Encoding::Csv, 0) => format!("{k},{v},{ts}").into_bytes(),
+        (Encoding::Csv, 1) => format!("{k},{v}").into_bytes(),
+        (Encoding::Csv, 2) => format!("{k},not-a-number,{ts}").into_bytes(),
+        (Encoding::Csv, _) => format!(",{v},{ts}").into_bytes(),
+        (Encoding::Avro, bad) => {
+            let mut out = vec![0u8, 0, 0, 0, 7];
+            zigzag(i64::from(k), &mut out);
+            zigzag(v, &mut out);
+            zigzag(ts_ms, &mut out);
+            match bad {
+                0 => out,
+                1 => {
+                    out.truncate(out.len() - 2);
+                    out
+                }
+                2 => {
+                    out[0] = 9;
+                    out
+                }
+                _ => out[..3].to_vec(),
+            }
+        }
+    }
+}
+
+/// A timestamp as PostgreSQL prints it: fractional seconds without trailing zeros.
+fn pg_timestamp(ts_ms: i64) -> String {
+    let t = chrono::DateTime::from_timestamp_millis(ts_ms)
+        .unwrap()
+        .naive_utc();
+    let whole = t.format("%Y-%m-%d %H:%M:%S").to_string();
+    match ts_ms.rem_euclid(1000) {
+        0 => whole,
+        ms => format!("{whole}.{}", format!("{ms:03}").trim_end_matches('0')),
+    }
+}
+
+fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("producer")
+}
+
+/// Produces the events; returns the good ones as `k|v|ts` rows and the number of bad ones.
+fn produce(bootstrap: &str, topic: &str, enc: Encoding, seed: u64) -> (Vec<String>, usize) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let producer = producer(bootstrap);
+    let mut good = Vec::new();
+    let mut bad_count = 0;
+    for i in 0..EVENTS {
+        let k = rng.random_range(0..12);
+        let v = rng.random_range(-1000..100_000);
+        // Time order per event number, jittered by up to 1 s: under the 5 s watermark delay.
+        let ts_ms = T0_MS + i as i64 * 20 + rng.random_range(0..1000);
+        let bad = if rng.random_ratio(1, 25) {
+            rng.random_range(1..4)
+        } else {
+            0
+        };
+        let payload = encode(enc, k, v, ts_ms, bad);
+        if bad == 0 {
+            good.push(format!("{k}|{v}|{}", pg_timestamp(ts_ms)));
+        } else {
+            bad_count += 1;
+        }
+        let partition = rng.random_range(0..PARTITIONS);
+        let key = format!("{k}");
+        let record = BaseRecord::to(topic)
+            .partition(partition)
+            .key(&key)
+            .payload(&payload);
+        producer.send(record).map_err(|(e, _)| e).expect("send");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    good.sort();
+    (good, bad_count)
+}
+
+/// Reads the whole sink topic and applies it as upserts: key → latest value.
+fn read_upserts(bootstrap: &str, topic: &str) -> BTreeMap<String, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "sink-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let (_, high) = consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .expect("watermarks");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).expect("assign");
+    let mut state = BTreeMap::new();
+    let mut read = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read < high && Instant::now() < deadline {
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message.expect("message");
+        read = message.offset() + 1;
+        let key = String::from_utf8(message.key().expect("key").to_vec()).unwrap();
+        match message.payload() {
+            Some(value) => state.insert(key, String::from_utf8(value.to_vec()).unwrap()),
+            None => state.remove(&key),
+        };
+    }
+    state
+}
+
+/// A sink value `{"k":1,"window_start":"2026-01-01T00:00:01","n":2,"s":5}` as a view row.
+fn row_of_json(value: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(value).expect("json");
+    let ws = v["window_start"].as_str().unwrap().replace('T', " ");
+    format!("{}|{}|{}|{}", v["k"], ws, v["n"], v["s"])
+}
+
+async fn wait_for_source(client: &Client, name: &str, records: usize) -> (i64, i64) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let row = client
+            .query_one(
+                "SELECT rows, bad_records FROM sluice_sources WHERE source_name = $1",
+                &[&name],
+            )
+            .await
+            .expect("sluice_sources");
+        let (rows, bad): (i64, i64) = (row.get(0), row.get(1));
+        if rows + bad >= records as i64 || Instant::now() > deadline {
+            return (rows, bad);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn pipeline(enc: Encoding, seed: u64) {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let bootstrap = cluster.bootstrap_servers();
+    cluster.create_topic("events", PARTITIONS, 1).expect("topic");
+    cluster.create_topic("out", 1, 1).expect("topic");
+    let (good, bad) = produce(&bootstrap, "events", enc, seed);
+
+    let server = TestServer::start_with(|c| c.parallelism = 2).await;
+    let client = server.connect().await;
+    let encode = match enc {
+        Encoding::Json => "ENCODE JSON".to_string(),
+        Encoding::Csv => "ENCODE CSV (delimiter = ',')".to_string(),
+        Encoding::Avro => format!("ENCODE AVRO (schema = '{AVRO_SCHEMA}')"),
+    };
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE ev (k INT NOT NULL, v BIGINT, ts TIMESTAMP, \
+               WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
+             INCLUDE partition AS p INCLUDE offset AS o \
+             WITH (connector = 'kafka', topic = 'events', properties.bootstrap.server = '{bootstrap}', \
+               scan.startup.mode = 'earliest', idle.timeout = '1s') \
+             FORMAT PLAIN {encode};
+             CREATE MATERIALIZED VIEW hop AS SELECT k, window_start, count(*) AS n, sum(v) AS s \
+               FROM HOP(ev, ts, INTERVAL '1' SECOND, INTERVAL '4' SECOND) GROUP BY k, window_start;
+             CREATE MATERIALIZED VIEW hop_closed AS SELECT window_start, count(*) AS n, max(v) AS m \
+               FROM HOP(ev, ts, INTERVAL '2' SECOND, INTERVAL '6' SECOND) GROUP BY window_start \
+               EMIT ON WINDOW CLOSE;
+             CREATE SINK hop_out FROM hop WITH (connector = 'kafka', topic = 'out', \
+               properties.bootstrap.server = '{bootstrap}', primary_key = 'k, window_start') \
+             FORMAT UPSERT ENCODE JSON;"
+        ))
+        .await
+        .expect("DDL");
+
+    let (rows, bad_seen) = wait_for_source(&client, "ev", EVENTS).await;
+    assert_eq!(bad_seen as usize, bad, "malformed records counted exactly");
+    assert_eq!(rows as usize, good.len(), "every good record ingested once");
+    // Every partition goes idle after 1 s, so the watermark reaches the newest event.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    client.batch_execute("FLUSH").await.expect("flush");
+
+    let ingested = sorted_rows(&client, "SELECT k, v, ts FROM ev").await;
+    assert_eq!(ingested, good, "the source holds exactly the good records");
+    let late: i64 = client
+        .query_one("SELECT late_rows FROM sluice_sources WHERE source_name = 'ev'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(late, 0, "disorder stays under the watermark delay");
+    let partitions = sorted_rows(&client, "SELECT DISTINCT p FROM ev").await;
+    assert_eq!(partitions, vec!["0", "1", "2"]);
+    let offsets = sorted_rows(&client, "SELECT count(DISTINCT (p, o)) = count(*) FROM ev").await;
+    assert_eq!(offsets, vec!["t"]);
+
+    let batch = "SELECT k, window_start, count(*) AS n, sum(v) AS s \
+                 FROM HOP(ev, ts, INTERVAL '1' SECOND, INTERVAL '4' SECOND) GROUP BY k, window_start";
+    let view = sorted_rows(&client, "SELECT * FROM hop").await;
+    assert_eq!(view, sorted_rows(&client, batch).await, "HOP view = batch oracle");
+    assert!(view.len() > 100);
+
+    let closed = sorted_rows(&client, "SELECT * FROM hop_closed").await;
+    let closed_batch = sorted_rows(
+        &client,
+        "SELECT window_start, count(*) AS n, max(v) AS m \
+         FROM HOP(ev, ts, INTERVAL '2' SECOND, INTERVAL '6' SECOND) GROUP BY window_start \
+         HAVING window_start + INTERVAL '6' SECOND <= (SELECT watermark FROM sluice_sources WHERE source_name = 'ev')",
+    )
+    .await;
+    assert_eq!(closed, closed_batch, "EOWC view = batch oracle over closed windows");
+
+    // The sink topic, applied as upserts, rebuilds the view.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rebuilt: Vec<String> = {
+            let mut rows: Vec<String> = read_upserts(&bootstrap, "out")
+                .values()
+                .map(|v| row_of_json(v))
+                .collect();
+            rows.sort();
+            rows
+        };
+        if rebuilt == view {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sink topic never matched the view: {} rows vs {}",
+            rebuilt.len(),
+            view.len()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_topic_feeds_hop_view_and_upsert_sink() {
+    pipeline(Encoding::Json, 11).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_topic_feeds_hop_view_and_upsert_sink() {
+    pipeline(Encoding::Csv, 12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_topic_feeds_hop_view_and_upsert_sink() {
+    pipeline(Encoding::Avro, 13).await;
+}
