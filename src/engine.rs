@@ -251,7 +251,11 @@ impl Engine {
         text: &str,
     ) -> Result<()> {
         crate::connector::spec::SinkSpec::parse(connector)?;
-        let exists = self.lock_store().objects().iter().any(|o| o.kind == "sink" && o.name == sink.name);
+        let exists = self
+            .lock_store()
+            .objects()
+            .iter()
+            .any(|o| o.kind == "sink" && o.name == sink.name);
         if exists {
             return if_not_exists(sink.if_not_exists, &sink.name).map(|_| ());
         }
@@ -279,7 +283,10 @@ impl Engine {
         let view = self.views.get(&sink.from).ok_or_else(|| {
             Error::user(
                 sqlstate::UNDEFINED_TABLE,
-                format!("materialized view \"{}\" does not exist (a sink reads a materialized view)", sink.from),
+                format!(
+                    "materialized view \"{}\" does not exist (a sink reads a materialized view)",
+                    sink.from
+                ),
             )
         })?;
         let encoder =

@@ -199,7 +199,9 @@ async fn wait_for_source(client: &Client, name: &str, records: usize) -> (i64, i
 async fn pipeline(enc: Encoding, seed: u64) {
     let cluster = MockCluster::new(1).expect("mock cluster");
     let bootstrap = cluster.bootstrap_servers();
-    cluster.create_topic("events", PARTITIONS, 1).expect("topic");
+    cluster
+        .create_topic("events", PARTITIONS, 1)
+        .expect("topic");
     cluster.create_topic("out", 1, 1).expect("topic");
     let (good, bad) = produce(&bootstrap, "events", enc, seed);
 
@@ -240,7 +242,10 @@ async fn pipeline(enc: Encoding, seed: u64) {
     let ingested = sorted_rows(&client, "SELECT k, v, ts FROM ev").await;
     assert_eq!(ingested, good, "the source holds exactly the good records");
     let late: i64 = client
-        .query_one("SELECT late_rows FROM sluice_sources WHERE source_name = 'ev'", &[])
+        .query_one(
+            "SELECT late_rows FROM sluice_sources WHERE source_name = 'ev'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -253,7 +258,11 @@ async fn pipeline(enc: Encoding, seed: u64) {
     let batch = "SELECT k, window_start, count(*) AS n, sum(v) AS s \
                  FROM HOP(ev, ts, INTERVAL '1' SECOND, INTERVAL '4' SECOND) GROUP BY k, window_start";
     let view = sorted_rows(&client, "SELECT * FROM hop").await;
-    assert_eq!(view, sorted_rows(&client, batch).await, "HOP view = batch oracle");
+    assert_eq!(
+        view,
+        sorted_rows(&client, batch).await,
+        "HOP view = batch oracle"
+    );
     assert!(view.len() > 100);
 
     let closed = sorted_rows(&client, "SELECT * FROM hop_closed").await;
@@ -264,7 +273,10 @@ async fn pipeline(enc: Encoding, seed: u64) {
          HAVING window_start + INTERVAL '6' SECOND <= (SELECT watermark FROM sluice_sources WHERE source_name = 'ev')",
     )
     .await;
-    assert_eq!(closed, closed_batch, "EOWC view = batch oracle over closed windows");
+    assert_eq!(
+        closed, closed_batch,
+        "EOWC view = batch oracle over closed windows"
+    );
 
     // The sink topic, applied as upserts, rebuilds the view.
     let deadline = Instant::now() + Duration::from_secs(30);

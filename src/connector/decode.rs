@@ -365,7 +365,9 @@ mod tests {
     fn conform_casts_and_checks_required_columns() {
         let batch = RecordBatch::try_new(
             Arc::new(Schema::new(vec![Field::new("A", DataType::Int32, true)])),
-            vec![Arc::new(datafusion::arrow::array::Int32Array::from(vec![4]))],
+            vec![Arc::new(datafusion::arrow::array::Int32Array::from(vec![
+                4,
+            ]))],
         )
         .unwrap();
         let out = conform(&batch, &schema()).unwrap();
@@ -375,7 +377,9 @@ mod tests {
         );
         let missing = RecordBatch::try_new(
             Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, true)])),
-            vec![Arc::new(datafusion::arrow::array::StringArray::from(vec!["x"]))],
+            vec![Arc::new(datafusion::arrow::array::StringArray::from(vec![
+                "x",
+            ]))],
         )
         .unwrap();
         assert!(conform(&missing, &schema()).is_err());

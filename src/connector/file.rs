@@ -92,7 +92,8 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, pattern: &str) -> Result<
         }
         files.push(open);
     }
-    let mut decoder = RecordDecoder::new(context.table.def().payload_schema(), spec.encode.clone())?;
+    let mut decoder =
+        RecordDecoder::new(context.table.def().payload_schema(), spec.encode.clone())?;
     let mut chunk = Vec::with_capacity(CHUNK_BYTES + 1024);
     while !context.stopped() {
         let mut progressed = false;
@@ -112,7 +113,11 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, pattern: &str) -> Result<
             let decoded = decoder.decode_lines(&chunk)?;
             for (line, reason) in &decoded.bad {
                 context.bad_record(
-                    &format!("{} (line {} of the chunk at byte {start})", file.path, line + 1),
+                    &format!(
+                        "{} (line {} of the chunk at byte {start})",
+                        file.path,
+                        line + 1
+                    ),
                     reason,
                 )?;
             }

@@ -79,9 +79,7 @@ impl SinkEncoder {
                     for (i, value) in values.into_iter().enumerate() {
                         let weight = change.weights().map_or(1, |w| w.value(i));
                         if weight < 0 && !self.force_append_only {
-                            return Err(Error::unsupported(
-                                "a FORMAT PLAIN sink got a retraction",
-                            ));
+                            return Err(Error::unsupported("a FORMAT PLAIN sink got a retraction"));
                         }
                         for _ in 0..weight.max(0) {
                             out.push(SinkRecord {

@@ -50,7 +50,10 @@ pub enum SourceStatus {
 impl SourceStats {
     /// The source's state.
     pub fn status(&self) -> SourceStatus {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn set_status(&self, status: SourceStatus) {
@@ -126,11 +129,10 @@ impl Drop for RunningSource {
 
 /// Starts the connector of `table` on a thread of its own.
 pub fn start(table: Arc<QueueTable>) -> Result<RunningSource> {
-    let spec = table
-        .def()
-        .connector
-        .clone()
-        .ok_or_else(|| Error::unsupported("a table without a connector has no source to run"))?;
+    let spec =
+        table.def().connector.clone().ok_or_else(|| {
+            Error::unsupported("a table without a connector has no source to run")
+        })?;
     let stats = Arc::new(SourceStats::default());
     table.set_source_stats(Arc::clone(&stats));
     let stop = Arc::new(AtomicBool::new(false));
@@ -158,7 +160,9 @@ pub fn start(table: Arc<QueueTable>) -> Result<RunningSource> {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "source failed");
-                    context.stats.set_status(SourceStatus::Failed(e.to_string()));
+                    context
+                        .stats
+                        .set_status(SourceStatus::Failed(e.to_string()));
                 }
             }
         })

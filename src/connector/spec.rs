@@ -407,7 +407,11 @@ impl SourceSpec {
             }
             other => return Err(Error::unsupported(format!("connector '{other}'"))),
         };
-        let on_error = match options.get("on_error").map(str::to_ascii_lowercase).as_deref() {
+        let on_error = match options
+            .get("on_error")
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("skip") => OnError::Skip,
             Some("fail") => OnError::Fail,
             Some(other) => {

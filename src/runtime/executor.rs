@@ -185,7 +185,11 @@ impl Executor {
     /// starting with its current contents. The channel is bounded: a slow sink holds the
     /// executor back rather than letting changes pile up. A sink whose receiver is gone is
     /// forgotten.
-    pub fn add_sink(&self, view: u32, sender: std::sync::mpsc::SyncSender<SinkEpoch>) -> Result<()> {
+    pub fn add_sink(
+        &self,
+        view: u32,
+        sender: std::sync::mpsc::SyncSender<SinkEpoch>,
+    ) -> Result<()> {
         let mut set = self.shared.lock_set();
         let running = set
             .running

@@ -98,7 +98,9 @@ pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
         }
         if let Some(drop_sink) = drop_sink(chunk) {
             out.push(SluiceStatement {
-                statement: Parser::new(&dialect).try_with_sql("SELECT 1")?.parse_statement()?,
+                statement: Parser::new(&dialect)
+                    .try_with_sql("SELECT 1")?
+                    .parse_statement()?,
                 append_only: false,
                 watermark: None,
                 emit_on_window_close: false,
@@ -185,7 +187,10 @@ fn cut_connector(chunk: &[Token]) -> Result<ConnectorCut> {
             continue;
         }
         let word = word_at(k);
-        let next_is_paren = matches!(meaningful.get(k + 1).map(|&j| &chunk[j]), Some(Token::LParen));
+        let next_is_paren = matches!(
+            meaningful.get(k + 1).map(|&j| &chunk[j]),
+            Some(Token::LParen)
+        );
         match word.as_deref() {
             Some("with") if next_is_paren => {
                 let (options, end) = parse_options(chunk, &meaningful, k + 1)?;
@@ -286,8 +291,9 @@ fn cut_connector(chunk: &[Token]) -> Result<ConnectorCut> {
                     "CREATE SINK … AS SELECT: create a materialized view and sink FROM it",
                 ));
             }
-            let select = Tokenizer::new(&PostgreSqlDialect {}, &format!("SELECT * FROM \"{from}\""))
-                .tokenize()?;
+            let select =
+                Tokenizer::new(&PostgreSqlDialect {}, &format!("SELECT * FROM \"{from}\""))
+                    .tokenize()?;
             let sink = SinkClause {
                 name: name.clone(),
                 if_not_exists,
@@ -309,7 +315,12 @@ fn drop_sink(chunk: &[Token]) -> Option<(String, bool)> {
             other => other.to_string(),
         })
         .collect();
-    match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match words
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["drop", "sink", "if", "exists", name] => Some((name.to_string(), true)),
         ["drop", "sink", name] => Some((name.to_string(), false)),
         _ => None,
@@ -350,7 +361,9 @@ fn parse_options(
                 other => {
                     return Err(syntax(format!(
                         "expected key = value in WITH (…), found {}",
-                        other.map(|t| t.to_string()).unwrap_or_else(|| "the end".into())
+                        other
+                            .map(|t| t.to_string())
+                            .unwrap_or_else(|| "the end".into())
                     )));
                 }
             }
@@ -575,7 +588,10 @@ mod tests {
         let sink = stmts[2].sink.as_ref().unwrap();
         assert_eq!((sink.name.as_str(), sink.from.as_str()), ("k", "v"));
         assert!(sink.if_not_exists);
-        assert_eq!(stmts[2].connector.as_ref().unwrap().format.as_deref(), Some("UPSERT"));
+        assert_eq!(
+            stmts[2].connector.as_ref().unwrap().format.as_deref(),
+            Some("UPSERT")
+        );
         assert!(matches!(stmts[2].statement, Statement::Query(_)));
     }
 

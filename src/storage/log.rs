@@ -729,7 +729,9 @@ mod tests {
     #[test]
     fn segments_roll_over_and_read_across_them() {
         let dir = tempfile::tempdir().unwrap();
-        let record_len = segment::encode_record(&numbered(0), &RecordMeta::default()).unwrap().len() as u64;
+        let record_len = segment::encode_record(&numbered(0), &RecordMeta::default())
+            .unwrap()
+            .len() as u64;
         // Two records per segment.
         let size = record_len * 2;
         {
@@ -770,7 +772,9 @@ mod tests {
     #[test]
     fn torn_tail_before_an_empty_segment_is_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let record_len = segment::encode_record(&numbered(0), &RecordMeta::default()).unwrap().len() as u64;
+        let record_len = segment::encode_record(&numbered(0), &RecordMeta::default())
+            .unwrap()
+            .len() as u64;
         {
             let log =
                 Log::open_with_segment_size(dir.path(), FsyncPolicy::Never, record_len).unwrap();
@@ -798,7 +802,9 @@ mod tests {
     #[test]
     fn a_gap_between_segments_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let record_len = segment::encode_record(&numbered(0), &RecordMeta::default()).unwrap().len() as u64;
+        let record_len = segment::encode_record(&numbered(0), &RecordMeta::default())
+            .unwrap()
+            .len() as u64;
         {
             let log =
                 Log::open_with_segment_size(dir.path(), FsyncPolicy::Never, record_len).unwrap();

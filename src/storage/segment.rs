@@ -95,7 +95,11 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
 pub fn encode_record(batch: &ChangeBatch, meta: &RecordMeta) -> Result<Vec<u8>, StorageError> {
     let mut stored = batch.to_stored()?;
     if *meta != RecordMeta::default() {
-        let schema = stored.schema().as_ref().clone().with_metadata(meta.to_metadata());
+        let schema = stored
+            .schema()
+            .as_ref()
+            .clone()
+            .with_metadata(meta.to_metadata());
         stored = stored.with_schema(std::sync::Arc::new(schema))?;
     }
     // The header is reserved up front and filled in afterwards so that the payload is
@@ -130,7 +134,11 @@ pub fn decode_payload(payload: &[u8]) -> Result<(ChangeBatch, RecordMeta), Arrow
         ));
     }
     if !stored.schema().metadata().is_empty() {
-        let plain = stored.schema().as_ref().clone().with_metadata(HashMap::new());
+        let plain = stored
+            .schema()
+            .as_ref()
+            .clone()
+            .with_metadata(HashMap::new());
         stored = datafusion::arrow::array::RecordBatch::try_new(
             std::sync::Arc::new(plain),
             stored.columns().to_vec(),
@@ -361,7 +369,8 @@ mod tests {
                 source_position: Some("p".into()),
                 end_of_input: true,
             },
-        ).unwrap();
+        )
+        .unwrap();
         let mut payload = Vec::new();
         let frame = read_frame(&mut record.as_slice(), record.len() as u64, &mut payload).unwrap();
         assert_eq!(frame, Frame::Record(record.len() as u64 - HEADER_LEN));
@@ -441,7 +450,7 @@ mod tests {
 
         let batches = read_records(&path, &scan.offsets).unwrap();
         assert_eq!(batches.len(), 2);
-        assert_eq!(batches[1].num_rows(), 2);
+        assert_eq!(batches[1].0.num_rows(), 2);
         let err = read_records(&path, &[1]).unwrap_err();
         assert!(matches!(err, StorageError::Corrupt { offset: 1, .. }));
     }

@@ -114,12 +114,9 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
             None => match kafka.startup {
                 StartupMode::Earliest => Offset::Beginning,
                 StartupMode::Latest => Offset::End,
-                StartupMode::Timestamp(ms) => Offset::Offset(offset_for_time(
-                    &consumer,
-                    &kafka.topic,
-                    p,
-                    ms,
-                )?),
+                StartupMode::Timestamp(ms) => {
+                    Offset::Offset(offset_for_time(&consumer, &kafka.topic, p, ms)?)
+                }
             },
         };
         assignment
@@ -310,7 +307,12 @@ impl BatchReader {
     }
 
     /// Decodes the payloads of `run` into rows of the table (with `INCLUDE` columns).
-    fn decode_rows(&mut self, context: &SourceContext, buffer: &[u8], run: &[Polled]) -> Result<Rows> {
+    fn decode_rows(
+        &mut self,
+        context: &SourceContext,
+        buffer: &[u8],
+        run: &[Polled],
+    ) -> Result<Rows> {
         let mut records: Vec<&[u8]> = Vec::with_capacity(run.len());
         let mut from: Vec<usize> = Vec::with_capacity(run.len());
         for (i, m) in run.iter().enumerate() {
@@ -400,7 +402,12 @@ impl BatchReader {
     }
 
     /// Decodes the keys of a run of tombstones.
-    fn decode_keys(&mut self, context: &SourceContext, buffer: &[u8], run: &[Polled]) -> Result<RecordBatch> {
+    fn decode_keys(
+        &mut self,
+        context: &SourceContext,
+        buffer: &[u8],
+        run: &[Polled],
+    ) -> Result<RecordBatch> {
         let Some(keys) = &mut self.keys else {
             return Err(Error::unsupported("tombstones outside FORMAT UPSERT"));
         };

@@ -208,8 +208,10 @@ impl QueueTable {
             end_of_input,
         };
         if end_of_input {
-            self.time.lock().unwrap_or_else(|e| e.into_inner()).watermark =
-                Some(i64::MAX);
+            self.time
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .watermark = Some(i64::MAX);
         }
         self.commit(&mut contents, change, meta)?;
         Ok(written)
@@ -328,7 +330,10 @@ impl QueueTable {
             let retractions: Vec<ChangeBatch> =
                 matched.into_iter().map(ChangeBatch::retractions).collect();
             let change = ChangeBatch::concat(&self.def.schema, &retractions)?;
-            (self.commit(&mut contents, change, RecordMeta::default())?, count)
+            (
+                self.commit(&mut contents, change, RecordMeta::default())?,
+                count,
+            )
         };
         self.log.wait_durable(position).await?;
         Ok(count)
@@ -368,7 +373,10 @@ impl QueueTable {
             parts.extend(old.into_iter().map(ChangeBatch::retractions));
             parts.extend(new_batches.into_iter().map(ChangeBatch::inserts));
             let change = ChangeBatch::concat(&self.def.schema, &parts)?;
-            (self.commit(&mut contents, change, RecordMeta::default())?, count)
+            (
+                self.commit(&mut contents, change, RecordMeta::default())?,
+                count,
+            )
         };
         self.log.wait_durable(position).await?;
         Ok(count)

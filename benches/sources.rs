@@ -1,0 +1,197 @@
+//! Source benchmarks; each prints events/s.
+//!
+//! - `cargo bench --bench sources -- kafka [N]`: N JSON bids (default 1,000,000) produced to a
+//!   3-partition topic of librdkafka's mock cluster, then read by a Kafka source into a
+//!   pass-through view, and by a second source into a HOP view (slide 2 s, size 10 s). The time
+//!   is from CREATE SOURCE until the view holds every event.
+//! - `cargo bench --bench sources -- file PATH`: the HOP view of ../shared/bench/peers
+//!   (slide 2 s, size 10 s, per auction: count, sum and max of price) over the CSV bids at PATH
+//!   (a file, or a directory of part files), EMIT ON WINDOW CLOSE; prints the time until the
+//!   source is exhausted and every window is out, and the checksum the peers' DuckDB script
+//!   prints.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use sluice::connector::nexmark::{NexmarkConfig, NexmarkGenerator};
+use sluice::storage::FsyncPolicy;
+use tokio_postgres::Client;
+
+const BID_COLUMNS: &str = "auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, \
+                           url VARCHAR, date_time TIMESTAMP, extra VARCHAR";
+const HOP_VIEW: &str = "SELECT auction, window_start, count(*) AS c, sum(price) AS s, max(price) AS m \
+                        FROM HOP({src}, date_time, INTERVAL '2' SECOND, INTERVAL '10' SECOND) \
+                        GROUP BY auction, window_start";
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    match args.first().map(String::as_str) {
+        Some("file") => {
+            let path = args
+                .get(1)
+                .cloned()
+                .unwrap_or_else(|| "/tmp/peers/bids_10m_x2".into());
+            file(&path).await;
+        }
+        _ => {
+            let n = args
+                .get(1)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(1_000_000);
+            kafka(n).await;
+        }
+    }
+}
+
+async fn wait_rows(client: &Client, source: &str, n: i64) {
+    loop {
+        let row = client
+            .query_one(
+                "SELECT rows, bad_records, status, error FROM sluice_sources WHERE source_name = $1",
+                &[&source],
+            )
+            .await
+            .expect("sluice_sources");
+        let rows: i64 = row.get(0);
+        let bad: i64 = row.get(1);
+        let status: String = row.get(2);
+        assert_ne!(status, "failed", "{:?}", row.get::<_, Option<String>>(3));
+        if rows + bad >= n || status == "finished" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn kafka(n: usize) {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let bootstrap = cluster.bootstrap_servers();
+    cluster.create_topic("bids", 3, 1).expect("topic");
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer");
+    let started = Instant::now();
+    let mut generator = NexmarkGenerator::new(NexmarkConfig {
+        event_num: Some(n as u64 * 50 / 46 + 100),
+        ..NexmarkConfig::default()
+    });
+    let mut produced = 0usize;
+    let mut bytes = 0usize;
+    while produced < n {
+        let batch = generator.next_bids(8192.min(n - produced)).expect("bids");
+        if batch.num_rows() == 0 {
+            break;
+        }
+        for line in sluice::connector::sink::json_lines(&batch).expect("json") {
+            let mut record = BaseRecord::<(), [u8]>::to("bids").payload(line.as_slice());
+            record = record.partition((produced % 3) as i32);
+            bytes += line.len();
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        record = back;
+                        producer.poll(Duration::from_millis(1));
+                    }
+                }
+            }
+            produced += 1;
+        }
+    }
+    producer.flush(Duration::from_secs(120)).expect("flush");
+    println!(
+        "produced {produced} JSON bids ({:.0} bytes each) to the mock cluster in {:.1} s",
+        bytes as f64 / produced as f64,
+        started.elapsed().as_secs_f64()
+    );
+
+    let dir = tempfile::tempdir().expect("dir");
+    let (_server, client) = common::start_server(dir.path(), FsyncPolicy::Never).await;
+    for (name, view) in [
+        ("pass_through", "SELECT * FROM {src}".to_string()),
+        ("hop", HOP_VIEW.to_string()),
+    ] {
+        let src = format!("src_{name}");
+        let started = Instant::now();
+        client
+            .batch_execute(&format!(
+                "CREATE SOURCE {src} ({BID_COLUMNS}, WATERMARK FOR date_time AS date_time - INTERVAL '1' SECOND) \
+                 WITH (connector = 'kafka', topic = 'bids', properties.bootstrap.server = '{bootstrap}') \
+                 FORMAT PLAIN ENCODE JSON; \
+                 CREATE MATERIALIZED VIEW v_{name} AS {}",
+                view.replace("{src}", &src)
+            ))
+            .await
+            .expect("DDL");
+        wait_rows(&client, &src, produced as i64).await;
+        let ingested = started.elapsed().as_secs_f64();
+        client.batch_execute("FLUSH").await.expect("flush");
+        let total = started.elapsed().as_secs_f64();
+        let rows: i64 = client
+            .query_one(&format!("SELECT count(*) FROM v_{name}"), &[])
+            .await
+            .expect("count")
+            .get(0);
+        println!(
+            "kafka JSON -> {name}: {produced} events, decoded and stored in {ingested:.2} s \
+             ({:.2} M events/s), view caught up in {total:.2} s ({:.2} M events/s), {rows} view rows",
+            produced as f64 / ingested / 1e6,
+            produced as f64 / total / 1e6
+        );
+    }
+}
+
+async fn file(path: &str) {
+    let pattern = if std::path::Path::new(path).is_dir() {
+        format!("{path}/*.csv")
+    } else {
+        path.to_string()
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let (_server, client) = common::start_server(dir.path(), FsyncPolicy::Never).await;
+    let started = Instant::now();
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE bid ({BID_COLUMNS}, WATERMARK FOR date_time AS date_time) \
+             WITH (connector = 'file', path = '{pattern}') FORMAT PLAIN ENCODE CSV; \
+             CREATE MATERIALIZED VIEW hop AS {} EMIT ON WINDOW CLOSE",
+            HOP_VIEW.replace("{src}", "bid")
+        ))
+        .await
+        .expect("DDL");
+    wait_rows(&client, "bid", i64::MAX).await;
+    client.batch_execute("FLUSH").await.expect("flush");
+    let elapsed = started.elapsed().as_secs_f64();
+    let row = client
+        .query_one(
+            "SELECT (SELECT rows FROM sluice_sources WHERE source_name = 'bid'), count(*), \
+               sum(c), sum(s), sum(m), sum(CAST(extract(epoch FROM window_start) AS BIGINT)) FROM hop",
+            &[],
+        )
+        .await
+        .expect("checksum");
+    let events: i64 = row.get(0);
+    println!(
+        "file CSV -> HOP view (EOWC, slide 2 s, size 10 s): {events} events in {elapsed:.2} s ({:.2} M events/s)",
+        events as f64 / elapsed / 1e6
+    );
+    println!(
+        "checksum: rows {}, sum_c {}, sum_s {}, sum_m {}, sum_ws {}",
+        row.get::<_, i64>(1),
+        row.get::<_, i64>(2),
+        row.get::<_, i64>(3),
+        row.get::<_, i64>(4),
+        row.get::<_, i64>(5),
+    );
+}
