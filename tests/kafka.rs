@@ -196,6 +196,24 @@ async fn wait_for_source(client: &Client, name: &str, records: usize) -> (i64, i
     }
 }
 
+/// Waits until every partition is idle and the source's watermark has reached its newest
+/// event less `delay`, where it stays; then flushes, so views and oracle see the same time.
+async fn wait_for_final_watermark(client: &Client, source: &str, ts: &str, delay: &str) {
+    let sql = format!(
+        "SELECT watermark = (SELECT max({ts}) - INTERVAL '{delay}' FROM {source}) \
+         FROM sluice_sources WHERE source_name = '{source}'"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sorted_rows(client, &sql).await != ["t"] {
+        assert!(
+            Instant::now() < deadline,
+            "{source}: watermark never reached the end"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client.batch_execute("FLUSH").await.expect("flush");
+}
+
 async fn pipeline(enc: Encoding, seed: u64) {
     let cluster = MockCluster::new(1).expect("mock cluster");
     let bootstrap = cluster.bootstrap_servers();
@@ -236,8 +254,7 @@ async fn pipeline(enc: Encoding, seed: u64) {
     assert_eq!(bad_seen as usize, bad, "malformed records counted exactly");
     assert_eq!(rows as usize, good.len(), "every good record ingested once");
     // Every partition goes idle after 1 s, so the watermark reaches the newest event.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    client.batch_execute("FLUSH").await.expect("flush");
+    wait_for_final_watermark(&client, "ev", "ts", "5 seconds").await;
 
     let ingested = sorted_rows(&client, "SELECT k, v, ts FROM ev").await;
     assert_eq!(ingested, good, "the source holds exactly the good records");
@@ -315,4 +332,243 @@ async fn csv_topic_feeds_hop_view_and_upsert_sink() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn avro_topic_feeds_hop_view_and_upsert_sink() {
     pipeline(Encoding::Avro, 13).await;
+}
+
+/// The playground's pipeline (`examples/clickstream/pipeline.sql`) as shipped, on page views
+/// shaped like the example producer's, 1 % of them malformed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickstream_example_pipeline_runs_as_shipped() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let bootstrap = cluster.bootstrap_servers();
+    cluster
+        .create_topic("page_views", PARTITIONS, 1)
+        .expect("topic");
+    cluster.create_topic("views_per_user", 1, 1).expect("topic");
+
+    let pages = ["/", "/search", "/item", "/cart", "/checkout", "/help"];
+    let mut rng = StdRng::seed_from_u64(21);
+    let producer = producer(&bootstrap);
+    let mut bad = 0;
+    for i in 0..EVENTS {
+        let user = rng.random_range(1..=50);
+        // 200 ms apart over 10 minutes, jittered by up to 1 s (the watermark allows 5 s).
+        let ts_ms = T0_MS + i as i64 * 200 + rng.random_range(0..1000);
+        let ts = chrono::DateTime::from_timestamp_millis(ts_ms)
+            .unwrap()
+            .naive_utc()
+            .format("%Y-%m-%d %H:%M:%S%.3f");
+        let value = if rng.random_ratio(1, 100) {
+            bad += 1;
+            r#"{"user_id": oops"#.to_string()
+        } else {
+            let page = pages[rng.random_range(0..pages.len())];
+            format!(r#"{{"user_id": {user}, "page": "{page}", "ts": "{ts}"}}"#)
+        };
+        let key = user.to_string();
+        let record = BaseRecord::to("page_views")
+            .partition(rng.random_range(0..PARTITIONS))
+            .key(&key)
+            .payload(&value);
+        producer.send(record).map_err(|(e, _)| e).expect("send");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+
+    let server = TestServer::start_with(|c| c.parallelism = 2).await;
+    let client = server.connect().await;
+    let sql = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/clickstream/pipeline.sql"),
+    )
+    .expect("pipeline.sql");
+    assert!(sql.contains("'kafka:9092'"));
+    client
+        .batch_execute(&sql.replace("kafka:9092", &bootstrap))
+        .await
+        .expect("pipeline.sql runs");
+
+    let (rows, bad_seen) = wait_for_source(&client, "page_views", EVENTS).await;
+    assert_eq!(bad_seen, bad, "malformed page views counted exactly");
+    assert_eq!(rows as usize, EVENTS - bad as usize);
+    // After the default 5 s idle timeout every partition is idle and the watermark stops moving.
+    wait_for_final_watermark(&client, "page_views", "ts", "5 seconds").await;
+
+    let view = sorted_rows(&client, "SELECT * FROM views_per_user").await;
+    let batch = sorted_rows(
+        &client,
+        "SELECT user_id, window_start, window_end, count(*), count(DISTINCT page) \
+         FROM HOP(page_views, ts, INTERVAL '1' MINUTE, INTERVAL '5' MINUTE) \
+         GROUP BY user_id, window_start, window_end",
+    )
+    .await;
+    assert_eq!(view, batch, "views_per_user = batch oracle");
+    let closed = sorted_rows(&client, "SELECT * FROM views_per_user_final").await;
+    let closed_batch = sorted_rows(
+        &client,
+        "SELECT user_id, window_start, count(*) \
+         FROM HOP(page_views, ts, INTERVAL '1' MINUTE, INTERVAL '5' MINUTE) \
+         GROUP BY user_id, window_start, window_end HAVING window_end <= \
+           (SELECT watermark FROM sluice_sources WHERE source_name = 'page_views')",
+    )
+    .await;
+    assert_eq!(
+        closed, closed_batch,
+        "views_per_user_final = closed windows"
+    );
+    assert!(!closed.is_empty());
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut rebuilt: Vec<String> = read_upserts(&bootstrap, "views_per_user")
+            .values()
+            .map(|value| {
+                let v: serde_json::Value = serde_json::from_str(value).expect("json");
+                let time = |c: &str| v[c].as_str().unwrap().replace('T', " ");
+                format!(
+                    "{}|{}|{}|{}|{}",
+                    v["user_id"],
+                    time("window_start"),
+                    time("window_end"),
+                    v["views"],
+                    v["pages"]
+                )
+            })
+            .collect();
+        rebuilt.sort();
+        if rebuilt == view {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sink topic never matched views_per_user: {} rows vs {}",
+            rebuilt.len(),
+            view.len()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Produces `(key, value)` records to partition `key % PARTITIONS`; a `None` value is a tombstone.
+fn produce_keyed(bootstrap: &str, topic: &str, records: &[(i64, Option<String>)]) {
+    let producer = producer(bootstrap);
+    for (k, value) in records {
+        let key = format!(r#"{{"id": {k}}}"#);
+        let mut record = BaseRecord::to(topic)
+            .partition((*k % PARTITIONS as i64) as i32)
+            .key(&key);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        producer.send(record).map_err(|(e, _)| e).expect("send");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+async fn wait_until_rows(client: &Client, sql: &str, expected: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        client.batch_execute("FLUSH").await.expect("flush");
+        let rows = sorted_rows(client, sql).await;
+        if rows == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sql}: {} rows, expected {}",
+            rows.len(),
+            expected.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `FORMAT UPSERT`: the key's last value wins and a tombstone deletes; after a restart both an
+/// upsert table and a plain source resume from the offsets stored in their logs, so records
+/// produced while the server was down arrive once and nothing is read twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upsert_table_and_plain_source_resume_after_restart() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let bootstrap = cluster.bootstrap_servers();
+    cluster.create_topic("users", PARTITIONS, 1).expect("topic");
+    cluster
+        .create_topic("events", PARTITIONS, 1)
+        .expect("topic");
+
+    let mut rng = StdRng::seed_from_u64(31);
+    let mut state: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut events: Vec<String> = Vec::new();
+    let mut round = |rng: &mut StdRng, events: &mut Vec<String>| {
+        let mut records = Vec::new();
+        for _ in 0..600 {
+            let k = rng.random_range(0..40);
+            if rng.random_ratio(1, 5) {
+                state.remove(&k);
+                records.push((k, None));
+            } else {
+                let score = rng.random_range(0..1000);
+                state.insert(k, score);
+                records.push((k, Some(format!(r#"{{"id": {k}, "score": {score}}}"#))));
+            }
+        }
+        produce_keyed(&bootstrap, "users", &records);
+        let plain: Vec<(i64, Option<String>)> = (0..500)
+            .map(|_| {
+                let (k, v) = (rng.random_range(0..10), rng.random_range(0..100));
+                events.push(format!("{k}|{v}"));
+                (k, Some(format!(r#"{{"k": {k}, "v": {v}}}"#)))
+            })
+            .collect();
+        produce_keyed(&bootstrap, "events", &plain);
+        let mut users: Vec<String> = state.iter().map(|(k, s)| format!("{k}|{s}")).collect();
+        users.sort();
+        let mut sums: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+        for e in events.iter() {
+            let (k, v) = e.split_once('|').unwrap();
+            let entry = sums.entry(k).or_default();
+            entry.0 += 1;
+            entry.1 += v.parse::<i64>().unwrap();
+        }
+        let mut per_key: Vec<String> = sums
+            .iter()
+            .map(|(k, (n, s))| format!("{k}|{n}|{s}"))
+            .collect();
+        per_key.sort();
+        (users, per_key)
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = common::start_on(dir.path()).await;
+    let client = common::connect(server.addr.port()).await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE users (id INT PRIMARY KEY, score BIGINT) \
+             WITH (connector = 'kafka', topic = 'users', properties.bootstrap.server = '{bootstrap}') \
+             FORMAT UPSERT ENCODE JSON;
+             CREATE SOURCE ev (k INT, v BIGINT) \
+             WITH (connector = 'kafka', topic = 'events', properties.bootstrap.server = '{bootstrap}') \
+             FORMAT PLAIN ENCODE JSON;
+             CREATE MATERIALIZED VIEW per_key AS SELECT k, count(*) AS n, sum(v) AS s FROM ev GROUP BY k;"
+        ))
+        .await
+        .expect("DDL");
+    // Only the connector writes to a connector table: its log records carry the resume position.
+    let refused = client
+        .batch_execute("INSERT INTO users VALUES (1, 1)")
+        .await
+        .unwrap_err();
+    assert_eq!(common::db_error(&refused).0, "42809");
+
+    let (users, per_key) = round(&mut rng, &mut events);
+    wait_until_rows(&client, "SELECT * FROM users", &users).await;
+    wait_until_rows(&client, "SELECT * FROM per_key", &per_key).await;
+
+    drop(client);
+    server.shutdown().await;
+    // Produced while the server is down.
+    let (users, per_key) = round(&mut rng, &mut events);
+    server = common::start_on(dir.path()).await;
+    let client = common::connect(server.addr.port()).await;
+    wait_until_rows(&client, "SELECT * FROM users", &users).await;
+    wait_until_rows(&client, "SELECT * FROM per_key", &per_key).await;
+    let batch = sorted_rows(&client, "SELECT k, count(*), sum(v) FROM ev GROUP BY k").await;
+    assert_eq!(batch, per_key, "every record once in the source's log");
+    server.shutdown().await;
 }

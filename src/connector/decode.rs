@@ -52,14 +52,6 @@ impl std::fmt::Debug for RecordDecoder {
 impl RecordDecoder {
     /// A decoder into `schema` (the payload columns, without `INCLUDE` columns).
     pub fn new(schema: SchemaRef, encode: Encode) -> Result<Self, ArrowError> {
-        if let Encode::Avro {
-            schema: AvroSchemaSource::Registry(url),
-        } = &encode
-        {
-            return Err(ArrowError::NotYetImplemented(format!(
-                "schema.registry ('{url}'): give the writer schema inline with schema = '…'"
-            )));
-        }
         Ok(Self {
             schema,
             encode,
@@ -191,9 +183,7 @@ impl RecordDecoder {
                 Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.schema))))
             }
             Encode::Avro { schema } => {
-                let AvroSchemaSource::Inline(text) = schema else {
-                    unreachable!("checked in new");
-                };
+                let AvroSchemaSource::Inline(text) = schema;
                 let text = text.clone();
                 self.decode_avro(records, &text)
             }

@@ -180,6 +180,9 @@ struct SplitTime {
     /// The split's own watermark (its greatest watermark candidate so far).
     watermark: Option<Timestamp>,
     last_data: Instant,
+    /// Read up to the split's end (no record is waiting in it): only then may it go idle, so
+    /// a reader that falls behind never mistakes its own lag for a quiet split.
+    caught_up: bool,
     done: bool,
 }
 
@@ -206,6 +209,7 @@ impl SplitWatermarks {
             SplitTime {
                 watermark,
                 last_data: Instant::now(),
+                caught_up: false,
                 done: false,
             },
         );
@@ -225,14 +229,24 @@ impl SplitWatermarks {
             let entry = self.splits.entry(split).or_insert(SplitTime {
                 watermark: None,
                 last_data: now,
+                caught_up: false,
                 done: false,
             });
             entry.last_data = now;
+            entry.caught_up = false;
             if let Some(values) = values
                 && values.is_valid(i)
             {
                 entry.watermark = entry.watermark.max(Some(values.value(i)));
             }
+        }
+    }
+
+    /// Notes that the reader has reached the split's current end: once no data has come for
+    /// the idle timeout, the split no longer holds the watermark back.
+    pub fn caught_up(&mut self, split: i64) {
+        if let Some(s) = self.splits.get_mut(&split) {
+            s.caught_up = true;
         }
     }
 
@@ -243,14 +257,18 @@ impl SplitWatermarks {
         }
     }
 
-    /// The source's watermark: the minimum over active splits; when every split is idle or
+    /// The source's watermark: the minimum over active splits (not done, and not caught up
+    /// with no data for the idle timeout); when every split is idle or
     /// done, the maximum (nothing is coming that could be late).
     pub fn current(&self) -> Option<Timestamp> {
         let now = Instant::now();
         let active: Vec<Option<Timestamp>> = self
             .splits
             .values()
-            .filter(|s| !s.done && now.duration_since(s.last_data) < self.idle_timeout)
+            .filter(|s| {
+                let idle = s.caught_up && now.duration_since(s.last_data) >= self.idle_timeout;
+                !s.done && !idle
+            })
             .map(|s| s.watermark)
             .collect();
         if active.is_empty() {
@@ -304,8 +322,13 @@ mod tests {
         assert_eq!(w.current(), Some(50));
         w.finish(1);
         assert_eq!(w.current(), Some(50));
+        // A split goes idle only once it is caught up: lagging behind is not being quiet.
         let mut idle = SplitWatermarks::new(Duration::ZERO);
         idle.observe(Some(&batch(vec![10, 40])), [0, 1].into_iter());
+        assert_eq!(idle.current(), Some(10));
+        idle.caught_up(0);
+        assert_eq!(idle.current(), Some(40));
+        idle.observe(Some(&batch(vec![45])), [0].into_iter());
         assert_eq!(idle.current(), Some(40));
     }
 }

@@ -18,6 +18,7 @@ use rdkafka::Message;
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use serde::{Deserialize, Serialize};
 
 use crate::connector::decode::RecordDecoder;
@@ -64,7 +65,7 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
             ("group.id", group.as_str()),
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
-            ("enable.partition.eof", "false"),
+            ("enable.partition.eof", "true"),
         ],
     )
     .create()
@@ -132,9 +133,12 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
     let mut buffer: Vec<u8> = Vec::with_capacity(MAX_BATCH_BYTES);
     let mut polled: Vec<Polled> = Vec::with_capacity(1024);
     let mut written_watermark = splits.current();
+    // Partitions whose end this gather reached (librdkafka reports each end once).
+    let mut at_end: Vec<i32> = Vec::new();
     while !context.stopped() {
         buffer.clear();
         polled.clear();
+        at_end.clear();
         let mut deadline: Option<Instant> = None;
         while polled.len() < MAX_BATCH_RECORDS && buffer.len() < MAX_BATCH_BYTES {
             let wait = match deadline {
@@ -146,6 +150,10 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
             };
             let message = match message {
                 Ok(m) => m,
+                Err(KafkaError::PartitionEOF(p)) => {
+                    at_end.push(p);
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "kafka poll");
                     break;
@@ -165,6 +173,7 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
                 None
             };
             let payload = copy(message.payload());
+            at_end.retain(|&p| p != message.partition());
             polled.push(Polled {
                 partition: message.partition(),
                 offset: message.offset(),
@@ -174,6 +183,9 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
             });
         }
         if polled.is_empty() {
+            for &p in &at_end {
+                splits.caught_up(i64::from(p));
+            }
             // Idle partitions may let the watermark move on.
             let now = splits.current();
             if now > written_watermark && context.table.def().watermark.is_some() {
@@ -228,6 +240,10 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
             })?;
             written_watermark = written_watermark.max(watermark);
             start = end;
+        }
+        // Only after the batch's rows are observed: a partition's end follows its last row.
+        for &p in &at_end {
+            splits.caught_up(i64::from(p));
         }
     }
     Ok(())

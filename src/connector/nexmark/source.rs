@@ -22,11 +22,7 @@ struct Position {
 
 /// Generates until the stream (if bounded) ends or the source is dropped.
 pub fn run(context: &SourceContext, nexmark: &NexmarkSource) -> Result<()> {
-    if nexmark.table != NexmarkTable::Bid {
-        return Err(Error::unsupported(
-            "nexmark.table.type 'auction' and 'person' are not generated yet; 'bid' is",
-        ));
-    }
+    let NexmarkTable::Bid = nexmark.table;
     let (resumed, finished) = context.table.last_source_position()?;
     if finished {
         return Ok(());

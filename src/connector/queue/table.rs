@@ -292,6 +292,7 @@ impl QueueTable {
     /// Inserts rows in the table's schema; on a table with a primary key a row replaces the
     /// row with the same key (upsert). Returns the number of rows written once durable.
     pub async fn insert(&self, batch: RecordBatch) -> Result<u64> {
+        self.refuse_if_source("write to")?;
         if batch.num_rows() == 0 {
             return Ok(0);
         }
@@ -407,13 +408,15 @@ impl QueueTable {
         Ok(())
     }
 
-    /// Only a source's connector writes to it.
+    /// Only a connector writes to its source or table: a write of a user's between two of the
+    /// connector's would hide the position the connector resumes from after a restart.
     pub fn refuse_if_source(&self, what: &str) -> Result<()> {
-        if self.def.source {
+        if self.def.source || self.def.connector.is_some() {
+            let kind = if self.def.source { "source" } else { "table" };
             return Err(Error::user(
                 sqlstate::WRONG_OBJECT_TYPE,
                 format!(
-                    "cannot {what} source \"{}\": only its connector writes to it",
+                    "cannot {what} {kind} \"{}\": only its connector writes to it",
                     self.def.name
                 ),
             ));
