@@ -1,7 +1,7 @@
 //! Source benchmarks; each prints events/s.
 //!
 //! - `cargo bench --bench sources -- kafka [N]`: N JSON bids (default 1,000,000) produced to a
-//!   3-partition topic of librdkafka's mock cluster, then read by a Kafka source into a
+//!   topic (one partition per 4 MB: the mock broker keeps 5 MB per partition) of librdkafka's mock cluster, then read by a Kafka source into a
 //!   pass-through view, and by a second source into a HOP view (slide 2 s, size 10 s). The time
 //!   is from CREATE SOURCE until the view holds every event.
 //! - `cargo bench --bench sources -- file PATH`: the HOP view of ../shared/bench/peers
@@ -15,8 +15,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sluice::connector::nexmark::{NexmarkConfig, NexmarkGenerator};
 use sluice::storage::FsyncPolicy;
 use tokio_postgres::Client;
@@ -29,6 +31,11 @@ const HOP_VIEW: &str = "SELECT auction, window_start, count(*) AS c, sum(price) 
 
 #[tokio::main]
 async fn main() {
+    // RUST_LOG=sluice=debug shows the engine's logs.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -51,7 +58,31 @@ async fn main() {
     }
 }
 
+/// Counts failed deliveries and remembers the first error.
+#[derive(Default)]
+struct Deliveries {
+    failed: std::sync::atomic::AtomicUsize,
+    first: std::sync::Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.first
+                .lock()
+                .unwrap()
+                .get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
 async fn wait_rows(client: &Client, source: &str, n: i64) {
+    let mut report = Instant::now();
     loop {
         let row = client
             .query_one(
@@ -67,6 +98,10 @@ async fn wait_rows(client: &Client, source: &str, n: i64) {
         if rows + bad >= n || status == "finished" {
             return;
         }
+        if report.elapsed() > Duration::from_secs(10) {
+            eprintln!("  {source}: {rows} rows, {bad} bad records so far ({status})");
+            report = Instant::now();
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -74,12 +109,15 @@ async fn wait_rows(client: &Client, source: &str, n: i64) {
 async fn kafka(n: usize) {
     let cluster = MockCluster::new(1).expect("mock cluster");
     let bootstrap = cluster.bootstrap_servers();
-    cluster.create_topic("bids", 3, 1).expect("topic");
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+    // librdkafka's mock broker keeps at most 5 MB per partition (it drops the oldest
+    // records past that): enough partitions to hold every record.
+    let partitions = (n * 240 / (4 << 20) + 1).max(3) as i32;
+    cluster.create_topic("bids", partitions, 1).expect("topic");
+    let producer: ThreadedProducer<Deliveries> = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .set("linger.ms", "20")
         .set("queue.buffering.max.messages", "1000000")
-        .create()
+        .create_with_context(Deliveries::default())
         .expect("producer");
     let started = Instant::now();
     let mut generator = NexmarkGenerator::new(NexmarkConfig {
@@ -95,7 +133,7 @@ async fn kafka(n: usize) {
         }
         for line in sluice::connector::sink::json_lines(&batch).expect("json") {
             let mut record = BaseRecord::<(), [u8]>::to("bids").payload(line.as_slice());
-            record = record.partition((produced % 3) as i32);
+            record = record.partition(produced as i32 % partitions);
             bytes += line.len();
             loop {
                 match producer.send(record) {
@@ -110,11 +148,57 @@ async fn kafka(n: usize) {
         }
     }
     producer.flush(Duration::from_secs(120)).expect("flush");
+    let held: i64 = (0..partitions)
+        .map(|p| {
+            let (low, high) = producer
+                .client()
+                .fetch_watermarks("bids", p, Duration::from_secs(10))
+                .expect("watermarks");
+            high - low
+        })
+        .sum();
+    let context = producer.context();
+    assert_eq!(
+        held as usize,
+        n,
+        "the topic holds every record produced; {} failed, first: {:?}",
+        context.failed.load(std::sync::atomic::Ordering::Relaxed),
+        context.first.lock().unwrap()
+    );
     println!(
-        "produced {produced} JSON bids ({:.0} bytes each) to the mock cluster in {:.1} s",
+        "produced {produced} JSON bids ({:.0} bytes each) to {partitions} partitions of the mock cluster in {:.1} s",
         bytes as f64 / produced as f64,
         started.elapsed().as_secs_f64()
     );
+
+    // The ceiling: a bare consumer reading every record (no decoding, no storing).
+    let started = Instant::now();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "baseline")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset("bids", p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut read = 0usize;
+    while read < produced {
+        if let Some(message) = consumer.poll(Duration::from_secs(5)) {
+            message.expect("message");
+            read += 1;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "bare rdkafka consumer: {read} records in {elapsed:.2} s ({:.2} M records/s)",
+        read as f64 / elapsed / 1e6
+    );
+    drop(consumer);
 
     let dir = tempfile::tempdir().expect("dir");
     let (_server, client) = common::start_server(dir.path(), FsyncPolicy::Never).await;

@@ -14,11 +14,12 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use rdkafka::ClientContext;
 use rdkafka::Message;
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use serde::{Deserialize, Serialize};
 
 use crate::connector::decode::RecordDecoder;
@@ -44,6 +45,24 @@ struct Position {
     watermarks: BTreeMap<i32, i64>,
 }
 
+/// librdkafka's client events, logged; a partition's end is not an error (the source asks
+/// to be told, to know when a partition may go idle).
+struct SourceContextLog;
+
+impl ClientContext for SourceContextLog {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let end = matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if !end {
+            tracing::error!(%error, reason, "kafka client");
+        }
+    }
+}
+
+impl ConsumerContext for SourceContextLog {}
+
 /// One polled record, its bytes in the batch's buffer.
 #[derive(Debug)]
 struct Polled {
@@ -58,7 +77,7 @@ struct Polled {
 pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> Result<()> {
     let def = context.table.def();
     let group = format!("sluice-source-{}-{}", def.name, def.id);
-    let consumer: BaseConsumer = super::client_config(
+    let consumer: BaseConsumer<SourceContextLog> = super::client_config(
         &kafka.bootstrap,
         &kafka.properties,
         &[
@@ -68,7 +87,7 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
             ("enable.partition.eof", "true"),
         ],
     )
-    .create()
+    .create_with_context(SourceContextLog)
     .map_err(|e| Error::unsupported(format!("kafka consumer: {e}")))?;
 
     let (resumed, _) = context.table.last_source_position()?;
@@ -256,7 +275,12 @@ fn watermarks_of(splits: &SplitWatermarks, partitions: &[i32]) -> BTreeMap<i32, 
         .collect()
 }
 
-fn offset_for_time(consumer: &BaseConsumer, topic: &str, partition: i32, ms: i64) -> Result<i64> {
+fn offset_for_time(
+    consumer: &BaseConsumer<SourceContextLog>,
+    topic: &str,
+    partition: i32,
+    ms: i64,
+) -> Result<i64> {
     let mut query = TopicPartitionList::new();
     query
         .add_partition_offset(topic, partition, Offset::Offset(ms))
