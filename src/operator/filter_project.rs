@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, RecordBatchOptions,
+};
 use datafusion::arrow::compute::{filter, filter_record_batch, prep_null_mask_filter};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
@@ -96,7 +98,10 @@ impl Operator for FilterProjectOperator {
             })
             .collect::<Result<Vec<ArrayRef>, _>>()
             .map_err(df)?;
-        let output = RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(arrow)?;
+        // A projection may keep no column (`count(*)` needs only the rows' number).
+        let count = RecordBatchOptions::new().with_row_count(Some(rows.num_rows()));
+        let output = RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &count)
+            .map_err(arrow)?;
         Ok(Some(match weights {
             None => ChangeBatch::inserts(output),
             Some(w) => ChangeBatch::with_weights(output, Int64Array::from(w.values().to_vec()))

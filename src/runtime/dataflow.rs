@@ -8,7 +8,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, RecordBatch, RecordBatchOptions, UInt32Array,
+};
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::hash_utils::{RandomState, create_hashes};
@@ -134,8 +136,14 @@ impl Node {
                 None => batch.data().clone(),
                 Some(p) => batch.data().project(p).map_err(arrow)?,
             };
-            let data =
-                RecordBatch::try_new(Arc::clone(schema), data.columns().to_vec()).map_err(arrow)?;
+            // `SELECT count(*) FROM t` reads no column at all: the row count says how many.
+            let rows = RecordBatchOptions::new().with_row_count(Some(data.num_rows()));
+            let data = RecordBatch::try_new_with_options(
+                Arc::clone(schema),
+                data.columns().to_vec(),
+                &rows,
+            )
+            .map_err(arrow)?;
             return Ok(vec![with_weights(data, batch.weights())?]);
         }
         let mut upstream = Vec::new();
