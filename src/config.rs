@@ -38,6 +38,8 @@ pub struct Config {
     pub barrier_interval: Duration,
     /// Workers (hash partitions) of keyed operators.
     pub parallelism: usize,
+    /// Epochs a subscriber may leave unread before it is dropped as too slow.
+    pub subscribe_buffer_epochs: usize,
 }
 
 impl Config {
@@ -52,6 +54,7 @@ impl Config {
             tls_key: None,
             barrier_interval: Duration::from_millis(250),
             parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            subscribe_buffer_epochs: 4096,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
 };
@@ -30,8 +31,9 @@ use crate::connector::sink::RunningSink;
 use crate::connector::source::RunningSource;
 use crate::error::{Error, Result, sqlstate};
 use crate::planner::{StreamPlan, plan_view};
-use crate::runtime::{Executor, RunningView};
+use crate::runtime::{Executor, RunningView, Subscription};
 use crate::sql::ddl::{TableClauses, plan_create_table, table_name};
+use crate::sql::live::{SubscribeOptions, SubscribeTarget};
 use crate::sql::parse_sql;
 
 /// A running engine.
@@ -57,6 +59,9 @@ pub struct Engine {
     sources: Mutex<HashMap<u32, RunningSource>>,
     /// The running sinks, by sink name.
     sinks: Mutex<HashMap<String, RunningSink>>,
+    /// Ids of views that only feed a subscription, counting down from `u32::MAX` (catalog
+    /// ids count up from 1).
+    next_transient_id: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for Engine {
@@ -116,6 +121,7 @@ impl Engine {
             runtime: Arc::new(RuntimeEnv::default()),
             sources: Mutex::new(HashMap::new()),
             sinks: Mutex::new(HashMap::new()),
+            next_transient_id: std::sync::atomic::AtomicU32::new(u32::MAX),
         });
         engine.restore().await?;
         tracing::info!(
@@ -141,6 +147,70 @@ impl Engine {
     /// The materialized views.
     pub fn views(&self) -> &Arc<ViewRegistry> {
         &self.views
+    }
+
+    /// `SUBSCRIBE`: a feed of `target`'s changes. A view is subscribed to directly; a table or
+    /// a query gets a view of its own, which lives as long as the subscription. Returns the
+    /// rows' schema with the feed.
+    pub async fn subscribe(
+        &self,
+        state: &SessionState,
+        target: &SubscribeTarget,
+        options: &SubscribeOptions,
+    ) -> Result<(SchemaRef, Subscription)> {
+        let subscribe = |id: u32, owned| {
+            self.executor.subscribe(
+                id,
+                options.snapshot,
+                options.progress,
+                options.as_of,
+                self.config.subscribe_buffer_epochs,
+                owned,
+            )
+        };
+        let query = match target {
+            SubscribeTarget::Relation(name) => {
+                if let Some(view) = self.views.get(name) {
+                    return Ok((Arc::clone(&view.schema), subscribe(view.id, None)?));
+                }
+                if self.tables.get(name).is_none() {
+                    return Err(Error::user(
+                        sqlstate::UNDEFINED_TABLE,
+                        format!("relation \"{name}\" does not exist"),
+                    ));
+                }
+                let sql = format!("SELECT * FROM \"{}\"", name.replace('"', "\"\""));
+                let parsed = parse_sql(&sql)?;
+                match parsed.into_iter().next().map(|s| s.statement) {
+                    Some(Statement::Query(q)) => q,
+                    _ => return Err(Error::unsupported("SUBSCRIBE to this relation")),
+                }
+            }
+            SubscribeTarget::Query(query) => query.clone(),
+        };
+        let plan = crate::sql::plan_statement(
+            state,
+            Statement::Query(query),
+            crate::sql::windows::WindowMode::Stream,
+        )
+        .await?;
+        let optimized = state.optimize(&plan)?;
+        let plan = plan_view(&optimized, self.config.parallelism, false)?;
+        let schema = Arc::clone(&plan.schema);
+        let id = self
+            .next_transient_id
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.executor
+            .add(RunningView::new(id, "subscribe".into(), plan, false)?.unpublished())?;
+        let guard = self.executor.stop_on_drop(id);
+        // Caught up with what its inputs already hold before the feed starts.
+        self.flush().await;
+        Ok((schema, subscribe(id, Some(Box::new(guard)))?))
+    }
+
+    /// Live subscriptions, and views running only for one (`SUBSCRIBE (SELECT …)`).
+    pub fn subscriptions(&self) -> (usize, usize) {
+        self.executor.subscriptions()
     }
 
     /// Returns once every write acknowledged before the call is visible in every view.

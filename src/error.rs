@@ -33,6 +33,10 @@ pub mod sqlstate {
     pub const IO_ERROR: &str = "58030";
     pub const INTERNAL_ERROR: &str = "XX000";
     pub const WRONG_OBJECT_TYPE: &str = "42809";
+    pub const QUERY_CANCELED: &str = "57014";
+    pub const INVALID_CURSOR_NAME: &str = "34000";
+    pub const DUPLICATE_CURSOR: &str = "42P03";
+    pub const NO_ACTIVE_SQL_TRANSACTION: &str = "25P01";
 }
 
 /// Result with the engine's [`Error`].

@@ -17,12 +17,13 @@ use tokio::sync::watch;
 
 use crate::catalog::registry::TableRegistry;
 use crate::catalog::views::{Published, ViewRegistry, ViewSnapshot};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, sqlstate};
 use crate::planner::{SourceRef, StreamPlan};
 use crate::stream::{ChangeBatch, Timestamp};
 
 use super::contents::ViewContents;
 use super::dataflow::Node;
+use super::subscribe::{EndReason, SubscribeEvent, SubscriberFeed, Subscription};
 
 /// Log records read per chunk: bounds the memory a catching-up view holds at once.
 const READ_CHUNK: usize = 64;
@@ -43,6 +44,8 @@ pub struct RunningView {
     contents: ViewContents,
     failed: Option<String>,
     watermark: Option<Timestamp>,
+    /// Published for `SELECT` at each epoch; false for a view that only feeds a subscription.
+    published: bool,
 }
 
 #[derive(Debug)]
@@ -80,7 +83,14 @@ impl RunningView {
             },
             failed: None,
             watermark: None,
+            published: true,
         })
+    }
+
+    /// A view that only feeds subscriptions (`SUBSCRIBE (SELECT …)`): never published.
+    pub fn unpublished(mut self) -> Self {
+        self.published = false;
+        self
     }
 }
 
@@ -104,6 +114,7 @@ struct SinkFeed {
 struct ViewSet {
     running: Vec<RunningView>,
     sinks: Vec<SinkFeed>,
+    subscribers: Vec<SubscriberFeed>,
     epoch: u64,
     snapshots: HashMap<u32, ViewSnapshot>,
 }
@@ -207,6 +218,77 @@ impl Executor {
         Ok(())
     }
 
+    /// Subscribes to view `view`'s changes: with `snapshot`, its contents first (as inserts);
+    /// then one message per epoch that changed it, and with `progress` one after every epoch.
+    /// `as_of` starts the feed at that epoch, which must not have passed (earlier epochs are
+    /// not kept). At most `capacity` messages wait unread before the subscriber is dropped.
+    #[allow(clippy::too_many_arguments)]
+    pub fn subscribe(
+        &self,
+        view: u32,
+        snapshot: bool,
+        progress: bool,
+        as_of: Option<u64>,
+        capacity: usize,
+        owned: Option<Box<dyn std::any::Any + Send + Sync>>,
+    ) -> Result<Subscription> {
+        let mut set = self.shared.lock_set();
+        let now = set.epoch;
+        let running = set
+            .running
+            .iter()
+            .find(|v| v.id == view)
+            .ok_or_else(|| Error::unsupported(format!("view {view} is not running")))?;
+        if let Some(message) = &running.failed {
+            return Err(Error::unsupported(format!(
+                "view \"{}\" failed: {message}",
+                running.name
+            )));
+        }
+        if let Some(epoch) = as_of
+            && epoch < now
+        {
+            return Err(Error::user(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!(
+                    "AS OF {epoch} is before the current epoch {now}: \
+                     past epochs are not kept; use AS OF {now} or later"
+                ),
+            ));
+        }
+        let (sender, receiver) = tokio::sync::mpsc::channel(capacity.max(2));
+        let end = Arc::new(EndReason::default());
+        let mut feed = SubscriberFeed {
+            view,
+            progress,
+            start: as_of.unwrap_or(now),
+            started: false,
+            snapshot,
+            sender,
+            end: Arc::clone(&end),
+        };
+        if feed.start == now {
+            start_feed(&mut feed, running, now)?;
+        }
+        set.subscribers.push(feed);
+        Ok(Subscription::new(receiver, end, owned))
+    }
+
+    /// Live subscriptions, and views running only for one.
+    pub fn subscriptions(&self) -> (usize, usize) {
+        let set = self.shared.lock_set();
+        let unpublished = set.running.iter().filter(|v| !v.published).count();
+        (set.subscribers.len(), unpublished)
+    }
+
+    /// A guard that stops view `id` when dropped (a view that exists only for a subscription).
+    pub fn stop_on_drop(&self, id: u32) -> ViewGuard {
+        ViewGuard {
+            shared: Arc::downgrade(&self.shared),
+            id,
+        }
+    }
+
     /// Stops and forgets view `id`.
     pub fn remove(&self, id: u32) {
         let mut set = self.shared.lock_set();
@@ -222,6 +304,23 @@ impl Executor {
         let mut completed = self.shared.completed.subscribe();
         // The sender lives as long as `self`.
         let _ = completed.wait_for(|&c| c >= target).await;
+    }
+}
+
+/// Stops a view when dropped.
+#[derive(Debug)]
+pub struct ViewGuard {
+    shared: std::sync::Weak<Shared>,
+    id: u32,
+}
+
+impl Drop for ViewGuard {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.upgrade() {
+            let mut set = shared.lock_set();
+            set.running.retain(|v| v.id != self.id);
+            set.snapshots.remove(&self.id);
+        }
     }
 }
 
@@ -304,7 +403,12 @@ impl Shared {
                 }
             }
         }
-        set.epoch += 1;
+        // Epochs are milliseconds since 1970 when barriers are further apart than that, so an
+        // epoch says when it was taken and keeps growing across restarts.
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        set.epoch = (set.epoch + 1).max(wall);
         let epoch_now = set.epoch;
         set.sinks.retain(|sink| {
             let Some((changes, _)) = outputs.get(&sink.view) else {
@@ -325,9 +429,22 @@ impl Shared {
             running,
             snapshots,
             epoch,
+            subscribers,
             ..
         } = &mut *set;
+        // One shared copy of each view's changes, however many subscribe to it.
+        let shared: HashMap<u32, Arc<Vec<ChangeBatch>>> = outputs
+            .iter()
+            .filter(|(id, (changes, _))| {
+                !changes.is_empty() && subscribers.iter().any(|f| f.view == **id)
+            })
+            .map(|(id, (changes, _))| (*id, Arc::new(changes.clone())))
+            .collect();
+        subscribers.retain_mut(|feed| feed_epoch(feed, running, &shared, epoch_now));
         for view in running.iter() {
+            if !view.published {
+                continue;
+            }
             let stale = !snapshots.contains_key(&view.id);
             if !stale && !changed.contains(&view.id) {
                 continue;
@@ -354,6 +471,55 @@ impl Shared {
             );
         }
     }
+}
+
+/// A subscriber's first message(s): the snapshot (if asked for) and a progress mark.
+fn start_feed(feed: &mut SubscriberFeed, view: &RunningView, epoch: u64) -> Result<bool> {
+    feed.started = true;
+    if feed.snapshot {
+        let changes = Arc::new(view.contents.as_inserts()?);
+        if !feed.offer(SubscribeEvent::Changes { epoch, changes }) {
+            return Ok(false);
+        }
+    }
+    Ok(!feed.progress || feed.offer(SubscribeEvent::Progress { epoch }))
+}
+
+/// Hands a subscriber its view's changes of this epoch; false when it is to be dropped.
+fn feed_epoch(
+    feed: &mut SubscriberFeed,
+    running: &[RunningView],
+    changed: &HashMap<u32, Arc<Vec<ChangeBatch>>>,
+    epoch: u64,
+) -> bool {
+    let Some(view) = running.iter().find(|v| v.id == feed.view) else {
+        feed.end.set("the subscription ended: its view was dropped");
+        return false;
+    };
+    if let Some(message) = &view.failed {
+        feed.end
+            .set(format!("view \"{}\" failed: {message}", view.name));
+        return false;
+    }
+    if !feed.started {
+        if epoch < feed.start {
+            return !feed.sender.is_closed();
+        }
+        return start_feed(feed, view, epoch).unwrap_or_else(|e| {
+            feed.end.set(e.to_string());
+            false
+        });
+    }
+    if let Some(changes) = changed.get(&feed.view) {
+        let changes = Arc::clone(changes);
+        if !feed.offer(SubscribeEvent::Changes { epoch, changes }) {
+            return false;
+        }
+    }
+    if feed.progress {
+        return feed.offer(SubscribeEvent::Progress { epoch });
+    }
+    !feed.sender.is_closed()
 }
 
 /// Feeds a view its input up to the cut and returns its output changes of the epoch.

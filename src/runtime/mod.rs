@@ -5,5 +5,7 @@
 pub mod contents;
 pub mod dataflow;
 pub mod executor;
+pub mod subscribe;
 
 pub use executor::{Executor, RunningView};
+pub use subscribe::{SubscribeEvent, Subscription};

@@ -32,6 +32,7 @@ use crate::sql::{Outcome, Session, SluiceStatement, parse_sql};
 
 use super::encode::encode_batch;
 use super::error::{error_info, pg_error};
+use super::live::{FeedFormat, stream_feed};
 use super::params::decode_param;
 use crate::catalog::pg_types::pg_type;
 
@@ -95,6 +96,11 @@ impl StatementHandler {
             }
             Outcome::Begin => Response::TransactionStart(Tag::new("BEGIN")),
             Outcome::End(tag) => Response::TransactionEnd(Tag::new(&tag)),
+            Outcome::Subscribe { .. } => {
+                return Err(pg_error(Error::unsupported(
+                    "SUBSCRIBE here (it streams from do_query)",
+                )));
+            }
             Outcome::CopyIn(copy) => {
                 let columns = copy.columns.len();
                 let pending = client
@@ -210,6 +216,27 @@ impl SimpleQueryHandler for StatementHandler {
         let mut responses = Vec::with_capacity(statements.len());
         for statement in &statements {
             match session.execute(statement, None).await {
+                Ok(Outcome::Subscribe { feed, copy }) => {
+                    if !responses.is_empty() {
+                        // Its rows would overtake the earlier statements' responses.
+                        let e = Error::unsupported(
+                            "SUBSCRIBE after other statements in one query string; send it alone",
+                        );
+                        responses.push(Response::Error(Box::new(error_info(&e))));
+                        break;
+                    }
+                    let fields = field_infos(feed.schema(), &Format::UnifiedText);
+                    let format = match copy {
+                        Some(csv) => FeedFormat::Copy { csv },
+                        None => FeedFormat::Rows {
+                            describe: true,
+                            fields,
+                        },
+                    };
+                    // Ends only with an error (or a cancel, which drops this future).
+                    stream_feed(client, feed, format).await?;
+                    break;
+                }
                 Ok(outcome) => {
                     responses.push(self.respond(client, outcome, &Format::UnifiedText)?)
                 }
@@ -345,6 +372,17 @@ impl ExtendedQueryHandler for StatementHandler {
             .execute(&portal.statement.statement, params)
             .await
             .map_err(pg_error)?;
+        if let Outcome::Subscribe { feed, copy } = outcome {
+            let format = match copy {
+                Some(csv) => FeedFormat::Copy { csv },
+                None => FeedFormat::Rows {
+                    describe: false,
+                    fields: field_infos(feed.schema(), &portal.result_column_format),
+                },
+            };
+            stream_feed(client, feed, format).await?;
+            return Ok(Response::Execution(Tag::new("SUBSCRIBE")));
+        }
         self.respond(client, outcome, &portal.result_column_format)
     }
 }

@@ -4,10 +4,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use pgwire::api::PgWireServerHandlers;
 use pgwire::api::auth::StartupHandler;
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::{ConnectionManager, PgWireServerHandlers};
 use pgwire::tokio::process_socket;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -55,6 +56,8 @@ struct Handlers {
     statements: Arc<StatementHandler>,
     /// Startup and authentication.
     startup: Arc<SluiceStartup>,
+    /// CancelRequests, routed by the connections' keys.
+    cancel: Arc<DefaultCancelHandler>,
 }
 
 impl PgWireServerHandlers for Handlers {
@@ -72,6 +75,10 @@ impl PgWireServerHandlers for Handlers {
 
     fn copy_handler(&self) -> Arc<impl CopyHandler> {
         Arc::clone(&self.statements)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::clone(&self.cancel)
     }
 }
 
@@ -132,13 +139,14 @@ impl Server {
                 });
             }
         };
+        let connections = Arc::new(ConnectionManager::new());
         let startup = match &config.users_file {
             Some(path) => {
                 let users = Users::load(path).map_err(|e| setup_error("users file", path, e))?;
-                SluiceStartup::scram(users, cert_pem.as_deref())
+                SluiceStartup::scram(users, cert_pem.as_deref(), Arc::clone(&connections))
                     .map_err(|e| setup_error("certificate", path, e))?
             }
-            None => SluiceStartup::trust(),
+            None => SluiceStartup::trust(Arc::clone(&connections)),
         };
         let engine = Engine::open(config.clone()).await?;
         let listener =
@@ -155,6 +163,7 @@ impl Server {
         let handlers = Arc::new(Handlers {
             statements: Arc::new(StatementHandler::new(Arc::clone(&engine))),
             startup: Arc::new(startup),
+            cancel: Arc::new(DefaultCancelHandler::new(connections)),
         });
         let (shutdown, mut stop) = watch::channel(false);
         let task = tokio::spawn(async move {

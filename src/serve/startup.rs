@@ -14,7 +14,9 @@ use pgwire::api::auth::{
     AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
 };
-use pgwire::api::{ClientInfo, PidSecretKeyGenerator, RandomPidSecretKeyGenerator};
+use pgwire::api::{
+    ClientInfo, ConnectionManager, PidSecretKeyGenerator, RandomPidSecretKeyGenerator,
+};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
@@ -39,6 +41,9 @@ pub struct SluiceStartup {
     auth: StartupAuth,
     /// ParameterStatus values sent after authentication.
     parameters: DefaultServerParameterProvider,
+    /// Where each connection's cancel key is registered, so a CancelRequest (psql's Ctrl-C)
+    /// reaches the statement it is for.
+    connections: Arc<ConnectionManager>,
 }
 
 /// Parameters PostgreSQL sends after authentication, with our server version.
@@ -52,24 +57,32 @@ fn server_parameters() -> DefaultServerParameterProvider {
 
 impl SluiceStartup {
     /// Trust authentication.
-    pub fn trust() -> Self {
+    pub fn trust(connections: Arc<ConnectionManager>) -> Self {
         Self {
             auth: StartupAuth::Trust(RandomPidSecretKeyGenerator::default()),
             parameters: server_parameters(),
+            connections,
         }
     }
 
     /// SCRAM-SHA-256 against `user:password` lines; `tls_cert_pem` enables channel binding.
-    pub fn scram(users: Users, tls_cert_pem: Option<&[u8]>) -> Result<Self, PgWireError> {
+    pub fn scram(
+        users: Users,
+        tls_cert_pem: Option<&[u8]>,
+        connections: Arc<ConnectionManager>,
+    ) -> Result<Self, PgWireError> {
         let mut scram = ScramAuth::new(Arc::new(users));
         scram.set_iterations(SCRAM_ITERATIONS);
         if let Some(pem) = tls_cert_pem {
             scram.configure_certificate(pem)?;
         }
-        let handler = SASLAuthStartupHandler::new(Arc::new(server_parameters())).with_scram(scram);
+        let handler = SASLAuthStartupHandler::new(Arc::new(server_parameters()))
+            .with_scram(scram)
+            .with_connection_manager(Arc::clone(&connections));
         Ok(Self {
             auth: StartupAuth::Scram(Box::new(handler)),
             parameters: server_parameters(),
+            connections,
         })
     }
 }
@@ -119,7 +132,10 @@ impl StartupHandler for SluiceStartup {
                     protocol_negotiation(client, startup).await?;
                     save_startup_parameters_to_metadata(client, startup);
                     let (pid, key) = pids.generate(client);
-                    client.set_pid_and_secret_key(pid, key);
+                    client.set_pid_and_secret_key(pid, key.clone());
+                    let (handle, guard) = self.connections.register(pid, key);
+                    client.session_extensions().insert(handle);
+                    client.session_extensions().insert(guard);
                     finish_authentication(client, &self.parameters).await?;
                 }
                 Ok(())

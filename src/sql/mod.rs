@@ -3,10 +3,14 @@
 //! (`pg_compat.rs`), and the per-connection session that runs statements (`session.rs`).
 
 pub mod copy;
+pub mod cursor;
 pub mod ddl;
+pub mod feed;
+pub mod live;
 pub mod parser;
 pub mod pg_compat;
 pub mod session;
+mod session_live;
 pub mod windows;
 
 pub use parser::{SluiceStatement, parse_sql};

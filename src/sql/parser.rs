@@ -36,6 +36,9 @@ pub struct SluiceStatement {
     pub sink: Option<SinkClause>,
     /// `DROP SINK [IF EXISTS] name`: the name and `IF EXISTS` (the statement is `SELECT 1`).
     pub drop_sink: Option<(String, bool)>,
+    /// `SUBSCRIBE`, `COPY (SUBSCRIBE …) TO STDOUT`, `DECLARE`, `FETCH`, `CLOSE` (the statement
+    /// is `SELECT 1`).
+    pub live: Option<super::live::LiveStatement>,
 }
 
 /// A connector's clauses as written; `connector::spec` checks what they mean.
@@ -93,6 +96,24 @@ pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
                 connector: None,
                 sink: None,
                 drop_sink: None,
+                live: None,
+            });
+            continue;
+        }
+        if let Some(live) = super::live::parse_live(chunk)? {
+            out.push(SluiceStatement {
+                statement: Parser::new(&dialect)
+                    .try_with_sql("SELECT 1")?
+                    .parse_statement()?,
+                append_only: false,
+                watermark: None,
+                emit_on_window_close: false,
+                text,
+                source: false,
+                connector: None,
+                sink: None,
+                drop_sink: None,
+                live: Some(live),
             });
             continue;
         }
@@ -109,6 +130,7 @@ pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
                 connector: None,
                 sink: None,
                 drop_sink: Some(drop_sink),
+                live: None,
             });
             continue;
         }
@@ -132,6 +154,7 @@ pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
                 connector: connector.clone(),
                 sink: sink.clone(),
                 drop_sink: None,
+                live: None,
             });
         }
     }

@@ -70,6 +70,14 @@ pub enum Outcome {
     End(String),
     /// `COPY … FROM STDIN`: the client sends data next.
     CopyIn(CopyIn),
+    /// `SUBSCRIBE` (`copy: None`: rows of an endless result set) or `COPY (SUBSCRIBE …) TO
+    /// STDOUT` (`Some(csv)`): the wire layer streams the feed until it ends or is canceled.
+    Subscribe {
+        /// The rows.
+        feed: super::feed::LiveFeed,
+        /// As COPY data, in CSV (`true`) or text format.
+        copy: Option<bool>,
+    },
 }
 
 impl Outcome {
@@ -89,6 +97,7 @@ impl std::fmt::Debug for Outcome {
             Outcome::Begin => write!(f, "Begin"),
             Outcome::End(tag) => write!(f, "End({tag})"),
             Outcome::CopyIn(c) => write!(f, "CopyIn({})", c.table),
+            Outcome::Subscribe { copy, .. } => write!(f, "Subscribe(copy: {copy:?})"),
         }
     }
 }
@@ -98,9 +107,13 @@ pub struct Session {
     /// The engine.
     engine: Arc<Engine>,
     /// DataFusion over the engine's catalog, with this session's settings.
-    ctx: SessionContext,
+    pub(super) ctx: SessionContext,
     /// Values given by `SET`, by lowercase name.
     settings: BTreeMap<String, String>,
+    /// Inside `BEGIN` … `COMMIT`.
+    pub(super) in_transaction: bool,
+    /// Open cursors by name; they close with the transaction.
+    pub(super) cursors: std::collections::HashMap<String, super::cursor::Cursor>,
 }
 
 impl Session {
@@ -111,6 +124,8 @@ impl Session {
             engine,
             ctx,
             settings: BTreeMap::new(),
+            in_transaction: false,
+            cursors: std::collections::HashMap::new(),
         }
     }
 
@@ -141,6 +156,9 @@ impl Session {
                 .create_sink(sink, &connector, &statement.text)
                 .await?;
             return Ok(Outcome::command("CREATE SINK"));
+        }
+        if let Some(live) = &statement.live {
+            return self.execute_live(statement, live).await;
         }
         if let Some((name, if_exists)) = &statement.drop_sink {
             self.engine.drop_sink(name, *if_exists)?;
@@ -257,9 +275,21 @@ impl Session {
                 self.set(set)?;
                 Ok(Outcome::command("SET"))
             }
-            Statement::StartTransaction { .. } => Ok(Outcome::Begin),
-            Statement::Commit { .. } => Ok(Outcome::End("COMMIT".into())),
-            Statement::Rollback { .. } => Ok(Outcome::End("ROLLBACK".into())),
+            Statement::StartTransaction { .. } => {
+                self.in_transaction = true;
+                Ok(Outcome::Begin)
+            }
+            Statement::Commit { .. } | Statement::Rollback { .. } => {
+                // Cursors are WITHOUT HOLD: they end with their transaction.
+                self.in_transaction = false;
+                self.cursors.clear();
+                let tag = if matches!(statement.statement, Statement::Commit { .. }) {
+                    "COMMIT"
+                } else {
+                    "ROLLBACK"
+                };
+                Ok(Outcome::End(tag.into()))
+            }
             Statement::Copy {
                 source,
                 to: false,
@@ -338,6 +368,9 @@ impl Session {
         &self,
         statement: &SluiceStatement,
     ) -> Result<(Vec<Option<DataType>>, Option<SchemaRef>)> {
+        if let Some(live) = &statement.live {
+            return Ok((vec![], self.describe_live(statement, live).await?));
+        }
         match &statement.statement {
             Statement::Explain {
                 statement: inner, ..
@@ -365,7 +398,7 @@ impl Session {
         }
     }
 
-    async fn plan(&self, statement: &SluiceStatement) -> Result<LogicalPlan> {
+    pub(super) async fn plan(&self, statement: &SluiceStatement) -> Result<LogicalPlan> {
         let plan = super::plan_statement(
             &self.ctx.state(),
             statement.statement.clone(),
@@ -379,7 +412,7 @@ impl Session {
         Ok(plan)
     }
 
-    async fn run_datafusion(
+    pub(super) async fn run_datafusion(
         &self,
         statement: &SluiceStatement,
         params: Option<ParamValues>,

@@ -1,0 +1,204 @@
+//! Streaming a subscription to the client: as DataRows of an endless result set (`SUBSCRIBE`)
+//! or as COPY data (`COPY (SUBSCRIBE …) TO STDOUT`, which psql prints as rows arrive).
+//!
+//! Each epoch's rows are flushed at once: pgwire's own response path buffers until it has
+//! several kilobytes, which would hold a quiet feed back indefinitely. When nothing has
+//! happened for a while a keepalive goes out (an empty CopyData, which libpq skips, or a
+//! ParameterStatus), so a client that has gone away is noticed by the failed write and its
+//! subscription torn down. The stream ends only with an error (the subscriber fell behind,
+//! the view was dropped) or a cancel request, which pgwire turns into 57014.
+
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use datafusion::arrow::array::RecordBatch;
+use futures::{Sink, SinkExt};
+use pgwire::api::results::{FieldFormat, FieldInfo};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::copy::{CopyData, CopyOutResponse};
+use pgwire::messages::data::RowDescription;
+use pgwire::messages::startup::ParameterStatus;
+
+use crate::error::Error;
+use crate::sql::feed::LiveFeed;
+
+use super::encode::{encode_batch, text_value};
+use super::error::pg_error;
+
+/// Quiet time after which a keepalive is written.
+const KEEPALIVE: Duration = Duration::from_millis(250);
+
+/// How the rows go out.
+pub enum FeedFormat {
+    /// DataRows; with the RowDescription first (simple protocol) or without (extended
+    /// protocol, where Describe sent it), in these formats.
+    Rows {
+        /// Send the RowDescription first.
+        describe: bool,
+        /// Text or binary per column.
+        fields: Vec<FieldInfo>,
+    },
+    /// COPY data, text or CSV.
+    Copy {
+        /// CSV rather than text.
+        csv: bool,
+    },
+}
+
+/// Streams `feed` until it ends (with an error) or the statement is canceled.
+pub async fn stream_feed<C>(
+    client: &mut C,
+    mut feed: LiveFeed,
+    format: FeedFormat,
+) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: std::fmt::Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let columns = feed.schema().fields().len();
+    match &format {
+        FeedFormat::Rows {
+            describe: true,
+            fields,
+        } => {
+            let description = RowDescription::new(fields.iter().map(Into::into).collect());
+            client
+                .send(PgWireBackendMessage::RowDescription(description))
+                .await?;
+        }
+        FeedFormat::Rows { .. } => {}
+        FeedFormat::Copy { .. } => {
+            let header = CopyOutResponse::new(0, columns as i16, vec![0; columns]);
+            client
+                .send(PgWireBackendMessage::CopyOutResponse(header))
+                .await?;
+        }
+    }
+    loop {
+        let batches = match tokio::time::timeout(KEEPALIVE, feed.next()).await {
+            Err(_) => {
+                client.send(keepalive(&format)).await?;
+                continue;
+            }
+            Ok(next) => next.map_err(pg_error)?,
+        };
+        write_rows(client, &batches, &format).await?;
+        // Whatever else is already there goes in the same flush.
+        while let Some(more) = feed.try_next().map_err(pg_error)? {
+            write_rows(client, &more, &format).await?;
+        }
+        client.flush().await?;
+    }
+}
+
+fn keepalive(format: &FeedFormat) -> PgWireBackendMessage {
+    match format {
+        FeedFormat::Copy { .. } => PgWireBackendMessage::CopyData(CopyData::new(Bytes::new())),
+        FeedFormat::Rows { .. } => PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
+            "sluice_keepalive".into(),
+            "on".into(),
+        )),
+    }
+}
+
+async fn write_rows<C>(
+    client: &mut C,
+    batches: &[RecordBatch],
+    format: &FeedFormat,
+) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: std::fmt::Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    for batch in batches {
+        match format {
+            FeedFormat::Rows { fields, .. } => {
+                let formats: Vec<FieldFormat> = fields.iter().map(FieldInfo::format).collect();
+                let rows = encode_batch(batch, &formats)
+                    .map_err(|e| pg_error(Error::unsupported(e.to_string())))?;
+                for row in rows {
+                    client.feed(PgWireBackendMessage::DataRow(row)).await?;
+                }
+            }
+            FeedFormat::Copy { csv } => {
+                for row in 0..batch.num_rows() {
+                    let line = copy_line(batch, row, *csv);
+                    client
+                        .feed(PgWireBackendMessage::CopyData(CopyData::new(line)))
+                        .await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One row as a line of COPY text (tab-separated, `\N` for null, backslash escapes) or CSV
+/// (comma-separated, empty for null, quoted when needed).
+fn copy_line(batch: &RecordBatch, row: usize, csv: bool) -> Bytes {
+    let mut line = BytesMut::new();
+    for (i, column) in batch.columns().iter().enumerate() {
+        if i > 0 {
+            line.put_u8(if csv { b',' } else { b'\t' });
+        }
+        let value = text_value(column.as_ref(), row);
+        match (value, csv) {
+            (None, true) => {}
+            (None, false) => line.put_slice(b"\\N"),
+            (Some(v), true) => {
+                if v.is_empty() || v.contains([',', '"', '\n', '\r']) {
+                    line.put_u8(b'"');
+                    line.put_slice(v.replace('"', "\"\"").as_bytes());
+                    line.put_u8(b'"');
+                } else {
+                    line.put_slice(v.as_bytes());
+                }
+            }
+            (Some(v), false) => {
+                for b in v.bytes() {
+                    match b {
+                        b'\\' => line.put_slice(b"\\\\"),
+                        b'\t' => line.put_slice(b"\\t"),
+                        b'\n' => line.put_slice(b"\\n"),
+                        b'\r' => line.put_slice(b"\\r"),
+                        other => line.put_u8(other),
+                    }
+                }
+            }
+        }
+    }
+    line.put_u8(b'\n');
+    line.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn copy_lines_escape_like_postgres() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![Some(1), None])),
+                Arc::new(StringArray::from(vec![Some("a\tb\\c"), Some("x,\"y\"")])),
+            ],
+        )
+        .unwrap();
+        assert_eq!(&copy_line(&batch, 0, false)[..], b"1\ta\\tb\\\\c\n");
+        assert_eq!(&copy_line(&batch, 1, false)[..], b"\\N\tx,\"y\"\n");
+        assert_eq!(&copy_line(&batch, 1, true)[..], b",\"x,\"\"y\"\"\"\n");
+    }
+}

@@ -1,0 +1,522 @@
+//! SUBSCRIBE end to end: psql printing `COPY (SUBSCRIBE …) TO STDOUT` live and stopped with
+//! Ctrl-C, cursors from tokio-postgres and psycopg, a feed checked against the batch oracle
+//! under random writes, slow subscribers dropped with an error, and subscriptions torn down
+//! when their client goes away.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use common::{TestServer, db_error, sorted_rows};
+
+async fn server() -> TestServer {
+    TestServer::start_with(|c| {
+        c.barrier_interval = Duration::from_millis(10);
+        c.parallelism = 2;
+    })
+    .await
+}
+
+fn subscriptions(server: &TestServer) -> (usize, usize) {
+    server.server.as_ref().unwrap().engine.subscriptions()
+}
+
+async fn wait_for_subscriptions(server: &TestServer, expected: (usize, usize)) -> Duration {
+    let started = Instant::now();
+    while subscriptions(server) != expected {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "subscriptions {:?}, expected {expected:?}",
+            subscriptions(server)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    started.elapsed()
+}
+
+/// Rows of a simple-protocol query as `|`-joined text.
+async fn simple_rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_string))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_prints_copy_subscribe_live_and_ctrl_c_ends_it() {
+    let server = server().await;
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (k INT PRIMARY KEY, v INT);
+             CREATE MATERIALIZED VIEW s AS SELECT sum(v) AS total, count(*) AS n FROM t;
+             INSERT INTO t VALUES (1, 10);",
+        )
+        .await
+        .unwrap();
+    // stdbuf: psql's stdout is a pipe here, which libc would buffer; a terminal is not.
+    let mut psql = Command::new("stdbuf")
+        .args([
+            "-oL",
+            "psql",
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &server.port().to_string(),
+            "-U",
+            "sluice",
+            "-d",
+            "sluice",
+            "-c",
+            "COPY (SUBSCRIBE TO s) TO STDOUT",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("psql");
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    let stdout = psql.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut next_line = async || {
+        tokio::time::timeout(Duration::from_secs(10), lines.recv())
+            .await
+            .expect("psql printed a line in time")
+            .expect("psql is still running")
+    };
+    // The snapshot: epoch, diff, total, n.
+    let first = next_line().await;
+    let fields: Vec<&str> = first.split('\t').collect();
+    assert_eq!(fields[1..], ["1", "10", "1"], "{first}");
+    let snapshot_epoch: u64 = fields[0].parse().unwrap();
+    assert_eq!(wait_for_subscriptions(&server, (1, 0)).await.as_secs(), 0);
+
+    // A change arrives while psql waits: the old row retracted, the new one inserted.
+    client
+        .batch_execute("INSERT INTO t VALUES (2, 5)")
+        .await
+        .unwrap();
+    let mut change = [next_line().await, next_line().await];
+    change.sort();
+    let epoch: Vec<u64> = change
+        .iter()
+        .map(|l| l.split('\t').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(epoch[0], epoch[1], "one epoch's changes share it");
+    assert!(epoch[0] > snapshot_epoch);
+    let rest: Vec<String> = change
+        .iter()
+        .map(|l| l.split('\t').skip(1).collect::<Vec<_>>().join(" "))
+        .collect();
+    let mut rest = rest;
+    rest.sort();
+    assert_eq!(rest, vec!["-1 10 1", "1 15 2"]);
+
+    // Ctrl-C: psql sends a CancelRequest; the subscription ends with 57014.
+    let status = Command::new("kill")
+        .args(["-INT", &psql.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = psql.wait_with_output().expect("psql exits");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cancel"), "{stderr}");
+    wait_for_subscriptions(&server, (0, 0)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursor_feed_matches_the_batch_oracle_under_random_writes() {
+    let server = server().await;
+    let writer = server.connect().await;
+    writer
+        .batch_execute(
+            "CREATE TABLE w (id INT PRIMARY KEY, k INT, v BIGINT);
+             CREATE MATERIALIZED VIEW per_k AS SELECT k, count(*) AS n, sum(v) AS s FROM w GROUP BY k;",
+        )
+        .await
+        .unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    let write_round = async |rng: &mut StdRng| {
+        let mut sql = String::new();
+        for _ in 0..rng.random_range(1..20) {
+            let id = rng.random_range(0..60);
+            match rng.random_range(0..4) {
+                0 => sql.push_str(&format!("DELETE FROM w WHERE id = {id};")),
+                _ => sql.push_str(&format!(
+                    "INSERT INTO w VALUES ({id}, {}, {});",
+                    rng.random_range(0..6),
+                    rng.random_range(-50..500)
+                )),
+            }
+        }
+        writer.batch_execute(&sql).await.unwrap();
+    };
+    for _ in 0..5 {
+        write_round(&mut rng).await;
+    }
+
+    let reader = server.connect().await;
+    reader
+        .batch_execute("BEGIN; DECLARE c CURSOR FOR SUBSCRIBE TO per_k WITH (PROGRESS = true)")
+        .await
+        .unwrap();
+    // Accumulated view: row text → multiplicity, never negative.
+    let mut state: BTreeMap<String, i64> = BTreeMap::new();
+    let mut last_epoch = 0u64;
+    let mut apply = |rows: Vec<Vec<Option<String>>>, state: &mut BTreeMap<String, i64>| {
+        for row in rows {
+            let epoch: u64 = row[0].as_deref().unwrap().parse().unwrap();
+            assert!(epoch >= last_epoch, "epochs never go back");
+            last_epoch = epoch;
+            if row[1].as_deref() == Some("t") {
+                assert!(row[2].is_none(), "a progress row has no diff");
+                continue;
+            }
+            let diff: i64 = row[2].as_deref().unwrap().parse().unwrap();
+            let key = row[3..]
+                .iter()
+                .map(|v| v.clone().unwrap_or_else(|| "NULL".into()))
+                .collect::<Vec<_>>()
+                .join("|");
+            let count = state.entry(key.clone()).or_insert(0);
+            *count += diff;
+            assert!(*count >= 0, "{key} retracted more often than inserted");
+            if *count == 0 {
+                state.remove(&key);
+            }
+        }
+    };
+    for round in 0..12 {
+        if round > 0 {
+            write_round(&mut rng).await;
+        }
+        writer.batch_execute("FLUSH").await.unwrap();
+        let oracle = sorted_rows(&writer, "SELECT k, count(*), sum(v) FROM w GROUP BY k").await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let rows = simple_rows(&reader, "FETCH ALL c WITH (timeout = '100ms')").await;
+            apply(rows, &mut state);
+            let mut seen: Vec<String> = state
+                .iter()
+                .flat_map(|(k, &n)| std::iter::repeat_n(k.clone(), n as usize))
+                .collect();
+            seen.sort();
+            if seen == oracle {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: feed {seen:?} != oracle {oracle:?}"
+            );
+        }
+    }
+    reader.batch_execute("COMMIT").await.unwrap();
+    // The cursor closed with its transaction.
+    wait_for_subscriptions(&server, (0, 0)).await;
+    let e = reader.batch_execute("FETCH 1 c").await.unwrap_err();
+    assert_eq!(db_error(&e).0, "34000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_to_a_query_or_table_without_snapshot_and_cursor_rules() {
+    let server = server().await;
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE e (k INT, v INT) APPEND ONLY; INSERT INTO e VALUES (1, 1), (2, 2);",
+        )
+        .await
+        .unwrap();
+    // Outside a transaction, as in PostgreSQL.
+    let e = client
+        .batch_execute("DECLARE c CURSOR FOR SUBSCRIBE TO e")
+        .await
+        .unwrap_err();
+    assert_eq!(db_error(&e).0, "25P01");
+
+    client
+        .batch_execute(
+            "BEGIN;
+             DECLARE q CURSOR FOR SUBSCRIBE (SELECT k, v * 10 AS v10 FROM e WHERE k > 1);
+             DECLARE t CURSOR FOR SUBSCRIBE TO e WITH (SNAPSHOT = false);
+             DECLARE plain CURSOR FOR SELECT k FROM e ORDER BY k;",
+        )
+        .await
+        .unwrap();
+    // A query and a table each run a view of their own while subscribed.
+    assert_eq!(subscriptions(&server), (2, 2));
+    let q = simple_rows(&client, "FETCH ALL q WITH (timeout = '1s')").await;
+    assert_eq!(q.len(), 1);
+    assert_eq!(
+        q[0][1..],
+        [Some("1".into()), Some("2".into()), Some("20".into())]
+    );
+    let none = simple_rows(&client, "FETCH ALL t WITH (timeout = '50ms')").await;
+    assert!(none.is_empty(), "no snapshot: {none:?}");
+    // A plain cursor returns exactly what is asked for.
+    assert_eq!(
+        simple_rows(&client, "FETCH 1 FROM plain").await,
+        vec![vec![Some("1".into())]]
+    );
+    assert_eq!(
+        simple_rows(&client, "FETCH ALL plain").await,
+        vec![vec![Some("2".into())]]
+    );
+
+    let other = server.connect().await;
+    other
+        .batch_execute("INSERT INTO e VALUES (3, 3)")
+        .await
+        .unwrap();
+    let t = simple_rows(&client, "FETCH ALL t WITH (timeout = '5s')").await;
+    assert_eq!(t.len(), 1);
+    assert_eq!(
+        t[0][1..],
+        [Some("1".into()), Some("3".into()), Some("3".into())]
+    );
+    let q = simple_rows(&client, "FETCH ALL q WITH (timeout = '5s')").await;
+    assert_eq!(
+        q[0][1..],
+        [Some("1".into()), Some("3".into()), Some("30".into())]
+    );
+
+    let e = client
+        .batch_execute("DECLARE q CURSOR FOR SELECT 1")
+        .await
+        .unwrap_err();
+    assert_eq!(db_error(&e).0, "42P03");
+    client.batch_execute("ROLLBACK").await.unwrap();
+    client
+        .batch_execute("BEGIN; CLOSE ALL; COMMIT")
+        .await
+        .unwrap();
+    // Their views stop with them.
+    wait_for_subscriptions(&server, (0, 0)).await;
+
+    let e = client
+        .batch_execute("SUBSCRIBE TO e AS OF 1")
+        .await
+        .unwrap_err();
+    assert_eq!(db_error(&e).0, "22023", "{e}");
+    let e = client.batch_execute("SUBSCRIBE TO nope").await.unwrap_err();
+    assert_eq!(db_error(&e).0, "42P01");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_is_dropped_with_an_error_not_silently() {
+    let server = TestServer::start_with(|c| {
+        c.barrier_interval = Duration::from_millis(10);
+        c.subscribe_buffer_epochs = 8;
+    })
+    .await;
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (v INT); CREATE MATERIALIZED VIEW c AS SELECT count(*) AS n FROM t;
+             BEGIN; DECLARE slow CURSOR FOR SUBSCRIBE TO c WITH (PROGRESS = true);",
+        )
+        .await
+        .unwrap();
+    // Progress rows pile up at 100 epochs a second; 8 fit.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(subscriptions(&server), (0, 0));
+    // What was queued is still delivered, then the error.
+    let rows = simple_rows(&client, "FETCH 100 slow WITH (timeout = '1s')").await;
+    assert!(!rows.is_empty() && rows.len() <= 9, "{}", rows.len());
+    let e = client
+        .batch_execute("FETCH 100 slow WITH (timeout = '1s')")
+        .await
+        .unwrap_err();
+    let (code, message) = db_error(&e);
+    assert_eq!(code, "57014");
+    assert!(message.contains("fell too far behind"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_go_away_release_their_subscriptions_within_a_second() {
+    let server = server().await;
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (v INT); CREATE MATERIALIZED VIEW c AS SELECT count(*) AS n FROM t",
+        )
+        .await
+        .unwrap();
+
+    // COPY out through tokio-postgres (extended protocol); then the client's connection is
+    // cut (its task aborted, the socket closed), as when a client process dies.
+    let (copier, connection) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=sluice dbname=sluice",
+            server.port()
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(connection);
+    let stream = copier
+        .copy_out("COPY (SUBSCRIBE TO c) TO STDOUT")
+        .await
+        .unwrap();
+    let mut stream = Box::pin(stream);
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(
+        String::from_utf8_lossy(&first).ends_with("\t1\t0\n"),
+        "{first:?}"
+    );
+    assert_eq!(subscriptions(&server), (1, 0));
+    connection.abort();
+    drop(stream);
+    drop(copier);
+    let took = wait_for_subscriptions(&server, (0, 0)).await;
+    assert!(took < Duration::from_secs(1), "{took:?}");
+
+    // A cursor's connection dropped mid-transaction.
+    let cursor = server.connect().await;
+    cursor
+        .batch_execute("BEGIN; DECLARE x CURSOR FOR SUBSCRIBE (SELECT n + 1 AS m FROM c)")
+        .await
+        .unwrap();
+    assert_eq!(subscriptions(&server), (1, 1));
+    drop(cursor);
+    let took = wait_for_subscriptions(&server, (0, 0)).await;
+    assert!(took < Duration::from_secs(1), "{took:?}");
+
+    // Hundreds on one view: each sees the change.
+    let many = server.connect().await;
+    let mut sql = String::from("BEGIN;");
+    for i in 0..200 {
+        sql.push_str(&format!(
+            "DECLARE c{i} CURSOR FOR SUBSCRIBE TO c WITH (SNAPSHOT = false);"
+        ));
+    }
+    many.batch_execute(&sql).await.unwrap();
+    assert_eq!(subscriptions(&server), (200, 0));
+    client
+        .batch_execute("INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    for i in 0..200 {
+        let rows = simple_rows(&many, &format!("FETCH ALL c{i} WITH (timeout = '5s')")).await;
+        let mut diffs: Vec<&str> = rows.iter().map(|r| r[1].as_deref().unwrap()).collect();
+        diffs.sort();
+        assert_eq!(diffs, ["-1", "1"], "cursor c{i}: {rows:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_reads_a_subscription_through_a_cursor() {
+    let server = server().await;
+    let client = server.connect().await;
+    client
+        .batch_execute("CREATE TABLE t (k INT, v INT); CREATE MATERIALIZED VIEW s AS SELECT k, sum(v) AS total FROM t GROUP BY k; INSERT INTO t VALUES (1, 2)")
+        .await
+        .unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/psycopg_subscribe.py"
+    );
+    let port = server.port().to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args([script, &port])
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "psycopg_subscribe.py failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_watch_reruns_a_select() {
+    let server = server().await;
+    let client = server.connect().await;
+    client
+        .batch_execute("CREATE TABLE t (v INT); INSERT INTO t VALUES (1), (2)")
+        .await
+        .unwrap();
+    // \watch re-runs the query buffer, so the query comes on stdin, as a user types it.
+    let mut psql = Command::new("psql")
+        .args([
+            "-X",
+            "-At",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &server.port().to_string(),
+            "-U",
+            "sluice",
+            "-d",
+            "sluice",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("psql");
+    // Kept open until the end: psql would quit at the end of its input.
+    let mut stdin = psql.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"SELECT sum(v) FROM t \\watch 0.1\n").unwrap();
+    let stdout = psql.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line == "3" || line == "13" {
+                seen.push(line.clone());
+            }
+            if line == "13" {
+                break;
+            }
+        }
+        seen
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    client
+        .batch_execute("INSERT INTO t VALUES (10)")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !reader.is_finished() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = psql.kill();
+    let _ = psql.wait();
+    drop(stdin);
+    let seen = reader.join().unwrap();
+    assert!(
+        seen.contains(&"3".to_string()) && seen.contains(&"13".to_string()),
+        "{seen:?}"
+    );
+}
