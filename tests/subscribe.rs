@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use common::{TestServer, db_error, sorted_rows};
+use common::{TestServer, db_error};
 
 async fn server() -> TestServer {
     TestServer::start_with(|c| {
@@ -138,8 +138,8 @@ async fn psql_prints_copy_subscribe_live_and_ctrl_c_ends_it() {
     assert_eq!(rest, vec!["-1 10 1", "1 15 2"]);
 
     // Ctrl-C: psql sends a CancelRequest; the subscription ends with 57014.
-    let status = Command::new("kill")
-        .args(["-INT", &psql.id().to_string()])
+    let status = Command::new("sh")
+        .args(["-c", &format!("kill -INT {}", psql.id())])
         .status()
         .unwrap();
     assert!(status.success());
@@ -149,19 +149,86 @@ async fn psql_prints_copy_subscribe_live_and_ctrl_c_ends_it() {
     wait_for_subscriptions(&server, (0, 0)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cursor_feed_matches_the_batch_oracle_under_random_writes() {
-    let server = server().await;
-    let writer = server.connect().await;
-    writer
-        .batch_execute(
-            "CREATE TABLE w (id INT PRIMARY KEY, k INT, v BIGINT);
-             CREATE MATERIALIZED VIEW per_k AS SELECT k, count(*) AS n, sum(v) AS s FROM w GROUP BY k;",
-        )
-        .await
-        .unwrap();
-    let mut rng = StdRng::seed_from_u64(5);
-    let write_round = async |rng: &mut StdRng| {
+/// One row of a feed with `PROGRESS`: epoch, progressed, diff, the columns (text; None is null).
+type FeedRow = Vec<Option<String>>;
+
+/// A feed's rows summed up, with the state as of each epoch whose progress row came.
+#[derive(Default)]
+struct FeedState {
+    rows: BTreeMap<String, i64>,
+    at: BTreeMap<u64, Vec<String>>,
+    last_epoch: u64,
+}
+
+impl FeedState {
+    fn apply(&mut self, row: &FeedRow) {
+        let epoch: u64 = row[0].as_deref().unwrap().parse().unwrap();
+        assert!(epoch >= self.last_epoch, "epochs never go back");
+        self.last_epoch = epoch;
+        if row[1].as_deref() == Some("t") {
+            assert!(row[2].is_none(), "a progress row has no diff");
+            let mut rows: Vec<String> = self
+                .rows
+                .iter()
+                .flat_map(|(k, &n)| std::iter::repeat_n(k.clone(), n as usize))
+                .collect();
+            rows.sort();
+            self.at.insert(epoch, rows);
+            return;
+        }
+        let diff: i64 = row[2].as_deref().unwrap().parse().unwrap();
+        let key = row[3..]
+            .iter()
+            .map(|v| v.clone().unwrap_or_else(|| "NULL".into()))
+            .collect::<Vec<_>>()
+            .join("|");
+        let count = self.rows.entry(key.clone()).or_insert(0);
+        *count += diff;
+        assert!(*count >= 0, "{key} retracted more often than inserted");
+        if *count == 0 {
+            self.rows.remove(&key);
+        }
+    }
+}
+
+/// `SELECT k, count(*), sum(v) FROM w GROUP BY k` over rows `id|k|v` of `w`.
+fn per_k_oracle(table: &[String]) -> Vec<String> {
+    let mut groups: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    for row in table {
+        let fields: Vec<i64> = row.split('|').map(|f| f.parse().unwrap()).collect();
+        let g = groups.entry(fields[1]).or_default();
+        g.0 += 1;
+        g.1 += fields[2];
+    }
+    let mut out: Vec<String> = groups
+        .iter()
+        .map(|(k, (n, s))| format!("{k}|{n}|{s}"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// At every epoch both feeds reported progress for, the view's summed diffs equal the batch
+/// query over the table's summed diffs. Returns how many epochs were compared.
+fn check_epochs(view: &FeedState, table: &FeedState) -> usize {
+    let mut compared = 0;
+    for (epoch, rows) in &view.at {
+        if let Some(table_rows) = table.at.get(epoch) {
+            assert_eq!(rows, &per_k_oracle(table_rows), "epoch {epoch}");
+            compared += 1;
+        }
+    }
+    compared
+}
+
+const PER_K_DDL: &str = "CREATE TABLE w (id INT PRIMARY KEY, k INT, v BIGINT);
+     CREATE MATERIALIZED VIEW per_k AS SELECT k, count(*) AS n, sum(v) AS s FROM w GROUP BY k;";
+
+/// Random inserts, updates (an insert of an existing id) and deletes for `duration`.
+async fn random_writes(writer: Client, seed: u64, duration: Duration) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let started = Instant::now();
+    while started.elapsed() < duration {
         let mut sql = String::new();
         for _ in 0..rng.random_range(1..20) {
             let id = rng.random_range(0..60);
@@ -175,71 +242,123 @@ async fn cursor_feed_matches_the_batch_oracle_under_random_writes() {
             }
         }
         writer.batch_execute(&sql).await.unwrap();
-    };
-    for _ in 0..5 {
-        write_round(&mut rng).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..15))).await;
     }
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursor_feeds_equal_the_batch_oracle_at_every_epoch() {
+    let server = server().await;
+    let writer = server.connect().await;
+    writer.batch_execute(PER_K_DDL).await.unwrap();
     let reader = server.connect().await;
     reader
-        .batch_execute("BEGIN; DECLARE c CURSOR FOR SUBSCRIBE TO per_k WITH (PROGRESS = true)")
+        .batch_execute(
+            "BEGIN;
+             DECLARE v CURSOR FOR SUBSCRIBE TO per_k WITH (PROGRESS = true);
+             DECLARE t CURSOR FOR SUBSCRIBE TO w WITH (PROGRESS = true);",
+        )
         .await
         .unwrap();
-    // Accumulated view: row text → multiplicity, never negative.
-    let mut state: BTreeMap<String, i64> = BTreeMap::new();
-    let mut last_epoch = 0u64;
-    let mut apply = |rows: Vec<Vec<Option<String>>>, state: &mut BTreeMap<String, i64>| {
-        for row in rows {
-            let epoch: u64 = row[0].as_deref().unwrap().parse().unwrap();
-            assert!(epoch >= last_epoch, "epochs never go back");
-            last_epoch = epoch;
-            if row[1].as_deref() == Some("t") {
-                assert!(row[2].is_none(), "a progress row has no diff");
-                continue;
-            }
-            let diff: i64 = row[2].as_deref().unwrap().parse().unwrap();
-            let key = row[3..]
-                .iter()
-                .map(|v| v.clone().unwrap_or_else(|| "NULL".into()))
-                .collect::<Vec<_>>()
-                .join("|");
-            let count = state.entry(key.clone()).or_insert(0);
-            *count += diff;
-            assert!(*count >= 0, "{key} retracted more often than inserted");
-            if *count == 0 {
-                state.remove(&key);
-            }
-        }
-    };
-    for round in 0..12 {
-        if round > 0 {
-            write_round(&mut rng).await;
-        }
-        writer.batch_execute("FLUSH").await.unwrap();
-        let oracle = sorted_rows(&writer, "SELECT k, count(*), sum(v) FROM w GROUP BY k").await;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let rows = simple_rows(&reader, "FETCH ALL c WITH (timeout = '100ms')").await;
-            apply(rows, &mut state);
-            let mut seen: Vec<String> = state
-                .iter()
-                .flat_map(|(k, &n)| std::iter::repeat_n(k.clone(), n as usize))
-                .collect();
-            seen.sort();
-            if seen == oracle {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "round {round}: feed {seen:?} != oracle {oracle:?}"
-            );
-        }
+    let writes = tokio::spawn(random_writes(writer, 5, Duration::from_millis(1500)));
+    let (mut view, mut table) = (FeedState::default(), FeedState::default());
+    let mut quiet = 0;
+    while !writes.is_finished() || quiet < 3 {
+        let v = simple_rows(&reader, "FETCH ALL v WITH (timeout = '20ms')").await;
+        let t = simple_rows(&reader, "FETCH ALL t WITH (timeout = '20ms')").await;
+        quiet = if writes.is_finished() { quiet + 1 } else { 0 };
+        v.iter().for_each(|r| view.apply(r));
+        t.iter().for_each(|r| table.apply(r));
     }
+    let compared = check_epochs(&view, &table);
+    assert!(compared >= 20, "only {compared} epochs in common");
+    assert!(
+        view.at
+            .values()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            > 5
+    );
     reader.batch_execute("COMMIT").await.unwrap();
-    // The cursor closed with its transaction.
+    // The cursors closed with their transaction.
     wait_for_subscriptions(&server, (0, 0)).await;
-    let e = reader.batch_execute("FETCH 1 c").await.unwrap_err();
+    let e = reader.batch_execute("FETCH 1 v").await.unwrap_err();
     assert_eq!(db_error(&e).0, "34000");
+}
+
+/// Runs `COPY (SUBSCRIBE TO relation WITH (PROGRESS = true)) TO STDOUT` in psql until `stop`,
+/// then Ctrl-C; returns the rows it printed.
+fn psql_feed(port: u16, relation: &str, stop: std::sync::mpsc::Receiver<()>) -> Vec<FeedRow> {
+    let mut psql = Command::new("stdbuf")
+        .args([
+            "-oL",
+            "psql",
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "sluice",
+            "-d",
+            "sluice",
+            "-c",
+            &format!("COPY (SUBSCRIBE TO {relation} WITH (PROGRESS = true)) TO STDOUT"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("psql");
+    let stdout = psql.stdout.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let _ = stop.recv();
+    Command::new("sh")
+        .args(["-c", &format!("kill -INT {}", psql.id())])
+        .status()
+        .unwrap();
+    let _ = psql.wait();
+    lines
+        .join()
+        .unwrap()
+        .iter()
+        .map(|line| {
+            line.split('\t')
+                .map(|f| (f != "\\N").then(|| f.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_copy_feeds_equal_the_batch_oracle_at_every_epoch() {
+    let server = server().await;
+    let writer = server.connect().await;
+    writer.batch_execute(PER_K_DDL).await.unwrap();
+    let port = server.port();
+    let (stop_view, view_stopped) = std::sync::mpsc::channel();
+    let (stop_table, table_stopped) = std::sync::mpsc::channel();
+    let view_rows = std::thread::spawn(move || psql_feed(port, "per_k", view_stopped));
+    let table_rows = std::thread::spawn(move || psql_feed(port, "w", table_stopped));
+    wait_for_subscriptions(&server, (2, 1)).await;
+    random_writes(writer, 6, Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop_view.send(()).unwrap();
+    stop_table.send(()).unwrap();
+    let (mut view, mut table) = (FeedState::default(), FeedState::default());
+    view_rows.join().unwrap().iter().for_each(|r| view.apply(r));
+    table_rows
+        .join()
+        .unwrap()
+        .iter()
+        .for_each(|r| table.apply(r));
+    let compared = check_epochs(&view, &table);
+    assert!(compared >= 20, "only {compared} epochs in common");
+    wait_for_subscriptions(&server, (0, 0)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -434,10 +553,7 @@ async fn clients_that_go_away_release_their_subscriptions_within_a_second() {
 async fn psycopg_reads_a_subscription_through_a_cursor() {
     let server = server().await;
     let client = server.connect().await;
-    client
-        .batch_execute("CREATE TABLE t (k INT, v INT); CREATE MATERIALIZED VIEW s AS SELECT k, sum(v) AS total FROM t GROUP BY k; INSERT INTO t VALUES (1, 2)")
-        .await
-        .unwrap();
+    client.batch_execute(PER_K_DDL).await.unwrap();
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/clients/psycopg_subscribe.py"

@@ -159,6 +159,7 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
         polled.clear();
         at_end.clear();
         let mut deadline: Option<Instant> = None;
+        let gather_started = Instant::now();
         while polled.len() < MAX_BATCH_RECORDS && buffer.len() < MAX_BATCH_BYTES {
             let wait = match deadline {
                 None => POLL_WAIT,
@@ -220,6 +221,8 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
             }
             continue;
         }
+        let gathered = gather_started.elapsed();
+        let work_started = Instant::now();
         // Runs of puts and of tombstones, in order, so that a delete and a later put of a key
         // apply in the order they were produced.
         let upsert = spec.format == Format::Upsert;
@@ -260,6 +263,12 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
             written_watermark = written_watermark.max(watermark);
             start = end;
         }
+        tracing::trace!(
+            records = polled.len(),
+            gather_us = gathered.as_micros() as u64,
+            work_us = work_started.elapsed().as_micros() as u64,
+            "kafka batch"
+        );
         // Only after the batch's rows are observed: a partition's end follows its last row.
         for &p in &at_end {
             splits.caught_up(i64::from(p));
