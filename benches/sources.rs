@@ -207,11 +207,12 @@ async fn kafka(n: usize) {
         ("hop", HOP_VIEW.to_string()),
     ] {
         let src = format!("src_{name}");
+        let extra = std::env::var("KAFKA_EXTRA").unwrap_or_default();
         let started = Instant::now();
         client
             .batch_execute(&format!(
                 "CREATE SOURCE {src} ({BID_COLUMNS}, WATERMARK FOR date_time AS date_time - INTERVAL '1' SECOND) \
-                 WITH (connector = 'kafka', topic = 'bids', properties.bootstrap.server = '{bootstrap}') \
+                 WITH (connector = 'kafka', topic = 'bids', properties.bootstrap.server = '{bootstrap}'{extra}) \
                  FORMAT PLAIN ENCODE JSON; \
                  CREATE MATERIALIZED VIEW v_{name} AS {}",
                 view.replace("{src}", &src)

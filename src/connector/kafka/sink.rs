@@ -27,6 +27,7 @@ pub fn spawn(
 ) -> Result<JoinHandle<()>> {
     let producer: ThreadedProducer<DefaultProducerContext> = super::client_config(
         &spec.bootstrap,
+        &[],
         &spec.properties,
         &[("enable.idempotence", "true")],
     )

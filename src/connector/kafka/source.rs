@@ -79,6 +79,10 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
     let group = format!("sluice-source-{}-{}", def.name, def.id);
     let consumer: BaseConsumer<SourceContextLog> = super::client_config(
         &kafka.bootstrap,
+        // The source polls in bursts (gather a batch, then decode it); with librdkafka's
+        // default of 1 s, a prefetch queue that filled up meanwhile pauses fetching for a
+        // second each time, which cut throughput by four.
+        &[("fetch.queue.backoff.ms", "10")],
         &kafka.properties,
         &[
             ("group.id", group.as_str()),
