@@ -363,27 +363,8 @@ SELECT count(*) AS n FROM c;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_round_trip() {
     let server = TestServer::start().await;
-    let port = server.port();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/psycopg_client.py"
-    );
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .arg(port.to_string())
-            .output()
-            .expect("python3 runs")
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "psycopg client failed (bash .ci/run installs psycopg):\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("psycopg ok"));
+    let out = common::run_python_client("psycopg_client.py", server.port()).await;
+    assert!(out.contains("psycopg ok"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use common::{TestServer, db_error};
+use common::{TestServer, db_error, subscriptions, wait_for_subscriptions};
 
 async fn server() -> TestServer {
     TestServer::start_with(|c| {
@@ -23,23 +23,6 @@ async fn server() -> TestServer {
         c.parallelism = 2;
     })
     .await
-}
-
-fn subscriptions(server: &TestServer) -> (usize, usize) {
-    server.server.as_ref().unwrap().engine.subscriptions()
-}
-
-async fn wait_for_subscriptions(server: &TestServer, expected: (usize, usize)) -> Duration {
-    let started = Instant::now();
-    while subscriptions(server) != expected {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "subscriptions {:?}, expected {expected:?}",
-            subscriptions(server)
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    started.elapsed()
 }
 
 /// Rows of a simple-protocol query as `|`-joined text.
@@ -60,6 +43,19 @@ async fn simple_rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
         .collect()
 }
 
+/// psql connected to `port`, its stdout line-buffered (stdbuf: a pipe, unlike a terminal,
+/// would make libc hold psql's output back), with `extra` arguments.
+fn psql(port: u16, extra: &[&str]) -> Command {
+    let mut command = Command::new("stdbuf");
+    command
+        .args(["-oL", "psql", "-X", "-h", "127.0.0.1", "-p"])
+        .arg(port.to_string())
+        .args(["-U", "sluice", "-d", "sluice"])
+        .args(extra)
+        .stdout(Stdio::piped());
+    command
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_prints_copy_subscribe_live_and_ctrl_c_ends_it() {
     let server = server().await;
@@ -72,24 +68,7 @@ async fn psql_prints_copy_subscribe_live_and_ctrl_c_ends_it() {
         )
         .await
         .unwrap();
-    // stdbuf: psql's stdout is a pipe here, which libc would buffer; a terminal is not.
-    let mut psql = Command::new("stdbuf")
-        .args([
-            "-oL",
-            "psql",
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &server.port().to_string(),
-            "-U",
-            "sluice",
-            "-d",
-            "sluice",
-            "-c",
-            "COPY (SUBSCRIBE TO s) TO STDOUT",
-        ])
-        .stdout(Stdio::piped())
+    let mut psql = psql(server.port(), &["-c", "COPY (SUBSCRIBE TO s) TO STDOUT"])
         .stderr(Stdio::piped())
         .spawn()
         .expect("psql");
@@ -289,23 +268,8 @@ async fn cursor_feeds_equal_the_batch_oracle_at_every_epoch() {
 /// Runs `COPY (SUBSCRIBE TO relation WITH (PROGRESS = true)) TO STDOUT` in psql until `stop`,
 /// then Ctrl-C; returns the rows it printed.
 fn psql_feed(port: u16, relation: &str, stop: std::sync::mpsc::Receiver<()>) -> Vec<FeedRow> {
-    let mut psql = Command::new("stdbuf")
-        .args([
-            "-oL",
-            "psql",
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "sluice",
-            "-d",
-            "sluice",
-            "-c",
-            &format!("COPY (SUBSCRIBE TO {relation} WITH (PROGRESS = true)) TO STDOUT"),
-        ])
-        .stdout(Stdio::piped())
+    let copy = format!("COPY (SUBSCRIBE TO {relation} WITH (PROGRESS = true)) TO STDOUT");
+    let mut psql = psql(port, &["-c", &copy])
         .stderr(Stdio::null())
         .spawn()
         .expect("psql");
@@ -489,16 +453,7 @@ async fn clients_that_go_away_release_their_subscriptions_within_a_second() {
 
     // COPY out through tokio-postgres (extended protocol); then the client's connection is
     // cut (its task aborted, the socket closed), as when a client process dies.
-    let (copier, connection) = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={} user=sluice dbname=sluice",
-            server.port()
-        ),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    let connection = tokio::spawn(connection);
+    let (copier, connection) = common::connect_cuttable(server.port()).await;
     let stream = copier
         .copy_out("COPY (SUBSCRIBE TO c) TO STDOUT")
         .await
@@ -554,25 +509,8 @@ async fn psycopg_reads_a_subscription_through_a_cursor() {
     let server = server().await;
     let client = server.connect().await;
     client.batch_execute(PER_K_DDL).await.unwrap();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/psycopg_subscribe.py"
-    );
-    let port = server.port().to_string();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args([script, &port])
-            .output()
-            .expect("python3 runs")
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "psycopg_subscribe.py failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let out = common::run_python_client("psycopg_subscribe.py", server.port()).await;
+    assert!(out.starts_with("ok"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -584,21 +522,8 @@ async fn psql_watch_reruns_a_select() {
         .await
         .unwrap();
     // \watch re-runs the query buffer, so the query comes on stdin, as a user types it.
-    let mut psql = Command::new("psql")
-        .args([
-            "-X",
-            "-At",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &server.port().to_string(),
-            "-U",
-            "sluice",
-            "-d",
-            "sluice",
-        ])
+    let mut psql = psql(server.port(), &["-At"])
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("psql");

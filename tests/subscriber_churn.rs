@@ -8,24 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use common::TestServer;
-
-fn subscriptions(server: &TestServer) -> (usize, usize) {
-    server.server.as_ref().unwrap().engine.subscriptions()
-}
-
-async fn wait_for_subscriptions(server: &TestServer, expected: (usize, usize)) -> Duration {
-    let started = Instant::now();
-    while subscriptions(server) != expected {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "subscriptions {:?}, expected {expected:?}",
-            subscriptions(server)
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    started.elapsed()
-}
+use common::{TestServer, subscriptions, wait_for_subscriptions};
 
 /// Resident memory of this process (the server runs in it), in bytes.
 fn resident_bytes() -> u64 {
@@ -44,16 +27,7 @@ async fn two_hundred_subscribers_cut_off_abruptly_leave_nothing_behind() {
         .unwrap();
     let metrics = tokio::runtime::Handle::current().metrics();
     let open = async || {
-        let (client, connection) = tokio_postgres::connect(
-            &format!(
-                "host=127.0.0.1 port={} user=sluice dbname=sluice",
-                server.port()
-            ),
-            tokio_postgres::NoTls,
-        )
-        .await
-        .unwrap();
-        let connection = tokio::spawn(connection);
+        let (client, connection) = common::connect_cuttable(server.port()).await;
         let stream = client
             .copy_out("COPY (SUBSCRIBE TO c WITH (PROGRESS = true)) TO STDOUT")
             .await

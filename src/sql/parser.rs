@@ -88,49 +88,21 @@ pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
                     export: false,
                     tables: Vec::new(),
                 },
-                append_only: false,
-                watermark: None,
-                emit_on_window_close: false,
-                text,
-                source: false,
-                connector: None,
-                sink: None,
-                drop_sink: None,
-                live: None,
+                ..ours_alone(text)?
             });
             continue;
         }
         if let Some(live) = super::live::parse_live(chunk)? {
             out.push(SluiceStatement {
-                statement: Parser::new(&dialect)
-                    .try_with_sql("SELECT 1")?
-                    .parse_statement()?,
-                append_only: false,
-                watermark: None,
-                emit_on_window_close: false,
-                text,
-                source: false,
-                connector: None,
-                sink: None,
-                drop_sink: None,
                 live: Some(live),
+                ..ours_alone(text)?
             });
             continue;
         }
         if let Some(drop_sink) = drop_sink(chunk) {
             out.push(SluiceStatement {
-                statement: Parser::new(&dialect)
-                    .try_with_sql("SELECT 1")?
-                    .parse_statement()?,
-                append_only: false,
-                watermark: None,
-                emit_on_window_close: false,
-                text,
-                source: false,
-                connector: None,
-                sink: None,
                 drop_sink: Some(drop_sink),
-                live: None,
+                ..ours_alone(text)?
             });
             continue;
         }
@@ -159,6 +131,25 @@ pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
         }
     }
     Ok(out)
+}
+
+/// A statement sqlparser does not take part in (`DROP SINK`, `SUBSCRIBE` …): `SELECT 1`
+/// stands in for it, and the field the caller sets says what it is.
+fn ours_alone(text: String) -> Result<SluiceStatement> {
+    Ok(SluiceStatement {
+        statement: Parser::new(&PostgreSqlDialect {})
+            .try_with_sql("SELECT 1")?
+            .parse_statement()?,
+        append_only: false,
+        watermark: None,
+        emit_on_window_close: false,
+        text,
+        source: false,
+        connector: None,
+        sink: None,
+        drop_sink: None,
+        live: None,
+    })
 }
 
 type ConnectorCut = (

@@ -100,3 +100,67 @@ pub async fn sorted_rows(client: &Client, sql: &str) -> Vec<String> {
     out.sort();
     out
 }
+
+/// Live subscriptions of `server`, and views running only for one.
+pub fn subscriptions(server: &TestServer) -> (usize, usize) {
+    server
+        .server
+        .as_ref()
+        .expect("running")
+        .engine
+        .subscriptions()
+}
+
+/// Waits (at most 5 s) until `server` has `expected` subscriptions; returns how long it took.
+pub async fn wait_for_subscriptions(
+    server: &TestServer,
+    expected: (usize, usize),
+) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    while subscriptions(server) != expected {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "subscriptions {:?}, expected {expected:?}",
+            subscriptions(server)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    started.elapsed()
+}
+
+/// Runs `tests/clients/<script>` with python3 against `port`; panics with its output unless it
+/// succeeds, and returns its stdout.
+pub async fn run_python_client(script: &str, port: u16) -> String {
+    let path = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(&path)
+            .arg(port.to_string())
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .expect("joined");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "{script} failed (bash .ci/run installs psycopg):\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// A connection whose driver task the caller holds: aborting it closes the socket without a
+/// word to the server, as when a client process dies.
+pub async fn connect_cuttable(port: u16) -> (Client, tokio::task::JoinHandle<()>) {
+    let (client, connection) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user=sluice dbname=sluice"),
+        NoTls,
+    )
+    .await
+    .expect("connects");
+    let task = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    (client, task)
+}
