@@ -63,11 +63,15 @@ pub struct NexmarkSource {
     pub event_gap_ns: u64,
 }
 
-/// The Nexmark relations generated (`auction` and `person` are refused at CREATE for now).
+/// The Nexmark relations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NexmarkTable {
     /// `bid`.
     Bid,
+    /// `auction`.
+    Auction,
+    /// `person`.
+    Person,
 }
 
 /// `FORMAT …`.
@@ -385,11 +389,8 @@ impl SourceSpec {
                     .as_deref()
                 {
                     None | Some("bid") => NexmarkTable::Bid,
-                    Some(table @ ("auction" | "person")) => {
-                        return Err(Error::unsupported(format!(
-                            "nexmark.table.type = '{table}' (only 'bid' is generated so far)"
-                        )));
-                    }
+                    Some("auction") => NexmarkTable::Auction,
+                    Some("person") => NexmarkTable::Person,
                     Some(other) => {
                         return Err(invalid(format!(
                             "nexmark.table.type must be bid, auction or person, not '{other}'"

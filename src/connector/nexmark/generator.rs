@@ -33,6 +33,31 @@ const CHANNELS: [(&str, &str); 4] = [
 ];
 /// Average size the `extra` column pads a bid to, in bytes.
 const BID_AVERAGE_SIZE: usize = 100;
+/// Average size the `extra` column pads a person to, in bytes.
+const PERSON_AVERAGE_SIZE: u64 = 200;
+/// Average size the `extra` column pads an auction to, in bytes.
+const AUCTION_AVERAGE_SIZE: u64 = 500;
+const FIRST_CATEGORY_ID: i64 = 10;
+const CATEGORIES: u64 = 5;
+const FIRST_NAMES: [&str; 11] = [
+    "Peter", "Paul", "Luke", "John", "Saul", "Vicky", "Kate", "Julie", "Sarah", "Deiter", "Walter",
+];
+const LAST_NAMES: [&str; 9] = [
+    "Shultz", "Abrams", "Spencer", "White", "Bartels", "Walton", "Smith", "Jones", "Noris",
+];
+const CITIES: [&str; 10] = [
+    "Phoenix",
+    "Los Angeles",
+    "San Francisco",
+    "Boise",
+    "Portland",
+    "Bend",
+    "Redmond",
+    "Seattle",
+    "Kent",
+    "Cheyenne",
+];
+const STATES: [&str; 6] = ["AZ", "CA", "ID", "OR", "WA", "WY"];
 
 /// What kind of event an event number is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +184,62 @@ pub fn bid_schema() -> SchemaRef {
     ]))
 }
 
+/// The person table's schema.
+pub fn person_schema() -> SchemaRef {
+    let text = |name: &str| Field::new(name, DataType::Utf8, false);
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        text("name"),
+        text("email_address"),
+        text("credit_card"),
+        text("city"),
+        text("state"),
+        Field::new(
+            "date_time",
+            DataType::Timestamp(TimeUnit::Nanosecond, None),
+            false,
+        ),
+        text("extra"),
+    ]))
+}
+
+/// The auction table's schema.
+pub fn auction_schema() -> SchemaRef {
+    let time =
+        |name: &str| Field::new(name, DataType::Timestamp(TimeUnit::Nanosecond, None), false);
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("item_name", DataType::Utf8, false),
+        Field::new("description", DataType::Utf8, false),
+        Field::new("initial_bid", DataType::Int64, false),
+        Field::new("reserve", DataType::Int64, false),
+        time("date_time"),
+        time("expires"),
+        Field::new("seller", DataType::Int64, false),
+        Field::new("category", DataType::Int64, false),
+        Field::new("extra", DataType::Utf8, false),
+    ]))
+}
+
+/// A price in cents: log-uniform from 1 to 1,000,000 dollars' worth of cents.
+fn price(random: &mut EventRandom) -> i64 {
+    (10f64.powf(6.0 * random.unit()) * 100.0).round() as i64
+}
+
+/// A person id for a bid or an auction's seller at event `n`: 75 % the hot person, else one
+/// of the last 1,000 (or a few not created yet).
+fn person_for(random: &mut EventRandom, n: u64) -> i64 {
+    let last_person = last_base0_person(n);
+    let id = if random.below(4) != 0 {
+        (last_person as i64 / HOT_RATIO_ROUND) * HOT_RATIO_ROUND + 1
+    } else {
+        let people = last_person + 1;
+        let active = people.min(ACTIVE_PEOPLE);
+        (people - active + random.below(active + PERSON_ID_LEAD)) as i64
+    };
+    FIRST_PERSON_ID + id
+}
+
 /// Generates one split of the stream.
 #[derive(Debug)]
 pub struct NexmarkGenerator {
@@ -235,16 +316,8 @@ impl NexmarkGenerator {
                 (min + random.below(last_auction - min + 1 + AUCTION_ID_LEAD)) as i64
             };
             auction.append_value(FIRST_AUCTION_ID + auction_id);
-            let last_person = last_base0_person(n);
-            let bidder_id = if random.below(4) != 0 {
-                (last_person as i64 / HOT_RATIO_ROUND) * HOT_RATIO_ROUND + 1
-            } else {
-                let people = last_person + 1;
-                let active = people.min(ACTIVE_PEOPLE);
-                (people - active + random.below(active + PERSON_ID_LEAD)) as i64
-            };
-            bidder.append_value(FIRST_PERSON_ID + bidder_id);
-            price.append_value((10f64.powf(6.0 * random.unit()) * 100.0).round() as i64);
+            bidder.append_value(person_for(&mut random, n));
+            price.append_value(self::price(&mut random));
             if random.below(2) == 0 {
                 let (name, link) = CHANNELS[random.below(CHANNELS.len() as u64) as usize];
                 channel.append_value(name);
@@ -287,6 +360,145 @@ impl NexmarkGenerator {
                 Arc::new(channel.finish()),
                 Arc::new(url.finish()),
                 Arc::new(time.finish()),
+                Arc::new(extra.finish()),
+            ],
+        )
+    }
+}
+
+impl NexmarkGenerator {
+    /// The next event numbers of `kind` this split owns, up to `max_rows` of them.
+    fn events_of(&mut self, kind: EventKind, max_rows: usize) -> Vec<u64> {
+        let mut events = Vec::with_capacity(max_rows);
+        while events.len() < max_rows && !self.is_exhausted() {
+            let n = self.next;
+            self.next += self.config.split_num;
+            if event_kind(n) == kind {
+                events.push(n);
+            }
+        }
+        events
+    }
+
+    fn time_of(&self, n: u64) -> i64 {
+        self.config.base_time + n as i64 * self.inter_event_nanos
+    }
+
+    /// The next new people of this split, as [`Self::next_bids`] does bids.
+    pub fn next_persons(&mut self, max_rows: usize) -> Result<RecordBatch, ArrowError> {
+        let events = self.events_of(EventKind::Person, max_rows);
+        let rows = events.len();
+        let mut id = Int64Builder::with_capacity(rows);
+        let mut name = StringBuilder::with_capacity(rows, rows * 12);
+        let mut email = StringBuilder::with_capacity(rows, rows * 17);
+        let mut card = StringBuilder::with_capacity(rows, rows * 19);
+        let mut city = StringBuilder::with_capacity(rows, rows * 8);
+        let mut state = StringBuilder::with_capacity(rows, rows * 2);
+        let mut time = TimestampNanosecondBuilder::with_capacity(rows);
+        let mut extra = StringBuilder::with_capacity(rows, rows * 140);
+        let mut text = String::with_capacity(256);
+        for n in events {
+            let mut random = EventRandom::new(self.config.seed, n);
+            id.append_value(FIRST_PERSON_ID + last_base0_person(n) as i64);
+            text.clear();
+            text.push_str(FIRST_NAMES[random.below(FIRST_NAMES.len() as u64) as usize]);
+            text.push(' ');
+            text.push_str(LAST_NAMES[random.below(LAST_NAMES.len() as u64) as usize]);
+            name.append_value(&text);
+            text.clear();
+            push_letters(&mut random, &self.letters, &mut text, 7);
+            text.push('@');
+            push_letters(&mut random, &self.letters, &mut text, 5);
+            text.push_str(".com");
+            email.append_value(&text);
+            text.clear();
+            for group in 0..4 {
+                if group > 0 {
+                    text.push(' ');
+                }
+                use std::fmt::Write;
+                let _ = write!(text, "{:04}", random.below(10_000));
+            }
+            card.append_value(&text);
+            city.append_value(CITIES[random.below(CITIES.len() as u64) as usize]);
+            state.append_value(STATES[random.below(STATES.len() as u64) as usize]);
+            time.append_value(self.time_of(n));
+            // The fixed columns are about 80 bytes.
+            text.clear();
+            let pad = random.below(2 * (PERSON_AVERAGE_SIZE - 80)) as usize;
+            push_letters(&mut random, &self.letters, &mut text, pad);
+            extra.append_value(&text);
+        }
+        RecordBatch::try_new(
+            person_schema(),
+            vec![
+                Arc::new(id.finish()),
+                Arc::new(name.finish()),
+                Arc::new(email.finish()),
+                Arc::new(card.finish()),
+                Arc::new(city.finish()),
+                Arc::new(state.finish()),
+                Arc::new(time.finish()),
+                Arc::new(extra.finish()),
+            ],
+        )
+    }
+
+    /// The next new auctions of this split, as [`Self::next_bids`] does bids.
+    pub fn next_auctions(&mut self, max_rows: usize) -> Result<RecordBatch, ArrowError> {
+        let events = self.events_of(EventKind::Auction, max_rows);
+        let rows = events.len();
+        let mut id = Int64Builder::with_capacity(rows);
+        let mut item = StringBuilder::with_capacity(rows, rows * 12);
+        let mut description = StringBuilder::with_capacity(rows, rows * 50);
+        let mut initial = Int64Builder::with_capacity(rows);
+        let mut reserve = Int64Builder::with_capacity(rows);
+        let mut time = TimestampNanosecondBuilder::with_capacity(rows);
+        let mut expires = TimestampNanosecondBuilder::with_capacity(rows);
+        let mut seller = Int64Builder::with_capacity(rows);
+        let mut category = Int64Builder::with_capacity(rows);
+        let mut extra = StringBuilder::with_capacity(rows, rows * 350);
+        let mut text = String::with_capacity(1024);
+        // An auction lasts up to twice the time the next 100 auctions take to appear.
+        let horizon = (AUCTIONS_IN_FLIGHT * TOTAL_PROPORTION / AUCTION_PROPORTION) as i64
+            * self.inter_event_nanos;
+        for n in events {
+            let mut random = EventRandom::new(self.config.seed, n);
+            id.append_value(FIRST_AUCTION_ID + last_base0_auction(n) as i64);
+            text.clear();
+            let len = 3 + random.below(18) as usize;
+            push_letters(&mut random, &self.letters, &mut text, len);
+            item.append_value(&text);
+            text.clear();
+            let len = 3 + random.below(98) as usize;
+            push_letters(&mut random, &self.letters, &mut text, len);
+            description.append_value(&text);
+            let first_bid = price(&mut random);
+            initial.append_value(first_bid);
+            reserve.append_value(first_bid + price(&mut random));
+            let at = self.time_of(n);
+            time.append_value(at);
+            expires.append_value(at + 1_000_000 + random.below(2 * horizon as u64) as i64);
+            seller.append_value(person_for(&mut random, n));
+            category.append_value(FIRST_CATEGORY_ID + random.below(CATEGORIES) as i64);
+            // The fixed columns are about 150 bytes.
+            text.clear();
+            let pad = random.below(2 * (AUCTION_AVERAGE_SIZE - 150)) as usize;
+            push_letters(&mut random, &self.letters, &mut text, pad);
+            extra.append_value(&text);
+        }
+        RecordBatch::try_new(
+            auction_schema(),
+            vec![
+                Arc::new(id.finish()),
+                Arc::new(item.finish()),
+                Arc::new(description.finish()),
+                Arc::new(initial.finish()),
+                Arc::new(reserve.finish()),
+                Arc::new(time.finish()),
+                Arc::new(expires.finish()),
+                Arc::new(seller.finish()),
+                Arc::new(category.finish()),
                 Arc::new(extra.finish()),
             ],
         )
@@ -389,6 +601,49 @@ mod tests {
         let first = bids.iter().map(|b| b.4).min().unwrap();
         assert_eq!(first, NexmarkConfig::default().base_time + 4 * 100_000);
         assert!(bids.iter().any(|b| b.3.contains("&channel_id=")));
+    }
+
+    #[test]
+    fn persons_and_auctions_follow_the_spec() {
+        let config = NexmarkConfig {
+            event_num: Some(50_000),
+            ..NexmarkConfig::default()
+        };
+        let mut generator = NexmarkGenerator::new(config.clone());
+        let persons = generator.next_persons(100_000).unwrap();
+        // 1 of every 50 events, ids sequential from 1000.
+        assert_eq!(persons.num_rows(), 1000);
+        let ids = persons.column(0).as_primitive::<Int64Type>();
+        assert!((0..1000).all(|i| ids.value(i) == 1000 + i as i64));
+        let states = persons.column(5).as_string::<i32>();
+        assert!((0..1000).all(|i| STATES.contains(&states.value(i))));
+
+        let mut one = NexmarkGenerator::new(config.clone());
+        let auctions = one.next_auctions(100_000).unwrap();
+        assert_eq!(auctions.num_rows(), 3000);
+        let ids = auctions.column(0).as_primitive::<Int64Type>();
+        assert!((0..3000).all(|i| ids.value(i) == 1000 + i as i64));
+        let initial = auctions.column(3).as_primitive::<Int64Type>();
+        let reserve = auctions.column(4).as_primitive::<Int64Type>();
+        let time = auctions.column(5).as_primitive::<TimestampNanosecondType>();
+        let expires = auctions.column(6).as_primitive::<TimestampNanosecondType>();
+        let category = auctions.column(8).as_primitive::<Int64Type>();
+        for i in 0..3000 {
+            assert!(reserve.value(i) > initial.value(i));
+            assert!(expires.value(i) > time.value(i));
+            assert!((10..15).contains(&category.value(i)));
+        }
+        // Splits partition auctions too.
+        let mut union = 0;
+        for split_index in 0..2 {
+            let mut g = NexmarkGenerator::new(NexmarkConfig {
+                split_num: 2,
+                split_index,
+                ..config.clone()
+            });
+            union += g.next_auctions(100_000).unwrap().num_rows();
+        }
+        assert_eq!(union, 3000);
     }
 
     #[test]

@@ -5,4 +5,4 @@
 pub mod generator;
 pub mod source;
 
-pub use generator::{NexmarkConfig, NexmarkGenerator, bid_schema};
+pub use generator::{NexmarkConfig, NexmarkGenerator, auction_schema, bid_schema, person_schema};

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::generator::{NexmarkConfig, NexmarkGenerator, bid_schema};
+use super::generator::{
+    NexmarkConfig, NexmarkGenerator, auction_schema, bid_schema, person_schema,
+};
 use crate::connector::decode::conform;
 use crate::connector::queue::table::ConnectorBatch;
 use crate::connector::source::{SourceContext, SplitWatermarks, watermark_candidates};
@@ -22,7 +24,6 @@ struct Position {
 
 /// Generates until the stream (if bounded) ends or the source is dropped.
 pub fn run(context: &SourceContext, nexmark: &NexmarkSource) -> Result<()> {
-    let NexmarkTable::Bid = nexmark.table;
     let (resumed, finished) = context.table.last_source_position()?;
     if finished {
         return Ok(());
@@ -48,7 +49,12 @@ pub fn run(context: &SourceContext, nexmark: &NexmarkSource) -> Result<()> {
         })
         .collect();
     let schema = context.table.def().schema.clone();
-    if schema.fields().len() != bid_schema().fields().len() {
+    let generated_schema = match nexmark.table {
+        NexmarkTable::Bid => bid_schema(),
+        NexmarkTable::Auction => auction_schema(),
+        NexmarkTable::Person => person_schema(),
+    };
+    if schema.fields().len() != generated_schema.fields().len() {
         tracing::info!("nexmark source declares its own columns; matched by name");
     }
     let mut splits = SplitWatermarks::new(Duration::MAX);
@@ -62,9 +68,13 @@ pub fn run(context: &SourceContext, nexmark: &NexmarkSource) -> Result<()> {
                 continue;
             }
             any = true;
-            let bids = generator.next_bids(nexmark.chunk_size)?;
-            generated += bids.num_rows() as u64;
-            let rows = conform(&bids, &schema)?;
+            let events = match nexmark.table {
+                NexmarkTable::Bid => generator.next_bids(nexmark.chunk_size)?,
+                NexmarkTable::Auction => generator.next_auctions(nexmark.chunk_size)?,
+                NexmarkTable::Person => generator.next_persons(nexmark.chunk_size)?,
+            };
+            generated += events.num_rows() as u64;
+            let rows = conform(&events, &schema)?;
             let candidates = watermark_candidates(&context.table, &rows)?;
             splits.observe(
                 candidates.as_ref(),
