@@ -6,7 +6,7 @@
 //! records decoded one by one to tell the bad ones from the good: the slow path costs only
 //! batches that hold a bad record.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_avro::reader::ReaderBuilder as AvroReaderBuilder;
@@ -36,8 +36,9 @@ pub struct Decoded {
 pub struct RecordDecoder {
     schema: SchemaRef,
     encode: Encode,
-    /// Avro schema ids seen so far, each registered with the inline schema.
-    avro_ids: HashSet<u32>,
+    /// Avro schema ids seen so far and their writer schemas (the inline one, or the
+    /// registry's; `None`: the registry does not know the id, so its records are bad).
+    avro_schemas: HashMap<u32, Option<String>>,
     avro_store: Option<SchemaStore>,
 }
 
@@ -55,7 +56,7 @@ impl RecordDecoder {
         Ok(Self {
             schema,
             encode,
-            avro_ids: HashSet::new(),
+            avro_schemas: HashMap::new(),
             avro_store: None,
         })
     }
@@ -73,6 +74,11 @@ impl RecordDecoder {
                 rows_from: None,
                 bad: Vec::new(),
             });
+        }
+        if matches!(self.encode, Encode::Avro { .. }) {
+            // Outside the record-by-record fallback: a registry that cannot be reached is not
+            // a bad record but the source's error.
+            self.learn_avro_ids(records)?;
         }
         if let Ok(batch) = self.decode_all(records)
             && batch.num_rows() == records.len()
@@ -182,36 +188,67 @@ impl RecordDecoder {
                 let batch = decoder.flush()?;
                 Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.schema))))
             }
-            Encode::Avro { schema } => {
-                let AvroSchemaSource::Inline(text) = schema;
-                let text = text.clone();
-                self.decode_avro(records, &text)
-            }
+            Encode::Avro { .. } => self.decode_avro(records),
         }
     }
 
-    /// Confluent wire format: byte 0, a 4-byte big-endian schema id, the Avro body. Every id
-    /// is read with the inline writer schema.
-    fn decode_avro(&mut self, records: &[&[u8]], schema: &str) -> Result<RecordBatch, ArrowError> {
+    /// Finds the writer schema of every schema id in `records` not seen before: the inline
+    /// schema, or the registry's (one request per new id).
+    fn learn_avro_ids(&mut self, records: &[&[u8]]) -> Result<(), ArrowError> {
+        let Encode::Avro { schema } = &self.encode else {
+            return Ok(());
+        };
         let mut changed = self.avro_store.is_none();
         for record in records {
-            if record.len() < 5 || record[0] != 0 {
+            let Some(id) = avro_schema_id(record) else {
+                continue;
+            };
+            if self.avro_schemas.contains_key(&id) {
+                continue;
+            }
+            let writer = match schema {
+                AvroSchemaSource::Inline(text) => Some(text.clone()),
+                AvroSchemaSource::Registry(url) => {
+                    let found = super::schema_registry::fetch_schema(url, id)
+                        .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
+                    if found.is_none() {
+                        tracing::warn!(registry = %url, id, "schema id unknown to the registry");
+                    }
+                    found
+                }
+            };
+            self.avro_schemas.insert(id, writer);
+            changed = true;
+        }
+        if changed {
+            let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
+            for (&id, writer) in &self.avro_schemas {
+                if let Some(writer) = writer {
+                    store
+                        .set(Fingerprint::Id(id), AvroSchema::new(writer.clone()))
+                        .map_err(|e| ArrowError::SchemaError(e.to_string()))?;
+                }
+            }
+            self.avro_store = Some(store);
+        }
+        Ok(())
+    }
+
+    /// Confluent wire format: byte 0, a 4-byte big-endian schema id, the Avro body, read with
+    /// the writer schema of its id.
+    fn decode_avro(&mut self, records: &[&[u8]]) -> Result<RecordBatch, ArrowError> {
+        for record in records {
+            let Some(id) = avro_schema_id(record) else {
                 return Err(ArrowError::ParseError(
                     "not an Avro record in the Confluent wire format (magic byte 0, schema id)"
                         .to_string(),
                 ));
+            };
+            if !matches!(self.avro_schemas.get(&id), Some(Some(_))) {
+                return Err(ArrowError::ParseError(format!(
+                    "Avro schema id {id} is unknown"
+                )));
             }
-            let id = u32::from_be_bytes([record[1], record[2], record[3], record[4]]);
-            changed |= self.avro_ids.insert(id);
-        }
-        if changed {
-            let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
-            for &id in &self.avro_ids {
-                store
-                    .set(Fingerprint::Id(id), AvroSchema::new(schema.to_string()))
-                    .map_err(|e| ArrowError::SchemaError(e.to_string()))?;
-            }
-            self.avro_store = Some(store);
         }
         let store = self.avro_store.clone().unwrap_or_default();
         let mut decoder = AvroReaderBuilder::new()
@@ -237,6 +274,12 @@ impl RecordDecoder {
             Some(batch) => conform(&batch, &self.schema),
         }
     }
+}
+
+/// The schema id of a Confluent-framed Avro record.
+fn avro_schema_id(record: &[u8]) -> Option<u32> {
+    (record.len() >= 5 && record[0] == 0)
+        .then(|| u32::from_be_bytes([record[1], record[2], record[3], record[4]]))
 }
 
 /// Feeds `bytes` to an arrow decoder until it has taken all of them.

@@ -99,7 +99,7 @@ pub enum Encode {
     },
     /// Avro with the Confluent wire format (magic byte, 4-byte schema id, body).
     Avro {
-        /// `schema`: the writer schema, inline (`schema.registry` is refused at CREATE for now).
+        /// `schema` (inline JSON) or the schemas of a registry (`schema.registry`).
         schema: AvroSchemaSource,
     },
 }
@@ -109,6 +109,8 @@ pub enum Encode {
 pub enum AvroSchemaSource {
     /// `schema = '{…}'`: used for every schema id seen.
     Inline(String),
+    /// `schema.registry = 'http://…'`: each schema id's writer schema, fetched once.
+    Registry(String),
 }
 
 /// `on_error`.
@@ -311,10 +313,12 @@ fn parse_encode(clause: &ConnectorClause) -> Result<Encode> {
         Some("AVRO") => {
             let schema = match (options.get("schema"), options.get("schema.registry")) {
                 (Some(inline), None) => AvroSchemaSource::Inline(inline.to_string()),
+                (None, Some(url)) if url.starts_with("http://") => {
+                    AvroSchemaSource::Registry(url.trim_end_matches('/').to_string())
+                }
                 (None, Some(url)) => {
                     return Err(Error::unsupported(format!(
-                        "ENCODE AVRO (schema.registry = '{url}'): give the writer schema inline \
-                         with schema = '…'"
+                        "schema.registry = '{url}': only http:// registries are supported"
                     )));
                 }
                 _ => {
