@@ -426,6 +426,24 @@ async fn a_slow_subscriber_is_dropped_with_an_error_not_silently() {
         .await
         .unwrap();
     // Progress rows pile up at 100 epochs a second; 8 fit.
+    let other = server.connect().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let queued = simple_rows(
+            &other,
+            "SELECT queued_epochs, queue_capacity FROM sluice_subscriptions",
+        )
+        .await;
+        if queued.iter().any(|r| r[0].as_deref() != Some("0")) {
+            assert_eq!(queued[0][1].as_deref(), Some("8"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the queue never grew: {queued:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(subscriptions(&server), (0, 0));
     // What was queued is still delivered, then the error.
@@ -492,6 +510,15 @@ async fn clients_that_go_away_release_their_subscriptions_within_a_second() {
     }
     many.batch_execute(&sql).await.unwrap();
     assert_eq!(subscriptions(&server), (200, 0));
+    // Visible from SQL, with how far behind each client is.
+    client.batch_execute("FLUSH").await.unwrap();
+    let seen = simple_rows(
+        &client,
+        "SELECT count(*), count(*) FILTER (WHERE view_name = 'c' AND queued_epochs = 0 \
+           AND current_epoch >= start_epoch) FROM sluice_subscriptions",
+    )
+    .await;
+    assert_eq!(seen, vec![vec![Some("200".into()), Some("200".into())]]);
     client
         .batch_execute("INSERT INTO t VALUES (1)")
         .await

@@ -64,6 +64,7 @@ pub const RELATIONS: &[&str] = &[
     "pg_user",
     "pg_views",
     "sluice_sources",
+    "sluice_subscriptions",
     "sluice_views",
     "sluice_watermarks",
 ];
@@ -217,9 +218,9 @@ fn attribute_row(
 }
 
 /// Builds one relation, or `None` when `name` is not one of ours.
-fn build(name: &str, tables: &TableRegistry, views: &ViewRegistry) -> Option<Relation> {
+fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<Relation> {
     let tables = tables.all();
-    let views = views.all();
+    let views = registry.all();
     let rel = match name {
         "pg_namespace" => {
             let mut r = Relation::new(&[
@@ -426,6 +427,29 @@ fn build(name: &str, tables: &TableRegistry, views: &ViewRegistry) -> Option<Rel
                     ScalarValue::TimestampNanosecond(time.watermark, None),
                     ScalarValue::Utf8(position),
                     ScalarValue::Utf8(error),
+                ]);
+            }
+            r
+        }
+        "sluice_subscriptions" => {
+            // Live SUBSCRIBEs and how far behind their clients are.
+            let published = registry.published();
+            let mut r = Relation::new(&[
+                ("view_name", TEXT),
+                ("start_epoch", INT8),
+                ("current_epoch", INT8),
+                ("progress", BOOL),
+                ("queued_epochs", INT8),
+                ("queue_capacity", INT8),
+            ]);
+            for sub in &published.subscriptions {
+                r.row(vec![
+                    ScalarValue::Utf8(sub.view.clone()),
+                    ScalarValue::Int64(Some(sub.start_epoch as i64)),
+                    ScalarValue::Int64(Some(published.epoch as i64)),
+                    b(sub.progress),
+                    ScalarValue::Int64(Some(sub.queued as i64)),
+                    ScalarValue::Int64(Some(sub.capacity as i64)),
                 ]);
             }
             r

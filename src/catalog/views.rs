@@ -55,10 +55,27 @@ pub enum ViewSnapshot {
 /// Every view's contents at one epoch.
 #[derive(Debug, Default)]
 pub struct Published {
-    /// The epoch: how many barriers the runtime has completed.
+    /// The epoch (milliseconds since 1970 at its barrier, or one more than the last).
     pub epoch: u64,
     /// View id → contents.
     pub views: HashMap<u32, ViewSnapshot>,
+    /// The live subscriptions, as of this epoch.
+    pub subscriptions: Vec<SubscriptionInfo>,
+}
+
+/// A live subscription, as `sluice_subscriptions` shows it.
+#[derive(Debug, Clone)]
+pub struct SubscriptionInfo {
+    /// The view it follows (`None`: a view of its own, for `SUBSCRIBE (SELECT …)` or a table).
+    pub view: Option<String>,
+    /// The epoch it started at (or waits for, with a future `AS OF`).
+    pub start_epoch: u64,
+    /// Progress rows asked for.
+    pub progress: bool,
+    /// Epochs handed over but not read yet by the client.
+    pub queued: usize,
+    /// How many may queue before the subscriber is dropped.
+    pub capacity: usize,
 }
 
 /// The views and their published contents.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::catalog::registry::TableRegistry;
-use crate::catalog::views::{Published, ViewRegistry, ViewSnapshot};
+use crate::catalog::views::{Published, SubscriptionInfo, ViewRegistry, ViewSnapshot};
 use crate::error::{Error, Result, sqlstate};
 use crate::planner::{SourceRef, StreamPlan};
 use crate::stream::{ChangeBatch, Timestamp};
@@ -458,9 +458,23 @@ impl Shared {
             };
             snapshots.insert(view.id, snapshot);
         }
+        let subscriptions = subscribers
+            .iter()
+            .map(|feed| SubscriptionInfo {
+                view: running
+                    .iter()
+                    .find(|v| v.id == feed.view && v.published)
+                    .map(|v| v.name.clone()),
+                start_epoch: feed.start,
+                progress: feed.progress,
+                queued: feed.sender.max_capacity() - feed.sender.capacity(),
+                capacity: feed.sender.max_capacity(),
+            })
+            .collect();
         self.views.publish(Published {
             epoch: *epoch,
             views: snapshots.clone(),
+            subscriptions,
         });
         let elapsed = started.elapsed();
         if elapsed > Duration::from_millis(100) {
