@@ -406,6 +406,29 @@ async fn subscribe_to_a_query_or_table_without_snapshot_and_cursor_rules() {
         .await
         .unwrap_err();
     assert_eq!(db_error(&e).0, "22023", "{e}");
+    // AS OF an epoch to come (epochs are milliseconds since 1970): nothing before it, then
+    // the contents as of then.
+    let soon = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 400;
+    client
+        .batch_execute(&format!(
+            "BEGIN; DECLARE later CURSOR FOR SUBSCRIBE TO e AS OF {soon}"
+        ))
+        .await
+        .unwrap();
+    let early = simple_rows(&client, "FETCH ALL later WITH (timeout = '50ms')").await;
+    assert!(early.is_empty(), "{early:?}");
+    let rows = simple_rows(&client, "FETCH ALL later WITH (timeout = '5s')").await;
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for row in &rows {
+        let epoch: u64 = row[0].as_deref().unwrap().parse().unwrap();
+        assert!(epoch >= soon, "{epoch} < {soon}");
+    }
+    client.batch_execute("COMMIT").await.unwrap();
+
     let e = client.batch_execute("SUBSCRIBE TO nope").await.unwrap_err();
     assert_eq!(db_error(&e).0, "42P01");
 }
