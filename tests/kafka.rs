@@ -190,12 +190,19 @@ async fn wait_for_source(client: &Client, name: &str, records: usize) -> (i64, i
     loop {
         let row = client
             .query_one(
-                "SELECT rows, bad_records FROM sluice_sources WHERE source_name = $1",
+                "SELECT rows, bad_records, status, error FROM sluice_sources WHERE source_name = $1",
                 &[&name],
             )
             .await
             .expect("sluice_sources");
         let (rows, bad): (i64, i64) = (row.get(0), row.get(1));
+        let status: String = row.get(2);
+        assert_ne!(
+            status,
+            "failed",
+            "{name}: {:?}",
+            row.get::<_, Option<String>>(3)
+        );
         if rows + bad >= records as i64 || Instant::now() > deadline {
             return (rows, bad);
         }
@@ -359,8 +366,14 @@ fn serve_registry(id: u32, schema: &'static str) -> String {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { break };
+            // The whole request, headers too: closing a socket with unread input resets it.
+            let mut reader = BufReader::new(&stream);
             let mut request = String::new();
-            BufReader::new(&stream).read_line(&mut request).unwrap();
+            reader.read_line(&mut request).unwrap();
+            let mut header = String::new();
+            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                header.clear();
+            }
             let wanted = format!("/registry/schemas/ids/{id}");
             let response = if request.split_whitespace().nth(1) == Some(wanted.as_str()) {
                 let body = serde_json::json!({ "schema": schema }).to_string();

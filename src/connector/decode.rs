@@ -209,7 +209,7 @@ impl RecordDecoder {
             let writer = match schema {
                 AvroSchemaSource::Inline(text) => Some(text.clone()),
                 AvroSchemaSource::Registry(url) => {
-                    let found = super::schema_registry::fetch_schema(url, id)
+                    let found = fetch_with_retries(url, id)
                         .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
                     if found.is_none() {
                         tracing::warn!(registry = %url, id, "schema id unknown to the registry");
@@ -272,6 +272,25 @@ impl RecordDecoder {
         match batch {
             None => Ok(RecordBatch::new_empty(Arc::clone(&self.schema))),
             Some(batch) => conform(&batch, &self.schema),
+        }
+    }
+}
+
+/// A schema from the registry, asked up to three times: a registry that blinks should not
+/// stop the source.
+fn fetch_with_retries(
+    url: &str,
+    id: u32,
+) -> Result<Option<String>, super::schema_registry::RegistryError> {
+    let mut attempt = 0;
+    loop {
+        match super::schema_registry::fetch_schema(url, id) {
+            Err(e) if attempt < 2 => {
+                tracing::warn!(registry = %url, id, error = %e, "schema registry; retrying");
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(200 * attempt));
+            }
+            result => return result,
         }
     }
 }
