@@ -177,7 +177,7 @@ impl QueueTable {
             end_of_input,
         } = batch;
         let mut contents = self.lock();
-        let (rows, watermark_after) = self.admit(rows, Some(watermark))?;
+        let (rows, watermark_after, late) = self.admit(rows, Some(watermark))?;
         let mut parts = Vec::new();
         let written = rows.num_rows() as u64;
         if rows.num_rows() > 0 {
@@ -207,13 +207,13 @@ impl QueueTable {
             source_position: Some(position),
             end_of_input,
         };
-        if end_of_input {
-            self.time
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .watermark = Some(i64::MAX);
-        }
         self.commit(&mut contents, change, meta)?;
+        let shown = if end_of_input {
+            Some(i64::MAX)
+        } else {
+            watermark_after
+        };
+        self.record_time(shown, late);
         Ok(written)
     }
 
@@ -231,33 +231,51 @@ impl QueueTable {
             .unwrap_or((None, false)))
     }
 
-    /// Drops the rows behind the watermark (counting them) and moves the watermark on: to
-    /// the connector's own watermark when it tracks one (`Some`), else by the table's
-    /// watermark expression over the rows kept.
+    /// Drops the rows behind the watermark and works out where it moves: to the connector's
+    /// own watermark when it tracks one (`Some`), else by the table's watermark expression
+    /// over the rows kept.
+    ///
+    /// Returns the rows kept, the watermark after them and how many were late. The caller
+    /// holds the contents lock (writes are serialized) and records the new time with
+    /// [`Self::record_time`] once the write is in the log: a watermark shown before its
+    /// record is in the log could run ahead of what a FLUSH makes visible.
     fn admit(
         &self,
         batch: RecordBatch,
         next: Option<Option<crate::stream::Timestamp>>,
-    ) -> Result<(RecordBatch, Option<crate::stream::Timestamp>)> {
+    ) -> Result<(RecordBatch, Option<crate::stream::Timestamp>, u64)> {
         let Some(wm) = &self.def.watermark else {
-            return Ok((batch, None));
+            return Ok((batch, None, 0));
         };
-        let mut time = self.time.lock().unwrap_or_else(|e| e.into_inner());
-        let batch = match wm.on_time(time.watermark, &batch)? {
-            None => batch,
+        let current = self
+            .time
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .watermark;
+        let (batch, late) = match wm.on_time(current, &batch)? {
+            None => (batch, 0),
             Some(mask) => {
                 let kept = filter_record_batch(&batch, &mask)?;
                 let late = (batch.num_rows() - kept.num_rows()) as u64;
-                time.late_rows += late;
                 tracing::debug!(table = %self.def.name, late, "late rows dropped");
-                kept
+                (kept, late)
             }
         };
-        time.watermark = match next {
-            Some(next) => time.watermark.max(next),
-            None => wm.advance(time.watermark, &batch)?,
+        let after = match next {
+            Some(next) => current.max(next),
+            None => wm.advance(current, &batch)?,
         };
-        Ok((batch, time.watermark))
+        Ok((batch, after, late))
+    }
+
+    /// Moves the shown event time on after a write (see [`Self::admit`]).
+    fn record_time(&self, watermark: Option<crate::stream::Timestamp>, late: u64) {
+        if self.def.watermark.is_none() && watermark.is_none() {
+            return;
+        }
+        let mut time = self.time.lock().unwrap_or_else(|e| e.into_inner());
+        time.watermark = time.watermark.max(watermark);
+        time.late_rows += late;
     }
 
     /// Inserting `batch`: on a keyed table each row replaces the row of its key.
@@ -301,8 +319,9 @@ impl QueueTable {
         let batch = RecordBatch::try_new(Arc::clone(&self.def.schema), batch.columns().to_vec())?;
         let position = {
             let mut contents = self.lock();
-            let (batch, watermark) = self.admit(batch, None)?;
+            let (batch, watermark, late) = self.admit(batch, None)?;
             if batch.num_rows() == 0 {
+                self.record_time(watermark, late);
                 return Ok(0);
             }
             let rows = batch.num_rows() as u64;
@@ -311,7 +330,9 @@ impl QueueTable {
                 watermark,
                 ..RecordMeta::default()
             };
-            (self.commit(&mut contents, change, meta)?, rows)
+            let position = self.commit(&mut contents, change, meta)?;
+            self.record_time(watermark, late);
+            (position, rows)
         };
         let (position, rows) = position;
         self.log.wait_durable(position).await?;
