@@ -628,3 +628,66 @@ async fn upsert_table_and_plain_source_resume_after_restart() {
     assert_eq!(batch, per_key, "every record once in the source's log");
     server.shutdown().await;
 }
+
+/// A source holds its watermark back until every partition has reported: rows of the first
+/// partition must not move a view's watermark past rows another partition sends later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_back_watermark_does_not_close_windows_early() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let bootstrap = cluster.bootstrap_servers();
+    cluster.create_topic("late", 2, 1).expect("topic");
+    let send = |partition: i32, from_s: i64| {
+        let producer = producer(&bootstrap);
+        for i in 0..10 {
+            let ts = chrono::DateTime::from_timestamp_millis(T0_MS + (from_s + i) * 1000)
+                .unwrap()
+                .naive_utc()
+                .format("%Y-%m-%d %H:%M:%S");
+            let payload = format!(r#"{{"v": {i}, "ts": "{ts}"}}"#);
+            let record = BaseRecord::<(), str>::to("late")
+                .partition(partition)
+                .payload(&payload);
+            producer.send(record).map_err(|(e, _)| e).expect("send");
+        }
+        producer.flush(Duration::from_secs(30)).expect("flush");
+    };
+    // Partition 0 is 100 s ahead; partition 1 has said nothing yet.
+    send(0, 100);
+    let server = TestServer::start().await;
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE late (v INT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+             WITH (connector = 'kafka', topic = 'late', properties.bootstrap.server = '{bootstrap}',
+               idle.timeout = '1s') FORMAT PLAIN ENCODE JSON;
+             CREATE MATERIALIZED VIEW per_10s AS SELECT window_start, count(*) AS n
+               FROM HOP(late, ts, INTERVAL '10' SECOND, INTERVAL '10' SECOND) GROUP BY window_start
+               EMIT ON WINDOW CLOSE;"
+        ))
+        .await
+        .expect("DDL");
+    wait_for_source(&client, "late", 10).await;
+    client.batch_execute("FLUSH").await.unwrap();
+    // Now partition 1 reports, 100 s behind.
+    send(1, 0);
+    wait_for_source(&client, "late", 20).await;
+    wait_for_final_watermark(&client, "late", "ts", "1 second").await;
+    let late: Vec<String> = sorted_rows(
+        &client,
+        "SELECT late_rows FROM sluice_sources WHERE source_name = 'late'",
+    )
+    .await;
+    assert_eq!(late, ["0"]);
+    // Partition 1's window [0 s, 10 s) closed with all ten of its rows.
+    let closed = sorted_rows(
+        &client,
+        "SELECT n FROM per_10s ORDER BY window_start LIMIT 1",
+    )
+    .await;
+    assert_eq!(
+        closed,
+        ["10"],
+        "{:?}",
+        sorted_rows(&client, "SELECT * FROM per_10s").await
+    );
+}

@@ -579,14 +579,17 @@ fn run_view(
                         if position >= end {
                             break;
                         }
-                        // The record says the watermark after it; older logs did not, and
-                        // their watermark follows from the rows.
-                        match (meta.watermark, &table.def().watermark) {
-                            (Some(w), _) => source.watermark = source.watermark.max(Some(w)),
-                            (None, Some(wm)) => {
+                        // The record says the watermark after it. A connector's record
+                        // without one means the connector holds its watermark back (a split
+                        // has not reported yet): the rows must not move it. Older logs had no
+                        // watermark in their records, and theirs follows from the rows.
+                        let connector = meta.source_position.is_some();
+                        match (meta.watermark, connector, &table.def().watermark) {
+                            (Some(w), _, _) => source.watermark = source.watermark.max(Some(w)),
+                            (None, false, Some(wm)) => {
                                 source.watermark = wm.advance(source.watermark, change.data())?;
                             }
-                            (None, None) => {}
+                            (None, _, _) => {}
                         }
                         // A connector's record may carry only a watermark.
                         if change.num_rows() > 0 {
