@@ -159,14 +159,8 @@ impl Engine {
         options: &SubscribeOptions,
     ) -> Result<(SchemaRef, Subscription)> {
         let subscribe = |id: u32, owned| {
-            self.executor.subscribe(
-                id,
-                options.snapshot,
-                options.progress,
-                options.as_of,
-                self.config.subscribe_buffer_epochs,
-                owned,
-            )
+            self.executor
+                .subscribe(id, options, self.config.subscribe_buffer_epochs, owned)
         };
         let query = match target {
             SubscribeTarget::Relation(name) => {

@@ -1,6 +1,8 @@
 //! Durability: the server binary is killed with SIGKILL right after INSERTs were acknowledged;
 //! restarted on the same data directory, it has every acknowledged row and every table.
 
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -162,27 +164,6 @@ async fn sigkill_after_acknowledged_inserts_loses_nothing() {
     child.kill();
 }
 
-/// Rows of `sql`, each as its columns' text joined by `|`, sorted.
-async fn text_rows(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
-    let mut rows: Vec<String> = client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("NULL"))
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            ),
-            _ => None,
-        })
-        .collect();
-    rows.sort();
-    rows
-}
-
 /// SIGKILL, again and again, while a Kafka topic (librdkafka's mock cluster) feeds a source
 /// and clients write to a keyed table: after each restart the source resumes from the offsets
 /// in its log, and in the end the source holds every record exactly once and every kind of view
@@ -304,7 +285,7 @@ async fn sigkill_during_a_kafka_feed_keeps_every_view_exact() {
     loop {
         // Every record once, and the watermark at the newest event less the delay (every
         // partition idle), where it stays.
-        let state = text_rows(
+        let state = common::sorted_rows(
             &client,
             "SELECT count(*), count(DISTINCT id), (SELECT watermark = (SELECT max(ts) - INTERVAL '1' SECOND FROM ev)
                FROM sluice_sources WHERE source_name = 'ev') FROM ev",
@@ -338,8 +319,8 @@ async fn sigkill_during_a_kafka_feed_keeps_every_view_exact() {
     ];
     for (view, batch) in checks {
         let (got, want) = (
-            text_rows(&client, view).await,
-            text_rows(&client, batch).await,
+            common::sorted_rows(&client, view).await,
+            common::sorted_rows(&client, batch).await,
         );
         assert!(!want.is_empty(), "{batch}");
         assert_eq!(got, want, "{view} after 10 kills");

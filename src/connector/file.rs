@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::connector::decode::RecordDecoder;
 use crate::connector::queue::table::ConnectorBatch;
-use crate::connector::source::{SourceContext, SplitWatermarks, watermark_candidates};
+use crate::connector::source::{
+    SourceContext, SplitWatermarks, position_text, watermark_candidates,
+};
 use crate::connector::spec::{Encode, SourceSpec};
 use crate::error::{Error, Result};
 
@@ -55,14 +57,8 @@ pub fn matching_files(pattern: &str) -> Result<Vec<PathBuf>> {
 
 /// Reads every file to its end.
 pub fn run(context: &SourceContext, spec: &SourceSpec, pattern: &str) -> Result<()> {
-    let (resumed, finished) = context.table.last_source_position()?;
-    if finished {
+    let Some(mut position) = context.resume::<Position>()? else {
         return Ok(());
-    }
-    let mut position: Position = match resumed {
-        Some(text) => serde_json::from_str(&text)
-            .map_err(|e| Error::unsupported(format!("bad stored file position: {e}")))?,
-        None => Position::default(),
     };
     let header = matches!(spec.encode, Encode::Csv { header: true, .. });
     let mut files = Vec::new();
@@ -134,20 +130,12 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, pattern: &str) -> Result<
                 rows: decoded.batch,
                 deleted_keys: None,
                 watermark: splits.current(),
-                position: serde_json::to_string(&position).unwrap_or_default(),
+                position: position_text(&position),
                 end_of_input: false,
             })?;
         }
         if !progressed {
-            context.write(ConnectorBatch {
-                rows: datafusion::arrow::array::RecordBatch::new_empty(std::sync::Arc::clone(
-                    &context.table.def().schema,
-                )),
-                deleted_keys: None,
-                watermark: None,
-                position: serde_json::to_string(&position).unwrap_or_default(),
-                end_of_input: true,
-            })?;
+            context.write_mark(None, &position, true)?;
             return Ok(());
         }
     }

@@ -61,6 +61,11 @@ impl SourceStats {
     }
 }
 
+/// A connector's position as stored in its log records.
+pub fn position_text(position: &impl serde::Serialize) -> String {
+    serde_json::to_string(position).unwrap_or_default()
+}
+
 /// What a connector thread works with.
 #[derive(Debug)]
 pub struct SourceContext {
@@ -82,6 +87,41 @@ impl SourceContext {
         let rows = self.table.ingest(batch)?;
         self.stats.rows.fetch_add(rows, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Where the connector stopped: the position in the last record it wrote (the default
+    /// for a new source), or `None` once it wrote its end of input.
+    pub fn resume<P: serde::de::DeserializeOwned + Default>(&self) -> Result<Option<P>> {
+        let (resumed, finished) = self.table.last_source_position()?;
+        if finished {
+            return Ok(None);
+        }
+        match resumed {
+            Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+                Error::unsupported(format!(
+                    "source \"{}\": bad stored position: {e}",
+                    self.table.def().name
+                ))
+            }),
+            None => Ok(Some(P::default())),
+        }
+    }
+
+    /// Writes a record without rows: the watermark moved on (`end_of_input`: the source is
+    /// exhausted, which closes every window).
+    pub fn write_mark(
+        &self,
+        watermark: Option<Timestamp>,
+        position: &impl serde::Serialize,
+        end_of_input: bool,
+    ) -> Result<()> {
+        self.write(ConnectorBatch {
+            rows: RecordBatch::new_empty(Arc::clone(&self.table.def().schema)),
+            deleted_keys: None,
+            watermark,
+            position: position_text(position),
+            end_of_input,
+        })
     }
 
     /// Counts a record that did not decode; with `on_error = 'fail'` it is an error.
@@ -225,21 +265,34 @@ impl SplitWatermarks {
     pub fn observe(&mut self, candidates: Option<&RecordBatch>, splits: impl Iterator<Item = i64>) {
         let now = Instant::now();
         let values = candidates.map(|c| c.column(0).as_primitive::<TimestampNanosecondType>());
+        // Rows come in runs of one split: one map lookup per run, not per row.
+        let mut run: Option<(i64, Option<Timestamp>)> = None;
         for (i, split) in splits.enumerate() {
-            let entry = self.splits.entry(split).or_insert(SplitTime {
-                watermark: None,
-                last_data: now,
-                caught_up: false,
-                done: false,
-            });
-            entry.last_data = now;
-            entry.caught_up = false;
-            if let Some(values) = values
-                && values.is_valid(i)
-            {
-                entry.watermark = entry.watermark.max(Some(values.value(i)));
+            let value = values.filter(|v| v.is_valid(i)).map(|v| v.value(i));
+            match &mut run {
+                Some((current, max)) if *current == split => *max = (*max).max(value),
+                _ => {
+                    if let Some((done, max)) = run.replace((split, value)) {
+                        self.advance(done, max, now);
+                    }
+                }
             }
         }
+        if let Some((split, max)) = run {
+            self.advance(split, max, now);
+        }
+    }
+
+    fn advance(&mut self, split: i64, watermark: Option<Timestamp>, now: Instant) {
+        let entry = self.splits.entry(split).or_insert(SplitTime {
+            watermark: None,
+            last_data: now,
+            caught_up: false,
+            done: false,
+        });
+        entry.last_data = now;
+        entry.caught_up = false;
+        entry.watermark = entry.watermark.max(watermark);
     }
 
     /// Notes that the reader has reached the split's current end: once no data has come for

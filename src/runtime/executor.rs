@@ -23,7 +23,7 @@ use crate::stream::{ChangeBatch, Timestamp};
 
 use super::contents::ViewContents;
 use super::dataflow::Node;
-use super::subscribe::{EndReason, SubscribeEvent, SubscriberFeed, Subscription};
+use super::subscribe::{EndReason, SubscribeEvent, SubscribeOptions, SubscriberFeed, Subscription};
 
 /// Log records read per chunk: bounds the memory a catching-up view holds at once.
 const READ_CHUNK: usize = 64;
@@ -222,16 +222,18 @@ impl Executor {
     /// then one message per epoch that changed it, and with `progress` one after every epoch.
     /// `as_of` starts the feed at that epoch, which must not have passed (earlier epochs are
     /// not kept). At most `capacity` messages wait unread before the subscriber is dropped.
-    #[allow(clippy::too_many_arguments)]
     pub fn subscribe(
         &self,
         view: u32,
-        snapshot: bool,
-        progress: bool,
-        as_of: Option<u64>,
+        options: &SubscribeOptions,
         capacity: usize,
         owned: Option<Box<dyn std::any::Any + Send + Sync>>,
     ) -> Result<Subscription> {
+        let SubscribeOptions {
+            snapshot,
+            progress,
+            as_of,
+        } = *options;
         let mut set = self.shared.lock_set();
         let now = set.epoch;
         let running = set

@@ -12,6 +12,27 @@ use tokio::sync::mpsc;
 
 use crate::stream::ChangeBatch;
 
+/// `WITH (SNAPSHOT = …, PROGRESS = …)` and `AS OF …`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// The current contents first, as inserts (default true).
+    pub snapshot: bool,
+    /// A progress row after every epoch (default false).
+    pub progress: bool,
+    /// The epoch to start at (default: the current one).
+    pub as_of: Option<u64>,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        Self {
+            snapshot: true,
+            progress: false,
+            as_of: None,
+        }
+    }
+}
+
 /// What a subscriber receives.
 #[derive(Debug, Clone)]
 pub enum SubscribeEvent {

@@ -154,6 +154,36 @@ pub fn text_value(array: &dyn Array, row: usize) -> Option<String> {
     }
 }
 
+/// A whole column in PostgreSQL's text form, encoded in one pass: the values without DataRow
+/// framing, for `COPY … TO STDOUT`.
+pub enum TextColumn<'a> {
+    /// Every value, encoded as [`encode_batch`] sends it in text format.
+    Encoded(Flat),
+    /// A column that cannot be encoded so: value by value, as [`text_value`] falls back.
+    Fallback(&'a dyn Array),
+}
+
+impl TextColumn<'_> {
+    /// The text of row `row`; `None` for NULL.
+    pub fn value(&self, row: usize) -> Option<std::borrow::Cow<'_, [u8]>> {
+        match self {
+            TextColumn::Encoded(flat) => flat.value(row).map(std::borrow::Cow::Borrowed),
+            TextColumn::Fallback(array) => {
+                text_value(*array, row).map(|v| std::borrow::Cow::Owned(v.into_bytes()))
+            }
+        }
+    }
+}
+
+/// `array` in PostgreSQL's text form, all rows at once.
+pub fn text_column(array: &dyn Array) -> TextColumn<'_> {
+    let mut flat = Flat::default();
+    match write_column(&mut flat, array, FieldFormat::Text, 0) {
+        Ok(()) => TextColumn::Encoded(flat),
+        Err(_) => TextColumn::Fallback(array),
+    }
+}
+
 /// Where encoded fields go: one buffer per row of the column being written.
 ///
 /// `field(row)` is called exactly once per row, in row order, and the whole field (length
@@ -170,7 +200,7 @@ impl Sink for [BytesMut] {
 
 /// All fields of one column in a single buffer, e.g. the elements of a list column.
 #[derive(Default)]
-struct Flat {
+pub struct Flat {
     buf: BytesMut,
     /// Offset in `buf` where each field starts.
     starts: Vec<usize>,

@@ -23,7 +23,7 @@ use pgwire::messages::startup::ParameterStatus;
 use crate::error::Error;
 use crate::sql::feed::LiveFeed;
 
-use super::encode::{encode_batch, text_value};
+use super::encode::{TextColumn, encode_batch, text_column};
 use super::error::pg_error;
 
 /// Quiet time after which a keepalive is written.
@@ -76,6 +76,11 @@ where
                 .await?;
         }
     }
+    // Text or binary per column, worked out once for the whole feed.
+    let formats: Vec<FieldFormat> = match &format {
+        FeedFormat::Rows { fields, .. } => fields.iter().map(FieldInfo::format).collect(),
+        FeedFormat::Copy { .. } => Vec::new(),
+    };
     loop {
         let batches = match tokio::time::timeout(KEEPALIVE, feed.next()).await {
             Err(_) => {
@@ -84,10 +89,10 @@ where
             }
             Ok(next) => next.map_err(pg_error)?,
         };
-        write_rows(client, &batches, &format).await?;
+        write_rows(client, &batches, &format, &formats).await?;
         // Whatever else is already there goes in the same flush.
         while let Some(more) = feed.try_next().map_err(pg_error)? {
-            write_rows(client, &more, &format).await?;
+            write_rows(client, &more, &format, &formats).await?;
         }
         client.flush().await?;
     }
@@ -107,6 +112,7 @@ async fn write_rows<C>(
     client: &mut C,
     batches: &[RecordBatch],
     format: &FeedFormat,
+    formats: &[FieldFormat],
 ) -> PgWireResult<()>
 where
     C: Sink<PgWireBackendMessage> + Unpin + Send,
@@ -115,17 +121,15 @@ where
 {
     for batch in batches {
         match format {
-            FeedFormat::Rows { fields, .. } => {
-                let formats: Vec<FieldFormat> = fields.iter().map(FieldInfo::format).collect();
-                let rows = encode_batch(batch, &formats)
+            FeedFormat::Rows { .. } => {
+                let rows = encode_batch(batch, formats)
                     .map_err(|e| pg_error(Error::unsupported(e.to_string())))?;
                 for row in rows {
                     client.feed(PgWireBackendMessage::DataRow(row)).await?;
                 }
             }
             FeedFormat::Copy { csv } => {
-                for row in 0..batch.num_rows() {
-                    let line = copy_line(batch, row, *csv);
+                for line in copy_lines(batch, *csv) {
                     client
                         .feed(PgWireBackendMessage::CopyData(CopyData::new(line)))
                         .await?;
@@ -136,42 +140,56 @@ where
     Ok(())
 }
 
-/// One row as a line of COPY text (tab-separated, `\N` for null, backslash escapes) or CSV
-/// (comma-separated, empty for null, quoted when needed).
-fn copy_line(batch: &RecordBatch, row: usize, csv: bool) -> Bytes {
+/// The rows as lines of COPY text (tab-separated, `\N` for null, backslash escapes) or CSV
+/// (comma-separated, empty for null, quoted when needed). Each column is encoded once.
+fn copy_lines(batch: &RecordBatch, csv: bool) -> Vec<Bytes> {
+    let columns: Vec<TextColumn<'_>> = batch
+        .columns()
+        .iter()
+        .map(|c| text_column(c.as_ref()))
+        .collect();
+    let mut lines = Vec::with_capacity(batch.num_rows());
     let mut line = BytesMut::new();
-    for (i, column) in batch.columns().iter().enumerate() {
-        if i > 0 {
-            line.put_u8(if csv { b',' } else { b'\t' });
-        }
-        let value = text_value(column.as_ref(), row);
-        match (value, csv) {
-            (None, true) => {}
-            (None, false) => line.put_slice(b"\\N"),
-            (Some(v), true) => {
-                if v.is_empty() || v.contains([',', '"', '\n', '\r']) {
-                    line.put_u8(b'"');
-                    line.put_slice(v.replace('"', "\"\"").as_bytes());
-                    line.put_u8(b'"');
-                } else {
-                    line.put_slice(v.as_bytes());
-                }
+    for row in 0..batch.num_rows() {
+        for (i, column) in columns.iter().enumerate() {
+            if i > 0 {
+                line.put_u8(if csv { b',' } else { b'\t' });
             }
-            (Some(v), false) => {
-                for b in v.bytes() {
-                    match b {
-                        b'\\' => line.put_slice(b"\\\\"),
-                        b'\t' => line.put_slice(b"\\t"),
-                        b'\n' => line.put_slice(b"\\n"),
-                        b'\r' => line.put_slice(b"\\r"),
-                        other => line.put_u8(other),
+            match (column.value(row), csv) {
+                (None, true) => {}
+                (None, false) => line.put_slice(b"\\N"),
+                (Some(v), true) => {
+                    let quote = v.is_empty() || v.iter().any(|b| b",\"\n\r".contains(b));
+                    if quote {
+                        line.put_u8(b'"');
+                        for &b in v.iter() {
+                            if b == b'"' {
+                                line.put_u8(b'"');
+                            }
+                            line.put_u8(b);
+                        }
+                        line.put_u8(b'"');
+                    } else {
+                        line.put_slice(&v);
+                    }
+                }
+                (Some(v), false) => {
+                    for &b in v.iter() {
+                        match b {
+                            b'\\' => line.put_slice(b"\\\\"),
+                            b'\t' => line.put_slice(b"\\t"),
+                            b'\n' => line.put_slice(b"\\n"),
+                            b'\r' => line.put_slice(b"\\r"),
+                            other => line.put_u8(other),
+                        }
                     }
                 }
             }
         }
+        line.put_u8(b'\n');
+        lines.push(line.split().freeze());
     }
-    line.put_u8(b'\n');
-    line.freeze()
+    lines
 }
 
 #[cfg(test)]
@@ -197,8 +215,10 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(&copy_line(&batch, 0, false)[..], b"1\ta\\tb\\\\c\n");
-        assert_eq!(&copy_line(&batch, 1, false)[..], b"\\N\tx,\"y\"\n");
-        assert_eq!(&copy_line(&batch, 1, true)[..], b",\"x,\"\"y\"\"\"\n");
+        let text = copy_lines(&batch, false);
+        let csv = copy_lines(&batch, true);
+        assert_eq!(&text[0][..], b"1\ta\\tb\\\\c\n");
+        assert_eq!(&text[1][..], b"\\N\tx,\"y\"\n");
+        assert_eq!(&csv[1][..], b",\"x,\"\"y\"\"\"\n");
     }
 }

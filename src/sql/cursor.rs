@@ -54,7 +54,10 @@ impl Cursor {
 
     /// A cursor over a subscription.
     pub fn feed(feed: LiveFeed) -> Self {
-        Self::new(Clone::clone(feed.schema()), CursorSource::Feed(feed))
+        Self::new(
+            std::sync::Arc::clone(feed.schema()),
+            CursorSource::Feed(feed),
+        )
     }
 
     fn new(schema: SchemaRef, source: CursorSource) -> Self {

@@ -11,6 +11,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::error::{Error, Result, sqlstate};
+pub use crate::runtime::subscribe::SubscribeOptions;
 
 /// What `SUBSCRIBE` reads.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,27 +20,6 @@ pub enum SubscribeTarget {
     Relation(String),
     /// `SUBSCRIBE [TO] (SELECT …)`.
     Query(Box<Query>),
-}
-
-/// `WITH (SNAPSHOT = …, PROGRESS = …)` and `AS OF …`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SubscribeOptions {
-    /// The current contents first, as inserts (default true).
-    pub snapshot: bool,
-    /// A progress row after every epoch (default false).
-    pub progress: bool,
-    /// The epoch to start at (default: the current one).
-    pub as_of: Option<u64>,
-}
-
-impl Default for SubscribeOptions {
-    fn default() -> Self {
-        Self {
-            snapshot: true,
-            progress: false,
-            as_of: None,
-        }
-    }
 }
 
 /// A `SUBSCRIBE`.

@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::connector::decode::RecordDecoder;
 use crate::connector::queue::table::ConnectorBatch;
-use crate::connector::source::{SourceContext, SplitWatermarks, watermark_candidates};
+use crate::connector::source::{
+    SourceContext, SplitWatermarks, position_text, watermark_candidates,
+};
 use crate::connector::spec::{Format, IncludeKind, KafkaSource, SourceSpec, StartupMode};
 use crate::error::{Error, Result};
 
@@ -94,12 +96,8 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
     .create_with_context(SourceContextLog)
     .map_err(|e| Error::unsupported(format!("kafka consumer: {e}")))?;
 
-    let (resumed, _) = context.table.last_source_position()?;
-    let mut position: Position = match resumed {
-        Some(text) => serde_json::from_str(&text)
-            .map_err(|e| Error::unsupported(format!("bad stored Kafka position: {e}")))?,
-        None => Position::default(),
-    };
+    // A Kafka source never ends, so there is always a position to resume from.
+    let mut position: Position = context.resume()?.unwrap_or_default();
     let mut splits = SplitWatermarks::new(kafka.idle_timeout);
     for (&partition, &watermark) in &position.watermarks {
         splits.restore(i64::from(partition), Some(watermark));
@@ -214,13 +212,7 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
             let now = splits.current();
             if now > written_watermark && context.table.def().watermark.is_some() {
                 position.watermarks = watermarks_of(&splits, &partitions);
-                context.write(ConnectorBatch {
-                    rows: RecordBatch::new_empty(Arc::clone(&context.table.def().schema)),
-                    deleted_keys: None,
-                    watermark: now,
-                    position: serde_json::to_string(&position).unwrap_or_default(),
-                    end_of_input: false,
-                })?;
+                context.write_mark(now, &position, false)?;
                 written_watermark = now;
             }
             continue;
@@ -261,7 +253,7 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
                 }),
                 deleted_keys,
                 watermark,
-                position: serde_json::to_string(&position).unwrap_or_default(),
+                position: position_text(&position),
                 end_of_input: false,
             })?;
             written_watermark = written_watermark.max(watermark);
@@ -391,14 +383,9 @@ impl BatchReader {
             Some(kept) => kept.iter().map(|&k| from[k]).collect(),
         };
         let mut columns: Vec<ArrayRef> = decoded.batch.columns().to_vec();
-        let includes = context
-            .table
-            .def()
-            .connector
-            .as_ref()
-            .map(|c| c.includes.clone())
-            .unwrap_or_default();
-        for include in &includes {
+        let def = context.table.def();
+        let includes = def.connector.as_ref().map_or(&[][..], |c| &c.includes[..]);
+        for include in includes {
             let column: ArrayRef = match include.kind {
                 IncludeKind::Partition => Arc::new(Int32Array::from_iter_values(
                     rows.iter().map(|&i| run[i].partition),

@@ -12,9 +12,11 @@ use super::generator::{
 };
 use crate::connector::decode::conform;
 use crate::connector::queue::table::ConnectorBatch;
-use crate::connector::source::{SourceContext, SplitWatermarks, watermark_candidates};
+use crate::connector::source::{
+    SourceContext, SplitWatermarks, position_text, watermark_candidates,
+};
 use crate::connector::spec::{NexmarkSource, NexmarkTable};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Position {
@@ -24,14 +26,8 @@ struct Position {
 
 /// Generates until the stream (if bounded) ends or the source is dropped.
 pub fn run(context: &SourceContext, nexmark: &NexmarkSource) -> Result<()> {
-    let (resumed, finished) = context.table.last_source_position()?;
-    if finished {
+    let Some(mut position) = context.resume::<Position>()? else {
         return Ok(());
-    }
-    let mut position: Position = match resumed {
-        Some(text) => serde_json::from_str(&text)
-            .map_err(|e| Error::unsupported(format!("bad stored nexmark position: {e}")))?,
-        None => Position::default(),
     };
     let splits_num = u64::from(nexmark.split_num);
     let mut generators: Vec<NexmarkGenerator> = (0..splits_num)
@@ -85,18 +81,12 @@ pub fn run(context: &SourceContext, nexmark: &NexmarkSource) -> Result<()> {
                 rows,
                 deleted_keys: None,
                 watermark: splits.current(),
-                position: serde_json::to_string(&position).unwrap_or_default(),
+                position: position_text(&position),
                 end_of_input: false,
             })?;
         }
         if !any {
-            context.write(ConnectorBatch {
-                rows: datafusion::arrow::array::RecordBatch::new_empty(schema),
-                deleted_keys: None,
-                watermark: None,
-                position: serde_json::to_string(&position).unwrap_or_default(),
-                end_of_input: true,
-            })?;
+            context.write_mark(None, &position, true)?;
             return Ok(());
         }
         if nexmark.event_gap_ns > 0 {
