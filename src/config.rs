@@ -36,6 +36,8 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// How often the view runtime takes a barrier and publishes every view.
     pub barrier_interval: Duration,
+    /// How often views checkpoint their state; `None`: never (a restart replays every log).
+    pub checkpoint_interval: Option<Duration>,
     /// Workers (hash partitions) of keyed operators.
     pub parallelism: usize,
     /// Epochs a subscriber may leave unread before it is dropped as too slow.
@@ -53,6 +55,7 @@ impl Config {
             tls_cert: None,
             tls_key: None,
             barrier_interval: Duration::from_millis(250),
+            checkpoint_interval: Some(Duration::from_secs(10)),
             parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
             subscribe_buffer_epochs: 4096,
         }

@@ -59,6 +59,8 @@ pub struct Engine {
     sources: Mutex<HashMap<u32, RunningSource>>,
     /// The running sinks, by sink name.
     sinks: Mutex<HashMap<String, RunningSink>>,
+    /// The checkpoint recovery starts from, until [`Self::restore`] has used it.
+    recovered: Mutex<Option<crate::state::Recovered>>,
     /// Ids of views that only feed a subscription, counting down from `u32::MAX` (catalog
     /// ids count up from 1).
     next_transient_id: std::sync::atomic::AtomicU32,
@@ -84,11 +86,30 @@ impl Engine {
         let tables = Arc::new(TableRegistry::default());
         let views = Arc::new(ViewRegistry::default());
         let commit_gate = Arc::new(RwLock::new(()));
+        let checkpoint_dir = config.data_dir.join("checkpoints");
+        let recovered = match config.checkpoint_interval {
+            Some(_) => crate::state::recovery::recover(&checkpoint_dir),
+            None => None,
+        };
+        let checkpoints = match config.checkpoint_interval {
+            Some(interval) => {
+                let registry = Arc::clone(&views);
+                let writer = crate::state::CheckpointWriter::start(
+                    checkpoint_dir,
+                    recovered.as_ref().map(|r| r.manifest.clone()),
+                    Box::new(move |info| registry.record_checkpoint(info)),
+                )
+                .map_err(|e| Error::unsupported(format!("checkpoints: {e}")))?;
+                Some(crate::runtime::executor::Checkpoints::new(writer, interval))
+            }
+            None => None,
+        };
         let executor = Executor::start(
             config.barrier_interval,
             Arc::clone(&tables),
             Arc::clone(&views),
             Arc::clone(&commit_gate),
+            checkpoints,
         )?;
         let pg_catalog = Arc::new(PgCatalogSchema::new(
             Arc::clone(&tables),
@@ -121,6 +142,7 @@ impl Engine {
             runtime: Arc::new(RuntimeEnv::default()),
             sources: Mutex::new(HashMap::new()),
             sinks: Mutex::new(HashMap::new()),
+            recovered: Mutex::new(recovered),
             next_transient_id: std::sync::atomic::AtomicU32::new(u32::MAX),
         });
         engine.restore().await?;
@@ -244,6 +266,16 @@ impl Engine {
     }
 
     async fn restore(&self) -> Result<()> {
+        let started = std::time::Instant::now();
+        let recovered = self
+            .recovered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        // Views restored from the checkpoint; a view is restored only if every view it reads
+        // was, so that all of them stand at the same barrier.
+        let mut restored: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut replayed = 0usize;
         let objects: Vec<StoredObject> = self.lock_store().objects().to_vec();
         let state = self.new_context().state();
         for object in &objects {
@@ -272,13 +304,34 @@ impl Engine {
                     let plan = self
                         .plan_view(&state, create, statement.emit_on_window_close)
                         .await?;
-                    self.install_view(
-                        object.id,
-                        &object.name,
-                        &object.sql,
-                        plan,
-                        statement.emit_on_window_close,
-                    )?;
+                    let upstream_restored = plan.sources.iter().all(|s| match s {
+                        crate::planner::SourceRef::View(v) => restored.contains(&v.name),
+                        crate::planner::SourceRef::Table(_) => true,
+                    });
+                    let checkpoint = recovered
+                        .as_ref()
+                        .and_then(|r| r.views.get(&object.id))
+                        .filter(|_| upstream_restored);
+                    let eowc = statement.emit_on_window_close;
+                    let entry = view_entry(object.id, &object.name, &object.sql, &plan, eowc);
+                    let mut view = RunningView::new(object.id, object.name.clone(), plan, eowc)?;
+                    match checkpoint.map(|c| view.restore(c)) {
+                        Some(Ok(())) => {
+                            restored.insert(object.name.clone());
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(
+                                view = %object.name,
+                                error = %e,
+                                "checkpoint of the view not usable; replaying its input"
+                            );
+                            let plan = self.plan_view(&state, create, eowc).await?;
+                            view = RunningView::new(object.id, object.name.clone(), plan, eowc)?;
+                            replayed += 1;
+                        }
+                        None => replayed += 1,
+                    }
+                    self.install_view(entry, view)?;
                 }
                 _ if object.kind == "sink" => {}
                 _ => {
@@ -290,8 +343,26 @@ impl Engine {
             }
         }
         if !self.views.names().is_empty() {
-            // Views restart from their tables' logs; catch up before serving.
+            // Views restart from their checkpoint (or their logs' start); catch up before
+            // serving.
             self.flush().await;
+            tracing::info!(
+                checkpoint_epoch = recovered.as_ref().map(|r| r.manifest.epoch),
+                checkpoint_read_ms = recovered.as_ref().map(|r| r.elapsed.as_millis() as u64),
+                views_restored = restored.len(),
+                views_replayed = replayed,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "views recovered"
+            );
+            if let Some(recovered) = &recovered {
+                self.views
+                    .record_checkpoint(crate::state::CheckpointInfo::recovery(
+                        &recovered.manifest,
+                        started.elapsed(),
+                        restored.len(),
+                        replayed,
+                    ));
+            }
         }
         for table in self.tables.all() {
             if table.def().connector.is_some() {
@@ -439,33 +510,9 @@ impl Engine {
         plan_view(&optimized, self.config.parallelism, emit_on_window_close)
     }
 
-    fn install_view(
-        &self,
-        id: u32,
-        name: &str,
-        sql: &str,
-        plan: StreamPlan,
-        emit_on_window_close: bool,
-    ) -> Result<()> {
-        let mut dependencies: Vec<String> =
-            plan.sources.iter().map(|s| s.name().to_string()).collect();
-        dependencies.sort();
-        dependencies.dedup();
-        let entry = Arc::new(ViewEntry {
-            id,
-            name: name.to_string(),
-            schema: Arc::clone(&plan.schema),
-            sql: sql.to_string(),
-            dependencies,
-            emit_on_window_close,
-            append_only: plan.append_only,
-        });
-        self.executor.add(RunningView::new(
-            id,
-            name.to_string(),
-            plan,
-            emit_on_window_close,
-        )?)?;
+    /// Starts a view and makes it visible.
+    fn install_view(&self, entry: Arc<ViewEntry>, view: RunningView) -> Result<()> {
+        self.executor.add(view)?;
         self.views.insert(entry);
         Ok(())
     }
@@ -496,7 +543,9 @@ impl Engine {
                 name: name.clone(),
                 sql: text.to_string(),
             })?;
-            if let Err(e) = self.install_view(id, &name, text, plan, emit_on_window_close) {
+            let entry = view_entry(id, &name, text, &plan, emit_on_window_close);
+            let view = RunningView::new(id, name.clone(), plan, emit_on_window_close)?;
+            if let Err(e) = self.install_view(entry, view) {
                 store.remove(id)?;
                 return Err(e);
             }
@@ -651,6 +700,28 @@ impl Engine {
 }
 
 /// `CREATE … IF NOT EXISTS` of an existing name does nothing (`Ok(false)`); without it, 42P07.
+/// What the catalog shows of a view.
+fn view_entry(
+    id: u32,
+    name: &str,
+    sql: &str,
+    plan: &StreamPlan,
+    emit_on_window_close: bool,
+) -> Arc<ViewEntry> {
+    let mut dependencies: Vec<String> = plan.sources.iter().map(|s| s.name().to_string()).collect();
+    dependencies.sort();
+    dependencies.dedup();
+    Arc::new(ViewEntry {
+        id,
+        name: name.to_string(),
+        schema: Arc::clone(&plan.schema),
+        sql: sql.to_string(),
+        dependencies,
+        emit_on_window_close,
+        append_only: plan.append_only,
+    })
+}
+
 fn if_not_exists(if_not_exists: bool, name: &str) -> Result<bool> {
     if if_not_exists {
         Ok(false)

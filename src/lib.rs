@@ -17,6 +17,7 @@
 //! | incremental operators over change batches (aggregates, windows, sessions) | [`operator`] |
 //! | tables of the internal queue: write path, contents, DataFusion provider | [`connector`] |
 //! | the queue's durable, segmented log of Arrow batches | [`storage`] |
+//! | checkpoints of operator state and view contents; recovery | [`state`] |
 //! | change batches, messages between operators, reserved column names | [`stream`] |
 //!
 //! Configuration is [`config::Config`]; errors are [`error::Error`], each with its SQLSTATE.
@@ -31,6 +32,7 @@ pub mod planner;
 pub mod runtime;
 pub mod serve;
 pub mod sql;
+pub mod state;
 pub mod storage;
 pub mod stream;
 

@@ -48,6 +48,10 @@ struct ServeArgs {
     /// How often views take a barrier and publish a new epoch: `250ms`, `1s`, or milliseconds.
     #[arg(long, env = "SLUICE_BARRIER_INTERVAL", default_value = "250ms", value_parser = parse_interval)]
     barrier_interval: std::time::Duration,
+    /// How often views write a checkpoint of their state (`10s`, `500ms`; `0` turns
+    /// checkpoints off, and a restart replays every log).
+    #[arg(long, env = "SLUICE_CHECKPOINT_INTERVAL", default_value = "10s", value_parser = parse_interval)]
+    checkpoint_interval: std::time::Duration,
     /// Workers for keyed operators (default: the number of cores).
     #[arg(long, env = "SLUICE_PARALLELISM")]
     parallelism: Option<usize>,
@@ -76,6 +80,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.barrier_interval = args
         .barrier_interval
         .max(std::time::Duration::from_millis(1));
+    config.checkpoint_interval =
+        (!args.checkpoint_interval.is_zero()).then_some(args.checkpoint_interval);
     if let Some(p) = args.parallelism {
         config.parallelism = p.max(1);
     }

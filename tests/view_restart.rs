@@ -61,3 +61,235 @@ async fn views_come_back_after_restart() {
     );
     server.shutdown().await;
 }
+
+/// The batch queries the views must equal (the oracle): each view's query run over the tables.
+const ORACLES: &[(&str, &str)] = &[
+    (
+        "per_user",
+        "SELECT uid, count(*) AS n, max(ts) AS last FROM clicks GROUP BY uid",
+    ),
+    (
+        "hot_windows",
+        "SELECT uid, window_start, count(*) AS n FROM HOP(clicks, ts, INTERVAL '5' SECOND, INTERVAL '20' SECOND) GROUP BY uid, window_start",
+    ),
+    (
+        "users_per_count",
+        "SELECT n, count(*) AS users FROM (SELECT uid, count(*) AS n FROM clicks GROUP BY uid) GROUP BY n",
+    ),
+];
+
+const SETUP: &str = "CREATE TABLE clicks (id INT PRIMARY KEY, uid INT, ts TIMESTAMP);
+     CREATE TABLE events (uid INT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) APPEND ONLY;
+     INSERT INTO clicks SELECT v, v % 7, to_timestamp_millis(1767225600000 + v * 250) FROM generate_series(1, 500) AS g(v);
+     INSERT INTO events SELECT v % 5, to_timestamp_millis(1767225600000 + v * 100) FROM generate_series(1, 500) AS g(v);
+     CREATE MATERIALIZED VIEW per_user AS SELECT uid, count(*) AS n, max(ts) AS last FROM clicks GROUP BY uid;
+     CREATE MATERIALIZED VIEW hot_windows AS SELECT uid, window_start, count(*) AS n FROM HOP(clicks, ts, INTERVAL '5' SECOND, INTERVAL '20' SECOND) GROUP BY uid, window_start;
+     CREATE MATERIALIZED VIEW closed AS SELECT uid, window_start, count(*) AS n FROM TUMBLE(events, ts, INTERVAL '10' SECOND) GROUP BY uid, window_start EMIT ON WINDOW CLOSE;
+     CREATE MATERIALIZED VIEW users_per_count AS SELECT n, count(*) AS users FROM per_user GROUP BY n;
+     FLUSH;";
+
+/// More writes: deletes, updates and inserts into both tables.
+fn churn(round: i64) -> String {
+    let base = 1000 * round;
+    format!(
+        "DELETE FROM clicks WHERE id % {m} = 0;
+         UPDATE clicks SET uid = {round} + 90 WHERE id % 10 = {r};
+         INSERT INTO clicks SELECT {base} + v, v % 11, to_timestamp_millis(1767225700000 + v * 300) FROM generate_series(1, 200) AS g(v);
+         INSERT INTO events SELECT v % 5, to_timestamp_millis(1767225650000 + {round} * 20000 + v * 100) FROM generate_series(1, 200) AS g(v);
+         FLUSH;",
+        m = round + 2,
+        r = round % 10,
+    )
+}
+
+async fn checkpoints(client: &Client, kind: &str) -> Vec<i64> {
+    client
+        .query(
+            "SELECT epoch FROM sluice_checkpoints WHERE kind = $1 ORDER BY epoch",
+            &[&kind],
+        )
+        .await
+        .expect("sluice_checkpoints")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Views the recovery restored from its checkpoint (not replayed).
+async fn restored_views(client: &Client) -> i64 {
+    client
+        .query_one(
+            "SELECT views_written FROM sluice_checkpoints WHERE kind = 'recovery'",
+            &[],
+        )
+        .await
+        .expect("the recovery row")
+        .get(0)
+}
+
+/// Waits until a checkpoint newer than `after` is complete; returns its epoch.
+async fn checkpoint_after(client: &Client, after: i64) -> i64 {
+    for _ in 0..200 {
+        if let Some(&e) = checkpoints(client, "checkpoint").await.last()
+            && e > after
+        {
+            return e;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no checkpoint after epoch {after}");
+}
+
+async fn assert_oracles(client: &Client, when: &str) {
+    for (view, query) in ORACLES {
+        assert_eq!(
+            rows(client, &format!("SELECT * FROM {view}")).await,
+            rows(client, query).await,
+            "view {view} {when} differs from its batch query"
+        );
+    }
+}
+
+/// The complete checkpoints on disk, oldest first: (directory, manifest).
+fn manifests(dir: &std::path::Path) -> Vec<(std::path::PathBuf, serde_json::Value)> {
+    let mut found: Vec<(std::path::PathBuf, serde_json::Value)> =
+        std::fs::read_dir(dir.join("checkpoints"))
+            .expect("checkpoints directory")
+            .filter_map(|e| {
+                let path = e.ok()?.path();
+                let text = std::fs::read(path.join("manifest.json")).ok()?;
+                Some((
+                    path,
+                    serde_json::from_slice(&text).expect("manifest parses"),
+                ))
+            })
+            .collect();
+    found.sort_by_key(|(_, m)| m["epoch"].as_u64());
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_resume_from_a_checkpoint_and_replay_only_the_tail() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fast = |c: &mut sluice::Config| {
+        c.checkpoint_interval = Some(std::time::Duration::from_millis(100))
+    };
+    let mut server = common::start_on_with(dir.path(), fast).await;
+    let client = common::connect(server.addr.port()).await;
+    client.batch_execute(SETUP).await.expect("setup");
+    client.batch_execute(&churn(1)).await.expect("churn");
+    let first = checkpoint_after(&client, 0).await;
+    // Written after the checkpoint (or in the next one): recovery restores and then replays.
+    client.batch_execute(&churn(2)).await.expect("churn");
+    let mut before = Vec::new();
+    for view in VIEWS {
+        before.push(rows(&client, &format!("SELECT * FROM {view}")).await);
+    }
+    assert_oracles(&client, "before the restart").await;
+    drop(client);
+    server.shutdown().await;
+
+    server = common::start_on_with(dir.path(), fast).await;
+    let client = common::connect(server.addr.port()).await;
+    let recovered = checkpoints(&client, "recovery").await;
+    assert_eq!(recovered.len(), 1, "one recovery row");
+    assert!(
+        recovered[0] >= first,
+        "recovered from {recovered:?}, an older checkpoint than {first}"
+    );
+    assert_eq!(
+        restored_views(&client).await,
+        VIEWS.len() as i64,
+        "every view restored"
+    );
+    for (view, want) in VIEWS.iter().zip(&before) {
+        assert_eq!(
+            &rows(&client, &format!("SELECT * FROM {view}")).await,
+            want,
+            "view {view} after recovery"
+        );
+    }
+    client
+        .batch_execute(&churn(3))
+        .await
+        .expect("churn after restart");
+    assert_oracles(&client, "after recovery and more writes").await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_checkpoint_file_falls_back_to_the_previous_checkpoint() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fast = |c: &mut sluice::Config| {
+        c.checkpoint_interval = Some(std::time::Duration::from_millis(100))
+    };
+    let mut server = common::start_on_with(dir.path(), fast).await;
+    let client = common::connect(server.addr.port()).await;
+    client.batch_execute(SETUP).await.expect("setup");
+    let first = checkpoint_after(&client, 0).await;
+    client.batch_execute(&churn(1)).await.expect("churn");
+    checkpoint_after(&client, first).await;
+    let mut before = Vec::new();
+    for view in VIEWS {
+        before.push(rows(&client, &format!("SELECT * FROM {view}")).await);
+    }
+    drop(client);
+    server.shutdown().await;
+
+    let found = manifests(dir.path());
+    assert!(
+        found.len() >= 2,
+        "two complete checkpoints are kept, found {}",
+        found.len()
+    );
+    let (newest_dir, newest) = &found[found.len() - 1];
+    let previous_epoch = found[found.len() - 2].1["epoch"].as_i64().expect("epoch");
+    // The largest file the newest checkpoint wrote itself, cut in half.
+    let own = newest_dir
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let victim = newest["views"]
+        .as_array()
+        .expect("views")
+        .iter()
+        .flat_map(|v| v["files"].as_array().expect("files").iter())
+        .map(|f| &f[1])
+        .filter(|f| f["path"].as_str().expect("path").starts_with(&own))
+        .max_by_key(|f| f["bytes"].as_u64())
+        .expect("the newest checkpoint wrote a file");
+    let path = dir
+        .path()
+        .join("checkpoints")
+        .join(victim["path"].as_str().expect("path"));
+    let bytes = victim["bytes"].as_u64().expect("bytes");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open")
+        .set_len(bytes / 2)
+        .expect("truncate");
+
+    server = common::start_on_with(dir.path(), fast).await;
+    let client = common::connect(server.addr.port()).await;
+    assert_eq!(
+        checkpoints(&client, "recovery").await,
+        vec![previous_epoch],
+        "recovery used the checkpoint before the damaged one"
+    );
+    assert_eq!(
+        restored_views(&client).await,
+        VIEWS.len() as i64,
+        "every view restored"
+    );
+    for (view, want) in VIEWS.iter().zip(&before) {
+        assert_eq!(
+            &rows(&client, &format!("SELECT * FROM {view}")).await,
+            want,
+            "view {view} after falling back"
+        );
+    }
+    assert_oracles(&client, "after falling back").await;
+    server.shutdown().await;
+}

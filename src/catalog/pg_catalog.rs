@@ -63,6 +63,7 @@ pub const RELATIONS: &[&str] = &[
     "pg_type",
     "pg_user",
     "pg_views",
+    "sluice_checkpoints",
     "sluice_sources",
     "sluice_subscriptions",
     "sluice_views",
@@ -363,6 +364,36 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                         !field.is_nullable(),
                     ));
                 }
+            }
+            r
+        }
+        "sluice_checkpoints" => {
+            // The most recent checkpoints of view state: when, how long, how big.
+            let mut r = Relation::new(&[
+                ("kind", TEXT),
+                ("epoch", INT8),
+                (
+                    "completed_at",
+                    DataType::Timestamp(TimeUnit::Millisecond, None),
+                ),
+                ("duration_ms", INT8),
+                ("bytes_written", INT8),
+                ("total_bytes", INT8),
+                ("views_written", INT8),
+                ("views_reused", INT8),
+            ]);
+            let int = |v: u64| ScalarValue::Int64(Some(v as i64));
+            for c in registry.checkpoints() {
+                r.row(vec![
+                    s(c.kind),
+                    int(c.epoch),
+                    ScalarValue::TimestampMillisecond(Some(c.completed_at_ms as i64), None),
+                    int(c.duration_ms),
+                    int(c.bytes_written),
+                    int(c.total_bytes),
+                    int(c.views_written as u64),
+                    int(c.views_reused as u64),
+                ]);
             }
             r
         }

@@ -83,7 +83,12 @@ pub struct SubscriptionInfo {
 pub struct ViewRegistry {
     views: RwLock<BTreeMap<String, Arc<ViewEntry>>>,
     published: RwLock<Arc<Published>>,
+    /// The most recent checkpoints, oldest first.
+    checkpoints: std::sync::Mutex<std::collections::VecDeque<crate::state::CheckpointInfo>>,
 }
+
+/// Checkpoints `sluice_checkpoints` remembers.
+const CHECKPOINTS_SHOWN: usize = 20;
 
 impl ViewRegistry {
     /// The view called `name`.
@@ -134,6 +139,21 @@ impl ViewRegistry {
     /// Replaces the published contents (the runtime, once per epoch).
     pub fn publish(&self, published: Published) {
         *self.published.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(published);
+    }
+
+    /// Remembers a completed checkpoint (the checkpoint thread).
+    pub fn record_checkpoint(&self, info: crate::state::CheckpointInfo) {
+        let mut shown = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
+        if shown.len() == CHECKPOINTS_SHOWN {
+            shown.pop_front();
+        }
+        shown.push_back(info);
+    }
+
+    /// The most recent checkpoints, oldest first.
+    pub fn checkpoints(&self) -> Vec<crate::state::CheckpointInfo> {
+        let shown = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
+        shown.iter().cloned().collect()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<ViewEntry>>> {

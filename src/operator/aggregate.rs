@@ -31,6 +31,7 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use super::keys::{EncodedKeys, GroupKeys};
 use super::{Operator, OperatorError};
+use crate::state::{StateError, columns};
 use crate::stream::{ChangeBatch, Timestamp};
 
 const NAME: &str = "GroupAggregate";
@@ -754,6 +755,137 @@ fn decode_values<'a>(
     take(&arrays[0], &UInt32Array::from(index), None).map_err(arrow)
 }
 
+/// Checkpoints: one row per live group — its key, row count, last emitted row, open window,
+/// and per aggregate its state columns (`a{i}_…`). Taken at a barrier, when no group is dirty.
+impl GroupAggregateOperator {
+    /// The state as one batch.
+    pub fn checkpoint(&self) -> Result<RecordBatch, StateError> {
+        let live: Vec<usize> = (0..self.group_keys.len())
+            .filter(|&g| self.group_index.get(&self.group_keys[g]) == Some(&g))
+            .collect();
+        let mut open: HashMap<usize, Timestamp> = HashMap::new();
+        for (&t, groups) in &self.open_windows {
+            for &g in groups {
+                open.insert(g, t);
+            }
+        }
+        let mut columns: Vec<(String, ArrayRef)> = vec![
+            (
+                "key".into(),
+                columns::blobs(live.iter().map(|&g| Some(&*self.group_keys[g]))),
+            ),
+            (
+                "rows".into(),
+                columns::i64s(live.iter().map(|&g| self.group_rows[g]).collect()),
+            ),
+            (
+                "emitted".into(),
+                columns::blobs(live.iter().map(|&g| self.emitted[g].as_deref())),
+            ),
+            (
+                "open_window".into(),
+                columns::opt_i64s(live.iter().map(|g| open.get(g).copied()).collect()),
+            ),
+        ];
+        let pick = |v: &[i64]| live.iter().map(|&g| v[g]).collect::<Vec<_>>();
+        for (a, state) in self.states.iter().enumerate() {
+            match state {
+                AggregateState::Counts(c) => {
+                    columns.push((format!("a{a}_count"), columns::i64s(pick(c))))
+                }
+                AggregateState::IntSums { sums, counts }
+                | AggregateState::DecimalSums { sums, counts, .. } => {
+                    let s = live.iter().map(|&g| sums[g]).collect();
+                    columns.push((format!("a{a}_sum"), columns::i128s(s)));
+                    columns.push((format!("a{a}_count"), columns::i64s(pick(counts))));
+                }
+                AggregateState::FloatSums { sums, counts } => {
+                    let s = live.iter().map(|&g| sums[g]).collect();
+                    columns.push((format!("a{a}_sum"), columns::f64s(s)));
+                    columns.push((format!("a{a}_count"), columns::i64s(pick(counts))));
+                }
+                AggregateState::Values { values, .. } => {
+                    let mut blob = Vec::new();
+                    let mut builder = datafusion::arrow::array::LargeBinaryBuilder::new();
+                    for &g in &live {
+                        columns::encode_counted(&values[g], &mut blob);
+                        builder.append_value(&blob);
+                    }
+                    columns.push((format!("a{a}_values"), Arc::new(builder.finish())));
+                }
+                AggregateState::Extreme { values, .. } => columns.push((
+                    format!("a{a}_extreme"),
+                    columns::blobs(live.iter().map(|&g| values[g].as_deref())),
+                )),
+            }
+        }
+        columns::batch(
+            columns
+                .iter()
+                .map(|(n, c)| (n.as_str(), Arc::clone(c)))
+                .collect(),
+        )
+    }
+
+    /// Replaces the state with a checkpoint's.
+    pub fn restore(&mut self, batch: &RecordBatch) -> Result<(), StateError> {
+        let keys = columns::blob_column(batch, "key")?;
+        let emitted = columns::blob_column(batch, "emitted")?;
+        let n = batch.num_rows();
+        self.group_index = HashMap::with_capacity(n);
+        self.group_keys = Vec::with_capacity(n);
+        for g in 0..n {
+            let key: Box<[u8]> = keys.value(g).into();
+            self.group_index.insert(key.clone(), g);
+            self.group_keys.push(key);
+        }
+        self.group_rows = columns::i64_column(batch, "rows")?;
+        self.emitted = (0..n)
+            .map(|g| columns::blob_at(emitted, g).map(Box::from))
+            .collect();
+        self.dirty.clear();
+        self.is_dirty = vec![false; n];
+        self.open_windows.clear();
+        for (g, t) in columns::opt_i64_column(batch, "open_window")?
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(t) = t {
+                self.open_windows.entry(t).or_default().push(g);
+            }
+        }
+        for (a, state) in self.states.iter_mut().enumerate() {
+            match state {
+                AggregateState::Counts(c) => {
+                    *c = columns::i64_column(batch, &format!("a{a}_count"))?
+                }
+                AggregateState::IntSums { sums, counts }
+                | AggregateState::DecimalSums { sums, counts, .. } => {
+                    *sums = columns::i128_column(batch, &format!("a{a}_sum"))?;
+                    *counts = columns::i64_column(batch, &format!("a{a}_count"))?;
+                }
+                AggregateState::FloatSums { sums, counts } => {
+                    *sums = columns::f64_column(batch, &format!("a{a}_sum"))?;
+                    *counts = columns::i64_column(batch, &format!("a{a}_count"))?;
+                }
+                AggregateState::Values { values, .. } => {
+                    let blobs = columns::blob_column(batch, &format!("a{a}_values"))?;
+                    *values = (0..n)
+                        .map(|g| columns::decode_counted(blobs.value(g)))
+                        .collect::<Result<_, _>>()?;
+                }
+                AggregateState::Extreme { values, .. } => {
+                    let blobs = columns::blob_column(batch, &format!("a{a}_extreme"))?;
+                    *values = (0..n)
+                        .map(|g| columns::blob_at(blobs, g).map(Box::from))
+                        .collect();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl super::KeyedOperator for GroupAggregateOperator {
     fn schema(&self) -> SchemaRef {
         GroupAggregateOperator::schema(self)
@@ -761,6 +893,19 @@ impl super::KeyedOperator for GroupAggregateOperator {
 
     fn update(&mut self, change: &ChangeBatch) -> Result<(), OperatorError> {
         GroupAggregateOperator::update(self, change)
+    }
+
+    fn checkpoint(&self) -> Result<Option<Vec<RecordBatch>>, StateError> {
+        Ok(Some(vec![GroupAggregateOperator::checkpoint(self)?]))
+    }
+
+    fn restore(&mut self, state: &[RecordBatch]) -> Result<(), StateError> {
+        let [batch] = state else {
+            return Err(StateError::mismatch(
+                "a group aggregate's state is one batch",
+            ));
+        };
+        GroupAggregateOperator::restore(self, batch)
     }
 
     fn finish(&mut self, watermark: Option<Timestamp>) -> Result<Vec<ChangeBatch>, OperatorError> {

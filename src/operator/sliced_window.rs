@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int64Array, TimestampNanosecondArray,
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, TimestampNanosecondArray,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
@@ -22,6 +22,7 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use super::OperatorError;
 use super::keys::GroupKeys;
+use crate::state::{StateError, columns};
 use crate::stream::{ChangeBatch, Timestamp};
 
 const NAME: &str = "SlicedWindowAggregate";
@@ -623,6 +624,161 @@ impl SlicedWindowAggregate {
     }
 }
 
+/// Checkpoints: four batches — the groups (key, last window emitted), their slices with one
+/// partial per aggregate, the partials last emitted per open window (updating mode), and the
+/// watermark. Slots are renumbered densely on restore.
+impl SlicedWindowAggregate {
+    fn partial_columns(
+        columns: &mut Vec<(String, ArrayRef)>,
+        prefix: &str,
+        n: usize,
+        partials: &[Partial],
+    ) {
+        for a in 0..n {
+            let p = |f: fn(&Partial) -> i64| partials.iter().skip(a).step_by(n).map(f).collect();
+            columns.push((format!("{prefix}{a}_n"), columns::i64s(p(|p| p.n))));
+            columns.push((format!("{prefix}{a}_int"), columns::i64s(p(|p| p.int))));
+            let floats = partials
+                .iter()
+                .skip(a)
+                .step_by(n)
+                .map(|p| p.float)
+                .collect();
+            columns.push((format!("{prefix}{a}_float"), columns::f64s(floats)));
+        }
+    }
+
+    fn read_partials(
+        batch: &RecordBatch,
+        prefix: &str,
+        n: usize,
+    ) -> Result<Vec<Partial>, StateError> {
+        let rows = batch.num_rows();
+        let mut partials = vec![EMPTY; rows * n];
+        for a in 0..n {
+            let ns = columns::i64_column(batch, &format!("{prefix}{a}_n"))?;
+            let ints = columns::i64_column(batch, &format!("{prefix}{a}_int"))?;
+            let floats = columns::f64_column(batch, &format!("{prefix}{a}_float"))?;
+            for r in 0..rows {
+                partials[r * n + a] = Partial {
+                    n: ns[r],
+                    int: ints[r],
+                    float: floats[r],
+                };
+            }
+        }
+        Ok(partials)
+    }
+
+    /// The state as batches.
+    pub fn checkpoint(&self) -> Result<Vec<RecordBatch>, StateError> {
+        let n = self.aggregates.len().max(1);
+        let named = |columns: Vec<(String, ArrayRef)>| {
+            columns::batch(
+                columns
+                    .iter()
+                    .map(|(n, c)| (n.as_str(), Arc::clone(c)))
+                    .collect(),
+            )
+        };
+        let groups = named(vec![
+            (
+                "key".into(),
+                columns::blobs(self.group_keys.iter().map(|k| Some(&**k))),
+            ),
+            (
+                "emitted_through".into(),
+                columns::opt_i64s(self.groups.iter().map(|g| g.emitted_through).collect()),
+            ),
+        ])?;
+        let mut owner = Vec::new();
+        let mut starts = Vec::new();
+        let mut partials = Vec::new();
+        for (g, group) in self.groups.iter().enumerate() {
+            for &(start, slot) in &group.slices {
+                owner.push(g as i64);
+                starts.push(start);
+                partials.extend_from_slice(&self.partials[slot * n..(slot + 1) * n]);
+            }
+        }
+        let mut slices = vec![
+            ("group".to_string(), columns::i64s(owner)),
+            ("start".to_string(), columns::i64s(starts)),
+        ];
+        Self::partial_columns(&mut slices, "a", n, &partials);
+        let mut owner = Vec::new();
+        let mut windows = Vec::new();
+        let mut partials = Vec::new();
+        for (&(g, w), &i) in &self.emitted_index {
+            owner.push(g as i64);
+            windows.push(w);
+            partials.extend_from_slice(&self.emitted[i * n..(i + 1) * n]);
+        }
+        let mut emitted = vec![
+            ("group".to_string(), columns::i64s(owner)),
+            ("window".to_string(), columns::i64s(windows)),
+        ];
+        Self::partial_columns(&mut emitted, "e", n, &partials);
+        let meta = named(vec![(
+            "watermark".into(),
+            columns::opt_i64s(vec![self.watermark]),
+        )])?;
+        Ok(vec![groups, named(slices)?, named(emitted)?, meta])
+    }
+
+    /// Replaces the state with a checkpoint's.
+    pub fn restore(&mut self, state: &[RecordBatch]) -> Result<(), StateError> {
+        let [groups, slices, emitted, meta] = state else {
+            return Err(StateError::mismatch(
+                "a sliced window's state is four batches",
+            ));
+        };
+        let n = self.aggregates.len().max(1);
+        let keys = columns::blob_column(groups, "key")?;
+        self.group_index = HashMap::with_capacity(groups.num_rows());
+        self.group_keys = Vec::with_capacity(groups.num_rows());
+        self.groups = columns::opt_i64_column(groups, "emitted_through")?
+            .into_iter()
+            .map(|emitted_through| Group {
+                slices: VecDeque::new(),
+                emitted_through,
+            })
+            .collect();
+        for g in 0..groups.num_rows() {
+            let key: Box<[u8]> = keys.value(g).into();
+            self.group_index.insert(key.clone(), g);
+            self.group_keys.push(key);
+        }
+        let owner = columns::i64_column(slices, "group")?;
+        let starts = columns::i64_column(slices, "start")?;
+        self.partials = Self::read_partials(slices, "a", n)?;
+        self.free_slots.clear();
+        for (slot, (&g, &start)) in owner.iter().zip(&starts).enumerate() {
+            let group = self
+                .groups
+                .get_mut(g as usize)
+                .ok_or_else(|| StateError::mismatch("a slice of no group"))?;
+            group.slices.push_back((start, slot));
+        }
+        self.dirty.clear();
+        self.slot_dirty = vec![false; owner.len()];
+        let owner = columns::i64_column(emitted, "group")?;
+        let windows = columns::i64_column(emitted, "window")?;
+        self.emitted = Self::read_partials(emitted, "e", n)?;
+        self.emitted_index = owner
+            .iter()
+            .zip(&windows)
+            .enumerate()
+            .map(|(i, (&g, &w))| ((g as usize, w), i))
+            .collect();
+        self.watermark = columns::opt_i64_column(meta, "watermark")?
+            .first()
+            .copied()
+            .flatten();
+        Ok(())
+    }
+}
+
 impl super::KeyedOperator for SlicedWindowAggregate {
     fn schema(&self) -> SchemaRef {
         SlicedWindowAggregate::schema(self)
@@ -630,6 +786,14 @@ impl super::KeyedOperator for SlicedWindowAggregate {
 
     fn update(&mut self, change: &ChangeBatch) -> Result<(), OperatorError> {
         SlicedWindowAggregate::update(self, change)
+    }
+
+    fn checkpoint(&self) -> Result<Option<Vec<RecordBatch>>, StateError> {
+        Ok(Some(SlicedWindowAggregate::checkpoint(self)?))
+    }
+
+    fn restore(&mut self, state: &[RecordBatch]) -> Result<(), StateError> {
+        SlicedWindowAggregate::restore(self, state)
     }
 
     fn finish(&mut self, watermark: Option<Timestamp>) -> Result<Vec<ChangeBatch>, OperatorError> {

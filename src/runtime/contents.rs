@@ -8,6 +8,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::row::{RowConverter, SortField};
 
+use crate::state::{StateError, columns};
 use crate::stream::ChangeBatch;
 
 /// A view's rows: row bytes → multiplicity; or, for an append-only view (`EMIT ON WINDOW
@@ -105,6 +106,50 @@ impl ViewContents {
         }
         flush(&mut pending, &mut out)?;
         Ok(out)
+    }
+
+    /// The contents for a checkpoint: an append-only view's batches as they are; otherwise
+    /// one batch of (row bytes, count).
+    pub fn checkpoint(&self) -> Result<(SchemaRef, Vec<RecordBatch>), StateError> {
+        if let Some(appended) = &self.appended {
+            return Ok((self.schema.clone(), appended.clone()));
+        }
+        let batch = columns::batch(vec![
+            ("row", columns::blobs(self.rows.keys().map(|r| Some(&**r)))),
+            (
+                "count",
+                columns::i64s(self.rows.values().copied().collect()),
+            ),
+        ])?;
+        Ok((batch.schema(), vec![batch]))
+    }
+
+    /// Replaces the contents with a checkpoint's.
+    pub fn restore(&mut self, batches: &[RecordBatch]) -> Result<(), StateError> {
+        if let Some(appended) = &mut self.appended {
+            if let Some(b) = batches
+                .iter()
+                .find(|b| b.schema().fields() != self.schema.fields())
+            {
+                return Err(StateError::mismatch(format!(
+                    "view rows of schema {:?}, not {:?}",
+                    b.schema(),
+                    self.schema
+                )));
+            }
+            *appended = batches.to_vec();
+            return Ok(());
+        }
+        self.rows.clear();
+        for batch in batches {
+            let rows = columns::blob_column(batch, "row")?;
+            let counts = columns::i64_column(batch, "count")?;
+            self.rows.reserve(batch.num_rows());
+            for (i, count) in counts.into_iter().enumerate() {
+                self.rows.insert(rows.value(i).into(), count);
+            }
+        }
+        Ok(())
     }
 
     /// The whole contents as insertions (to start a view that reads this one).

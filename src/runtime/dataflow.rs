@@ -17,6 +17,7 @@ use datafusion::common::hash_utils::{RandomState, create_hashes};
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::operator::{FilterProjectOperator, KeyedOperator, Operator, OperatorError};
+use crate::state::StateError;
 use crate::stream::{ChangeBatch, Timestamp};
 
 /// A node of a view's operator graph.
@@ -75,6 +76,9 @@ pub enum Node {
     },
 }
 
+/// A keyed operator partition's checkpointed state, by name.
+pub type NamedState = (String, Vec<RecordBatch>);
+
 /// What one push or finish produced.
 #[derive(Debug, Default)]
 pub struct Output {
@@ -115,6 +119,81 @@ impl Node {
             | Node::Keyed { input, .. } => std::slice::from_ref(input.as_ref()),
             Node::Union { inputs, .. } => inputs,
         }
+    }
+
+    /// Partitions of the keyed operators (the first one met; all have the same).
+    pub fn parallelism(&self) -> usize {
+        match self {
+            Node::Keyed { partitions, .. } => partitions.len(),
+            _ => self
+                .inputs()
+                .iter()
+                .map(Node::parallelism)
+                .max()
+                .unwrap_or(1),
+        }
+    }
+
+    /// The keyed operators' state, named `n{k}p{p}` for the `k`-th keyed node in depth-first
+    /// order and partition `p`; `None` when an operator cannot checkpoint.
+    pub fn checkpoint(&self) -> Result<Option<Vec<NamedState>>, StateError> {
+        let mut out = Vec::new();
+        let mut next = 0;
+        Ok(self.checkpoint_into(&mut next, &mut out)?.then_some(out))
+    }
+
+    fn checkpoint_into(
+        &self,
+        next: &mut usize,
+        out: &mut Vec<NamedState>,
+    ) -> Result<bool, StateError> {
+        if let Node::Keyed { partitions, .. } = self {
+            let k = *next;
+            *next += 1;
+            for (p, operator) in partitions.iter().enumerate() {
+                match operator.checkpoint()? {
+                    Some(state) => out.push((format!("n{k}p{p}"), state)),
+                    None => return Ok(false),
+                }
+            }
+        }
+        for input in self.inputs() {
+            if !input.checkpoint_into(next, out)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Restores what [`Self::checkpoint`] gave.
+    pub fn restore(
+        &mut self,
+        state: &std::collections::HashMap<String, Vec<RecordBatch>>,
+    ) -> Result<(), StateError> {
+        let mut next = 0;
+        self.restore_from(&mut next, state)
+    }
+
+    fn restore_from(
+        &mut self,
+        next: &mut usize,
+        state: &std::collections::HashMap<String, Vec<RecordBatch>>,
+    ) -> Result<(), StateError> {
+        if let Node::Keyed { partitions, .. } = self {
+            let k = *next;
+            *next += 1;
+            for (p, operator) in partitions.iter_mut().enumerate() {
+                let name = format!("n{k}p{p}");
+                let batches = state
+                    .get(&name)
+                    .ok_or_else(|| StateError::mismatch(format!("no state {name}")))?;
+                operator.restore(batches)?;
+            }
+        }
+        for input in self.inputs_mut() {
+            input.restore_from(next, state)?;
+        }
+        Ok(())
     }
 
     /// Pushes changes of source `source` through the graph; returns the output changes.

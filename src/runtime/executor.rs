@@ -19,11 +19,19 @@ use crate::catalog::registry::TableRegistry;
 use crate::catalog::views::{Published, SubscriptionInfo, ViewRegistry, ViewSnapshot};
 use crate::error::{Error, Result, sqlstate};
 use crate::planner::{SourceRef, StreamPlan};
+use crate::state::{CheckpointJob, CheckpointWriter, RecoveredView, StateError, ViewState};
 use crate::stream::{ChangeBatch, Timestamp};
 
 use super::contents::ViewContents;
 use super::dataflow::Node;
 use super::subscribe::{EndReason, SubscribeEvent, SubscribeOptions, SubscriberFeed, Subscription};
+
+/// The name of a view's contents among its checkpoint pieces.
+const CONTENTS: &str = "contents";
+
+fn state_error(e: StateError) -> Error {
+    Error::unsupported(format!("checkpoint: {e}"))
+}
 
 /// Log records read per chunk: bounds the memory a catching-up view holds at once.
 const READ_CHUNK: usize = 64;
@@ -46,6 +54,10 @@ pub struct RunningView {
     watermark: Option<Timestamp>,
     /// Published for `SELECT` at each epoch; false for a view that only feeds a subscription.
     published: bool,
+    /// Whether its state moved since the last checkpoint (otherwise that one's files serve).
+    changed_since_checkpoint: bool,
+    /// Restored from a checkpoint: it is consistent with the views it reads as they stand.
+    restored: bool,
 }
 
 #[derive(Debug)]
@@ -84,7 +96,81 @@ impl RunningView {
             failed: None,
             watermark: None,
             published: true,
+            changed_since_checkpoint: true,
+            restored: false,
         })
+    }
+
+    /// Puts the view back where a checkpoint left it: operator state, contents, the position
+    /// and watermark of each source.
+    pub fn restore(&mut self, recovered: &RecoveredView) -> std::result::Result<(), StateError> {
+        let checkpoint = &recovered.checkpoint;
+        if checkpoint.positions.len() != self.sources.len()
+            || checkpoint.source_watermarks.len() != self.sources.len()
+        {
+            return Err(StateError::mismatch("the view's sources differ"));
+        }
+        if checkpoint.parallelism != self.root.parallelism() {
+            return Err(StateError::mismatch(format!(
+                "written with {} partitions, running with {}",
+                checkpoint.parallelism,
+                self.root.parallelism()
+            )));
+        }
+        self.root.restore(&recovered.pieces)?;
+        let contents = recovered
+            .pieces
+            .get(CONTENTS)
+            .ok_or_else(|| StateError::mismatch("no contents"))?;
+        self.contents.restore(contents)?;
+        for ((source, &position), &watermark) in self
+            .sources
+            .iter_mut()
+            .zip(&checkpoint.positions)
+            .zip(&checkpoint.source_watermarks)
+        {
+            source.position = position;
+            source.watermark = watermark;
+        }
+        self.watermark = checkpoint.watermark;
+        self.changed_since_checkpoint = false;
+        self.restored = true;
+        Ok(())
+    }
+
+    /// The view's state for a checkpoint: `None` when it is not checkpointed (failed, only
+    /// feeding a subscription, or an operator that cannot); no pieces when nothing changed
+    /// since the last checkpoint and `everything` is false.
+    fn checkpoint(&self, everything: bool) -> Result<Option<ViewState>> {
+        if self.failed.is_some() || !self.published {
+            return Ok(None);
+        }
+        let pieces = if self.changed_since_checkpoint || everything {
+            let Some(operators) = self.root.checkpoint().map_err(state_error)? else {
+                return Ok(None);
+            };
+            let (schema, rows) = self.contents.checkpoint().map_err(state_error)?;
+            let mut pieces = vec![(CONTENTS.to_string(), schema, rows)];
+            for (name, batches) in operators {
+                let schema = batches
+                    .first()
+                    .map(|b| b.schema())
+                    .ok_or_else(|| Error::unsupported("an operator checkpointed no batch"))?;
+                pieces.push((name, schema, batches));
+            }
+            Some(pieces)
+        } else {
+            None
+        };
+        Ok(Some(ViewState {
+            id: self.id,
+            name: self.name.clone(),
+            positions: self.sources.iter().map(|s| s.position).collect(),
+            source_watermarks: self.sources.iter().map(|s| s.watermark).collect(),
+            watermark: self.watermark,
+            parallelism: self.root.parallelism(),
+            pieces,
+        }))
     }
 
     /// A view that only feeds subscriptions (`SUBSCRIBE (SELECT …)`): never published.
@@ -131,6 +217,26 @@ struct Shared {
     tables: Arc<TableRegistry>,
     views: Arc<ViewRegistry>,
     commit_gate: Arc<RwLock<()>>,
+    checkpoints: Option<Checkpoints>,
+}
+
+/// Checkpointing: the writer thread and when the last checkpoint was taken.
+#[derive(Debug)]
+pub struct Checkpoints {
+    writer: CheckpointWriter,
+    interval: Duration,
+    last: Mutex<Instant>,
+}
+
+impl Checkpoints {
+    /// A checkpoint every `interval`, written by `writer`.
+    pub fn new(writer: CheckpointWriter, interval: Duration) -> Self {
+        Self {
+            writer,
+            interval,
+            last: Mutex::new(Instant::now()),
+        }
+    }
 }
 
 /// The view runtime.
@@ -147,6 +253,7 @@ impl Executor {
         tables: Arc<TableRegistry>,
         views: Arc<ViewRegistry>,
         commit_gate: Arc<RwLock<()>>,
+        checkpoints: Option<Checkpoints>,
     ) -> Result<Self> {
         let shared = Arc::new(Shared {
             set: Mutex::new(ViewSet::default()),
@@ -159,6 +266,7 @@ impl Executor {
             tables,
             views,
             commit_gate,
+            checkpoints,
         });
         let runner = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -176,6 +284,10 @@ impl Executor {
     pub fn add(&self, mut view: RunningView) -> Result<()> {
         let mut set = self.shared.lock_set();
         for source in &mut view.sources {
+            if view.restored {
+                // Restored together with the views it reads, at the same barrier.
+                break;
+            }
             if let SourceRef::View(upstream) = &source.source {
                 let running = set
                     .running
@@ -390,8 +502,12 @@ impl Shared {
                 outputs.insert(view.id, (Vec::new(), view.watermark));
                 continue;
             }
+            let watermark_before = view.watermark;
             match run_view(view, &cut, &outputs) {
-                Ok(changes) => {
+                Ok((changes, fed)) => {
+                    if fed || !changes.is_empty() || view.watermark != watermark_before {
+                        view.changed_since_checkpoint = true;
+                    }
                     if !changes.is_empty() {
                         changed.push(view.id);
                     }
@@ -478,14 +594,53 @@ impl Shared {
             views: snapshots.clone(),
             subscriptions,
         });
+        let epoch = *epoch;
+        self.checkpoint_if_due(running, epoch, started);
         let elapsed = started.elapsed();
         if elapsed > Duration::from_millis(100) {
-            tracing::debug!(
-                epoch = *epoch,
-                elapsed_ms = elapsed.as_millis() as u64,
-                "epoch"
-            );
+            tracing::debug!(epoch, elapsed_ms = elapsed.as_millis() as u64, "epoch");
         }
+    }
+}
+
+impl Shared {
+    /// Hands the checkpoint writer every view's state when a checkpoint is due and the
+    /// previous one is written.
+    fn checkpoint_if_due(&self, running: &mut [RunningView], epoch: u64, barrier: Instant) {
+        let Some(checkpoints) = &self.checkpoints else {
+            return;
+        };
+        let mut last = checkpoints.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.elapsed() < checkpoints.interval || checkpoints.writer.busy() {
+            return;
+        }
+        *last = Instant::now();
+        let everything = checkpoints.writer.take_failure();
+        let mut views = Vec::new();
+        for view in running.iter() {
+            match view.checkpoint(everything) {
+                Ok(Some(state)) => views.push(state),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(view = %view.name, error = %e, "cannot checkpoint the view");
+                }
+            }
+        }
+        if views.iter().all(|v| v.pieces.is_none()) {
+            // Nothing moved since the last checkpoint: it still holds.
+            return;
+        }
+        for view in running.iter_mut() {
+            view.changed_since_checkpoint = false;
+        }
+        checkpoints.writer.submit(
+            CheckpointJob {
+                epoch,
+                views,
+                sinks: Vec::new(),
+            },
+            barrier,
+        );
     }
 }
 
@@ -538,13 +693,15 @@ fn feed_epoch(
     !feed.sender.is_closed()
 }
 
-/// Feeds a view its input up to the cut and returns its output changes of the epoch.
+/// Feeds a view its input up to the cut; returns its output changes of the epoch, and whether
+/// it was fed anything.
 fn run_view(
     view: &mut RunningView,
     cut: &HashMap<u32, u64>,
     outputs: &HashMap<u32, (Vec<ChangeBatch>, Option<Timestamp>)>,
-) -> Result<Vec<ChangeBatch>> {
+) -> Result<(Vec<ChangeBatch>, bool)> {
     let mut changes = Vec::new();
+    let mut fed = false;
     let RunningView {
         root,
         sources,
@@ -564,6 +721,7 @@ fn run_view(
     let mut since_finish = 0u64;
     for (index, source) in sources.iter_mut().enumerate() {
         for change in std::mem::take(&mut source.pending) {
+            fed = true;
             emit(root.push(index, &change)?, &mut changes)?;
         }
         match &source.source {
@@ -599,6 +757,7 @@ fn run_view(
                         }
                         source.position = position + 1;
                         since_finish += 1;
+                        fed = true;
                     }
                     if since_finish >= SUB_EPOCH_RECORDS {
                         since_finish = 0;
@@ -610,6 +769,7 @@ fn run_view(
             SourceRef::View(upstream) => {
                 if let Some((upstream_changes, upstream_watermark)) = outputs.get(&upstream.id) {
                     for change in upstream_changes {
+                        fed = true;
                         emit(root.push(index, change)?, &mut changes)?;
                     }
                     source.watermark = *upstream_watermark;
@@ -621,5 +781,5 @@ fn run_view(
     let finished = root.finish(&watermarks)?;
     *watermark = finished.watermark;
     emit(finished.changes, &mut changes)?;
-    Ok(changes)
+    Ok((changes, fed))
 }

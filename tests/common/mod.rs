@@ -53,8 +53,14 @@ impl TestServer {
 
 /// Starts a server on port 0 over `data_dir`.
 pub async fn start_on(data_dir: &Path) -> RunningServer {
+    start_on_with(data_dir, |_| {}).await
+}
+
+/// Starts a server on port 0 over `data_dir`, its configuration adjusted by `tune`.
+pub async fn start_on_with(data_dir: &Path, tune: impl FnOnce(&mut Config)) -> RunningServer {
     let mut config = Config::new(data_dir);
     config.listen = "127.0.0.1:0".parse().expect("address");
+    tune(&mut config);
     Server::start(config).await.expect("server starts")
 }
 
