@@ -358,7 +358,7 @@ impl Engine {
                 self.views
                     .record_checkpoint(crate::state::CheckpointInfo::recovery(
                         &recovered.manifest,
-                        started.elapsed(),
+                        recovered.elapsed + started.elapsed(),
                         restored.len(),
                         replayed,
                     ));
@@ -373,7 +373,15 @@ impl Engine {
             let statement = parse_sql(&object.sql)?.into_iter().next().ok_or_else(|| {
                 Error::unsupported(format!("empty definition of {}", object.name))
             })?;
-            self.start_sink(&statement, object.id)?;
+            // A sink resumes from the checkpoint only if its view was restored from it.
+            let pending = recovered.as_ref().and_then(|r| {
+                let from = &statement.sink.as_ref()?.from;
+                if !restored.contains(from) {
+                    return None;
+                }
+                r.sinks.get(&object.name).map(Vec::as_slice)
+            });
+            self.start_sink(&statement, pending)?;
         }
         Ok(())
     }
@@ -399,7 +407,7 @@ impl Engine {
             .into_iter()
             .next()
             .ok_or_else(|| Error::unsupported("empty CREATE SINK"))?;
-        self.start_sink(&statement, id)?;
+        self.start_sink(&statement, None)?;
         self.lock_store().add(StoredObject {
             id,
             kind: "sink".into(),
@@ -410,7 +418,13 @@ impl Engine {
         Ok(())
     }
 
-    fn start_sink(&self, statement: &crate::sql::parser::SluiceStatement, _id: u32) -> Result<()> {
+    /// Starts a sink. `recovered`: its changes not confirmed in the checkpoint the views
+    /// were restored from (an exactly-once sink resends what of them is missing).
+    fn start_sink(
+        &self,
+        statement: &crate::sql::parser::SluiceStatement,
+        recovered: Option<&[datafusion::arrow::array::RecordBatch]>,
+    ) -> Result<()> {
         let (Some(sink), Some(connector)) = (&statement.sink, &statement.connector) else {
             return Err(Error::unsupported("not a CREATE SINK statement"));
         };
@@ -427,14 +441,65 @@ impl Engine {
         let encoder =
             crate::connector::sink::SinkEncoder::new(&spec, &view.schema, view.append_only)?;
         let (sender, receiver) = std::sync::mpsc::sync_channel(16);
-        let running =
-            crate::connector::sink::start(&sink.name, &sink.from, spec, encoder, receiver)?;
-        self.executor.add_sink(view.id, sender)?;
+        let checkpoints = self.executor.checkpoint_completed();
+        let running = match checkpoints {
+            Some(checkpoints) if spec.exactly_once => {
+                let confirmed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                let resumed = recovered
+                    .map(crate::runtime::executor::sink_batches)
+                    .transpose()?;
+                let running = crate::connector::sink::start_transactional(
+                    &sink.from,
+                    crate::connector::kafka::transactional::TransactionalSink {
+                        name: sink.name.clone(),
+                        spec,
+                        encoder,
+                        receiver,
+                        stats: Default::default(),
+                        stop: Default::default(),
+                        confirmed: Arc::clone(&confirmed),
+                        checkpoints,
+                        state_file: self.sink_state_file(&sink.name),
+                        resume: resumed.clone().unwrap_or_default(),
+                    },
+                )?;
+                self.executor.add_sink(
+                    view.id,
+                    sender,
+                    Some(crate::runtime::executor::ExactlyOnce {
+                        name: sink.name.clone(),
+                        confirmed,
+                        resumed,
+                    }),
+                )?;
+                running
+            }
+            _ => {
+                if spec.exactly_once {
+                    tracing::warn!(
+                        sink = %sink.name,
+                        "checkpoints are off, so the sink is at-least-once"
+                    );
+                }
+                let running =
+                    crate::connector::sink::start(&sink.name, &sink.from, spec, encoder, receiver)?;
+                self.executor.add_sink(view.id, sender, None)?;
+                running
+            }
+        };
         self.sinks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(sink.name.clone(), running);
         Ok(())
+    }
+
+    /// Where an exactly-once sink notes the batch it is sending.
+    fn sink_state_file(&self, name: &str) -> PathBuf {
+        self.config
+            .data_dir
+            .join("sinks")
+            .join(format!("{name}.json"))
     }
 
     /// `DROP SINK`.
@@ -460,6 +525,8 @@ impl Engine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
+        // A sink created later under this name starts afresh.
+        let _ = std::fs::remove_file(self.sink_state_file(name));
         tracing::info!(sink = %name, "sink dropped");
         Ok(())
     }

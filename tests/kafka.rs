@@ -237,7 +237,12 @@ async fn pipeline(enc: Encoding, seed: u64) {
     cluster.create_topic("out", 1, 1).expect("topic");
     let (good, bad) = produce(&bootstrap, "events", enc, seed);
 
-    let server = TestServer::start_with(|c| c.parallelism = 2).await;
+    let server = TestServer::start_with(|c| {
+        c.parallelism = 2;
+        // The sinks are exactly-once: records go out at each checkpoint.
+        c.checkpoint_interval = Some(std::time::Duration::from_millis(300));
+    })
+    .await;
     let client = server.connect().await;
     let encode = match enc {
         Encoding::Json => "ENCODE JSON".to_string(),
@@ -429,7 +434,12 @@ async fn clickstream_example_pipeline_runs_as_shipped() {
     }
     producer.flush(Duration::from_secs(30)).expect("flush");
 
-    let server = TestServer::start_with(|c| c.parallelism = 2).await;
+    let server = TestServer::start_with(|c| {
+        c.parallelism = 2;
+        // The sinks are exactly-once: records go out at each checkpoint.
+        c.checkpoint_interval = Some(std::time::Duration::from_millis(300));
+    })
+    .await;
     let client = server.connect().await;
     let sql = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/clickstream/pipeline.sql"),

@@ -232,6 +232,22 @@ pub fn start(
     })
 }
 
+/// Starts an exactly-once Kafka sink reading view `view`.
+pub fn start_transactional(
+    view: &str,
+    sink: super::kafka::transactional::TransactionalSink,
+) -> Result<RunningSink> {
+    let stats = Arc::clone(&sink.stats);
+    let stop = Arc::clone(&sink.stop);
+    let thread = super::kafka::transactional::spawn(sink)?;
+    Ok(RunningSink {
+        view: view.to_string(),
+        stats,
+        stop,
+        thread: Some(thread),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +276,7 @@ mod tests {
             format,
             primary_key: vec!["k".into()],
             force_append_only: false,
+            exactly_once: false,
         }
     }
 

@@ -191,6 +191,10 @@ pub struct SinkSpec {
     pub primary_key: Vec<String>,
     /// `force_append_only = 'true'`: a plain sink over an updating view drops retractions.
     pub force_append_only: bool,
+    /// `sink.exactly_once` (default true): records go out in Kafka transactions, each holding
+    /// the changes of one checkpoint, committed once the checkpoint is durable; `false`:
+    /// every epoch at once, at-least-once.
+    pub exactly_once: bool,
 }
 
 fn invalid(message: impl Into<String>) -> Error {
@@ -513,6 +517,7 @@ impl SinkSpec {
             format: parse_format(clause, Format::Plain)?,
             primary_key,
             force_append_only: options.boolean("force_append_only")?.unwrap_or(false),
+            exactly_once: options.boolean("sink.exactly_once")?.unwrap_or(true),
         };
         options.get("type");
         options.check_all_used("sink")?;

@@ -47,6 +47,11 @@ impl ViewContents {
         })
     }
 
+    /// The rows' schema.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
     /// Applies a batch of changes.
     pub fn apply(&mut self, change: &ChangeBatch) -> Result<(), ArrowError> {
         if change.num_rows() == 0 {

@@ -19,8 +19,11 @@ use crate::catalog::registry::TableRegistry;
 use crate::catalog::views::{Published, SubscriptionInfo, ViewRegistry, ViewSnapshot};
 use crate::error::{Error, Result, sqlstate};
 use crate::planner::{SourceRef, StreamPlan};
+use crate::state::writer::SinkState;
 use crate::state::{CheckpointJob, CheckpointWriter, RecoveredView, StateError, ViewState};
 use crate::stream::{ChangeBatch, Timestamp};
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use super::contents::ViewContents;
 use super::dataflow::Node;
@@ -194,6 +197,95 @@ pub struct SinkEpoch {
 struct SinkFeed {
     view: u32,
     sender: std::sync::mpsc::SyncSender<SinkEpoch>,
+    /// `None`: at-least-once, each epoch's changes sent at once.
+    exactly_once: Option<ExactlyOnceFeed>,
+}
+
+/// An exactly-once sink's changes: gathered until a checkpoint, kept in every checkpoint
+/// until the sink confirms it committed them.
+#[derive(Debug)]
+struct ExactlyOnceFeed {
+    name: String,
+    /// The view's schema.
+    schema: SchemaRef,
+    /// Changes since the last checkpoint.
+    pending: Vec<ChangeBatch>,
+    /// Batches handed to the sink and not yet confirmed, by checkpoint epoch.
+    unconfirmed: Vec<(u64, Vec<ChangeBatch>)>,
+    /// The newest batch the sink committed.
+    confirmed: Arc<AtomicU64>,
+}
+
+impl ExactlyOnceFeed {
+    /// The unconfirmed batches as stored in a checkpoint: the view's columns, the weight and
+    /// the batch.
+    fn stored(&self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let mut fields: Vec<Arc<Field>> = self.schema.fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(
+            crate::stream::columns::WEIGHT_COLUMN,
+            DataType::Int64,
+            false,
+        )));
+        fields.push(Arc::new(Field::new(
+            SINK_BATCH_COLUMN,
+            DataType::Int64,
+            false,
+        )));
+        let schema = Arc::new(Schema::new(fields));
+        let mut out = Vec::new();
+        for (batch, changes) in &self.unconfirmed {
+            for change in changes {
+                let rows = change.num_rows();
+                let mut columns: Vec<ArrayRef> = change.data().columns().to_vec();
+                columns.push(match change.weights() {
+                    Some(w) => Arc::new(w.clone()),
+                    None => Arc::new(Int64Array::from(vec![1; rows])),
+                });
+                columns.push(Arc::new(Int64Array::from(vec![*batch as i64; rows])));
+                out.push(RecordBatch::try_new(Arc::clone(&schema), columns)?);
+            }
+        }
+        Ok((schema, out))
+    }
+}
+
+/// The column of a stored sink change naming its batch.
+const SINK_BATCH_COLUMN: &str = "_sluice_sink_batch";
+
+/// Splits what [`ExactlyOnceFeed::stored`] wrote back into batches of changes.
+pub fn sink_batches(stored: &[RecordBatch]) -> Result<Vec<(u64, Vec<ChangeBatch>)>> {
+    let mut out: Vec<(u64, Vec<ChangeBatch>)> = Vec::new();
+    for batch in stored {
+        let index = batch.schema().index_of(SINK_BATCH_COLUMN)?;
+        let ids = batch
+            .column(index)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| Error::unsupported("a stored sink batch id is not BIGINT"))?;
+        let Some(id) = ids.iter().next().flatten() else {
+            continue;
+        };
+        let mut data = batch.clone();
+        data.remove_column(index);
+        let change = ChangeBatch::from_stored(data)?;
+        match out.last_mut() {
+            Some((last, changes)) if *last == id as u64 => changes.push(change),
+            _ => out.push((id as u64, vec![change])),
+        }
+    }
+    Ok(out)
+}
+
+/// How a sink is fed exactly once.
+#[derive(Debug)]
+pub struct ExactlyOnce {
+    /// The sink's name.
+    pub name: String,
+    /// Where the sink says which batch it committed last.
+    pub confirmed: Arc<AtomicU64>,
+    /// Recovered: the batches of the checkpoint not confirmed before the restart (the sink
+    /// resends what of them is missing); the view's contents are not sent again.
+    pub resumed: Option<Vec<(u64, Vec<ChangeBatch>)>>,
 }
 
 #[derive(Debug, Default)]
@@ -308,10 +400,14 @@ impl Executor {
     /// starting with its current contents. The channel is bounded: a slow sink holds the
     /// executor back rather than letting changes pile up. A sink whose receiver is gone is
     /// forgotten.
+    ///
+    /// With `exactly_once`, changes go to the sink only at checkpoints, as one batch per
+    /// checkpoint, and stay in every checkpoint until the sink confirms them.
     pub fn add_sink(
         &self,
         view: u32,
         sender: std::sync::mpsc::SyncSender<SinkEpoch>,
+        exactly_once: Option<ExactlyOnce>,
     ) -> Result<()> {
         let mut set = self.shared.lock_set();
         let running = set
@@ -319,15 +415,49 @@ impl Executor {
             .iter()
             .find(|v| v.id == view)
             .ok_or_else(|| Error::unsupported(format!("view {view} is not running")))?;
-        let first = SinkEpoch {
-            epoch: set.epoch,
-            changes: running.contents.as_inserts()?,
+        let exactly_once = match exactly_once {
+            None => {
+                let first = SinkEpoch {
+                    epoch: set.epoch,
+                    changes: running.contents.as_inserts()?,
+                };
+                sender
+                    .send(first)
+                    .map_err(|_| Error::unsupported("the sink stopped before it started"))?;
+                None
+            }
+            Some(ExactlyOnce {
+                name,
+                confirmed,
+                resumed,
+            }) => {
+                let (pending, unconfirmed) = match resumed {
+                    Some(batches) => (Vec::new(), batches),
+                    None => (running.contents.as_inserts()?, Vec::new()),
+                };
+                Some(ExactlyOnceFeed {
+                    name,
+                    schema: running.contents.schema(),
+                    pending,
+                    unconfirmed,
+                    confirmed,
+                })
+            }
         };
-        sender
-            .send(first)
-            .map_err(|_| Error::unsupported("the sink stopped before it started"))?;
-        set.sinks.push(SinkFeed { view, sender });
+        set.sinks.push(SinkFeed {
+            view,
+            sender,
+            exactly_once,
+        });
         Ok(())
+    }
+
+    /// The epoch of the newest durable checkpoint, as it changes (`None`: no checkpoints).
+    pub fn checkpoint_completed(&self) -> Option<watch::Receiver<u64>> {
+        self.shared
+            .checkpoints
+            .as_ref()
+            .map(|c| c.writer.completed())
     }
 
     /// Subscribes to view `view`'s changes: with `snapshot`, its contents first (as inserts);
@@ -528,12 +658,16 @@ impl Shared {
             .map_or(0, |d| d.as_millis() as u64);
         set.epoch = (set.epoch + 1).max(wall);
         let epoch_now = set.epoch;
-        set.sinks.retain(|sink| {
+        set.sinks.retain_mut(|sink| {
             let Some((changes, _)) = outputs.get(&sink.view) else {
                 // The view is gone.
                 return false;
             };
             if changes.is_empty() {
+                return true;
+            }
+            if let Some(feed) = &mut sink.exactly_once {
+                feed.pending.extend(changes.iter().cloned());
                 return true;
             }
             sink.sender
@@ -548,7 +682,7 @@ impl Shared {
             snapshots,
             epoch,
             subscribers,
-            ..
+            sinks,
         } = &mut *set;
         // One shared copy of each view's changes, however many subscribe to it.
         let shared: HashMap<u32, Arc<Vec<ChangeBatch>>> = outputs
@@ -595,7 +729,7 @@ impl Shared {
             subscriptions,
         });
         let epoch = *epoch;
-        self.checkpoint_if_due(running, epoch, started);
+        self.checkpoint_if_due(running, sinks, epoch, started);
         let elapsed = started.elapsed();
         if elapsed > Duration::from_millis(100) {
             tracing::debug!(epoch, elapsed_ms = elapsed.as_millis() as u64, "epoch");
@@ -606,7 +740,13 @@ impl Shared {
 impl Shared {
     /// Hands the checkpoint writer every view's state when a checkpoint is due and the
     /// previous one is written.
-    fn checkpoint_if_due(&self, running: &mut [RunningView], epoch: u64, barrier: Instant) {
+    fn checkpoint_if_due(
+        &self,
+        running: &mut [RunningView],
+        sinks: &mut [SinkFeed],
+        epoch: u64,
+        barrier: Instant,
+    ) {
         let Some(checkpoints) = &self.checkpoints else {
             return;
         };
@@ -633,14 +773,42 @@ impl Shared {
         for view in running.iter_mut() {
             view.changed_since_checkpoint = false;
         }
+        let mut sink_states = Vec::new();
+        let mut batches = Vec::new();
+        for (i, sink) in sinks.iter_mut().enumerate() {
+            let Some(feed) = &mut sink.exactly_once else {
+                continue;
+            };
+            let confirmed = feed.confirmed.load(Ordering::SeqCst);
+            feed.unconfirmed.retain(|(batch, _)| *batch > confirmed);
+            if !feed.pending.is_empty() {
+                let changes = std::mem::take(&mut feed.pending);
+                feed.unconfirmed.push((epoch, changes.clone()));
+                batches.push((i, changes));
+            }
+            match feed.stored() {
+                Ok((schema, pending)) => sink_states.push(SinkState {
+                    name: feed.name.clone(),
+                    schema,
+                    pending,
+                }),
+                Err(e) => {
+                    tracing::error!(sink = %feed.name, error = %e, "cannot checkpoint the sink")
+                }
+            }
+        }
         checkpoints.writer.submit(
             CheckpointJob {
                 epoch,
                 views,
-                sinks: Vec::new(),
+                sinks: sink_states,
             },
             barrier,
         );
+        // The sinks send each batch once its checkpoint is durable.
+        for (i, changes) in batches {
+            let _ = sinks[i].sender.send(SinkEpoch { epoch, changes });
+        }
     }
 }
 

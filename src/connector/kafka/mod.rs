@@ -4,6 +4,7 @@
 
 pub mod sink;
 pub mod source;
+pub mod transactional;
 
 use std::collections::BTreeMap;
 
