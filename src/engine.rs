@@ -276,6 +276,8 @@ impl Engine {
         // was, so that all of them stand at the same barrier.
         let mut restored: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut replayed = 0usize;
+        // Restored views stand at one barrier: no epoch may run until all of them are in.
+        let hold = self.executor.hold();
         let objects: Vec<StoredObject> = self.lock_store().objects().to_vec();
         let state = self.new_context().state();
         for object in &objects {
@@ -342,6 +344,22 @@ impl Engine {
                 }
             }
         }
+        // Sinks first: what the views emit while catching up is theirs too.
+        for object in objects.iter().filter(|o| o.kind == "sink") {
+            let statement = parse_sql(&object.sql)?.into_iter().next().ok_or_else(|| {
+                Error::unsupported(format!("empty definition of {}", object.name))
+            })?;
+            // A sink resumes from the checkpoint only if its view was restored from it.
+            let pending = recovered.as_ref().and_then(|r| {
+                let from = &statement.sink.as_ref()?.from;
+                if !restored.contains(from) {
+                    return None;
+                }
+                r.sinks.get(&object.name).map(Vec::as_slice)
+            });
+            self.start_sink(&statement, pending)?;
+        }
+        drop(hold);
         if !self.views.names().is_empty() {
             // Views restart from their checkpoint (or their logs' start); catch up before
             // serving.
@@ -368,20 +386,6 @@ impl Engine {
             if table.def().connector.is_some() {
                 self.start_source(table)?;
             }
-        }
-        for object in objects.iter().filter(|o| o.kind == "sink") {
-            let statement = parse_sql(&object.sql)?.into_iter().next().ok_or_else(|| {
-                Error::unsupported(format!("empty definition of {}", object.name))
-            })?;
-            // A sink resumes from the checkpoint only if its view was restored from it.
-            let pending = recovered.as_ref().and_then(|r| {
-                let from = &statement.sink.as_ref()?.from;
-                if !restored.contains(from) {
-                    return None;
-                }
-                r.sinks.get(&object.name).map(Vec::as_slice)
-            });
-            self.start_sink(&statement, pending)?;
         }
         Ok(())
     }

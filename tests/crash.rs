@@ -1,5 +1,7 @@
 //! Durability: the server binary is killed with SIGKILL right after INSERTs were acknowledged;
-//! restarted on the same data directory, it has every acknowledged row and every table.
+//! restarted on the same data directory, it has every acknowledged row and every table. Killed
+//! again and again during a feed, it recovers every view exactly (from checkpoints, or by
+//! replaying logs) and its sinks hold each change once.
 
 mod common;
 
@@ -31,7 +33,23 @@ impl Drop for ServerProcess {
     }
 }
 
+/// The server's output goes to the file `SLUICE_TEST_SERVER_LOG` names, if any.
+fn server_log() -> Stdio {
+    match std::env::var_os("SLUICE_TEST_SERVER_LOG") {
+        Some(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_or_else(|_| Stdio::null(), Stdio::from),
+        None => Stdio::null(),
+    }
+}
+
 fn spawn(dir: &std::path::Path, port: u16) -> ServerProcess {
+    spawn_with(dir, port, &[])
+}
+
+fn spawn_with(dir: &std::path::Path, port: u16, extra: &[&str]) -> ServerProcess {
     let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args([
             "serve",
@@ -40,9 +58,13 @@ fn spawn(dir: &std::path::Path, port: u16) -> ServerProcess {
             "--data-dir",
         ])
         .arg(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .args(extra)
+        .env(
+            "RUST_LOG",
+            std::env::var("SLUICE_TEST_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(server_log())
+        .stderr(server_log())
         .spawn()
         .expect("the sluice binary starts");
     ServerProcess(child)
@@ -324,6 +346,338 @@ async fn sigkill_during_a_kafka_feed_keeps_every_view_exact() {
         );
         assert!(!want.is_empty(), "{batch}");
         assert_eq!(got, want, "{view} after 10 kills");
+    }
+    child.kill();
+}
+
+/// Every message of `topic` (all partitions, `read_committed`): (key, value, batch header,
+/// sequence header).
+type SinkMessage = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+fn read_topic(bootstrap: &str, topic: &str) -> Vec<SinkMessage> {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "crash-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions: Vec<i32> = metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect();
+    let mut tpl = TopicPartitionList::new();
+    for &p in &partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut open: std::collections::HashSet<i32> = partitions.into_iter().collect();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8(b.to_vec()).unwrap());
+    while !open.is_empty() {
+        assert!(Instant::now() < deadline, "reading {topic} timed out");
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                open.remove(&p);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            Some(Ok(m)) => {
+                let header = |key: &str| {
+                    m.headers()
+                        .and_then(|h| h.iter().find(|h| h.key == key))
+                        .and_then(|h| text(h.value))
+                };
+                out.push((
+                    text(m.key()),
+                    text(m.payload()),
+                    header("sluice-batch"),
+                    header("sluice-seq"),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Each record of a sink names its batch and place in it; a record sent twice would repeat one.
+fn assert_each_record_once(topic: &str, messages: &[SinkMessage]) {
+    let mut seen = std::collections::HashSet::new();
+    for (_, _, batch, seq) in messages {
+        let id = (
+            batch.clone().expect("batch header"),
+            seq.clone().expect("seq header"),
+        );
+        assert!(seen.insert(id.clone()), "{topic}: record {id:?} sent twice");
+    }
+}
+
+/// The done-when of exactly-once recovery: a million events (900,000 from a Kafka topic,
+/// 100,000 row writes to a keyed table) into views of every kind; the server binary is killed
+/// with SIGKILL at 10 random moments during the feed and restarted; at the end every view
+/// equals its batch query, and each sink topic, read `read_committed`, holds each change once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_million_events_recovers_views_and_sinks_exactly_once() {
+    use rand::{Rng, SeedableRng};
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+    const KAFKA_EVENTS: i64 = 900_000;
+    const TABLE_ROWS: i64 = 100_000;
+    const KILLS: usize = 10;
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    let bootstrap = cluster.bootstrap_servers();
+    cluster.create_topic("events", 3, 1).expect("topic");
+    cluster.create_topic("closed_out", 3, 1).expect("topic");
+    cluster.create_topic("per_g_out", 1, 1).expect("topic");
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let args = ["--checkpoint-interval", "500ms"];
+    let mut child = spawn_with(dir.path(), port, &args);
+    let client = connect(port).await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE ev (id BIGINT, k INT, v BIGINT, ts TIMESTAMP,
+               WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+             WITH (connector = 'kafka', topic = 'events', properties.bootstrap.server = '{bootstrap}',
+               idle.timeout = '1s') FORMAT PLAIN ENCODE JSON;
+             CREATE TABLE pk (id INT PRIMARY KEY, g INT, v BIGINT);
+             CREATE MATERIALIZED VIEW hop AS SELECT k, window_start, count(*) AS n, sum(v) AS s
+               FROM HOP(ev, ts, INTERVAL '1' SECOND, INTERVAL '4' SECOND) GROUP BY k, window_start;
+             CREATE MATERIALIZED VIEW tumble_closed AS SELECT window_start, count(*) AS n, max(v) AS m
+               FROM TUMBLE(ev, ts, INTERVAL '2' SECOND) GROUP BY window_start EMIT ON WINDOW CLOSE;
+             CREATE MATERIALIZED VIEW per_g AS SELECT g, count(*) AS n, sum(v) AS s, min(v) AS lo FROM pk GROUP BY g;
+             CREATE MATERIALIZED VIEW hop_totals AS SELECT k, count(*) AS windows, sum(n) AS events
+               FROM hop GROUP BY k;
+             CREATE SINK closed_out FROM tumble_closed WITH (connector = 'kafka', topic = 'closed_out',
+               properties.bootstrap.server = '{bootstrap}') FORMAT PLAIN ENCODE JSON;
+             CREATE SINK per_g_out FROM per_g WITH (connector = 'kafka', topic = 'per_g_out',
+               properties.bootstrap.server = '{bootstrap}', primary_key = 'g') FORMAT UPSERT ENCODE JSON;"
+        ))
+        .await
+        .unwrap();
+    drop(client);
+
+    // The feed: 900,000 events in chunks, in time order per event number (2 events per ms).
+    let base_ms: i64 = 1_767_225_600_000;
+    let feed_bootstrap = bootstrap.clone();
+    let feed = std::thread::spawn(move || {
+        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", &feed_bootstrap)
+            .set("queue.buffering.max.messages", "1000000")
+            .create()
+            .expect("producer");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        for id in 0..KAFKA_EVENTS {
+            let ts = chrono::DateTime::from_timestamp_millis(
+                base_ms + id / 2 + rng.random_range(0..500),
+            )
+            .unwrap()
+            .naive_utc()
+            .format("%Y-%m-%d %H:%M:%S%.3f");
+            let payload = format!(
+                r#"{{"id": {id}, "k": {}, "v": {}, "ts": "{ts}"}}"#,
+                rng.random_range(0..8),
+                rng.random_range(0..1000)
+            );
+            let mut record = BaseRecord::<(), str>::to("events")
+                .partition((id % 3) as i32)
+                .payload(&payload);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        record = back;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            }
+            if id % 20_000 == 19_999 {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        producer.flush(Duration::from_secs(60)).expect("flush");
+    });
+
+    // Writers to the keyed table (upserts and deletes, 500 rows a statement), reconnecting
+    // after each kill, until 100,000 rows were written.
+    let writer = tokio::spawn(async move {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(14);
+        let mut written = 0;
+        while written < TABLE_ROWS {
+            let Ok((c, conn)) = tokio_postgres::connect(
+                &format!("host=127.0.0.1 port={port} user=sluice dbname=sluice"),
+                NoTls,
+            )
+            .await
+            else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            tokio::spawn(conn);
+            while written < TABLE_ROWS {
+                let sql = if rng.random_ratio(1, 5) {
+                    let ids: Vec<String> = (0..100)
+                        .map(|_| rng.random_range(0..5000).to_string())
+                        .collect();
+                    format!("DELETE FROM pk WHERE id IN ({})", ids.join(", "))
+                } else {
+                    let rows: Vec<String> = (0..500)
+                        .map(|_| {
+                            format!(
+                                "({}, {}, {})",
+                                rng.random_range(0..5000),
+                                rng.random_range(0..50),
+                                rng.random_range(0..1000)
+                            )
+                        })
+                        .collect();
+                    format!("INSERT INTO pk VALUES {}", rows.join(", "))
+                };
+                if c.batch_execute(&sql).await.is_err() {
+                    break;
+                }
+                written += if sql.starts_with("INSERT") { 500 } else { 100 };
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+    for _ in 0..KILLS {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(300..1500))).await;
+        child.kill();
+        child = spawn_with(dir.path(), port, &args);
+        connect(port).await;
+    }
+    feed.join().unwrap();
+    writer.await.unwrap();
+
+    let client = connect(port).await;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let state = common::sorted_rows(
+            &client,
+            "SELECT count(*), count(DISTINCT id), (SELECT watermark = (SELECT max(ts) - INTERVAL '1' SECOND FROM ev)
+               FROM sluice_sources WHERE source_name = 'ev') FROM ev",
+        )
+        .await;
+        if state == [format!("{KAFKA_EVENTS}|{KAFKA_EVENTS}|t")] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "source never complete: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    client.batch_execute("FLUSH").await.unwrap();
+    let recoveries: i64 = client
+        .query_one(
+            "SELECT count(*) FROM sluice_checkpoints WHERE kind = 'recovery'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(recoveries, 1, "the last start recovered from a checkpoint");
+    let checks = [
+        (
+            "SELECT * FROM hop",
+            "SELECT k, window_start, count(*), sum(v) FROM HOP(ev, ts, INTERVAL '1' SECOND, INTERVAL '4' SECOND) GROUP BY k, window_start",
+        ),
+        (
+            "SELECT * FROM tumble_closed",
+            "SELECT window_start, count(*), max(v) FROM TUMBLE(ev, ts, INTERVAL '2' SECOND) GROUP BY window_start, window_end
+               HAVING window_end <= (SELECT watermark FROM sluice_sources WHERE source_name = 'ev')",
+        ),
+        (
+            "SELECT * FROM per_g",
+            "SELECT g, count(*), sum(v), min(v) FROM pk GROUP BY g",
+        ),
+        (
+            "SELECT * FROM hop_totals",
+            "SELECT k, count(*), sum(n) FROM (SELECT k, window_start, count(*) AS n FROM HOP(ev, ts, INTERVAL '1' SECOND, INTERVAL '4' SECOND) GROUP BY k, window_start) w GROUP BY k",
+        ),
+    ];
+    for (view, batch) in checks {
+        let (got, want) = (
+            common::sorted_rows(&client, view).await,
+            common::sorted_rows(&client, batch).await,
+        );
+        assert!(!want.is_empty(), "{batch}");
+        assert_eq!(got, want, "{view} after {KILLS} kills");
+    }
+
+    // The sinks catch up at the next checkpoints; then each topic holds every change once.
+    let closed_view = common::sorted_rows(&client, "SELECT * FROM tumble_closed").await;
+    let per_g_view = common::sorted_rows(&client, "SELECT * FROM per_g").await;
+    let json_row = |value: &str, columns: &[&str]| {
+        let v: serde_json::Value = serde_json::from_str(value).expect("json");
+        columns
+            .iter()
+            .map(|c| match &v[*c] {
+                serde_json::Value::String(s) => s.replace('T', " "),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("|")
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let closed = read_topic(&bootstrap, "closed_out");
+        let mut closed_rows: Vec<String> = closed
+            .iter()
+            .map(|(_, v, _, _)| {
+                json_row(v.as_deref().expect("a value"), &["window_start", "n", "m"])
+            })
+            .collect();
+        closed_rows.sort();
+        let per_g = read_topic(&bootstrap, "per_g_out");
+        let mut upserted = std::collections::BTreeMap::new();
+        for (key, value, _, _) in &per_g {
+            let key = key.clone().expect("a key");
+            match value {
+                Some(v) => upserted.insert(key, json_row(v, &["g", "n", "s", "lo"])),
+                None => upserted.remove(&key),
+            };
+        }
+        let mut per_g_rows: Vec<String> = upserted.into_values().collect();
+        per_g_rows.sort();
+        if closed_rows.len() >= closed_view.len() && per_g_rows == per_g_view
+            || Instant::now() > deadline
+        {
+            assert_each_record_once("closed_out", &closed);
+            assert_each_record_once("per_g_out", &per_g);
+            assert_eq!(
+                closed_rows, closed_view,
+                "closed_out holds each closed window once"
+            );
+            assert_eq!(
+                per_g_rows, per_g_view,
+                "per_g_out applied by key equals the view"
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     child.kill();
 }

@@ -83,8 +83,11 @@ pub struct SubscriptionInfo {
 pub struct ViewRegistry {
     views: RwLock<BTreeMap<String, Arc<ViewEntry>>>,
     published: RwLock<Arc<Published>>,
-    /// The most recent checkpoints, oldest first.
-    checkpoints: std::sync::Mutex<std::collections::VecDeque<crate::state::CheckpointInfo>>,
+    /// The recovery this start made (if any), then the most recent checkpoints, oldest first.
+    checkpoints: std::sync::Mutex<(
+        Option<crate::state::CheckpointInfo>,
+        std::collections::VecDeque<crate::state::CheckpointInfo>,
+    )>,
 }
 
 /// Checkpoints `sluice_checkpoints` remembers.
@@ -144,16 +147,20 @@ impl ViewRegistry {
     /// Remembers a completed checkpoint (the checkpoint thread).
     pub fn record_checkpoint(&self, info: crate::state::CheckpointInfo) {
         let mut shown = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
-        if shown.len() == CHECKPOINTS_SHOWN {
-            shown.pop_front();
+        if info.kind == "recovery" {
+            shown.0 = Some(info);
+            return;
         }
-        shown.push_back(info);
+        if shown.1.len() == CHECKPOINTS_SHOWN {
+            shown.1.pop_front();
+        }
+        shown.1.push_back(info);
     }
 
-    /// The most recent checkpoints, oldest first.
+    /// The recovery this start made, then the most recent checkpoints, oldest first.
     pub fn checkpoints(&self) -> Vec<crate::state::CheckpointInfo> {
         let shown = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
-        shown.iter().cloned().collect()
+        shown.0.iter().chain(shown.1.iter()).cloned().collect()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<ViewEntry>>> {

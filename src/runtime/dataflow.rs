@@ -134,8 +134,8 @@ impl Node {
         }
     }
 
-    /// The keyed operators' state, named `n{k}p{p}` for the `k`-th keyed node in depth-first
-    /// order and partition `p`; `None` when an operator cannot checkpoint.
+    /// The keyed operators' state, named `n{k}p{p}s{i}` for batch `i` of partition `p` of the
+    /// `k`-th keyed node in depth-first order; `None` when an operator cannot checkpoint.
     pub fn checkpoint(&self) -> Result<Option<Vec<NamedState>>, StateError> {
         let mut out = Vec::new();
         let mut next = 0;
@@ -151,9 +151,12 @@ impl Node {
             let k = *next;
             *next += 1;
             for (p, operator) in partitions.iter().enumerate() {
-                match operator.checkpoint()? {
-                    Some(state) => out.push((format!("n{k}p{p}"), state)),
-                    None => return Ok(false),
+                let Some(state) = operator.checkpoint()? else {
+                    return Ok(false);
+                };
+                // Batches of an operator's state may differ in schema: a file each.
+                for (i, batch) in state.into_iter().enumerate() {
+                    out.push((format!("n{k}p{p}s{i}"), vec![batch]));
                 }
             }
         }
@@ -183,11 +186,12 @@ impl Node {
             let k = *next;
             *next += 1;
             for (p, operator) in partitions.iter_mut().enumerate() {
-                let name = format!("n{k}p{p}");
-                let batches = state
-                    .get(&name)
-                    .ok_or_else(|| StateError::mismatch(format!("no state {name}")))?;
-                operator.restore(batches)?;
+                let batches: Vec<RecordBatch> = (0..)
+                    .map_while(|i| state.get(&format!("n{k}p{p}s{i}")))
+                    .flatten()
+                    .cloned()
+                    .collect();
+                operator.restore(&batches)?;
             }
         }
         for input in self.inputs_mut() {

@@ -305,6 +305,9 @@ struct Shared {
     wake_cond: Condvar,
     completed: watch::Sender<u64>,
     stop: AtomicBool,
+    /// While positive, no epoch runs (views restored from a checkpoint are being added: they
+    /// must all see the same epochs from the barrier they were taken at).
+    held: std::sync::atomic::AtomicUsize,
     interval: Duration,
     tables: Arc<TableRegistry>,
     views: Arc<ViewRegistry>,
@@ -354,6 +357,7 @@ impl Executor {
             wake_cond: Condvar::new(),
             completed: watch::channel(0).0,
             stop: AtomicBool::new(false),
+            held: std::sync::atomic::AtomicUsize::new(0),
             interval,
             tables,
             views,
@@ -551,6 +555,29 @@ impl Executor {
     }
 }
 
+/// Holds epochs back until dropped.
+#[derive(Debug)]
+pub struct EpochHold {
+    shared: Arc<Shared>,
+}
+
+impl Drop for EpochHold {
+    fn drop(&mut self) {
+        self.shared.held.fetch_sub(1, Ordering::SeqCst);
+        self.shared.wake();
+    }
+}
+
+impl Executor {
+    /// No epoch runs until the returned guard is dropped.
+    pub fn hold(&self) -> EpochHold {
+        self.shared.held.fetch_add(1, Ordering::SeqCst);
+        EpochHold {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
 /// Stops a view when dropped.
 #[derive(Debug)]
 pub struct ViewGuard {
@@ -603,6 +630,9 @@ impl Shared {
             }
             if self.stop.load(Ordering::SeqCst) {
                 return;
+            }
+            if self.held.load(Ordering::SeqCst) > 0 {
+                continue;
             }
             let serving = self.requests.load(Ordering::SeqCst);
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step()));

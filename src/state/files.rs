@@ -166,6 +166,11 @@ pub fn write_ipc(
     {
         let mut writer = FileWriter::try_new(&mut out, schema)?;
         for batch in batches {
+            if batch.schema().fields() != schema.fields() {
+                return Err(StateError::mismatch(format!(
+                    "a batch of another schema in {relative}"
+                )));
+            }
             writer.write(batch)?;
         }
         writer.finish()?;

@@ -125,11 +125,6 @@ fn run(
         match sent {
             None => sink.confirmed.fetch_max(batch, Ordering::SeqCst),
             Some(sent) => {
-                tracing::info!(
-                    batch,
-                    already_sent = sent.len(),
-                    "resending a batch after a restart"
-                );
                 deliver(producer, &sink, batch, &changes, &sent)?;
                 batch
             }
@@ -168,6 +163,14 @@ fn deliver(
     sent: &HashSet<u64>,
 ) -> Result<()> {
     let records = sink.encoder.encode(changes)?;
+    if !sent.is_empty() && records.len() > sent.len() {
+        tracing::info!(
+            batch,
+            records = records.len(),
+            already_in_topic = sent.len(),
+            "completing a batch a crash interrupted"
+        );
+    }
     if records.len() > sent.len() {
         write_started(
             &sink.state_file,
@@ -253,7 +256,7 @@ fn partition_ends(
 
 /// The sequence numbers of batch `started.batch` that the topic holds (committed).
 fn sequences_in_topic(sink: &TransactionalSink, started: &Started) -> Result<HashSet<u64>> {
-    let consumer: BaseConsumer = super::client_config(
+    let consumer: BaseConsumer<QuietEof> = super::client_config(
         &sink.spec.bootstrap,
         &[],
         &sink.spec.properties,
@@ -264,7 +267,7 @@ fn sequences_in_topic(sink: &TransactionalSink, started: &Started) -> Result<Has
             ("enable.partition.eof", "true"),
         ],
     )
-    .create()
+    .create_with_context(QuietEof)
     .map_err(kafka("consumer"))?;
     let mut assignment = TopicPartitionList::new();
     for &(partition, offset) in &started.offsets {
@@ -308,6 +311,23 @@ fn sequences_in_topic(sink: &TransactionalSink, started: &Started) -> Result<Has
     }
     Ok(found)
 }
+
+/// A consumer context that does not report reaching a partition's end (asked for, to know
+/// when the read-back is complete) as an error.
+struct QuietEof;
+
+impl rdkafka::ClientContext for QuietEof {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            tracing::error!(error = %error, reason, "kafka client error");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for QuietEof {}
 
 fn read_started(path: &Path) -> Option<Started> {
     let text = std::fs::read(path).ok()?;
