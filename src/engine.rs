@@ -294,12 +294,18 @@ impl Engine {
                         &object.sql,
                     )
                     .await?;
+                    let opening = std::time::Instant::now();
                     let table = QueueTable::open(
                         def,
                         &self.tables_dir(),
                         self.config.fsync,
                         Arc::clone(&self.commit_gate),
                     )?;
+                    tracing::info!(
+                        table = %object.name,
+                        elapsed_ms = opening.elapsed().as_millis() as u64,
+                        "table opened"
+                    );
                     self.tables.insert(Arc::new(table));
                 }
                 Statement::CreateView(create) => {
@@ -317,8 +323,14 @@ impl Engine {
                     let eowc = statement.emit_on_window_close;
                     let entry = view_entry(object.id, &object.name, &object.sql, &plan, eowc);
                     let mut view = RunningView::new(object.id, object.name.clone(), plan, eowc)?;
+                    let restoring = std::time::Instant::now();
                     match checkpoint.map(|c| view.restore(c)) {
                         Some(Ok(())) => {
+                            tracing::info!(
+                                view = %object.name,
+                                elapsed_ms = restoring.elapsed().as_millis() as u64,
+                                "view restored from the checkpoint"
+                            );
                             restored.insert(object.name.clone());
                         }
                         Some(Err(e)) => {

@@ -185,14 +185,26 @@ impl Node {
         if let Node::Keyed { partitions, .. } = self {
             let k = *next;
             *next += 1;
-            for (p, operator) in partitions.iter_mut().enumerate() {
-                let batches: Vec<RecordBatch> = (0..)
-                    .map_while(|i| state.get(&format!("n{k}p{p}s{i}")))
-                    .flatten()
-                    .cloned()
+            // Partitions are independent: restored on a thread each.
+            std::thread::scope(|scope| {
+                let restoring: Vec<_> = partitions
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(p, operator)| {
+                        let batches: Vec<RecordBatch> = (0..)
+                            .map_while(|i| state.get(&format!("n{k}p{p}s{i}")))
+                            .flatten()
+                            .cloned()
+                            .collect();
+                        scope.spawn(move || operator.restore(&batches))
+                    })
                     .collect();
-                operator.restore(&batches)?;
-            }
+                restoring.into_iter().try_for_each(|r| {
+                    r.join().unwrap_or_else(|_| {
+                        Err(StateError::mismatch("restoring a partition panicked"))
+                    })
+                })
+            })?;
         }
         for input in self.inputs_mut() {
             input.restore_from(next, state)?;

@@ -120,12 +120,19 @@ impl RunningView {
                 self.root.parallelism()
             )));
         }
-        self.root.restore(&recovered.pieces)?;
         let contents = recovered
             .pieces
             .get(CONTENTS)
             .ok_or_else(|| StateError::mismatch("no contents"))?;
-        self.contents.restore(contents)?;
+        // The rows and the operators' state are independent: restored side by side.
+        let (root, rows) = (&mut self.root, &mut self.contents);
+        std::thread::scope(|scope| {
+            let restoring_rows = scope.spawn(|| rows.restore(contents));
+            root.restore(&recovered.pieces)?;
+            restoring_rows
+                .join()
+                .unwrap_or_else(|_| Err(StateError::mismatch("restoring the view's rows panicked")))
+        })?;
         for ((source, &position), &watermark) in self
             .sources
             .iter_mut()

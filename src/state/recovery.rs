@@ -72,9 +72,24 @@ type Loaded = (
 fn load(root: &Path, manifest: &Manifest) -> Result<Loaded, StateError> {
     let mut views = HashMap::new();
     for view in &manifest.views {
+        // Files are read (and checked) on a thread each.
+        let read: Vec<Result<Vec<RecordBatch>, StateError>> = std::thread::scope(|scope| {
+            let reading: Vec<_> = view
+                .files
+                .iter()
+                .map(|(_, entry)| scope.spawn(move || files::read_ipc(root, entry)))
+                .collect();
+            reading
+                .into_iter()
+                .map(|r| {
+                    r.join()
+                        .unwrap_or_else(|_| Err(StateError::mismatch("reading a file panicked")))
+                })
+                .collect()
+        });
         let mut pieces = HashMap::new();
-        for (name, entry) in &view.files {
-            pieces.insert(name.clone(), files::read_ipc(root, entry)?);
+        for ((name, _), batches) in view.files.iter().zip(read) {
+            pieces.insert(name.clone(), batches?);
         }
         views.insert(
             view.id,
