@@ -213,13 +213,7 @@ async fn sigkill_during_a_kafka_feed_keeps_every_view_exact() {
              WITH (connector = 'kafka', topic = 'events', properties.bootstrap.server = '{bootstrap}',
                idle.timeout = '1s') FORMAT PLAIN ENCODE JSON;
              CREATE TABLE pk (id INT PRIMARY KEY, g INT, v BIGINT);
-             CREATE MATERIALIZED VIEW hop AS SELECT k, window_start, count(*) AS n, sum(v) AS s
-               FROM HOP(ev, ts, INTERVAL '1' SECOND, INTERVAL '4' SECOND) GROUP BY k, window_start;
-             CREATE MATERIALIZED VIEW tumble_closed AS SELECT window_start, count(*) AS n, max(v) AS m
-               FROM TUMBLE(ev, ts, INTERVAL '2' SECOND) GROUP BY window_start EMIT ON WINDOW CLOSE;
-             CREATE MATERIALIZED VIEW per_g AS SELECT g, count(*) AS n, sum(v) AS s FROM pk GROUP BY g;
-             CREATE MATERIALIZED VIEW hop_totals AS SELECT k, count(*) AS windows, sum(n) AS events
-               FROM hop GROUP BY k;"
+             {VIEWS}"
         ))
         .await
         .unwrap();
@@ -303,18 +297,25 @@ async fn sigkill_during_a_kafka_feed_keeps_every_view_exact() {
     writer.await.unwrap();
 
     let client = connect(port).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    wait_for_every_event(&client, EVENTS, Duration::from_secs(60)).await;
+    client.batch_execute("FLUSH").await.unwrap();
+    assert_views_equal_batch_queries(&client, "after 10 kills").await;
+    child.kill();
+}
+
+/// Waits until source `ev` holds `events` events, each once, and its watermark stands at the
+/// newest event less the delay (every partition idle).
+async fn wait_for_every_event(client: &tokio_postgres::Client, events: i64, patience: Duration) {
+    let deadline = Instant::now() + patience;
     loop {
-        // Every record once, and the watermark at the newest event less the delay (every
-        // partition idle), where it stays.
         let state = common::sorted_rows(
-            &client,
+            client,
             "SELECT count(*), count(DISTINCT id), (SELECT watermark = (SELECT max(ts) - INTERVAL '1' SECOND FROM ev)
                FROM sluice_sources WHERE source_name = 'ev') FROM ev",
         )
         .await;
-        if state == [format!("{EVENTS}|{EVENTS}|t")] {
-            break;
+        if state == [format!("{events}|{events}|t")] {
+            return;
         }
         assert!(
             Instant::now() < deadline,
@@ -322,7 +323,20 @@ async fn sigkill_during_a_kafka_feed_keeps_every_view_exact() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    client.batch_execute("FLUSH").await.unwrap();
+}
+
+/// The views both Kafka crash tests create, over source `ev` and table `pk`.
+const VIEWS: &str = "
+    CREATE MATERIALIZED VIEW hop AS SELECT k, window_start, count(*) AS n, sum(v) AS s
+      FROM HOP(ev, ts, INTERVAL '1' SECOND, INTERVAL '4' SECOND) GROUP BY k, window_start;
+    CREATE MATERIALIZED VIEW tumble_closed AS SELECT window_start, count(*) AS n, max(v) AS m
+      FROM TUMBLE(ev, ts, INTERVAL '2' SECOND) GROUP BY window_start EMIT ON WINDOW CLOSE;
+    CREATE MATERIALIZED VIEW per_g AS SELECT g, count(*) AS n, sum(v) AS s, min(v) AS lo FROM pk GROUP BY g;
+    CREATE MATERIALIZED VIEW hop_totals AS SELECT k, count(*) AS windows, sum(n) AS events
+      FROM hop GROUP BY k;";
+
+/// Each of [`VIEWS`] equals its query run in batch over what the source and table hold.
+async fn assert_views_equal_batch_queries(client: &tokio_postgres::Client, when: &str) {
     let checks = [
         (
             "SELECT * FROM hop",
@@ -333,7 +347,10 @@ async fn sigkill_during_a_kafka_feed_keeps_every_view_exact() {
             "SELECT window_start, count(*), max(v) FROM TUMBLE(ev, ts, INTERVAL '2' SECOND) GROUP BY window_start, window_end
                HAVING window_end <= (SELECT watermark FROM sluice_sources WHERE source_name = 'ev')",
         ),
-        ("SELECT * FROM per_g", "SELECT g, count(*), sum(v) FROM pk GROUP BY g"),
+        (
+            "SELECT * FROM per_g",
+            "SELECT g, count(*), sum(v), min(v) FROM pk GROUP BY g",
+        ),
         (
             "SELECT * FROM hop_totals",
             "SELECT k, count(*), sum(n) FROM (SELECT k, window_start, count(*) AS n FROM HOP(ev, ts, INTERVAL '1' SECOND, INTERVAL '4' SECOND) GROUP BY k, window_start) w GROUP BY k",
@@ -341,13 +358,12 @@ async fn sigkill_during_a_kafka_feed_keeps_every_view_exact() {
     ];
     for (view, batch) in checks {
         let (got, want) = (
-            common::sorted_rows(&client, view).await,
-            common::sorted_rows(&client, batch).await,
+            common::sorted_rows(client, view).await,
+            common::sorted_rows(client, batch).await,
         );
         assert!(!want.is_empty(), "{batch}");
-        assert_eq!(got, want, "{view} after 10 kills");
+        assert_eq!(got, want, "{view} {when}");
     }
-    child.kill();
 }
 
 /// Every message of `topic` (all partitions, `read_committed`): (key, value, batch header,
@@ -460,13 +476,7 @@ async fn sigkill_during_a_million_events_recovers_views_and_sinks_exactly_once()
              WITH (connector = 'kafka', topic = 'events', properties.bootstrap.server = '{bootstrap}',
                idle.timeout = '1s') FORMAT PLAIN ENCODE JSON;
              CREATE TABLE pk (id INT PRIMARY KEY, g INT, v BIGINT);
-             CREATE MATERIALIZED VIEW hop AS SELECT k, window_start, count(*) AS n, sum(v) AS s
-               FROM HOP(ev, ts, INTERVAL '1' SECOND, INTERVAL '4' SECOND) GROUP BY k, window_start;
-             CREATE MATERIALIZED VIEW tumble_closed AS SELECT window_start, count(*) AS n, max(v) AS m
-               FROM TUMBLE(ev, ts, INTERVAL '2' SECOND) GROUP BY window_start EMIT ON WINDOW CLOSE;
-             CREATE MATERIALIZED VIEW per_g AS SELECT g, count(*) AS n, sum(v) AS s, min(v) AS lo FROM pk GROUP BY g;
-             CREATE MATERIALIZED VIEW hop_totals AS SELECT k, count(*) AS windows, sum(n) AS events
-               FROM hop GROUP BY k;
+             {VIEWS}
              CREATE SINK closed_out FROM tumble_closed WITH (connector = 'kafka', topic = 'closed_out',
                properties.bootstrap.server = '{bootstrap}') FORMAT PLAIN ENCODE JSON;
              CREATE SINK per_g_out FROM per_g WITH (connector = 'kafka', topic = 'per_g_out',
@@ -572,23 +582,7 @@ async fn sigkill_during_a_million_events_recovers_views_and_sinks_exactly_once()
     writer.await.unwrap();
 
     let client = connect(port).await;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let state = common::sorted_rows(
-            &client,
-            "SELECT count(*), count(DISTINCT id), (SELECT watermark = (SELECT max(ts) - INTERVAL '1' SECOND FROM ev)
-               FROM sluice_sources WHERE source_name = 'ev') FROM ev",
-        )
-        .await;
-        if state == [format!("{KAFKA_EVENTS}|{KAFKA_EVENTS}|t")] {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "source never complete: {state:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_for_every_event(&client, KAFKA_EVENTS, Duration::from_secs(300)).await;
     client.batch_execute("FLUSH").await.unwrap();
     let recoveries: i64 = client
         .query_one(
@@ -599,33 +593,7 @@ async fn sigkill_during_a_million_events_recovers_views_and_sinks_exactly_once()
         .unwrap()
         .get(0);
     assert_eq!(recoveries, 1, "the last start recovered from a checkpoint");
-    let checks = [
-        (
-            "SELECT * FROM hop",
-            "SELECT k, window_start, count(*), sum(v) FROM HOP(ev, ts, INTERVAL '1' SECOND, INTERVAL '4' SECOND) GROUP BY k, window_start",
-        ),
-        (
-            "SELECT * FROM tumble_closed",
-            "SELECT window_start, count(*), max(v) FROM TUMBLE(ev, ts, INTERVAL '2' SECOND) GROUP BY window_start, window_end
-               HAVING window_end <= (SELECT watermark FROM sluice_sources WHERE source_name = 'ev')",
-        ),
-        (
-            "SELECT * FROM per_g",
-            "SELECT g, count(*), sum(v), min(v) FROM pk GROUP BY g",
-        ),
-        (
-            "SELECT * FROM hop_totals",
-            "SELECT k, count(*), sum(n) FROM (SELECT k, window_start, count(*) AS n FROM HOP(ev, ts, INTERVAL '1' SECOND, INTERVAL '4' SECOND) GROUP BY k, window_start) w GROUP BY k",
-        ),
-    ];
-    for (view, batch) in checks {
-        let (got, want) = (
-            common::sorted_rows(&client, view).await,
-            common::sorted_rows(&client, batch).await,
-        );
-        assert!(!want.is_empty(), "{batch}");
-        assert_eq!(got, want, "{view} after {KILLS} kills");
-    }
+    assert_views_equal_batch_queries(&client, "after 10 kills").await;
 
     // The sinks catch up at the next checkpoints; then each topic holds every change once.
     let closed_view = common::sorted_rows(&client, "SELECT * FROM tumble_closed").await;

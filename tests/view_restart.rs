@@ -127,6 +127,22 @@ async fn restored_views(client: &Client) -> i64 {
         .get(0)
 }
 
+/// Every view was restored from the checkpoint and holds what it held before the restart.
+async fn assert_restored_as_before(client: &Client, before: &[Vec<String>], when: &str) {
+    assert_eq!(
+        restored_views(client).await,
+        VIEWS.len() as i64,
+        "every view restored"
+    );
+    for (view, want) in VIEWS.iter().zip(before) {
+        assert_eq!(
+            &rows(client, &format!("SELECT * FROM {view}")).await,
+            want,
+            "view {view} {when}"
+        );
+    }
+}
+
 /// Waits until a checkpoint newer than `after` is complete; returns its epoch.
 async fn checkpoint_after(client: &Client, after: i64) -> i64 {
     for _ in 0..200 {
@@ -197,18 +213,7 @@ async fn views_resume_from_a_checkpoint_and_replay_only_the_tail() {
         recovered[0] >= first,
         "recovered from {recovered:?}, an older checkpoint than {first}"
     );
-    assert_eq!(
-        restored_views(&client).await,
-        VIEWS.len() as i64,
-        "every view restored"
-    );
-    for (view, want) in VIEWS.iter().zip(&before) {
-        assert_eq!(
-            &rows(&client, &format!("SELECT * FROM {view}")).await,
-            want,
-            "view {view} after recovery"
-        );
-    }
+    assert_restored_as_before(&client, &before, "after recovery").await;
     client
         .batch_execute(&churn(3))
         .await
@@ -278,18 +283,7 @@ async fn a_truncated_checkpoint_file_falls_back_to_the_previous_checkpoint() {
         vec![previous_epoch],
         "recovery used the checkpoint before the damaged one"
     );
-    assert_eq!(
-        restored_views(&client).await,
-        VIEWS.len() as i64,
-        "every view restored"
-    );
-    for (view, want) in VIEWS.iter().zip(&before) {
-        assert_eq!(
-            &rows(&client, &format!("SELECT * FROM {view}")).await,
-            want,
-            "view {view} after falling back"
-        );
-    }
+    assert_restored_as_before(&client, &before, "after falling back").await;
     assert_oracles(&client, "after falling back").await;
     server.shutdown().await;
 }
