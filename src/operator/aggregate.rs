@@ -29,7 +29,7 @@ use datafusion::arrow::datatypes::{
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::keys::{EncodedKeys, GroupKeys};
+use super::keys::{EncodedKeys, GroupKeys, RowMap, row_map};
 use super::{Operator, OperatorError};
 use crate::state::{StateError, columns};
 use crate::stream::{ChangeBatch, Timestamp};
@@ -119,7 +119,7 @@ pub struct GroupAggregateOperator {
     /// Output schema: the keys, then the aggregates.
     schema: SchemaRef,
     /// Group key bytes → group index.
-    group_index: HashMap<Box<[u8]>, usize>,
+    group_index: RowMap<usize>,
     /// Group index → key bytes (to rebuild key columns on output).
     group_keys: Vec<Box<[u8]>>,
     /// Rows (sum of weights) per group; a group with 0 rows has no output row.
@@ -222,7 +222,7 @@ impl GroupAggregateOperator {
             keys: GroupKeys::new(group_by, key_types).map_err(arrow)?,
             aggregates,
             schema,
-            group_index: HashMap::new(),
+            group_index: row_map(0),
             group_keys: Vec::new(),
             group_rows: Vec::new(),
             states,
@@ -832,7 +832,7 @@ impl GroupAggregateOperator {
         let keys = columns::blob_column(batch, "key")?;
         let emitted = columns::blob_column(batch, "emitted")?;
         let n = batch.num_rows();
-        self.group_index = HashMap::with_capacity(n);
+        self.group_index = row_map(n);
         self.group_keys = Vec::with_capacity(n);
         for g in 0..n {
             let key: Box<[u8]> = keys.value(g).into();

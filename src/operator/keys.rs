@@ -15,6 +15,16 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use super::OperatorError;
 
+/// A map keyed by row-format bytes. Hashed with aHash rather than SipHash: the keys are the
+/// engine's own bytes, and these maps are on every row's path and rebuilt at recovery.
+pub type RowMap<V> =
+    std::collections::HashMap<Box<[u8]>, V, datafusion::common::hash_utils::RandomState>;
+
+/// A [`RowMap`] with room for `capacity` keys.
+pub fn row_map<V>(capacity: usize) -> RowMap<V> {
+    RowMap::with_capacity_and_hasher(capacity, Default::default())
+}
+
 /// Key expressions and their row encoding.
 #[derive(Debug)]
 pub struct GroupKeys {

@@ -21,7 +21,7 @@ use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::OperatorError;
-use super::keys::GroupKeys;
+use super::keys::{GroupKeys, RowMap, row_map};
 use crate::state::{StateError, columns};
 use crate::stream::{ChangeBatch, Timestamp};
 
@@ -104,7 +104,7 @@ pub struct SlicedWindowAggregate {
     size: i64,
     slice: i64,
     schema: SchemaRef,
-    group_index: HashMap<Box<[u8]>, usize>,
+    group_index: RowMap<usize>,
     group_keys: Vec<Box<[u8]>>,
     groups: Vec<Group>,
     /// Slot-major partials: slot `s` holds `partials[s * n .. (s + 1) * n]`.
@@ -174,7 +174,7 @@ impl SlicedWindowAggregate {
             size,
             slice: slice_width(slide, size),
             schema,
-            group_index: HashMap::new(),
+            group_index: row_map(0),
             group_keys: Vec::new(),
             groups: Vec::new(),
             partials: Vec::new(),
@@ -735,7 +735,7 @@ impl SlicedWindowAggregate {
         };
         let n = self.aggregates.len().max(1);
         let keys = columns::blob_column(groups, "key")?;
-        self.group_index = HashMap::with_capacity(groups.num_rows());
+        self.group_index = row_map(groups.num_rows());
         self.group_keys = Vec::with_capacity(groups.num_rows());
         self.groups = columns::opt_i64_column(groups, "emitted_through")?
             .into_iter()

@@ -1,13 +1,12 @@
 //! [`ViewContents`]: the rows of a view, a multiset kept in Arrow's row format, to which each
 //! epoch's changes are applied and from which snapshots are built.
 
-use std::collections::HashMap;
-
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::row::{RowConverter, SortField};
 
+use crate::operator::keys::{RowMap, row_map};
 use crate::state::{StateError, columns};
 use crate::stream::ChangeBatch;
 
@@ -19,7 +18,7 @@ pub struct ViewContents {
     /// Append-only: every change is an insertion, kept as it came.
     appended: Option<Vec<RecordBatch>>,
     converter: RowConverter,
-    rows: HashMap<Box<[u8]>, i64>,
+    rows: RowMap<i64>,
 }
 
 impl ViewContents {
@@ -43,7 +42,7 @@ impl ViewContents {
             schema,
             appended: None,
             converter,
-            rows: HashMap::new(),
+            rows: row_map(0),
         })
     }
 
