@@ -11,6 +11,15 @@ async fn rows(client: &Client, sql: &str) -> Vec<String> {
 
 const VIEWS: &[&str] = &["per_user", "hot_windows", "closed", "users_per_count"];
 
+/// The views of the checkpoint tests: every kind of stateful operator.
+const CHECKPOINTED: &[&str] = &[
+    "per_user",
+    "hot_windows",
+    "closed",
+    "users_per_count",
+    "sessions",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn views_come_back_after_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -76,6 +85,10 @@ const ORACLES: &[(&str, &str)] = &[
         "users_per_count",
         "SELECT n, count(*) AS users FROM (SELECT uid, count(*) AS n FROM clicks GROUP BY uid) GROUP BY n",
     ),
+    (
+        "sessions",
+        "SELECT uid, SESSION_START(ts, INTERVAL '2' SECOND) AS s, count(*) AS n FROM clicks GROUP BY uid, SESSION(ts, INTERVAL '2' SECOND)",
+    ),
 ];
 
 const SETUP: &str = "CREATE TABLE clicks (id INT PRIMARY KEY, uid INT, ts TIMESTAMP);
@@ -86,6 +99,7 @@ const SETUP: &str = "CREATE TABLE clicks (id INT PRIMARY KEY, uid INT, ts TIMEST
      CREATE MATERIALIZED VIEW hot_windows AS SELECT uid, window_start, count(*) AS n FROM HOP(clicks, ts, INTERVAL '5' SECOND, INTERVAL '20' SECOND) GROUP BY uid, window_start;
      CREATE MATERIALIZED VIEW closed AS SELECT uid, window_start, count(*) AS n FROM TUMBLE(events, ts, INTERVAL '10' SECOND) GROUP BY uid, window_start EMIT ON WINDOW CLOSE;
      CREATE MATERIALIZED VIEW users_per_count AS SELECT n, count(*) AS users FROM per_user GROUP BY n;
+     CREATE MATERIALIZED VIEW sessions AS SELECT uid, SESSION_START(ts, INTERVAL '2' SECOND) AS s, count(*) AS n FROM clicks GROUP BY uid, SESSION(ts, INTERVAL '2' SECOND);
      FLUSH;";
 
 /// More writes: deletes, updates and inserts into both tables.
@@ -131,10 +145,10 @@ async fn restored_views(client: &Client) -> i64 {
 async fn assert_restored_as_before(client: &Client, before: &[Vec<String>], when: &str) {
     assert_eq!(
         restored_views(client).await,
-        VIEWS.len() as i64,
+        CHECKPOINTED.len() as i64,
         "every view restored"
     );
-    for (view, want) in VIEWS.iter().zip(before) {
+    for (view, want) in CHECKPOINTED.iter().zip(before) {
         assert_eq!(
             &rows(client, &format!("SELECT * FROM {view}")).await,
             want,
@@ -198,7 +212,7 @@ async fn views_resume_from_a_checkpoint_and_replay_only_the_tail() {
     // Written after the checkpoint (or in the next one): recovery restores and then replays.
     client.batch_execute(&churn(2)).await.expect("churn");
     let mut before = Vec::new();
-    for view in VIEWS {
+    for view in CHECKPOINTED {
         before.push(rows(&client, &format!("SELECT * FROM {view}")).await);
     }
     assert_oracles(&client, "before the restart").await;
@@ -235,7 +249,7 @@ async fn a_truncated_checkpoint_file_falls_back_to_the_previous_checkpoint() {
     client.batch_execute(&churn(1)).await.expect("churn");
     checkpoint_after(&client, first).await;
     let mut before = Vec::new();
-    for view in VIEWS {
+    for view in CHECKPOINTED {
         before.push(rows(&client, &format!("SELECT * FROM {view}")).await);
     }
     drop(client);

@@ -20,6 +20,7 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use super::keys::GroupKeys;
 use super::{GroupAggregateOperator, OperatorError};
+use crate::state::{StateError, columns};
 use crate::stream::{ChangeBatch, Timestamp};
 
 const NAME: &str = "SessionWindowAggregate";
@@ -202,7 +203,83 @@ impl SessionWindowAggregate {
     }
 }
 
+/// Checkpoints: each key's rows (key, time, row, live copies, and the session and copies it
+/// was last fed to the aggregate with), then the inner aggregate's state.
+impl SessionWindowAggregate {
+    /// The state as two batches.
+    pub fn checkpoint(&self) -> Result<Vec<RecordBatch>, StateError> {
+        let entries: Vec<(&Box<[u8]>, &TimedRow, &RowState)> = self
+            .by_key
+            .iter()
+            .flat_map(|(key, rows)| rows.iter().map(move |(row, state)| (key, row, state)))
+            .collect();
+        let rows = columns::batch(vec![
+            (
+                "key",
+                columns::blobs(entries.iter().map(|(k, _, _)| Some(&***k))),
+            ),
+            (
+                "time",
+                columns::i64s(entries.iter().map(|(_, (t, _), _)| *t).collect()),
+            ),
+            (
+                "row",
+                columns::blobs(entries.iter().map(|(_, (_, r), _)| Some(&**r))),
+            ),
+            (
+                "count",
+                columns::i64s(entries.iter().map(|(_, _, s)| s.count).collect()),
+            ),
+            (
+                "fed_start",
+                columns::opt_i64s(entries.iter().map(|(_, _, s)| s.fed.map(|f| f.0)).collect()),
+            ),
+            (
+                "fed_count",
+                columns::opt_i64s(entries.iter().map(|(_, _, s)| s.fed.map(|f| f.1)).collect()),
+            ),
+        ])?;
+        Ok(vec![rows, self.inner.checkpoint()?])
+    }
+
+    /// Replaces the state with a checkpoint's.
+    pub fn restore(&mut self, state: &[RecordBatch]) -> Result<(), StateError> {
+        let [rows, inner] = state else {
+            return Err(StateError::mismatch(
+                "a session window's state is two batches",
+            ));
+        };
+        let keys = columns::blob_column(rows, "key")?;
+        let times = columns::i64_column(rows, "time")?;
+        let encoded = columns::blob_column(rows, "row")?;
+        let counts = columns::i64_column(rows, "count")?;
+        let fed_starts = columns::opt_i64_column(rows, "fed_start")?;
+        let fed_counts = columns::opt_i64_column(rows, "fed_count")?;
+        self.by_key.clear();
+        self.touched.clear();
+        for i in 0..rows.num_rows() {
+            let fed = fed_starts[i].zip(fed_counts[i]);
+            self.by_key.entry(keys.value(i).into()).or_default().insert(
+                (times[i], encoded.value(i).into()),
+                RowState {
+                    count: counts[i],
+                    fed,
+                },
+            );
+        }
+        self.inner.restore(inner)
+    }
+}
+
 impl super::KeyedOperator for SessionWindowAggregate {
+    fn checkpoint(&self) -> Result<Option<Vec<RecordBatch>>, StateError> {
+        Ok(Some(SessionWindowAggregate::checkpoint(self)?))
+    }
+
+    fn restore(&mut self, state: &[RecordBatch]) -> Result<(), StateError> {
+        SessionWindowAggregate::restore(self, state)
+    }
+
     fn schema(&self) -> SchemaRef {
         SessionWindowAggregate::schema(self)
     }
