@@ -301,3 +301,52 @@ async fn a_truncated_checkpoint_file_falls_back_to_the_previous_checkpoint() {
     assert_oracles(&client, "after falling back").await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_writes_only_the_views_that_changed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fast = |c: &mut sluice::Config| {
+        c.checkpoint_interval = Some(std::time::Duration::from_millis(100))
+    };
+    let server = common::start_on_with(dir.path(), fast).await;
+    let client = common::connect(server.addr.port()).await;
+    client.batch_execute(SETUP).await.expect("setup");
+    // Let a checkpoint take in everything the setup did; then nothing changes, and no
+    // checkpoint is taken.
+    let mut last = checkpoint_after(&client, 0).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    last = last.max(
+        *checkpoints(&client, "checkpoint")
+            .await
+            .last()
+            .expect("a checkpoint"),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        checkpoints(&client, "checkpoint").await.last(),
+        Some(&last),
+        "no checkpoint while nothing changes"
+    );
+    // Only `closed` reads `events`.
+    client
+        .batch_execute(
+            "INSERT INTO events SELECT v % 5, to_timestamp_millis(1767225800000 + v * 100) FROM generate_series(1, 100) AS g(v); FLUSH;",
+        )
+        .await
+        .expect("insert");
+    let next = checkpoint_after(&client, last).await;
+    let row = client
+        .query_one(
+            "SELECT views_written, views_reused FROM sluice_checkpoints WHERE epoch = $1",
+            &[&next],
+        )
+        .await
+        .expect("the checkpoint's row");
+    let (written, reused): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(
+        (written, reused),
+        (1, CHECKPOINTED.len() as i64 - 1),
+        "only the view over `events` written again"
+    );
+    server.shutdown().await;
+}
