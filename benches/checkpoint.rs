@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use sluice::storage::FsyncPolicy;
 use sluice::{Config, Server};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 /// How often the server checkpoints.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
@@ -46,17 +46,6 @@ fn config(dir: &Path) -> Config {
     config.fsync = FsyncPolicy::Never;
     config.checkpoint_interval = Some(CHECKPOINT_INTERVAL);
     config
-}
-
-async fn connect(port: u16) -> Client {
-    let (client, connection) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={port} user=sluice dbname=sluice"),
-        NoTls,
-    )
-    .await
-    .expect("connect");
-    tokio::spawn(connection);
-    client
 }
 
 /// Groups and rows of the view: checked to be the same after the restart.
@@ -114,7 +103,7 @@ async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = Server::start(config(dir.path())).await.expect("server");
     let parallelism = server.engine.config().parallelism;
-    let client = connect(server.addr.port()).await;
+    let client = common::connect(server.addr.port()).await;
     client
         .batch_execute(
             "CREATE TABLE kv (k BIGINT, v BIGINT);
@@ -172,7 +161,7 @@ async fn main() {
     let starting = Instant::now();
     let server = Server::start(config(dir.path())).await.expect("restart");
     let start = starting.elapsed();
-    let client = connect(server.addr.port()).await;
+    let client = common::connect(server.addr.port()).await;
     let recovery = client
         .query_one(
             "SELECT duration_ms, total_bytes, views_written, views_reused FROM sluice_checkpoints \

@@ -17,18 +17,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use sluice::storage::FsyncPolicy;
 use sluice::{Config, Server};
-use tokio_postgres::{Client, NoTls};
-
-async fn connect(port: u16) -> Client {
-    let (client, connection) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={port} user=sluice dbname=sluice"),
-        NoTls,
-    )
-    .await
-    .expect("connect");
-    tokio::spawn(connection);
-    client
-}
+use tokio_postgres::Client;
 
 /// Sends `pings` pings and returns each one's latency, acknowledgement to arrival.
 async fn pings(
@@ -86,7 +75,7 @@ async fn main() {
     config.barrier_interval = Duration::from_millis(barrier_ms);
     let server = Server::start(config).await.expect("server");
     let port = server.addr.port();
-    let writer = connect(port).await;
+    let writer = common::connect(port).await;
     writer
         .batch_execute(
             "CREATE TABLE ping (seq BIGINT) APPEND ONLY;
@@ -98,7 +87,7 @@ async fn main() {
         .expect("DDL");
 
     let arrivals: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
-    let subscriber = connect(port).await;
+    let subscriber = common::connect(port).await;
     let feed = subscriber
         .copy_out("COPY (SUBSCRIBE TO pings WITH (SNAPSHOT = false)) TO STDOUT")
         .await
@@ -123,7 +112,7 @@ async fn main() {
     );
 
     // Background load: 1,000 rows by COPY every 10 ms.
-    let loader = connect(port).await;
+    let loader = common::connect(port).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stopped = Arc::clone(&stop);
     let load = tokio::spawn(async move {

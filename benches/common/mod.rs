@@ -21,15 +21,18 @@ pub async fn start_server(dir: &std::path::Path, fsync: FsyncPolicy) -> (Running
     config.listen = "127.0.0.1:0".parse().expect("address");
     config.fsync = fsync;
     let server = Server::start(config).await.expect("server");
-    let (client, conn) = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={} user=sluice dbname=sluice",
-            server.addr.port()
-        ),
+    let client = connect(server.addr.port()).await;
+    (server, client)
+}
+
+/// A tokio-postgres client of the server on `port`.
+pub async fn connect(port: u16) -> Client {
+    let (client, connection) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user=sluice dbname=sluice"),
         NoTls,
     )
     .await
     .expect("connect");
-    tokio::spawn(conn);
-    (server, client)
+    tokio::spawn(connection);
+    client
 }
