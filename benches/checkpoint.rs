@@ -94,10 +94,7 @@ async fn checkpoint_after(client: &Client, after: i64) -> (i64, i64, i64) {
 
 #[tokio::main]
 async fn main() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .try_init();
+    common::init_logs();
     let groups = common::count_arg(4_000_000) as u64;
     let rows = groups + groups / 2;
     let dir = tempfile::tempdir().expect("temp dir");

@@ -31,11 +31,7 @@ const HOP_VIEW: &str = "SELECT auction, window_start, count(*) AS c, sum(price) 
 
 #[tokio::main]
 async fn main() {
-    // RUST_LOG=sluice=debug shows the engine's logs.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .try_init();
+    common::init_logs();
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))

@@ -194,8 +194,6 @@ async fn sigkill_after_acknowledged_inserts_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_a_kafka_feed_keeps_every_view_exact() {
     use rand::{Rng, SeedableRng};
-    use rdkafka::config::ClientConfig;
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
     const EVENTS: i64 = 30_000;
     let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
@@ -208,47 +206,22 @@ async fn sigkill_during_a_kafka_feed_keeps_every_view_exact() {
     let client = connect(port).await;
     client
         .batch_execute(&format!(
-            "CREATE SOURCE ev (id BIGINT, k INT, v BIGINT, ts TIMESTAMP,
-               WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
-             WITH (connector = 'kafka', topic = 'events', properties.bootstrap.server = '{bootstrap}',
-               idle.timeout = '1s') FORMAT PLAIN ENCODE JSON;
-             CREATE TABLE pk (id INT PRIMARY KEY, g INT, v BIGINT);
-             {VIEWS}"
+            "{}
+             {VIEWS}",
+            source_and_table(&bootstrap)
         ))
         .await
         .unwrap();
     drop(client);
 
     // The feed: 30,000 events over about 3 s, in time order per event number.
-    let base_ms: i64 = 1_767_225_600_000;
-    let feed_bootstrap = bootstrap.clone();
-    let feed = std::thread::spawn(move || {
-        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-            .set("bootstrap.servers", &feed_bootstrap)
-            .create()
-            .expect("producer");
-        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        for id in 0..EVENTS {
-            let ts = chrono::DateTime::from_timestamp_millis(
-                base_ms + id * 2 + rng.random_range(0..500),
-            )
-            .unwrap()
-            .naive_utc()
-            .format("%Y-%m-%d %H:%M:%S%.3f");
-            let payload = format!(
-                r#"{{"id": {id}, "k": {}, "v": {}, "ts": "{ts}"}}"#,
-                rng.random_range(0..8),
-                rng.random_range(0..1000)
-            );
-            let record = BaseRecord::<(), str>::to("events")
-                .partition((id % 3) as i32)
-                .payload(&payload);
-            producer.send(record).map_err(|(e, _)| e).expect("send");
-            if id % 1000 == 999 {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        producer.flush(Duration::from_secs(30)).expect("flush");
+    let feed = spawn_feed(Feed {
+        bootstrap: bootstrap.clone(),
+        events: EVENTS,
+        seed: 3,
+        event_ms: |id| id * 2,
+        pause_every: 1000,
+        pause: Duration::from_millis(100),
     });
 
     // Writers to the keyed table, reconnecting after each kill.
@@ -301,6 +274,72 @@ async fn sigkill_during_a_kafka_feed_keeps_every_view_exact() {
     client.batch_execute("FLUSH").await.unwrap();
     assert_views_equal_batch_queries(&client, "after 10 kills").await;
     child.kill();
+}
+
+/// Source `ev` over topic `events` of the cluster at `bootstrap`, and the keyed table `pk`:
+/// what both Kafka crash tests read.
+fn source_and_table(bootstrap: &str) -> String {
+    format!(
+        "CREATE SOURCE ev (id BIGINT, k INT, v BIGINT, ts TIMESTAMP,
+           WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+         WITH (connector = 'kafka', topic = 'events', properties.bootstrap.server = '{bootstrap}',
+           idle.timeout = '1s') FORMAT PLAIN ENCODE JSON;
+         CREATE TABLE pk (id INT PRIMARY KEY, g INT, v BIGINT);"
+    )
+}
+
+/// A feed of JSON events `{id, k, v, ts}` into topic `events`, round-robin over 3 partitions.
+struct Feed {
+    bootstrap: String,
+    events: i64,
+    seed: u64,
+    /// Event `id`'s time, in ms after 2026-01-01, before up to 500 ms of disorder.
+    event_ms: fn(i64) -> i64,
+    /// A pause of `pause` after every `pause_every` events spreads the feed over time.
+    pause_every: i64,
+    pause: Duration,
+}
+
+/// Produces the feed on a thread of its own.
+fn spawn_feed(feed: Feed) -> std::thread::JoinHandle<()> {
+    use rand::{Rng, SeedableRng};
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+    const BASE_MS: i64 = 1_767_225_600_000;
+    std::thread::spawn(move || {
+        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", &feed.bootstrap)
+            .set("queue.buffering.max.messages", "1000000")
+            .create()
+            .expect("producer");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(feed.seed);
+        for id in 0..feed.events {
+            let ts = chrono::DateTime::from_timestamp_millis(
+                BASE_MS + (feed.event_ms)(id) + rng.random_range(0..500),
+            )
+            .unwrap()
+            .naive_utc()
+            .format("%Y-%m-%d %H:%M:%S%.3f");
+            let payload = format!(
+                r#"{{"id": {id}, "k": {}, "v": {}, "ts": "{ts}"}}"#,
+                rng.random_range(0..8),
+                rng.random_range(0..1000)
+            );
+            let mut record = BaseRecord::<(), str>::to("events")
+                .partition((id % 3) as i32)
+                .payload(&payload);
+            // A full queue waits for the producer to catch up.
+            while let Err((_, back)) = producer.send(record) {
+                record = back;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if id % feed.pause_every == feed.pause_every - 1 {
+                std::thread::sleep(feed.pause);
+            }
+        }
+        producer.flush(Duration::from_secs(60)).expect("flush");
+    })
 }
 
 /// Waits until source `ev` holds `events` events, each once, and its watermark stands at the
@@ -452,8 +491,6 @@ fn assert_each_record_once(topic: &str, messages: &[SinkMessage]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_a_million_events_recovers_views_and_sinks_exactly_once() {
     use rand::{Rng, SeedableRng};
-    use rdkafka::config::ClientConfig;
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
     const KAFKA_EVENTS: i64 = 900_000;
     const TABLE_ROWS: i64 = 100_000;
@@ -471,60 +508,26 @@ async fn sigkill_during_a_million_events_recovers_views_and_sinks_exactly_once()
     let client = connect(port).await;
     client
         .batch_execute(&format!(
-            "CREATE SOURCE ev (id BIGINT, k INT, v BIGINT, ts TIMESTAMP,
-               WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
-             WITH (connector = 'kafka', topic = 'events', properties.bootstrap.server = '{bootstrap}',
-               idle.timeout = '1s') FORMAT PLAIN ENCODE JSON;
-             CREATE TABLE pk (id INT PRIMARY KEY, g INT, v BIGINT);
+            "{}
              {VIEWS}
              CREATE SINK closed_out FROM tumble_closed WITH (connector = 'kafka', topic = 'closed_out',
                properties.bootstrap.server = '{bootstrap}') FORMAT PLAIN ENCODE JSON;
              CREATE SINK per_g_out FROM per_g WITH (connector = 'kafka', topic = 'per_g_out',
-               properties.bootstrap.server = '{bootstrap}', primary_key = 'g') FORMAT UPSERT ENCODE JSON;"
+               properties.bootstrap.server = '{bootstrap}', primary_key = 'g') FORMAT UPSERT ENCODE JSON;",
+            source_and_table(&bootstrap)
         ))
         .await
         .unwrap();
     drop(client);
 
     // The feed: 900,000 events in chunks, in time order per event number (2 events per ms).
-    let base_ms: i64 = 1_767_225_600_000;
-    let feed_bootstrap = bootstrap.clone();
-    let feed = std::thread::spawn(move || {
-        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-            .set("bootstrap.servers", &feed_bootstrap)
-            .set("queue.buffering.max.messages", "1000000")
-            .create()
-            .expect("producer");
-        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
-        for id in 0..KAFKA_EVENTS {
-            let ts = chrono::DateTime::from_timestamp_millis(
-                base_ms + id / 2 + rng.random_range(0..500),
-            )
-            .unwrap()
-            .naive_utc()
-            .format("%Y-%m-%d %H:%M:%S%.3f");
-            let payload = format!(
-                r#"{{"id": {id}, "k": {}, "v": {}, "ts": "{ts}"}}"#,
-                rng.random_range(0..8),
-                rng.random_range(0..1000)
-            );
-            let mut record = BaseRecord::<(), str>::to("events")
-                .partition((id % 3) as i32)
-                .payload(&payload);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((_, back)) => {
-                        record = back;
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                }
-            }
-            if id % 20_000 == 19_999 {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-        producer.flush(Duration::from_secs(60)).expect("flush");
+    let feed = spawn_feed(Feed {
+        bootstrap: bootstrap.clone(),
+        events: KAFKA_EVENTS,
+        seed: 13,
+        event_ms: |id| id / 2,
+        pause_every: 20_000,
+        pause: Duration::from_millis(200),
     });
 
     // Writers to the keyed table (upserts and deletes, 500 rows a statement), reconnecting

@@ -129,6 +129,25 @@ async fn checkpoints(client: &Client, kind: &str) -> Vec<i64> {
         .collect()
 }
 
+/// A server over `dir` that checkpoints every 100 ms, and a client of it.
+async fn start_checkpointing(dir: &std::path::Path) -> (sluice::RunningServer, Client) {
+    let server = common::start_on_with(dir, |c| {
+        c.checkpoint_interval = Some(std::time::Duration::from_millis(100))
+    })
+    .await;
+    let client = common::connect(server.addr.port()).await;
+    (server, client)
+}
+
+/// The rows of every view of [`CHECKPOINTED`].
+async fn contents(client: &Client) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for view in CHECKPOINTED {
+        out.push(rows(client, &format!("SELECT * FROM {view}")).await);
+    }
+    out
+}
+
 /// Views the recovery restored from its checkpoint (not replayed).
 async fn restored_views(client: &Client) -> i64 {
     client
@@ -219,26 +238,18 @@ fn manifests(dir: &std::path::Path) -> Vec<(std::path::PathBuf, serde_json::Valu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn views_resume_from_a_checkpoint_and_replay_only_the_tail() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let fast = |c: &mut sluice::Config| {
-        c.checkpoint_interval = Some(std::time::Duration::from_millis(100))
-    };
-    let mut server = common::start_on_with(dir.path(), fast).await;
-    let client = common::connect(server.addr.port()).await;
+    let (server, client) = start_checkpointing(dir.path()).await;
     client.batch_execute(SETUP).await.expect("setup");
     client.batch_execute(&churn(1)).await.expect("churn");
     let first = settled_checkpoint(&client).await;
     // Written after the checkpoint (or in the next one): recovery restores and then replays.
     client.batch_execute(&churn(2)).await.expect("churn");
-    let mut before = Vec::new();
-    for view in CHECKPOINTED {
-        before.push(rows(&client, &format!("SELECT * FROM {view}")).await);
-    }
+    let before = contents(&client).await;
     assert_oracles(&client, "before the restart").await;
     drop(client);
     server.shutdown().await;
 
-    server = common::start_on_with(dir.path(), fast).await;
-    let client = common::connect(server.addr.port()).await;
+    let (server, client) = start_checkpointing(dir.path()).await;
     let recovered = checkpoints(&client, "recovery").await;
     assert_eq!(recovered.len(), 1, "one recovery row");
     assert!(
@@ -257,21 +268,14 @@ async fn views_resume_from_a_checkpoint_and_replay_only_the_tail() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_checkpoint_file_falls_back_to_the_previous_checkpoint() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let fast = |c: &mut sluice::Config| {
-        c.checkpoint_interval = Some(std::time::Duration::from_millis(100))
-    };
-    let mut server = common::start_on_with(dir.path(), fast).await;
-    let client = common::connect(server.addr.port()).await;
+    let (server, client) = start_checkpointing(dir.path()).await;
     client.batch_execute(SETUP).await.expect("setup");
     // Both kept checkpoints hold every view: taken after the setup.
     let first = settled_checkpoint(&client).await;
     client.batch_execute(&churn(1)).await.expect("churn");
     checkpoint_after(&client, first).await;
     settled_checkpoint(&client).await;
-    let mut before = Vec::new();
-    for view in CHECKPOINTED {
-        before.push(rows(&client, &format!("SELECT * FROM {view}")).await);
-    }
+    let before = contents(&client).await;
     drop(client);
     server.shutdown().await;
 
@@ -310,8 +314,7 @@ async fn a_truncated_checkpoint_file_falls_back_to_the_previous_checkpoint() {
         .set_len(bytes / 2)
         .expect("truncate");
 
-    server = common::start_on_with(dir.path(), fast).await;
-    let client = common::connect(server.addr.port()).await;
+    let (server, client) = start_checkpointing(dir.path()).await;
     assert_eq!(
         checkpoints(&client, "recovery").await,
         vec![previous_epoch],
@@ -325,11 +328,7 @@ async fn a_truncated_checkpoint_file_falls_back_to_the_previous_checkpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_writes_only_the_views_that_changed() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let fast = |c: &mut sluice::Config| {
-        c.checkpoint_interval = Some(std::time::Duration::from_millis(100))
-    };
-    let server = common::start_on_with(dir.path(), fast).await;
-    let client = common::connect(server.addr.port()).await;
+    let (server, client) = start_checkpointing(dir.path()).await;
     client.batch_execute(SETUP).await.expect("setup");
     // A checkpoint takes in everything the setup did; then nothing changes, and no further
     // checkpoint is taken.

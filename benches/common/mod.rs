@@ -6,6 +6,14 @@ use sluice::storage::FsyncPolicy;
 use sluice::{Config, RunningServer, Server};
 use tokio_postgres::{Client, NoTls};
 
+/// The engine's logs on stderr, as `RUST_LOG` says (`RUST_LOG=sluice=info`); none by default.
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 /// The first argument that is not a flag, as a count, or `default`.
 pub fn count_arg(default: usize) -> usize {
     std::env::args()

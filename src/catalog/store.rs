@@ -2,7 +2,6 @@
 //! rewritten atomically (temp file, fsync, rename, fsync of the directory) on every change.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -85,17 +84,9 @@ impl CatalogStore {
             path: self.path.display().to_string(),
             source,
         };
-        let tmp = self.path.with_extension("json.tmp");
         let bytes =
             serde_json::to_vec_pretty(&self.contents).map_err(|e| io(std::io::Error::other(e)))?;
-        let mut file = fs::File::create(&tmp).map_err(io)?;
-        file.write_all(&bytes).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        fs::rename(&tmp, &self.path).map_err(io)?;
-        if let Some(dir) = self.path.parent() {
-            fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-        }
-        Ok(())
+        crate::storage::durable::write_atomically(&self.path, &bytes).map_err(io)
     }
 }
 

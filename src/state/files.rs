@@ -25,6 +25,7 @@ use datafusion::arrow::ipc::writer::FileWriter;
 use serde::{Deserialize, Serialize};
 
 use super::StateError;
+use crate::storage::durable;
 
 /// The manifest's file name inside a checkpoint directory.
 pub const MANIFEST: &str = "manifest.json";
@@ -124,9 +125,7 @@ pub fn dir_name(epoch: u64) -> String {
 
 /// Fsyncs a directory, so that the entries created or renamed in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<(), StateError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StateError::io("syncing directory", dir, e))
+    durable::sync_dir(dir).map_err(|e| StateError::io("syncing directory", dir, e))
 }
 
 /// A writer that computes the CRC-32 and length of what passes through it.
@@ -227,17 +226,9 @@ pub fn read_ipc(root: &Path, entry: &FileEntry) -> Result<Vec<RecordBatch>, Stat
 /// Writes the manifest of the checkpoint in `dir` atomically: a temporary file, fsynced,
 /// renamed over the final name, and the directory fsynced.
 pub fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), StateError> {
-    let temporary = dir.join(format!("{MANIFEST}.tmp"));
     let path = dir.join(MANIFEST);
     let text = serde_json::to_vec_pretty(manifest).expect("a manifest serializes");
-    File::create(&temporary)
-        .and_then(|mut f| {
-            f.write_all(&text)?;
-            f.sync_all()
-        })
-        .map_err(|e| StateError::io("writing", &temporary, e))?;
-    std::fs::rename(&temporary, &path).map_err(|e| StateError::io("renaming", &path, e))?;
-    sync_dir(dir)
+    durable::write_atomically(&path, &text).map_err(|e| StateError::io("writing", &path, e))
 }
 
 /// Every complete checkpoint under `root` (a directory with a manifest that parses), newest

@@ -509,15 +509,7 @@ fn open_segment(path: &Path, create: bool) -> Result<File, StorageError> {
 
 /// Makes the directory's entries (created or removed files) durable.
 fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    // Only Unix can open and fsync a directory; elsewhere the entries are durable with the
-    // files' metadata.
-    #[cfg(unix)]
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StorageError::io("fsyncing log directory", dir, e))?;
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
+    super::durable::sync_dir(dir).map_err(|e| StorageError::io("fsyncing log directory", dir, e))
 }
 
 #[cfg(test)]

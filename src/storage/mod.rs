@@ -8,6 +8,7 @@
 //! Writers call [`Log::append`] and then [`Log::wait_durable`] before acknowledging; readers
 //! tail the log with [`Log::read`] and [`Log::wait_for`].
 
+pub mod durable;
 pub mod error;
 pub mod fsync;
 pub mod log;

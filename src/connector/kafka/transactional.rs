@@ -341,20 +341,11 @@ fn read_started(path: &Path) -> Option<Started> {
 /// Writes the file atomically and durably: a batch must not start before it is on disk.
 fn write_started(path: &Path, started: &Started) -> Result<()> {
     let io = |e: std::io::Error| Error::unsupported(format!("sink state {}: {e}", path.display()));
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let temporary = path.with_extension("tmp");
-    let text = serde_json::to_vec(started).expect("sink state serializes");
-    {
-        use std::io::Write;
-        let mut file = std::fs::File::create(&temporary).map_err(io)?;
-        file.write_all(&text).map_err(io)?;
-        file.sync_all().map_err(io)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
     }
-    std::fs::rename(&temporary, path).map_err(io)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io)
+    let text = serde_json::to_vec(started).expect("sink state serializes");
+    crate::storage::durable::write_atomically(path, &text).map_err(io)
 }
 
 #[cfg(test)]
