@@ -59,8 +59,6 @@ pub struct Engine {
     sources: Mutex<HashMap<u32, RunningSource>>,
     /// The running sinks, by sink name.
     sinks: Mutex<HashMap<String, RunningSink>>,
-    /// The checkpoint recovery starts from, until [`Self::restore`] has used it.
-    recovered: Mutex<Option<crate::state::Recovered>>,
     /// Ids of views that only feed a subscription, counting down from `u32::MAX` (catalog
     /// ids count up from 1).
     next_transient_id: std::sync::atomic::AtomicU32,
@@ -87,12 +85,10 @@ impl Engine {
         let views = Arc::new(ViewRegistry::default());
         let commit_gate = Arc::new(RwLock::new(()));
         let checkpoint_dir = config.data_dir.join("checkpoints");
-        let recovered = match config.checkpoint_interval {
-            Some(_) => crate::state::recovery::recover(&checkpoint_dir),
-            None => None,
-        };
+        let mut recovered = None;
         let checkpoints = match config.checkpoint_interval {
             Some(interval) => {
+                recovered = crate::state::recovery::recover(&checkpoint_dir);
                 let registry = Arc::clone(&views);
                 let writer = crate::state::CheckpointWriter::start(
                     checkpoint_dir,
@@ -142,10 +138,9 @@ impl Engine {
             runtime: Arc::new(RuntimeEnv::default()),
             sources: Mutex::new(HashMap::new()),
             sinks: Mutex::new(HashMap::new()),
-            recovered: Mutex::new(recovered),
             next_transient_id: std::sync::atomic::AtomicU32::new(u32::MAX),
         });
-        engine.restore().await?;
+        engine.restore(recovered).await?;
         tracing::info!(
             data_dir = %engine.config.data_dir.display(),
             tables = engine.tables.names().len(),
@@ -265,13 +260,9 @@ impl Engine {
         ctx
     }
 
-    async fn restore(&self) -> Result<()> {
+    /// Brings back every object of the catalog; views from `recovered` where they can be.
+    async fn restore(&self, recovered: Option<crate::state::Recovered>) -> Result<()> {
         let started = std::time::Instant::now();
-        let recovered = self
-            .recovered
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
         // Views restored from the checkpoint; a view is restored only if every view it reads
         // was, so that all of them stand at the same barrier.
         let mut restored: std::collections::HashSet<String> = std::collections::HashSet::new();
@@ -782,7 +773,6 @@ impl Engine {
     }
 }
 
-/// `CREATE … IF NOT EXISTS` of an existing name does nothing (`Ok(false)`); without it, 42P07.
 /// What the catalog shows of a view.
 fn view_entry(
     id: u32,
@@ -805,6 +795,7 @@ fn view_entry(
     })
 }
 
+/// `CREATE … IF NOT EXISTS` of an existing name does nothing (`Ok(false)`); without it, 42P07.
 fn if_not_exists(if_not_exists: bool, name: &str) -> Result<bool> {
     if if_not_exists {
         Ok(false)

@@ -895,8 +895,8 @@ impl super::KeyedOperator for GroupAggregateOperator {
         GroupAggregateOperator::update(self, change)
     }
 
-    fn checkpoint(&self) -> Result<Option<Vec<RecordBatch>>, StateError> {
-        Ok(Some(vec![GroupAggregateOperator::checkpoint(self)?]))
+    fn checkpoint(&self) -> Result<Vec<RecordBatch>, StateError> {
+        Ok(vec![GroupAggregateOperator::checkpoint(self)?])
     }
 
     fn restore(&mut self, state: &[RecordBatch]) -> Result<(), StateError> {

@@ -119,24 +119,16 @@ pub trait KeyedOperator: Send + std::fmt::Debug {
     /// watermark (if any) has closed.
     fn finish(&mut self, watermark: Option<Timestamp>) -> Result<Vec<ChangeBatch>, OperatorError>;
 
-    /// The state as Arrow batches, for a checkpoint taken right after [`Self::finish`]; `None`
-    /// when the operator cannot checkpoint (its view is then recovered by replaying its input).
+    /// The state as Arrow batches, for a checkpoint taken right after [`Self::finish`].
     fn checkpoint(
         &self,
-    ) -> Result<Option<Vec<datafusion::arrow::array::RecordBatch>>, crate::state::StateError> {
-        Ok(None)
-    }
+    ) -> Result<Vec<datafusion::arrow::array::RecordBatch>, crate::state::StateError>;
 
     /// Replaces the state with what [`Self::checkpoint`] gave.
     fn restore(
         &mut self,
-        _state: &[datafusion::arrow::array::RecordBatch],
-    ) -> Result<(), crate::state::StateError> {
-        Err(crate::state::StateError::mismatch(format!(
-            "{} cannot restore a checkpoint",
-            std::any::type_name::<Self>()
-        )))
-    }
+        state: &[datafusion::arrow::array::RecordBatch],
+    ) -> Result<(), crate::state::StateError>;
 }
 
 /// An incremental operator.

@@ -272,8 +272,8 @@ impl SessionWindowAggregate {
 }
 
 impl super::KeyedOperator for SessionWindowAggregate {
-    fn checkpoint(&self) -> Result<Option<Vec<RecordBatch>>, StateError> {
-        Ok(Some(SessionWindowAggregate::checkpoint(self)?))
+    fn checkpoint(&self) -> Result<Vec<RecordBatch>, StateError> {
+        SessionWindowAggregate::checkpoint(self)
     }
 
     fn restore(&mut self, state: &[RecordBatch]) -> Result<(), StateError> {

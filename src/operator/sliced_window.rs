@@ -788,8 +788,8 @@ impl super::KeyedOperator for SlicedWindowAggregate {
         SlicedWindowAggregate::update(self, change)
     }
 
-    fn checkpoint(&self) -> Result<Option<Vec<RecordBatch>>, StateError> {
-        Ok(Some(SlicedWindowAggregate::checkpoint(self)?))
+    fn checkpoint(&self) -> Result<Vec<RecordBatch>, StateError> {
+        SlicedWindowAggregate::checkpoint(self)
     }
 
     fn restore(&mut self, state: &[RecordBatch]) -> Result<(), StateError> {

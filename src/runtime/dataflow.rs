@@ -76,8 +76,8 @@ pub enum Node {
     },
 }
 
-/// A keyed operator partition's checkpointed state, by name.
-pub type NamedState = (String, Vec<RecordBatch>);
+/// A batch of a keyed operator partition's checkpointed state, by name.
+pub type NamedState = (String, RecordBatch);
 
 /// What one push or finish produced.
 #[derive(Debug, Default)]
@@ -135,37 +135,32 @@ impl Node {
     }
 
     /// The keyed operators' state, named `n{k}p{p}s{i}` for batch `i` of partition `p` of the
-    /// `k`-th keyed node in depth-first order; `None` when an operator cannot checkpoint.
-    pub fn checkpoint(&self) -> Result<Option<Vec<NamedState>>, StateError> {
+    /// `k`-th keyed node in depth-first order.
+    pub fn checkpoint(&self) -> Result<Vec<NamedState>, StateError> {
         let mut out = Vec::new();
         let mut next = 0;
-        Ok(self.checkpoint_into(&mut next, &mut out)?.then_some(out))
+        self.checkpoint_into(&mut next, &mut out)?;
+        Ok(out)
     }
 
     fn checkpoint_into(
         &self,
         next: &mut usize,
         out: &mut Vec<NamedState>,
-    ) -> Result<bool, StateError> {
+    ) -> Result<(), StateError> {
         if let Node::Keyed { partitions, .. } = self {
             let k = *next;
             *next += 1;
             for (p, operator) in partitions.iter().enumerate() {
-                let Some(state) = operator.checkpoint()? else {
-                    return Ok(false);
-                };
                 // Batches of an operator's state may differ in schema: a file each.
-                for (i, batch) in state.into_iter().enumerate() {
-                    out.push((format!("n{k}p{p}s{i}"), vec![batch]));
+                for (i, batch) in operator.checkpoint()?.into_iter().enumerate() {
+                    out.push((format!("n{k}p{p}s{i}"), batch));
                 }
             }
         }
-        for input in self.inputs() {
-            if !input.checkpoint_into(next, out)? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        self.inputs()
+            .iter()
+            .try_for_each(|input| input.checkpoint_into(next, out))
     }
 
     /// Restores what [`Self::checkpoint`] gave.

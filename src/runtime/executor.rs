@@ -32,10 +32,6 @@ use super::subscribe::{EndReason, SubscribeEvent, SubscribeOptions, SubscriberFe
 /// The name of a view's contents among its checkpoint pieces.
 const CONTENTS: &str = "contents";
 
-fn state_error(e: StateError) -> Error {
-    Error::unsupported(format!("checkpoint: {e}"))
-}
-
 /// Log records read per chunk: bounds the memory a catching-up view holds at once.
 const READ_CHUNK: usize = 64;
 /// Log records after which a catching-up view ends a sub-epoch: keyed operators emit and
@@ -148,25 +144,18 @@ impl RunningView {
         Ok(())
     }
 
-    /// The view's state for a checkpoint: `None` when it is not checkpointed (failed, only
-    /// feeding a subscription, or an operator that cannot); no pieces when nothing changed
-    /// since the last checkpoint and `everything` is false.
-    fn checkpoint(&self, everything: bool) -> Result<Option<ViewState>> {
+    /// The view's state for a checkpoint: `None` when it is not checkpointed (failed, or only
+    /// feeding a subscription); no pieces when nothing changed since the last checkpoint and
+    /// `everything` is false.
+    fn checkpoint(&self, everything: bool) -> std::result::Result<Option<ViewState>, StateError> {
         if self.failed.is_some() || !self.published {
             return Ok(None);
         }
         let pieces = if self.changed_since_checkpoint || everything {
-            let Some(operators) = self.root.checkpoint().map_err(state_error)? else {
-                return Ok(None);
-            };
-            let (schema, rows) = self.contents.checkpoint().map_err(state_error)?;
+            let (schema, rows) = self.contents.checkpoint()?;
             let mut pieces = vec![(CONTENTS.to_string(), schema, rows)];
-            for (name, batches) in operators {
-                let schema = batches
-                    .first()
-                    .map(|b| b.schema())
-                    .ok_or_else(|| Error::unsupported("an operator checkpointed no batch"))?;
-                pieces.push((name, schema, batches));
+            for (name, batch) in self.root.checkpoint()? {
+                pieces.push((name, batch.schema(), vec![batch]));
             }
             Some(pieces)
         } else {
@@ -304,6 +293,14 @@ struct ViewSet {
     snapshots: HashMap<u32, ViewSnapshot>,
 }
 
+impl ViewSet {
+    /// Stops and forgets view `id`.
+    fn remove_view(&mut self, id: u32) {
+        self.running.retain(|v| v.id != id);
+        self.snapshots.remove(&id);
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     set: Mutex<ViewSet>,
@@ -386,11 +383,13 @@ impl Executor {
     /// a view starts from that view's current contents.
     pub fn add(&self, mut view: RunningView) -> Result<()> {
         let mut set = self.shared.lock_set();
-        for source in &mut view.sources {
-            if view.restored {
-                // Restored together with the views it reads, at the same barrier.
-                break;
-            }
+        // A restored view stands at the same barrier as the views it reads: nothing to feed.
+        let sources = if view.restored {
+            &mut [][..]
+        } else {
+            &mut view.sources[..]
+        };
+        for source in sources {
             if let SourceRef::View(upstream) = &source.source {
                 let running = set
                     .running
@@ -546,9 +545,7 @@ impl Executor {
 
     /// Stops and forgets view `id`.
     pub fn remove(&self, id: u32) {
-        let mut set = self.shared.lock_set();
-        set.running.retain(|v| v.id != id);
-        set.snapshots.remove(&id);
+        self.shared.lock_set().remove_view(id);
     }
 
     /// Returns once an epoch that started after this call has completed: every write
@@ -595,9 +592,7 @@ pub struct ViewGuard {
 impl Drop for ViewGuard {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.upgrade() {
-            let mut set = shared.lock_set();
-            set.running.retain(|v| v.id != self.id);
-            set.snapshots.remove(&self.id);
+            shared.lock_set().remove_view(self.id);
         }
     }
 }
@@ -723,11 +718,11 @@ impl Shared {
         } = &mut *set;
         // One shared copy of each view's changes, however many subscribe to it.
         let shared: HashMap<u32, Arc<Vec<ChangeBatch>>> = outputs
-            .iter()
+            .into_iter()
             .filter(|(id, (changes, _))| {
-                !changes.is_empty() && subscribers.iter().any(|f| f.view == **id)
+                !changes.is_empty() && subscribers.iter().any(|f| f.view == *id)
             })
-            .map(|(id, (changes, _))| (*id, Arc::new(changes.clone())))
+            .map(|(id, (changes, _))| (id, Arc::new(changes)))
             .collect();
         subscribers.retain_mut(|feed| feed_epoch(feed, running, &shared, epoch_now));
         for view in running.iter() {
@@ -869,7 +864,7 @@ fn feed_epoch(
     epoch: u64,
 ) -> bool {
     let Some(view) = running.iter().find(|v| v.id == feed.view) else {
-        feed.end.set("the subscription ended: its view was dropped");
+        feed.end.set(super::subscribe::VIEW_DROPPED);
         return false;
     };
     if let Some(message) = &view.failed {

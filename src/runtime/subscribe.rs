@@ -145,12 +145,12 @@ impl Subscription {
     }
 
     fn reason(&self) -> String {
-        self.end
-            .get()
-            .unwrap_or("the subscription ended: its view was dropped")
-            .to_string()
+        self.end.get().unwrap_or(VIEW_DROPPED).to_string()
     }
 }
+
+/// Why a subscription ends when its view goes (and when nothing else was said).
+pub const VIEW_DROPPED: &str = "the subscription ended: its view was dropped";
 
 #[cfg(test)]
 mod tests {

@@ -21,9 +21,16 @@ pub fn blobs<'a>(values: impl Iterator<Item = Option<&'a [u8]>>) -> ArrayRef {
     Arc::new(builder.finish())
 }
 
+/// The type of a column of 128-bit integers: integral decimals.
+const I128: DataType = DataType::Decimal128(38, 0);
+
 /// A column of 128-bit integers.
 pub fn i128s(values: Vec<i128>) -> ArrayRef {
-    Arc::new(Decimal128Array::from(values))
+    Arc::new(
+        Decimal128Array::from(values)
+            .with_precision_and_scale(38, 0)
+            .expect("38 digits, scale 0, is a valid decimal"),
+    )
 }
 
 /// A column of 64-bit integers.
@@ -42,7 +49,7 @@ pub fn f64s(values: Vec<f64>) -> ArrayRef {
 }
 
 /// Column `name` of `batch`.
-pub fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, StateError> {
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, StateError> {
     batch
         .column_by_name(name)
         .ok_or_else(|| StateError::mismatch(format!("no column {name}")))
@@ -54,11 +61,7 @@ fn typed<'a>(
     want: &DataType,
 ) -> Result<&'a ArrayRef, StateError> {
     let c = column(batch, name)?;
-    if !matches!(
-        (c.data_type(), want),
-        (DataType::Decimal128(..), DataType::Decimal128(..))
-    ) && c.data_type() != want
-    {
+    if c.data_type() != want {
         return Err(StateError::mismatch(format!(
             "column {name} is {}, not {want}",
             c.data_type()
@@ -89,7 +92,7 @@ pub fn i64_column(batch: &RecordBatch, name: &str) -> Result<Vec<i64>, StateErro
 
 /// Column `name` as 128-bit integers.
 pub fn i128_column(batch: &RecordBatch, name: &str) -> Result<Vec<i128>, StateError> {
-    let c = typed(batch, name, &DataType::Decimal128(38, 0))?.as_primitive::<Decimal128Type>();
+    let c = typed(batch, name, &I128)?.as_primitive::<Decimal128Type>();
     Ok(c.values().to_vec())
 }
 

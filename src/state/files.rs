@@ -4,7 +4,7 @@
 //! checkpoints/
 //!   00000001764000000123/          the epoch, zero-padded so names sort by time
 //!     view-7/contents.arrow        the view's rows
-//!     view-7/n0p1.arrow            keyed operator 0, partition 1
+//!     view-7/n0p1s0.arrow          keyed operator 0, partition 1, state batch 0
 //!     sink-orders_out.arrow        a sink's changes not yet confirmed delivered
 //!     manifest.json                written last: the checkpoint exists once this does
 //! ```
@@ -53,7 +53,8 @@ pub struct ViewCheckpoint {
     /// The epoch whose directory holds its files (this checkpoint's, or an earlier one's when
     /// the view did not change since).
     pub written_at: u64,
-    /// Its files: `contents` and one per keyed operator partition (`n{node}p{partition}`).
+    /// Its files: `contents` and one per state batch of each keyed operator partition
+    /// (`n{node}p{partition}s{batch}`).
     pub files: Vec<(String, FileEntry)>,
     /// Per source of the view, the next log position to read.
     pub positions: Vec<u64>,

@@ -10,6 +10,25 @@ use std::collections::BTreeMap;
 
 use rdkafka::ClientConfig;
 
+/// A consumer's client events, logged; reaching a partition's end is not an error (consumers
+/// ask to be told, to know when a partition may go idle or a read-back is complete).
+pub(super) struct ConsumerLog;
+
+impl rdkafka::ClientContext for ConsumerLog {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+        let end = matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if !end {
+            tracing::error!(%error, reason, "kafka client");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ConsumerLog {}
+
 /// A client configuration: the bootstrap servers and `defaults`, then the user's
 /// `properties.*` (which may override anything), then `fixed`, which the connector needs as
 /// they are.

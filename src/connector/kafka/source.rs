@@ -14,12 +14,11 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
-use rdkafka::ClientContext;
 use rdkafka::Message;
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use serde::{Deserialize, Serialize};
 
 use crate::connector::decode::RecordDecoder;
@@ -47,24 +46,6 @@ struct Position {
     watermarks: BTreeMap<i32, i64>,
 }
 
-/// librdkafka's client events, logged; a partition's end is not an error (the source asks
-/// to be told, to know when a partition may go idle).
-struct SourceContextLog;
-
-impl ClientContext for SourceContextLog {
-    fn error(&self, error: KafkaError, reason: &str) {
-        let end = matches!(
-            error,
-            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
-        );
-        if !end {
-            tracing::error!(%error, reason, "kafka client");
-        }
-    }
-}
-
-impl ConsumerContext for SourceContextLog {}
-
 /// One polled record, its bytes in the batch's buffer.
 #[derive(Debug)]
 struct Polled {
@@ -79,7 +60,7 @@ struct Polled {
 pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> Result<()> {
     let def = context.table.def();
     let group = format!("sluice-source-{}-{}", def.name, def.id);
-    let consumer: BaseConsumer<SourceContextLog> = super::client_config(
+    let consumer: BaseConsumer<super::ConsumerLog> = super::client_config(
         &kafka.bootstrap,
         // The source polls in bursts (gather a batch, then decode it); with librdkafka's
         // default of 1 s, a prefetch queue that filled up meanwhile pauses fetching for a
@@ -93,7 +74,7 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
             ("enable.partition.eof", "true"),
         ],
     )
-    .create_with_context(SourceContextLog)
+    .create_with_context(super::ConsumerLog)
     .map_err(|e| Error::unsupported(format!("kafka consumer: {e}")))?;
 
     // A Kafka source never ends, so there is always a position to resume from.
@@ -281,7 +262,7 @@ fn watermarks_of(splits: &SplitWatermarks, partitions: &[i32]) -> BTreeMap<i32, 
 }
 
 fn offset_for_time(
-    consumer: &BaseConsumer<SourceContextLog>,
+    consumer: &BaseConsumer<super::ConsumerLog>,
     topic: &str,
     partition: i32,
     ms: i64,

@@ -205,7 +205,6 @@ fn deliver(
             if let Some(value) = &record.value {
                 base = base.payload(value.as_slice());
             }
-            let mut base = base;
             loop {
                 match producer.send(base) {
                     Ok(()) => break,
@@ -256,7 +255,7 @@ fn partition_ends(
 
 /// The sequence numbers of batch `started.batch` that the topic holds (committed).
 fn sequences_in_topic(sink: &TransactionalSink, started: &Started) -> Result<HashSet<u64>> {
-    let consumer: BaseConsumer<QuietEof> = super::client_config(
+    let consumer: BaseConsumer<super::ConsumerLog> = super::client_config(
         &sink.spec.bootstrap,
         &[],
         &sink.spec.properties,
@@ -267,7 +266,7 @@ fn sequences_in_topic(sink: &TransactionalSink, started: &Started) -> Result<Has
             ("enable.partition.eof", "true"),
         ],
     )
-    .create_with_context(QuietEof)
+    .create_with_context(super::ConsumerLog)
     .map_err(kafka("consumer"))?;
     let mut assignment = TopicPartitionList::new();
     for &(partition, offset) in &started.offsets {
@@ -312,23 +311,6 @@ fn sequences_in_topic(sink: &TransactionalSink, started: &Started) -> Result<Has
     Ok(found)
 }
 
-/// A consumer context that does not report reaching a partition's end (asked for, to know
-/// when the read-back is complete) as an error.
-struct QuietEof;
-
-impl rdkafka::ClientContext for QuietEof {
-    fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(
-            error,
-            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
-        ) {
-            tracing::error!(error = %error, reason, "kafka client error");
-        }
-    }
-}
-
-impl rdkafka::consumer::ConsumerContext for QuietEof {}
-
 fn read_started(path: &Path) -> Option<Started> {
     let text = std::fs::read(path).ok()?;
     serde_json::from_slice(&text)
@@ -371,11 +353,11 @@ mod tests {
 
     /// Every record of `out` as (value, batch, seq).
     fn topic(bootstrap: &str) -> Vec<(String, u64, u64)> {
-        let consumer: BaseConsumer<QuietEof> = ClientConfig::new()
+        let consumer: BaseConsumer<crate::connector::kafka::ConsumerLog> = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("group.id", "test")
             .set("enable.partition.eof", "true")
-            .create_with_context(QuietEof)
+            .create_with_context(crate::connector::kafka::ConsumerLog)
             .unwrap();
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset("out", 0, Offset::Beginning)
