@@ -22,7 +22,7 @@ use crate::planner::{SourceRef, StreamPlan};
 use crate::state::writer::SinkState;
 use crate::state::{CheckpointJob, CheckpointWriter, RecoveredView, StateError, ViewState};
 use crate::stream::{ChangeBatch, Timestamp};
-use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
+use datafusion::arrow::array::{Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use super::contents::ViewContents;
@@ -231,13 +231,11 @@ impl ExactlyOnceFeed {
         let mut out = Vec::new();
         for (batch, changes) in &self.unconfirmed {
             for change in changes {
-                let rows = change.num_rows();
-                let mut columns: Vec<ArrayRef> = change.data().columns().to_vec();
-                columns.push(match change.weights() {
-                    Some(w) => Arc::new(w.clone()),
-                    None => Arc::new(Int64Array::from(vec![1; rows])),
-                });
-                columns.push(Arc::new(Int64Array::from(vec![*batch as i64; rows])));
+                let mut columns = change.with_weight_column()?.columns().to_vec();
+                columns.push(Arc::new(Int64Array::from_value(
+                    *batch as i64,
+                    change.num_rows(),
+                )));
                 out.push(RecordBatch::try_new(Arc::clone(&schema), columns)?);
             }
         }

@@ -108,13 +108,22 @@ impl ChangeBatch {
     /// The batch as one record batch with a trailing [`WEIGHT_COLUMN`] when it has weights:
     /// the form in which it is stored.
     pub fn to_stored(&self) -> Result<RecordBatch, ArrowError> {
-        let Some(weights) = &self.weights else {
-            return Ok(self.data.clone());
-        };
+        match self.weights {
+            None => Ok(self.data.clone()),
+            Some(_) => self.with_weight_column(),
+        }
+    }
+
+    /// The batch with a trailing [`WEIGHT_COLUMN`] always (1 for each insertion), so that
+    /// batches of one schema keep one stored schema; [`ChangeBatch::from_stored`] reads it.
+    pub fn with_weight_column(&self) -> Result<RecordBatch, ArrowError> {
         let mut fields: Vec<Arc<Field>> = self.data.schema().fields().iter().cloned().collect();
         fields.push(Arc::new(Field::new(WEIGHT_COLUMN, DataType::Int64, false)));
         let mut columns: Vec<ArrayRef> = self.data.columns().to_vec();
-        columns.push(Arc::new(weights.clone()));
+        columns.push(match &self.weights {
+            Some(weights) => Arc::new(weights.clone()),
+            None => Arc::new(Int64Array::from_value(1, self.num_rows())),
+        });
         RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
     }
 
