@@ -266,6 +266,7 @@ async fn sigkill_during_a_kafka_feed_keeps_every_view_exact() {
         connect(port).await;
     }
     feed.join().unwrap();
+    assert_broker_kept_everything(&bootstrap, "events");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.await.unwrap();
 
@@ -308,9 +309,16 @@ fn spawn_feed(feed: Feed) -> std::thread::JoinHandle<()> {
 
     const BASE_MS: i64 = 1_767_225_600_000;
     std::thread::spawn(move || {
+        // librdkafka's mock broker keeps only the newest 5 MB of each partition and deletes
+        // older records: compressed (zstd) in large batches, the feed stays well under that,
+        // so that a source that fell behind during a restart finds every record still there
+        // (`assert_broker_kept_everything` checks it; lz4 was not enough).
         let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
             .set("bootstrap.servers", &feed.bootstrap)
             .set("queue.buffering.max.messages", "1000000")
+            .set("compression.type", "zstd")
+            .set("linger.ms", "20")
+            .set("batch.size", "1000000")
             .create()
             .expect("producer");
         let mut rng = rand::rngs::StdRng::seed_from_u64(feed.seed);
@@ -342,6 +350,40 @@ fn spawn_feed(feed: Feed) -> std::thread::JoinHandle<()> {
     })
 }
 
+/// Each partition of `topic` still starts at offset 0: the mock broker deleted nothing, so a
+/// source that misses records has lost them itself.
+fn assert_broker_kept_everything(bootstrap: &str, topic: &str) {
+    for (p, (low, high)) in watermarks(bootstrap, topic) {
+        assert_eq!(
+            low, 0,
+            "the mock broker deleted records of {topic} [{p}] (it holds {low}..{high})"
+        );
+    }
+}
+
+/// Each partition's oldest and end offsets, as the broker answers.
+fn watermarks(bootstrap: &str, topic: &str) -> std::collections::BTreeMap<i32, (i64, i64)> {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            let w = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .expect("watermarks");
+            (p.id(), w)
+        })
+        .collect()
+}
+
 /// Waits until source `ev` holds `events` events, each once, and its watermark stands at the
 /// newest event less the delay (every partition idle).
 async fn wait_for_every_event(client: &tokio_postgres::Client, events: i64, patience: Duration) {
@@ -353,12 +395,20 @@ async fn wait_for_every_event(client: &tokio_postgres::Client, events: i64, pati
                FROM sluice_sources WHERE source_name = 'ev') FROM ev",
         )
         .await;
-        if state == [format!("{events}|{events}|t")] {
+        // Every partition read to the end the broker reports, nothing skipped.
+        let partitions = common::sorted_rows(
+            client,
+            "SELECT position = end_offset, lag, skipped_offsets FROM sluice_source_partitions
+               WHERE source_name = 'ev'",
+        )
+        .await;
+        let read_to_end = !partitions.is_empty() && partitions.iter().all(|p| p == "t|0|0");
+        if state == [format!("{events}|{events}|t")] && read_to_end {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "source never complete: {state:?}"
+            "source never complete: {state:?}, partitions (read to end, lag, skipped): {partitions:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -582,6 +632,7 @@ async fn sigkill_during_a_million_events_recovers_views_and_sinks_exactly_once()
         connect(port).await;
     }
     feed.join().unwrap();
+    assert_broker_kept_everything(&bootstrap, "events");
     writer.await.unwrap();
 
     let client = connect(port).await;
@@ -651,4 +702,236 @@ async fn sigkill_during_a_million_events_recovers_views_and_sinks_exactly_once()
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     child.kill();
+}
+
+/// Produces `count` JSON events `{id, k, v, ts}` (ids from `first`, one ms apart) to `topic`,
+/// partition `partition_of(id)`, and waits until the broker has them all.
+fn produce_events(
+    bootstrap: &str,
+    topic: &str,
+    first: i64,
+    count: i64,
+    partition_of: fn(i64) -> i32,
+    compression: &str,
+    batch_bytes: &str,
+) {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    const BASE_MS: i64 = 1_767_225_600_000;
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("queue.buffering.max.messages", "1000000")
+        .set("compression.type", compression)
+        .set("linger.ms", "20")
+        .set("batch.size", batch_bytes)
+        .create()
+        .expect("producer");
+    for id in first..first + count {
+        let ts = chrono::DateTime::from_timestamp_millis(BASE_MS + id)
+            .unwrap()
+            .naive_utc()
+            .format("%Y-%m-%d %H:%M:%S%.3f");
+        let payload = format!(
+            r#"{{"id": {id}, "k": {}, "v": {}, "ts": "{ts}"}}"#,
+            id % 8,
+            id % 1000
+        );
+        let mut record = BaseRecord::<(), str>::to(topic)
+            .partition(partition_of(id))
+            .payload(&payload);
+        while let Err((_, back)) = producer.send(record) {
+            record = back;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+}
+
+/// Each partition of source `ev`: (partition, position, end offset), read while it runs.
+async fn partition_positions(client: &tokio_postgres::Client) -> Vec<(i32, i64, i64)> {
+    client
+        .query(
+            "SELECT partition, position, end_offset FROM sluice_source_partitions
+               WHERE source_name = 'ev' AND end_offset IS NOT NULL ORDER BY partition",
+            &[],
+        )
+        .await
+        .map(|rows| {
+            rows.iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Killed while its partitions are read at different offsets (a backlog of unequal size per
+/// partition), three times, the Kafka source resumes every partition from its own log: in
+/// the end it holds every record once, each partition is read to its end, and every view
+/// equals its batch query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_partitions_are_mid_fetch_resumes_every_partition() {
+    const EVENTS: i64 = 120_000;
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    let bootstrap = cluster.bootstrap_servers();
+    cluster.create_topic("events", 3, 1).expect("topic");
+    // Half the events to partition 0, a third to 1, a sixth to 2.
+    produce_events(
+        &bootstrap,
+        "events",
+        0,
+        EVENTS,
+        |id| [0, 0, 0, 1, 1, 2][(id % 6) as usize],
+        "lz4",
+        "4096",
+    );
+    assert_broker_kept_everything(&bootstrap, "events");
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let args = ["--checkpoint-interval", "300ms"];
+    let mut child = spawn_with(dir.path(), port, &args);
+    let client = connect(port).await;
+    // Small batches, one a fetch: the backlog takes long enough to read that the kills land
+    // mid-way.
+    client
+        .batch_execute(&format!(
+            "{}
+             {VIEWS}",
+            source_and_table(&bootstrap).replace(
+                "idle.timeout = '1s')",
+                "idle.timeout = '1s', properties.fetch.max.bytes = '4096',
+                   properties.message.max.bytes = '4096', properties.max.partition.fetch.bytes = '4096')"
+            )
+        ))
+        .await
+        .unwrap();
+    client
+        .batch_execute("INSERT INTO pk VALUES (1, 1, 10), (2, 2, 20), (3, 1, 30)")
+        .await
+        .unwrap();
+    drop(client);
+
+    let mut kills_mid_fetch = 0;
+    let mut last_total = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while kills_mid_fetch < 3 {
+        let client = connect(port).await;
+        let seen = partition_positions(&client).await;
+        let total: i64 = seen.iter().map(|p| p.1).sum();
+        let mid_fetch = seen.len() == 3
+            && seen
+                .iter()
+                .any(|&(_, position, end)| 0 < position && position < end)
+            && total > last_total;
+        if mid_fetch {
+            eprintln!("killed while partitions (partition, position, end) stood at {seen:?}");
+            child.kill();
+            kills_mid_fetch += 1;
+            last_total = total;
+            child = spawn_with(dir.path(), port, &args);
+            continue;
+        }
+        assert!(
+            seen.iter().any(|&(_, position, end)| position < end) || seen.len() < 3,
+            "the source read every partition before 3 kills mid-fetch: {seen:?}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no progress to kill in: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let client = connect(port).await;
+    wait_for_every_event(&client, EVENTS, Duration::from_secs(120)).await;
+    let per_partition = common::sorted_rows(
+        &client,
+        "SELECT partition, position, end_offset, skipped_offsets FROM sluice_source_partitions
+           WHERE source_name = 'ev'",
+    )
+    .await;
+    assert_eq!(
+        per_partition,
+        ["0|60000|60000|0", "1|40000|40000|0", "2|20000|20000|0"]
+    );
+    client.batch_execute("FLUSH").await.unwrap();
+    assert_views_equal_batch_queries(&client, "after 3 kills mid-fetch").await;
+    child.kill();
+}
+
+/// While the server is down, the broker deletes records the source has not read (librdkafka's
+/// mock broker keeps 5 MB a partition). After the restart the source does not jump to the
+/// end and call itself complete: it goes on from the oldest record the broker still holds,
+/// and `sluice_source_partitions` counts the offsets it could not read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_the_broker_deleted_before_they_were_read_are_counted() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    let bootstrap = cluster.bootstrap_servers();
+    cluster.create_topic("events", 1, 1).expect("topic");
+    produce_events(&bootstrap, "events", 0, 1_000, |_| 0, "none", "1000000");
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = spawn(dir.path(), port);
+    let client = connect(port).await;
+    client
+        .batch_execute(&source_and_table(&bootstrap))
+        .await
+        .unwrap();
+    wait_for_every_event(&client, 1_000, Duration::from_secs(60)).await;
+    child.kill();
+
+    // 150,000 uncompressed events (about 10 MB): the broker deletes the oldest.
+    produce_events(
+        &bootstrap,
+        "events",
+        1_000,
+        150_000,
+        |_| 0,
+        "none",
+        "1000000",
+    );
+    let (low, high) = watermarks(&bootstrap, "events")[&0];
+    assert!(
+        low > 1_000,
+        "the broker deleted records the source did not read ({low})"
+    );
+    assert_eq!(high, 151_000);
+
+    let _child = spawn(dir.path(), port);
+    let client = connect(port).await;
+    let expected = format!("0|{high}|{high}|{}|idle", low - 1_000);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown = common::sorted_rows(
+            &client,
+            "SELECT partition, position, end_offset, skipped_offsets, state FROM sluice_source_partitions
+               WHERE source_name = 'ev'",
+        )
+        .await;
+        if shown == [expected.clone()] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{shown:?}, expected {expected}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let held = common::sorted_rows(
+        &client,
+        "SELECT count(*), count(DISTINCT id), min(id) FILTER (WHERE id >= 1000) FROM ev",
+    )
+    .await;
+    assert_eq!(
+        held,
+        [format!(
+            "{}|{}|{low}",
+            1_000 + high - low,
+            1_000 + high - low
+        )]
+    );
+    let status = common::sorted_rows(
+        &client,
+        "SELECT status FROM sluice_sources WHERE source_name = 'ev'",
+    )
+    .await;
+    assert_eq!(status, ["running"]);
 }

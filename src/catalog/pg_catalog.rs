@@ -64,6 +64,7 @@ pub const RELATIONS: &[&str] = &[
     "pg_user",
     "pg_views",
     "sluice_checkpoints",
+    "sluice_source_partitions",
     "sluice_sources",
     "sluice_subscriptions",
     "sluice_views",
@@ -439,6 +440,7 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                 let status = stats.as_ref().map(|s| s.status()).unwrap_or_default();
                 let (status, error) = match status {
                     crate::connector::source::SourceStatus::Running => ("running", None),
+                    crate::connector::source::SourceStatus::Stalled(why) => ("stalled", Some(why)),
                     crate::connector::source::SourceStatus::Finished => ("finished", None),
                     crate::connector::source::SourceStatus::Failed(e) => ("failed", Some(e)),
                 };
@@ -459,6 +461,41 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                     ScalarValue::Utf8(position),
                     ScalarValue::Utf8(error),
                 ]);
+            }
+            r
+        }
+        "sluice_source_partitions" => {
+            // Each partition of a source: where the source reads, the broker's end, the lag.
+            let mut r = Relation::new(&[
+                ("source_name", TEXT),
+                ("partition", INT4),
+                ("position", INT8),
+                ("end_offset", INT8),
+                ("lag", INT8),
+                ("state", TEXT),
+                ("watermark", DataType::Timestamp(TimeUnit::Nanosecond, None)),
+                ("skipped_offsets", INT8),
+            ]);
+            for t in &tables {
+                let Some(stats) = t.source_stats() else {
+                    continue;
+                };
+                for split in stats.splits() {
+                    let lag = split
+                        .end
+                        .zip(split.position)
+                        .map(|(end, position)| (end - position).max(0));
+                    r.row(vec![
+                        s(&t.def().name),
+                        ScalarValue::Int32(i32::try_from(split.split).ok()),
+                        ScalarValue::Int64(split.position),
+                        ScalarValue::Int64(split.end),
+                        ScalarValue::Int64(lag),
+                        s(split.state.name()),
+                        ScalarValue::TimestampNanosecond(split.watermark, None),
+                        ScalarValue::Int64(Some(i64::try_from(split.skipped).unwrap_or(i64::MAX))),
+                    ]);
+                }
             }
             r
         }

@@ -33,6 +33,52 @@ pub struct SourceStats {
     /// Records skipped because they did not decode.
     pub bad_records: AtomicU64,
     status: Mutex<SourceStatus>,
+    /// Where each split stands, for connectors that track it (Kafka partitions).
+    splits: Mutex<Vec<SplitProgress>>,
+}
+
+/// One split's progress as `sluice_source_partitions` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitProgress {
+    /// The split (a Kafka partition).
+    pub split: i64,
+    /// The next offset the source reads.
+    pub position: Option<i64>,
+    /// The split's end as the broker last reported it (Kafka: the high watermark).
+    pub end: Option<i64>,
+    /// Where the split stands.
+    pub state: SplitState,
+    /// The split's own watermark.
+    pub watermark: Option<Timestamp>,
+    /// Offsets the source could not read because the broker no longer held them.
+    pub skipped: u64,
+}
+
+/// Where a split stands against its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitState {
+    /// Behind its end, or its end is not known yet: it holds the watermark back.
+    Lagging,
+    /// Behind its end with no progress for longer than the stall bound: it holds the
+    /// watermark back, and the source shows `stalled`.
+    Stalled,
+    /// At its end as the broker confirmed; it still holds the watermark back until it has
+    /// had no data for the idle timeout.
+    CaughtUp,
+    /// At its end and without data for the idle timeout: it no longer holds the watermark back.
+    Idle,
+}
+
+impl SplitState {
+    /// The name `sluice_source_partitions` shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            SplitState::Lagging => "lagging",
+            SplitState::Stalled => "stalled",
+            SplitState::CaughtUp => "caught up",
+            SplitState::Idle => "idle",
+        }
+    }
 }
 
 /// Where a source's thread stands.
@@ -41,6 +87,8 @@ pub enum SourceStatus {
     /// Reading.
     #[default]
     Running,
+    /// Running, but a split behind its end has made no progress for a while (the reason).
+    Stalled(String),
     /// A bounded source read everything.
     Finished,
     /// Stopped by an error (`on_error = 'fail'`, an unreachable broker at start, …).
@@ -56,8 +104,22 @@ impl SourceStats {
             .clone()
     }
 
-    fn set_status(&self, status: SourceStatus) {
+    /// Sets the source's state.
+    pub fn set_status(&self, status: SourceStatus) {
         *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
+    }
+
+    /// Where each split stands (empty for connectors that do not track splits).
+    pub fn splits(&self) -> Vec<SplitProgress> {
+        self.splits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces what [`SourceStats::splits`] shows.
+    pub fn set_splits(&self, splits: Vec<SplitProgress>) {
+        *self.splits.lock().unwrap_or_else(|e| e.into_inner()) = splits;
     }
 }
 
@@ -226,6 +288,12 @@ struct SplitTime {
     done: bool,
 }
 
+impl SplitTime {
+    fn is_idle(&self, now: Instant, idle_timeout: Duration) -> bool {
+        self.caught_up && now.duration_since(self.last_data) >= idle_timeout
+    }
+}
+
 /// A watermark per split; the source's is their minimum.
 #[derive(Debug)]
 pub struct SplitWatermarks {
@@ -303,6 +371,21 @@ impl SplitWatermarks {
         }
     }
 
+    /// Notes that the split is behind its end (or its end is not known): it may not go idle,
+    /// however long no data comes, because the quiet is the reader's, not the split's.
+    pub fn lagging(&mut self, split: i64) {
+        if let Some(s) = self.splits.get_mut(&split) {
+            s.caught_up = false;
+        }
+    }
+
+    /// True when the split is caught up and has had no data for the idle timeout.
+    pub fn is_idle(&self, split: i64) -> bool {
+        self.splits
+            .get(&split)
+            .is_some_and(|s| s.is_idle(Instant::now(), self.idle_timeout))
+    }
+
     /// Marks a split as read to its end: it no longer holds the watermark back.
     pub fn finish(&mut self, split: i64) {
         if let Some(s) = self.splits.get_mut(&split) {
@@ -318,10 +401,7 @@ impl SplitWatermarks {
         let active: Vec<Option<Timestamp>> = self
             .splits
             .values()
-            .filter(|s| {
-                let idle = s.caught_up && now.duration_since(s.last_data) >= self.idle_timeout;
-                !s.done && !idle
-            })
+            .filter(|s| !s.done && !s.is_idle(now, self.idle_timeout))
             .map(|s| s.watermark)
             .collect();
         if active.is_empty() {

@@ -197,6 +197,16 @@ pub struct SinkSpec {
     pub exactly_once: bool,
 }
 
+/// librdkafka options the Kafka source sets itself: a user's value would be overridden, so it
+/// is refused rather than ignored.
+pub const SOURCE_OWN_PROPERTIES: &[&str] = &[
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.partition.eof",
+    "auto.offset.reset",
+];
+
 fn invalid(message: impl Into<String>) -> Error {
     Error::user(sqlstate::INVALID_PARAMETER_VALUE, message.into())
 }
@@ -377,13 +387,23 @@ impl SourceSpec {
                     Some(t) => parse_duration(t)
                         .ok_or_else(|| invalid(format!("idle.timeout: bad duration '{t}'")))?,
                 };
+                let properties = options.properties();
+                if let Some(own) = SOURCE_OWN_PROPERTIES
+                    .iter()
+                    .find(|p| properties.contains_key(**p))
+                {
+                    return Err(invalid(format!(
+                        "properties.{own} is set by the Kafka source itself (it keeps its \
+                         offsets in its own log and resumes after the last record it kept)"
+                    )));
+                }
                 SourceKind::Kafka(KafkaSource {
                     topic: options.require("topic", "kafka")?.to_string(),
                     bootstrap: options
                         .require("properties.bootstrap.server", "kafka")?
                         .to_string(),
                     startup,
-                    properties: options.properties(),
+                    properties,
                     idle_timeout,
                 })
             }
@@ -571,6 +591,14 @@ mod tests {
         ))
         .unwrap_err();
         assert!(missing.to_string().contains("properties.bootstrap.server"));
+        let own = SourceSpec::parse(&clause(
+            "CREATE SOURCE s (a INT) WITH (connector = 'kafka', topic = 't', \
+             properties.bootstrap.server = 'h:1', properties.auto.offset.reset = 'latest') \
+             FORMAT PLAIN ENCODE JSON",
+        ))
+        .unwrap_err();
+        assert_eq!(own.sqlstate(), sqlstate::INVALID_PARAMETER_VALUE);
+        assert!(own.to_string().contains("auto.offset.reset"), "{own}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! topic and keeps its offsets in the source's own log (not in a consumer group), and a sink
 //! that writes a view's changes.
 
+pub mod progress;
 pub mod sink;
 pub mod source;
 pub mod transactional;

@@ -18,13 +18,15 @@ use rdkafka::Message;
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use super::progress::{Progress, STALL_AFTER};
 use serde::{Deserialize, Serialize};
 
 use crate::connector::decode::RecordDecoder;
 use crate::connector::queue::table::ConnectorBatch;
 use crate::connector::source::{
-    SourceContext, SplitWatermarks, position_text, watermark_candidates,
+    SourceContext, SourceStatus, SplitWatermarks, position_text, watermark_candidates,
 };
 use crate::connector::spec::{Format, IncludeKind, KafkaSource, SourceSpec, StartupMode};
 use crate::error::{Error, Result};
@@ -67,11 +69,15 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
         // second each time, which cut throughput by four.
         &[("fetch.queue.backoff.ms", "10")],
         &kafka.properties,
+        // What spec::SOURCE_OWN_PROPERTIES names: refused as `properties.` options.
         &[
             ("group.id", group.as_str()),
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
             ("enable.partition.eof", "true"),
+            // An offset the broker no longer holds is an error the source handles (counts
+            // and logs what is lost), never a silent jump to the partition's end.
+            ("auto.offset.reset", "error"),
         ],
     )
     .create_with_context(super::ConsumerLog)
@@ -110,37 +116,38 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
             splits.restore(i64::from(p), None);
         }
     }
-    let mut assignment = TopicPartitionList::new();
-    for &p in &partitions {
-        let offset = match position.offsets.get(&p) {
-            Some(&next) => Offset::Offset(next),
-            None => match kafka.startup {
-                StartupMode::Earliest => Offset::Beginning,
-                StartupMode::Latest => Offset::End,
-                StartupMode::Timestamp(ms) => {
-                    Offset::Offset(offset_for_time(&consumer, &kafka.topic, p, ms)?)
-                }
-            },
+    // Every partition starts at a concrete offset, so its lag is known from the start.
+    let unresolved: Vec<i32> = partitions
+        .iter()
+        .copied()
+        .filter(|p| !position.offsets.contains_key(p))
+        .collect();
+    if !unresolved.is_empty() {
+        let starts = match kafka.startup {
+            StartupMode::Earliest => {
+                list_offsets(&consumer, &kafka.topic, &unresolved, Offset::Beginning)?
+            }
+            StartupMode::Latest => list_offsets(&consumer, &kafka.topic, &unresolved, Offset::End)?,
+            StartupMode::Timestamp(ms) => unresolved
+                .iter()
+                .map(|&p| Ok((p, offset_for_time(&consumer, &kafka.topic, p, ms)?)))
+                .collect::<Result<_>>()?,
         };
-        assignment
-            .add_partition_offset(&kafka.topic, p, offset)
-            .map_err(|e| Error::unsupported(format!("kafka assign: {e}")))?;
+        position.offsets.extend(starts);
     }
-    consumer
-        .assign(&assignment)
-        .map_err(|e| Error::unsupported(format!("kafka assign: {e}")))?;
+    assign(&consumer, &kafka.topic, &position.offsets)?;
     tracing::info!(topic = %kafka.topic, partitions = partitions.len(), "kafka source assigned");
+    let mut progress = Progress::new(&position.offsets, STALL_AFTER, Instant::now());
+    let mut stalled_shown: Vec<i32> = Vec::new();
 
     let mut reader = BatchReader::new(context, spec)?;
     let mut buffer: Vec<u8> = Vec::with_capacity(MAX_BATCH_BYTES);
     let mut polled: Vec<Polled> = Vec::with_capacity(1024);
     let mut written_watermark = splits.current();
-    // Partitions whose end this gather reached (librdkafka reports each end once).
-    let mut at_end: Vec<i32> = Vec::new();
     while !context.stopped() {
         buffer.clear();
         polled.clear();
-        at_end.clear();
+        let mut out_of_range = false;
         let mut deadline: Option<Instant> = None;
         let gather_started = Instant::now();
         while polled.len() < MAX_BATCH_RECORDS && buffer.len() < MAX_BATCH_BYTES {
@@ -153,9 +160,16 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
             };
             let message = match message {
                 Ok(m) => m,
-                Err(KafkaError::PartitionEOF(p)) => {
-                    at_end.push(p);
+                Err(KafkaError::PartitionEOF(_)) => {
+                    // A hint only: the end is confirmed by asking the broker.
+                    progress.end_reported();
                     continue;
+                }
+                Err(KafkaError::MessageConsumption(
+                    RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange,
+                )) => {
+                    out_of_range = true;
+                    break;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "kafka poll");
@@ -176,7 +190,6 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
                 None
             };
             let payload = copy(message.payload());
-            at_end.retain(|&p| p != message.partition());
             polled.push(Polled {
                 partition: message.partition(),
                 offset: message.offset(),
@@ -186,9 +199,16 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
             });
         }
         if polled.is_empty() {
-            for &p in &at_end {
-                splits.caught_up(i64::from(p));
-            }
+            track(
+                context,
+                &consumer,
+                kafka,
+                &position,
+                &mut progress,
+                &mut splits,
+                &mut stalled_shown,
+                out_of_range,
+            )?;
             // Idle partitions may let the watermark move on.
             let now = splits.current();
             if now > written_watermark && context.table.def().watermark.is_some() {
@@ -247,11 +267,183 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
             "kafka batch"
         );
         // Only after the batch's rows are observed: a partition's end follows its last row.
-        for &p in &at_end {
-            splits.caught_up(i64::from(p));
-        }
+        track(
+            context,
+            &consumer,
+            kafka,
+            &position,
+            &mut progress,
+            &mut splits,
+            &mut stalled_shown,
+            out_of_range,
+        )?;
     }
     Ok(())
+}
+
+/// After each batch (or empty poll): notes the source's progress, asks the broker for the
+/// partitions' ends when due, handles offsets the broker no longer holds, tells the
+/// watermarks which partitions may go idle, and shows where each partition stands.
+#[allow(clippy::too_many_arguments)]
+fn track(
+    context: &SourceContext,
+    consumer: &BaseConsumer<super::ConsumerLog>,
+    kafka: &KafkaSource,
+    position: &Position,
+    progress: &mut Progress,
+    splits: &mut SplitWatermarks,
+    stalled_shown: &mut Vec<i32>,
+    out_of_range: bool,
+) -> Result<()> {
+    let now = Instant::now();
+    for (&p, &next) in &position.offsets {
+        progress.moved(p, next, now);
+    }
+    // The consumer's own position also moves past records that are not handed out
+    // (transaction markers, aborted records).
+    if let Ok(fetched) = consumer.position() {
+        for e in fetched.elements_for_topic(&kafka.topic) {
+            if let Offset::Offset(next) = e.offset() {
+                progress.moved(e.partition(), next, now);
+            }
+        }
+    }
+    if out_of_range {
+        skip_lost_offsets(context, consumer, kafka, position, progress)?;
+    }
+    if progress.query_due(now) {
+        let ids: Vec<i32> = position.offsets.keys().copied().collect();
+        match list_offsets(consumer, &kafka.topic, &ids, Offset::End) {
+            Ok(ends) => progress.ends(&ends, Instant::now()),
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka end offsets");
+                progress.ends_unknown(Instant::now());
+            }
+        }
+    }
+    let now = Instant::now();
+    progress.apply(splits, now);
+    let stalled = progress.stalled(now);
+    if stalled != *stalled_shown {
+        if stalled.is_empty() {
+            tracing::info!(topic = %kafka.topic, "kafka partitions read again");
+            context.stats.set_status(SourceStatus::Running);
+        } else {
+            let why = format!(
+                "partitions {stalled:?} of topic {} are behind their end and made no progress for {} s",
+                kafka.topic,
+                STALL_AFTER.as_secs()
+            );
+            tracing::warn!(topic = %kafka.topic, partitions = ?stalled, "kafka source stalled");
+            context.stats.set_status(SourceStatus::Stalled(why));
+        }
+        *stalled_shown = stalled;
+    }
+    context.stats.set_splits(progress.snapshot(splits, now));
+    Ok(())
+}
+
+/// The consumer was told an offset it asked for is not on the broker. A partition whose
+/// position is below the oldest offset the broker still holds (retention deleted records
+/// before the source read them) goes on from that oldest offset, and the offsets skipped are
+/// logged and counted in `sluice_source_partitions`; a position beyond the partition's end
+/// (the topic was recreated) is an error: the source cannot tell what it would read twice or
+/// miss.
+fn skip_lost_offsets(
+    context: &SourceContext,
+    consumer: &BaseConsumer<super::ConsumerLog>,
+    kafka: &KafkaSource,
+    position: &Position,
+    progress: &mut Progress,
+) -> Result<()> {
+    let ids: Vec<i32> = position.offsets.keys().copied().collect();
+    let oldest = list_offsets(consumer, &kafka.topic, &ids, Offset::Beginning)?;
+    let ends = list_offsets(consumer, &kafka.topic, &ids, Offset::End)?;
+    let mut offsets = position.offsets.clone();
+    for (&p, next) in &mut offsets {
+        let (Some(&low), Some(&end)) = (oldest.get(&p), ends.get(&p)) else {
+            continue;
+        };
+        if *next > end {
+            return Err(Error::unsupported(format!(
+                "source \"{}\": partition {p} of topic {} ends at offset {end}, before the \
+                 source's position {next}: was the topic deleted and created again?",
+                context.table.def().name,
+                kafka.topic
+            )));
+        }
+        if *next < low {
+            let skipped = progress.skip(p, low, Instant::now());
+            tracing::error!(
+                topic = %kafka.topic,
+                partition = p,
+                from = *next,
+                to = low,
+                skipped,
+                "records lost: the broker no longer holds them (retention deleted them before \
+                 the source read them); going on from the oldest offset it holds"
+            );
+            *next = low;
+        }
+    }
+    assign(consumer, &kafka.topic, &offsets)
+}
+
+/// Assigns the consumer every partition at its offset.
+fn assign(
+    consumer: &BaseConsumer<super::ConsumerLog>,
+    topic: &str,
+    offsets: &BTreeMap<i32, i64>,
+) -> Result<()> {
+    let mut assignment = TopicPartitionList::new();
+    for (&p, &next) in offsets {
+        assignment
+            .add_partition_offset(topic, p, Offset::Offset(next))
+            .map_err(|e| Error::unsupported(format!("kafka assign: {e}")))?;
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|e| Error::unsupported(format!("kafka assign: {e}")))
+}
+
+/// Each partition's oldest offset (`Offset::Beginning`) or end offset (`Offset::End`), as the
+/// broker answers now.
+fn list_offsets(
+    consumer: &BaseConsumer<super::ConsumerLog>,
+    topic: &str,
+    partitions: &[i32],
+    which: Offset,
+) -> Result<BTreeMap<i32, i64>> {
+    let mut query = TopicPartitionList::new();
+    for &p in partitions {
+        query
+            .add_partition_offset(topic, p, which)
+            .map_err(|e| Error::unsupported(format!("kafka list offsets: {e}")))?;
+    }
+    let found = consumer
+        .offsets_for_times(query, Duration::from_secs(2))
+        .map_err(|e| Error::unsupported(format!("kafka list offsets: {e}")))?;
+    let mut out = BTreeMap::new();
+    for e in found.elements_for_topic(topic) {
+        if let Err(error) = e.error() {
+            return Err(Error::unsupported(format!(
+                "kafka list offsets of partition {}: {error}",
+                e.partition()
+            )));
+        }
+        match e.offset() {
+            Offset::Offset(n) => {
+                out.insert(e.partition(), n);
+            }
+            other => {
+                return Err(Error::unsupported(format!(
+                    "kafka list offsets of partition {}: no offset ({other:?})",
+                    e.partition()
+                )));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn watermarks_of(splits: &SplitWatermarks, partitions: &[i32]) -> BTreeMap<i32, i64> {
