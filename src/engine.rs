@@ -449,6 +449,8 @@ impl Engine {
             crate::connector::sink::SinkEncoder::new(&spec, &view.schema, view.append_only)?;
         let (sender, receiver) = std::sync::mpsc::sync_channel(16);
         let checkpoints = self.executor.checkpoint_completed();
+        let topic = spec.topic.clone();
+        let checkpoints_on_and_exactly_once = checkpoints.is_some() && spec.exactly_once;
         let running = match checkpoints {
             Some(checkpoints) if spec.exactly_once => {
                 let confirmed = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -494,6 +496,15 @@ impl Engine {
                 running
             }
         };
+        self.views.show_sink(
+            &sink.name,
+            crate::connector::sink::SinkShown {
+                view: sink.from.clone(),
+                topic,
+                exactly_once: checkpoints_on_and_exactly_once,
+                stats: Arc::clone(&running.stats),
+            },
+        );
         self.sinks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -528,6 +539,7 @@ impl Engine {
         };
         store.remove(object.id)?;
         drop(store);
+        self.views.hide_sink(name);
         self.sinks
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -37,6 +37,8 @@ pub mod sqlstate {
     pub const INVALID_CURSOR_NAME: &str = "34000";
     pub const DUPLICATE_CURSOR: &str = "42P03";
     pub const NO_ACTIVE_SQL_TRANSACTION: &str = "25P01";
+    pub const STATEMENT_TOO_COMPLEX: &str = "54001";
+    pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 }
 
 /// Result with the engine's [`Error`].

@@ -57,8 +57,22 @@ struct ServeArgs {
     parallelism: Option<usize>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// The stack of every runtime thread. Parsing and planning recurse as deep as a statement's
+/// expressions nest (sqlparser clones, drops and prints its tree recursively), so the 2 MiB
+/// default let a few hundred chained `+` kill the server; the parser refuses chains past
+/// `sql::parser::MAX_OPERATOR_CHAIN`, and this leaves room for those it accepts. It is
+/// address space reserved, not memory used.
+const THREAD_STACK_BYTES: usize = 64 << 20;
+
+fn main() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(THREAD_STACK_BYTES)
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),

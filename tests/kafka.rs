@@ -702,3 +702,60 @@ async fn a_held_back_watermark_does_not_close_windows_early() {
     .await;
     assert_eq!(late, ["0"]);
 }
+
+/// An at-least-once sink whose records the broker does not take (it is down) counts every
+/// failed delivery, sends the epoch again, and after three tries stops with the error in
+/// `sluice_sinks`; its records are never dropped quietly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_at_least_once_sink_that_cannot_deliver_fails_loudly() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let bootstrap = cluster.bootstrap_servers();
+    cluster.create_topic("out", 1, 1).expect("topic");
+    let server = TestServer::start().await;
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE t (k INT PRIMARY KEY, v INT);
+             CREATE MATERIALIZED VIEW mv AS SELECT k, v FROM t;
+             CREATE SINK s FROM mv WITH (connector = 'kafka', topic = 'out',
+               properties.bootstrap.server = '{bootstrap}', primary_key = 'k',
+               sink.exactly_once = 'false', properties.message.timeout.ms = '300')
+             FORMAT UPSERT ENCODE JSON;
+             INSERT INTO t VALUES (1, 10); FLUSH;"
+        ))
+        .await
+        .unwrap();
+    // Delivered while the broker is up.
+    let state = "SELECT status, records, failed_records, error IS NULL FROM sluice_sinks";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sorted_rows(&client, state).await != ["running|1|0|t"] {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            sorted_rows(&client, state).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.broker_down(1).expect("broker down");
+    client
+        .batch_execute("INSERT INTO t VALUES (2, 20), (3, 30); FLUSH")
+        .await
+        .unwrap();
+    let shown = "SELECT sink_name, view_name, exactly_once, status, records, failed_records,
+                   error LIKE '%2 records of epoch % not delivered after 3 tries%' FROM sluice_sinks";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = sorted_rows(&client, shown).await;
+        if rows == ["s|mv|f|failed|1|6|t"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{rows:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client.batch_execute("DROP SINK s").await.unwrap();
+    assert!(
+        sorted_rows(&client, "SELECT * FROM sluice_sinks")
+            .await
+            .is_empty()
+    );
+}

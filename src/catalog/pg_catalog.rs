@@ -64,6 +64,7 @@ pub const RELATIONS: &[&str] = &[
     "pg_user",
     "pg_views",
     "sluice_checkpoints",
+    "sluice_sinks",
     "sluice_source_partitions",
     "sluice_sources",
     "sluice_subscriptions",
@@ -459,6 +460,39 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                     ScalarValue::Int64(Some(time.late_rows as i64)),
                     ScalarValue::TimestampNanosecond(time.watermark, None),
                     ScalarValue::Utf8(position),
+                    ScalarValue::Utf8(error),
+                ]);
+            }
+            r
+        }
+        "sluice_sinks" => {
+            // Running sinks: what they delivered, what failed, and why one stopped.
+            let mut r = Relation::new(&[
+                ("sink_name", TEXT),
+                ("view_name", TEXT),
+                ("topic", TEXT),
+                ("exactly_once", BOOL),
+                ("status", TEXT),
+                ("records", INT8),
+                ("failed_records", INT8),
+                ("epoch", INT8),
+                ("error", TEXT),
+            ]);
+            let int = |v: u64| ScalarValue::Int64(Some(i64::try_from(v).unwrap_or(i64::MAX)));
+            for (name, sink) in registry.sinks() {
+                let error = sink.stats.error();
+                let load = |a: &std::sync::atomic::AtomicU64| {
+                    int(a.load(std::sync::atomic::Ordering::Relaxed))
+                };
+                r.row(vec![
+                    s(&name),
+                    s(&sink.view),
+                    s(&sink.topic),
+                    b(sink.exactly_once),
+                    s(if error.is_some() { "failed" } else { "running" }),
+                    load(&sink.stats.records),
+                    load(&sink.stats.failed_records),
+                    load(&sink.stats.epoch),
                     ScalarValue::Utf8(error),
                 ]);
             }

@@ -88,6 +88,8 @@ pub struct ViewRegistry {
         Option<crate::state::CheckpointInfo>,
         std::collections::VecDeque<crate::state::CheckpointInfo>,
     )>,
+    /// The running sinks, by name, as `sluice_sinks` shows them.
+    sinks: std::sync::Mutex<BTreeMap<String, crate::connector::sink::SinkShown>>,
 }
 
 /// Checkpoints `sluice_checkpoints` remembers.
@@ -161,6 +163,32 @@ impl ViewRegistry {
     pub fn checkpoints(&self) -> Vec<crate::state::CheckpointInfo> {
         let shown = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
         shown.0.iter().chain(shown.1.iter()).cloned().collect()
+    }
+
+    /// Shows a running sink in `sluice_sinks`.
+    pub fn show_sink(&self, name: &str, sink: crate::connector::sink::SinkShown) {
+        self.sinks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), sink);
+    }
+
+    /// A dropped sink leaves `sluice_sinks`.
+    pub fn hide_sink(&self, name: &str) {
+        self.sinks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+
+    /// The running sinks, by name.
+    pub fn sinks(&self) -> Vec<(String, crate::connector::sink::SinkShown)> {
+        self.sinks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .collect()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<ViewEntry>>> {

@@ -177,13 +177,43 @@ pub fn json_lines(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
     Ok(lines)
 }
 
-/// What a running sink has done.
+/// What a running sink has done, as `sluice_sinks` shows it.
 #[derive(Debug, Default)]
 pub struct SinkStats {
     /// Records produced.
     pub records: AtomicU64,
+    /// Records whose delivery failed (each try counts).
+    pub failed_records: AtomicU64,
     /// The last epoch fully delivered.
     pub epoch: AtomicU64,
+    /// Why the sink stopped, once it did.
+    error: std::sync::Mutex<Option<String>>,
+}
+
+impl SinkStats {
+    /// The sink stopped: it delivers nothing more until the server restarts.
+    pub fn fail(&self, error: &Error) {
+        tracing::error!(%error, "sink failed");
+        *self.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
+    }
+
+    /// Why the sink stopped, if it did.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// A sink as `sluice_sinks` shows it.
+#[derive(Debug, Clone)]
+pub struct SinkShown {
+    /// The view it reads.
+    pub view: String,
+    /// Its topic.
+    pub topic: String,
+    /// Exactly-once (transactions at checkpoints) or at-least-once.
+    pub exactly_once: bool,
+    /// Its counters.
+    pub stats: Arc<SinkStats>,
 }
 
 /// A sink's thread; dropping it stops the thread.

@@ -277,7 +277,22 @@ impl<'a> Options<'a> {
     }
 }
 
-/// Parses a duration such as `5s`, `500ms`, `1m` or a bare number of seconds.
+/// The longest duration an option or a statement may give.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `seconds` as a duration, when it is a number of seconds from 0 to [`MAX_DURATION`] (a
+/// larger one would overflow the clock arithmetic it is used in).
+pub fn duration_of_seconds(seconds: f64) -> Option<Duration> {
+    if seconds.is_nan() || seconds < 0.0 {
+        return None;
+    }
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|d| *d <= MAX_DURATION)
+}
+
+/// Parses a duration such as `5s`, `500ms`, `1m` or a bare number of seconds, at most
+/// [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let t = text.trim().to_ascii_lowercase();
     let (digits, unit) = t
@@ -290,7 +305,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         "m" | "min" | "minute" | "minutes" => value * 60.0,
         _ => return None,
     };
-    Some(Duration::from_secs_f64(seconds))
+    duration_of_seconds(seconds)
 }
 
 fn parse_format(clause: &ConnectorClause, default: Format) -> Result<Format> {
@@ -384,8 +399,11 @@ impl SourceSpec {
                 }
                 let idle_timeout = match options.get("idle.timeout") {
                     None => Duration::from_secs(5),
-                    Some(t) => parse_duration(t)
-                        .ok_or_else(|| invalid(format!("idle.timeout: bad duration '{t}'")))?,
+                    Some(t) => parse_duration(t).ok_or_else(|| {
+                        invalid(format!(
+                            "idle.timeout: bad duration '{t}' (like '5s', at most 365 days)"
+                        ))
+                    })?,
                 };
                 let properties = options.properties();
                 if let Some(own) = SOURCE_OWN_PROPERTIES
@@ -637,5 +655,10 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
         assert_eq!(parse_duration("x"), None);
+        // Too large for a Duration, or for the clock arithmetic it is used in: refused.
+        assert_eq!(parse_duration("100000000000000000000s"), None);
+        assert_eq!(parse_duration("10000000000"), None);
+        assert_eq!(parse_duration("31536001"), None);
+        assert_eq!(parse_duration("525600m"), Some(MAX_DURATION));
     }
 }

@@ -414,7 +414,7 @@ fn fetch(t: &mut Tokens) -> Result<LiveStatement> {
                     let text = value.unwrap_or_default();
                     timeout = Some(parse_timeout(&text).ok_or_else(|| {
                         invalid(format!(
-                            "timeout must be a duration like '1s', not '{text}'"
+                            "timeout must be a duration like '1s' (at most 365 days), not '{text}'"
                         ))
                     })?);
                 }
@@ -442,7 +442,7 @@ fn parse_timeout(text: &str) -> Option<Duration> {
         "min" | "minute" | "minutes" => value * 60.0,
         _ => return None,
     };
-    (seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+    crate::connector::spec::duration_of_seconds(seconds)
 }
 
 #[cfg(test)]
@@ -548,5 +548,7 @@ mod tests {
         assert_eq!(parse_timeout("2 seconds"), Some(Duration::from_secs(2)));
         assert_eq!(parse_timeout("0"), Some(Duration::ZERO));
         assert_eq!(parse_timeout("soon"), None);
+        assert_eq!(parse_timeout("100000000000000000000"), None);
+        assert_eq!(parse_timeout("1e400"), None);
     }
 }

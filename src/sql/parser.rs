@@ -70,8 +70,18 @@ pub struct SinkClause {
 
 /// Parses a string of one or more `;`-separated statements.
 pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
+    if sql.len() > MAX_STATEMENT_BYTES {
+        return Err(crate::error::Error::user(
+            crate::error::sqlstate::PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "statement text of {} bytes is over the limit of {MAX_STATEMENT_BYTES} bytes (use COPY for bulk data)",
+                sql.len()
+            ),
+        ));
+    }
     let dialect = PostgreSqlDialect {};
     let tokens = Tokenizer::new(&dialect, sql).tokenize()?;
+    check_operator_chains(&tokens)?;
     let mut out = Vec::new();
     for chunk in tokens.split(|t| *t == Token::SemiColon) {
         if chunk.iter().all(is_blank) {
@@ -502,6 +512,69 @@ fn cut_emit_on_window_close(tokens: &[Token]) -> (Vec<Token>, bool) {
 
 fn is_blank(t: &Token) -> bool {
     matches!(t, Token::Whitespace(_) | Token::EOF)
+}
+
+/// The longest statement text accepted (PostgreSQL's own limit is 1 GB, but nothing sane comes
+/// near this; bulk data goes through COPY).
+pub const MAX_STATEMENT_BYTES: usize = 64 << 20;
+
+/// The most binary operators one expression may chain (`a + b + …`, `x OR y OR …`): the
+/// parser builds such a chain as a tree as deep as it is long, and every pass over it
+/// (planning, optimizing, dropping) recurses that deep, and DataFusion's type coercion takes
+/// time quadratic in it (5,000 terms: 90 s in a dev build). A 2-million-term sum overflowed the
+/// stack and killed the server; nothing written by hand comes near this limit.
+pub const MAX_OPERATOR_CHAIN: usize = 1_000;
+
+/// Refuses an expression chaining more than [`MAX_OPERATOR_CHAIN`] binary operators, before
+/// it is parsed. A chain is counted within one level of parentheses, between commas.
+fn check_operator_chains(tokens: &[Token]) -> Result<()> {
+    let mut chains: Vec<usize> = vec![0];
+    for token in tokens {
+        match token {
+            Token::LParen | Token::LBracket => chains.push(0),
+            Token::RParen | Token::RBracket if chains.len() > 1 => {
+                chains.pop();
+            }
+            Token::Comma | Token::SemiColon => {
+                if let Some(c) = chains.last_mut() {
+                    *c = 0;
+                }
+            }
+            Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::StringConcat
+            | Token::Eq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::Ampersand
+            | Token::Pipe
+            | Token::Caret => bump(&mut chains)?,
+            Token::Word(w) if matches!(w.keyword, Keyword::AND | Keyword::OR) => bump(&mut chains)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn bump(chains: &mut [usize]) -> Result<()> {
+    if let Some(c) = chains.last_mut() {
+        *c += 1;
+        if *c > MAX_OPERATOR_CHAIN {
+            return Err(crate::error::Error::user(
+                crate::error::sqlstate::STATEMENT_TOO_COMPLEX,
+                format!(
+                    "statement too complex: an expression chains more than {MAX_OPERATOR_CHAIN} operators (use IN (…) or an array for long lists)"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn render(tokens: &[Token]) -> String {

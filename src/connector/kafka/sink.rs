@@ -1,20 +1,49 @@
 //! The Kafka sink's thread: produces each epoch's records, then flushes, so that an epoch is
 //! delivered before the next one starts (at-least-once: after a restart the view's contents
 //! are sent again, which an upsert or Debezium consumer absorbs).
+//!
+//! Every delivery report is read: an epoch some of whose records the broker did not take is
+//! sent again whole (at-least-once allows the duplicates), up to [`EPOCH_TRIES`] times; then
+//! the sink stops, with the error in `sluice_sinks` and the log. No record is lost quietly.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
 use crate::connector::sink::{SinkEncoder, SinkStats};
 use crate::connector::spec::SinkSpec;
 use crate::error::{Error, Result};
 use crate::runtime::executor::SinkEpoch;
+
+/// How many times an epoch is sent before the sink gives up.
+pub const EPOCH_TRIES: u32 = 3;
+
+/// Reads every delivery report: counts the records the broker did not take.
+#[derive(Default)]
+struct Deliveries {
+    failed: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl rdkafka::ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
+        }
+    }
+}
+
+type Sender = ThreadedProducer<Deliveries>;
 
 /// Starts the sink's thread.
 pub fn spawn(
@@ -25,13 +54,13 @@ pub fn spawn(
     stats: Arc<SinkStats>,
     stop: Arc<AtomicBool>,
 ) -> Result<JoinHandle<()>> {
-    let producer: ThreadedProducer<DefaultProducerContext> = super::client_config(
+    let producer: Sender = super::client_config(
         &spec.bootstrap,
         &[],
         &spec.properties,
         &[("enable.idempotence", "true")],
     )
-    .create()
+    .create_with_context(Deliveries::default())
     .map_err(|e| Error::unsupported(format!("kafka producer: {e}")))?;
     let name = name.to_string();
     std::thread::Builder::new()
@@ -45,24 +74,69 @@ pub fn spawn(
                     Err(RecvTimeoutError::Timeout) => continue,
                     Err(RecvTimeoutError::Disconnected) => break,
                 };
-                if let Err(e) = deliver(&producer, &spec, &encoder, &epoch, &stats, &stop) {
-                    tracing::error!(error = %e, epoch = epoch.epoch, "sink failed");
-                    break;
+                if let Err(e) =
+                    deliver_with_retries(&producer, &spec, &encoder, &epoch, &stats, &stop)
+                {
+                    stats.fail(&e);
+                    return;
                 }
             }
-            let _ = producer.flush(Duration::from_secs(5));
+            // Stopping (the sink or the server): what is still queued gets a last chance.
+            if let Err(e) = producer.flush(Duration::from_secs(5)) {
+                tracing::warn!(error = %e, "sink stopped with records not confirmed delivered");
+            }
         })
         .map_err(|e| Error::unsupported(format!("cannot start sink thread: {e}")))
 }
 
-fn deliver(
-    producer: &ThreadedProducer<DefaultProducerContext>,
+/// Sends the epoch, again whole while the broker refuses some of its records, up to
+/// [`EPOCH_TRIES`] times.
+fn deliver_with_retries(
+    producer: &Sender,
     spec: &SinkSpec,
     encoder: &SinkEncoder,
     epoch: &SinkEpoch,
     stats: &SinkStats,
     stop: &AtomicBool,
 ) -> Result<()> {
+    for attempt in 1..=EPOCH_TRIES {
+        let failed_before = producer.context().failed.load(Ordering::Relaxed);
+        let sent = deliver(producer, spec, encoder, epoch, stop)?;
+        let failed = producer.context().failed.load(Ordering::Relaxed) - failed_before;
+        stats
+            .records
+            .fetch_add(sent.saturating_sub(failed), Ordering::Relaxed);
+        if failed == 0 {
+            stats.epoch.store(epoch.epoch, Ordering::Relaxed);
+            return Ok(());
+        }
+        stats.failed_records.fetch_add(failed, Ordering::Relaxed);
+        let last = producer
+            .context()
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default();
+        tracing::warn!(epoch = epoch.epoch, attempt, failed, error = %last, "records not delivered");
+        if attempt == EPOCH_TRIES {
+            return Err(Error::unsupported(format!(
+                "kafka sink to topic {}: {failed} records of epoch {} not delivered after {EPOCH_TRIES} tries: {last}",
+                spec.topic, epoch.epoch
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Produces the epoch's records and waits for their delivery reports; returns how many.
+fn deliver(
+    producer: &Sender,
+    spec: &SinkSpec,
+    encoder: &SinkEncoder,
+    epoch: &SinkEpoch,
+    stop: &AtomicBool,
+) -> Result<u64> {
     let records = encoder.encode(&epoch.changes)?;
     for record in &records {
         loop {
@@ -77,7 +151,7 @@ fn deliver(
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     if stop.load(Ordering::Relaxed) {
-                        return Ok(());
+                        return Ok(0);
                     }
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -85,13 +159,9 @@ fn deliver(
             }
         }
     }
-    // The epoch is delivered before the next one is taken.
+    // The epoch is delivered (or its failures reported) before the next one is taken.
     producer
         .flush(Duration::from_secs(30))
         .map_err(|e| Error::unsupported(format!("kafka flush: {e}")))?;
-    stats
-        .records
-        .fetch_add(records.len() as u64, Ordering::Relaxed);
-    stats.epoch.store(epoch.epoch, Ordering::Relaxed);
-    Ok(())
+    Ok(records.len() as u64)
 }

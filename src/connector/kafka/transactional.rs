@@ -96,8 +96,9 @@ pub fn spawn(sink: TransactionalSink) -> Result<JoinHandle<()>> {
             let span =
                 tracing::info_span!("sink", sink = %sink.name, topic = %sink.spec.topic, exactly_once = true);
             let _entered = span.enter();
+            let stats = Arc::clone(&sink.stats);
             if let Err(e) = run(&producer, sink) {
-                tracing::error!(error = %e, "sink failed");
+                stats.fail(&e);
             }
         })
         .map_err(|e| Error::unsupported(format!("cannot start sink thread: {e}")))
@@ -115,7 +116,7 @@ fn run(
     producer
         .init_transactions(TIMEOUT)
         .map_err(kafka("init transactions"))?;
-    let started = read_started(&sink.state_file);
+    let started = read_started(&sink.state_file)?;
     for (batch, changes) in std::mem::take(&mut sink.resume) {
         let sent = match &started {
             Some(s) if batch < s.batch => None,
@@ -311,13 +312,25 @@ fn sequences_in_topic(sink: &TransactionalSink, started: &Started) -> Result<Has
     Ok(found)
 }
 
-fn read_started(path: &Path) -> Option<Started> {
-    let text = std::fs::read(path).ok()?;
-    serde_json::from_slice(&text)
-        .inspect_err(
-            |e| tracing::warn!(path = %path.display(), error = %e, "unreadable sink state"),
-        )
-        .ok()
+/// The batch noted as started, if any. A note that exists but cannot be read is an error:
+/// guessing "no note" would send the batch's records that are already in the topic again.
+fn read_started(path: &Path) -> Result<Option<Started>> {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::unsupported(format!(
+                "sink state {}: cannot read it ({e}); the sink stops rather than send records twice",
+                path.display()
+            )));
+        }
+    };
+    serde_json::from_slice(&text).map(Some).map_err(|e| {
+        Error::unsupported(format!(
+            "sink state {}: damaged ({e}); the sink stops rather than send records twice",
+            path.display()
+        ))
+    })
 }
 
 /// Writes the file atomically and durably: a batch must not start before it is on disk.
@@ -338,6 +351,20 @@ mod tests {
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use rdkafka::config::ClientConfig;
     use rdkafka::producer::BaseProducer;
+
+    #[test]
+    fn an_unreadable_note_is_an_error_not_no_note() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        assert!(read_started(&path).unwrap().is_none(), "no note yet");
+        std::fs::write(&path, b"{\"batch\": 7, \"of").unwrap();
+        let e = read_started(&path).unwrap_err();
+        assert!(e.to_string().contains("damaged"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let e = read_started(&path).unwrap_err();
+        assert!(e.to_string().contains("cannot read"), "{e}");
+    }
 
     fn spec(bootstrap: &str) -> SinkSpec {
         SinkSpec {
