@@ -240,7 +240,11 @@ async fn file(path: &str) {
         path.to_string()
     };
     let dir = tempfile::tempdir().expect("dir");
-    let (_server, client) = common::start_server(dir.path(), FsyncPolicy::Never).await;
+    // The files are read where they are: the root is the root of their absolute path.
+    let (_server, client) = common::start_server_with(dir.path(), FsyncPolicy::Never, |c| {
+        c.file_source_root = Some("/".into())
+    })
+    .await;
     let started = Instant::now();
     client
         .batch_execute(&format!(

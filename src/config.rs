@@ -42,6 +42,8 @@ pub struct Config {
     pub parallelism: usize,
     /// Epochs a subscriber may leave unread before it is dropped as too slow.
     pub subscribe_buffer_epochs: usize,
+    /// The directory file sources may read below (default: the data directory's `files/`).
+    pub file_source_root: Option<PathBuf>,
 }
 
 impl Config {
@@ -58,6 +60,14 @@ impl Config {
             checkpoint_interval: Some(Duration::from_secs(10)),
             parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
             subscribe_buffer_epochs: 4096,
+            file_source_root: None,
         }
+    }
+
+    /// The directory file sources may read below: `file_source_root`, or `<data_dir>/files`.
+    pub fn file_root(&self) -> PathBuf {
+        self.file_source_root
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("files"))
     }
 }

@@ -80,6 +80,13 @@ impl Engine {
             path: config.data_dir.display().to_string(),
             source,
         })?;
+        if config.file_source_root.is_none() {
+            let files = config.file_root();
+            std::fs::create_dir_all(&files).map_err(|source| Error::CatalogIo {
+                path: files.display().to_string(),
+                source,
+            })?;
+        }
         let store = CatalogStore::open(&config.data_dir)?;
         let tables = Arc::new(TableRegistry::default());
         let views = Arc::new(ViewRegistry::default());
@@ -563,7 +570,7 @@ impl Engine {
 
     fn start_source(&self, table: Arc<QueueTable>) -> Result<()> {
         let id = table.def().id;
-        let running = crate::connector::source::start(table)?;
+        let running = crate::connector::source::start(table, self.config.file_root())?;
         self.sources
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -723,6 +730,13 @@ impl Engine {
         }
         let id = self.lock_store().next_id();
         let def = plan_create_table(state, create, clauses, id, text).await?;
+        // A file source's path is checked now, so that a path outside the root (or matching
+        // nothing) is this statement's error, not a failed source later.
+        if let Some(crate::connector::spec::SourceKind::File { path }) =
+            def.connector.as_ref().map(|c| &c.kind)
+        {
+            crate::connector::file::matching_files(&self.config.file_root(), path)?;
+        }
         let mut store = self.lock_store();
         // Another session may have created it while this one planned.
         if self.tables.get(&name).is_some() || store.next_id() != id {

@@ -38,6 +38,7 @@ pub mod sqlstate {
     pub const DUPLICATE_CURSOR: &str = "42P03";
     pub const NO_ACTIVE_SQL_TRANSACTION: &str = "25P01";
     pub const STATEMENT_TOO_COMPLEX: &str = "54001";
+    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 }
 

@@ -55,6 +55,10 @@ struct ServeArgs {
     /// Workers for keyed operators (default: the number of cores).
     #[arg(long, env = "SLUICE_PARALLELISM")]
     parallelism: Option<usize>,
+    /// The directory `connector = 'file'` sources may read below; a relative `path` is taken
+    /// from it (default: the data directory's `files/`).
+    #[arg(long, env = "SLUICE_FILE_SOURCE_ROOT")]
+    file_source_root: Option<PathBuf>,
 }
 
 /// The stack of every runtime thread. Parsing and planning recurse as deep as a statement's
@@ -99,6 +103,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(p) = args.parallelism {
         config.parallelism = p.max(1);
     }
+    config.file_source_root = args.file_source_root;
     let server = sluice::Server::start(config)
         .await
         .context("starting sluice")?;

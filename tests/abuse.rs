@@ -94,3 +94,66 @@ async fn a_two_million_term_expression_is_refused_and_the_server_lives() {
     still_serves(&other).await;
     assert!(server.is_running());
 }
+
+/// `connector = 'file'` read any file the server could (`/etc/passwd`): now only files below
+/// the file source root, with `..` and symbolic links resolved first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_sources_read_only_below_the_file_source_root() {
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.csv"), "1\n").unwrap();
+    std::fs::create_dir(root.path().join("in")).unwrap();
+    std::fs::write(root.path().join("in/ok.csv"), "1\n2\n").unwrap();
+    std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
+    let root_dir = root.path().to_path_buf();
+    let server = TestServer::start_with(|c| c.file_source_root = Some(root_dir)).await;
+    let client = server.connect().await;
+    let create = |name: &str, path: &str| {
+        format!(
+            "CREATE SOURCE {name} (x INT) WITH (connector = 'file', path = '{path}') FORMAT PLAIN ENCODE CSV (without_header = 'true')"
+        )
+    };
+    let secret = outside.path().join("secret.csv");
+    for (name, path) in [
+        ("a", "/etc/passwd".to_string()),
+        ("b", secret.display().to_string()),
+        (
+            "c",
+            format!(
+                "in/../../{}/secret.csv",
+                outside.path().file_name().unwrap().to_str().unwrap()
+            ),
+        ),
+        ("d", "link/secret.csv".to_string()),
+        ("e", "link/*.csv".to_string()),
+    ] {
+        assert_eq!(
+            sqlstate_of(&client, &create(name, &path)).await,
+            "42501",
+            "{path}"
+        );
+    }
+    // Below the root, relative or absolute, it reads.
+    client
+        .batch_execute(&create("rel", "in/*.csv"))
+        .await
+        .unwrap();
+    let abs = root.path().join("in/ok.csv");
+    client
+        .batch_execute(&create("abs", &abs.display().to_string()))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let rows = common::sorted_rows(
+            &client,
+            "SELECT (SELECT sum(x) FROM rel), (SELECT sum(x) FROM abs)",
+        )
+        .await;
+        if rows == ["3|3"] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{rows:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

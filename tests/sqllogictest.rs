@@ -121,7 +121,11 @@ async fn sql_tests() {
     assert!(!files.is_empty(), "no .slt files found");
     let mut failures = Vec::new();
     for file in &files {
-        let server = common::TestServer::start().await;
+        // File sources read the repository's sql-tests/data (paths relative to the root).
+        let server = common::TestServer::start_with(|c| {
+            c.file_source_root = Some(env!("CARGO_MANIFEST_DIR").into())
+        })
+        .await;
         let port = server.port();
         let mut runner = sqllogictest::Runner::new(move || async move {
             Ok(Postgres {

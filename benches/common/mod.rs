@@ -25,9 +25,19 @@ pub fn count_arg(default: usize) -> usize {
 
 /// A server over `dir` on a free port with `fsync`, and a tokio-postgres client of it.
 pub async fn start_server(dir: &std::path::Path, fsync: FsyncPolicy) -> (RunningServer, Client) {
+    start_server_with(dir, fsync, |_| {}).await
+}
+
+/// [`start_server`] with a configuration `tune` adjusts first.
+pub async fn start_server_with(
+    dir: &std::path::Path,
+    fsync: FsyncPolicy,
+    tune: impl FnOnce(&mut Config),
+) -> (RunningServer, Client) {
     let mut config = Config::new(dir);
     config.listen = "127.0.0.1:0".parse().expect("address");
     config.fsync = fsync;
+    tune(&mut config);
     let server = Server::start(config).await.expect("server");
     let client = connect(server.addr.port()).await;
     (server, client)

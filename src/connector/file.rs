@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -40,17 +40,45 @@ struct OpenFile {
     done: bool,
 }
 
-/// The files `pattern` names, sorted.
-pub fn matching_files(pattern: &str) -> Result<Vec<PathBuf>> {
+/// The files `pattern` names below `root`, sorted. A relative pattern is taken from `root`;
+/// every file it matches, with `..` and symbolic links resolved, must lie below `root`
+/// (`42501` otherwise), so that a client cannot read whatever the server can.
+pub fn matching_files(root: &Path, pattern: &str) -> Result<Vec<PathBuf>> {
     let bad = |e: String| Error::user(crate::error::sqlstate::INVALID_PARAMETER_VALUE, e);
-    let mut files: Vec<PathBuf> = glob::glob(pattern)
-        .map_err(|e| bad(format!("bad path pattern '{pattern}': {e}")))?
-        .filter_map(|p| p.ok())
-        .filter(|p| p.is_file())
-        .collect();
+    let denied = |e: String| Error::user(crate::error::sqlstate::INSUFFICIENT_PRIVILEGE, e);
+    let root = root.canonicalize().map_err(|e| {
+        bad(format!(
+            "the file source root {} cannot be used: {e} (see --file-source-root)",
+            root.display()
+        ))
+    })?;
+    let full = root.join(pattern);
+    let full = full
+        .to_str()
+        .ok_or_else(|| bad(format!("path '{pattern}' is not UTF-8")))?;
+    let mut files = Vec::new();
+    for found in glob::glob(full).map_err(|e| bad(format!("bad path pattern '{pattern}': {e}")))? {
+        let path = found.map_err(|e| bad(format!("path '{pattern}': {e}")))?;
+        let real = path
+            .canonicalize()
+            .map_err(|e| bad(format!("path {}: {e}", path.display())))?;
+        if !real.starts_with(&root) {
+            return Err(denied(format!(
+                "file source path '{pattern}' names {}, outside the file source root {} (see --file-source-root)",
+                real.display(),
+                root.display()
+            )));
+        }
+        if real.is_file() {
+            files.push(path);
+        }
+    }
     files.sort();
     if files.is_empty() {
-        return Err(bad(format!("no file matches '{pattern}'")));
+        return Err(bad(format!(
+            "no file matches '{pattern}' below the file source root {}",
+            root.display()
+        )));
     }
     Ok(files)
 }
@@ -63,7 +91,10 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, pattern: &str) -> Result<
     let header = matches!(spec.encode, Encode::Csv { header: true, .. });
     let mut files = Vec::new();
     let mut splits = SplitWatermarks::new(Duration::MAX);
-    for (index, path) in matching_files(pattern)?.into_iter().enumerate() {
+    for (index, path) in matching_files(&context.file_root, pattern)?
+        .into_iter()
+        .enumerate()
+    {
         let name = path.display().to_string();
         let io = |e: std::io::Error| Error::unsupported(format!("reading {name}: {e}"));
         let mut file = File::open(&path).map_err(io)?;

@@ -135,6 +135,8 @@ pub struct SourceContext {
     pub table: Arc<QueueTable>,
     /// Its counters.
     pub stats: Arc<SourceStats>,
+    /// The directory file sources may read below.
+    pub file_root: std::path::PathBuf,
     stop: Arc<AtomicBool>,
 }
 
@@ -229,8 +231,9 @@ impl Drop for RunningSource {
     }
 }
 
-/// Starts the connector of `table` on a thread of its own.
-pub fn start(table: Arc<QueueTable>) -> Result<RunningSource> {
+/// Starts the connector of `table` on a thread of its own (file sources read below
+/// `file_root`).
+pub fn start(table: Arc<QueueTable>, file_root: std::path::PathBuf) -> Result<RunningSource> {
     let spec =
         table.def().connector.clone().ok_or_else(|| {
             Error::unsupported("a table without a connector has no source to run")
@@ -241,6 +244,7 @@ pub fn start(table: Arc<QueueTable>) -> Result<RunningSource> {
     let context = SourceContext {
         table: Arc::clone(&table),
         stats: Arc::clone(&stats),
+        file_root,
         stop: Arc::clone(&stop),
     };
     let name = table.def().name.clone();
