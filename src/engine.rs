@@ -102,7 +102,7 @@ impl Engine {
                     recovered.as_ref().map(|r| r.manifest.clone()),
                     Box::new(move |info| registry.record_checkpoint(info)),
                 )
-                .map_err(|e| Error::unsupported(format!("checkpoints: {e}")))?;
+                .map_err(|e| Error::io(format!("checkpoints: {e}")))?;
                 Some(crate::runtime::executor::Checkpoints::new(writer, interval))
             }
             None => None,

@@ -39,6 +39,7 @@ pub mod sqlstate {
     pub const NO_ACTIVE_SQL_TRANSACTION: &str = "25P01";
     pub const STATEMENT_TOO_COMPLEX: &str = "54001";
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    pub const CONNECTION_FAILURE: &str = "08006";
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 }
 
@@ -96,6 +97,22 @@ impl Error {
     /// `0A000`: something PostgreSQL has that we do not (yet).
     pub fn unsupported(message: impl Into<String>) -> Self {
         Self::user(sqlstate::FEATURE_NOT_SUPPORTED, message)
+    }
+
+    /// `XX000`: our own fault (a broken invariant, a thread that would not start), never the
+    /// user's.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::user(sqlstate::INTERNAL_ERROR, message)
+    }
+
+    /// `08006`: an external system (a Kafka broker) failed or could not be reached.
+    pub fn connector(message: impl Into<String>) -> Self {
+        Self::user(sqlstate::CONNECTION_FAILURE, message)
+    }
+
+    /// `58030`: reading or writing a file failed.
+    pub fn io(message: impl Into<String>) -> Self {
+        Self::user(sqlstate::IO_ERROR, message)
     }
 
     /// The SQLSTATE the client receives for this error.

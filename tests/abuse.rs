@@ -157,3 +157,150 @@ async fn file_sources_read_only_below_the_file_source_root() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// Garbage on the wire, huge length prefixes, a thousand connections opened and dropped, a
+/// client that stops reading in the middle of a large result and a query cancelled mid-flight:
+/// each is answered or its own connection closed, the server process lives, and a well-behaved
+/// client on another connection sees no error meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wire_abuse_is_contained_to_its_own_connection() {
+    use rand::{Rng, SeedableRng};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = process::free_port();
+    let mut server = process::spawn_with(dir.path(), port, &[]);
+    let client = process::connect_when_up(port).await;
+    client
+        .batch_execute("CREATE TABLE t (k INT, v TEXT); INSERT INTO t VALUES (1, 'a')")
+        .await
+        .unwrap();
+
+    // The well-behaved client: a query every 20 ms all along; every answer must be right.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = std::sync::Arc::clone(&stop);
+        let client = process::connect_when_up(port).await;
+        tokio::spawn(async move {
+            let mut slowest = std::time::Duration::ZERO;
+            let mut answered = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = std::time::Instant::now();
+                let n: i64 = client
+                    .query_one("SELECT count(*) FROM t", &[])
+                    .await
+                    .expect("the well-behaved client is answered")
+                    .get(0);
+                assert_eq!(n, 1);
+                slowest = slowest.max(started.elapsed());
+                answered += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            (answered, slowest)
+        })
+    };
+
+    // Reads until the server closes the connection or answers; a silent open connection
+    // after 10 s is a hang.
+    async fn answered_or_closed(mut socket: TcpStream, what: &str) {
+        let mut buf = vec![0u8; 4096];
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), socket.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: neither answered nor closed"));
+        let _ = read; // an answer, an EOF or a reset: each ends this connection's abuse
+    }
+    let startup = {
+        let body = b"\x00\x03\x00\x00user\x00sluice\x00database\x00sluice\x00\x00";
+        let mut m = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+        m.extend_from_slice(body);
+        m
+    };
+
+    // Random bytes instead of a startup packet, and after one.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for round in 0..40 {
+        let mut socket = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        if round % 2 == 1 {
+            socket.write_all(&startup).await.unwrap();
+        }
+        let noise: Vec<u8> = (0..rng.random_range(1..4096))
+            .map(|_| rng.random())
+            .collect();
+        if socket.write_all(&noise).await.is_ok() {
+            let mut buf = vec![0u8; 65536];
+            // After a startup the server answers it first; keep reading to the close.
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(200), async {
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+    }
+    // Huge length prefixes: of the startup packet, and of a query after a good startup.
+    let mut socket = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    socket
+        .write_all(&0x7fff_ffffu32.to_be_bytes())
+        .await
+        .unwrap();
+    socket.write_all(b"\x00\x03\x00\x00").await.unwrap();
+    answered_or_closed(socket, "a 2 GB startup packet").await;
+    let mut socket = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    socket.write_all(&startup).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let _ = socket.read(&mut buf).await;
+    let mut query = b"Q".to_vec();
+    query.extend_from_slice(&0x7fff_fff0u32.to_be_bytes());
+    query.extend_from_slice(b"SELECT 1");
+    socket.write_all(&query).await.unwrap();
+    answered_or_closed(socket, "a 2 GB query message").await;
+
+    // A thousand connections opened and dropped: before, during and after the startup.
+    for i in 0..1000 {
+        let mut socket = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        match i % 3 {
+            0 => {}
+            1 => socket.write_all(&startup[..7]).await.unwrap(),
+            _ => socket.write_all(&startup).await.unwrap(),
+        }
+    }
+
+    // A client that asks for a large result and stops reading, then goes away.
+    let mut socket = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    socket.write_all(&startup).await.unwrap();
+    let _ = socket.read(&mut buf).await;
+    let sql = b"SELECT repeat('x', 1000) FROM generate_series(1, 200000)\0";
+    let mut query = b"Q".to_vec();
+    query.extend_from_slice(&((sql.len() + 4) as u32).to_be_bytes());
+    query.extend_from_slice(sql);
+    socket.write_all(&query).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    drop(socket);
+
+    // A query cancelled mid-flight: cancelled (57014) or finished, the connection usable.
+    let victim = process::connect_when_up(port).await;
+    let cancel = victim.cancel_token();
+    let long = tokio::spawn(async move {
+        let result = victim
+            .simple_query("SELECT count(*) FROM generate_series(1, 300000000)")
+            .await;
+        (victim, result)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let (victim, result) = long.await.unwrap();
+    if let Err(e) = result {
+        assert_eq!(e.code().map(|c| c.code()), Some("57014"), "{e}");
+    }
+    still_serves(&victim).await;
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (answered, slowest) = watcher.await.unwrap();
+    eprintln!("the well-behaved client: {answered} answers, the slowest in {slowest:?}");
+    assert!(answered > 0);
+    still_serves(&client).await;
+    assert!(server.is_running(), "the server process lives");
+}

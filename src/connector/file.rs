@@ -96,7 +96,7 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, pattern: &str) -> Result<
         .enumerate()
     {
         let name = path.display().to_string();
-        let io = |e: std::io::Error| Error::unsupported(format!("reading {name}: {e}"));
+        let io = |e: std::io::Error| Error::io(format!("reading {name}: {e}"));
         let mut file = File::open(&path).map_err(io)?;
         let offset = position.files.get(&name).copied().unwrap_or(0);
         let done = offset == u64::MAX;
@@ -176,7 +176,7 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, pattern: &str) -> Result<
 /// Reads the next whole lines of `file` into `chunk` (about [`CHUNK_BYTES`]); returns the
 /// bytes put in `chunk`, 0 at the end of the file.
 fn read_lines(file: &mut OpenFile, chunk: &mut Vec<u8>) -> Result<usize> {
-    let io = |e: std::io::Error| Error::unsupported(format!("reading {}: {e}", file.path));
+    let io = |e: std::io::Error| Error::io(format!("reading {}: {e}", file.path));
     chunk.clear();
     chunk.append(&mut file.carry);
     let mut buf = vec![0u8; CHUNK_BYTES];
@@ -199,7 +199,7 @@ fn read_lines(file: &mut OpenFile, chunk: &mut Vec<u8>) -> Result<usize> {
 }
 
 fn skip_header(file: &mut OpenFile) -> Result<()> {
-    let io = |e: std::io::Error| Error::unsupported(format!("reading {}: {e}", file.path));
+    let io = |e: std::io::Error| Error::io(format!("reading {}: {e}", file.path));
     let mut byte = [0u8; 1];
     loop {
         let n = file.file.read(&mut byte).map_err(io)?;

@@ -79,7 +79,7 @@ impl SinkEncoder {
                     for (i, value) in values.into_iter().enumerate() {
                         let weight = change.weights().map_or(1, |w| w.value(i));
                         if weight < 0 && !self.force_append_only {
-                            return Err(Error::unsupported("a FORMAT PLAIN sink got a retraction"));
+                            return Err(Error::internal("a FORMAT PLAIN sink got a retraction"));
                         }
                         for _ in 0..weight.max(0) {
                             out.push(SinkRecord {
@@ -171,7 +171,7 @@ pub fn json_lines(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
         .map(<[u8]>::to_vec)
         .collect();
     if lines.len() != batch.num_rows() {
-        return Err(Error::unsupported("JSON rows did not split one per line"));
+        return Err(Error::internal("JSON rows did not split one per line"));
     }
     lines.shrink_to_fit();
     Ok(lines)

@@ -162,7 +162,7 @@ impl SourceContext {
         }
         match resumed {
             Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
-                Error::unsupported(format!(
+                Error::internal(format!(
                     "source \"{}\": bad stored position: {e}",
                     self.table.def().name
                 ))
@@ -234,10 +234,11 @@ impl Drop for RunningSource {
 /// Starts the connector of `table` on a thread of its own (file sources read below
 /// `file_root`).
 pub fn start(table: Arc<QueueTable>, file_root: std::path::PathBuf) -> Result<RunningSource> {
-    let spec =
-        table.def().connector.clone().ok_or_else(|| {
-            Error::unsupported("a table without a connector has no source to run")
-        })?;
+    let spec = table
+        .def()
+        .connector
+        .clone()
+        .ok_or_else(|| Error::internal("a table without a connector has no source to run"))?;
     let stats = Arc::new(SourceStats::default());
     table.set_source_stats(Arc::clone(&stats));
     let stop = Arc::new(AtomicBool::new(false));
@@ -272,7 +273,7 @@ pub fn start(table: Arc<QueueTable>, file_root: std::path::PathBuf) -> Result<Ru
                 }
             }
         })
-        .map_err(|e| Error::unsupported(format!("cannot start source thread: {e}")))?;
+        .map_err(|e| Error::internal(format!("cannot start source thread: {e}")))?;
     Ok(RunningSource {
         stats,
         stop,

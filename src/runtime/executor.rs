@@ -255,7 +255,7 @@ pub fn sink_batches(stored: &[RecordBatch]) -> Result<Vec<(u64, Vec<ChangeBatch>
             .column(index)
             .as_any()
             .downcast_ref::<Int64Array>()
-            .ok_or_else(|| Error::unsupported("a stored sink batch id is not BIGINT"))?;
+            .ok_or_else(|| Error::internal("a stored sink batch id is not BIGINT"))?;
         let Some(id) = ids.iter().next().flatten() else {
             continue;
         };
@@ -370,7 +370,7 @@ impl Executor {
         let thread = std::thread::Builder::new()
             .name("sluice-views".into())
             .spawn(move || runner.run())
-            .map_err(|e| Error::unsupported(format!("cannot start the view runtime: {e}")))?;
+            .map_err(|e| Error::internal(format!("cannot start the view runtime: {e}")))?;
         Ok(Self {
             shared,
             thread: Mutex::new(Some(thread)),
@@ -431,7 +431,7 @@ impl Executor {
                 };
                 sender
                     .send(first)
-                    .map_err(|_| Error::unsupported("the sink stopped before it started"))?;
+                    .map_err(|_| Error::internal("the sink stopped before it started"))?;
                 None
             }
             Some(ExactlyOnce {

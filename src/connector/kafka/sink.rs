@@ -61,7 +61,12 @@ pub fn spawn(
         &[("enable.idempotence", "true")],
     )
     .create_with_context(Deliveries::default())
-    .map_err(|e| Error::unsupported(format!("kafka producer: {e}")))?;
+    .map_err(|e| {
+        Error::user(
+            crate::error::sqlstate::INVALID_PARAMETER_VALUE,
+            format!("kafka producer: {e}"),
+        )
+    })?;
     let name = name.to_string();
     std::thread::Builder::new()
         .name(format!("sink-{name}"))
@@ -86,7 +91,7 @@ pub fn spawn(
                 tracing::warn!(error = %e, "sink stopped with records not confirmed delivered");
             }
         })
-        .map_err(|e| Error::unsupported(format!("cannot start sink thread: {e}")))
+        .map_err(|e| Error::internal(format!("cannot start sink thread: {e}")))
 }
 
 /// Sends the epoch, again whole while the broker refuses some of its records, up to
@@ -120,7 +125,7 @@ fn deliver_with_retries(
             .unwrap_or_default();
         tracing::warn!(epoch = epoch.epoch, attempt, failed, error = %last, "records not delivered");
         if attempt == EPOCH_TRIES {
-            return Err(Error::unsupported(format!(
+            return Err(Error::connector(format!(
                 "kafka sink to topic {}: {failed} records of epoch {} not delivered after {EPOCH_TRIES} tries: {last}",
                 spec.topic, epoch.epoch
             )));
@@ -155,13 +160,13 @@ fn deliver(
                     }
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                Err((e, _)) => return Err(Error::unsupported(format!("kafka produce: {e}"))),
+                Err((e, _)) => return Err(Error::connector(format!("kafka produce: {e}"))),
             }
         }
     }
     // The epoch is delivered (or its failures reported) before the next one is taken.
     producer
         .flush(Duration::from_secs(30))
-        .map_err(|e| Error::unsupported(format!("kafka flush: {e}")))?;
+        .map_err(|e| Error::connector(format!("kafka flush: {e}")))?;
     Ok(records.len() as u64)
 }

@@ -81,7 +81,12 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
         ],
     )
     .create_with_context(super::ConsumerLog)
-    .map_err(|e| Error::unsupported(format!("kafka consumer: {e}")))?;
+    .map_err(|e| {
+        Error::user(
+            crate::error::sqlstate::INVALID_PARAMETER_VALUE,
+            format!("kafka consumer: {e}"),
+        )
+    })?;
 
     // A Kafka source never ends, so there is always a position to resume from.
     let mut position: Position = context.resume()?.unwrap_or_default();
@@ -365,7 +370,7 @@ fn skip_lost_offsets(
             continue;
         };
         if *next > end {
-            return Err(Error::unsupported(format!(
+            return Err(Error::connector(format!(
                 "source \"{}\": partition {p} of topic {} ends at offset {end}, before the \
                  source's position {next}: was the topic deleted and created again?",
                 context.table.def().name,
@@ -399,11 +404,11 @@ fn assign(
     for (&p, &next) in offsets {
         assignment
             .add_partition_offset(topic, p, Offset::Offset(next))
-            .map_err(|e| Error::unsupported(format!("kafka assign: {e}")))?;
+            .map_err(|e| Error::connector(format!("kafka assign: {e}")))?;
     }
     consumer
         .assign(&assignment)
-        .map_err(|e| Error::unsupported(format!("kafka assign: {e}")))
+        .map_err(|e| Error::connector(format!("kafka assign: {e}")))
 }
 
 /// Each partition's oldest offset (`Offset::Beginning`) or end offset (`Offset::End`), as the
@@ -418,15 +423,15 @@ fn list_offsets(
     for &p in partitions {
         query
             .add_partition_offset(topic, p, which)
-            .map_err(|e| Error::unsupported(format!("kafka list offsets: {e}")))?;
+            .map_err(|e| Error::connector(format!("kafka list offsets: {e}")))?;
     }
     let found = consumer
         .offsets_for_times(query, Duration::from_secs(2))
-        .map_err(|e| Error::unsupported(format!("kafka list offsets: {e}")))?;
+        .map_err(|e| Error::connector(format!("kafka list offsets: {e}")))?;
     let mut out = BTreeMap::new();
     for e in found.elements_for_topic(topic) {
         if let Err(error) = e.error() {
-            return Err(Error::unsupported(format!(
+            return Err(Error::connector(format!(
                 "kafka list offsets of partition {}: {error}",
                 e.partition()
             )));
@@ -436,7 +441,7 @@ fn list_offsets(
                 out.insert(e.partition(), n);
             }
             other => {
-                return Err(Error::unsupported(format!(
+                return Err(Error::connector(format!(
                     "kafka list offsets of partition {}: no offset ({other:?})",
                     e.partition()
                 )));
@@ -462,10 +467,10 @@ fn offset_for_time(
     let mut query = TopicPartitionList::new();
     query
         .add_partition_offset(topic, partition, Offset::Offset(ms))
-        .map_err(|e| Error::unsupported(format!("kafka offsets_for_times: {e}")))?;
+        .map_err(|e| Error::connector(format!("kafka offsets_for_times: {e}")))?;
     let found = consumer
         .offsets_for_times(query, Duration::from_secs(10))
-        .map_err(|e| Error::unsupported(format!("kafka offsets_for_times: {e}")))?;
+        .map_err(|e| Error::connector(format!("kafka offsets_for_times: {e}")))?;
     let offset = found
         .find_partition(topic, partition)
         .map(|e| e.offset())
@@ -476,7 +481,7 @@ fn offset_for_time(
         _ => {
             let (_, high) = consumer
                 .fetch_watermarks(topic, partition, Duration::from_secs(10))
-                .map_err(|e| Error::unsupported(format!("kafka watermarks: {e}")))?;
+                .map_err(|e| Error::connector(format!("kafka watermarks: {e}")))?;
             high
         }
     })
@@ -603,7 +608,7 @@ impl BatchReader {
                                 .map(|k| payload.fields().len() + k)
                         })
                         .map(|k| Arc::clone(&columns[k]))
-                        .ok_or_else(|| Error::unsupported(format!("column {}", f.name())))
+                        .ok_or_else(|| Error::internal(format!("column {}", f.name())))
                 })
                 .collect::<Result<Vec<_>>>()?;
             RecordBatch::try_new(Arc::clone(&self.schema), ordered)?
@@ -622,7 +627,7 @@ impl BatchReader {
         run: &[Polled],
     ) -> Result<RecordBatch> {
         let Some(keys) = &mut self.keys else {
-            return Err(Error::unsupported("tombstones outside FORMAT UPSERT"));
+            return Err(Error::internal("tombstones outside FORMAT UPSERT"));
         };
         let mut records = Vec::with_capacity(run.len());
         let mut from = Vec::with_capacity(run.len());

@@ -89,7 +89,12 @@ pub fn spawn(sink: TransactionalSink) -> Result<JoinHandle<()>> {
         ],
     )
     .create()
-    .map_err(|e| Error::unsupported(format!("kafka producer: {e}")))?;
+    .map_err(|e| {
+        Error::user(
+            crate::error::sqlstate::INVALID_PARAMETER_VALUE,
+            format!("kafka producer: {e}"),
+        )
+    })?;
     std::thread::Builder::new()
         .name(format!("sink-{}", sink.name))
         .spawn(move || {
@@ -101,11 +106,11 @@ pub fn spawn(sink: TransactionalSink) -> Result<JoinHandle<()>> {
                 stats.fail(&e);
             }
         })
-        .map_err(|e| Error::unsupported(format!("cannot start sink thread: {e}")))
+        .map_err(|e| Error::internal(format!("cannot start sink thread: {e}")))
 }
 
 fn kafka(what: &str) -> impl Fn(KafkaError) -> Error + '_ {
-    move |e| Error::unsupported(format!("kafka {what}: {e}"))
+    move |e| Error::connector(format!("kafka {what}: {e}"))
 }
 
 fn run(
@@ -281,7 +286,7 @@ fn sequences_in_topic(sink: &TransactionalSink, started: &Started) -> Result<Has
     let deadline = Instant::now() + TIMEOUT;
     while !open.is_empty() {
         if Instant::now() > deadline {
-            return Err(Error::unsupported(
+            return Err(Error::connector(
                 "kafka: reading back the sink topic after a restart timed out",
             ));
         }
@@ -319,14 +324,14 @@ fn read_started(path: &Path) -> Result<Option<Started>> {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
-            return Err(Error::unsupported(format!(
+            return Err(Error::io(format!(
                 "sink state {}: cannot read it ({e}); the sink stops rather than send records twice",
                 path.display()
             )));
         }
     };
     serde_json::from_slice(&text).map(Some).map_err(|e| {
-        Error::unsupported(format!(
+        Error::io(format!(
             "sink state {}: damaged ({e}); the sink stops rather than send records twice",
             path.display()
         ))
@@ -335,7 +340,7 @@ fn read_started(path: &Path) -> Result<Option<Started>> {
 
 /// Writes the file atomically and durably: a batch must not start before it is on disk.
 fn write_started(path: &Path, started: &Started) -> Result<()> {
-    let io = |e: std::io::Error| Error::unsupported(format!("sink state {}: {e}", path.display()));
+    let io = |e: std::io::Error| Error::io(format!("sink state {}: {e}", path.display()));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
