@@ -432,25 +432,29 @@ pub fn watermark_candidates(table: &QueueTable, rows: &RecordBatch) -> Result<Op
     Ok(Some(RecordBatch::try_new(schema, vec![values])?))
 }
 
+/// Watermark candidates as [`SplitWatermarks::observe`] takes them, for tests.
+#[cfg(test)]
+pub(crate) fn candidate_batch(values: Vec<i64>) -> RecordBatch {
+    use datafusion::arrow::array::TimestampNanosecondArray;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new(
+            "w",
+            DataType::Timestamp(TimeUnit::Nanosecond, None),
+            true,
+        )])),
+        vec![Arc::new(TimestampNanosecondArray::from(values))],
+    )
+    .expect("a timestamp column")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn split_watermark_is_the_minimum_of_active_splits() {
-        use datafusion::arrow::array::TimestampNanosecondArray;
-        use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-        let batch = |v: Vec<i64>| {
-            RecordBatch::try_new(
-                Arc::new(Schema::new(vec![Field::new(
-                    "w",
-                    DataType::Timestamp(TimeUnit::Nanosecond, None),
-                    true,
-                )])),
-                vec![Arc::new(TimestampNanosecondArray::from(v))],
-            )
-            .unwrap()
-        };
+        let batch = candidate_batch;
         let mut w = SplitWatermarks::new(Duration::from_secs(60));
         w.observe(Some(&batch(vec![10, 30, 20])), [0, 0, 1].into_iter());
         assert_eq!(w.current(), Some(20));

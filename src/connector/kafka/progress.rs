@@ -189,21 +189,7 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{RecordBatch, TimestampNanosecondArray};
-    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-    use std::sync::Arc;
-
-    fn candidates(v: Vec<i64>) -> RecordBatch {
-        RecordBatch::try_new(
-            Arc::new(Schema::new(vec![Field::new(
-                "w",
-                DataType::Timestamp(TimeUnit::Nanosecond, None),
-                true,
-            )])),
-            vec![Arc::new(TimestampNanosecondArray::from(v))],
-        )
-        .unwrap()
-    }
+    use crate::connector::source::candidate_batch as candidates;
 
     /// Partition 1 stops fetching while the broker says it has more: it is lagging, never
     /// idle, it holds the watermark back, and after the stall bound it is stalled; once it

@@ -142,8 +142,12 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
     }
     assign(&consumer, &kafka.topic, &position.offsets)?;
     tracing::info!(topic = %kafka.topic, partitions = partitions.len(), "kafka source assigned");
-    let mut progress = Progress::new(&position.offsets, STALL_AFTER, Instant::now());
-    let mut stalled_shown: Vec<i32> = Vec::new();
+    let mut lag = Lag {
+        consumer: &consumer,
+        kafka,
+        progress: Progress::new(&position.offsets, STALL_AFTER, Instant::now()),
+        stalled_shown: Vec::new(),
+    };
 
     let mut reader = BatchReader::new(context, spec)?;
     let mut buffer: Vec<u8> = Vec::with_capacity(MAX_BATCH_BYTES);
@@ -167,7 +171,7 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
                 Ok(m) => m,
                 Err(KafkaError::PartitionEOF(_)) => {
                     // A hint only: the end is confirmed by asking the broker.
-                    progress.end_reported();
+                    lag.progress.end_reported();
                     continue;
                 }
                 Err(KafkaError::MessageConsumption(
@@ -204,16 +208,7 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
             });
         }
         if polled.is_empty() {
-            track(
-                context,
-                &consumer,
-                kafka,
-                &position,
-                &mut progress,
-                &mut splits,
-                &mut stalled_shown,
-                out_of_range,
-            )?;
+            lag.track(context, &position, &mut splits, out_of_range)?;
             // Idle partitions may let the watermark move on.
             let now = splits.current();
             if now > written_watermark && context.table.def().watermark.is_some() {
@@ -272,80 +267,84 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
             "kafka batch"
         );
         // Only after the batch's rows are observed: a partition's end follows its last row.
-        track(
-            context,
-            &consumer,
-            kafka,
-            &position,
-            &mut progress,
-            &mut splits,
-            &mut stalled_shown,
-            out_of_range,
-        )?;
+        lag.track(context, &position, &mut splits, out_of_range)?;
     }
     Ok(())
 }
 
-/// After each batch (or empty poll): notes the source's progress, asks the broker for the
-/// partitions' ends when due, handles offsets the broker no longer holds, tells the
-/// watermarks which partitions may go idle, and shows where each partition stands.
-#[allow(clippy::too_many_arguments)]
-fn track(
-    context: &SourceContext,
-    consumer: &BaseConsumer<super::ConsumerLog>,
-    kafka: &KafkaSource,
-    position: &Position,
-    progress: &mut Progress,
-    splits: &mut SplitWatermarks,
-    stalled_shown: &mut Vec<i32>,
-    out_of_range: bool,
-) -> Result<()> {
-    let now = Instant::now();
-    for (&p, &next) in &position.offsets {
-        progress.moved(p, next, now);
-    }
-    // The consumer's own position also moves past records that are not handed out
-    // (transaction markers, aborted records).
-    if let Ok(fetched) = consumer.position() {
-        for e in fetched.elements_for_topic(&kafka.topic) {
-            if let Offset::Offset(next) = e.offset() {
-                progress.moved(e.partition(), next, now);
+/// The partitions against their ends, and the stalled ones last shown.
+struct Lag<'a> {
+    consumer: &'a BaseConsumer<super::ConsumerLog>,
+    kafka: &'a KafkaSource,
+    progress: Progress,
+    stalled_shown: Vec<i32>,
+}
+
+impl Lag<'_> {
+    /// After each batch (or empty poll): notes the source's progress, asks the broker for the
+    /// partitions' ends when due, handles offsets the broker no longer holds, tells the
+    /// watermarks which partitions may go idle, and shows where each partition stands.
+    fn track(
+        &mut self,
+        context: &SourceContext,
+        position: &Position,
+        splits: &mut SplitWatermarks,
+        out_of_range: bool,
+    ) -> Result<()> {
+        let Lag {
+            consumer,
+            kafka,
+            progress,
+            stalled_shown,
+        } = self;
+        let (consumer, kafka) = (*consumer, *kafka);
+        let now = Instant::now();
+        for (&p, &next) in &position.offsets {
+            progress.moved(p, next, now);
+        }
+        // The consumer's own position also moves past records that are not handed out
+        // (transaction markers, aborted records).
+        if let Ok(fetched) = consumer.position() {
+            for e in fetched.elements_for_topic(&kafka.topic) {
+                if let Offset::Offset(next) = e.offset() {
+                    progress.moved(e.partition(), next, now);
+                }
             }
         }
-    }
-    if out_of_range {
-        skip_lost_offsets(context, consumer, kafka, position, progress)?;
-    }
-    if progress.query_due(now) {
-        let ids: Vec<i32> = position.offsets.keys().copied().collect();
-        match list_offsets(consumer, &kafka.topic, &ids, Offset::End) {
-            Ok(ends) => progress.ends(&ends, Instant::now()),
-            Err(e) => {
-                tracing::warn!(error = %e, "kafka end offsets");
-                progress.ends_unknown(Instant::now());
+        if out_of_range {
+            skip_lost_offsets(context, consumer, kafka, position, progress)?;
+        }
+        if progress.query_due(now) {
+            let ids: Vec<i32> = position.offsets.keys().copied().collect();
+            match list_offsets(consumer, &kafka.topic, &ids, Offset::End) {
+                Ok(ends) => progress.ends(&ends, Instant::now()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "kafka end offsets");
+                    progress.ends_unknown(Instant::now());
+                }
             }
         }
-    }
-    let now = Instant::now();
-    progress.apply(splits, now);
-    let stalled = progress.stalled(now);
-    if stalled != *stalled_shown {
-        if stalled.is_empty() {
-            tracing::info!(topic = %kafka.topic, "kafka partitions read again");
-            context.stats.set_status(SourceStatus::Running);
-        } else {
-            let why = format!(
-                "partitions {stalled:?} of topic {} are behind their end and made no progress for {} s",
-                kafka.topic,
-                STALL_AFTER.as_secs()
-            );
-            tracing::warn!(topic = %kafka.topic, partitions = ?stalled, "kafka source stalled");
-            context.stats.set_status(SourceStatus::Stalled(why));
+        let now = Instant::now();
+        progress.apply(splits, now);
+        let stalled = progress.stalled(now);
+        if stalled != *stalled_shown {
+            if stalled.is_empty() {
+                tracing::info!(topic = %kafka.topic, "kafka partitions read again");
+                context.stats.set_status(SourceStatus::Running);
+            } else {
+                let why = format!(
+                    "partitions {stalled:?} of topic {} are behind their end and made no progress for {} s",
+                    kafka.topic,
+                    STALL_AFTER.as_secs()
+                );
+                tracing::warn!(topic = %kafka.topic, partitions = ?stalled, "kafka source stalled");
+                context.stats.set_status(SourceStatus::Stalled(why));
+            }
+            *stalled_shown = stalled;
         }
-        *stalled_shown = stalled;
+        context.stats.set_splits(progress.snapshot(splits, now));
+        Ok(())
     }
-    context.stats.set_splits(progress.snapshot(splits, now));
-    Ok(())
 }
 
 /// The consumer was told an offset it asked for is not on the broker. A partition whose
