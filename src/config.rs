@@ -14,6 +14,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:5433";
 /// The one database a Sluice server holds; connecting to any other is error 3D000.
 pub const DATABASE_NAME: &str = "sluice";
 
+/// Client connections served at once by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 500;
+
 /// The default user, trusted on loopback unless a users file turns on password auth.
 pub const DEFAULT_USER: &str = "sluice";
 
@@ -44,6 +47,8 @@ pub struct Config {
     pub subscribe_buffer_epochs: usize,
     /// The directory file sources may read below (default: the data directory's `files/`).
     pub file_source_root: Option<PathBuf>,
+    /// Client connections served at once; one more is refused with `53300`.
+    pub max_connections: usize,
 }
 
 impl Config {
@@ -61,6 +66,7 @@ impl Config {
             parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
             subscribe_buffer_epochs: 4096,
             file_source_root: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 

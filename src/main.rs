@@ -59,6 +59,9 @@ struct ServeArgs {
     /// from it (default: the data directory's `files/`).
     #[arg(long, env = "SLUICE_FILE_SOURCE_ROOT")]
     file_source_root: Option<PathBuf>,
+    /// Client connections served at once; one more is refused with SQLSTATE 53300.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = sluice::config::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
 }
 
 /// The stack of every runtime thread. Parsing and planning recurse as deep as a statement's
@@ -104,6 +107,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.parallelism = p.max(1);
     }
     config.file_source_root = args.file_source_root;
+    config.max_connections = args.max_connections.max(1);
     let server = sluice::Server::start(config)
         .await
         .context("starting sluice")?;

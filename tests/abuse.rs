@@ -304,3 +304,71 @@ async fn wire_abuse_is_contained_to_its_own_connection() {
     still_serves(&client).await;
     assert!(server.is_running(), "the server process lives");
 }
+
+/// Beyond `--max-connections` a client is refused with `53300` (as PostgreSQL's "too many
+/// clients"), a cancel request still gets through, and a slot freed is usable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_refused_with_53300() {
+    let server = TestServer::start_with(|c| c.max_connections = 3).await;
+    let port = server.port();
+    let first = server.connect().await;
+    let _second = server.connect().await;
+    let third = server.connect().await;
+    let refused = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user=sluice dbname=sluice"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .err()
+    .expect("a fourth connection is refused");
+    assert_eq!(refused.code().map(|c| c.code()), Some("53300"), "{refused}");
+    // A cancel request is served on a full server: a FETCH waiting 30 s for a change is
+    // cancelled at once.
+    first
+        .batch_execute(
+            "CREATE TABLE t (k INT); BEGIN;
+             DECLARE c CURSOR FOR SUBSCRIBE TO t WITH (SNAPSHOT = false)",
+        )
+        .await
+        .unwrap();
+    let cancel = first.cancel_token();
+    let waiting = tokio::spawn(async move {
+        let result = first
+            .simple_query("FETCH ALL c WITH (timeout = '30s')")
+            .await;
+        (first, result)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let (first, result) = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("the cancel request got through")
+        .unwrap();
+    let Err(e) = result else {
+        panic!("the FETCH was not cancelled")
+    };
+    assert_eq!(e.code().map(|c| c.code()), Some("57014"), "{e}");
+    first.batch_execute("ROLLBACK").await.unwrap();
+    still_serves(&first).await;
+    // A slot freed is taken again.
+    drop(third);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match tokio_postgres::connect(
+            &format!("host=127.0.0.1 port={port} user=sluice dbname=sluice"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        {
+            Ok((client, conn)) => {
+                tokio::spawn(conn);
+                still_serves(&client).await;
+                break;
+            }
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "{e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -85,6 +85,64 @@ impl PgWireServerHandlers for Handlers {
 /// Starts servers.
 pub struct Server;
 
+/// The code a cancel request starts with, after its length (16).
+const CANCEL_REQUEST_CODE: u32 = 80_877_102;
+
+/// A connection beyond `--max-connections`: a cancel request is still served (it is how a
+/// client stops a query on a full server); anything else gets `53300` and is closed, as
+/// PostgreSQL answers "too many clients".
+async fn refuse_unless_cancel(
+    socket: tokio::net::TcpStream,
+    peer: SocketAddr,
+    handlers: Arc<Handlers>,
+    tls: Option<TlsAcceptor>,
+    max_connections: usize,
+) {
+    use tokio::io::AsyncWriteExt;
+    let mut head = [0u8; 8];
+    let peeked = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            match socket.peek(&mut head).await {
+                Ok(n) if n >= 8 => return true,
+                Ok(0) | Err(_) => return false,
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    let cancel = peeked
+        && u32::from_be_bytes([head[0], head[1], head[2], head[3]]) == 16
+        && u32::from_be_bytes([head[4], head[5], head[6], head[7]]) == CANCEL_REQUEST_CODE;
+    if cancel {
+        if let Err(e) = process_socket(socket, tls, handlers).await {
+            tracing::debug!(%peer, error = %e, "cancel request ended with an error");
+        }
+        return;
+    }
+    tracing::warn!(%peer, max_connections, "connection refused: too many clients");
+    let mut socket = socket;
+    let message = format!("sorry, too many clients already (--max-connections {max_connections})");
+    let mut fields = Vec::new();
+    for (tag, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', "53300"),
+        (b'M', message.as_str()),
+    ] {
+        fields.push(tag);
+        fields.extend_from_slice(value.as_bytes());
+        fields.push(0);
+    }
+    fields.push(0);
+    let mut frame = vec![b'E'];
+    frame.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+    frame.extend_from_slice(&fields);
+    if let Err(e) = socket.write_all(&frame).await {
+        tracing::debug!(%peer, error = %e, "could not tell a refused client why");
+    }
+}
+
 /// A server accepting connections in the background.
 pub struct RunningServer {
     /// The address it listens on (useful with port 0).
@@ -166,6 +224,7 @@ impl Server {
             cancel: Arc::new(DefaultCancelHandler::new(connections)),
         });
         let (shutdown, mut stop) = watch::channel(false);
+        let max_connections = config.max_connections;
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             loop {
@@ -173,6 +232,11 @@ impl Server {
                     _ = stop.changed() => break,
                     accepted = listener.accept() => match accepted {
                         Ok((socket, peer)) => {
+                            while connections.try_join_next().is_some() {}
+                            if connections.len() >= max_connections {
+                                tokio::spawn(refuse_unless_cancel(socket, peer, Arc::clone(&handlers), tls.clone(), max_connections));
+                                continue;
+                            }
                             let handlers = Arc::clone(&handlers);
                             let tls = tls.clone();
                             connections.spawn(async move {
