@@ -292,3 +292,102 @@ impl super::KeyedOperator for SessionWindowAggregate {
         Ok(self.emit()?.into_iter().collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::test_util::{changes, render};
+    use crate::operator::{AggregateCall, AggregateKind, KeyedOperator};
+    use datafusion::physical_expr::expressions::col;
+
+    /// Rows `(k, t, v)`: key, event time in nanoseconds, value.
+    fn input() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("t", DataType::Int64, true),
+            Field::new("v", DataType::Int64, true),
+        ]))
+    }
+
+    /// `SELECT k, session_start, count(*), sum(v) … GROUP BY SESSION(t, 10), k`.
+    fn sessions() -> SessionWindowAggregate {
+        let schema = input();
+        let extended = SessionWindowAggregate::extended_schema(&schema);
+        let inner = GroupAggregateOperator::new(
+            vec![
+                col("k", &extended).unwrap(),
+                col(SESSION_COLUMN, &extended).unwrap(),
+            ],
+            vec![
+                DataType::Utf8,
+                DataType::Timestamp(TimeUnit::Nanosecond, None),
+            ],
+            vec![
+                AggregateCall {
+                    kind: AggregateKind::CountStar,
+                    argument: None,
+                    argument_type: DataType::Int64,
+                },
+                AggregateCall {
+                    kind: AggregateKind::Sum,
+                    argument: Some(col("v", &extended).unwrap()),
+                    argument_type: DataType::Int64,
+                },
+            ],
+            Arc::new(Schema::new(vec![
+                Field::new("k", DataType::Utf8, true),
+                Field::new("session", DataType::Int64, true),
+                Field::new("n", DataType::Int64, true),
+                Field::new("s", DataType::Int64, true),
+            ])),
+        )
+        .unwrap();
+        SessionWindowAggregate::new(
+            &schema,
+            vec![col("k", &schema).unwrap()],
+            vec![DataType::Utf8],
+            col("t", &schema).unwrap(),
+            10,
+            inner,
+        )
+        .unwrap()
+    }
+
+    fn step(op: &mut SessionWindowAggregate, table: &str) -> Vec<String> {
+        op.update(&changes(&input(), table)).unwrap();
+        let mut lines: Vec<String> = KeyedOperator::finish(op, None)
+            .unwrap()
+            .iter()
+            .map(render)
+            .flat_map(|t| t.lines().map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    /// Rows closer than the gap share a session; a row that bridges two sessions merges
+    /// them, and deleting it splits them again.
+    #[test]
+    fn sessions_merge_and_split() {
+        let mut op = sessions();
+        assert_eq!(
+            step(&mut op, "+ a 0 1\n+ a 5 2\n+ a 30 4\n+ b 0 8"),
+            ["+ a 0 2 3", "+ a 30 1 4", "+ b 0 1 8"]
+        );
+        // 20 is more than the gap after 5 but exactly the gap before 30 (the gap is
+        // inclusive): it joins 30's session, which now starts at 20.
+        assert_eq!(step(&mut op, "+ a 20 16"), ["+ a 20 2 20", "- a 30 1 4"]);
+        // 12 bridges 5 and 20: one session from 0.
+        assert_eq!(
+            step(&mut op, "+ a 12 32"),
+            ["+ a 0 5 55", "- a 0 2 3", "- a 20 2 20"]
+        );
+        // Deleting the bridge splits them again.
+        assert_eq!(
+            step(&mut op, "- a 12 32"),
+            ["+ a 0 2 3", "+ a 20 2 20", "- a 0 5 55"]
+        );
+        // Nothing changed: nothing emitted.
+        assert!(step(&mut op, "").is_empty());
+    }
+}

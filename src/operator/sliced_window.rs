@@ -804,3 +804,113 @@ impl super::KeyedOperator for SlicedWindowAggregate {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::KeyedOperator;
+    use crate::operator::test_util::{changes, render};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::physical_expr::expressions::col;
+
+    /// Rows `(k, t, v)`: key, event time in nanoseconds, value.
+    fn input() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("t", DataType::Int64, true),
+            Field::new("v", DataType::Int64, true),
+        ]))
+    }
+
+    /// `SELECT k, window_start, count(*), sum(v) … GROUP BY HOP(t, 10, 20), k`.
+    fn hop() -> SlicedWindowAggregate {
+        let schema = input();
+        SlicedWindowAggregate::new(
+            vec![col("k", &schema).unwrap()],
+            vec![DataType::Utf8],
+            col("t", &schema).unwrap(),
+            10,
+            20,
+            vec![
+                (SliceAggregate::CountStar, None),
+                (SliceAggregate::SumInt, Some(col("v", &schema).unwrap())),
+            ],
+            vec![GroupColumn::Key(0), GroupColumn::Window(0)],
+            Arc::new(Schema::new(vec![
+                Field::new("k", DataType::Utf8, true),
+                Field::new("window_start", DataType::Int64, true),
+                Field::new("n", DataType::Int64, true),
+                Field::new("s", DataType::Int64, true),
+            ])),
+        )
+        .unwrap()
+    }
+
+    /// The changes `finish` emits, one sorted line each.
+    fn finish(op: &mut SlicedWindowAggregate, watermark: Option<Timestamp>) -> Vec<String> {
+        let mut lines: Vec<String> = KeyedOperator::finish(op, watermark)
+            .unwrap()
+            .iter()
+            .map(render)
+            .flat_map(|t| t.lines().map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    #[test]
+    fn slices_are_the_gcd_of_slide_and_size() {
+        assert_eq!(slice_width(10, 20), 10);
+        assert_eq!(slice_width(4, 6), 2);
+        assert_eq!(slice_width(5, 5), 5);
+    }
+
+    /// Emitted on close: each window once, when the watermark passes its end, with every row
+    /// of its slices; nothing before.
+    #[test]
+    fn hop_windows_close_once_with_their_rows() {
+        let mut op = hop();
+        op.update(&changes(&input(), "+ a 5 1\n+ a 15 2\n+ b 25 4"))
+            .unwrap();
+        assert!(finish(&mut op, Some(9)).is_empty(), "no window ends by 9");
+        assert_eq!(finish(&mut op, Some(20)), ["+ a -10 1 1", "+ a 0 2 3"]);
+        // A window is never emitted twice.
+        assert!(finish(&mut op, Some(20)).is_empty());
+        op.update(&changes(&input(), "+ b 39 10")).unwrap();
+        assert_eq!(
+            finish(&mut op, Some(40)),
+            ["+ a 10 1 2", "+ b 10 1 4", "+ b 20 2 14"]
+        );
+        assert!(
+            op.update(&changes(&input(), "- a 5 1")).is_err(),
+            "retractions are refused"
+        );
+    }
+
+    /// Updating: every change of a window as rows arrive, the old row retracted.
+    #[test]
+    fn updating_hop_windows_retract_and_insert() {
+        let mut op = hop().updating();
+        op.update(&changes(&input(), "+ a 5 1")).unwrap();
+        assert_eq!(finish(&mut op, None), ["+ a -10 1 1", "+ a 0 1 1"]);
+        op.update(&changes(&input(), "+ a 15 2")).unwrap();
+        assert_eq!(
+            finish(&mut op, None),
+            ["+ a 0 2 3", "+ a 10 1 2", "- a 0 1 1"]
+        );
+        // Nothing changed: nothing emitted, whatever the watermark.
+        assert!(finish(&mut op, Some(100)).is_empty());
+    }
+
+    /// A checkpoint restored into a new operator carries on as the old one would.
+    #[test]
+    fn checkpoint_and_restore_carry_open_windows() {
+        let mut op = hop();
+        op.update(&changes(&input(), "+ a 5 1\n+ a 15 2")).unwrap();
+        let state = op.checkpoint().unwrap();
+        let mut restored = hop();
+        restored.restore(&state).unwrap();
+        assert_eq!(finish(&mut restored, Some(20)), finish(&mut op, Some(20)));
+        assert_eq!(finish(&mut restored, Some(30)), ["+ a 10 1 2"]);
+    }
+}
