@@ -296,18 +296,9 @@ impl super::KeyedOperator for SessionWindowAggregate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operator::test_util::{changes, render};
+    use crate::operator::test_util::{changes, sorted_lines, timed_input as input};
     use crate::operator::{AggregateCall, AggregateKind, KeyedOperator};
     use datafusion::physical_expr::expressions::col;
-
-    /// Rows `(k, t, v)`: key, event time in nanoseconds, value.
-    fn input() -> SchemaRef {
-        Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Utf8, true),
-            Field::new("t", DataType::Int64, true),
-            Field::new("v", DataType::Int64, true),
-        ]))
-    }
 
     /// `SELECT k, session_start, count(*), sum(v) … GROUP BY SESSION(t, 10), k`.
     fn sessions() -> SessionWindowAggregate {
@@ -355,14 +346,7 @@ mod tests {
 
     fn step(op: &mut SessionWindowAggregate, table: &str) -> Vec<String> {
         op.update(&changes(&input(), table)).unwrap();
-        let mut lines: Vec<String> = KeyedOperator::finish(op, None)
-            .unwrap()
-            .iter()
-            .map(render)
-            .flat_map(|t| t.lines().map(str::to_string).collect::<Vec<_>>())
-            .collect();
-        lines.sort();
-        lines
+        sorted_lines(&KeyedOperator::finish(op, None).unwrap())
     }
 
     /// Rows closer than the gap share a session; a row that bridges two sessions merges

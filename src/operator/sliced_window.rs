@@ -809,18 +809,9 @@ impl super::KeyedOperator for SlicedWindowAggregate {
 mod tests {
     use super::*;
     use crate::operator::KeyedOperator;
-    use crate::operator::test_util::{changes, render};
+    use crate::operator::test_util::{changes, sorted_lines, timed_input as input};
     use datafusion::arrow::datatypes::{Field, Schema};
     use datafusion::physical_expr::expressions::col;
-
-    /// Rows `(k, t, v)`: key, event time in nanoseconds, value.
-    fn input() -> SchemaRef {
-        Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Utf8, true),
-            Field::new("t", DataType::Int64, true),
-            Field::new("v", DataType::Int64, true),
-        ]))
-    }
 
     /// `SELECT k, window_start, count(*), sum(v) … GROUP BY HOP(t, 10, 20), k`.
     fn hop() -> SlicedWindowAggregate {
@@ -848,14 +839,7 @@ mod tests {
 
     /// The changes `finish` emits, one sorted line each.
     fn finish(op: &mut SlicedWindowAggregate, watermark: Option<Timestamp>) -> Vec<String> {
-        let mut lines: Vec<String> = KeyedOperator::finish(op, watermark)
-            .unwrap()
-            .iter()
-            .map(render)
-            .flat_map(|t| t.lines().map(str::to_string).collect::<Vec<_>>())
-            .collect();
-        lines.sort();
-        lines
+        sorted_lines(&KeyedOperator::finish(op, watermark).unwrap())
     }
 
     #[test]

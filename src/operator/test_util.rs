@@ -46,6 +46,27 @@ pub fn changes(schema: &SchemaRef, table: &str) -> ChangeBatch {
     ChangeBatch::with_weights(data, Int64Array::from(weights)).expect("weights fit")
 }
 
+/// Rows `(k, t, v)` of the window operators' tests: a key, an event time in nanoseconds and
+/// a value.
+pub fn timed_input() -> SchemaRef {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Utf8, true),
+        Field::new("t", DataType::Int64, true),
+        Field::new("v", DataType::Int64, true),
+    ]))
+}
+
+/// The lines of every batch's change table, sorted (an operator's output order is its own).
+pub fn sorted_lines(batches: &[ChangeBatch]) -> Vec<String> {
+    let mut lines: Vec<String> = batches
+        .iter()
+        .flat_map(|b| render(b).lines().map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    lines.sort();
+    lines
+}
+
 /// Prints a change batch as a change table, one line per row.
 pub fn render(batch: &ChangeBatch) -> String {
     (0..batch.num_rows())
