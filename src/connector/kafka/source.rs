@@ -208,7 +208,7 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
             });
         }
         if polled.is_empty() {
-            lag.track(context, &position, &mut splits, out_of_range)?;
+            lag.track(context, &mut position, &mut splits, out_of_range)?;
             // Idle partitions may let the watermark move on.
             let now = splits.current();
             if now > written_watermark && context.table.def().watermark.is_some() {
@@ -267,7 +267,7 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
             "kafka batch"
         );
         // Only after the batch's rows are observed: a partition's end follows its last row.
-        lag.track(context, &position, &mut splits, out_of_range)?;
+        lag.track(context, &mut position, &mut splits, out_of_range)?;
     }
     Ok(())
 }
@@ -287,7 +287,7 @@ impl Lag<'_> {
     fn track(
         &mut self,
         context: &SourceContext,
-        position: &Position,
+        position: &mut Position,
         splits: &mut SplitWatermarks,
         out_of_range: bool,
     ) -> Result<()> {
@@ -357,14 +357,13 @@ fn skip_lost_offsets(
     context: &SourceContext,
     consumer: &BaseConsumer<super::ConsumerLog>,
     kafka: &KafkaSource,
-    position: &Position,
+    position: &mut Position,
     progress: &mut Progress,
 ) -> Result<()> {
     let ids: Vec<i32> = position.offsets.keys().copied().collect();
     let oldest = list_offsets(consumer, &kafka.topic, &ids, Offset::Beginning)?;
     let ends = list_offsets(consumer, &kafka.topic, &ids, Offset::End)?;
-    let mut offsets = position.offsets.clone();
-    for (&p, next) in &mut offsets {
+    for (&p, next) in &mut position.offsets {
         let (Some(&low), Some(&end)) = (oldest.get(&p), ends.get(&p)) else {
             continue;
         };
@@ -390,7 +389,7 @@ fn skip_lost_offsets(
             *next = low;
         }
     }
-    assign(consumer, &kafka.topic, &offsets)
+    assign(consumer, &kafka.topic, &position.offsets)
 }
 
 /// Assigns the consumer every partition at its offset.
