@@ -226,7 +226,7 @@ struct Feed {
 fn spawn_feed(feed: Feed) -> std::thread::JoinHandle<()> {
     use rand::{Rng, SeedableRng};
     use rdkafka::config::ClientConfig;
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 
     const BASE_MS: i64 = 1_767_225_600_000;
     std::thread::spawn(move || {
@@ -234,13 +234,13 @@ fn spawn_feed(feed: Feed) -> std::thread::JoinHandle<()> {
         // older records: compressed (zstd) in large batches, the feed stays well under that,
         // so that a source that fell behind during a restart finds every record still there
         // (`assert_broker_kept_everything` checks it; lz4 was not enough).
-        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        let producer: ThreadedProducer<Deliveries> = ClientConfig::new()
             .set("bootstrap.servers", &feed.bootstrap)
             .set("queue.buffering.max.messages", "1000000")
             .set("compression.type", "zstd")
             .set("linger.ms", "20")
             .set("batch.size", "1000000")
-            .create()
+            .create_with_context(Deliveries::default())
             .expect("producer");
         let mut rng = rand::rngs::StdRng::seed_from_u64(feed.seed);
         for id in 0..feed.events {
@@ -268,7 +268,37 @@ fn spawn_feed(feed: Feed) -> std::thread::JoinHandle<()> {
             }
         }
         producer.flush(Duration::from_secs(60)).expect("flush");
+        producer.context().assert_all_delivered();
     })
+}
+
+/// Reads every delivery report of a test producer: a record the broker did not take would
+/// make the source look like it lost it.
+#[derive(Default)]
+struct Deliveries(std::sync::Mutex<Vec<String>>);
+
+impl rdkafka::ClientContext for Deliveries {}
+
+impl rdkafka::producer::ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        if let Err((error, _)) = result {
+            self.0.lock().unwrap().push(error.to_string());
+        }
+    }
+}
+
+impl Deliveries {
+    fn assert_all_delivered(&self) {
+        let failed = self.0.lock().unwrap();
+        assert!(
+            failed.is_empty(),
+            "{} records not delivered: {:?}",
+            failed.len(),
+            &failed[..failed.len().min(3)]
+        );
+    }
 }
 
 /// Each partition of `topic` still starts at offset 0: the mock broker deleted nothing, so a
@@ -327,10 +357,20 @@ async fn wait_for_every_event(client: &tokio_postgres::Client, events: i64, pati
         if state == [format!("{events}|{events}|t")] && read_to_end {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "source never complete: {state:?}, partitions (read to end, lag, skipped): {partitions:?}"
-        );
+        if Instant::now() >= deadline {
+            // Tells a source that lost records (late, bad, skipped) from a feed that did not
+            // deliver them (the broker's ends add up to fewer than `events`).
+            let held = common::sorted_rows(
+                client,
+                "SELECT (SELECT sum(end_offset) FROM sluice_source_partitions WHERE source_name = 'ev'),
+                   late_rows, bad_records FROM sluice_sources WHERE source_name = 'ev'",
+            )
+            .await;
+            panic!(
+                "source never complete: {state:?}, partitions (read to end, lag, skipped): \
+                 {partitions:?}, (records in the topic, late rows, bad records): {held:?}"
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -637,15 +677,15 @@ fn produce_events(
     batch_bytes: &str,
 ) {
     use rdkafka::config::ClientConfig;
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
     const BASE_MS: i64 = 1_767_225_600_000;
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+    let producer: ThreadedProducer<Deliveries> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("queue.buffering.max.messages", "1000000")
         .set("compression.type", compression)
         .set("linger.ms", "20")
         .set("batch.size", batch_bytes)
-        .create()
+        .create_with_context(Deliveries::default())
         .expect("producer");
     for id in first..first + count {
         let ts = chrono::DateTime::from_timestamp_millis(BASE_MS + id)
@@ -666,6 +706,7 @@ fn produce_events(
         }
     }
     producer.flush(Duration::from_secs(60)).expect("flush");
+    producer.context().assert_all_delivered();
 }
 
 /// Each partition of source `ev`: (partition, position, end offset), read while it runs.

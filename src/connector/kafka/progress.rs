@@ -38,6 +38,9 @@ struct Partition {
 pub struct Progress {
     partitions: BTreeMap<i32, Partition>,
     stall_after: Duration,
+    /// How long a partition must have been quiet when the broker confirms its end for it to
+    /// count as caught up to the watermarks (the source's idle timeout).
+    quiet: Duration,
     queried_at: Option<Instant>,
     end_reported: bool,
 }
@@ -61,9 +64,27 @@ impl Progress {
         Self {
             partitions,
             stall_after,
+            quiet: Duration::ZERO,
             queried_at: None,
             end_reported: false,
         }
+    }
+
+    /// A partition may go idle only on an end confirmed by an answer that came `quiet` (the
+    /// idle timeout) after its last progress: an answer from before the quiet period says
+    /// nothing of records produced during it that the consumer has not fetched yet.
+    pub fn with_quiet(mut self, quiet: Duration) -> Self {
+        self.quiet = quiet;
+        self
+    }
+
+    /// True when `partition` is at its end as an answer newer than its quiet period says.
+    fn confirmed_quiet(&self, partition: i32) -> bool {
+        self.partitions.get(&partition).is_some_and(|p| {
+            p.end.is_some_and(|(end, at)| {
+                p.position >= end && at.saturating_duration_since(p.progress_at) >= self.quiet
+            })
+        })
     }
 
     /// The source read up to `position` (exclusive) in `partition`.
@@ -145,11 +166,12 @@ impl Progress {
 
     /// Tells the watermarks which partitions are at their end (and may go idle) and which
     /// are not.
-    pub fn apply(&self, splits: &mut SplitWatermarks, now: Instant) {
+    pub fn apply(&self, splits: &mut SplitWatermarks) {
         for &partition in self.partitions.keys() {
-            match self.state(partition, now) {
-                SplitState::CaughtUp | SplitState::Idle => splits.caught_up(i64::from(partition)),
-                SplitState::Lagging | SplitState::Stalled => splits.lagging(i64::from(partition)),
+            if self.confirmed_quiet(partition) {
+                splits.caught_up(i64::from(partition));
+            } else {
+                splits.lagging(i64::from(partition));
             }
         }
     }
@@ -211,18 +233,18 @@ mod tests {
         progress.moved(0, 10, at(10));
         progress.moved(1, 10, at(10));
         // Not confirmed at the end yet: nothing is idle, however quiet.
-        progress.apply(&mut splits, at(20));
+        progress.apply(&mut splits);
         assert_eq!(splits.current(), Some(20));
         assert_eq!(progress.state(0, at(20)), SplitState::Lagging);
         // The broker confirms both ends: both idle (timeout 0), the watermark is the newest.
         progress.ends(&BTreeMap::from([(0, 10), (1, 10)]), at(30));
-        progress.apply(&mut splits, at(30));
+        progress.apply(&mut splits);
         assert_eq!(progress.state(1, at(30)), SplitState::CaughtUp);
         assert_eq!(splits.current(), Some(100));
         // Partition 1 gets 5 more records that the source does not fetch: it lags and holds
         // the watermark back (here at its own watermark), though no record came.
         progress.ends(&BTreeMap::from([(0, 10), (1, 15)]), at(1_000));
-        progress.apply(&mut splits, at(1_000));
+        progress.apply(&mut splits);
         assert_eq!(progress.state(1, at(1_000)), SplitState::Lagging);
         assert_eq!(splits.current(), Some(20));
         let shown = progress.snapshot(&splits, at(1_000));
@@ -231,7 +253,7 @@ mod tests {
         // Still no progress 10 s after it fell behind: stalled.
         progress.ends(&BTreeMap::from([(0, 10), (1, 15)]), at(11_000));
         assert_eq!(progress.stalled(at(11_000)), vec![1]);
-        progress.apply(&mut splits, at(11_000));
+        progress.apply(&mut splits);
         assert_eq!(splits.current(), Some(20));
         // Progress (not yet to the end) ends the stall; the end confirmed makes it idle.
         progress.moved(1, 12, at(11_100));
@@ -240,13 +262,39 @@ mod tests {
         // The old answer predates the progress: not confirmed until the broker says so.
         assert_eq!(progress.state(1, at(11_200)), SplitState::Lagging);
         progress.ends(&BTreeMap::from([(0, 10), (1, 15)]), at(11_300));
-        progress.apply(&mut splits, at(11_300));
+        progress.apply(&mut splits);
         assert_eq!(progress.state(1, at(11_300)), SplitState::CaughtUp);
         assert_eq!(splits.current(), Some(100));
         // Without an answer from the broker, no end is known: lagging, not idle.
         progress.ends_unknown(at(12_000));
-        progress.apply(&mut splits, at(12_000));
+        progress.apply(&mut splits);
         assert_eq!(splits.current(), Some(20));
+    }
+
+    /// With a quiet period, an answer taken right after the last record does not let the
+    /// partition go idle, however long ago that was: only an answer from after the quiet
+    /// period does (records produced meanwhile may not have been fetched yet).
+    #[test]
+    fn idleness_needs_an_answer_from_after_the_quiet_period() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut progress = Progress::new(&BTreeMap::from([(0, 0), (1, 0)]), STALL_AFTER, t0)
+            .with_quiet(Duration::from_secs(1));
+        let mut splits = SplitWatermarks::new(Duration::ZERO);
+        splits.observe(Some(&candidates(vec![100, 20])), [0, 1].into_iter());
+        progress.moved(0, 10, at(10));
+        progress.moved(1, 10, at(10));
+        progress.ends(&BTreeMap::from([(0, 10), (1, 10)]), at(20));
+        progress.apply(&mut splits);
+        assert_eq!(progress.state(1, at(2_000)), SplitState::CaughtUp);
+        assert_eq!(
+            splits.current(),
+            Some(20),
+            "not idle on an answer from 20 ms"
+        );
+        progress.ends(&BTreeMap::from([(0, 10), (1, 10)]), at(1_010));
+        progress.apply(&mut splits);
+        assert_eq!(splits.current(), Some(100));
     }
 
     #[test]

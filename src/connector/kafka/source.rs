@@ -145,7 +145,8 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
     let mut lag = Lag {
         consumer: &consumer,
         kafka,
-        progress: Progress::new(&position.offsets, STALL_AFTER, Instant::now()),
+        progress: Progress::new(&position.offsets, STALL_AFTER, Instant::now())
+            .with_quiet(kafka.idle_timeout),
         stalled_shown: Vec::new(),
     };
 
@@ -325,7 +326,7 @@ impl Lag<'_> {
             }
         }
         let now = Instant::now();
-        progress.apply(splits, now);
+        progress.apply(splits);
         let stalled = progress.stalled(now);
         if stalled != *stalled_shown {
             if stalled.is_empty() {
