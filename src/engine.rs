@@ -512,10 +512,7 @@ impl Engine {
                 stats: Arc::clone(&running.stats),
             },
         );
-        self.sinks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(sink.name.clone(), running);
+        crate::sync::lock(&self.sinks, "the running sinks").insert(sink.name.clone(), running);
         Ok(())
     }
 
@@ -547,10 +544,7 @@ impl Engine {
         store.remove(object.id)?;
         drop(store);
         self.views.hide_sink(name);
-        self.sinks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
+        crate::sync::lock(&self.sinks, "the running sinks").remove(name);
         // A sink created later under this name starts afresh.
         let _ = std::fs::remove_file(self.sink_state_file(name));
         tracing::info!(sink = %name, "sink dropped");
@@ -559,9 +553,7 @@ impl Engine {
 
     /// Sinks reading view `view`.
     fn sinks_of(&self, view: &str) -> Vec<String> {
-        self.sinks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.sinks, "the running sinks")
             .iter()
             .filter(|(_, s)| s.view == view)
             .map(|(n, _)| n.clone())
@@ -571,10 +563,7 @@ impl Engine {
     fn start_source(&self, table: Arc<QueueTable>) -> Result<()> {
         let id = table.def().id;
         let running = crate::connector::source::start(table, self.config.file_root())?;
-        self.sources
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, running);
+        crate::sync::lock(&self.sources, "the running sources").insert(id, running);
         Ok(())
     }
 
@@ -713,7 +702,7 @@ impl Engine {
     }
 
     fn lock_store(&self) -> std::sync::MutexGuard<'_, CatalogStore> {
-        self.store.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.store, "the catalog")
     }
 
     /// `CREATE TABLE`. Returns false when the table existed and `IF NOT EXISTS` was given.
@@ -786,10 +775,7 @@ impl Engine {
         store.remove(id)?;
         self.tables.remove(name);
         // Stops the connector's thread before its log goes.
-        self.sources
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        crate::sync::lock(&self.sources, "the running sources").remove(&id);
         let dir = self.tables_dir().join(id.to_string());
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             tracing::warn!(table = %name, dir = %dir.display(), error = %e, "could not remove the log of a dropped table");

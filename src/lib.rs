@@ -35,6 +35,7 @@ pub mod sql;
 pub mod state;
 pub mod storage;
 pub mod stream;
+pub mod sync;
 
 pub use config::Config;
 pub use engine::Engine;

@@ -374,3 +374,78 @@ async fn connections_beyond_the_limit_are_refused_with_53300() {
         }
     }
 }
+
+/// A panic in a view's operator used to be caught for the whole epoch, logged, and the view
+/// went on with half-applied state (and every view after it skipped that epoch). Now the view
+/// fails with the panic's message, `SELECT` from it says so, `sluice_views` shows it, and other
+/// views go on. A panic in an ad-hoc statement answers `XX000` on its connection, which stays
+/// usable. (`sluice_test_panic` exists in debug builds only.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_view_fails_alone_and_a_panicking_statement_answers_xx000() {
+    let server = TestServer::start().await;
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (k INT, v INT);
+             CREATE MATERIALIZED VIEW doomed AS
+               SELECT k, CASE WHEN v = 13 THEN sluice_test_panic('row ' || CAST(v AS TEXT)) ELSE v END AS v
+               FROM t;
+             CREATE MATERIALIZED VIEW fine AS SELECT k, sum(v) AS s FROM t GROUP BY k;
+             INSERT INTO t VALUES (1, 1), (2, 2);
+             FLUSH;",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        common::sorted_rows(&client, "SELECT * FROM doomed").await,
+        ["1|1", "2|2"]
+    );
+    client
+        .batch_execute("INSERT INTO t VALUES (1, 13); FLUSH;")
+        .await
+        .unwrap();
+    let e = client
+        .simple_query("SELECT * FROM doomed")
+        .await
+        .expect_err("a failed view answers an error");
+    let (code, message) = common::db_error(&e);
+    assert_eq!(code, "XX000");
+    assert!(
+        message.contains("doomed") && message.contains("sluice_test_panic: row 13"),
+        "{message}"
+    );
+    assert_eq!(
+        common::sorted_rows(
+            &client,
+            "SELECT view_name, status, error LIKE '%row 13%' FROM sluice_views"
+        )
+        .await,
+        ["doomed|failed|t", "fine|running|NULL"]
+    );
+    // The other view saw the row and goes on.
+    client
+        .batch_execute("INSERT INTO t VALUES (2, 5); FLUSH;")
+        .await
+        .unwrap();
+    assert_eq!(
+        common::sorted_rows(&client, "SELECT * FROM fine").await,
+        ["1|14", "2|7"]
+    );
+    // An ad-hoc statement that panics: XX000, and the connection goes on.
+    for sql in [
+        "SELECT sluice_test_panic('ad hoc')",
+        "SELECT sluice_test_panic(CAST(k AS TEXT)) FROM t",
+    ] {
+        let e = client.simple_query(sql).await.expect_err("it panics");
+        let (code, message) = common::db_error(&e);
+        assert_eq!(code, "XX000", "{sql}: {message}");
+        assert!(message.contains("panicked"), "{message}");
+        still_serves(&client).await;
+    }
+    let e = client
+        .query("SELECT sluice_test_panic($1)", &[&"bound"])
+        .await
+        .expect_err("it panics");
+    assert_eq!(common::db_error(&e).0, "XX000");
+    still_serves(&client).await;
+}

@@ -557,17 +557,29 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
             r
         }
         "sluice_views" => {
-            // Materialized views: how they emit, and what they read.
+            // Materialized views: how they emit, what they read, and whether they run.
+            let published = registry.published();
             let mut r = Relation::new(&[
                 ("view_name", TEXT),
                 ("emit_on_window_close", BOOL),
                 ("depends_on", TEXT),
+                ("status", TEXT),
+                ("error", TEXT),
             ]);
             for v in &views {
+                let (status, error) = match published.views.get(&v.id) {
+                    Some(crate::catalog::views::ViewSnapshot::Failed(_, message)) => {
+                        ("failed", Some(message.clone()))
+                    }
+                    Some(_) => ("running", None),
+                    None => ("starting", None),
+                };
                 r.row(vec![
                     s(&v.name),
                     b(v.emit_on_window_close),
                     s(&v.dependencies.join(", ")),
+                    s(status),
+                    ScalarValue::Utf8(error),
                 ]);
             }
             r

@@ -156,7 +156,8 @@ pub fn pg_functions(tables: Arc<TableRegistry>) -> Vec<ScalarUDF> {
     let t1 = Arc::clone(&tables);
     let t2 = Arc::clone(&tables);
     let t3 = Arc::clone(&tables);
-    vec![
+    #[allow(unused_mut)]
+    let mut functions = vec![
         function("pg_table_is_visible", &[1], DataType::Boolean, all_true),
         function("pg_type_is_visible", &[1], DataType::Boolean, all_true),
         function("pg_function_is_visible", &[1], DataType::Boolean, all_true),
@@ -371,7 +372,22 @@ pub fn pg_functions(tables: Arc<TableRegistry>) -> Vec<ScalarUDF> {
             }
             Ok(Arc::new(UInt32Array::from(out)))
         }),
-    ]
+    ];
+    // Debug builds only: lets tests make an operator panic on a chosen row.
+    #[cfg(debug_assertions)]
+    functions.push(function(
+        "sluice_test_panic",
+        &[1],
+        DataType::Int64,
+        |args, rows| {
+            let text = as_text(&args[0])?;
+            if let Some(message) = text.iter().flatten().next() {
+                panic!("sluice_test_panic: {message}");
+            }
+            Ok(Arc::new(datafusion::arrow::array::Int64Array::new_null(rows)) as ArrayRef)
+        },
+    ));
+    functions
 }
 
 /// The function `'name'::regclass` is rewritten to (see `sql::pg_compat`).

@@ -32,21 +32,15 @@ impl TableRegistry {
     /// Adds a table under its definition's name.
     pub fn insert(&self, table: Arc<QueueTable>) {
         let name = table.def().name.clone();
-        self.tables
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name, table);
+        crate::sync::write(&self.tables, "the table registry").insert(name, table);
     }
 
     /// Removes a table by name.
     pub fn remove(&self, name: &str) -> Option<Arc<QueueTable>> {
-        self.tables
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name)
+        crate::sync::write(&self.tables, "the table registry").remove(name)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<QueueTable>>> {
-        self.tables.read().unwrap_or_else(|e| e.into_inner())
+        crate::sync::read(&self.tables, "the table registry")
     }
 }

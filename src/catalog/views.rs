@@ -11,7 +11,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
@@ -48,8 +48,9 @@ impl ViewEntry {
 pub enum ViewSnapshot {
     /// The rows.
     Rows(Arc<Vec<RecordBatch>>),
-    /// The view stopped on an error (a division by zero in its select list, …).
-    Failed(String),
+    /// The view stopped on an error (a division by zero in its select list, a panic in an
+    /// operator …): its SQLSTATE and message.
+    Failed(&'static str, String),
 }
 
 /// Every view's contents at one epoch.
@@ -113,18 +114,12 @@ impl ViewRegistry {
 
     /// Adds a view.
     pub fn insert(&self, view: Arc<ViewEntry>) {
-        self.views
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(view.name.clone(), view);
+        crate::sync::write(&self.views, "the view registry").insert(view.name.clone(), view);
     }
 
     /// Removes a view.
     pub fn remove(&self, name: &str) -> Option<Arc<ViewEntry>> {
-        self.views
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name)
+        crate::sync::write(&self.views, "the view registry").remove(name)
     }
 
     /// Views that read `name` directly.
@@ -138,17 +133,17 @@ impl ViewRegistry {
 
     /// The contents of every view at the last completed epoch.
     pub fn published(&self) -> Arc<Published> {
-        Arc::clone(&self.published.read().unwrap_or_else(|e| e.into_inner()))
+        Arc::clone(&crate::sync::read_value(&self.published))
     }
 
     /// Replaces the published contents (the runtime, once per epoch).
     pub fn publish(&self, published: Published) {
-        *self.published.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(published);
+        *crate::sync::write_value(&self.published) = Arc::new(published);
     }
 
     /// Remembers a completed checkpoint (the checkpoint thread).
     pub fn record_checkpoint(&self, info: crate::state::CheckpointInfo) {
-        let mut shown = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
+        let mut shown = crate::sync::lock(&self.checkpoints, "the list of checkpoints");
         if info.kind == "recovery" {
             shown.0 = Some(info);
             return;
@@ -161,38 +156,30 @@ impl ViewRegistry {
 
     /// The recovery this start made, then the most recent checkpoints, oldest first.
     pub fn checkpoints(&self) -> Vec<crate::state::CheckpointInfo> {
-        let shown = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
+        let shown = crate::sync::lock(&self.checkpoints, "the list of checkpoints");
         shown.0.iter().chain(shown.1.iter()).cloned().collect()
     }
 
     /// Shows a running sink in `sluice_sinks`.
     pub fn show_sink(&self, name: &str, sink: crate::connector::sink::SinkShown) {
-        self.sinks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string(), sink);
+        crate::sync::lock(&self.sinks, "the list of sinks").insert(name.to_string(), sink);
     }
 
     /// A dropped sink leaves `sluice_sinks`.
     pub fn hide_sink(&self, name: &str) {
-        self.sinks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
+        crate::sync::lock(&self.sinks, "the list of sinks").remove(name);
     }
 
     /// The running sinks, by name.
     pub fn sinks(&self) -> Vec<(String, crate::connector::sink::SinkShown)> {
-        self.sinks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.sinks, "the list of sinks")
             .iter()
             .map(|(n, s)| (n.clone(), s.clone()))
             .collect()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<ViewEntry>>> {
-        self.views.read().unwrap_or_else(|e| e.into_inner())
+        crate::sync::read(&self.views, "the view registry")
     }
 }
 
@@ -242,11 +229,12 @@ impl TableProvider for ViewProvider {
         };
         let batches = match published.views.get(&self.view.id) {
             Some(ViewSnapshot::Rows(batches)) => batches.as_ref().clone(),
-            Some(ViewSnapshot::Failed(message)) => {
-                return Err(DataFusionError::Execution(format!(
-                    "materialized view \"{}\" failed: {message}",
-                    self.view.name
-                )));
+            Some(ViewSnapshot::Failed(code, message)) => {
+                return Err(crate::error::Error::user(
+                    code,
+                    format!("materialized view \"{}\" failed: {message}", self.view.name),
+                )
+                .into());
             }
             None => Vec::new(),
         };

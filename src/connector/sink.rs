@@ -194,12 +194,12 @@ impl SinkStats {
     /// The sink stopped: it delivers nothing more until the server restarts.
     pub fn fail(&self, error: &Error) {
         tracing::error!(%error, "sink failed");
-        *self.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
+        *crate::sync::lock_value(&self.error) = Some(error.to_string());
     }
 
     /// Why the sink stopped, if it did.
     pub fn error(&self) -> Option<String> {
-        self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        crate::sync::lock_value(&self.error).clone()
     }
 }
 

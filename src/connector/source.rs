@@ -98,28 +98,22 @@ pub enum SourceStatus {
 impl SourceStats {
     /// The source's state.
     pub fn status(&self) -> SourceStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        crate::sync::lock_value(&self.status).clone()
     }
 
     /// Sets the source's state.
     pub fn set_status(&self, status: SourceStatus) {
-        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
+        *crate::sync::lock_value(&self.status) = status;
     }
 
     /// Where each split stands (empty for connectors that do not track splits).
     pub fn splits(&self) -> Vec<SplitProgress> {
-        self.splits
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        crate::sync::lock_value(&self.splits).clone()
     }
 
     /// Replaces what [`SourceStats::splits`] shows.
     pub fn set_splits(&self, splits: Vec<SplitProgress>) {
-        *self.splits.lock().unwrap_or_else(|e| e.into_inner()) = splits;
+        *crate::sync::lock_value(&self.splits) = splits;
     }
 }
 

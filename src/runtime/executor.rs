@@ -49,7 +49,8 @@ pub struct RunningView {
     root: Node,
     sources: Vec<SourceState>,
     contents: ViewContents,
-    failed: Option<String>,
+    /// Why the view stopped: the SQLSTATE and message of its error.
+    failed: Option<(&'static str, String)>,
     watermark: Option<Timestamp>,
     /// Published for `SELECT` at each epoch; false for a view that only feeds a subscription.
     published: bool,
@@ -491,11 +492,11 @@ impl Executor {
             .iter()
             .find(|v| v.id == view)
             .ok_or_else(|| Error::unsupported(format!("view {view} is not running")))?;
-        if let Some(message) = &running.failed {
-            return Err(Error::unsupported(format!(
-                "view \"{}\" failed: {message}",
-                running.name
-            )));
+        if let Some((code, message)) = &running.failed {
+            return Err(Error::user(
+                code,
+                format!("view \"{}\" failed: {message}", running.name),
+            ));
         }
         if let Some(epoch) = as_of
             && epoch < now
@@ -599,7 +600,7 @@ impl Drop for Executor {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         self.shared.wake();
-        if let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(thread) = crate::sync::lock_value(&self.thread).take() {
             let _ = thread.join();
         }
     }
@@ -607,22 +608,23 @@ impl Drop for Executor {
 
 impl Shared {
     fn lock_set(&self) -> MutexGuard<'_, ViewSet> {
-        self.set.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.set, "the running views")
     }
 
     fn wake(&self) {
-        *self.wake.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        *crate::sync::lock_value(&self.wake) = true;
         self.wake_cond.notify_all();
     }
 
     fn run(&self) {
         loop {
             {
-                let mut woken = self.wake.lock().unwrap_or_else(|e| e.into_inner());
+                let mut woken = crate::sync::lock_value(&self.wake);
                 if !*woken {
                     woken = self
                         .wake_cond
                         .wait_timeout(woken, self.interval)
+                        // The flag is a plain bool.
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
                 }
@@ -637,7 +639,8 @@ impl Shared {
             let serving = self.requests.load(Ordering::SeqCst);
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step()));
             if let Err(panic) = result {
-                tracing::error!(?panic, "a view epoch panicked");
+                let message = crate::sync::panic_message(panic.as_ref());
+                tracing::error!(%message, "an epoch panicked outside the views");
             }
             self.completed.send_replace(serving);
         }
@@ -647,7 +650,7 @@ impl Shared {
     fn step(&self) {
         let started = Instant::now();
         let cut: HashMap<u32, u64> = {
-            let _no_commits = self.commit_gate.write().unwrap_or_else(|e| e.into_inner());
+            let _no_commits = crate::sync::write_value(&self.commit_gate);
             self.tables
                 .all()
                 .iter()
@@ -663,7 +666,18 @@ impl Shared {
                 continue;
             }
             let watermark_before = view.watermark;
-            match run_view(view, &cut, &outputs) {
+            // A panic in an operator leaves the view's state half-applied: the view fails
+            // with the panic's message, and the other views go on.
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_view(view, &cut, &outputs)
+            }))
+            .unwrap_or_else(|panic| {
+                Err(Error::internal(format!(
+                    "internal error: an operator panicked: {}",
+                    crate::sync::panic_message(panic.as_ref())
+                )))
+            });
+            match ran {
                 Ok((changes, fed)) => {
                     if fed || !changes.is_empty() || view.watermark != watermark_before {
                         view.changed_since_checkpoint = true;
@@ -675,7 +689,7 @@ impl Shared {
                 }
                 Err(e) => {
                     tracing::error!(view = %view.name, error = %e, "view failed");
-                    view.failed = Some(e.to_string());
+                    view.failed = Some((e.sqlstate(), e.to_string()));
                     changed.push(view.id);
                     outputs.insert(view.id, (Vec::new(), view.watermark));
                 }
@@ -732,10 +746,13 @@ impl Shared {
                 continue;
             }
             let snapshot = match &view.failed {
-                Some(message) => ViewSnapshot::Failed(message.clone()),
+                Some((code, message)) => ViewSnapshot::Failed(code, message.clone()),
                 None => match view.contents.to_batches(SNAPSHOT_BATCH_ROWS) {
                     Ok(batches) => ViewSnapshot::Rows(Arc::new(batches)),
-                    Err(e) => ViewSnapshot::Failed(e.to_string()),
+                    Err(e) => {
+                        let e = Error::from(e);
+                        ViewSnapshot::Failed(e.sqlstate(), e.to_string())
+                    }
                 },
             };
             snapshots.insert(view.id, snapshot);
@@ -780,7 +797,7 @@ impl Shared {
         let Some(checkpoints) = &self.checkpoints else {
             return;
         };
-        let mut last = checkpoints.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = crate::sync::lock_value(&checkpoints.last);
         if last.elapsed() < checkpoints.interval || checkpoints.writer.busy() {
             return;
         }
@@ -865,7 +882,7 @@ fn feed_epoch(
         feed.end.set(super::subscribe::VIEW_DROPPED);
         return false;
     };
-    if let Some(message) = &view.failed {
+    if let Some((_, message)) = &view.failed {
         feed.end
             .set(format!("view \"{}\" failed: {message}", view.name));
         return false;

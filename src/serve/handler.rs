@@ -120,8 +120,7 @@ impl StatementHandler {
         if portal.parameter_len() == 0 {
             return Ok(None);
         }
-        let (inferred, _) = session
-            .describe(&portal.statement.statement)
+        let (inferred, _) = guarded(session.describe(&portal.statement.statement))
             .await
             .map_err(pg_error)?;
         let mut values = Vec::with_capacity(portal.parameter_len());
@@ -183,19 +182,44 @@ pub fn field_infos(schema: &SchemaRef, formats: &Format) -> Vec<FieldInfo> {
         .collect()
 }
 
-/// Encodes a stream of batches as DataRows, a batch at a time.
+/// Runs a statement's future; a panic in it (a bug) answers `XX000` with the panic's message
+/// instead of killing the connection without a word.
+async fn guarded<T>(
+    work: impl std::future::Future<Output = crate::error::Result<T>>,
+) -> crate::error::Result<T> {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Err(panicked(panic.as_ref())))
+}
+
+fn panicked(panic: &(dyn std::any::Any + Send)) -> Error {
+    let message = crate::sync::panic_message(panic);
+    tracing::error!(%message, "a statement panicked");
+    Error::internal(format!("internal error: the statement panicked: {message}"))
+}
+
+/// Encodes a stream of batches as DataRows, a batch at a time. A panic while computing them
+/// ends the result with `XX000`.
 fn data_rows(
     batches: SendableRecordBatchStream,
     fields: Arc<Vec<FieldInfo>>,
 ) -> impl futures::Stream<Item = PgWireResult<DataRow>> + Send + 'static {
     let formats: Vec<FieldFormat> = fields.iter().map(|f| f.format()).collect();
+    let batches = std::panic::AssertUnwindSafe(batches)
+        .catch_unwind()
+        .map(|item| match item {
+            Ok(batch) => batch.map_err(Error::from),
+            Err(panic) => Err(panicked(panic.as_ref())),
+        });
     batches.flat_map(move |batch| {
         let rows: Vec<PgWireResult<DataRow>> = match batch {
             Ok(batch) => match encode_batch(&batch, &formats) {
                 Ok(rows) => rows.into_iter().map(Ok).collect(),
                 Err(e) => vec![Err(pg_error(Error::unsupported(e.to_string())))],
             },
-            Err(e) => vec![Err(pg_error(Error::from(e)))],
+            Err(e) => vec![Err(pg_error(e))],
         };
         stream::iter(rows)
     })
@@ -215,7 +239,7 @@ impl SimpleQueryHandler for StatementHandler {
         let mut session = slot.0.lock().await;
         let mut responses = Vec::with_capacity(statements.len());
         for statement in &statements {
-            match session.execute(statement, None).await {
+            match guarded(session.execute(statement, None)).await {
                 Ok(Outcome::Subscribe { feed, copy }) => {
                     if !responses.is_empty() {
                         // Its rows would overtake the earlier statements' responses.
@@ -316,8 +340,7 @@ impl ExtendedQueryHandler for StatementHandler {
     {
         let slot = self.session(client);
         let session = slot.0.lock().await;
-        let (inferred, schema) = session
-            .describe(&statement.statement)
+        let (inferred, schema) = guarded(session.describe(&statement.statement))
             .await
             .map_err(pg_error)?;
         let count = inferred.len().max(statement.parameter_types.len());
@@ -343,8 +366,7 @@ impl ExtendedQueryHandler for StatementHandler {
     {
         let slot = self.session(client);
         let session = slot.0.lock().await;
-        let (_, schema) = session
-            .describe(&portal.statement.statement)
+        let (_, schema) = guarded(session.describe(&portal.statement.statement))
             .await
             .map_err(pg_error)?;
         let fields = schema
@@ -368,8 +390,7 @@ impl ExtendedQueryHandler for StatementHandler {
         let slot = self.session(client);
         let mut session = slot.0.lock().await;
         let params = self.bound_params(&session, portal).await?;
-        let outcome = session
-            .execute(&portal.statement.statement, params)
+        let outcome = guarded(session.execute(&portal.statement.statement, params))
             .await
             .map_err(pg_error)?;
         if let Outcome::Subscribe { feed, copy } = outcome {
@@ -422,7 +443,9 @@ impl CopyHandler for StatementHandler {
         };
         let slot = self.session(client);
         let session = slot.0.lock().await;
-        let rows = session.finish_copy(&copy, &data).await.map_err(pg_error)?;
+        let rows = guarded(session.finish_copy(&copy, &data))
+            .await
+            .map_err(pg_error)?;
         tracing::info!(table = %copy.table, rows, bytes = data.len(), "copy finished");
         client
             .send(PgWireBackendMessage::CommandComplete(

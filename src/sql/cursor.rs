@@ -14,7 +14,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 
 use super::feed::LiveFeed;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Where a cursor's rows come from.
 pub enum CursorSource {
@@ -87,7 +87,9 @@ impl Cursor {
         }
         match &mut self.source {
             CursorSource::Query(stream) => {
-                let stream = stream.get_mut().unwrap_or_else(|e| e.into_inner());
+                let stream = stream.get_mut().map_err(|_| {
+                    Error::internal("the cursor's query panicked earlier; close the cursor")
+                })?;
                 while !self.exhausted && pending_rows(&self.pending) < limit {
                     match stream.next().await {
                         Some(batch) => self.pending.push_back(batch?),

@@ -38,7 +38,7 @@ impl ProducerContext for Deliveries {
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((error, _)) = result {
             self.failed.fetch_add(1, Ordering::Relaxed);
-            *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
+            *crate::sync::lock_value(&self.last_error) = Some(error.to_string());
         }
     }
 }
@@ -116,11 +116,7 @@ fn deliver_with_retries(
             return Ok(());
         }
         stats.failed_records.fetch_add(failed, Ordering::Relaxed);
-        let last = producer
-            .context()
-            .last_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let last = crate::sync::lock_value(&producer.context().last_error)
             .clone()
             .unwrap_or_default();
         tracing::warn!(epoch = epoch.epoch, attempt, failed, error = %last, "records not delivered");

@@ -109,20 +109,17 @@ impl QueueTable {
 
     /// The table's watermark and late-row count (all `None`/0 without `WATERMARK FOR`).
     pub fn event_time(&self) -> EventTime {
-        *self.time.lock().unwrap_or_else(|e| e.into_inner())
+        *crate::sync::lock_value(&self.time)
     }
 
     /// The counters of its connector, once it has run.
     pub fn source_stats(&self) -> Option<Arc<crate::connector::source::SourceStats>> {
-        self.source_stats
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        crate::sync::lock_value(&self.source_stats).clone()
     }
 
     /// Records the counters of the connector that writes to it.
     pub fn set_source_stats(&self, stats: Arc<crate::connector::source::SourceStats>) {
-        *self.source_stats.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
+        *crate::sync::lock_value(&self.source_stats) = Some(stats);
     }
 
     /// The table's definition.
@@ -247,11 +244,7 @@ impl QueueTable {
         let Some(wm) = &self.def.watermark else {
             return Ok((batch, None, 0));
         };
-        let current = self
-            .time
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .watermark;
+        let current = crate::sync::lock_value(&self.time).watermark;
         let (batch, late) = match wm.on_time(current, &batch)? {
             None => (batch, 0),
             Some(mask) => {
@@ -273,7 +266,7 @@ impl QueueTable {
         if self.def.watermark.is_none() && watermark.is_none() {
             return;
         }
-        let mut time = self.time.lock().unwrap_or_else(|e| e.into_inner());
+        let mut time = crate::sync::lock_value(&self.time);
         time.watermark = time.watermark.max(watermark);
         time.late_rows += late;
     }
@@ -302,9 +295,8 @@ impl QueueTable {
     }
 
     fn lock(&self) -> MutexGuard<'_, TableContents> {
-        // A writer that panicked left the contents as they were before its apply or after it;
-        // both are consistent with the log.
-        self.contents.lock().unwrap_or_else(|e| e.into_inner())
+        // A writer that panicked may have logged a change it did not apply: not reused.
+        crate::sync::lock(&self.contents, "the table's rows")
     }
 
     /// Inserts rows in the table's schema; on a table with a primary key a row replaces the
@@ -410,7 +402,7 @@ impl QueueTable {
         change: ChangeBatch,
         meta: RecordMeta,
     ) -> Result<u64> {
-        let _gate = self.commit_gate.read().unwrap_or_else(|e| e.into_inner());
+        let _gate = crate::sync::read_value(&self.commit_gate);
         let position = self.log.append_with_meta(&change, &meta)?;
         if !self.def.source {
             contents.apply(&change)?;
