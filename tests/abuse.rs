@@ -449,3 +449,113 @@ async fn a_panicking_view_fails_alone_and_a_panicking_statement_answers_xx000() 
     assert_eq!(common::db_error(&e).0, "XX000");
     still_serves(&client).await;
 }
+
+/// The peak resident memory of a process, from `/proc` (kB → bytes).
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM")
+        * 1024
+}
+
+/// `COPY … FROM STDIN` buffered the whole stream before decoding it, and the table then kept
+/// every row in memory: a 2 GB COPY grew the server by 2.1 GB. Now the data is decoded as it
+/// arrives and staged on disk, and an append-only table's rows stay in its log, so 400 MB of
+/// CSV leave the server's peak RSS far below 400 MB. A bad line at the very end still writes
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_copy_does_not_grow_the_server_and_a_bad_last_line_writes_nothing() {
+    use bytes::Bytes;
+    use futures::SinkExt;
+    let dir = tempfile::tempdir().unwrap();
+    let port = process::free_port();
+    let server = process::spawn_with(dir.path(), port, &[]);
+    let client = process::connect_when_up(port).await;
+    client
+        .batch_execute(
+            "CREATE TABLE bids (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR,
+               url VARCHAR, extra VARCHAR) APPEND ONLY",
+        )
+        .await
+        .unwrap();
+    let before = peak_rss(server.pid());
+    const CHUNKS: u64 = 400;
+    const ROWS_PER_CHUNK: u64 = 10_000;
+    let mut line_bytes = 0u64;
+    let chunk = |c: u64, bad_end: bool| -> Bytes {
+        let mut out = String::with_capacity(1 << 20);
+        for i in 0..ROWS_PER_CHUNK {
+            let n = c * ROWS_PER_CHUNK + i;
+            out.push_str(&format!(
+                "{},{},{},Google,https://www.nexmark.com/item.htm?query=1&n={n},{}\n",
+                n % 1000,
+                n % 7919,
+                n,
+                "x".repeat(40)
+            ));
+        }
+        if bad_end {
+            out.push_str("1,2,not-a-price,Apple,u,e\n");
+        }
+        Bytes::from(out)
+    };
+    // A COPY whose last line is bad writes nothing.
+    let sink = client
+        .copy_in("COPY bids FROM STDIN (FORMAT csv)")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    for c in 0..20 {
+        sink.send(chunk(c, c == 19)).await.unwrap();
+    }
+    let e = sink
+        .finish()
+        .await
+        .expect_err("the bad line fails the COPY");
+    assert_eq!(common::db_error(&e).0, "22P02");
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM bids", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 0);
+    // 400 MB of good CSV.
+    let sink = client
+        .copy_in("COPY bids FROM STDIN (FORMAT csv)")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    for c in 0..CHUNKS {
+        let data = chunk(c, false);
+        line_bytes += data.len() as u64;
+        sink.send(data).await.unwrap();
+    }
+    let rows = sink.finish().await.unwrap();
+    let rows_total = CHUNKS * ROWS_PER_CHUNK;
+    assert_eq!(rows, rows_total);
+    let row = client
+        .query_one("SELECT count(*), sum(price), max(bidder) FROM bids", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), rows_total as i64);
+    let sum = (rows_total * (rows_total - 1) / 2) as i64;
+    assert_eq!(row.get::<_, i64>(1), sum);
+    assert_eq!(row.get::<_, i64>(2), 7918);
+    let peak = peak_rss(server.pid());
+    eprintln!(
+        "COPY of {} MB: server peak RSS {} MB before, {} MB after",
+        line_bytes >> 20,
+        before >> 20,
+        peak >> 20
+    );
+    assert!(line_bytes > 400 << 20, "{line_bytes}");
+    assert!(
+        peak < before + (200 << 20),
+        "the server grew by {} MB for a {} MB COPY",
+        (peak - before) >> 20,
+        line_bytes >> 20
+    );
+}

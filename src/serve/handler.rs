@@ -27,7 +27,7 @@ use pgwire::messages::data::DataRow;
 
 use crate::engine::Engine;
 use crate::error::{Error, sqlstate};
-use crate::sql::copy::CopyIn;
+use crate::sql::copy::CopyLoad;
 use crate::sql::{Outcome, Session, SluiceStatement, parse_sql};
 
 use super::encode::encode_batch;
@@ -39,9 +39,15 @@ use crate::catalog::pg_types::pg_type;
 /// The session of one connection, kept in pgwire's per-connection extensions.
 struct SessionSlot(tokio::sync::Mutex<Session>);
 
-/// A `COPY FROM STDIN` in progress on a connection: what it loads and the data so far.
+/// A `COPY FROM STDIN` in progress on a connection: what it loads and the rows so far.
 #[derive(Default)]
-struct PendingCopy(std::sync::Mutex<Option<(CopyIn, Vec<u8>)>>);
+struct PendingCopy(std::sync::Mutex<Option<CopyLoad>>);
+
+impl PendingCopy {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<CopyLoad>> {
+        crate::sync::lock(&self.0, "the connection's COPY")
+    }
+}
 
 /// Handles every statement of every connection.
 #[derive(Debug)]
@@ -103,10 +109,12 @@ impl StatementHandler {
             }
             Outcome::CopyIn(copy) => {
                 let columns = copy.columns.len();
+                let load = CopyLoad::new(copy, self.engine.config().data_dir.join("tmp"))
+                    .map_err(pg_error)?;
                 let pending = client
                     .session_extensions()
                     .get_or_insert_with(PendingCopy::default);
-                *pending.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((copy, Vec::new()));
+                *pending.lock() = Some(load);
                 Response::CopyIn(CopyResponse::new(0, columns, stream::empty()))
             }
         })
@@ -419,9 +427,8 @@ impl CopyHandler for StatementHandler {
         let pending = client
             .session_extensions()
             .get_or_insert_with(PendingCopy::default);
-        let mut pending = pending.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, data)) = pending.as_mut() {
-            data.extend_from_slice(&copy_data.data);
+        if let Some(load) = pending.lock().as_mut() {
+            load.push(&copy_data.data);
         }
         Ok(())
     }
@@ -435,7 +442,7 @@ impl CopyHandler for StatementHandler {
         let pending = client
             .session_extensions()
             .get_or_insert_with(PendingCopy::default);
-        let Some((copy, data)) = pending.0.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        let Some(load) = pending.lock().take() else {
             return Err(pg_error(Error::user(
                 sqlstate::BAD_COPY_FORMAT,
                 "no COPY in progress",
@@ -443,10 +450,9 @@ impl CopyHandler for StatementHandler {
         };
         let slot = self.session(client);
         let session = slot.0.lock().await;
-        let rows = guarded(session.finish_copy(&copy, &data))
-            .await
-            .map_err(pg_error)?;
-        tracing::info!(table = %copy.table, rows, bytes = data.len(), "copy finished");
+        let (table, bytes) = (load.table().to_string(), load.bytes);
+        let rows = guarded(session.finish_copy(load)).await.map_err(pg_error)?;
+        tracing::info!(%table, rows, bytes, "copy finished");
         client
             .send(PgWireBackendMessage::CommandComplete(
                 Tag::new("COPY").with_rows(rows as usize).into(),
@@ -464,7 +470,7 @@ impl CopyHandler for StatementHandler {
         let pending = client
             .session_extensions()
             .get_or_insert_with(PendingCopy::default);
-        pending.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        pending.lock().take();
         PgWireError::UserError(Box::new(ErrorInfo::new(
             "ERROR".into(),
             "57014".into(),

@@ -2,7 +2,6 @@
 //! or CSV into a batch in the table's schema. Decoding is columnar: arrow-csv splits the fields
 //! into string columns, and Arrow's cast kernel converts each column at once.
 
-use std::io::Cursor;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray, new_null_array};
@@ -131,21 +130,68 @@ impl CopyFormat {
     }
 }
 
+/// Rows per batch the decoder makes: bounds what one step of a COPY holds in memory.
+const DECODE_BATCH_ROWS: usize = 16_384;
+/// Decoded rows a COPY keeps in memory before it stages them in a file.
+const STAGE_IN_MEMORY_BYTES: usize = 16 << 20;
+/// The longest line the decoder waits for: a line longer than this is refused.
+pub const MAX_LINE_BYTES: usize = 64 << 20;
+
 impl CopyIn {
-    /// Decodes everything received into one batch in the table's schema. Columns not listed
-    /// are NULL. A malformed line or value fails the whole COPY: nothing is written.
+    /// Decodes `data` (a whole COPY's text) into one batch in the table's schema. Columns not
+    /// listed are NULL. A malformed line or value fails the whole COPY: nothing is written.
     pub fn decode(&self, data: &[u8]) -> Result<RecordBatch> {
-        let text_schema = Arc::new(Schema::new(
+        let mut decoder = CopyDecoder::new(self.clone())?;
+        let mut batches = Vec::new();
+        decoder.push(data, &mut |b| {
+            batches.push(b);
+            Ok(())
+        })?;
+        decoder.finish(&mut |b| {
+            batches.push(b);
+            Ok(())
+        })?;
+        Ok(concat_batches(&decoder.loose_schema(), &batches)?)
+    }
+
+    fn text_schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(
             self.columns
                 .iter()
                 .map(|&i| Field::new(self.schema.field(i).name(), DataType::Utf8, true))
                 .collect::<Vec<_>>(),
-        ));
-        // PostgreSQL's text format ends the data with an optional `\.` line.
-        let data = strip_end_marker(data);
-        let mut builder = ReaderBuilder::new(Arc::clone(&text_schema)).with_batch_size(65536);
+        ))
+    }
+}
+
+/// Decodes a COPY's data as it arrives, in pieces of any size: complete lines go to arrow-csv's
+/// incremental decoder, and every [`DECODE_BATCH_ROWS`] rows come out as a batch in the
+/// table's schema (NOT NULL checked). Memory does not grow with the COPY's size.
+pub struct CopyDecoder {
+    copy: CopyIn,
+    decoder: datafusion::arrow::csv::reader::Decoder,
+    /// Whether values need the text format's backslash escapes undone.
+    unescape: bool,
+    /// The bytes after the last complete line but one: the last line is held back so that
+    /// an end marker (`\.`) is seen as such.
+    tail: Vec<u8>,
+    loose: SchemaRef,
+}
+
+impl std::fmt::Debug for CopyDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CopyDecoder")
+            .field("table", &self.copy.table)
+            .finish()
+    }
+}
+
+impl CopyDecoder {
+    /// A decoder for a `COPY … FROM STDIN`.
+    pub fn new(copy: CopyIn) -> Result<Self> {
+        let mut builder = ReaderBuilder::new(copy.text_schema()).with_batch_size(DECODE_BATCH_ROWS);
         let unescape;
-        match &self.format {
+        match &copy.format {
             CopyFormat::Csv {
                 delimiter,
                 quote,
@@ -172,15 +218,93 @@ impl CopyIn {
                 unescape = true;
             }
         }
-        let reader = builder.build(Cursor::new(data)).map_err(copy_error)?;
-        let mut batches = Vec::new();
-        for batch in reader {
-            batches.push(batch.map_err(copy_error)?);
+        let loose = Arc::new(Schema::new(
+            copy.schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        Ok(Self {
+            decoder: builder.build_decoder(),
+            unescape,
+            tail: Vec::new(),
+            loose,
+            copy,
+        })
+    }
+
+    /// The schema of the batches it makes: the table's, every column nullable.
+    pub fn loose_schema(&self) -> SchemaRef {
+        Arc::clone(&self.loose)
+    }
+
+    /// Takes the next piece of data; every batch completed goes to `out`.
+    pub fn push(
+        &mut self,
+        data: &[u8],
+        out: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        self.tail.extend_from_slice(data);
+        // Feed everything up to the last complete line but one.
+        let Some(last) = memchr_rev(b'\n', &self.tail) else {
+            return self.check_line_length();
+        };
+        let Some(before) = memchr_rev(b'\n', &self.tail[..last]) else {
+            return self.check_line_length();
+        };
+        let ready = std::mem::take(&mut self.tail);
+        self.feed(&ready[..=before], out)?;
+        self.tail = ready[before + 1..].to_vec();
+        Ok(())
+    }
+
+    /// The data has ended: decodes what is left (without a trailing end marker).
+    pub fn finish(&mut self, out: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+        let tail = std::mem::take(&mut self.tail);
+        self.feed(strip_end_marker(&tail), out)?;
+        // An empty piece ends the last line if it has no newline.
+        self.decoder.decode(&[]).map_err(copy_error)?;
+        if let Some(text) = self.decoder.flush().map_err(copy_error)? {
+            out(self.typed(text)?)?;
         }
-        let text = concat_batches(&text_schema, &batches)?;
+        Ok(())
+    }
+
+    fn check_line_length(&self) -> Result<()> {
+        if self.tail.len() > MAX_LINE_BYTES {
+            return Err(Error::user(
+                sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                format!("COPY data: a line longer than {MAX_LINE_BYTES} bytes"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn feed(
+        &mut self,
+        mut data: &[u8],
+        out: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        while !data.is_empty() {
+            let read = self.decoder.decode(data).map_err(copy_error)?;
+            data = &data[read..];
+            if self.decoder.capacity() == 0 {
+                if let Some(text) = self.decoder.flush().map_err(copy_error)? {
+                    out(self.typed(text)?)?;
+                }
+            } else if read == 0 {
+                return Err(Error::internal("the COPY decoder took no data"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Casts a batch of text columns to the table's types; columns not listed are NULL.
+    fn typed(&self, text: RecordBatch) -> Result<RecordBatch> {
         let rows = text.num_rows();
-        let mut columns: Vec<ArrayRef> = self
-            .schema
+        let schema = &self.copy.schema;
+        let mut columns: Vec<ArrayRef> = schema
             .fields()
             .iter()
             .map(|f| new_null_array(f.data_type(), rows))
@@ -189,12 +313,12 @@ impl CopyIn {
             safe: false,
             format_options: FormatOptions::default(),
         };
-        for (field_index, &column) in self.columns.iter().enumerate() {
+        for (field_index, &column) in self.copy.columns.iter().enumerate() {
             let mut values: ArrayRef = Arc::clone(text.column(field_index));
-            if unescape {
+            if self.unescape {
                 values = unescape_text(values.as_string::<i32>());
             }
-            let target = self.schema.field(column);
+            let target = schema.field(column);
             columns[column] = cast_with_options(&values, target.data_type(), &cast_options)
                 .map_err(|e| {
                     Error::user(
@@ -203,14 +327,196 @@ impl CopyIn {
                     )
                 })?;
         }
-        let loose = Schema::new(
-            self.schema
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone().with_nullable(true))
-                .collect::<Vec<_>>(),
-        );
-        Ok(RecordBatch::try_new(Arc::new(loose), columns)?)
+        for (field, column) in schema.fields().iter().zip(&columns) {
+            if !field.is_nullable() && column.null_count() > 0 {
+                return Err(Error::user(
+                    sqlstate::NOT_NULL_VIOLATION,
+                    format!(
+                        "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
+                        field.name(),
+                        self.copy.table
+                    ),
+                ));
+            }
+        }
+        Ok(RecordBatch::try_new(Arc::clone(&self.loose), columns)?)
+    }
+}
+
+fn memchr_rev(byte: u8, data: &[u8]) -> Option<usize> {
+    data.iter().rposition(|&b| b == byte)
+}
+
+/// A COPY in progress: its decoder, and the rows decoded so far, staged in memory and, past
+/// [`STAGE_IN_MEMORY_BYTES`], in an unlinked file under the data directory. Nothing reaches
+/// the table before the data has ended and all of it decoded, so a bad line anywhere writes
+/// nothing (as in PostgreSQL).
+#[derive(Debug)]
+pub struct CopyLoad {
+    decoder: CopyDecoder,
+    staged: Vec<RecordBatch>,
+    staged_bytes: usize,
+    spill: Option<Spill>,
+    spill_dir: std::path::PathBuf,
+    /// The first error: the rest of the data is ignored, and the COPY fails when it ends.
+    error: Option<Error>,
+    /// Bytes of data received.
+    pub bytes: u64,
+    /// Rows decoded.
+    pub rows: u64,
+}
+
+struct Spill {
+    writer: datafusion::arrow::ipc::writer::StreamWriter<std::io::BufWriter<std::fs::File>>,
+}
+
+impl std::fmt::Debug for Spill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Spill")
+    }
+}
+
+impl CopyLoad {
+    /// Starts a COPY whose rows may be staged in files under `spill_dir`.
+    pub fn new(copy: CopyIn, spill_dir: std::path::PathBuf) -> Result<Self> {
+        Ok(Self {
+            decoder: CopyDecoder::new(copy)?,
+            staged: Vec::new(),
+            staged_bytes: 0,
+            spill: None,
+            spill_dir,
+            error: None,
+            bytes: 0,
+            rows: 0,
+        })
+    }
+
+    /// The table it loads.
+    pub fn table(&self) -> &str {
+        &self.decoder.copy.table
+    }
+
+    /// Takes a `CopyData` message's bytes. An error is kept for the end (the client goes on
+    /// sending; PostgreSQL, too, reports it when the data ends).
+    pub fn push(&mut self, data: &[u8]) {
+        if self.error.is_some() {
+            return;
+        }
+        self.bytes += data.len() as u64;
+        let mut decoded = Vec::new();
+        let result = self
+            .decoder
+            .push(data, &mut |b| {
+                decoded.push(b);
+                Ok(())
+            })
+            .and_then(|()| decoded.into_iter().try_for_each(|b| self.stage(b)));
+        if let Err(e) = result {
+            self.error = Some(e);
+        }
+    }
+
+    fn stage(&mut self, batch: RecordBatch) -> Result<()> {
+        self.rows += batch.num_rows() as u64;
+        self.staged_bytes += batch.get_array_memory_size();
+        self.staged.push(batch);
+        if self.staged_bytes < STAGE_IN_MEMORY_BYTES {
+            return Ok(());
+        }
+        if self.spill.is_none() {
+            std::fs::create_dir_all(&self.spill_dir).map_err(|e| {
+                Error::io(format!(
+                    "COPY staging directory {}: {e}",
+                    self.spill_dir.display()
+                ))
+            })?;
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let path = self.spill_dir.join(format!(
+                "copy-{}-{}.arrows",
+                std::process::id(),
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ));
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| Error::io(format!("COPY staging file {}: {e}", path.display())))?;
+            // Unlinked at once: the file lives as long as this COPY holds it, crash or not.
+            std::fs::remove_file(&path)
+                .map_err(|e| Error::io(format!("COPY staging file {}: {e}", path.display())))?;
+            let writer = datafusion::arrow::ipc::writer::StreamWriter::try_new(
+                std::io::BufWriter::new(file),
+                &self.decoder.loose_schema(),
+            )?;
+            self.spill = Some(Spill { writer });
+        }
+        if let Some(spill) = &mut self.spill {
+            for batch in self.staged.drain(..) {
+                spill.writer.write(&batch)?;
+            }
+            self.staged_bytes = 0;
+        }
+        Ok(())
+    }
+
+    /// The data has ended: the rows to write, in order, read back a batch at a time; or the
+    /// first error the data had.
+    pub fn finish(mut self) -> Result<StagedRows> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        let mut last = Vec::new();
+        self.decoder.finish(&mut |b| {
+            last.push(b);
+            Ok(())
+        })?;
+        for batch in last {
+            self.stage(batch)?;
+        }
+        let spilled = match self.spill.take() {
+            None => None,
+            Some(spill) => {
+                let mut writer = spill.writer;
+                writer.finish()?;
+                let mut file = writer
+                    .into_inner()?
+                    .into_inner()
+                    .map_err(|e| Error::io(format!("COPY staging file: {}", e.error())))?;
+                use std::io::Seek;
+                file.seek(std::io::SeekFrom::Start(0))
+                    .map_err(|e| Error::io(format!("COPY staging file: {e}")))?;
+                Some(datafusion::arrow::ipc::reader::StreamReader::try_new(
+                    std::io::BufReader::new(file),
+                    None,
+                )?)
+            }
+        };
+        Ok(StagedRows {
+            spilled,
+            memory: std::mem::take(&mut self.staged).into_iter(),
+        })
+    }
+}
+
+/// The rows of a finished COPY, in order: those staged in a file, then those in memory.
+pub struct StagedRows {
+    spilled:
+        Option<datafusion::arrow::ipc::reader::StreamReader<std::io::BufReader<std::fs::File>>>,
+    memory: std::vec::IntoIter<RecordBatch>,
+}
+
+impl Iterator for StagedRows {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(reader) = &mut self.spilled {
+            match reader.next() {
+                Some(batch) => return Some(batch.map_err(Error::from)),
+                None => self.spilled = None,
+            }
+        }
+        self.memory.next().map(Ok)
     }
 }
 
@@ -305,6 +611,51 @@ mod tests {
         assert_eq!(batch.num_rows(), 1);
         assert_eq!(batch.column(1).as_string::<i32>().value(0), "a\tb");
         assert!(batch.column(2).is_null(0));
+    }
+
+    /// Whatever the sizes of the pieces the data arrives in, the rows are those of the whole.
+    #[test]
+    fn pieces_of_any_size_decode_like_the_whole() {
+        let csv = CopyFormat::from_options(&[CopyOption::Format(Ident::new("csv"))], &[]).unwrap();
+        let text = CopyFormat::from_options(&[], &[]).unwrap();
+        let mut csv_data = Vec::new();
+        let mut text_data = Vec::new();
+        for i in 0..5000 {
+            csv_data.extend_from_slice(
+                format!(
+                    "{i},\"line {i}\nwith a newline, and a comma\",{}\n",
+                    i % 2 == 0
+                )
+                .as_bytes(),
+            );
+            text_data.extend_from_slice(format!("{i}\tx\\ty {i}\t\\N\n").as_bytes());
+        }
+        text_data.extend_from_slice(b"\\.\n");
+        for (format, data) in [(csv, csv_data), (text, text_data)] {
+            let c = copy_in(format);
+            let whole = c.decode(&data).unwrap();
+            assert_eq!(whole.num_rows(), 5000);
+            for piece in [1, 2, 3, 7, 64, 1000, 65_537] {
+                let mut decoder = CopyDecoder::new(c.clone()).unwrap();
+                let mut batches = Vec::new();
+                for chunk in data.chunks(piece) {
+                    decoder
+                        .push(chunk, &mut |b| {
+                            batches.push(b);
+                            Ok(())
+                        })
+                        .unwrap();
+                }
+                decoder
+                    .finish(&mut |b| {
+                        batches.push(b);
+                        Ok(())
+                    })
+                    .unwrap();
+                let pieces = concat_batches(&decoder.loose_schema(), &batches).unwrap();
+                assert_eq!(pieces, whole, "pieces of {piece} bytes");
+            }
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::catalog::views::PinnedEpoch;
 use crate::engine::Engine;
 use crate::error::{Error, Result, sqlstate};
 
-use super::copy::{CopyFormat, CopyIn};
+use super::copy::{CopyFormat, CopyIn, CopyLoad};
 use super::ddl::table_name;
 use super::parser::SluiceStatement;
 
@@ -351,15 +351,14 @@ impl Session {
         }
     }
 
-    /// Finishes a `COPY … FROM STDIN` with the data received.
-    pub async fn finish_copy(&self, copy: &CopyIn, data: &[u8]) -> Result<u64> {
+    /// Finishes a `COPY … FROM STDIN`: once all its data decoded, writes its rows.
+    pub async fn finish_copy(&self, load: CopyLoad) -> Result<u64> {
         let table = self
             .engine
             .tables()
-            .get(&copy.table)
-            .ok_or_else(|| undefined_table(&copy.table))?;
-        let batch = copy.decode(data)?;
-        table.insert(batch).await
+            .get(load.table())
+            .ok_or_else(|| undefined_table(load.table()))?;
+        table.insert_all(load.finish()?).await
     }
 
     /// The parameter types and result schema of a statement, for `Describe`. Statements that

@@ -84,6 +84,21 @@ impl ChangeBatch {
         }
     }
 
+    /// Rows inserted and rows retracted, counting each row as often as its weight says.
+    pub fn count_by_sign(&self) -> (usize, usize) {
+        match &self.weights {
+            None => (self.data.num_rows(), 0),
+            Some(w) => w.values().iter().fold((0, 0), |(ins, ret), &v| {
+                let n = usize::try_from(v.unsigned_abs()).unwrap_or(usize::MAX);
+                if v > 0 {
+                    (ins.saturating_add(n), ret)
+                } else {
+                    (ins, ret.saturating_add(n))
+                }
+            }),
+        }
+    }
+
     /// The rows with weight > 0 and the rows with weight < 0, as two record batches.
     ///
     /// Weights other than ±1 are not expanded; callers that allow them must use `weights()`.

@@ -25,6 +25,12 @@ pub enum TableContents {
     },
     /// Rows by primary key, in key order: a later insertion of a key replaces the row.
     Keyed(KeyedRows),
+    /// Rows not kept in memory, only counted: an append-only table or a source, whose rows
+    /// are read back from the log.
+    Counted {
+        /// Rows inserted minus rows retracted.
+        rows: usize,
+    },
 }
 
 /// Rows of a table with a primary key, in Arrow's row format.
@@ -54,6 +60,16 @@ fn converter(schema: &SchemaRef, columns: &[usize]) -> Result<RowConverter, Arro
 }
 
 impl TableContents {
+    /// Empty contents for a table whose rows are only counted, not kept.
+    pub fn counted() -> Self {
+        Self::Counted { rows: 0 }
+    }
+
+    /// Whether the rows themselves are kept (else they are in the log only).
+    pub fn keeps_rows(&self) -> bool {
+        !matches!(self, Self::Counted { .. })
+    }
+
     /// Empty contents for a table; keyed when `primary_key` names columns.
     pub fn new(schema: SchemaRef, primary_key: &[usize]) -> Result<Self, ArrowError> {
         if primary_key.is_empty() {
@@ -78,6 +94,9 @@ impl TableContents {
         match self {
             Self::Batches { batches, .. } => Ok(batches.clone()),
             Self::Keyed(keyed) => Ok(vec![keyed.snapshot()?]),
+            Self::Counted { .. } => Err(ArrowError::InvalidArgumentError(
+                "the table's rows are in its log only".into(),
+            )),
         }
     }
 
@@ -86,6 +105,7 @@ impl TableContents {
         match self {
             Self::Batches { batches, .. } => batches.iter().map(RecordBatch::num_rows).sum(),
             Self::Keyed(keyed) => keyed.rows.len(),
+            Self::Counted { rows } => *rows,
         }
     }
 
@@ -93,14 +113,20 @@ impl TableContents {
     pub fn keyed(&self) -> Option<&KeyedRows> {
         match self {
             Self::Keyed(k) => Some(k),
-            Self::Batches { .. } => None,
+            Self::Batches { .. } | Self::Counted { .. } => None,
         }
     }
 
     /// Applies a change batch: retractions first, then insertions.
     pub fn apply(&mut self, change: &ChangeBatch) -> Result<(), ArrowError> {
+        if let Self::Counted { rows } = self {
+            let (inserts, retractions) = change.count_by_sign();
+            *rows = (*rows + inserts).saturating_sub(retractions);
+            return Ok(());
+        }
         let (inserts, retractions) = change.split_by_sign()?;
         match self {
+            Self::Counted { .. } => {}
             Self::Batches { schema, batches } => {
                 if retractions.num_rows() > 0 {
                     remove_equal_rows(schema, batches, &retractions)?;

@@ -12,6 +12,7 @@ use datafusion::common::{Constraint, Constraints, DFSchema};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
+use datafusion::error::DataFusionError;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
@@ -19,6 +20,8 @@ use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, ExprSchemable, col};
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
 use futures::TryStreamExt;
 
@@ -73,6 +76,49 @@ impl QueueTableProvider {
     }
 }
 
+/// The rows of a table that does not keep them in memory: its log up to `end`, read a record
+/// at a time as the scan is polled.
+#[derive(Debug)]
+struct LogPartition {
+    log: crate::storage::Log,
+    end: u64,
+    schema: SchemaRef,
+}
+
+impl PartitionStream for LogPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let log = self.log.clone();
+        let end = self.end;
+        let schema = Arc::clone(&self.schema);
+        let rows = futures::stream::try_unfold(0u64, move |position| {
+            let log = log.clone();
+            let schema = Arc::clone(&schema);
+            async move {
+                if position >= end {
+                    return Ok(None);
+                }
+                let Some((at, change)) = log
+                    .read(position, 1)
+                    .map_err(|e| DataFusionError::from(Error::from(e)))?
+                    .pop()
+                else {
+                    return Ok(None);
+                };
+                let batch = RecordBatch::try_new(schema, change.data().columns().to_vec())?;
+                Ok(Some((batch, at + 1)))
+            }
+        });
+        Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            rows,
+        ))
+    }
+}
+
 /// The single-row `count` result DataFusion expects from a DML plan.
 fn count_result(count: u64) -> DfResult<Arc<dyn ExecutionPlan>> {
     let schema = Arc::new(Schema::new(vec![Field::new(
@@ -112,6 +158,22 @@ impl TableProvider for QueueTableProvider {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if !self.table.keeps_rows() {
+            // Read from the log a record at a time, up to where it ends now.
+            let partition = LogPartition {
+                log: self.table.log().clone(),
+                end: self.table.log().end(),
+                schema: self.schema(),
+            };
+            return Ok(Arc::new(StreamingTableExec::try_new(
+                self.schema(),
+                vec![Arc::new(partition)],
+                projection,
+                Vec::new(),
+                false,
+                None,
+            )?));
+        }
         let batches = self.table.snapshot()?;
         Ok(MemorySourceConfig::try_new_exec(
             &[batches],

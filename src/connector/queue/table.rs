@@ -69,7 +69,11 @@ impl QueueTable {
         commit_gate: Arc<RwLock<()>>,
     ) -> Result<Self> {
         let log = Log::open(&tables_dir.join(def.id.to_string()), fsync)?;
-        let mut contents = TableContents::new(Arc::clone(&def.schema), &def.primary_key)?;
+        let mut contents = if keeps_rows(&def) {
+            TableContents::new(Arc::clone(&def.schema), &def.primary_key)?
+        } else {
+            TableContents::counted()
+        };
         let mut position = 0;
         let mut time = EventTime::default();
         let mut end_of_input = false;
@@ -80,9 +84,7 @@ impl QueueTable {
             };
             position = last + 1;
             for (_, change, meta) in &records {
-                if !def.source {
-                    contents.apply(change)?;
-                }
+                contents.apply(change)?;
                 end_of_input |= meta.end_of_input;
                 match (meta.watermark, &def.watermark) {
                     (Some(w), _) => time.watermark = time.watermark.max(Some(w)),
@@ -132,9 +134,16 @@ impl QueueTable {
         &self.log
     }
 
-    /// The current rows. A source's rows are read back from its log.
+    /// Whether the table keeps its rows in memory; else they are read back from its log (a
+    /// source, an append-only table without a primary key).
+    pub fn keeps_rows(&self) -> bool {
+        keeps_rows(&self.def)
+    }
+
+    /// The current rows, all in memory. A table that does not keep its rows reads them back
+    /// from its log (a scan reads them a record at a time instead: [`Self::scan_log`]).
     pub fn snapshot(&self) -> Result<Vec<RecordBatch>> {
-        if self.def.source {
+        if !self.keeps_rows() {
             let end = self.log.end();
             let mut batches = Vec::new();
             let mut position = 0;
@@ -151,7 +160,7 @@ impl QueueTable {
         Ok(self.lock().snapshot()?)
     }
 
-    /// Number of rows now (not counted for sources, whose rows are not kept in memory).
+    /// Number of rows now.
     pub fn num_rows(&self) -> usize {
         self.lock().num_rows()
     }
@@ -302,19 +311,50 @@ impl QueueTable {
     /// Inserts rows in the table's schema; on a table with a primary key a row replaces the
     /// row with the same key (upsert). Returns the number of rows written once durable.
     pub async fn insert(&self, batch: RecordBatch) -> Result<u64> {
+        match self.insert_unsynced(batch)? {
+            None => Ok(0),
+            Some((position, rows)) => {
+                self.log.wait_durable(position).await?;
+                Ok(rows)
+            }
+        }
+    }
+
+    /// Inserts batch after batch (a COPY's), each one record; returns the rows written once
+    /// the last is durable.
+    pub async fn insert_all(
+        &self,
+        batches: impl Iterator<Item = Result<RecordBatch>>,
+    ) -> Result<u64> {
+        let mut written = 0;
+        let mut last = None;
+        for batch in batches {
+            if let Some((position, rows)) = self.insert_unsynced(batch?)? {
+                written += rows;
+                last = Some(position);
+            }
+        }
+        if let Some(position) = last {
+            self.log.wait_durable(position).await?;
+        }
+        Ok(written)
+    }
+
+    /// Appends an insert without waiting for it to be durable: its log position and rows.
+    fn insert_unsynced(&self, batch: RecordBatch) -> Result<Option<(u64, u64)>> {
         self.refuse_if_source("write to")?;
         if batch.num_rows() == 0 {
-            return Ok(0);
+            return Ok(None);
         }
         self.check_not_null(&batch)?;
         // The input may differ from the table in nullability only (checked just above).
         let batch = RecordBatch::try_new(Arc::clone(&self.def.schema), batch.columns().to_vec())?;
-        let position = {
+        let written = {
             let mut contents = self.lock();
             let (batch, watermark, late) = self.admit(batch, None)?;
             if batch.num_rows() == 0 {
                 self.record_time(watermark, late);
-                return Ok(0);
+                return Ok(None);
             }
             let rows = batch.num_rows() as u64;
             let change = self.upsert_change(&contents, batch)?;
@@ -326,9 +366,7 @@ impl QueueTable {
             self.record_time(watermark, late);
             (position, rows)
         };
-        let (position, rows) = position;
-        self.log.wait_durable(position).await?;
-        Ok(rows)
+        Ok(Some(written))
     }
 
     /// Deletes the rows for which `predicate` is true (all rows when `None`).
@@ -404,9 +442,7 @@ impl QueueTable {
     ) -> Result<u64> {
         let _gate = crate::sync::read_value(&self.commit_gate);
         let position = self.log.append_with_meta(&change, &meta)?;
-        if !self.def.source {
-            contents.apply(&change)?;
-        }
+        contents.apply(&change)?;
         Ok(position)
     }
 
@@ -539,4 +575,12 @@ fn last_row_per_key(
     }
     keep.reverse();
     Ok(take_record_batch(batch, &UInt32Array::from(keep))?)
+}
+
+/// Whether a table keeps its rows in memory. A source's and an append-only table's rows are
+/// read back from the log instead (no DELETE or UPDATE needs them, and a view reads the log
+/// anyway), so they cost memory only while a query reads them. A primary key needs them for
+/// its upserts.
+fn keeps_rows(def: &TableDef) -> bool {
+    !(def.source || (def.append_only && def.primary_key.is_empty()))
 }
