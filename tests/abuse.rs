@@ -559,3 +559,55 @@ async fn a_big_copy_does_not_grow_the_server_and_a_bad_last_line_writes_nothing(
         line_bytes >> 20
     );
 }
+
+/// A query whose rows take long to compute: cancel requests reached only the planning (the
+/// rows are computed while they are sent), so `SELECT count(*)` over a huge series ran on.
+/// Now a cancel request stops it with 57014, and so does `statement_timeout`; the connection
+/// goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_queries_stop_on_cancel_and_on_statement_timeout() {
+    const LONG: &str = "SELECT count(*) FROM generate_series(1, 1000000000000)";
+    let server = TestServer::start().await;
+    let client = server.connect().await;
+    // A cancel request.
+    let (client, result) = cancelled(client, LONG).await;
+    let e = result.expect_err("the query was cancelled");
+    let (code, message) = common::db_error(&e);
+    assert_eq!(code, "57014", "{message}");
+    still_serves(&client).await;
+    // statement_timeout, in the simple and the extended protocol.
+    client
+        .batch_execute("SET statement_timeout = '300ms'")
+        .await
+        .unwrap();
+    let shown: String = client
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(shown, "300ms");
+    let e = client.simple_query(LONG).await.expect_err("timed out");
+    let (code, message) = common::db_error(&e);
+    assert_eq!(
+        (code.as_str(), message.as_str()),
+        ("57014", "canceling statement due to statement timeout")
+    );
+    let e = client.query(LONG, &[]).await.expect_err("timed out");
+    assert_eq!(common::db_error(&e).0, "57014");
+    still_serves(&client).await;
+    // Bad values are refused; 0 turns the limit off.
+    for bad in ["'x'", "'5 parsecs'", "3000000000", "'-1'"] {
+        let code = sqlstate_of(&client, &format!("SET statement_timeout = {bad}")).await;
+        assert_eq!(code, "22023", "{bad}");
+    }
+    client
+        .batch_execute("SET statement_timeout = '2min'; SET statement_timeout = 0")
+        .await
+        .unwrap();
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM generate_series(1, 300000)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 300_000);
+}

@@ -291,7 +291,7 @@ pub fn duration_of_seconds(seconds: f64) -> Option<Duration> {
         .filter(|d| *d <= MAX_DURATION)
 }
 
-/// Parses a duration such as `5s`, `500ms`, `1m` or a bare number of seconds, at most
+/// Parses a duration such as `5s`, `500ms`, `1m`, `2h`, `1d` or a bare number of seconds, at most
 /// [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let t = text.trim().to_ascii_lowercase();
@@ -303,6 +303,8 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         "ms" => value / 1000.0,
         "s" | "sec" | "second" | "seconds" => value,
         "m" | "min" | "minute" | "minutes" => value * 60.0,
+        "h" | "hour" | "hours" => value * 3600.0,
+        "d" | "day" | "days" => value * 86_400.0,
         _ => return None,
     };
     duration_of_seconds(seconds)

@@ -30,6 +30,7 @@ use crate::error::{Error, sqlstate};
 use crate::sql::copy::CopyLoad;
 use crate::sql::{Outcome, Session, SluiceStatement, parse_sql};
 
+use super::control::{self, CancelRegistry, StatementControl};
 use super::encode::encode_batch;
 use super::error::{error_info, pg_error};
 use super::live::{FeedFormat, stream_feed};
@@ -37,7 +38,47 @@ use super::params::decode_param;
 use crate::catalog::pg_types::pg_type;
 
 /// The session of one connection, kept in pgwire's per-connection extensions.
-struct SessionSlot(tokio::sync::Mutex<Session>);
+struct SessionSlot {
+    session: tokio::sync::Mutex<Session>,
+    /// Cancel requests for this connection (kept outside the session's lock, which a running
+    /// statement holds).
+    control: Arc<StatementControl>,
+}
+
+/// How the rows of one statement can be stopped: by a cancel request after the `seen` ones,
+/// or at the statement's deadline (`statement_timeout`).
+struct Stop {
+    control: Arc<StatementControl>,
+    seen: u64,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Stop {
+    /// Notes where a statement starts: the cancels so far, and its deadline.
+    fn start(slot: &SessionSlot, session: &Session) -> Self {
+        Self {
+            control: Arc::clone(&slot.control),
+            seen: slot.control.cancels(),
+            deadline: session
+                .statement_timeout()
+                .map(|t| tokio::time::Instant::now() + t),
+        }
+    }
+
+    /// Runs the statement's own work (not its rows) to its deadline.
+    async fn run<T>(
+        &self,
+        work: impl std::future::Future<Output = crate::error::Result<T>>,
+    ) -> crate::error::Result<T> {
+        let work = guarded(work);
+        match self.deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, work)
+                .await
+                .unwrap_or_else(|_| Err(control::timed_out())),
+            None => work.await,
+        }
+    }
+}
 
 /// A `COPY FROM STDIN` in progress on a connection: what it loads and the rows so far.
 #[derive(Default)]
@@ -56,22 +97,29 @@ pub struct StatementHandler {
     engine: Arc<Engine>,
     /// Parses `Parse` messages.
     parser: Arc<StatementParser>,
+    /// Every connection's cancel signal, by cancel key.
+    cancels: Arc<CancelRegistry>,
 }
 
 impl StatementHandler {
-    /// A handler for an engine.
-    pub fn new(engine: Arc<Engine>) -> Self {
+    /// A handler for an engine; cancel requests reach its connections through `cancels`.
+    pub fn new(engine: Arc<Engine>, cancels: Arc<CancelRegistry>) -> Self {
         Self {
             engine,
             parser: Arc::new(StatementParser),
+            cancels,
         }
     }
 
     fn session<C: ClientInfo>(&self, client: &C) -> Arc<SessionSlot> {
         client.session_extensions().get_or_insert_with(|| {
-            SessionSlot(tokio::sync::Mutex::new(Session::new(Arc::clone(
-                &self.engine,
-            ))))
+            let control = Arc::new(StatementControl::default());
+            let (pid, key) = client.pid_and_secret_key();
+            self.cancels.register(pid, key, &control);
+            SessionSlot {
+                session: tokio::sync::Mutex::new(Session::new(Arc::clone(&self.engine))),
+                control,
+            }
         })
     }
 
@@ -81,9 +129,11 @@ impl StatementHandler {
         client: &C,
         outcome: Outcome,
         formats: &Format,
+        stop: Stop,
     ) -> PgWireResult<Response> {
         Ok(match outcome {
             Outcome::Rows { schema, stream } => {
+                let stream = control::controlled(stream, stop.control, stop.seen, stop.deadline);
                 let fields = Arc::new(field_infos(&schema, formats));
                 Response::Query(QueryResponse::new(
                     Arc::clone(&fields),
@@ -244,10 +294,11 @@ impl SimpleQueryHandler for StatementHandler {
     {
         let statements = parse_sql(query).map_err(pg_error)?;
         let slot = self.session(client);
-        let mut session = slot.0.lock().await;
+        let mut session = slot.session.lock().await;
         let mut responses = Vec::with_capacity(statements.len());
         for statement in &statements {
-            match guarded(session.execute(statement, None)).await {
+            let stop = Stop::start(&slot, &session);
+            match stop.run(session.execute(statement, None)).await {
                 Ok(Outcome::Subscribe { feed, copy }) => {
                     if !responses.is_empty() {
                         // Its rows would overtake the earlier statements' responses.
@@ -270,7 +321,7 @@ impl SimpleQueryHandler for StatementHandler {
                     break;
                 }
                 Ok(outcome) => {
-                    responses.push(self.respond(client, outcome, &Format::UnifiedText)?)
+                    responses.push(self.respond(client, outcome, &Format::UnifiedText, stop)?)
                 }
                 Err(e) => {
                     // Like PostgreSQL: the statements before the failing one stand, the
@@ -347,7 +398,7 @@ impl ExtendedQueryHandler for StatementHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let slot = self.session(client);
-        let session = slot.0.lock().await;
+        let session = slot.session.lock().await;
         let (inferred, schema) = guarded(session.describe(&statement.statement))
             .await
             .map_err(pg_error)?;
@@ -373,7 +424,7 @@ impl ExtendedQueryHandler for StatementHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let slot = self.session(client);
-        let session = slot.0.lock().await;
+        let session = slot.session.lock().await;
         let (_, schema) = guarded(session.describe(&portal.statement.statement))
             .await
             .map_err(pg_error)?;
@@ -396,9 +447,11 @@ impl ExtendedQueryHandler for StatementHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let slot = self.session(client);
-        let mut session = slot.0.lock().await;
+        let mut session = slot.session.lock().await;
         let params = self.bound_params(&session, portal).await?;
-        let outcome = guarded(session.execute(&portal.statement.statement, params))
+        let stop = Stop::start(&slot, &session);
+        let outcome = stop
+            .run(session.execute(&portal.statement.statement, params))
             .await
             .map_err(pg_error)?;
         if let Outcome::Subscribe { feed, copy } = outcome {
@@ -412,7 +465,7 @@ impl ExtendedQueryHandler for StatementHandler {
             stream_feed(client, feed, format).await?;
             return Ok(Response::Execution(Tag::new("SUBSCRIBE")));
         }
-        self.respond(client, outcome, &portal.result_column_format)
+        self.respond(client, outcome, &portal.result_column_format, stop)
     }
 }
 
@@ -449,7 +502,7 @@ impl CopyHandler for StatementHandler {
             )));
         };
         let slot = self.session(client);
-        let session = slot.0.lock().await;
+        let session = slot.session.lock().await;
         let (table, bytes) = (load.table().to_string(), load.bytes);
         let rows = guarded(session.finish_copy(load)).await.map_err(pg_error)?;
         tracing::info!(%table, rows, bytes, "copy finished");

@@ -4,6 +4,7 @@
 //! PostgreSQL value encoding (`encode.rs`, `params.rs`) and errors as SQLSTATE codes
 //! (`error.rs`).
 
+pub mod control;
 pub mod encode;
 pub mod error;
 pub mod handler;

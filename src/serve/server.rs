@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+
+use super::control::{CancelRegistry, SluiceCancelHandler};
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::{ConnectionManager, PgWireServerHandlers};
@@ -57,7 +59,7 @@ struct Handlers {
     /// Startup and authentication.
     startup: Arc<SluiceStartup>,
     /// CancelRequests, routed by the connections' keys.
-    cancel: Arc<DefaultCancelHandler>,
+    cancel: Arc<SluiceCancelHandler>,
 }
 
 impl PgWireServerHandlers for Handlers {
@@ -218,10 +220,17 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let cancels = Arc::new(CancelRegistry::default());
         let handlers = Arc::new(Handlers {
-            statements: Arc::new(StatementHandler::new(Arc::clone(&engine))),
+            statements: Arc::new(StatementHandler::new(
+                Arc::clone(&engine),
+                Arc::clone(&cancels),
+            )),
             startup: Arc::new(startup),
-            cancel: Arc::new(DefaultCancelHandler::new(connections)),
+            cancel: Arc::new(SluiceCancelHandler::new(
+                DefaultCancelHandler::new(connections),
+                cancels,
+            )),
         });
         let (shutdown, mut stop) = watch::channel(false);
         let max_connections = config.max_connections;

@@ -114,6 +114,8 @@ pub struct Session {
     pub(super) in_transaction: bool,
     /// Open cursors by name; they close with the transaction.
     pub(super) cursors: std::collections::HashMap<String, super::cursor::Cursor>,
+    /// `statement_timeout`: how long a statement may run (`None`: no limit).
+    statement_timeout: Option<std::time::Duration>,
 }
 
 impl Session {
@@ -126,7 +128,13 @@ impl Session {
             settings: BTreeMap::new(),
             in_transaction: false,
             cursors: std::collections::HashMap::new(),
+            statement_timeout: None,
         }
+    }
+
+    /// How long a statement may run (`SET statement_timeout`), if limited.
+    pub fn statement_timeout(&self) -> Option<std::time::Duration> {
+        self.statement_timeout
     }
 
     /// The engine.
@@ -477,6 +485,13 @@ impl Session {
                     .map(setting_value)
                     .collect::<Vec<_>>()
                     .join(", ");
+                if name == "statement_timeout" {
+                    self.statement_timeout = parse_statement_timeout(&value)?;
+                    if self.statement_timeout.is_none() {
+                        self.settings.remove(&name);
+                        return Ok(());
+                    }
+                }
                 self.settings.insert(name, value);
                 Ok(())
             }
@@ -553,6 +568,45 @@ fn variable_name(variable: &[Ident]) -> String {
 
 fn text_schema(column: &str) -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, true)]))
+}
+
+/// `statement_timeout` as PostgreSQL reads it: milliseconds, or a number with a unit (`us`,
+/// `ms`, `s`, `min`, `h`, `d`); `0` or `DEFAULT` for no limit; at most 2147483647 ms.
+fn parse_statement_timeout(value: &str) -> Result<Option<std::time::Duration>> {
+    let invalid = || {
+        Error::user(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!("invalid value for parameter \"statement_timeout\": \"{value}\""),
+        )
+    };
+    let v = value.trim().to_ascii_lowercase();
+    if v == "default" {
+        return Ok(None);
+    }
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let number: f64 = number.parse().map_err(|_| invalid())?;
+    let ms_per_unit = match unit.trim() {
+        "" | "ms" => 1.0,
+        "us" => 0.001,
+        "s" => 1000.0,
+        "min" => 60_000.0,
+        "h" => 3_600_000.0,
+        "d" => 86_400_000.0,
+        _ => return Err(invalid()),
+    };
+    let ms = (number * ms_per_unit).round();
+    if !ms.is_finite() || ms > f64::from(i32::MAX) {
+        return Err(Error::user(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!(
+                "{value} is outside the valid range for parameter \"statement_timeout\" (0 .. 2147483647 ms)"
+            ),
+        ));
+    }
+    Ok((ms >= 1.0).then(|| std::time::Duration::from_millis(ms as u64)))
 }
 
 fn setting_value(e: &Expr) -> String {
