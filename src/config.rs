@@ -16,6 +16,10 @@ pub const DATABASE_NAME: &str = "sluice";
 
 /// Client connections served at once by default.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 500;
+/// Memory all ad-hoc queries together may use (sorts, joins, aggregates), by default.
+pub const DEFAULT_QUERY_MEMORY: usize = 2 << 30;
+/// Rows one `FETCH` may gather before it answers, by default.
+pub const DEFAULT_MAX_RESULT_ROWS: usize = 1_000_000;
 
 /// The default user, trusted on loopback unless a users file turns on password auth.
 pub const DEFAULT_USER: &str = "sluice";
@@ -49,6 +53,11 @@ pub struct Config {
     pub file_source_root: Option<PathBuf>,
     /// Client connections served at once; one more is refused with `53300`.
     pub max_connections: usize,
+    /// Bytes all ad-hoc queries together may hold; sorts and aggregates spill to
+    /// `<data_dir>/tmp/spill` beyond it, what cannot spill fails with `53200`.
+    pub query_memory: usize,
+    /// Rows one `FETCH` may gather before it answers (`54000` beyond; fetch fewer at a time).
+    pub max_result_rows: usize,
 }
 
 impl Config {
@@ -67,6 +76,8 @@ impl Config {
             subscribe_buffer_epochs: 4096,
             file_source_root: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            query_memory: DEFAULT_QUERY_MEMORY,
+            max_result_rows: DEFAULT_MAX_RESULT_ROWS,
         }
     }
 

@@ -134,6 +134,7 @@ impl Engine {
         )?;
         let catalogs = Arc::new(MemoryCatalogProviderList::new());
         catalogs.register_catalog(DATABASE_NAME.to_string(), Arc::new(catalog));
+        let runtime = query_runtime(&config)?;
         let engine = Arc::new(Self {
             config,
             store: Mutex::new(store),
@@ -142,7 +143,7 @@ impl Engine {
             executor,
             commit_gate,
             catalogs,
-            runtime: Arc::new(RuntimeEnv::default()),
+            runtime,
             sources: Mutex::new(HashMap::new()),
             sinks: Mutex::new(HashMap::new()),
             next_transient_id: std::sync::atomic::AtomicU32::new(u32::MAX),
@@ -822,4 +823,21 @@ fn already_exists(name: &str) -> Error {
         sqlstate::DUPLICATE_TABLE,
         format!("relation \"{name}\" already exists"),
     )
+}
+
+/// The runtime of ad-hoc queries: one memory pool for all of them (`--query-memory`), fair
+/// among the operators that can spill, which spill to `<data_dir>/tmp/spill`.
+fn query_runtime(config: &Config) -> Result<Arc<RuntimeEnv>> {
+    use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+    use datafusion::execution::memory_pool::FairSpillPool;
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    let spill = config.data_dir.join("tmp").join("spill");
+    std::fs::create_dir_all(&spill)
+        .map_err(|e| Error::io(format!("spill directory {}: {e}", spill.display())))?;
+    Ok(RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(config.query_memory)))
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![spill])),
+        )
+        .build_arc()?)
 }

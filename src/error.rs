@@ -41,6 +41,7 @@ pub mod sqlstate {
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     pub const CONNECTION_FAILURE: &str = "08006";
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+    pub const OUT_OF_MEMORY: &str = "53200";
 }
 
 /// Result with the engine's [`Error`].
@@ -157,6 +158,7 @@ fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
     match e {
         DataFusionError::SQL(_, _) => sqlstate::SYNTAX_ERROR,
         DataFusionError::NotImplemented(_) => sqlstate::FEATURE_NOT_SUPPORTED,
+        DataFusionError::ResourcesExhausted(_) => sqlstate::OUT_OF_MEMORY,
         DataFusionError::ArrowError(a, _) => arrow_sqlstate(a),
         DataFusionError::SchemaError(s, _) => match s.as_ref() {
             SchemaError::FieldNotFound { .. } => sqlstate::UNDEFINED_COLUMN,
@@ -221,6 +223,10 @@ fn describe_datafusion(e: &DataFusionError) -> String {
         | DataFusionError::Execution(m)
         | DataFusionError::SQL(_, Some(m)) => m.clone(),
         DataFusionError::NotImplemented(m) => format!("not supported: {m}"),
+        DataFusionError::ResourcesExhausted(m) => format!(
+            "out of query memory (--query-memory): {}",
+            m.lines().next().unwrap_or_default()
+        ),
         other => other.strip_backtrace(),
     }
 }

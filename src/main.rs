@@ -62,6 +62,13 @@ struct ServeArgs {
     /// Client connections served at once; one more is refused with SQLSTATE 53300.
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = sluice::config::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+    /// Memory all ad-hoc queries together may use (`512MB`, `2GB` or bytes); sorts and
+    /// aggregates spill to disk beyond it, what cannot spill fails with SQLSTATE 53200.
+    #[arg(long, env = "SLUICE_QUERY_MEMORY", default_value = "2GB", value_parser = parse_size)]
+    query_memory: usize,
+    /// Rows one FETCH may gather; more is refused with SQLSTATE 54000.
+    #[arg(long, env = "SLUICE_MAX_RESULT_ROWS", default_value_t = sluice::config::DEFAULT_MAX_RESULT_ROWS)]
+    max_result_rows: usize,
 }
 
 /// The stack of every runtime thread. Parsing and planning recurse as deep as a statement's
@@ -108,6 +115,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.file_source_root = args.file_source_root;
     config.max_connections = args.max_connections.max(1);
+    config.query_memory = args.query_memory;
+    config.max_result_rows = args.max_result_rows.max(1);
     let server = sluice::Server::start(config)
         .await
         .context("starting sluice")?;
@@ -137,6 +146,32 @@ fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
         "s" => Ok(std::time::Duration::from_secs(n)),
         other => Err(format!("unknown unit {other:?} in {text:?} (use ms or s)")),
     }
+}
+
+/// `512MB`, `2GB`, `64KiB` or a bare number of bytes.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("not a size: {text:?} (try 512MB or 2GB)"))?;
+    let unit: u64 = match unit.trim() {
+        "" | "b" => 1,
+        "kb" | "kib" | "k" => 1 << 10,
+        "mb" | "mib" | "m" => 1 << 20,
+        "gb" | "gib" | "g" => 1 << 30,
+        "tb" | "tib" | "t" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use KB, MB or GB)"
+            ));
+        }
+    };
+    n.checked_mul(unit)
+        .and_then(|b| usize::try_from(b).ok())
+        .filter(|b| *b >= 1 << 20)
+        .ok_or_else(|| format!("{text:?} is not between 1MB and the address space"))
 }
 
 async fn shutdown_signal() {

@@ -611,3 +611,50 @@ async fn long_queries_stop_on_cancel_and_on_statement_timeout() {
         .get(0);
     assert_eq!(n, 300_000);
 }
+
+/// Ad-hoc queries share one memory pool (`--query-memory`): a sort beyond it spills to disk
+/// and answers; a hash join whose build side cannot fit answers 53200 and the server goes on.
+/// A FETCH gathers at most `--max-result-rows` rows (54000 beyond), and the rows it read stay
+/// for the next, smaller FETCH.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_memory_and_fetch_rows_are_bounded() {
+    let server = TestServer::start_with(|c| {
+        c.query_memory = 32 << 20;
+        c.max_result_rows = 1000;
+    })
+    .await;
+    let client = server.connect().await;
+    let rows = client
+        .query(
+            "SELECT value FROM generate_series(1, 6000000) ORDER BY value DESC OFFSET 5999997",
+            &[],
+        )
+        .await
+        .unwrap();
+    let values: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(values, [3, 2, 1]);
+    let e = client
+        .simple_query(
+            "SELECT count(*) FROM generate_series(1, 8000000) a
+             JOIN generate_series(1, 8000000) b ON a.value = b.value",
+        )
+        .await
+        .expect_err("the join's build side does not fit");
+    let (code, message) = common::db_error(&e);
+    assert_eq!(code, "53200", "{message}");
+    assert!(message.contains("--query-memory"), "{message}");
+    still_serves(&client).await;
+    client
+        .batch_execute("BEGIN; DECLARE c CURSOR FOR SELECT value FROM generate_series(1, 5000)")
+        .await
+        .unwrap();
+    let e = client
+        .simple_query("FETCH ALL c")
+        .await
+        .expect_err("too many rows for one FETCH");
+    assert_eq!(common::db_error(&e).0, "54000");
+    let rows = client.query("FETCH 1000 c", &[]).await.unwrap();
+    let first: i64 = rows[0].get(0);
+    assert_eq!((rows.len(), first), (1000, 1));
+    client.batch_execute("COMMIT").await.unwrap();
+}

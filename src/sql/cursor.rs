@@ -75,11 +75,13 @@ impl Cursor {
         &self.schema
     }
 
-    /// The next rows: at most `count` (`None`: no limit).
+    /// The next rows: at most `count` (`None`: no limit). Gathering more than `max_rows` of
+    /// a query's rows is refused (`54000`); the rows read stay for the next, smaller FETCH.
     pub async fn fetch(
         &mut self,
         count: Option<u64>,
         timeout: Option<Duration>,
+        max_rows: usize,
     ) -> Result<Vec<RecordBatch>> {
         let limit = count.map_or(usize::MAX, |c| c as usize);
         if limit == 0 {
@@ -91,6 +93,15 @@ impl Cursor {
                     Error::internal("the cursor's query panicked earlier; close the cursor")
                 })?;
                 while !self.exhausted && pending_rows(&self.pending) < limit {
+                    if pending_rows(&self.pending) > max_rows {
+                        return Err(Error::user(
+                            crate::error::sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                            format!(
+                                "FETCH would return more than {max_rows} rows \
+                                 (--max-result-rows); fetch them a count at a time"
+                            ),
+                        ));
+                    }
                     match stream.next().await {
                         Some(batch) => self.pending.push_back(batch?),
                         None => self.exhausted = true,
@@ -175,9 +186,9 @@ mod tests {
         let stream = MemoryStream::try_new(batches, Arc::clone(&schema), None).unwrap();
         let mut cursor = Cursor::query(schema, Box::pin(stream));
         let count = |b: &[RecordBatch]| b.iter().map(RecordBatch::num_rows).sum::<usize>();
-        assert_eq!(count(&cursor.fetch(Some(2), None).await.unwrap()), 2);
-        assert_eq!(count(&cursor.fetch(Some(2), None).await.unwrap()), 2);
-        assert_eq!(count(&cursor.fetch(None, None).await.unwrap()), 1);
-        assert_eq!(count(&cursor.fetch(Some(5), None).await.unwrap()), 0);
+        assert_eq!(count(&cursor.fetch(Some(2), None, 100).await.unwrap()), 2);
+        assert_eq!(count(&cursor.fetch(Some(2), None, 100).await.unwrap()), 2);
+        assert_eq!(count(&cursor.fetch(None, None, 100).await.unwrap()), 1);
+        assert_eq!(count(&cursor.fetch(Some(5), None, 100).await.unwrap()), 0);
     }
 }

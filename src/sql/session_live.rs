@@ -71,8 +71,9 @@ impl Session {
                 count,
                 timeout,
             } => {
+                let max_rows = self.engine().config().max_result_rows;
                 let cursor = self.cursors.get_mut(name).ok_or_else(|| no_cursor(name))?;
-                let rows = cursor.fetch(*count, *timeout).await?;
+                let rows = cursor.fetch(*count, *timeout, max_rows).await?;
                 let schema = Arc::clone(cursor.schema());
                 let stream = MemoryStream::try_new(rows, Arc::clone(&schema), None)?;
                 Ok(Outcome::Rows {
