@@ -99,15 +99,22 @@ pub struct StatementHandler {
     parser: Arc<StatementParser>,
     /// Every connection's cancel signal, by cancel key.
     cancels: Arc<CancelRegistry>,
+    /// Users who may only read.
+    read_only: Arc<std::collections::HashSet<String>>,
 }
 
 impl StatementHandler {
     /// A handler for an engine; cancel requests reach its connections through `cancels`.
-    pub fn new(engine: Arc<Engine>, cancels: Arc<CancelRegistry>) -> Self {
+    pub fn new(
+        engine: Arc<Engine>,
+        cancels: Arc<CancelRegistry>,
+        read_only: Arc<std::collections::HashSet<String>>,
+    ) -> Self {
         Self {
             engine,
             parser: Arc::new(StatementParser),
             cancels,
+            read_only,
         }
     }
 
@@ -116,8 +123,14 @@ impl StatementHandler {
             let control = Arc::new(StatementControl::default());
             let (pid, key) = client.pid_and_secret_key();
             self.cancels.register(pid, key, &control);
+            let mut session = Session::new(Arc::clone(&self.engine));
+            if let Some(user) = client.metadata().get("user")
+                && self.read_only.contains(user)
+            {
+                session.set_read_only(user);
+            }
             SessionSlot {
-                session: tokio::sync::Mutex::new(Session::new(Arc::clone(&self.engine))),
+                session: tokio::sync::Mutex::new(session),
                 control,
             }
         })

@@ -200,9 +200,11 @@ impl Server {
             }
         };
         let connections = Arc::new(ConnectionManager::new());
+        let mut read_only = std::collections::HashSet::new();
         let startup = match &config.users_file {
             Some(path) => {
                 let users = Users::load(path).map_err(|e| setup_error("users file", path, e))?;
+                read_only = users.read_only();
                 SluiceStartup::scram(users, cert_pem.as_deref(), Arc::clone(&connections))
                     .map_err(|e| setup_error("certificate", path, e))?
             }
@@ -225,6 +227,7 @@ impl Server {
             statements: Arc::new(StatementHandler::new(
                 Arc::clone(&engine),
                 Arc::clone(&cancels),
+                Arc::new(read_only),
             )),
             startup: Arc::new(startup),
             cancel: Arc::new(SluiceCancelHandler::new(

@@ -144,18 +144,25 @@ impl StartupHandler for SluiceStartup {
     }
 }
 
-/// The users file: `user:password` per line; `#` starts a comment.
+/// The users file: `user:password` per line, or `user:password:read-only` for a user who may
+/// only read (`SELECT`, `SUBSCRIBE`, `FETCH`, `SHOW` …); `#` starts a comment.
 #[derive(Debug, Clone, Default)]
 pub struct Users {
     /// Password by user name.
     passwords: HashMap<String, String>,
+    /// Users who may only read.
+    read_only: std::collections::HashSet<String>,
 }
+
+/// What a line of the users file ends with to make its user read-only.
+const READ_ONLY_SUFFIX: &str = ":read-only";
 
 impl Users {
     /// Reads a users file.
     pub fn load(path: &Path) -> std::io::Result<Self> {
         let text = std::fs::read_to_string(path)?;
         let mut passwords = HashMap::new();
+        let mut read_only = std::collections::HashSet::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -167,9 +174,25 @@ impl Users {
                     format!("{}:{}: expected user:password", path.display(), n + 1),
                 )
             })?;
-            passwords.insert(user.trim().to_string(), password.to_string());
+            let user = user.trim().to_string();
+            let password = match password.strip_suffix(READ_ONLY_SUFFIX) {
+                Some(password) => {
+                    read_only.insert(user.clone());
+                    password
+                }
+                None => password,
+            };
+            passwords.insert(user, password.to_string());
         }
-        Ok(Self { passwords })
+        Ok(Self {
+            passwords,
+            read_only,
+        })
+    }
+
+    /// The users who may only read.
+    pub fn read_only(&self) -> std::collections::HashSet<String> {
+        self.read_only.clone()
     }
 }
 

@@ -116,6 +116,8 @@ pub struct Session {
     pub(super) cursors: std::collections::HashMap<String, super::cursor::Cursor>,
     /// `statement_timeout`: how long a statement may run (`None`: no limit).
     statement_timeout: Option<std::time::Duration>,
+    /// The user, when it may only read.
+    read_only: Option<String>,
 }
 
 impl Session {
@@ -129,7 +131,14 @@ impl Session {
             in_transaction: false,
             cursors: std::collections::HashMap::new(),
             statement_timeout: None,
+            read_only: None,
         }
+    }
+
+    /// Lets `user` only read from now on: `SELECT`, `SUBSCRIBE`, cursors, `SHOW`, `SET`,
+    /// transactions; anything else is refused with `42501`.
+    pub fn set_read_only(&mut self, user: &str) {
+        self.read_only = Some(user.to_string());
     }
 
     /// How long a statement may run (`SET statement_timeout`), if limited.
@@ -158,6 +167,16 @@ impl Session {
         statement: &SluiceStatement,
         params: Option<ParamValues>,
     ) -> Result<Outcome> {
+        if let Some(user) = &self.read_only
+            && !reads_only(statement)
+        {
+            return Err(Error::user(
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                format!(
+                    "permission denied: user \"{user}\" may only read (SELECT, SUBSCRIBE, FETCH)"
+                ),
+            ));
+        }
         if let Some(sink) = &statement.sink {
             let connector = statement.connector.clone().unwrap_or_default();
             self.engine
@@ -568,6 +587,40 @@ fn variable_name(variable: &[Ident]) -> String {
 
 fn text_schema(column: &str) -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, true)]))
+}
+
+/// Whether a statement only reads: what a read-only user may run.
+fn reads_only(statement: &SluiceStatement) -> bool {
+    if statement.sink.is_some() || statement.drop_sink.is_some() {
+        return false;
+    }
+    if statement.live.is_some() {
+        // SUBSCRIBE, DECLARE, FETCH, CLOSE, COPY (SUBSCRIBE …) TO STDOUT.
+        return true;
+    }
+    fn reads(statement: &Statement) -> bool {
+        match statement {
+            Statement::Query(_)
+            | Statement::ShowVariable { .. }
+            | Statement::ShowTables { .. }
+            | Statement::ShowViews { .. }
+            | Statement::ShowColumns { .. }
+            | Statement::Set(_)
+            | Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Flush { .. } => true,
+            Statement::Explain {
+                statement, analyze, ..
+            } => match statement.as_ref() {
+                // Planning a view creates nothing.
+                Statement::CreateView(_) if !analyze => true,
+                inner => reads(inner),
+            },
+            _ => false,
+        }
+    }
+    reads(&statement.statement)
 }
 
 /// `statement_timeout` as PostgreSQL reads it: milliseconds, or a number with a unit (`us`,
