@@ -11,11 +11,13 @@ use crate::storage::StorageError;
 /// SQLSTATE codes the engine answers with, named as in PostgreSQL's errcodes.txt.
 pub mod sqlstate {
     pub const SYNTAX_ERROR: &str = "42601";
+    pub const SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION: &str = "42000";
     pub const UNDEFINED_TABLE: &str = "42P01";
     pub const UNDEFINED_COLUMN: &str = "42703";
     pub const UNDEFINED_FUNCTION: &str = "42883";
     pub const DUPLICATE_TABLE: &str = "42P07";
     pub const DUPLICATE_COLUMN: &str = "42701";
+    pub const AMBIGUOUS_COLUMN: &str = "42702";
     pub const DATATYPE_MISMATCH: &str = "42804";
     pub const INVALID_NAME: &str = "42602";
     pub const UNIQUE_VIOLATION: &str = "23505";
@@ -151,8 +153,12 @@ fn arrow_sqlstate(e: &ArrowError) -> &'static str {
     }
 }
 
-/// DataFusion reports most user mistakes as plan or schema errors with a message; the message
-/// is the only place that says which mistake it was.
+/// The SQLSTATE of a DataFusion error, by its type wherever it has one: schema errors, Arrow
+/// errors, SQL parser errors, resources, our own errors carried through. Unknown relations never
+/// reach DataFusion (`sql::plan_statement` answers 42P01 first). DataFusion 55 gives the rest
+/// of its planning errors (an unknown function, a type it cannot coerce) no type of their own,
+/// only a message, so those are told apart by it ([`message_sqlstate`]); a planning error
+/// nothing matches is `42000` (a semantic error in the statement), an execution error `XX000`.
 fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
     use datafusion::common::SchemaError;
     match e {
@@ -164,7 +170,7 @@ fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
             SchemaError::FieldNotFound { .. } => sqlstate::UNDEFINED_COLUMN,
             SchemaError::DuplicateQualifiedField { .. }
             | SchemaError::DuplicateUnqualifiedField { .. } => sqlstate::DUPLICATE_COLUMN,
-            _ => sqlstate::SYNTAX_ERROR,
+            SchemaError::AmbiguousReference { .. } => sqlstate::AMBIGUOUS_COLUMN,
         },
         DataFusionError::Context(_, inner) => datafusion_sqlstate(inner),
         DataFusionError::Diagnostic(_, inner) => datafusion_sqlstate(inner),
@@ -176,38 +182,46 @@ fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
                 None => sqlstate::INTERNAL_ERROR,
             },
         },
-        DataFusionError::Plan(m) | DataFusionError::Execution(m) => message_sqlstate(m),
+        DataFusionError::Plan(m) => {
+            message_sqlstate(m).unwrap_or(sqlstate::SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION)
+        }
+        DataFusionError::Execution(m) => message_sqlstate(m).unwrap_or(sqlstate::INTERNAL_ERROR),
         _ => sqlstate::INTERNAL_ERROR,
     }
 }
 
-fn message_sqlstate(m: &str) -> &'static str {
+/// The SQLSTATE a DataFusion message names, if it names one.
+fn message_sqlstate(m: &str) -> Option<&'static str> {
     let m = m.to_ascii_lowercase();
-    if m.contains("table") && (m.contains("not found") || m.contains("doesn't exist")) {
-        sqlstate::UNDEFINED_TABLE
-    } else if m.contains("no field named") || m.contains("column") && m.contains("not found") {
-        sqlstate::UNDEFINED_COLUMN
-    } else if m.contains("invalid function") || m.contains("function") && m.contains("not found") {
-        sqlstate::UNDEFINED_FUNCTION
-    } else if m.contains("non-nullable") {
-        sqlstate::NOT_NULL_VIOLATION
-    } else if m.contains("divide by zero") || m.contains("division by zero") {
-        sqlstate::DIVISION_BY_ZERO
-    } else if m.contains("cannot be cast")
-        || m.contains("cannot infer common")
-        || m.contains("type coercion")
-        || m.contains("does not support")
-        || m.contains("mismatch")
-        || m.contains("expected")
-    {
-        sqlstate::DATATYPE_MISMATCH
-    } else if m.contains("cast") || m.contains("parse") {
-        sqlstate::INVALID_TEXT_REPRESENTATION
-    } else if m.contains("not supported") || m.contains("unsupported") {
-        sqlstate::FEATURE_NOT_SUPPORTED
-    } else {
-        sqlstate::SYNTAX_ERROR
-    }
+    Some(
+        if m.contains("table") && (m.contains("not found") || m.contains("doesn't exist")) {
+            sqlstate::UNDEFINED_TABLE
+        } else if m.contains("no field named") || m.contains("column") && m.contains("not found") {
+            sqlstate::UNDEFINED_COLUMN
+        } else if m.contains("invalid function")
+            || m.contains("function") && m.contains("not found")
+        {
+            sqlstate::UNDEFINED_FUNCTION
+        } else if m.contains("non-nullable") {
+            sqlstate::NOT_NULL_VIOLATION
+        } else if m.contains("divide by zero") || m.contains("division by zero") {
+            sqlstate::DIVISION_BY_ZERO
+        } else if m.contains("cannot be cast")
+            || m.contains("cannot infer common")
+            || m.contains("type coercion")
+            || m.contains("does not support")
+            || m.contains("mismatch")
+            || m.contains("expected")
+        {
+            sqlstate::DATATYPE_MISMATCH
+        } else if m.contains("cast") || m.contains("parse") {
+            sqlstate::INVALID_TEXT_REPRESENTATION
+        } else if m.contains("not supported") || m.contains("unsupported") {
+            sqlstate::FEATURE_NOT_SUPPORTED
+        } else {
+            return None;
+        },
+    )
 }
 
 /// DataFusion's messages carry prefixes ("Error during planning: ") and backtraces that mean

@@ -658,3 +658,58 @@ async fn query_memory_and_fetch_rows_are_bounded() {
     assert_eq!((rows.len(), first), (1000, 1));
     client.batch_execute("COMMIT").await.unwrap();
 }
+
+/// Errors carry PostgreSQL's SQLSTATEs, found from DataFusion's error types: an unknown relation
+/// is 42P01 with PostgreSQL's words (it was DataFusion's "table … not found", matched by text),
+/// an ambiguous column 42702, and a planning error nothing names is 42000, not 42601 (the
+/// statement parsed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_carry_the_sqlstates_of_their_kind() {
+    let server = TestServer::start().await;
+    let client = server.connect().await;
+    client
+        .batch_execute("CREATE TABLE a (k INT, v INT); CREATE TABLE b (k INT, w INT)")
+        .await
+        .unwrap();
+    for (sql, code, words) in [
+        (
+            "SELECT * FROM nope",
+            "42P01",
+            "relation \"nope\" does not exist",
+        ),
+        (
+            "SELECT * FROM a JOIN public.nope ON true",
+            "42P01",
+            "relation \"public.nope\" does not exist",
+        ),
+        ("INSERT INTO nope VALUES (1)", "42P01", "nope"),
+        (
+            "WITH c AS (SELECT 1 AS x) SELECT * FROM c, nope",
+            "42P01",
+            "nope",
+        ),
+        ("SELECT k FROM a, b", "42702", "k"),
+        ("SELECT nope_column FROM a", "42703", "nope_column"),
+        (
+            "SELECT no_such_function(k) FROM a",
+            "42883",
+            "no_such_function",
+        ),
+        ("SELECT k FROM a GROUP BY v", "42000", ""),
+    ] {
+        let e = client.simple_query(sql).await.expect_err(sql);
+        let (got, message) = common::db_error(&e);
+        assert_eq!(got, code, "{sql}: {message}");
+        assert!(message.contains(words), "{sql}: {message}");
+    }
+    // A CTE and a table function are not relations that must exist.
+    let n: i64 = client
+        .query_one(
+            "WITH c AS (SELECT value FROM generate_series(1, 3)) SELECT count(*) FROM c",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+}

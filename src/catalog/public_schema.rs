@@ -60,7 +60,11 @@ impl SchemaProvider for PublicSchema {
         self.pg_catalog.table(name).await
     }
 
+    /// What [`Self::table`] finds: tables, views, and (as PostgreSQL's search path has it)
+    /// the catalog relations.
     fn table_exist(&self, name: &str) -> bool {
-        self.tables.get(name).is_some() || self.views.get(name).is_some()
+        self.tables.get(name).is_some()
+            || self.views.get(name).is_some()
+            || self.pg_catalog.table_exist(name)
     }
 }

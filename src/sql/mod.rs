@@ -25,9 +25,36 @@ pub async fn plan_statement(
 ) -> crate::error::Result<datafusion::logical_expr::LogicalPlan> {
     windows::rewrite(&mut statement, mode)?;
     pg_compat::rewrite(&mut statement);
-    Ok(state
-        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
-            statement,
-        )))
-        .await?)
+    let statement = datafusion::sql::parser::Statement::Statement(Box::new(statement));
+    check_relations_exist(state, &statement)?;
+    Ok(state.statement_to_plan(statement).await?)
+}
+
+/// Every relation a statement names must exist (CTEs and table functions aside): `42P01`,
+/// as PostgreSQL says it, instead of DataFusion's planning error, which has no type.
+fn check_relations_exist(
+    state: &datafusion::execution::context::SessionState,
+    statement: &datafusion::sql::parser::Statement,
+) -> crate::error::Result<()> {
+    let options = state.config_options();
+    let default_catalog = options.catalog.default_catalog.as_str();
+    let default_schema = options.catalog.default_schema.as_str();
+    for reference in state.resolve_table_references(statement)? {
+        if reference.schema().is_none() && state.table_functions().contains_key(reference.table()) {
+            continue;
+        }
+        let resolved = reference.clone().resolve(default_catalog, default_schema);
+        let exists = state
+            .catalog_list()
+            .catalog(&resolved.catalog)
+            .and_then(|c| c.schema(&resolved.schema))
+            .is_some_and(|s| s.table_exist(&resolved.table));
+        if !exists {
+            return Err(crate::error::Error::user(
+                crate::error::sqlstate::UNDEFINED_TABLE,
+                format!("relation \"{reference}\" does not exist"),
+            ));
+        }
+    }
+    Ok(())
 }
