@@ -220,6 +220,11 @@ pub fn read_ipc(root: &Path, entry: &FileEntry) -> Result<Vec<RecordBatch>, Stat
             entry.crc32
         )));
     }
+    decode_ipc(data)
+}
+
+/// The batches of an Arrow IPC file's bytes (a checkpoint file whose length and CRC matched).
+pub fn decode_ipc(data: Vec<u8>) -> Result<Vec<RecordBatch>, StateError> {
     let reader = FileReader::try_new(std::io::Cursor::new(data), None)?;
     Ok(reader.collect::<Result<Vec<_>, _>>()?)
 }
