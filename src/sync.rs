@@ -49,6 +49,27 @@ fn poisoned(what: &str) -> ! {
     panic!("{what} may be half-updated: an earlier panic interrupted a change to it")
 }
 
+thread_local! {
+    /// How many [`contain`] calls this thread is inside.
+    static CONTAINED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f`, turning a panic in it into `Err` with the panic's message. For decoders of our
+/// dependencies that panic on malformed input instead of failing (arrow-ipc slicing a buffer
+/// a damaged file describes out of bounds): the input is then reported damaged.
+pub fn contain<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    CONTAINED.with(|c| c.set(c.get() + 1));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CONTAINED.with(|c| c.set(c.get() - 1));
+    result.map_err(|panic| panic_message(panic.as_ref()))
+}
+
+/// Whether this thread is inside [`contain`]: a panic hook (a fuzzer's, which aborts) can let
+/// such a panic unwind to it.
+pub fn panic_is_contained() -> bool {
+    CONTAINED.with(|c| c.get() > 0)
+}
+
 /// The message a panic was raised with (`panic!("…")` carries a `&str` or a `String`).
 pub fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {

@@ -280,6 +280,22 @@ async fn wire_abuse_is_contained_to_its_own_connection() {
     socket.write_all(&query).await.unwrap();
     answered_or_closed(socket, "a 2 GB query message").await;
 
+    // Frames the fuzzer found (fuzz/fuzz_targets/pgwire_frames.rs): a Parse, then a Bind whose
+    // parameter count overruns it. pgwire's decoder panics on it; only this connection closes.
+    let mut socket = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    socket.write_all(&startup).await.unwrap();
+    let _ = socket.read(&mut buf).await;
+    let crash = b"P\x00\x00\x00\x1ds1\x00SELECT $1::int4\x00\x00\x01\x00\x00\x00\x17B\x00\x00\x00\x1a\x00\x01D\x00\x00\x00\x06P\x00E\x00\x00\x00\x09\x00\x00\x00\x00\x00S\x00\x00\x00\x04";
+    socket.write_all(crash).await.unwrap();
+    answered_or_closed(socket, "a Bind that overruns its frame").await;
+    // And a Parse whose count of parameter types overruns it.
+    let mut socket = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    socket.write_all(&startup).await.unwrap();
+    let _ = socket.read(&mut buf).await;
+    let crash = b"P\x00\x00\x00\x1ds1\x00SELECT $\x00\x04f\x00\x00\x00\x09st1::int4\x00\x00\x01\x00\x00\x00\x17B\x00\x00\x00\x1a\x00f\x00\x00\x00\x09\x00\x09\x00\x00\x00\x00\x00S\x00\x00\x00\x04";
+    socket.write_all(crash).await.unwrap();
+    answered_or_closed(socket, "a Parse that overruns its frame").await;
+
     // A thousand connections opened and dropped: before, during and after the startup.
     for i in 0..1000 {
         let mut socket = TcpStream::connect(("127.0.0.1", port)).await.unwrap();

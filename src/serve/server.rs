@@ -252,9 +252,22 @@ impl Server {
                             let handlers = Arc::clone(&handlers);
                             let tls = tls.clone();
                             connections.spawn(async move {
+                                use futures::FutureExt;
                                 tracing::debug!(%peer, "connection opened");
-                                if let Err(e) = process_socket(socket, tls, handlers).await {
-                                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                                // pgwire 0.42 decodes some malformed messages (a Bind whose
+                                // counts overrun it) without bounds checks and panics: that
+                                // closes this connection only, and says so.
+                                let served = std::panic::AssertUnwindSafe(process_socket(socket, tls, handlers))
+                                    .catch_unwind()
+                                    .await;
+                                match served {
+                                    Ok(Ok(())) => {}
+                                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+                                    Err(panic) => tracing::warn!(
+                                        %peer,
+                                        panic = %crate::sync::panic_message(panic.as_ref()),
+                                        "connection closed: a malformed message made the protocol decoder panic"
+                                    ),
                                 }
                                 tracing::debug!(%peer, "connection closed");
                             });

@@ -223,10 +223,63 @@ pub fn read_ipc(root: &Path, entry: &FileEntry) -> Result<Vec<RecordBatch>, Stat
     decode_ipc(data)
 }
 
+/// Checks that every block an Arrow IPC file's footer lists lies within the file: the file
+/// reader allocates what a block's lengths say before it reads (a damaged footer asked for
+/// 7.8 EB and aborted the process; found by the `storage_readers` fuzz target).
+fn check_ipc_file_framing(data: &[u8]) -> Result<(), StateError> {
+    let damaged = |what: &str| {
+        StateError::from(datafusion::arrow::error::ArrowError::IpcError(format!(
+            "damaged IPC file: {what}"
+        )))
+    };
+    const MAGIC: &[u8] = b"ARROW1";
+    if data.len() < 2 * MAGIC.len() + 2 + 4 || !data.ends_with(MAGIC) || !data.starts_with(MAGIC) {
+        return Err(damaged("not an Arrow IPC file"));
+    }
+    let trailer = data.len() - MAGIC.len() - 4;
+    let footer_len = i32::from_le_bytes([
+        data[trailer],
+        data[trailer + 1],
+        data[trailer + 2],
+        data[trailer + 3],
+    ]);
+    let footer_start = usize::try_from(footer_len)
+        .ok()
+        .and_then(|len| trailer.checked_sub(len))
+        .filter(|&start| start >= MAGIC.len() + 2)
+        .ok_or_else(|| damaged("a footer longer than the file"))?;
+    let footer = datafusion::arrow::ipc::root_as_footer(&data[footer_start..trailer])
+        .map_err(|e| damaged(&format!("footer: {e}")))?;
+    let blocks = footer
+        .recordBatches()
+        .into_iter()
+        .flatten()
+        .chain(footer.dictionaries().into_iter().flatten());
+    for block in blocks {
+        let end = usize::try_from(block.offset())
+            .ok()
+            .zip(usize::try_from(block.metaDataLength()).ok())
+            .zip(usize::try_from(block.bodyLength()).ok())
+            .and_then(|((offset, meta), body)| offset.checked_add(meta)?.checked_add(body));
+        if end.is_none_or(|end| end > footer_start) {
+            return Err(damaged("a block beyond the file's data"));
+        }
+    }
+    Ok(())
+}
+
 /// The batches of an Arrow IPC file's bytes (a checkpoint file whose length and CRC matched).
 pub fn decode_ipc(data: Vec<u8>) -> Result<Vec<RecordBatch>, StateError> {
-    let reader = FileReader::try_new(std::io::Cursor::new(data), None)?;
-    Ok(reader.collect::<Result<Vec<_>, _>>()?)
+    check_ipc_file_framing(&data)?;
+    // arrow-ipc panics on some damaged files (a buffer sliced out of bounds).
+    let decoded = crate::sync::contain(|| {
+        let reader = FileReader::try_new(std::io::Cursor::new(data), None)?;
+        reader.collect::<Result<Vec<_>, _>>()
+    })
+    .map_err(|panic| {
+        datafusion::arrow::error::ArrowError::IpcError(format!("damaged IPC file: {panic}"))
+    })?;
+    Ok(decoded?)
 }
 
 /// Writes the manifest of the checkpoint in `dir` atomically: a temporary file, fsynced,
@@ -281,6 +334,47 @@ pub fn remove_unused(root: &Path, keep: &[&Manifest]) {
 mod tests {
     use super::*;
     use crate::state::columns;
+
+    /// A footer whose block asks for 7.8 EB: the file reader allocated it and aborted the
+    /// process (found by the `storage_readers` fuzz target). Now refused before reading.
+    #[test]
+    fn a_footer_block_beyond_the_file_is_damage_not_an_abort() {
+        let data = include_bytes!(
+            "../../fuzz/regressions/storage_readers/ipc-file-footer-block-of-exabytes.bin"
+        );
+        let e = decode_ipc(data.to_vec()).expect_err("damage");
+        assert!(e.to_string().contains("beyond the file"), "{e}");
+    }
+
+    /// A file whose footer says a batch's body is shorter than its buffers: arrow-ipc slices
+    /// a buffer out of bounds and panics (the fuzzer's `storage_readers` found it). It is now a
+    /// damaged file, which recovery answers by falling back to an older checkpoint.
+    #[test]
+    fn a_body_shorter_than_its_buffers_is_damage_not_a_panic() {
+        let batch = columns::batch(vec![("n", columns::i64s((0..1000).collect()))]).unwrap();
+        let mut data = Vec::new();
+        {
+            let mut writer = FileWriter::try_new(&mut data, &batch.schema()).unwrap();
+            writer.write(&batch).unwrap();
+            writer.finish().unwrap();
+        }
+        assert_eq!(decode_ipc(data.clone()).unwrap(), vec![batch]);
+        // The footer (before its length and the closing magic) lists the batch's block.
+        let footer_len =
+            i32::from_le_bytes(data[data.len() - 10..data.len() - 6].try_into().unwrap()) as usize;
+        let footer_start = data.len() - 10 - footer_len;
+        let footer =
+            datafusion::arrow::ipc::root_as_footer(&data[footer_start..data.len() - 10]).unwrap();
+        let body = footer.recordBatches().unwrap().get(0).bodyLength();
+        let at = data[footer_start..]
+            .windows(8)
+            .position(|w| w == body.to_le_bytes())
+            .expect("the body length is in the footer")
+            + footer_start;
+        data[at..at + 8].copy_from_slice(&8i64.to_le_bytes());
+        let e = decode_ipc(data).expect_err("damage");
+        assert!(e.to_string().contains("damaged"), "{e}");
+    }
 
     #[test]
     fn ipc_files_read_back_and_damage_is_found() {

@@ -121,18 +121,63 @@ pub fn encode_record(batch: &ChangeBatch, meta: &RecordMeta) -> Result<Vec<u8>, 
     Ok(record)
 }
 
+/// Checks that every message of an Arrow IPC stream lies within `payload`: the stream
+/// reader allocates what a length prefix says before it reads, so a damaged prefix would cost
+/// gigabytes (and seconds) before the read fails.
+fn check_ipc_framing(payload: &[u8]) -> Result<(), ArrowError> {
+    let damaged = |what: &str| ArrowError::IpcError(format!("damaged record: {what}"));
+    let word = |at: usize| -> Result<i32, ArrowError> {
+        payload
+            .get(at..at + 4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or_else(|| damaged("a message prefix past its end"))
+    };
+    let mut at = 0usize;
+    while at < payload.len() {
+        let mut len = word(at)?;
+        at += 4;
+        if len == -1 {
+            len = word(at)?;
+            at += 4;
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let len = usize::try_from(len).map_err(|_| damaged("a negative message length"))?;
+        let end = at
+            .checked_add(len)
+            .filter(|&end| end <= payload.len())
+            .ok_or_else(|| damaged("a message longer than the record"))?;
+        let message = datafusion::arrow::ipc::root_as_message(&payload[at..end])
+            .map_err(|e| damaged(&format!("message header: {e}")))?;
+        let body =
+            usize::try_from(message.bodyLength()).map_err(|_| damaged("a negative body length"))?;
+        at = end
+            .checked_add(body)
+            .filter(|&end| end <= payload.len())
+            .ok_or_else(|| damaged("a message body longer than the record"))?;
+    }
+    Ok(())
+}
+
 /// Decodes a record's payload (already checked against its crc) back into a change batch.
 pub fn decode_payload(payload: &[u8]) -> Result<(ChangeBatch, RecordMeta), ArrowError> {
-    let mut reader = StreamReader::try_new(Cursor::new(payload), None)?;
-    let meta = RecordMeta::from_metadata(reader.schema().metadata());
-    let mut stored = reader
-        .next()
-        .ok_or_else(|| ArrowError::IpcError("record holds no batch".to_string()))??;
-    if reader.next().is_some() {
-        return Err(ArrowError::IpcError(
-            "record holds more than one batch".to_string(),
-        ));
-    }
+    check_ipc_framing(payload)?;
+    // arrow-ipc panics on some damaged messages (a buffer sliced out of bounds).
+    let (meta, mut stored) = crate::sync::contain(|| {
+        let mut reader = StreamReader::try_new(Cursor::new(payload), None)?;
+        let meta = RecordMeta::from_metadata(reader.schema().metadata());
+        let stored = reader
+            .next()
+            .ok_or_else(|| ArrowError::IpcError("record holds no batch".to_string()))??;
+        if reader.next().is_some() {
+            return Err(ArrowError::IpcError(
+                "record holds more than one batch".to_string(),
+            ));
+        }
+        Ok((meta, stored))
+    })
+    .map_err(|panic| ArrowError::IpcError(format!("damaged record: {panic}")))??;
     if !stored.schema().metadata().is_empty() {
         let plain = stored
             .schema()
@@ -333,6 +378,18 @@ pub fn read_records(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A checkpoint's IPC file read as a record payload: its first bytes, read as a message
+    /// length, announce 1.3 GB, which the stream reader allocated before failing (4 s; over
+    /// 30 s in the fuzzer's build, found by `storage_readers`). The framing check refuses it.
+    #[test]
+    fn a_message_longer_than_its_record_is_refused_before_reading() {
+        let data =
+            include_bytes!("../../fuzz/regressions/storage_readers/ipc-file-as-record-payload.bin");
+        let e = check_ipc_framing(data).expect_err("the prefix overruns the record");
+        assert!(e.to_string().contains("longer than the record"), "{e}");
+        assert!(decode_payload(data).is_err());
+    }
     use datafusion::arrow::array::{Int32Array, Int64Array, RecordBatch};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use std::io::Write;
