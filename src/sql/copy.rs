@@ -327,18 +327,7 @@ impl CopyDecoder {
                     )
                 })?;
         }
-        for (field, column) in schema.fields().iter().zip(&columns) {
-            if !field.is_nullable() && column.null_count() > 0 {
-                return Err(Error::user(
-                    sqlstate::NOT_NULL_VIOLATION,
-                    format!(
-                        "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
-                        field.name(),
-                        self.copy.table
-                    ),
-                ));
-            }
-        }
+        crate::connector::queue::table::check_not_null(schema, &self.copy.table, &columns)?;
         Ok(RecordBatch::try_new(Arc::clone(&self.loose), columns)?)
     }
 }

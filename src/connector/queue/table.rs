@@ -474,19 +474,7 @@ impl QueueTable {
     }
 
     fn check_not_null(&self, batch: &RecordBatch) -> Result<()> {
-        for (field, column) in self.def.schema.fields().iter().zip(batch.columns()) {
-            if !field.is_nullable() && column.null_count() > 0 {
-                return Err(Error::user(
-                    sqlstate::NOT_NULL_VIOLATION,
-                    format!(
-                        "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
-                        field.name(),
-                        self.def.name
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        check_not_null(&self.def.schema, &self.def.name, batch.columns())
     }
 
     /// After an update every key must still name one row: a new key may only be one of the
@@ -583,4 +571,25 @@ fn last_row_per_key(
 /// its upserts.
 fn keeps_rows(def: &TableDef) -> bool {
     !(def.source || (def.append_only && def.primary_key.is_empty()))
+}
+
+/// `23502` unless every NOT NULL column of `schema` (a table `table`'s) is free of NULLs in
+/// `columns`.
+pub fn check_not_null(
+    schema: &datafusion::arrow::datatypes::Schema,
+    table: &str,
+    columns: &[datafusion::arrow::array::ArrayRef],
+) -> Result<()> {
+    for (field, column) in schema.fields().iter().zip(columns) {
+        if !field.is_nullable() && column.null_count() > 0 {
+            return Err(Error::user(
+                sqlstate::NOT_NULL_VIOLATION,
+                format!(
+                    "null value in column \"{}\" of relation \"{table}\" violates not-null constraint",
+                    field.name(),
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
