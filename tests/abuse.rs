@@ -611,6 +611,22 @@ async fn long_queries_stop_on_cancel_and_on_statement_timeout() {
     let e = client.query(LONG, &[]).await.expect_err("timed out");
     assert_eq!(common::db_error(&e).0, "57014");
     still_serves(&client).await;
+    // A write is not timed out: it cannot be rolled back, and "cancelled" would be a lie.
+    client
+        .batch_execute(
+            "SET statement_timeout = '1ms';
+             CREATE TABLE big (x BIGINT);
+             INSERT INTO big SELECT value FROM generate_series(1, 300000);
+             SET statement_timeout = 0",
+        )
+        .await
+        .expect("writes run to the end");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM big", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 300_000);
     // Bad values are refused; 0 turns the limit off.
     for bad in ["'x'", "'5 parsecs'", "3000000000", "'-1'"] {
         let code = sqlstate_of(&client, &format!("SET statement_timeout = {bad}")).await;
@@ -728,4 +744,54 @@ async fn errors_carry_the_sqlstates_of_their_kind() {
         .unwrap()
         .get(0);
     assert_eq!(n, 3);
+}
+
+/// A COPY is written in records of 16,384 rows; it used to judge each record's rows late
+/// against the watermark the records before it had moved, so rows out of order across records
+/// were dropped that one INSERT of the same rows keeps. Now the whole COPY is judged against
+/// the watermark it found, and moves it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_is_judged_late_as_one_insert_would_be() {
+    use bytes::Bytes;
+    use futures::SinkExt;
+    let server = TestServer::start().await;
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE r (k BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+               APPEND ONLY;
+             CREATE MATERIALIZED VIEW rv AS SELECT count(*) AS n FROM r",
+        )
+        .await
+        .unwrap();
+    // 20,000 rows an hour later than the 20,000 after them.
+    let mut data = String::new();
+    for i in 0..40_000u32 {
+        let hour = if i < 20_000 { 1 } else { 0 };
+        data.push_str(&format!("{i},2026-01-01 {hour:02}:00:{:02}\n", i % 60));
+    }
+    let sink = client
+        .copy_in("COPY r FROM STDIN (FORMAT csv)")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    sink.send(Bytes::from(data)).await.unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 40_000);
+    client.batch_execute("FLUSH").await.unwrap();
+    assert_eq!(
+        common::sorted_rows(&client, "SELECT count(*) FROM r").await,
+        ["40000"]
+    );
+    assert_eq!(
+        common::sorted_rows(&client, "SELECT n FROM rv").await,
+        ["40000"]
+    );
+    assert_eq!(
+        common::sorted_rows(
+            &client,
+            "SELECT late_rows FROM sluice_watermarks WHERE table_name = 'r'"
+        )
+        .await,
+        ["0"]
+    );
 }

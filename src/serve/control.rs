@@ -135,13 +135,14 @@ pub fn timed_out() -> Error {
 const AHEAD: usize = 1;
 
 /// Computes `rows` on a task of its own once the client first asks for them, handing them on
-/// a batch at a time; a cancel request after `seen` ones or the `deadline` aborts the task and
-/// ends the rows with `57014`. A panic while computing them ends them with `XX000`.
+/// a batch at a time; a cancel request after `seen` ones, or `timeout` after that first ask,
+/// aborts the task and ends the rows with `57014`. A panic while computing them ends them with
+/// `XX000`.
 pub fn controlled(
     rows: SendableRecordBatchStream,
     control: Arc<StatementControl>,
     seen: u64,
-    deadline: Option<Instant>,
+    timeout: Option<std::time::Duration>,
 ) -> SendableRecordBatchStream {
     let schema = rows.schema();
     enum State {
@@ -149,6 +150,7 @@ pub fn controlled(
         Running {
             receiver: mpsc::Receiver<Result<RecordBatch, DataFusionError>>,
             task: AbortOnDrop,
+            deadline: Option<Instant>,
         },
         Done,
     }
@@ -156,9 +158,10 @@ pub fn controlled(
     let out = futures::stream::unfold(state, move |state| {
         let control = Arc::clone(&control);
         async move {
-            let (mut receiver, mut task) = match state {
+            let (mut receiver, mut task, deadline) = match state {
                 State::Done => return None,
                 State::NotStarted(mut rows) => {
+                    let deadline = timeout.map(|t| Instant::now() + t);
                     let (sender, receiver) = mpsc::channel(AHEAD);
                     let task = tokio::spawn(async move {
                         while let Some(batch) = rows.next().await {
@@ -168,9 +171,13 @@ pub fn controlled(
                             }
                         }
                     });
-                    (receiver, AbortOnDrop(Some(task)))
+                    (receiver, AbortOnDrop(Some(task)), deadline)
                 }
-                State::Running { receiver, task } => (receiver, task),
+                State::Running {
+                    receiver,
+                    task,
+                    deadline,
+                } => (receiver, task, deadline),
             };
             let deadline_passed = async {
                 match deadline {
@@ -185,7 +192,7 @@ pub fn controlled(
                 }
                 () = deadline_passed => Some((Err(timed_out().into()), State::Done)),
                 batch = receiver.recv() => match batch {
-                    Some(batch) => Some((batch, State::Running { receiver, task })),
+                    Some(batch) => Some((batch, State::Running { receiver, task, deadline })),
                     // The task ended: all rows sent, or it panicked.
                     None => task
                         .finish()

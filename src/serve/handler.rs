@@ -45,23 +45,28 @@ struct SessionSlot {
     control: Arc<StatementControl>,
 }
 
-/// How the rows of one statement can be stopped: by a cancel request after the `seen` ones,
-/// or at the statement's deadline (`statement_timeout`).
+/// How one statement can be stopped: by a cancel request after the `seen` ones, or by
+/// `statement_timeout`: its own work from now, its rows from when the client first reads them.
+/// A statement that writes or creates is not timed out: it cannot be rolled back, so a timeout
+/// while it waits for its write to be durable would answer "cancelled" for a write that stands.
 struct Stop {
     control: Arc<StatementControl>,
     seen: u64,
+    timeout: Option<std::time::Duration>,
     deadline: Option<tokio::time::Instant>,
 }
 
 impl Stop {
     /// Notes where a statement starts: the cancels so far, and its deadline.
-    fn start(slot: &SessionSlot, session: &Session) -> Self {
+    fn start(slot: &SessionSlot, session: &Session, statement: &SluiceStatement) -> Self {
+        let timeout = session
+            .statement_timeout()
+            .filter(|_| crate::sql::session::reads_only(statement));
         Self {
             control: Arc::clone(&slot.control),
             seen: slot.control.cancels(),
-            deadline: session
-                .statement_timeout()
-                .map(|t| tokio::time::Instant::now() + t),
+            timeout,
+            deadline: timeout.map(|t| tokio::time::Instant::now() + t),
         }
     }
 
@@ -146,7 +151,7 @@ impl StatementHandler {
     ) -> PgWireResult<Response> {
         Ok(match outcome {
             Outcome::Rows { schema, stream } => {
-                let stream = control::controlled(stream, stop.control, stop.seen, stop.deadline);
+                let stream = control::controlled(stream, stop.control, stop.seen, stop.timeout);
                 let fields = Arc::new(field_infos(&schema, formats));
                 Response::Query(QueryResponse::new(
                     Arc::clone(&fields),
@@ -310,7 +315,7 @@ impl SimpleQueryHandler for StatementHandler {
         let mut session = slot.session.lock().await;
         let mut responses = Vec::with_capacity(statements.len());
         for statement in &statements {
-            let stop = Stop::start(&slot, &session);
+            let stop = Stop::start(&slot, &session, statement);
             match stop.run(session.execute(statement, None)).await {
                 Ok(Outcome::Subscribe { feed, copy }) => {
                     if !responses.is_empty() {
@@ -462,7 +467,7 @@ impl ExtendedQueryHandler for StatementHandler {
         let slot = self.session(client);
         let mut session = slot.session.lock().await;
         let params = self.bound_params(&session, portal).await?;
-        let stop = Stop::start(&slot, &session);
+        let stop = Stop::start(&slot, &session, &portal.statement.statement);
         let outcome = stop
             .run(session.execute(&portal.statement.statement, params))
             .await

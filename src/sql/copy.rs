@@ -245,9 +245,12 @@ impl CopyDecoder {
         data: &[u8],
         out: &mut dyn FnMut(RecordBatch) -> Result<()>,
     ) -> Result<()> {
+        let old = self.tail.len();
         self.tail.extend_from_slice(data);
-        // Feed everything up to the last complete line but one.
-        let Some(last) = memchr_rev(b'\n', &self.tail) else {
+        // Feed everything up to the last complete line but one. Only the new bytes are
+        // searched for the last newline, so a long line arriving in many pieces costs its
+        // length once, not once per piece.
+        let Some(last) = memchr_rev(b'\n', &self.tail[old..]).map(|p| p + old) else {
             return self.check_line_length();
         };
         let Some(before) = memchr_rev(b'\n', &self.tail[..last]) else {

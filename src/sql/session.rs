@@ -589,8 +589,9 @@ fn text_schema(column: &str) -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, true)]))
 }
 
-/// Whether a statement only reads: what a read-only user may run.
-fn reads_only(statement: &SluiceStatement) -> bool {
+/// Whether a statement only reads: what a read-only user may run, and what
+/// `statement_timeout` may stop.
+pub(crate) fn reads_only(statement: &SluiceStatement) -> bool {
     if statement.sink.is_some() || statement.drop_sink.is_some() {
         return false;
     }

@@ -320,20 +320,54 @@ impl QueueTable {
         }
     }
 
-    /// Inserts batch after batch (a COPY's), each one record; returns the rows written once
-    /// the last is durable.
+    /// Inserts batch after batch (a COPY's), each one record, as one INSERT of all their rows
+    /// would: no other write comes between them, every row is judged late or not against the
+    /// watermark as it stood before the first, and the watermark moves on once, with the last
+    /// record (earlier records carry the old one). Returns the rows written once the last is
+    /// durable.
     pub async fn insert_all(
         &self,
         batches: impl Iterator<Item = Result<RecordBatch>>,
     ) -> Result<u64> {
-        let mut written = 0;
-        let mut last = None;
-        for batch in batches {
-            if let Some((position, rows)) = self.insert_unsynced(batch?)? {
-                written += rows;
-                last = Some(position);
+        self.refuse_if_source("write to")?;
+        let (written, last) = {
+            let mut contents = self.lock();
+            let before = crate::sync::lock_value(&self.time).watermark;
+            let mut after = before;
+            let (mut written, mut late, mut last) = (0u64, 0u64, None);
+            let mut batches = batches.peekable();
+            while let Some(batch) = batches.next() {
+                let batch = batch?;
+                let final_batch = batches.peek().is_none();
+                self.check_not_null(&batch)?;
+                let batch =
+                    RecordBatch::try_new(Arc::clone(&self.def.schema), batch.columns().to_vec())?;
+                let (batch, _, dropped) = self.admit(batch, Some(before))?;
+                late += dropped;
+                if let Some(wm) = &self.def.watermark {
+                    after = after.max(wm.advance(before, &batch)?);
+                }
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                written += batch.num_rows() as u64;
+                let change = self.upsert_change(&contents, batch)?;
+                // A record without a watermark would let the views advance theirs over its
+                // rows; one that holds the old watermark (the lowest, when there is none yet)
+                // keeps them where the COPY found them until its last record.
+                let held = match &self.def.watermark {
+                    Some(_) => before.or(Some(crate::stream::Timestamp::MIN)),
+                    None => None,
+                };
+                let meta = RecordMeta {
+                    watermark: if final_batch { after } else { held },
+                    ..RecordMeta::default()
+                };
+                last = Some(self.commit(&mut contents, change, meta)?);
             }
-        }
+            self.record_time(after, late);
+            (written, last)
+        };
         if let Some(position) = last {
             self.log.wait_durable(position).await?;
         }
