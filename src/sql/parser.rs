@@ -82,6 +82,7 @@ pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
     let dialect = PostgreSqlDialect {};
     let tokens = Tokenizer::new(&dialect, sql).tokenize()?;
     check_operator_chains(&tokens)?;
+    check_brackets(&tokens)?;
     let mut out = Vec::new();
     for chunk in tokens.split(|t| *t == Token::SemiColon) {
         if chunk.iter().all(is_blank) {
@@ -525,6 +526,85 @@ pub const MAX_STATEMENT_BYTES: usize = 64 << 20;
 /// stack and killed the server; nothing written by hand comes near this limit.
 pub const MAX_OPERATOR_CHAIN: usize = 1_000;
 
+/// Brackets nested deeper than this are refused (`54001`) before parsing.
+pub const MAX_NESTING: usize = 200;
+
+/// Function calls (a word, then `(`) nested deeper than this are refused (`54001`) before
+/// parsing. sqlparser 0.62 parses each argument of a call twice under PostgreSQL's dialect
+/// (first as `name => value` with an expression for the name, then again as a value), so
+/// parsing takes time exponential in the nesting of calls: 20 nested calls took 9.7 s in a
+/// debug build, and the `sql_frontend` fuzz target found 281 bytes that kept a connection busy
+/// for minutes. At 16 the worst case is about a second in a debug build.
+pub const MAX_CALL_NESTING: usize = 16;
+
+/// Refuses unbalanced brackets (`42601`), nesting deeper than [`MAX_NESTING`] and calls
+/// nested deeper than [`MAX_CALL_NESTING`] (`54001`) before sqlparser runs (see
+/// [`MAX_CALL_NESTING`]): text with unbalanced brackets cannot parse anyway.
+fn check_brackets(tokens: &[Token]) -> Result<()> {
+    let syntax = |message: String| {
+        crate::error::Error::user(
+            crate::error::sqlstate::SYNTAX_ERROR,
+            format!("syntax error: {message}"),
+        )
+    };
+    let too_complex = |message: String| {
+        crate::error::Error::user(
+            crate::error::sqlstate::STATEMENT_TOO_COMPLEX,
+            format!("statement too complex: {message}"),
+        )
+    };
+    let mut open: Vec<&Token> = Vec::new();
+    // For each open bracket, whether it opened a call; and how many calls are open.
+    let mut calls: Vec<bool> = Vec::new();
+    let mut open_calls = 0usize;
+    let mut previous: Option<&Token> = None;
+    for token in tokens.iter().filter(|t| !is_blank(t)) {
+        match token {
+            Token::LParen | Token::LBracket | Token::LBrace => {
+                open.push(token);
+                let call = *token == Token::LParen && matches!(previous, Some(Token::Word(_)));
+                calls.push(call);
+                open_calls += usize::from(call);
+                if open.len() > MAX_NESTING {
+                    return Err(too_complex(format!(
+                        "brackets nested more than {MAX_NESTING} deep"
+                    )));
+                }
+                if open_calls > MAX_CALL_NESTING {
+                    return Err(too_complex(format!(
+                        "function calls nested more than {MAX_CALL_NESTING} deep"
+                    )));
+                }
+            }
+            Token::RParen | Token::RBracket | Token::RBrace => {
+                let opening = match token {
+                    Token::RParen => Token::LParen,
+                    Token::RBracket => Token::LBracket,
+                    _ => Token::LBrace,
+                };
+                open_calls -= usize::from(calls.pop().unwrap_or(false));
+                match open.pop() {
+                    Some(o) if *o == opening => {}
+                    Some(o) => return Err(syntax(format!("\"{token}\" closes \"{o}\""))),
+                    None => return Err(syntax(format!("\"{token}\" without an opening one"))),
+                }
+            }
+            Token::SemiColon if !open.is_empty() => {
+                return Err(syntax(format!(
+                    "\"{}\" is not closed before \";\"",
+                    open[open.len() - 1]
+                )));
+            }
+            _ => {}
+        }
+        previous = Some(token);
+    }
+    match open.last() {
+        Some(o) => Err(syntax(format!("\"{o}\" is not closed"))),
+        None => Ok(()),
+    }
+}
+
 /// Refuses an expression chaining more than [`MAX_OPERATOR_CHAIN`] binary operators, before
 /// it is parsed. A chain is counted within one level of parentheses, between commas.
 fn check_operator_chains(tokens: &[Token]) -> Result<()> {
@@ -612,6 +692,43 @@ fn cut_append_only(chunk: &[Token]) -> (Vec<Token>, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Unbalanced brackets are a syntax error before sqlparser backtracks over them, and calls
+    /// nested past [`MAX_CALL_NESTING`] are refused (sqlparser's time doubles per level).
+    #[test]
+    fn brackets_are_checked_before_parsing() {
+        use crate::error::sqlstate;
+        // Found by the sql_frontend fuzz target: minutes of parsing before.
+        let fuzzed = "SELECT couAt, nt(*), min(id,@min(idit(*), min(id,@min(idin(id,@couAt, nt(*), mincouAt, nt(*), min(id,@min(idit(*), min(id,@min(idin(id,@couAt, nt(*), min(id,@min(idin(id,n(id,@couAt, nt(*), min(id,@min(idin(id,@mi(id,@min(idin(id,n(id,@couAt, nt(*), min(id,@min(idin(id,@mini, minn";
+        let e = parse_sql(fuzzed).unwrap_err();
+        assert_eq!(e.sqlstate(), sqlstate::STATEMENT_TOO_COMPLEX, "{e}");
+        let e = parse_sql(&fuzzed[..120]).unwrap_err();
+        assert_eq!(e.sqlstate(), sqlstate::SYNTAX_ERROR, "{e}");
+        for bad in [
+            "SELECT (1",
+            "SELECT 1)",
+            "SELECT ARRAY[1)",
+            "SELECT (1; SELECT 2)",
+        ] {
+            assert_eq!(
+                parse_sql(bad).unwrap_err().sqlstate(),
+                sqlstate::SYNTAX_ERROR,
+                "{bad}"
+            );
+        }
+        let calls = |n: usize| format!("SELECT {}1{}", "abs(".repeat(n), ")".repeat(n));
+        assert!(parse_sql(&calls(MAX_CALL_NESTING)).is_ok());
+        let e = parse_sql(&calls(MAX_CALL_NESTING + 1)).unwrap_err();
+        assert_eq!(e.sqlstate(), sqlstate::STATEMENT_TOO_COMPLEX, "{e}");
+        // Plain parentheses cost nothing extra (sqlparser's own recursion limit bounds them);
+        // past MAX_NESTING they are refused before parsing.
+        let parens = |n: usize| format!("SELECT {}1{}", "(".repeat(n), ")".repeat(n));
+        assert!(parse_sql(&parens(40)).is_ok());
+        let e = parse_sql(&parens(MAX_NESTING + 1)).unwrap_err();
+        assert_eq!(e.sqlstate(), sqlstate::STATEMENT_TOO_COMPLEX, "{e}");
+        // Strings and comments are not brackets.
+        assert!(parse_sql("SELECT '(((' AS x -- ((\n").is_ok());
+    }
 
     #[test]
     fn splits_statements_and_cuts_append_only() {
