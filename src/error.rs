@@ -37,6 +37,7 @@ pub mod sqlstate {
     pub const WRONG_OBJECT_TYPE: &str = "42809";
     pub const QUERY_CANCELED: &str = "57014";
     pub const INVALID_CURSOR_NAME: &str = "34000";
+    pub const UNDEFINED_PARAMETER: &str = "42P02";
     pub const DUPLICATE_CURSOR: &str = "42P03";
     pub const NO_ACTIVE_SQL_TRANSACTION: &str = "25P01";
     pub const STATEMENT_TOO_COMPLEX: &str = "54001";

@@ -795,3 +795,25 @@ async fn a_copy_is_judged_late_as_one_insert_would_be() {
         ["0"]
     );
 }
+
+/// `SELECT $5555555555` described through the extended protocol made the server allocate 5.5
+/// billion parameter slots and abort (found by the `sql_frontend` fuzz target): now 42P02.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_parameter_number_is_refused() {
+    let server = TestServer::start().await;
+    let client = server.connect().await;
+    let e = client
+        .prepare("SELECT 055555555555555555555, $5555555555 % 5")
+        .await
+        .expect_err("no such parameter");
+    let (code, message) = common::db_error(&e);
+    assert_eq!(code, "42P02", "{message}");
+    let e = client
+        .prepare("SELECT $65536::int4")
+        .await
+        .expect_err("past the protocol's count");
+    assert_eq!(common::db_error(&e).0, "42P02");
+    let ok = client.prepare("SELECT $3::int4").await.expect("$3 is fine");
+    assert_eq!(ok.params().len(), 3);
+    still_serves(&client).await;
+}

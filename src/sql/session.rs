@@ -674,6 +674,9 @@ fn setting_value(e: &Expr) -> String {
     }
 }
 
+/// The most parameters a statement can have: the wire protocol counts them in 16 bits.
+const MAX_PARAMETERS: usize = 65_535;
+
 fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
     let types = plan.get_parameter_types()?;
     let mut out = vec![None; types.len()];
@@ -684,6 +687,14 @@ fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
             .map_err(|_| Error::unsupported(format!("parameter {name}")))?;
         if index == 0 {
             return Err(Error::unsupported(format!("parameter {name}")));
+        }
+        // The protocol counts parameters in 16 bits. `$5555555555` made this allocate 5.5
+        // billion slots and abort the process (found by the `sql_frontend` fuzz target).
+        if index > MAX_PARAMETERS {
+            return Err(Error::user(
+                sqlstate::UNDEFINED_PARAMETER,
+                format!("there is no parameter {name} (at most ${MAX_PARAMETERS})"),
+            ));
         }
         if out.len() < index {
             out.resize(index, None);
