@@ -13,7 +13,6 @@
 
 #![no_main]
 
-use std::cell::Cell;
 use std::sync::Once;
 
 use bytes::BytesMut;
@@ -21,12 +20,9 @@ use libfuzzer_sys::fuzz_target;
 use pgwire::error::PgWireResult;
 use pgwire::messages::{DecodeContext, PgWireFrontendMessage, ProtocolVersion};
 
-thread_local! {
-    static IN_PGWIRE: Cell<bool> = const { Cell::new(false) };
-}
-
 /// Decodes one message as the server would; `None` when pgwire's decoder panicked (the server
-/// closes the connection then).
+/// closes the connection then). The panic is let unwind past libFuzzer's hook, as
+/// `sluice::sync::contain` does for the engine's own decoders.
 fn decode(
     buf: &mut BytesMut,
     ctx: &DecodeContext,
@@ -35,17 +31,12 @@ fn decode(
     HOOK.call_once(|| {
         let fuzzer_hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if !IN_PGWIRE.with(Cell::get) {
+            if !sluice::sync::panic_is_contained() {
                 fuzzer_hook(info);
             }
         }));
     });
-    IN_PGWIRE.with(|f| f.set(true));
-    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        PgWireFrontendMessage::decode(buf, ctx)
-    }));
-    IN_PGWIRE.with(|f| f.set(false));
-    decoded.ok()
+    sluice::sync::contain(|| PgWireFrontendMessage::decode(buf, ctx)).ok()
 }
 
 fuzz_target!(|data: &[u8]| {

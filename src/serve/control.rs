@@ -131,6 +131,14 @@ pub fn timed_out() -> Error {
     )
 }
 
+/// The error of a statement that panicked (a bug of ours): `XX000` with the panic's message,
+/// logged.
+pub fn panicked(panic: &(dyn std::any::Any + Send)) -> Error {
+    let message = crate::sync::panic_message(panic);
+    tracing::error!(%message, "a statement panicked");
+    Error::internal(format!("internal error: the statement panicked: {message}"))
+}
+
 /// Rows computed at most a batch ahead of the client.
 const AHEAD: usize = 1;
 
@@ -214,13 +222,7 @@ impl AbortOnDrop {
         let task = self.0.take()?;
         match task.await {
             Ok(()) => None,
-            Err(e) if e.is_panic() => {
-                let message = crate::sync::panic_message(e.into_panic().as_ref());
-                tracing::error!(%message, "a query panicked");
-                Some(Error::internal(format!(
-                    "internal error: the statement panicked: {message}"
-                )))
-            }
+            Err(e) if e.is_panic() => Some(panicked(e.into_panic().as_ref())),
             Err(e) => Some(Error::internal(format!("the query's task ended: {e}"))),
         }
     }

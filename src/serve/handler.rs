@@ -267,13 +267,7 @@ async fn guarded<T>(
     std::panic::AssertUnwindSafe(work)
         .catch_unwind()
         .await
-        .unwrap_or_else(|panic| Err(panicked(panic.as_ref())))
-}
-
-fn panicked(panic: &(dyn std::any::Any + Send)) -> Error {
-    let message = crate::sync::panic_message(panic);
-    tracing::error!(%message, "a statement panicked");
-    Error::internal(format!("internal error: the statement panicked: {message}"))
+        .unwrap_or_else(|panic| Err(control::panicked(panic.as_ref())))
 }
 
 /// Encodes a stream of batches as DataRows, a batch at a time. A panic while computing them
@@ -287,7 +281,7 @@ fn data_rows(
         .catch_unwind()
         .map(|item| match item {
             Ok(batch) => batch.map_err(Error::from),
-            Err(panic) => Err(panicked(panic.as_ref())),
+            Err(panic) => Err(control::panicked(panic.as_ref())),
         });
     batches.flat_map(move |batch| {
         let rows: Vec<PgWireResult<DataRow>> = match batch {
