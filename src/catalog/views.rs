@@ -6,16 +6,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::Result as DfResult;
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::scalar::ScalarValue;
 
 use super::FIRST_USER_OID;
+use crate::runtime::contents::ViewRows;
 
 /// A materialized view as the catalog knows it.
 #[derive(Debug)]
@@ -46,8 +48,8 @@ impl ViewEntry {
 /// One view's contents at one epoch.
 #[derive(Debug, Clone)]
 pub enum ViewSnapshot {
-    /// The rows.
-    Rows(Arc<Vec<RecordBatch>>),
+    /// The rows (shared with the runtime's chunks, not copied).
+    Rows(Arc<ViewRows>),
     /// The view stopped on an error (a division by zero in its select list, a panic in an
     /// operator …): its SQLSTATE and message.
     Failed(&'static str, String),
@@ -216,11 +218,20 @@ impl TableProvider for ViewProvider {
         TableType::View
     }
 
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        // Equalities on the view's key are used to look rows up; DataFusion still applies
+        // every filter to what the scan returns.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
     async fn scan(
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let published = match state.config().get_extension::<PinnedEpoch>() {
@@ -228,7 +239,13 @@ impl TableProvider for ViewProvider {
             None => self.registry.published(),
         };
         let batches = match published.views.get(&self.view.id) {
-            Some(ViewSnapshot::Rows(batches)) => batches.as_ref().clone(),
+            Some(ViewSnapshot::Rows(rows)) => match key_values(rows, filters) {
+                Some(keys) => match rows.lookup(&keys)? {
+                    Some(found) => found,
+                    None => rows.batches()?,
+                },
+                None => rows.batches()?,
+            },
             Some(ViewSnapshot::Failed(code, message)) => {
                 return Err(crate::error::Error::user(
                     code,
@@ -240,5 +257,103 @@ impl TableProvider for ViewProvider {
         };
         MemorySourceConfig::try_new_exec(&[batches], self.schema(), projection.cloned())
             .map(|e| e as Arc<dyn ExecutionPlan>)
+    }
+}
+
+/// Most keys one scan looks up (the product of the values given for each key column).
+const MAX_LOOKUPS: usize = 1024;
+
+/// The keys `filters` pin the view's key to, one array per key column: when each key column is
+/// compared for equality with literals (`k = 42`, `k IN (1, 2)`), the combinations of them.
+/// `None` when the filters do not pin every key column, or a column's type could compare equal
+/// values unequal in bytes (floating point: `0.0 = -0.0`).
+fn key_values(rows: &ViewRows, filters: &[Expr]) -> Option<Vec<ArrayRef>> {
+    let key = rows.key()?;
+    if key.is_empty() {
+        return None;
+    }
+    let schema = rows.schema();
+    let mut values: Vec<Option<Vec<ScalarValue>>> = vec![None; key.len()];
+    for filter in filters {
+        let Some((column, literals)) = equality(filter) else {
+            continue;
+        };
+        let Ok(index) = schema.index_of(&column) else {
+            continue;
+        };
+        let Some(k) = key.iter().position(|&c| c == index) else {
+            continue;
+        };
+        let data_type = schema.field(index).data_type();
+        if data_type.is_floating() {
+            return None;
+        }
+        let mut cast = Vec::with_capacity(literals.len());
+        for literal in literals {
+            cast.push(literal.cast_to(data_type).ok()?);
+        }
+        // Two filters on one column: the values both allow.
+        values[k] = Some(match values[k].take() {
+            Some(earlier) => earlier.into_iter().filter(|v| cast.contains(v)).collect(),
+            None => cast,
+        });
+    }
+    let values: Vec<Vec<ScalarValue>> = values.into_iter().collect::<Option<_>>()?;
+    let combinations = values
+        .iter()
+        .try_fold(1usize, |n, v| n.checked_mul(v.len()))?;
+    if combinations > MAX_LOOKUPS {
+        return None;
+    }
+    // Column k repeats each value once per combination of the columns after it.
+    let mut columns = Vec::with_capacity(values.len());
+    for (k, column) in values.iter().enumerate() {
+        let inner: usize = values[k + 1..].iter().map(Vec::len).product();
+        let outer = combinations / (inner * column.len()).max(1);
+        let mut repeated = Vec::with_capacity(combinations);
+        for _ in 0..outer {
+            for value in column {
+                repeated.extend(std::iter::repeat_n(value.clone(), inner));
+            }
+        }
+        if repeated.is_empty() {
+            columns.push(
+                ScalarValue::try_from(schema.field(key[k]).data_type())
+                    .ok()?
+                    .to_array_of_size(0)
+                    .ok()?,
+            );
+        } else {
+            columns.push(ScalarValue::iter_to_array(repeated).ok()?);
+        }
+    }
+    Some(columns)
+}
+
+/// `column = literal`, `literal = column` or `column IN (literals)`: the column's name and the
+/// literals.
+fn equality(filter: &Expr) -> Option<(String, Vec<ScalarValue>)> {
+    match filter {
+        Expr::BinaryExpr(b) if b.op == Operator::Eq => match (&*b.left, &*b.right) {
+            (Expr::Column(c), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(c)) => {
+                Some((c.name.clone(), vec![v.clone()]))
+            }
+            _ => None,
+        },
+        Expr::InList(list) if !list.negated => {
+            let Expr::Column(c) = &*list.expr else {
+                return None;
+            };
+            let literals = list
+                .list
+                .iter()
+                .map(|e| match e {
+                    Expr::Literal(v, _) => Some(v.clone()),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()?;
+            Some((c.name.clone(), literals))
+        }
+        _ => None,
     }
 }

@@ -61,6 +61,9 @@ pub struct StreamPlan {
     /// The view only ever inserts rows (`EMIT ON WINDOW CLOSE`, or filters and projections
     /// of append-only input).
     pub append_only: bool,
+    /// Output columns no two rows share the values of (a GROUP BY's keys), when known: the
+    /// view's rows are indexed on them.
+    pub key: Option<Vec<usize>>,
 }
 
 /// Plans `plan` (optimized) into an operator graph.
@@ -100,7 +103,22 @@ pub fn plan_view(
         sources: planner.sources,
         explain: format!("Materialize\n{}", indent(&explain)),
         append_only: emit_on_window_close || is_append_only(plan),
+        key: unique_key(plan),
     })
+}
+
+/// The smallest set of output columns that DataFusion's functional dependencies say no two
+/// rows share (an aggregate's group keys, a table's primary key carried through).
+fn unique_key(plan: &LogicalPlan) -> Option<Vec<usize>> {
+    use datafusion::common::Dependency;
+    let columns = plan.schema().fields().len();
+    plan.schema()
+        .functional_dependencies()
+        .iter()
+        .filter(|d| d.mode == Dependency::Single && d.target_indices.len() == columns)
+        .map(|d| d.source_indices.clone())
+        .filter(|key| !key.is_empty() && key.iter().all(|&i| i < columns))
+        .min_by_key(Vec::len)
 }
 
 fn indent(text: &str) -> String {

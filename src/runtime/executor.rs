@@ -38,8 +38,6 @@ const READ_CHUNK: usize = 64;
 /// windows the watermark passed close, so state stays bounded however long the backlog is.
 /// Nothing is published until the epoch ends.
 const SUB_EPOCH_RECORDS: u64 = 16;
-/// Rows per batch of a published snapshot.
-const SNAPSHOT_BATCH_ROWS: usize = 8192;
 
 /// A running view: its operators, where each source stands, and its contents.
 #[derive(Debug)]
@@ -91,7 +89,7 @@ impl RunningView {
             contents: if append_only {
                 ViewContents::append_only(plan.schema)?
             } else {
-                ViewContents::new(plan.schema)?
+                ViewContents::new(plan.schema, plan.key)?
             },
             failed: None,
             watermark: None,
@@ -747,13 +745,7 @@ impl Shared {
             }
             let snapshot = match &view.failed {
                 Some((code, message)) => ViewSnapshot::Failed(code, message.clone()),
-                None => match view.contents.to_batches(SNAPSHOT_BATCH_ROWS) {
-                    Ok(batches) => ViewSnapshot::Rows(Arc::new(batches)),
-                    Err(e) => {
-                        let e = Error::from(e);
-                        ViewSnapshot::Failed(e.sqlstate(), e.to_string())
-                    }
-                },
+                None => ViewSnapshot::Rows(Arc::new(view.contents.snapshot())),
             };
             snapshots.insert(view.id, snapshot);
         }

@@ -29,8 +29,9 @@ use crate::storage::durable;
 
 /// The manifest's file name inside a checkpoint directory.
 pub const MANIFEST: &str = "manifest.json";
-/// Bumped when the layout of state files changes.
-pub const FORMAT: u32 = 1;
+/// Bumped when the layout of state files changes (2: a view's `contents` holds its rows in
+/// the view's own schema, no longer row-format bytes with counts).
+pub const FORMAT: u32 = 2;
 
 /// A state file and what it must read back as.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
