@@ -141,6 +141,9 @@ pub struct GroupAggregateOperator {
     emit_on_close: Option<WindowKey>,
     /// Open windows: window key (ns) → groups, for closing in order.
     open_windows: BTreeMap<Timestamp, Vec<usize>>,
+    /// Group indexes freed (their rows all retracted, or their window closed), reused by new
+    /// groups, so that the state is as large as the groups alive, not every group ever seen.
+    free_groups: Vec<usize>,
 }
 
 fn df(source: datafusion::error::DataFusionError) -> OperatorError {
@@ -232,6 +235,7 @@ impl GroupAggregateOperator {
             global,
             emit_on_close: None,
             open_windows: BTreeMap::new(),
+            free_groups: Vec::new(),
         };
         if global {
             // The one group exists from the start, so that an empty input has its row.
@@ -279,6 +283,13 @@ impl GroupAggregateOperator {
     }
 
     fn new_group(&mut self, key: Box<[u8]>) -> usize {
+        if let Some(g) = self.free_groups.pop() {
+            // `free` left the slot's state empty; it may still be listed as dirty, which
+            // `emit` handles like any dirty group.
+            self.group_index.insert(key.clone(), g);
+            self.group_keys[g] = key;
+            return g;
+        }
         let i = self.group_keys.len();
         self.group_index.insert(key.clone(), i);
         self.group_keys.push(key);
@@ -503,7 +514,11 @@ impl GroupAggregateOperator {
         let mut retracted: Vec<Box<[u8]>> = Vec::new();
         let mut inserted: Vec<u32> = Vec::new();
         let mut next_live = 0;
+        let mut empty = Vec::new();
         for g in dirty {
+            if !self.global && self.group_rows[g] == 0 {
+                empty.push(g);
+            }
             let new = if next_live < live.len() && live[next_live] == g {
                 next_live += 1;
                 Some(next_live - 1)
@@ -521,6 +536,10 @@ impl GroupAggregateOperator {
                 inserted.push(i as u32);
                 self.emitted[g] = Some(bytes.data().into());
             }
+        }
+        // A group whose rows were all retracted has nothing left to remember.
+        for g in empty {
+            self.free(g);
         }
         let mut parts = Vec::with_capacity(2);
         if !retracted.is_empty() {
@@ -700,7 +719,8 @@ impl GroupAggregateOperator {
         Ok(Some(ChangeBatch::inserts(batch)))
     }
 
-    /// Drops the state of group `g` (its window closed).
+    /// Drops the state of group `g` (its window closed, or it has no rows left) and keeps its
+    /// index for a new group.
     fn free(&mut self, g: usize) {
         self.group_index.remove(&self.group_keys[g]);
         self.group_keys[g] = Box::new([]);
@@ -708,11 +728,26 @@ impl GroupAggregateOperator {
         self.emitted[g] = None;
         for state in &mut self.states {
             match state {
+                AggregateState::Counts(c) => c[g] = 0,
+                AggregateState::IntSums { sums, counts }
+                | AggregateState::DecimalSums { sums, counts, .. } => {
+                    sums[g] = 0;
+                    counts[g] = 0;
+                }
+                AggregateState::FloatSums { sums, counts } => {
+                    sums[g] = 0.0;
+                    counts[g] = 0;
+                }
                 AggregateState::Values { values, .. } => values[g] = BTreeMap::new(),
                 AggregateState::Extreme { values, .. } => values[g] = None,
-                _ => {}
             }
         }
+        self.free_groups.push(g);
+    }
+
+    /// Groups with state (alive, or freed and not reused yet: their slots are counted).
+    pub fn groups(&self) -> (usize, usize) {
+        (self.group_index.len(), self.group_keys.len())
     }
 }
 
@@ -846,6 +881,7 @@ impl GroupAggregateOperator {
         self.dirty.clear();
         self.is_dirty = vec![false; n];
         self.open_windows.clear();
+        self.free_groups.clear();
         for (g, t) in columns::opt_i64_column(batch, "open_window")?
             .into_iter()
             .enumerate()
@@ -992,6 +1028,22 @@ mod tests {
         );
         // the last row of a group leaves: the group disappears
         assert_eq!(step(&mut op, "- a 2"), "- a 1 2 1");
+    }
+
+    #[test]
+    fn groups_whose_rows_all_leave_are_freed_and_their_slots_reused() {
+        use AggregateKind::*;
+        let mut op = operator(&[CountStar, Sum, Min]);
+        for round in 0..20 {
+            let rows: String = (0..50).map(|k| format!("+ r{round}k{k} {k}\n")).collect();
+            step(&mut op, &rows);
+            assert_eq!(op.groups().0, 50);
+            let gone: String = (0..50).map(|k| format!("- r{round}k{k} {k}\n")).collect();
+            step(&mut op, &gone);
+            assert_eq!(op.groups(), (0, 50), "round {round}");
+        }
+        // A freed group that comes back starts from nothing.
+        assert_eq!(step(&mut op, "+ r0k1 7"), "+ r0k1 1 7 7");
     }
 
     #[test]
