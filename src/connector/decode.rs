@@ -89,27 +89,38 @@ impl RecordDecoder {
                 bad: Vec::new(),
             });
         }
-        let mut good = Vec::new();
-        let mut rows_from = Vec::new();
-        let mut bad = Vec::new();
-        for (i, record) in records.iter().enumerate() {
-            match self.decode_all(std::slice::from_ref(record)) {
-                Ok(batch) if batch.num_rows() == 1 => {
-                    good.push(batch);
-                    rows_from.push(i);
+        let mut split = Split::default();
+        self.bisect(records, 0, &mut split);
+        Ok(Decoded {
+            batch: concat_batches(&self.schema, &split.good)?,
+            rows_from: Some(split.rows_from),
+            bad: split.bad,
+        })
+    }
+
+    /// Decodes the two halves of `records` (which do not decode as a whole) each as a whole,
+    /// and halves again those that do not, down to single records: a batch with a few bad
+    /// records costs a few decodes of it, not one decoder per record.
+    fn bisect(&mut self, records: &[&[u8]], offset: usize, split: &mut Split) {
+        let mid = records.len() / 2;
+        for (start, part) in [(0, &records[..mid]), (mid, &records[mid..])] {
+            if part.is_empty() {
+                continue;
+            }
+            let at = offset + start;
+            match self.decode_all(part) {
+                Ok(batch) if batch.num_rows() == part.len() => {
+                    split.good.push(batch);
+                    split.rows_from.extend(at..at + part.len());
                 }
-                Ok(batch) => bad.push((
-                    i,
+                Ok(batch) if part.len() == 1 => split.bad.push((
+                    at,
                     format!("record holds {} rows, not one", batch.num_rows()),
                 )),
-                Err(e) => bad.push((i, e.to_string())),
+                Err(e) if part.len() == 1 => split.bad.push((at, e.to_string())),
+                _ => self.bisect(part, at, split),
             }
         }
-        Ok(Decoded {
-            batch: concat_batches(&self.schema, &good)?,
-            rows_from: Some(rows_from),
-            bad,
-        })
     }
 
     /// Decodes newline-delimited records (a chunk of a JSON-lines or CSV file) in one call;
@@ -165,10 +176,14 @@ impl RecordDecoder {
                 let mut decoder = JsonReaderBuilder::new(Arc::clone(&self.schema))
                     .with_batch_size(records.len() + 1)
                     .build_decoder()?;
-                for record in records {
+                for (i, record) in records.iter().enumerate() {
                     feed(|b| decoder.decode(b), record)?;
                     // A separator, so that `1` `2` are not read as `12`.
                     feed(|b| decoder.decode(b), b"\n")?;
+                    // One row per record, or rows could be credited to the wrong records.
+                    if decoder.len() != i + 1 || decoder.has_partial_record() {
+                        return Err(one_row_each(decoder.len(), i));
+                    }
                 }
                 let batch = decoder.flush()?;
                 Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.schema))))
@@ -179,11 +194,15 @@ impl RecordDecoder {
                     .with_header(false)
                     .with_batch_size(records.len() + 1)
                     .build_decoder();
-                for record in records {
+                let size = records.len() + 1;
+                for (i, record) in records.iter().enumerate() {
                     let line = record.strip_suffix(b"\n").unwrap_or(record);
                     let line = line.strip_suffix(b"\r").unwrap_or(line);
                     feed(|b| decoder.decode(b), line)?;
                     feed(|b| decoder.decode(b), b"\n")?;
+                    if size - decoder.capacity() != i + 1 {
+                        return Err(one_row_each(size - decoder.capacity(), i));
+                    }
                 }
                 let batch = decoder.flush()?;
                 Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.schema))))
@@ -302,6 +321,22 @@ fn avro_schema_id(record: &[u8]) -> Option<u32> {
 }
 
 /// Feeds `bytes` to an arrow decoder until it has taken all of them.
+/// Records up to `i` made `rows` rows, not one each.
+fn one_row_each(rows: usize, i: usize) -> ArrowError {
+    ArrowError::ParseError(format!(
+        "records up to #{} hold {rows} rows, not one each",
+        i + 1
+    ))
+}
+
+/// What [`RecordDecoder::bisect`] found.
+#[derive(Default)]
+struct Split {
+    good: Vec<RecordBatch>,
+    rows_from: Vec<usize>,
+    bad: Vec<(usize, String)>,
+}
+
 fn feed(
     mut decode: impl FnMut(&[u8]) -> Result<usize, ArrowError>,
     mut bytes: &[u8],
@@ -394,6 +429,39 @@ mod tests {
         assert_eq!(out.rows_from, Some(vec![0, 5]));
         let bad: Vec<usize> = out.bad.iter().map(|(i, _)| *i).collect();
         assert_eq!(bad, vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn rows_are_never_credited_to_the_wrong_records() {
+        let mut d = RecordDecoder::new(schema(), Encode::Json).unwrap();
+        // As many rows as records, but the first record has none and the second two.
+        let records: Vec<&[u8]> = vec![b" ", br#"{"a": 5}{"a": 6}"#, br#"{"a": 7}"#];
+        let out = d.decode(&records).unwrap();
+        assert_eq!(a_values(&out.batch), vec![7]);
+        assert_eq!(out.rows_from, Some(vec![2]));
+        let bad: Vec<usize> = out.bad.iter().map(|(i, _)| *i).collect();
+        assert_eq!(bad, vec![0, 1]);
+    }
+
+    #[test]
+    fn a_bad_record_among_many_is_found_by_halving() {
+        let mut d = RecordDecoder::new(schema(), Encode::Json).unwrap();
+        let texts: Vec<String> = (0..1000)
+            .map(|i| match i {
+                500 => "{broken".to_string(),
+                _ => format!(r#"{{"a": {i}}}"#),
+            })
+            .collect();
+        let records: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+        let out = d.decode(&records).unwrap();
+        let want: Vec<i64> = (0..1000).filter(|&i| i != 500).collect();
+        assert_eq!(a_values(&out.batch), want);
+        assert_eq!(
+            out.rows_from,
+            Some((0..1000).filter(|&i| i != 500).collect())
+        );
+        assert_eq!(out.bad.len(), 1);
+        assert_eq!(out.bad[0].0, 500);
     }
 
     #[test]
