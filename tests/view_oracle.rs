@@ -111,6 +111,16 @@ fn views() -> Vec<(&'static str, String, bool)> {
             false,
         ),
         (
+            // A window aggregate over an append-only table, updating: each window's groups are
+            // freed once the watermark passes its end, and its rows stay. Over `al`, whose short
+            // watermark delay puts rows right at the edge of windows being freed.
+            "o_tumble_expiring",
+            "SELECT k, window_start, count(*) AS n, sum(v) AS s, count(DISTINCT v) AS d \
+             FROM TUMBLE(al, ts, INTERVAL '3' SECOND) GROUP BY k, window_start"
+                .into(),
+            false,
+        ),
+        (
             "o_global",
             "SELECT count(*) AS n, sum(v) AS s, max(v) AS m, min(ts) AS first FROM ao".into(),
             false,
@@ -139,7 +149,8 @@ async fn run(parallelism: usize, seed: u64) {
     client
         .batch_execute(
             "CREATE TABLE ev (id INT PRIMARY KEY, k INT, v BIGINT, ts TIMESTAMP);
-             CREATE TABLE ao (k INT, v BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '30' SECOND) APPEND ONLY;",
+             CREATE TABLE ao (k INT, v BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '30' SECOND) APPEND ONLY;
+             CREATE TABLE al (k INT, v BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '2' SECOND) APPEND ONLY;",
         )
         .await
         .expect("tables");
@@ -197,6 +208,11 @@ async fn run(parallelism: usize, seed: u64) {
                         .batch_execute(&format!("INSERT INTO ao VALUES {}", values.join(", ")))
                         .await
                         .expect("insert ao");
+                    // The same rows where most are late: the rest arrive at windows' edges.
+                    client
+                        .batch_execute(&format!("INSERT INTO al VALUES {}", values.join(", ")))
+                        .await
+                        .expect("insert al");
                 }
                 6 => {
                     let sql = if rng.random_bool(0.5) {

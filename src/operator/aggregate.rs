@@ -15,7 +15,7 @@
 //! [`close_windows`](GroupAggregateOperator::close_windows) emits each group once, final, when
 //! the watermark passes the end of its window, and frees its state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -139,8 +139,15 @@ pub struct GroupAggregateOperator {
     global: bool,
     /// `EMIT ON WINDOW CLOSE` on this window key.
     emit_on_close: Option<WindowKey>,
-    /// Open windows: window key (ns) → groups, for closing in order.
+    /// Over append-only input, without `EMIT ON WINDOW CLOSE`: the window key whose windows
+    /// are final once the watermark passes their end, and then freed (their rows stay in the
+    /// view; no change can reach them, as the table drops rows behind its watermark).
+    expire: Option<WindowKey>,
+    /// Open windows: window key (ns) → groups, for closing in order. A group freed before its
+    /// window closed may still be listed; `group_window` tells.
     open_windows: BTreeMap<Timestamp, Vec<usize>>,
+    /// The window each group belongs to, while it is listed in `open_windows`.
+    group_window: Vec<Option<Timestamp>>,
     /// Group indexes freed (their rows all retracted, or their window closed), reused by new
     /// groups, so that the state is as large as the groups alive, not every group ever seen.
     free_groups: Vec<usize>,
@@ -234,7 +241,9 @@ impl GroupAggregateOperator {
             is_dirty: Vec::new(),
             global,
             emit_on_close: None,
+            expire: None,
             open_windows: BTreeMap::new(),
+            group_window: Vec::new(),
             free_groups: Vec::new(),
         };
         if global {
@@ -277,6 +286,18 @@ impl GroupAggregateOperator {
         self
     }
 
+    /// Over append-only input: frees each window's groups once the watermark passes the
+    /// window's end (their last rows were emitted before).
+    pub fn with_window_expiry(mut self, window: WindowKey) -> Self {
+        self.expire = Some(window);
+        self
+    }
+
+    /// The window key windows are closed on, in either mode.
+    fn closing(&self) -> Option<WindowKey> {
+        self.emit_on_close.or(self.expire)
+    }
+
     /// The output schema.
     pub fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
@@ -296,6 +317,7 @@ impl GroupAggregateOperator {
         self.group_rows.push(0);
         self.emitted.push(None);
         self.is_dirty.push(false);
+        self.group_window.push(None);
         for state in &mut self.states {
             match state {
                 AggregateState::Counts(c) => c.push(0),
@@ -355,7 +377,7 @@ impl GroupAggregateOperator {
         let keys = self.keys.encode(data, NAME)?;
         let mut created = Vec::new();
         let groups = self.group_indexes(&keys, rows, &mut created);
-        if let Some(window) = self.emit_on_close
+        if let Some(window) = self.closing()
             && !created.is_empty()
         {
             let times = crate::stream::watermark::nanos(&keys.columns[window.key]).map_err(df)?;
@@ -367,6 +389,7 @@ impl GroupAggregateOperator {
                         .entry(times.value(row))
                         .or_default()
                         .push(g);
+                    self.group_window[g] = Some(times.value(row));
                 }
             }
         }
@@ -686,13 +709,13 @@ impl GroupAggregateOperator {
         Ok(Some(pieces.join(separator)))
     }
 
-    /// With `EMIT ON WINDOW CLOSE`: the final rows of every window that ends at or before
-    /// `watermark`; their state is freed.
+    /// Frees every window that ends at or before `watermark`; with `EMIT ON WINDOW CLOSE`,
+    /// returns their final rows.
     pub fn close_windows(
         &mut self,
         watermark: Timestamp,
     ) -> Result<Option<ChangeBatch>, OperatorError> {
-        let Some(window) = self.emit_on_close else {
+        let Some(window) = self.closing() else {
             return Ok(None);
         };
         let Some(bound) = watermark.checked_sub(window.end_offset) else {
@@ -704,19 +727,32 @@ impl GroupAggregateOperator {
             None => BTreeMap::new(),
         };
         let closed = std::mem::replace(&mut self.open_windows, still_open);
-        let groups: Vec<usize> = closed
-            .into_values()
-            .flatten()
-            .filter(|&g| self.group_rows[g] > 0)
-            .collect();
-        if groups.is_empty() {
-            return Ok(None);
+        let mut groups = Vec::new();
+        for (t, listed) in closed {
+            groups.extend(
+                listed
+                    .into_iter()
+                    .filter(|&g| self.group_window[g] == Some(t)),
+            );
         }
-        let batch = self.output_batch(&groups)?;
-        for &g in &groups {
+        let emitted: Vec<usize> = if self.emit_on_close.is_some() {
+            groups
+                .iter()
+                .copied()
+                .filter(|&g| self.group_rows[g] > 0)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let batch = if emitted.is_empty() {
+            None
+        } else {
+            Some(self.output_batch(&emitted)?)
+        };
+        for g in groups {
             self.free(g);
         }
-        Ok(Some(ChangeBatch::inserts(batch)))
+        Ok(batch.map(ChangeBatch::inserts))
     }
 
     /// Drops the state of group `g` (its window closed, or it has no rows left) and keeps its
@@ -726,6 +762,7 @@ impl GroupAggregateOperator {
         self.group_keys[g] = Box::new([]);
         self.group_rows[g] = 0;
         self.emitted[g] = None;
+        self.group_window[g] = None;
         for state in &mut self.states {
             match state {
                 AggregateState::Counts(c) => c[g] = 0,
@@ -798,12 +835,6 @@ impl GroupAggregateOperator {
         let live: Vec<usize> = (0..self.group_keys.len())
             .filter(|&g| self.group_index.get(&self.group_keys[g]) == Some(&g))
             .collect();
-        let mut open: HashMap<usize, Timestamp> = HashMap::new();
-        for (&t, groups) in &self.open_windows {
-            for &g in groups {
-                open.insert(g, t);
-            }
-        }
         let mut columns: Vec<(String, ArrayRef)> = vec![
             (
                 "key".into(),
@@ -819,7 +850,7 @@ impl GroupAggregateOperator {
             ),
             (
                 "open_window".into(),
-                columns::opt_i64s(live.iter().map(|g| open.get(g).copied()).collect()),
+                columns::opt_i64s(live.iter().map(|&g| self.group_window[g]).collect()),
             ),
         ];
         let pick = |v: &[i64]| live.iter().map(|&g| v[g]).collect::<Vec<_>>();
@@ -882,12 +913,14 @@ impl GroupAggregateOperator {
         self.is_dirty = vec![false; n];
         self.open_windows.clear();
         self.free_groups.clear();
+        self.group_window = vec![None; n];
         for (g, t) in columns::opt_i64_column(batch, "open_window")?
             .into_iter()
             .enumerate()
         {
             if let Some(t) = t {
                 self.open_windows.entry(t).or_default().push(g);
+                self.group_window[g] = Some(t);
             }
         }
         for (a, state) in self.states.iter_mut().enumerate() {
@@ -1047,6 +1080,52 @@ mod tests {
     }
 
     #[test]
+    fn windows_the_watermark_passed_are_freed_without_output() {
+        use super::super::KeyedOperator;
+        use datafusion::arrow::array::TimestampNanosecondArray;
+        use datafusion::arrow::datatypes::TimeUnit;
+        let ts = DataType::Timestamp(TimeUnit::Nanosecond, None);
+        let input = Arc::new(Schema::new(vec![Field::new("w", ts.clone(), true)]));
+        let output = Arc::new(Schema::new(vec![
+            Field::new("w", ts.clone(), true),
+            Field::new("n", DataType::Int64, true),
+        ]));
+        let mut op = GroupAggregateOperator::new(
+            vec![col("w", &input).expect("column w")],
+            vec![ts],
+            vec![AggregateCall {
+                kind: AggregateKind::CountStar,
+                argument: None,
+                argument_type: DataType::Int64,
+            }],
+            output,
+        )
+        .expect("operator")
+        .with_append_only_input()
+        .with_window_expiry(WindowKey {
+            key: 0,
+            end_offset: 10,
+        });
+        let rows = |w: Vec<i64>| {
+            ChangeBatch::inserts(
+                RecordBatch::try_new(
+                    Arc::clone(&input),
+                    vec![Arc::new(TimestampNanosecondArray::from(w))],
+                )
+                .expect("batch"),
+            )
+        };
+        op.process(rows(vec![0, 0, 10, 20])).expect("process");
+        assert_eq!(op.groups().0, 3);
+        // Windows [0, 10) closed: freed, and nothing more is emitted for them.
+        assert!(op.finish(Some(15)).expect("finish").is_empty());
+        assert_eq!(op.groups().0, 2);
+        op.process(rows(vec![30])).expect("process");
+        assert!(op.finish(Some(1_000)).expect("finish").is_empty());
+        assert_eq!(op.groups(), (0, 3), "every window freed, slots reused");
+    }
+
+    #[test]
     fn min_max_survive_deleting_the_current_extreme() {
         use AggregateKind::*;
         let mut op = operator(&[Min, Max, CountDistinct]);
@@ -1079,7 +1158,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut op = operator(&[CountStar, Count, Sum, Min, Max, CountDistinct]);
         let mut alive: Vec<(String, Option<i64>)> = Vec::new();
-        let mut view: HashMap<String, i64> = HashMap::new();
+        let mut view: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
         for _ in 0..30 {
             let mut lines = Vec::new();
             for _ in 0..rng.random_range(1..40) {

@@ -190,8 +190,17 @@ pub(super) fn plan_aggregate(
     let append_only = super::is_append_only(&agg.input);
     let mut times = key_times;
     times.extend(std::iter::repeat_n(ColumnTime::Plain, agg.aggr_expr.len()));
+    // Over append-only input no change reaches a window the watermark passed: an updating
+    // window aggregate frees it then.
+    let expire = if close.is_none() && append_only {
+        window
+    } else {
+        None
+    };
     let label = if close.is_some() {
         label("WindowAggregate", agg, " emit=on-window-close")
+    } else if expire.is_some() {
+        label("WindowAggregate", agg, " emit=on-update free=on-watermark")
     } else {
         label("GroupAggregate", agg, "")
     };
@@ -210,6 +219,8 @@ pub(super) fn plan_aggregate(
         .map_err(Error::from)?;
         if let Some(w) = close {
             op = op.with_emit_on_window_close(w);
+        } else if let Some(w) = expire {
+            op = op.with_window_expiry(w);
         }
         if append_only {
             op = op.with_append_only_input();
