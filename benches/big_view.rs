@@ -19,17 +19,6 @@ use tokio_postgres::Client;
 
 const WRITES: usize = 50;
 
-fn peak_rss_mb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb / 1024)
-}
-
 fn report(label: &str, mut times: Vec<Duration>) -> f64 {
     times.sort();
     let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
@@ -117,7 +106,7 @@ async fn main() {
     println!(
         "big_view create: groups={groups} seconds={:.2} peak_rss_mb={}",
         started.elapsed().as_secs_f64(),
-        peak_rss_mb()
+        common::peak_rss_mb(std::process::id())
     );
     let big = report(
         "big_view_insert_flush",
@@ -145,6 +134,6 @@ async fn main() {
     println!(
         "big_view summary: groups={groups} insert_flush_ratio_big_to_small={:.2} peak_rss_mb={}",
         big / small,
-        peak_rss_mb()
+        common::peak_rss_mb(std::process::id())
     );
 }

@@ -47,18 +47,6 @@ fn bids_csv(from: usize, rows: usize, state: &mut u64) -> Vec<u8> {
     out
 }
 
-/// A process's peak resident memory in MB, from `/proc`.
-fn peak_rss_mb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb / 1024)
-}
-
 fn main() {
     let rows = common::count_arg(1_000_000);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -105,7 +93,7 @@ fn main() {
                 Err(e) => panic!("the server does not answer: {e}"),
             }
         };
-        println!("copy_ingest server_peak_rss_mb_at_start={}", peak_rss_mb(pid));
+        println!("copy_ingest server_peak_rss_mb_at_start={}", common::peak_rss_mb(pid));
         for (round, append_only) in [(1, true), (2, false)] {
             let rows = if append_only { rows } else { rows.min(2_000_000) };
             let table = format!("bids{round}");
@@ -146,7 +134,7 @@ fn main() {
                 if append_only { "append_only" } else { "default" },
                 rows as f64 / elapsed,
                 bytes as f64 / elapsed / 1e6,
-                peak_rss_mb(pid)
+                common::peak_rss_mb(pid)
             );
         }
     });

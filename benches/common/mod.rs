@@ -54,3 +54,15 @@ pub async fn connect(port: u16) -> Client {
     tokio::spawn(connection);
     client
 }
+
+/// A process's peak resident memory in MB (`VmHWM` in `/proc`; 0 if unreadable).
+pub fn peak_rss_mb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
+}
