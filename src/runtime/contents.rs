@@ -343,14 +343,15 @@ impl ViewContents {
         let every_column = self.key.len() == self.schema.fields().len();
         let mut chosen = None;
         if !every_column {
-            let candidates: Vec<Loc> = index
+            // Rows are compared in full only when the key is not unique at this moment.
+            let mut candidates = index
                 .table
                 .iter_hash(hash)
                 .filter(|e| same_key(e))
-                .map(|e| e.loc)
-                .collect();
-            if candidates.len() > 1 {
-                for &at in &candidates {
+                .map(|e| e.loc);
+            let first = candidates.next();
+            if let Some(second) = candidates.next() {
+                for at in first.into_iter().chain([second]).chain(candidates) {
                     let chunk = chunks[chunk_of(at)].as_ref().expect("indexed chunk");
                     if rows_equal(rows, r, &chunk.batch, row_of(at))? {
                         chosen = Some(at);
@@ -358,7 +359,7 @@ impl ViewContents {
                     }
                 }
             }
-            chosen = chosen.or(candidates.first().copied());
+            chosen = chosen.or(first);
         }
         let found = match chosen {
             Some(at) => index.table.find_entry(hash, |e| e.loc == at),
