@@ -317,12 +317,9 @@ fn key_values(rows: &ViewRows, filters: &[Expr]) -> Option<Vec<ArrayRef>> {
             }
         }
         if repeated.is_empty() {
-            columns.push(
-                ScalarValue::try_from(schema.field(key[k]).data_type())
-                    .ok()?
-                    .to_array_of_size(0)
-                    .ok()?,
-            );
+            columns.push(datafusion::arrow::array::new_empty_array(
+                schema.field(key[k]).data_type(),
+            ));
         } else {
             columns.push(ScalarValue::iter_to_array(repeated).ok()?);
         }
