@@ -325,14 +325,26 @@ async fn check(
     }
 }
 
+/// The run's seed: `SLUICE_SEED` replays a failed run's statements (the barrier timing that
+/// cuts them into epochs is the machine's), otherwise a random one, printed.
+fn seed() -> u64 {
+    let seed = match std::env::var("SLUICE_SEED") {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("SLUICE_SEED={s:?} is not an unsigned integer")),
+        Err(_) => rand::random(),
+    };
+    eprintln!("seed {seed} (set SLUICE_SEED={seed} to replay)");
+    seed
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn views_equal_batch_queries_at_parallelism_1() {
-    let seed = rand::random();
-    run(1, seed).await;
+    run(1, seed()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn views_equal_batch_queries_at_parallelism_4() {
-    let seed = rand::random();
-    run(4, seed).await;
+    run(4, seed()).await;
 }
