@@ -67,6 +67,7 @@ pub const RELATIONS: &[&str] = &[
     "sluice_sinks",
     "sluice_source_partitions",
     "sluice_sources",
+    "sluice_state",
     "sluice_subscriptions",
     "sluice_views",
     "sluice_watermarks",
@@ -553,6 +554,35 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                     ScalarValue::Int64(Some(sub.queued as i64)),
                     ScalarValue::Int64(Some(sub.capacity as i64)),
                 ]);
+            }
+            r
+        }
+        "sluice_state" => {
+            // What each view keeps: its rows, and each keyed operator's state per partition.
+            let published = registry.published();
+            let mut r = Relation::new(&[
+                ("view_name", TEXT),
+                ("operator_id", INT4),
+                ("operator", TEXT),
+                ("partition", INT4),
+                ("rows", INT8),
+                ("bytes", INT8),
+            ]);
+            let int = |v: u64| ScalarValue::Int64(Some(i64::try_from(v).unwrap_or(i64::MAX)));
+            for v in &views {
+                let Some(state) = published.state.get(&v.id) else {
+                    continue;
+                };
+                for op in state {
+                    r.row(vec![
+                        s(&v.name),
+                        ScalarValue::Int32(Some(op.operator_id as i32)),
+                        s(&op.operator),
+                        ScalarValue::Int32(op.partition.map(|p| p as i32)),
+                        int(op.size.rows),
+                        int(op.size.bytes),
+                    ]);
+                }
             }
             r
         }

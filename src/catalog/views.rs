@@ -64,6 +64,22 @@ pub struct Published {
     pub views: HashMap<u32, ViewSnapshot>,
     /// The live subscriptions, as of this epoch.
     pub subscriptions: Vec<SubscriptionInfo>,
+    /// View id → the state its operators keep, as of this epoch.
+    pub state: HashMap<u32, Vec<OperatorState>>,
+}
+
+/// State one operator keeps (one partition of it), as `sluice_state` shows it.
+#[derive(Debug, Clone)]
+pub struct OperatorState {
+    /// 0 for the view's own rows (`Materialize`), then the keyed operators in depth-first
+    /// order of the view's `EXPLAIN`.
+    pub operator_id: u32,
+    /// Its line of `EXPLAIN`.
+    pub operator: String,
+    /// The hash partition (`None`: the view's rows, which are not partitioned).
+    pub partition: Option<u32>,
+    /// Entries and bytes.
+    pub size: crate::operator::StateSize,
 }
 
 /// A live subscription, as `sluice_subscriptions` shows it.

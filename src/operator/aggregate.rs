@@ -151,6 +151,9 @@ pub struct GroupAggregateOperator {
     /// Group indexes freed (their rows all retracted, or their window closed), reused by new
     /// groups, so that the state is as large as the groups alive, not every group ever seen.
     free_groups: Vec<usize>,
+    /// Bytes owned through pointers: group keys (in the index and the key list), emitted rows,
+    /// MIN/MAX values and per-value counts. Kept as they change; see [`Self::state_size`].
+    heap: usize,
 }
 
 fn df(source: datafusion::error::DataFusionError) -> OperatorError {
@@ -245,6 +248,7 @@ impl GroupAggregateOperator {
             open_windows: BTreeMap::new(),
             group_window: Vec::new(),
             free_groups: Vec::new(),
+            heap: 0,
         };
         if global {
             // The one group exists from the start, so that an empty input has its row.
@@ -304,6 +308,7 @@ impl GroupAggregateOperator {
     }
 
     fn new_group(&mut self, key: Box<[u8]>) -> usize {
+        self.heap += 2 * key.len();
         if let Some(g) = self.free_groups.pop() {
             // `free` left the slot's state empty; it may still be listed as dirty, which
             // `emit` handles like any dirty group.
@@ -482,7 +487,10 @@ impl GroupAggregateOperator {
                             Some(current) => value > current.as_ref(),
                         };
                         if better {
-                            values[g] = Some(value.into());
+                            self.heap += value.len();
+                            if let Some(old) = values[g].replace(value.into()) {
+                                self.heap -= old.len();
+                            }
                         }
                     }
                 }
@@ -498,11 +506,15 @@ impl GroupAggregateOperator {
                         let value = encoded.row(i);
                         let count = match values[g].get_mut(value.data()) {
                             Some(count) => count,
-                            None => values[g].entry(value.data().into()).or_insert(0),
+                            None => {
+                                self.heap += value_entry_bytes(value.data());
+                                values[g].entry(value.data().into()).or_insert(0)
+                            }
                         };
                         *count += weight(i);
                         if *count == 0 {
                             values[g].remove(value.data());
+                            self.heap -= value_entry_bytes(value.data());
                         }
                     }
                 }
@@ -553,10 +565,12 @@ impl GroupAggregateOperator {
                 continue;
             }
             if let Some(old) = self.emitted[g].take() {
+                self.heap -= old.len();
                 retracted.push(old);
             }
             if let (Some(i), Some(bytes)) = (new, new_bytes) {
                 inserted.push(i as u32);
+                self.heap += bytes.data().len();
                 self.emitted[g] = Some(bytes.data().into());
             }
         }
@@ -758,6 +772,7 @@ impl GroupAggregateOperator {
     /// Drops the state of group `g` (its window closed, or it has no rows left) and keeps its
     /// index for a new group.
     fn free(&mut self, g: usize) {
+        self.heap -= self.group_heap(g);
         self.group_index.remove(&self.group_keys[g]);
         self.group_keys[g] = Box::new([]);
         self.group_rows[g] = 0;
@@ -785,6 +800,68 @@ impl GroupAggregateOperator {
     /// Groups with state (alive, or freed and not reused yet: their slots are counted).
     pub fn groups(&self) -> (usize, usize) {
         (self.group_index.len(), self.group_keys.len())
+    }
+
+    /// The bytes group `g` owns through pointers (counted in `heap`).
+    fn group_heap(&self, g: usize) -> usize {
+        let mut bytes =
+            2 * self.group_keys[g].len() + self.emitted[g].as_ref().map_or(0, |e| e.len());
+        for state in &self.states {
+            match state {
+                AggregateState::Values { values, .. } => {
+                    bytes += values[g]
+                        .keys()
+                        .map(|v| value_entry_bytes(v))
+                        .sum::<usize>();
+                }
+                AggregateState::Extreme { values, .. } => {
+                    bytes += values[g].as_ref().map_or(0, |v| v.len());
+                }
+                _ => {}
+            }
+        }
+        bytes
+    }
+
+    /// The live groups, and the bytes the operator holds: the capacity of its tables plus
+    /// what they own.
+    pub fn state_size(&self) -> super::StateSize {
+        use super::{map_bytes, vec_bytes};
+        let mut bytes = self.heap
+            + map_bytes(&self.group_index)
+            + vec_bytes(&self.group_keys)
+            + vec_bytes(&self.group_rows)
+            + vec_bytes(&self.emitted)
+            + vec_bytes(&self.dirty)
+            + vec_bytes(&self.is_dirty)
+            + vec_bytes(&self.group_window)
+            + vec_bytes(&self.free_groups)
+            // each open window's entry and its list of groups
+            + self.open_windows.len() * (64 + super::BTREE_ENTRY_OVERHEAD);
+        if self.closing().is_some() {
+            bytes += self.group_index.len() * std::mem::size_of::<usize>();
+        }
+        for state in &self.states {
+            bytes += match state {
+                AggregateState::Counts(c) => vec_bytes(c),
+                AggregateState::IntSums { sums, counts }
+                | AggregateState::DecimalSums { sums, counts, .. } => {
+                    vec_bytes(sums) + vec_bytes(counts)
+                }
+                AggregateState::FloatSums { sums, counts } => vec_bytes(sums) + vec_bytes(counts),
+                AggregateState::Values { values, .. } => vec_bytes(values),
+                AggregateState::Extreme { values, .. } => vec_bytes(values),
+            };
+        }
+        super::StateSize {
+            rows: self.group_index.len() as u64,
+            bytes: bytes as u64,
+        }
+    }
+
+    /// What `heap` should be, counted over every group: for restore and for tests.
+    fn count_heap(&self) -> usize {
+        (0..self.group_keys.len()).map(|g| self.group_heap(g)).sum()
     }
 }
 
@@ -951,8 +1028,15 @@ impl GroupAggregateOperator {
                 }
             }
         }
+        self.heap = self.count_heap();
         Ok(())
     }
+}
+
+/// Bytes a value of MIN/MAX/COUNT(DISTINCT)'s per-value counts holds: its bytes, its count,
+/// the box and its share of a B-tree node.
+fn value_entry_bytes(value: &[u8]) -> usize {
+    value.len() + std::mem::size_of::<(Box<[u8]>, i64)>() + super::BTREE_ENTRY_OVERHEAD
 }
 
 impl super::KeyedOperator for GroupAggregateOperator {
@@ -975,6 +1059,10 @@ impl super::KeyedOperator for GroupAggregateOperator {
             ));
         };
         GroupAggregateOperator::restore(self, batch)
+    }
+
+    fn state_size(&self) -> super::StateSize {
+        GroupAggregateOperator::state_size(self)
     }
 
     fn finish(&mut self, watermark: Option<Timestamp>) -> Result<Vec<ChangeBatch>, OperatorError> {
@@ -1061,6 +1149,59 @@ mod tests {
         );
         // the last row of a group leaves: the group disappears
         assert_eq!(step(&mut op, "- a 2"), "- a 1 2 1");
+    }
+
+    #[test]
+    fn state_size_follows_groups_values_and_emitted_rows() {
+        use AggregateKind::*;
+        // Pseudo-random keys of varied lengths, values inserted and retracted.
+        let mut x: u64 = 7;
+        let mut next = move |n: u64| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) % n
+        };
+        let mut op = operator(&[CountStar, Min, CountDistinct, Max]);
+        let mut live: Vec<(String, u64)> = Vec::new();
+        for _ in 0..40 {
+            let mut table = String::new();
+            for _ in 0..next(30) {
+                if !live.is_empty() && next(3) == 0 {
+                    let (k, v) = live.swap_remove(next(live.len() as u64) as usize);
+                    table.push_str(&format!("- {k} {v}\n"));
+                } else {
+                    let k = "k".repeat(1 + next(40) as usize) + &next(20).to_string();
+                    let v = next(1000);
+                    table.push_str(&format!("+ {k} {v}\n"));
+                    live.push((k, v));
+                }
+            }
+            step(&mut op, &table);
+            assert_eq!(op.heap, op.count_heap());
+            let groups: std::collections::HashSet<&String> = live.iter().map(|(k, _)| k).collect();
+            assert_eq!(op.state_size().rows, groups.len() as u64);
+        }
+        let full = op.state_size().bytes;
+        let gone: String = live.iter().map(|(k, v)| format!("- {k} {v}\n")).collect();
+        step(&mut op, &gone);
+        assert_eq!((op.heap, op.state_size().rows), (0, 0));
+        assert!(op.state_size().bytes < full);
+        // Append-only input: MIN/MAX keep one value each.
+        let mut op = operator(&[Min, Max]).with_append_only_input();
+        for round in 0..10 {
+            let rows: String = (0..20)
+                .map(|k| format!("+ k{k} {}\n", 1000 - round * k))
+                .collect();
+            step(&mut op, &rows);
+            assert_eq!(op.heap, op.count_heap());
+        }
+        // A restored operator counts what it restored.
+        let mut restored = operator(&[Min, Max]).with_append_only_input();
+        restored
+            .restore(&op.checkpoint().expect("checkpoint"))
+            .expect("restore");
+        assert_eq!(restored.heap, op.heap);
     }
 
     #[test]

@@ -106,6 +106,39 @@ pub fn cast_to_schema(
     datafusion::arrow::array::RecordBatch::try_new(std::sync::Arc::clone(schema), columns)
 }
 
+/// How much state an operator keeps, as `sluice_state` shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateSize {
+    /// Entries kept: groups of an aggregate, slices of a sliced window, buffered rows and
+    /// groups of a session window.
+    pub rows: u64,
+    /// Bytes held: the allocated capacity of the operator's tables and vectors, plus the bytes
+    /// of the keys and values they own. An estimate (allocator overhead is not counted),
+    /// maintained as state changes, so reading it costs nothing.
+    pub bytes: u64,
+}
+
+impl std::ops::AddAssign for StateSize {
+    fn add_assign(&mut self, other: Self) {
+        self.rows += other.rows;
+        self.bytes += other.bytes;
+    }
+}
+
+/// Bytes a vector has allocated.
+pub(crate) fn vec_bytes<T>(v: &Vec<T>) -> usize {
+    v.capacity() * std::mem::size_of::<T>()
+}
+
+/// Bytes a hash map has allocated (entries plus one control byte each).
+pub(crate) fn map_bytes<K, V, S>(m: &std::collections::HashMap<K, V, S>) -> usize {
+    m.capacity() * (std::mem::size_of::<(K, V)>() + 1)
+}
+
+/// Bytes a B-tree entry costs beyond its key and value: its share of a node (a node holds up
+/// to 11 entries and two pointers per entry in internal nodes; about 2/3 full).
+pub(crate) const BTREE_ENTRY_OVERHEAD: usize = 16;
+
 /// An operator that keeps state per key, so that it can run as hash partitions of its input:
 /// it folds changes into its state as they come and says what changed at the end of an epoch.
 pub trait KeyedOperator: Send + std::fmt::Debug {
@@ -129,6 +162,9 @@ pub trait KeyedOperator: Send + std::fmt::Debug {
         &mut self,
         state: &[datafusion::arrow::array::RecordBatch],
     ) -> Result<(), crate::state::StateError>;
+
+    /// How much state the operator keeps now; constant time.
+    fn state_size(&self) -> StateSize;
 }
 
 /// An incremental operator.

@@ -61,6 +61,15 @@ pub struct SessionWindowAggregate {
     by_key: HashMap<Box<[u8]>, BTreeMap<TimedRow, RowState>>,
     touched: HashSet<Box<[u8]>>,
     inner: GroupAggregateOperator,
+    /// Rows kept over all keys.
+    rows: usize,
+    /// Bytes the keys and rows own (see [`row_entry_bytes`]).
+    heap: usize,
+}
+
+/// Bytes a kept row costs: its encoding, its entry and its share of a B-tree node.
+fn row_entry_bytes(row: &[u8]) -> usize {
+    row.len() + std::mem::size_of::<(TimedRow, RowState)>() + super::BTREE_ENTRY_OVERHEAD
 }
 
 impl SessionWindowAggregate {
@@ -101,6 +110,8 @@ impl SessionWindowAggregate {
             by_key: HashMap::new(),
             touched: HashSet::new(),
             inner,
+            rows: 0,
+            heap: 0,
         })
     }
 
@@ -130,13 +141,24 @@ impl SessionWindowAggregate {
             let key = keys.key(i);
             let key_rows = match self.by_key.get_mut(key) {
                 Some(r) => r,
-                None => self.by_key.entry(key.into()).or_default(),
+                None => {
+                    self.heap += key.len();
+                    self.by_key.entry(key.into()).or_default()
+                }
             };
             if !self.touched.contains(key) {
                 self.touched.insert(key.into());
             }
             let row = (times.value(i), Box::<[u8]>::from(encoded.row(i).data()));
-            key_rows.entry(row).or_default().count += input.weights().map_or(1, |w| w.value(i));
+            let state = match key_rows.entry(row) {
+                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    self.rows += 1;
+                    self.heap += row_entry_bytes(&v.key().1);
+                    v.insert(RowState::default())
+                }
+            };
+            state.count += input.weights().map_or(1, |w| w.value(i));
         }
         Ok(())
     }
@@ -181,9 +203,12 @@ impl SessionWindowAggregate {
                 }
             }
             for row in gone {
+                self.rows -= 1;
+                self.heap -= row_entry_bytes(&row.1);
                 key_rows.remove(&row);
             }
             if key_rows.is_empty() {
+                self.heap -= key.len();
                 self.by_key.remove(&key);
             }
         }
@@ -257,6 +282,10 @@ impl SessionWindowAggregate {
         let fed_counts = columns::opt_i64_column(rows, "fed_count")?;
         self.by_key.clear();
         self.touched.clear();
+        self.rows = rows.num_rows();
+        self.heap = (0..rows.num_rows())
+            .map(|i| row_entry_bytes(encoded.value(i)))
+            .sum();
         for i in 0..rows.num_rows() {
             let fed = fed_starts[i].zip(fed_counts[i]);
             self.by_key.entry(keys.value(i).into()).or_default().insert(
@@ -267,7 +296,30 @@ impl SessionWindowAggregate {
                 },
             );
         }
+        self.heap += self.by_key.keys().map(|k| k.len()).sum::<usize>();
         self.inner.restore(inner)
+    }
+}
+
+impl SessionWindowAggregate {
+    /// Rows kept plus the inner aggregate's sessions, and the bytes of both.
+    pub fn state_size(&self) -> super::StateSize {
+        let mut size = self.inner.state_size();
+        size.rows += self.rows as u64;
+        size.bytes += (self.heap
+            + super::map_bytes(&self.by_key)
+            + self.touched.capacity() * (std::mem::size_of::<Box<[u8]>>() + 1))
+            as u64;
+        size
+    }
+
+    /// What `heap` should be, counted over every key: for tests.
+    #[cfg(test)]
+    fn count_heap(&self) -> usize {
+        self.by_key
+            .iter()
+            .map(|(k, rows)| k.len() + rows.keys().map(|(_, r)| row_entry_bytes(r)).sum::<usize>())
+            .sum()
     }
 }
 
@@ -290,6 +342,10 @@ impl super::KeyedOperator for SessionWindowAggregate {
 
     fn finish(&mut self, _watermark: Option<Timestamp>) -> Result<Vec<ChangeBatch>, OperatorError> {
         Ok(self.emit()?.into_iter().collect())
+    }
+
+    fn state_size(&self) -> super::StateSize {
+        SessionWindowAggregate::state_size(self)
     }
 }
 
@@ -373,5 +429,25 @@ mod tests {
         );
         // Nothing changed: nothing emitted.
         assert!(step(&mut op, "").is_empty());
+    }
+
+    /// Kept rows and their bytes follow inserts and deletes, down to nothing.
+    #[test]
+    fn state_size_counts_kept_rows() {
+        let mut op = sessions();
+        step(&mut op, "+ a 0 1\n+ a 5 2\n+ a 5 2\n+ bb 0 8");
+        assert_eq!((op.rows, op.heap), (3, op.count_heap()));
+        // one session of `a` (a row twice) and one of `bb`: 3 rows kept, 2 sessions
+        assert_eq!(op.state_size().rows, 3 + 2);
+        step(&mut op, "- a 5 2\n+ a 40 1");
+        assert_eq!((op.rows, op.heap), (4, op.count_heap()));
+        let mut restored = sessions();
+        restored
+            .restore(&op.checkpoint().unwrap())
+            .expect("restore");
+        assert_eq!((restored.rows, restored.heap), (op.rows, op.heap));
+        step(&mut op, "- a 0 1\n- a 5 2\n- a 40 1\n- bb 0 8");
+        assert_eq!((op.rows, op.heap), (0, 0));
+        assert_eq!(op.state_size().rows, 0);
     }
 }

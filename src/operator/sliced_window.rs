@@ -120,6 +120,8 @@ pub struct SlicedWindowAggregate {
     /// Updating: (group, window start) → index of its last emitted partials in `emitted`.
     emitted_index: HashMap<(usize, Timestamp), usize>,
     emitted: Vec<Partial>,
+    /// Bytes of the group keys (each is kept in the index and in `group_keys`).
+    key_bytes: usize,
 }
 
 /// Merges partial `p` into `m`: COUNT and SUM add, MIN and MAX compare.
@@ -184,6 +186,7 @@ impl SlicedWindowAggregate {
             dirty: Vec::new(),
             slot_dirty: Vec::new(),
             emitted_index: HashMap::new(),
+            key_bytes: 0,
             emitted: Vec::new(),
         })
     }
@@ -277,6 +280,7 @@ impl SlicedWindowAggregate {
                 Some(&g) => g,
                 None => {
                     let g = self.groups.len();
+                    self.key_bytes += 2 * key.len();
                     self.group_index.insert(key.into(), g);
                     self.group_keys.push(key.into());
                     self.groups.push(Group::default());
@@ -744,8 +748,10 @@ impl SlicedWindowAggregate {
                 emitted_through,
             })
             .collect();
+        self.key_bytes = 0;
         for g in 0..groups.num_rows() {
             let key: Box<[u8]> = keys.value(g).into();
+            self.key_bytes += 2 * key.len();
             self.group_index.insert(key.clone(), g);
             self.group_keys.push(key);
         }
@@ -779,6 +785,31 @@ impl SlicedWindowAggregate {
     }
 }
 
+impl SlicedWindowAggregate {
+    /// Slices in use, and the bytes the operator holds: the capacity of its tables, the group
+    /// keys, and a slot of a group's slice list per slice.
+    pub fn state_size(&self) -> super::StateSize {
+        use super::{map_bytes, vec_bytes};
+        let n = self.aggregates.len().max(1);
+        let slices = self.partials.len() / n - self.free_slots.len();
+        let bytes = self.key_bytes
+            + map_bytes(&self.group_index)
+            + vec_bytes(&self.group_keys)
+            + vec_bytes(&self.groups)
+            + slices * std::mem::size_of::<(Timestamp, usize)>()
+            + vec_bytes(&self.partials)
+            + vec_bytes(&self.free_slots)
+            + vec_bytes(&self.dirty)
+            + vec_bytes(&self.slot_dirty)
+            + map_bytes(&self.emitted_index)
+            + vec_bytes(&self.emitted);
+        super::StateSize {
+            rows: slices as u64,
+            bytes: bytes as u64,
+        }
+    }
+}
+
 impl super::KeyedOperator for SlicedWindowAggregate {
     fn schema(&self) -> SchemaRef {
         SlicedWindowAggregate::schema(self)
@@ -794,6 +825,10 @@ impl super::KeyedOperator for SlicedWindowAggregate {
 
     fn restore(&mut self, state: &[RecordBatch]) -> Result<(), StateError> {
         SlicedWindowAggregate::restore(self, state)
+    }
+
+    fn state_size(&self) -> super::StateSize {
+        SlicedWindowAggregate::state_size(self)
     }
 
     fn finish(&mut self, watermark: Option<Timestamp>) -> Result<Vec<ChangeBatch>, OperatorError> {

@@ -81,6 +81,28 @@ impl Chunk {
         self.batch.num_rows()
     }
 
+    /// Bytes the chunk holds: its rows (the slice of the buffers it uses), keys, hashes, hash
+    /// order, and room for a full deletion bitmap.
+    fn bytes(&self) -> usize {
+        let rows: usize = self
+            .batch
+            .columns()
+            .iter()
+            .map(|c| {
+                c.to_data()
+                    .get_slice_memory_size()
+                    .unwrap_or_else(|_| c.get_array_memory_size())
+            })
+            .sum();
+        rows + self.keys.as_ref().map_or(0, |k| k.size())
+            + self.hashes.capacity() * std::mem::size_of::<u64>()
+            + self
+                .sorted
+                .as_ref()
+                .map_or(0, |s| s.capacity() * std::mem::size_of::<u32>())
+            + CHUNK_ROWS / 8
+    }
+
     fn is_dead(&self, row: usize) -> bool {
         self.dead
             .get(row / 64)
@@ -155,6 +177,8 @@ pub struct ViewContents {
     /// The chunk new rows go to.
     open: Option<u32>,
     live: usize,
+    /// Bytes of the sealed chunks (they never change but for deletion bits).
+    sealed_bytes: usize,
 }
 
 impl ViewContents {
@@ -168,6 +192,7 @@ impl ViewContents {
             free: Vec::new(),
             open: None,
             live: 0,
+            sealed_bytes: 0,
         })
     }
 
@@ -194,6 +219,7 @@ impl ViewContents {
             free: Vec::new(),
             open: None,
             live: 0,
+            sealed_bytes: 0,
         })
     }
 
@@ -205,6 +231,23 @@ impl ViewContents {
     /// Live rows.
     pub fn num_rows(&self) -> usize {
         self.live
+    }
+
+    /// Live rows, and the bytes the rows, their chunks and the key index hold.
+    pub fn state_size(&self) -> crate::operator::StateSize {
+        let open = self
+            .open
+            .and_then(|id| self.chunks[id as usize].as_ref())
+            .map_or(0, Chunk::bytes);
+        let index = self.index.as_ref().map_or(0, |i| {
+            i.table.capacity() * (std::mem::size_of::<Entry>() + 1)
+        });
+        let chunks = self.chunks.capacity() * std::mem::size_of::<Option<Chunk>>()
+            + self.free.capacity() * std::mem::size_of::<u32>();
+        crate::operator::StateSize {
+            rows: self.live as u64,
+            bytes: (self.sealed_bytes + open + index + chunks) as u64,
+        }
     }
 
     /// Applies a batch of changes, row by row in order: an insertion adds a row, a retraction
@@ -422,6 +465,7 @@ impl ViewContents {
                     sorted.sort_unstable_by_key(|&r| hashes[r as usize]);
                     chunk.sorted = Some(Arc::new(sorted));
                 }
+                self.sealed_bytes += chunk.bytes();
                 self.open = None;
             }
             start += count;
@@ -461,6 +505,9 @@ impl ViewContents {
             return Ok(());
         }
         let chunk = self.chunks[id as usize].take().expect("checked above");
+        if sealed {
+            self.sealed_bytes -= chunk.bytes();
+        }
         self.free.push(id);
         if self.open == Some(id) {
             self.open = None;
@@ -515,6 +562,7 @@ impl ViewContents {
         self.free.clear();
         self.open = None;
         self.live = 0;
+        self.sealed_bytes = 0;
         if let Some(index) = &mut self.index {
             index.table.clear();
         }
@@ -744,6 +792,22 @@ mod tests {
             stored < 2 * n as usize + CHUNK_ROWS,
             "{stored} rows stored for {n}"
         );
+        // The sealed chunks' bytes follow compaction; the rows are counted as slices of the
+        // one big input batch, not each as the whole of it.
+        let sealed: usize = c
+            .chunks
+            .iter()
+            .enumerate()
+            .filter(|&(id, chunk)| chunk.is_some() && c.open != Some(id as u32))
+            .map(|(_, chunk)| chunk.as_ref().map_or(0, Chunk::bytes))
+            .sum();
+        assert_eq!(c.sealed_bytes, sealed);
+        let size = c.state_size();
+        assert_eq!(size.rows, n as u64);
+        assert!(
+            size.bytes < 100 * stored as u64,
+            "{size:?} for {stored} rows"
+        );
         let got = rows(&snapshot.batches().unwrap());
         assert_eq!(got.len(), n as usize);
         for k in [0, 1, 4097, n - 1] {
@@ -755,6 +819,7 @@ mod tests {
         c.apply(&change(&gone)).unwrap();
         assert_eq!(c.num_rows(), 0);
         assert!(c.chunks.iter().all(Option::is_none));
+        assert_eq!(c.sealed_bytes, 0);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::hash_utils::{RandomState, create_hashes};
 use datafusion::physical_expr::PhysicalExpr;
 
-use crate::operator::{FilterProjectOperator, KeyedOperator, Operator, OperatorError};
+use crate::operator::{FilterProjectOperator, KeyedOperator, Operator, OperatorError, StateSize};
 use crate::state::StateError;
 use crate::stream::{ChangeBatch, Timestamp};
 
@@ -131,6 +131,22 @@ impl Node {
                 .map(Node::parallelism)
                 .max()
                 .unwrap_or(1),
+        }
+    }
+
+    /// Each keyed operator's state size per partition, depth-first (the order of
+    /// [`Self::checkpoint`]): its `EXPLAIN` label, the partition, the size.
+    pub fn state_sizes<'a>(&'a self, out: &mut Vec<(&'a str, usize, StateSize)>) {
+        if let Node::Keyed {
+            partitions, label, ..
+        } = self
+        {
+            for (p, operator) in partitions.iter().enumerate() {
+                out.push((label.as_str(), p, operator.state_size()));
+            }
+        }
+        for input in self.inputs() {
+            input.state_sizes(out);
         }
     }
 

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::catalog::registry::TableRegistry;
-use crate::catalog::views::{Published, SubscriptionInfo, ViewRegistry, ViewSnapshot};
+use crate::catalog::views::{
+    OperatorState, Published, SubscriptionInfo, ViewRegistry, ViewSnapshot,
+};
 use crate::error::{Error, Result, sqlstate};
 use crate::planner::{SourceRef, StreamPlan};
 use crate::state::writer::SinkState;
@@ -169,6 +171,34 @@ impl RunningView {
             parallelism: self.root.parallelism(),
             pieces,
         }))
+    }
+
+    /// The state the view keeps: its rows, then each keyed operator's partitions. Constant
+    /// time per operator partition.
+    fn state(&self) -> Vec<OperatorState> {
+        let mut keyed = Vec::new();
+        self.root.state_sizes(&mut keyed);
+        let mut out = Vec::with_capacity(keyed.len() + 1);
+        out.push(OperatorState {
+            operator_id: 0,
+            operator: "Materialize".into(),
+            partition: None,
+            size: self.contents.state_size(),
+        });
+        let mut id = 0;
+        for (label, partition, size) in keyed {
+            // An operator's partitions are listed together, from 0.
+            if partition == 0 {
+                id += 1;
+            }
+            out.push(OperatorState {
+                operator_id: id,
+                operator: label.to_string(),
+                partition: Some(partition as u32),
+                size,
+            });
+        }
+        out
     }
 
     /// A view that only feeds subscriptions (`SUBSCRIBE (SELECT …)`): never published.
@@ -762,10 +792,16 @@ impl Shared {
                 capacity: feed.sender.max_capacity(),
             })
             .collect();
+        let state = running
+            .iter()
+            .filter(|v| v.published)
+            .map(|v| (v.id, v.state()))
+            .collect();
         self.views.publish(Published {
             epoch: *epoch,
             views: snapshots.clone(),
             subscriptions,
+            state,
         });
         let epoch = *epoch;
         self.checkpoint_if_due(running, sinks, epoch, started);
