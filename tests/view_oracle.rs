@@ -121,6 +121,15 @@ fn views() -> Vec<(&'static str, String, bool)> {
             false,
         ),
         (
+            // An updating HOP over `al`, sliced: slices and the remembered rows of windows the
+            // watermark passed are freed while rows keep landing near the watermark.
+            "o_hop_expiring",
+            "SELECT k, window_start, count(*) AS n, sum(v) AS s, max(v) AS m \
+             FROM HOP(al, ts, INTERVAL '1' SECOND, INTERVAL '3' SECOND) GROUP BY k, window_start"
+                .into(),
+            false,
+        ),
+        (
             "o_global",
             "SELECT count(*) AS n, sum(v) AS s, max(v) AS m, min(ts) AS first FROM ao".into(),
             false,

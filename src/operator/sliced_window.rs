@@ -10,7 +10,7 @@
 //! The input is insert-only (a table with a watermark is append-only), so MIN and MAX need no
 //! retraction state.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -90,6 +90,11 @@ struct Group {
     slices: VecDeque<(Timestamp, usize)>,
     /// Windows starting at or before this were emitted.
     emitted_through: Option<Timestamp>,
+    /// Emitted on close: the watermark at which the group next has a window to emit or a
+    /// slice to free; it is listed under that time in `due`.
+    due: Option<Timestamp>,
+    /// Updating: windows whose last row is remembered in `emitted` (not final yet).
+    windows: usize,
 }
 
 /// Maintains `SELECT keys…, window…, aggregates… GROUP BY keys, window EMIT ON WINDOW CLOSE`.
@@ -120,6 +125,16 @@ pub struct SlicedWindowAggregate {
     /// Updating: (group, window start) → index of its last emitted partials in `emitted`.
     emitted_index: HashMap<(usize, Timestamp), usize>,
     emitted: Vec<Partial>,
+    /// Updating: free places in `emitted`.
+    free_emitted: Vec<usize>,
+    /// Updating: window end → the (group, window start) whose remembered rows the watermark
+    /// makes final when it reaches that end.
+    final_at: BTreeMap<Timestamp, Vec<(usize, Timestamp)>>,
+    /// Emitted on close: watermark → groups that have something to do when it is reached
+    /// (an entry is stale unless the group's `due` still says that time).
+    due: BTreeMap<Timestamp, Vec<usize>>,
+    /// Freed group slots, for new groups.
+    free_groups: Vec<usize>,
     /// Bytes of the group keys (each is kept in the index and in `group_keys`).
     key_bytes: usize,
 }
@@ -188,6 +203,10 @@ impl SlicedWindowAggregate {
             emitted_index: HashMap::new(),
             key_bytes: 0,
             emitted: Vec::new(),
+            free_emitted: Vec::new(),
+            final_at: BTreeMap::new(),
+            due: BTreeMap::new(),
+            free_groups: Vec::new(),
         })
     }
 
@@ -215,6 +234,105 @@ impl SlicedWindowAggregate {
                 self.partials.extend(std::iter::repeat_n(EMPTY, n));
                 s
             }
+        }
+    }
+
+    fn new_group(&mut self, key: &[u8]) -> usize {
+        self.key_bytes += 2 * key.len();
+        let g = match self.free_groups.pop() {
+            Some(g) => {
+                self.group_keys[g] = key.into();
+                g
+            }
+            None => {
+                self.group_keys.push(key.into());
+                self.groups.push(Group::default());
+                self.groups.len() - 1
+            }
+        };
+        self.group_index.insert(key.into(), g);
+        g
+    }
+
+    /// Drops group `g`, which has no slice and no remembered row left, and keeps its slot.
+    fn free_group(&mut self, g: usize) {
+        let key = std::mem::take(&mut self.group_keys[g]);
+        self.key_bytes -= 2 * key.len();
+        self.group_index.remove(&key);
+        self.groups[g] = Group::default();
+        self.free_groups.push(g);
+    }
+
+    /// Emitted on close: the watermark at which group `g` next has a window to emit or a slice
+    /// to free: the end of the first window not emitted yet that holds its first slice.
+    fn due_of(&self, g: usize) -> Option<Timestamp> {
+        let group = &self.groups[g];
+        let &(front, _) = group.slices.front()?;
+        let (slide, size) = (self.slide, self.size);
+        let mut w = front - front.rem_euclid(slide);
+        while w - slide + size > front {
+            w -= slide;
+        }
+        if let Some(done) = group.emitted_through {
+            w = w.max(done + slide);
+        }
+        Some(w + size)
+    }
+
+    /// Emitted on close: lists group `g` under its due time, if that is earlier than where it
+    /// is listed.
+    fn schedule(&mut self, g: usize) {
+        if self.updating {
+            return;
+        }
+        let Some(due) = self.due_of(g) else {
+            return;
+        };
+        if self.groups[g].due.is_none_or(|d| due < d) {
+            self.groups[g].due = Some(due);
+            self.due.entry(due).or_default().push(g);
+        }
+    }
+
+    /// Updating: forgets the rows of windows the watermark made final, frees the slices no
+    /// open window holds, and frees groups with neither left. Rows for those windows can no
+    /// longer arrive (they would be behind the watermark) and are dropped if they do.
+    fn expire(&mut self, watermark: Timestamp) {
+        self.watermark = Some(self.watermark.map_or(watermark, |w| w.max(watermark)));
+        let mut touched = Vec::new();
+        while let Some(entry) = self.final_at.first_entry() {
+            if *entry.key() > watermark {
+                break;
+            }
+            for (g, w) in entry.remove() {
+                if let Some(i) = self.emitted_index.remove(&(g, w)) {
+                    self.free_emitted.push(i);
+                    self.groups[g].windows -= 1;
+                    touched.push(g);
+                }
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for g in touched {
+            self.free_slices(g, watermark);
+            let group = &self.groups[g];
+            if group.slices.is_empty() && group.windows == 0 {
+                self.free_group(g);
+            }
+        }
+    }
+
+    /// Frees group `g`'s slices whose last window ends at or before `watermark`.
+    fn free_slices(&mut self, g: usize, watermark: Timestamp) {
+        let group = &mut self.groups[g];
+        while let Some(&(s, slot)) = group.slices.front() {
+            let last_window = s - s.rem_euclid(self.slide);
+            if last_window + self.size > watermark {
+                break;
+            }
+            group.slices.pop_front();
+            self.free_slots.push(slot);
         }
     }
 
@@ -278,14 +396,7 @@ impl SlicedWindowAggregate {
             }
             let g = match self.group_index.get(key) {
                 Some(&g) => g,
-                None => {
-                    let g = self.groups.len();
-                    self.key_bytes += 2 * key.len();
-                    self.group_index.insert(key.into(), g);
-                    self.group_keys.push(key.into());
-                    self.groups.push(Group::default());
-                    g
-                }
+                None => self.new_group(key),
             };
             let slot = match self.groups[g].slices.back() {
                 Some(&(t, s)) if t == slice => s,
@@ -298,6 +409,7 @@ impl SlicedWindowAggregate {
                         Err(i) => {
                             let s = self.slot();
                             self.groups[g].slices.insert(i, (slice, s));
+                            self.schedule(g);
                             s
                         }
                     }
@@ -305,6 +417,7 @@ impl SlicedWindowAggregate {
                 _ => {
                     let s = self.slot();
                     self.groups[g].slices.push_back((slice, s));
+                    self.schedule(g);
                     s
                 }
             };
@@ -362,9 +475,25 @@ impl SlicedWindowAggregate {
         watermark: Timestamp,
     ) -> Result<Option<ChangeBatch>, OperatorError> {
         if self.updating {
+            self.expire(watermark);
             return Ok(None);
         }
         self.watermark = Some(self.watermark.map_or(watermark, |w| w.max(watermark)));
+        // Only the groups due by this watermark have anything to do.
+        let mut ready = Vec::new();
+        while let Some(entry) = self.due.first_entry() {
+            if *entry.key() > watermark {
+                break;
+            }
+            let (t, groups) = entry.remove_entry();
+            ready.extend(
+                groups
+                    .into_iter()
+                    .filter(|&g| self.groups[g].due == Some(t)),
+            );
+        }
+        ready.sort_unstable();
+        ready.dedup();
         let n = self.aggregates.len().max(1);
         let (slide, size) = (self.slide, self.size);
         // Output, column-wise.
@@ -380,7 +509,8 @@ impl SlicedWindowAggregate {
             .aggregates
             .iter()
             .all(|(k, _)| !matches!(k, SliceAggregate::SumFloat));
-        for g in 0..self.groups.len() {
+        let mut emptied = Vec::new();
+        for g in ready {
             let group = &self.groups[g];
             if group.slices.is_empty() {
                 continue;
@@ -445,21 +575,25 @@ impl SlicedWindowAggregate {
             }
             let group = &mut self.groups[g];
             group.emitted_through = emitted_through;
-            // Free slices whose last window has closed.
-            while let Some(&(s, slot)) = group.slices.front() {
-                let last_window = s - s.rem_euclid(slide);
-                if last_window + size > watermark {
-                    break;
-                }
-                group.slices.pop_front();
-                self.free_slots.push(slot);
+            group.due = None;
+            // Free slices whose last window has closed, and the group once none is left.
+            self.free_slices(g, watermark);
+            if self.groups[g].slices.is_empty() {
+                emptied.push(g);
+            } else {
+                self.schedule(g);
             }
         }
-        if out_groups.is_empty() {
-            return Ok(None);
+        let out = if out_groups.is_empty() {
+            None
+        } else {
+            Some(self.build(&out_groups, &out_windows, &out_partials)?)
+        };
+        // Freed after their keys were written out.
+        for g in emptied {
+            self.free_group(g);
         }
-        self.build(&out_groups, &out_windows, &out_partials)
-            .map(Some)
+        Ok(out)
     }
 
     /// Updating: every window holding a slice that changed since the last call, merged from
@@ -507,9 +641,19 @@ impl SlicedWindowAggregate {
                 old_partials.extend_from_slice(&self.emitted[i * n..(i + 1) * n]);
                 self.emitted[i * n..(i + 1) * n].copy_from_slice(&merged);
             } else {
-                let i = self.emitted.len() / n;
-                self.emitted.extend_from_slice(&merged);
+                let i = match self.free_emitted.pop() {
+                    Some(i) => {
+                        self.emitted[i * n..(i + 1) * n].copy_from_slice(&merged);
+                        i
+                    }
+                    None => {
+                        self.emitted.extend_from_slice(&merged);
+                        self.emitted.len() / n - 1
+                    }
+                };
                 self.emitted_index.insert((g, w), i);
+                self.groups[g].windows += 1;
+                self.final_at.entry(w + size).or_default().push((g, w));
             }
             new_groups.push(g);
             new_windows.push(w);
@@ -744,17 +888,10 @@ impl SlicedWindowAggregate {
         self.groups = columns::opt_i64_column(groups, "emitted_through")?
             .into_iter()
             .map(|emitted_through| Group {
-                slices: VecDeque::new(),
                 emitted_through,
+                ..Group::default()
             })
             .collect();
-        self.key_bytes = 0;
-        for g in 0..groups.num_rows() {
-            let key: Box<[u8]> = keys.value(g).into();
-            self.key_bytes += 2 * key.len();
-            self.group_index.insert(key.clone(), g);
-            self.group_keys.push(key);
-        }
         let owner = columns::i64_column(slices, "group")?;
         let starts = columns::i64_column(slices, "start")?;
         self.partials = Self::read_partials(slices, "a", n)?;
@@ -777,10 +914,37 @@ impl SlicedWindowAggregate {
             .enumerate()
             .map(|(i, (&g, &w))| ((g as usize, w), i))
             .collect();
+        self.free_emitted.clear();
+        self.final_at.clear();
+        for &(g, w) in self.emitted_index.keys() {
+            let group = self
+                .groups
+                .get_mut(g)
+                .ok_or_else(|| StateError::mismatch("an emitted window of no group"))?;
+            group.windows += 1;
+            self.final_at.entry(w + self.size).or_default().push((g, w));
+        }
         self.watermark = columns::opt_i64_column(meta, "watermark")?
             .first()
             .copied()
             .flatten();
+        // Groups with neither slices nor remembered rows are free slots.
+        self.key_bytes = 0;
+        self.due.clear();
+        self.free_groups.clear();
+        for g in 0..groups.num_rows() {
+            if self.groups[g].slices.is_empty() && self.groups[g].windows == 0 {
+                self.groups[g] = Group::default();
+                self.group_keys.push(Box::new([]));
+                self.free_groups.push(g);
+                continue;
+            }
+            let key: Box<[u8]> = keys.value(g).into();
+            self.key_bytes += 2 * key.len();
+            self.group_index.insert(key.clone(), g);
+            self.group_keys.push(key);
+            self.schedule(g);
+        }
         Ok(())
     }
 }
@@ -802,7 +966,13 @@ impl SlicedWindowAggregate {
             + vec_bytes(&self.dirty)
             + vec_bytes(&self.slot_dirty)
             + map_bytes(&self.emitted_index)
-            + vec_bytes(&self.emitted);
+            + vec_bytes(&self.emitted)
+            + vec_bytes(&self.free_emitted)
+            + vec_bytes(&self.free_groups)
+            // an entry per remembered window, and per due group, plus their lists
+            + self.emitted_index.len() * std::mem::size_of::<(usize, Timestamp)>()
+            + (self.final_at.len() + self.due.len()) * (64 + super::BTREE_ENTRY_OVERHEAD)
+            + self.group_index.len() * std::mem::size_of::<usize>();
         super::StateSize {
             rows: slices as u64,
             bytes: bytes as u64,
@@ -931,5 +1101,53 @@ mod tests {
         restored.restore(&state).unwrap();
         assert_eq!(finish(&mut restored, Some(20)), finish(&mut op, Some(20)));
         assert_eq!(finish(&mut restored, Some(30)), ["+ a 10 1 2"]);
+    }
+
+    /// Keys that come and go over time: groups, slices and remembered rows whose windows the
+    /// watermark passed are freed, in both modes, so state follows the open windows, not every
+    /// key ever seen; a restored operator carries on with the same figures.
+    #[test]
+    fn state_behind_the_watermark_is_freed() {
+        for updating in [false, true] {
+            let mut op = if updating { hop().updating() } else { hop() };
+            let mut emitted = 0;
+            for epoch in 0..50i64 {
+                // 20 new keys per epoch, one row each at time 10 * epoch
+                let rows: String = (0..20)
+                    .map(|k| format!("+ e{epoch}k{k} {} 1\n", 10 * epoch))
+                    .collect();
+                op.update(&changes(&input(), &rows)).unwrap();
+                emitted += finish(&mut op, Some(10 * epoch)).len();
+                // windows are 20 wide: a key's slice is needed for three epochs at most
+                assert!(
+                    op.group_index.len() <= 60,
+                    "{} groups",
+                    op.group_index.len()
+                );
+                assert!(op.groups.len() <= 80, "{} group slots", op.groups.len());
+                assert!(op.emitted_index.len() <= 120);
+                assert!(op.state_size().rows <= 60);
+                if epoch == 25 {
+                    let mut restored = if updating { hop().updating() } else { hop() };
+                    restored.restore(&op.checkpoint().unwrap()).unwrap();
+                    assert_eq!(restored.state_size().rows, op.state_size().rows);
+                    assert_eq!(restored.group_index.len(), op.group_index.len());
+                    assert_eq!(restored.emitted_index.len(), op.emitted_index.len());
+                    op = restored;
+                }
+            }
+            // every key's two windows were emitted (updating: once each, as rows arrived)
+            let closed = if updating { 50 * 20 * 2 } else { 48 * 20 * 2 };
+            assert!(
+                emitted >= closed,
+                "{emitted} rows emitted, updating: {updating}"
+            );
+            // a late row for a freed group is dropped, not counted into a final window
+            assert!(finish(&mut op, Some(1000)).len() <= 40 * 2);
+            op.update(&changes(&input(), "+ e0k0 0 1")).unwrap();
+            assert_eq!(finish(&mut op, Some(1000)), Vec::<String>::new());
+            assert_eq!(op.state_size().rows, 0);
+            assert_eq!(op.group_index.len(), 0);
+        }
     }
 }
