@@ -130,6 +130,15 @@ fn views() -> Vec<(&'static str, String, bool)> {
             false,
         ),
         (
+            // Sessions over `al`: a session the watermark closed is dropped from the operator
+            // while rows keep arriving right behind it.
+            "o_session_expiring",
+            "SELECT k, SESSION_START(ts, INTERVAL '1' SECOND) AS s, SESSION_END(ts, INTERVAL '1' SECOND) AS e, \
+             count(*) AS n, sum(v) AS sv, max(v) AS m FROM al GROUP BY k, SESSION(ts, INTERVAL '1' SECOND)"
+                .into(),
+            false,
+        ),
+        (
             "o_global",
             "SELECT count(*) AS n, sum(v) AS s, max(v) AS m, min(ts) AS first FROM ao".into(),
             false,

@@ -797,6 +797,18 @@ impl GroupAggregateOperator {
         self.free_groups.push(g);
     }
 
+    /// Drops the groups of `rows`' keys without emitting anything: their rows in the view are
+    /// final (a session the watermark closed). Call right after [`Self::emit`].
+    pub fn forget(&mut self, rows: &RecordBatch) -> Result<(), OperatorError> {
+        let keys = self.keys.encode(rows, NAME)?;
+        for i in 0..rows.num_rows() {
+            if let Some(&g) = self.group_index.get(keys.key(i)) {
+                self.free(g);
+            }
+        }
+        Ok(())
+    }
+
     /// Groups with state (alive, or freed and not reused yet: their slots are counted).
     pub fn groups(&self) -> (usize, usize) {
         (self.group_index.len(), self.group_keys.len())

@@ -47,6 +47,22 @@ struct RowState {
     fed: Option<(Timestamp, i64)>,
 }
 
+/// A key's first session: how many rows it holds and when it ends (its last row's time plus
+/// the gap). Rows with no live copy (a retraction ahead of its insertion) are not in any
+/// session and end the search.
+fn first_session(rows: &BTreeMap<TimedRow, RowState>, gap: i64) -> Option<(usize, Timestamp)> {
+    let mut last: Option<Timestamp> = None;
+    let mut count = 0;
+    for ((t, _), state) in rows {
+        if state.count <= 0 || last.is_some_and(|l| t - l > gap) {
+            break;
+        }
+        last = Some(*t);
+        count += 1;
+    }
+    last.map(|l| (count, l + gap))
+}
+
 /// Maintains session windows per key.
 #[derive(Debug)]
 pub struct SessionWindowAggregate {
@@ -61,6 +77,16 @@ pub struct SessionWindowAggregate {
     by_key: HashMap<Box<[u8]>, BTreeMap<TimedRow, RowState>>,
     touched: HashSet<Box<[u8]>>,
     inner: GroupAggregateOperator,
+    /// Over append-only input whose watermark is on `time`: drop the rows and groups of
+    /// sessions the watermark closed.
+    expire: bool,
+    /// With `expire`: end of a key's first session (its last row's time plus the gap) → the
+    /// key. An entry may be stale (the session grew); a key with rows always has one at or
+    /// before its first session's end.
+    due: BTreeMap<Timestamp, Vec<Box<[u8]>>>,
+    /// Entries in `due`, and the bytes of their keys.
+    due_entries: usize,
+    due_bytes: usize,
     /// Rows kept over all keys.
     rows: usize,
     /// Bytes the keys and rows own (see [`row_entry_bytes`]).
@@ -110,14 +136,106 @@ impl SessionWindowAggregate {
             by_key: HashMap::new(),
             touched: HashSet::new(),
             inner,
+            expire: false,
+            due: BTreeMap::new(),
+            due_entries: 0,
+            due_bytes: 0,
             rows: 0,
             heap: 0,
         })
     }
 
+    /// The input is append-only and its watermark is on the session's time: a session whose
+    /// last row is more than the gap behind the watermark can gain no row, so its rows and its
+    /// aggregate's group are dropped (its row stays in the view).
+    pub fn with_expiry(mut self) -> Self {
+        self.expire = true;
+        self
+    }
+
     /// The output schema.
     pub fn schema(&self) -> SchemaRef {
         self.inner.schema()
+    }
+
+    /// With expiry: lists `key` under the end of its first session.
+    fn schedule(&mut self, key: &[u8]) {
+        if !self.expire {
+            return;
+        }
+        let Some(rows) = self.by_key.get(key) else {
+            return;
+        };
+        if let Some((_, end)) = first_session(rows, self.gap) {
+            self.due.entry(end).or_default().push(key.into());
+            self.due_entries += 1;
+            self.due_bytes += key.len();
+        }
+    }
+
+    /// With expiry: drops the rows of every session that ends before `watermark`, and their
+    /// groups in the inner aggregate.
+    fn expire_sessions(&mut self, watermark: Timestamp) -> Result<(), OperatorError> {
+        let mut keys = Vec::new();
+        while let Some(entry) = self.due.first_entry() {
+            if *entry.key() >= watermark {
+                break;
+            }
+            let keys_due = entry.remove();
+            self.due_entries -= keys_due.len();
+            self.due_bytes -= keys_due.iter().map(|k| k.len()).sum::<usize>();
+            keys.extend(keys_due);
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let mut closed_rows: Vec<Box<[u8]>> = Vec::new();
+        let mut closed_starts: Vec<Timestamp> = Vec::new();
+        for key in keys {
+            let Some(key_rows) = self.by_key.get_mut(&key) else {
+                continue;
+            };
+            while let Some((count, end)) = first_session(key_rows, self.gap) {
+                if end >= watermark {
+                    break;
+                }
+                for i in 0..count {
+                    let ((t, row), _) = key_rows.pop_first().expect("counted above");
+                    self.rows -= 1;
+                    self.heap -= row_entry_bytes(&row);
+                    // The session's first row and its start name its group.
+                    if i == 0 {
+                        closed_rows.push(row);
+                        closed_starts.push(t);
+                    }
+                }
+            }
+            if key_rows.is_empty() {
+                self.heap -= key.len();
+                self.by_key.remove(&key);
+            } else {
+                self.schedule(&key);
+            }
+        }
+        if closed_rows.is_empty() {
+            return Ok(());
+        }
+        let batch = self.extended_batch(&closed_rows, closed_starts)?;
+        self.inner.forget(&batch)
+    }
+
+    /// Rows in row format, each with a session start, as a batch of the extended schema.
+    fn extended_batch(
+        &self,
+        rows: &[Box<[u8]>],
+        starts: Vec<Timestamp>,
+    ) -> Result<RecordBatch, OperatorError> {
+        let parser = self.row_converter.parser();
+        let mut columns = self
+            .row_converter
+            .convert_rows(rows.iter().map(|r| parser.parse(r)))
+            .map_err(arrow)?;
+        columns.push(Arc::new(TimestampNanosecondArray::from(starts)) as ArrayRef);
+        RecordBatch::try_new(Arc::clone(&self.extended), columns).map_err(arrow)
     }
 
     /// Records changes; sessions are re-derived at [`Self::emit`].
@@ -166,6 +284,7 @@ impl SessionWindowAggregate {
     /// Re-derives the sessions of the keys that changed and emits the aggregates' changes.
     pub fn emit(&mut self) -> Result<Option<ChangeBatch>, OperatorError> {
         let touched = std::mem::take(&mut self.touched);
+        let mut rescheduled = Vec::new();
         let mut rows: Vec<Box<[u8]>> = Vec::new();
         let mut starts: Vec<Timestamp> = Vec::new();
         let mut weights: Vec<i64> = Vec::new();
@@ -210,19 +329,18 @@ impl SessionWindowAggregate {
             if key_rows.is_empty() {
                 self.heap -= key.len();
                 self.by_key.remove(&key);
+            } else if self.expire {
+                rescheduled.push(key);
             }
         }
         if !rows.is_empty() {
-            let parser = self.row_converter.parser();
-            let mut columns = self
-                .row_converter
-                .convert_rows(rows.iter().map(|r| parser.parse(r)))
-                .map_err(arrow)?;
-            columns.push(Arc::new(TimestampNanosecondArray::from(starts)) as ArrayRef);
-            let batch = RecordBatch::try_new(Arc::clone(&self.extended), columns).map_err(arrow)?;
+            let batch = self.extended_batch(&rows, starts)?;
             let change =
                 ChangeBatch::with_weights(batch, Int64Array::from(weights)).map_err(arrow)?;
             self.inner.update(&change)?;
+        }
+        for key in rescheduled {
+            self.schedule(&key);
         }
         self.inner.emit()
     }
@@ -297,6 +415,13 @@ impl SessionWindowAggregate {
             );
         }
         self.heap += self.by_key.keys().map(|k| k.len()).sum::<usize>();
+        self.due.clear();
+        self.due_entries = 0;
+        self.due_bytes = 0;
+        let keys: Vec<Box<[u8]>> = self.by_key.keys().cloned().collect();
+        for key in keys {
+            self.schedule(&key);
+        }
         self.inner.restore(inner)
     }
 }
@@ -308,8 +433,10 @@ impl SessionWindowAggregate {
         size.rows += self.rows as u64;
         size.bytes += (self.heap
             + super::map_bytes(&self.by_key)
-            + self.touched.capacity() * (std::mem::size_of::<Box<[u8]>>() + 1))
-            as u64;
+            + self.touched.capacity() * (std::mem::size_of::<Box<[u8]>>() + 1)
+            + self.due_bytes
+            + self.due_entries * std::mem::size_of::<Box<[u8]>>()
+            + self.due.len() * (48 + super::BTREE_ENTRY_OVERHEAD)) as u64;
         size
     }
 
@@ -340,8 +467,12 @@ impl super::KeyedOperator for SessionWindowAggregate {
         SessionWindowAggregate::update(self, change)
     }
 
-    fn finish(&mut self, _watermark: Option<Timestamp>) -> Result<Vec<ChangeBatch>, OperatorError> {
-        Ok(self.emit()?.into_iter().collect())
+    fn finish(&mut self, watermark: Option<Timestamp>) -> Result<Vec<ChangeBatch>, OperatorError> {
+        let out = self.emit()?.into_iter().collect();
+        if let (true, Some(watermark)) = (self.expire, watermark) {
+            self.expire_sessions(watermark)?;
+        }
+        Ok(out)
     }
 
     fn state_size(&self) -> super::StateSize {
@@ -429,6 +560,48 @@ mod tests {
         );
         // Nothing changed: nothing emitted.
         assert!(step(&mut op, "").is_empty());
+    }
+
+    /// Over append-only input: a session more than the gap behind the watermark is final,
+    /// its rows and group are dropped, and later rows start new sessions.
+    #[test]
+    fn sessions_the_watermark_closed_are_dropped() {
+        let mut op = sessions().with_expiry();
+        let mut reference = sessions();
+        let feed = |op: &mut SessionWindowAggregate, rows: &str, watermark| {
+            op.update(&changes(&input(), rows)).unwrap();
+            sorted_lines(&KeyedOperator::finish(op, Some(watermark)).unwrap())
+        };
+        for (rows, watermark) in [
+            ("+ a 0 1\n+ a 5 2\n+ b 3 8", 5),
+            ("+ a 12 1\n+ b 30 1", 16),
+            // a's session [0, 5] ended at 15 < 16: final; (a, 12) and b's two stay
+            ("+ a 40 1\n+ c 41 1", 41),
+            ("+ a 45 1", 60),
+            // d's session ends at 110, the watermark: a row at 110 may still join it
+            ("+ d 100 1", 110),
+            ("+ d 110 1", 110),
+            ("", 121),
+        ] {
+            assert_eq!(
+                feed(&mut op, rows, watermark),
+                feed(&mut reference, rows, watermark),
+                "at watermark {watermark}"
+            );
+            assert_eq!(op.heap, op.count_heap());
+        }
+        // at 121 every session ended (d's at 120): nothing is kept
+        assert_eq!((op.rows, op.heap, op.by_key.len()), (0, 0, 0));
+        assert_eq!(op.state_size().rows, 0);
+        assert!(reference.state_size().rows > 0);
+        // a checkpoint restores the schedule: a's new session closes after restore
+        op.update(&changes(&input(), "+ a 130 1")).unwrap();
+        KeyedOperator::finish(&mut op, Some(130)).unwrap();
+        let mut restored = sessions().with_expiry();
+        restored.restore(&op.checkpoint().unwrap()).unwrap();
+        assert_eq!(restored.state_size().rows, 2);
+        KeyedOperator::finish(&mut restored, Some(141)).unwrap();
+        assert_eq!(restored.state_size().rows, 0);
     }
 
     /// Kept rows and their bytes follow inserts and deletes, down to nothing.

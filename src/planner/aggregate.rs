@@ -472,11 +472,22 @@ pub(super) fn plan_session(
         }
     }
     let schema = Arc::new(agg.schema.as_arrow().clone());
+    // Over append-only input, with the watermark on the session's time, no row can join a
+    // session that ended more than the gap behind the watermark: its state is dropped.
+    let expire = super::is_append_only(&agg.input)
+        && matches!(
+            super::time::expr_time(time, &input.times, in_schema),
+            ColumnTime::EventTime
+        );
     let time = physical(time, in_schema)?;
     let label = label(
         "SessionWindowAggregate",
         agg,
-        &format!(" gap={}ms", gap / 1_000_000),
+        &format!(
+            " gap={}ms{}",
+            gap / 1_000_000,
+            if expire { " free=on-watermark" } else { "" }
+        ),
     );
     let make = || {
         let calls = agg
@@ -500,6 +511,11 @@ pub(super) fn plan_session(
             inner,
         )
         .map_err(Error::from)?;
+        let operator = if expire {
+            operator.with_expiry()
+        } else {
+            operator
+        };
         Ok(Box::new(operator) as Box<dyn KeyedOperator>)
     };
     let times = vec![ColumnTime::Plain; agg.group_expr.len() + agg.aggr_expr.len()];
