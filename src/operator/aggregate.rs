@@ -8,7 +8,9 @@
 //! [`update`](GroupAggregateOperator::update) folds changes into the state and marks groups
 //! dirty; [`emit`](GroupAggregateOperator::emit) (at a barrier) emits, per dirty group, the
 //! retraction of its old output row and the insertion of its new one; a group whose row count
-//! drops to zero emits only the retraction and disappears. Without `GROUP BY` there is always
+//! drops to zero emits only the retraction and disappears. The old row is computed from the
+//! state when a group is first changed after an emit, so the operator keeps no copy of its
+//! output, only of the groups that changed in the epoch. Without `GROUP BY` there is always
 //! exactly one output row, as in batch SQL.
 //!
 //! With `EMIT ON WINDOW CLOSE`, nothing is emitted while a window is open:
@@ -126,9 +128,12 @@ pub struct GroupAggregateOperator {
     group_rows: Vec<i64>,
     /// State of each aggregate, indexed by group.
     states: Vec<AggregateState>,
-    /// The output row each group last emitted (row format of the output schema), to retract
-    /// it when the group changes.
-    emitted: Vec<Option<Box<[u8]>>>,
+    /// The output rows of the groups changed since the last emit, as they stood before their
+    /// first change (what the last emit gave for them), to retract; in the order of
+    /// `before_groups`, a subsequence of `dirty`. Only changed groups are kept: the operator
+    /// holds no copy of its whole output.
+    before: Vec<RecordBatch>,
+    before_groups: Vec<usize>,
     /// Encodes output rows.
     out_converter: RowConverter,
     /// Groups changed since the last emit, in first-touched order.
@@ -151,8 +156,8 @@ pub struct GroupAggregateOperator {
     /// Group indexes freed (their rows all retracted, or their window closed), reused by new
     /// groups, so that the state is as large as the groups alive, not every group ever seen.
     free_groups: Vec<usize>,
-    /// Bytes owned through pointers: group keys (in the index and the key list), emitted rows,
-    /// MIN/MAX values and per-value counts. Kept as they change; see [`Self::state_size`].
+    /// Bytes owned through pointers: group keys (in the index and the key list), MIN/MAX
+    /// values and per-value counts. Kept as they change; see [`Self::state_size`].
     heap: usize,
 }
 
@@ -239,7 +244,8 @@ impl GroupAggregateOperator {
             group_keys: Vec::new(),
             group_rows: Vec::new(),
             states,
-            emitted: Vec::new(),
+            before: Vec::new(),
+            before_groups: Vec::new(),
             dirty: Vec::new(),
             is_dirty: Vec::new(),
             global,
@@ -320,7 +326,6 @@ impl GroupAggregateOperator {
         self.group_index.insert(key.clone(), i);
         self.group_keys.push(key);
         self.group_rows.push(0);
-        self.emitted.push(None);
         self.is_dirty.push(false);
         self.group_window.push(None);
         for state in &mut self.states {
@@ -340,6 +345,25 @@ impl GroupAggregateOperator {
             }
         }
         i
+    }
+
+    /// Marks `groups` changed; for each first changed since the last emit that has an output
+    /// row, keeps that row (computed from the state before the change) to retract at emit.
+    fn remember_before(&mut self, groups: &[usize]) -> Result<(), OperatorError> {
+        let start = self.before_groups.len();
+        for &g in groups {
+            if !std::mem::replace(&mut self.is_dirty[g], true) {
+                self.dirty.push(g);
+                if self.emit_on_close.is_none() && (self.global || self.group_rows[g] > 0) {
+                    self.before_groups.push(g);
+                }
+            }
+        }
+        if self.before_groups.len() > start {
+            let batch = self.output_batch(&self.before_groups[start..])?;
+            self.before.push(batch);
+        }
+        Ok(())
     }
 
     fn mark_dirty(&mut self, g: usize) {
@@ -398,6 +422,7 @@ impl GroupAggregateOperator {
                 }
             }
         }
+        self.remember_before(&groups)?;
         let weight = |i: usize| input.weights().map_or(1, |w| w.value(i));
         for (i, &g) in groups.iter().enumerate() {
             self.group_rows[g] += weight(i);
@@ -520,9 +545,6 @@ impl GroupAggregateOperator {
                 }
             }
         }
-        for &g in &groups {
-            self.mark_dirty(g);
-        }
         Ok(())
     }
 
@@ -533,8 +555,16 @@ impl GroupAggregateOperator {
         for &g in &dirty {
             self.is_dirty[g] = false;
         }
+        let before_groups = std::mem::take(&mut self.before_groups);
+        let before = std::mem::take(&mut self.before);
         if self.emit_on_close.is_some() || dirty.is_empty() {
             return Ok(None);
+        }
+        let mut old_rows = self.out_converter.empty_rows(before_groups.len(), 0);
+        for batch in &before {
+            self.out_converter
+                .append(&mut old_rows, batch.columns())
+                .map_err(arrow)?;
         }
         let live: Vec<usize> = dirty
             .iter()
@@ -546,9 +576,10 @@ impl GroupAggregateOperator {
             .out_converter
             .convert_columns(new_batch.columns())
             .map_err(arrow)?;
-        let mut retracted: Vec<Box<[u8]>> = Vec::new();
+        let mut retracted: Vec<usize> = Vec::new();
         let mut inserted: Vec<u32> = Vec::new();
         let mut next_live = 0;
+        let mut next_before = 0;
         let mut empty = Vec::new();
         for g in dirty {
             if !self.global && self.group_rows[g] == 0 {
@@ -560,19 +591,17 @@ impl GroupAggregateOperator {
             } else {
                 None
             };
-            let new_bytes = new.map(|i| new_rows.row(i));
-            if self.emitted[g].as_deref() == new_bytes.as_ref().map(|r| r.data()) {
+            let old = if next_before < before_groups.len() && before_groups[next_before] == g {
+                next_before += 1;
+                Some(next_before - 1)
+            } else {
+                None
+            };
+            if old.map(|i| old_rows.row(i).data()) == new.map(|i| new_rows.row(i).data()) {
                 continue;
             }
-            if let Some(old) = self.emitted[g].take() {
-                self.heap -= old.len();
-                retracted.push(old);
-            }
-            if let (Some(i), Some(bytes)) = (new, new_bytes) {
-                inserted.push(i as u32);
-                self.heap += bytes.data().len();
-                self.emitted[g] = Some(bytes.data().into());
-            }
+            retracted.extend(old);
+            inserted.extend(new.map(|i| i as u32));
         }
         // A group whose rows were all retracted has nothing left to remember.
         for g in empty {
@@ -580,10 +609,9 @@ impl GroupAggregateOperator {
         }
         let mut parts = Vec::with_capacity(2);
         if !retracted.is_empty() {
-            let parser = self.out_converter.parser();
             let columns = self
                 .out_converter
-                .convert_rows(retracted.iter().map(|r| parser.parse(r)))
+                .convert_rows(retracted.iter().map(|&i| old_rows.row(i)))
                 .map_err(arrow)?;
             let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(arrow)?;
             parts.push(ChangeBatch::retractions(batch));
@@ -776,7 +804,6 @@ impl GroupAggregateOperator {
         self.group_index.remove(&self.group_keys[g]);
         self.group_keys[g] = Box::new([]);
         self.group_rows[g] = 0;
-        self.emitted[g] = None;
         self.group_window[g] = None;
         for state in &mut self.states {
             match state {
@@ -816,8 +843,7 @@ impl GroupAggregateOperator {
 
     /// The bytes group `g` owns through pointers (counted in `heap`).
     fn group_heap(&self, g: usize) -> usize {
-        let mut bytes =
-            2 * self.group_keys[g].len() + self.emitted[g].as_ref().map_or(0, |e| e.len());
+        let mut bytes = 2 * self.group_keys[g].len();
         for state in &self.states {
             match state {
                 AggregateState::Values { values, .. } => {
@@ -843,7 +869,8 @@ impl GroupAggregateOperator {
             + map_bytes(&self.group_index)
             + vec_bytes(&self.group_keys)
             + vec_bytes(&self.group_rows)
-            + vec_bytes(&self.emitted)
+            + self.before.iter().map(RecordBatch::get_array_memory_size).sum::<usize>()
+            + vec_bytes(&self.before_groups)
             + vec_bytes(&self.dirty)
             + vec_bytes(&self.is_dirty)
             + vec_bytes(&self.group_window)
@@ -916,7 +943,7 @@ fn decode_values<'a>(
     take(&arrays[0], &UInt32Array::from(index), None).map_err(arrow)
 }
 
-/// Checkpoints: one row per live group — its key, row count, last emitted row, open window,
+/// Checkpoints: one row per live group — its key, row count, open window,
 /// and per aggregate its state columns (`a{i}_…`). Taken at a barrier, when no group is dirty.
 impl GroupAggregateOperator {
     /// The state as one batch.
@@ -932,10 +959,6 @@ impl GroupAggregateOperator {
             (
                 "rows".into(),
                 columns::i64s(live.iter().map(|&g| self.group_rows[g]).collect()),
-            ),
-            (
-                "emitted".into(),
-                columns::blobs(live.iter().map(|&g| self.emitted[g].as_deref())),
             ),
             (
                 "open_window".into(),
@@ -985,7 +1008,6 @@ impl GroupAggregateOperator {
     /// Replaces the state with a checkpoint's.
     pub fn restore(&mut self, batch: &RecordBatch) -> Result<(), StateError> {
         let keys = columns::blob_column(batch, "key")?;
-        let emitted = columns::blob_column(batch, "emitted")?;
         let n = batch.num_rows();
         self.group_index = row_map(n);
         self.group_keys = Vec::with_capacity(n);
@@ -995,9 +1017,8 @@ impl GroupAggregateOperator {
             self.group_keys.push(key);
         }
         self.group_rows = columns::i64_column(batch, "rows")?;
-        self.emitted = (0..n)
-            .map(|g| columns::blob_at(emitted, g).map(Box::from))
-            .collect();
+        self.before.clear();
+        self.before_groups.clear();
         self.dirty.clear();
         self.is_dirty = vec![false; n];
         self.open_windows.clear();
