@@ -558,10 +558,12 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
             r
         }
         "sluice_state" => {
-            // What each view keeps: its rows, and each keyed operator's state per partition.
+            // What each table and view keeps in memory: a table's rows; a view's rows, and
+            // each keyed operator's state per partition.
             let published = registry.published();
             let mut r = Relation::new(&[
-                ("view_name", TEXT),
+                ("relation_name", TEXT),
+                ("relation_kind", TEXT),
                 ("operator_id", INT4),
                 ("operator", TEXT),
                 ("partition", INT4),
@@ -569,6 +571,25 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                 ("bytes", INT8),
             ]);
             let int = |v: u64| ScalarValue::Int64(Some(i64::try_from(v).unwrap_or(i64::MAX)));
+            for t in &tables {
+                let size = t.state_size();
+                let held = if !t.keeps_rows() {
+                    "Table: rows in the log only"
+                } else if t.def().primary_key.is_empty() {
+                    "Table: rows"
+                } else {
+                    "Table: rows by primary key"
+                };
+                r.row(vec![
+                    s(&t.def().name),
+                    s(if t.def().source { "source" } else { "table" }),
+                    ScalarValue::Int32(Some(0)),
+                    s(held),
+                    ScalarValue::Int32(None),
+                    int(size.rows),
+                    int(size.bytes),
+                ]);
+            }
             for v in &views {
                 let Some(state) = published.state.get(&v.id) else {
                     continue;
@@ -576,6 +597,7 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                 for op in state {
                     r.row(vec![
                         s(&v.name),
+                        s("materialized view"),
                         ScalarValue::Int32(Some(op.operator_id as i32)),
                         s(&op.operator),
                         ScalarValue::Int32(op.partition.map(|p| p as i32)),

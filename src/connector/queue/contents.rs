@@ -46,6 +46,8 @@ pub struct KeyedRows {
     row_converter: RowConverter,
     /// Key bytes → row bytes.
     rows: BTreeMap<Box<[u8]>, Box<[u8]>>,
+    /// Bytes `rows` holds (keys, rows, entries), kept as it changes.
+    bytes: usize,
     /// The rows as one batch, rebuilt on the first read after a change.
     snapshot: Option<RecordBatch>,
 }
@@ -85,6 +87,7 @@ impl TableContents {
             key_columns: primary_key.to_vec(),
             schema,
             rows: BTreeMap::new(),
+            bytes: 0,
             snapshot: None,
         }))
     }
@@ -106,6 +109,40 @@ impl TableContents {
             Self::Batches { batches, .. } => batches.iter().map(RecordBatch::num_rows).sum(),
             Self::Keyed(keyed) => keyed.rows.len(),
             Self::Counted { rows } => *rows,
+        }
+    }
+
+    /// Rows held in memory and their bytes (an estimate: Arrow buffers, or keys, rows and
+    /// tree entries, plus the cached snapshot of a keyed table). A table whose rows are in its
+    /// log only holds none. Constant time for a keyed table; a table without a primary key
+    /// adds up its batches.
+    pub fn state_size(&self) -> crate::operator::StateSize {
+        let (rows, bytes) = match self {
+            Self::Batches { batches, .. } => (
+                batches.iter().map(RecordBatch::num_rows).sum(),
+                batches
+                    .iter()
+                    .flat_map(|b| b.columns())
+                    .map(|c| {
+                        c.to_data()
+                            .get_slice_memory_size()
+                            .unwrap_or_else(|_| c.get_array_memory_size())
+                    })
+                    .sum(),
+            ),
+            Self::Keyed(keyed) => (
+                keyed.rows.len(),
+                keyed.bytes
+                    + keyed
+                        .snapshot
+                        .as_ref()
+                        .map_or(0, RecordBatch::get_array_memory_size),
+            ),
+            Self::Counted { .. } => (0, 0),
+        };
+        crate::operator::StateSize {
+            rows: rows as u64,
+            bytes: bytes as u64,
         }
     }
 
@@ -140,14 +177,21 @@ impl TableContents {
                 if retractions.num_rows() > 0 {
                     let keys = keyed.keys_of(&retractions)?;
                     for key in keys.iter() {
-                        keyed.rows.remove(key.as_ref());
+                        if let Some((k, row)) = keyed.rows.remove_entry(key.as_ref()) {
+                            keyed.bytes -= entry_bytes(&k, &row);
+                        }
                     }
                 }
                 if inserts.num_rows() > 0 {
                     let keys = keyed.keys_of(&inserts)?;
                     let rows = keyed.row_converter.convert_columns(inserts.columns())?;
                     for (key, row) in keys.iter().zip(rows.iter()) {
-                        keyed.rows.insert(key.as_ref().into(), row.as_ref().into());
+                        keyed.bytes += entry_bytes(key.as_ref(), row.as_ref());
+                        if let Some(old) =
+                            keyed.rows.insert(key.as_ref().into(), row.as_ref().into())
+                        {
+                            keyed.bytes -= entry_bytes(key.as_ref(), &old);
+                        }
                     }
                 }
             }
@@ -213,6 +257,15 @@ impl KeyedRows {
         self.snapshot = Some(snapshot.clone());
         Ok(snapshot)
     }
+}
+
+/// Bytes a keyed row costs: its key and row bytes, the two boxes, and its share of a B-tree
+/// node.
+fn entry_bytes(key: &[u8], row: &[u8]) -> usize {
+    key.len()
+        + row.len()
+        + 2 * std::mem::size_of::<Box<[u8]>>()
+        + crate::operator::BTREE_ENTRY_OVERHEAD
 }
 
 fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch, ArrowError> {
@@ -325,5 +378,30 @@ mod tests {
             ChangeBatch::with_weights(rows(&[2], &["b"]), Int64Array::from(vec![-1])).unwrap();
         c.apply(&change).unwrap();
         assert_eq!(keys(&mut c), vec![1]);
+    }
+
+    /// A keyed table's byte count follows replacements and deletions back to nothing.
+    #[test]
+    fn keyed_bytes_follow_the_rows() {
+        let mut c = TableContents::new(schema(), &[0]).unwrap();
+        let long = "b".repeat(200);
+        c.apply(&ChangeBatch::inserts(rows(&[1, 2], &["a", &long])))
+            .unwrap();
+        let two = c.state_size();
+        assert_eq!(two.rows, 2);
+        // replacing a row with a shorter one shrinks it
+        c.apply(&ChangeBatch::inserts(rows(&[2], &["b"]))).unwrap();
+        let replaced = c.state_size();
+        assert_eq!(replaced.rows, 2);
+        assert!(
+            replaced.bytes + 150 < two.bytes,
+            "{replaced:?} after {two:?}"
+        );
+        let gone =
+            ChangeBatch::with_weights(rows(&[1, 2], &["a", "b"]), Int64Array::from(vec![-1, -1]))
+                .unwrap();
+        c.apply(&gone).unwrap();
+        assert_eq!(c.state_size(), crate::operator::StateSize::default());
+        assert_eq!(TableContents::counted().state_size().bytes, 0);
     }
 }

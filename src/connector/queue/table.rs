@@ -165,6 +165,11 @@ impl QueueTable {
         self.lock().num_rows()
     }
 
+    /// The rows held in memory and their bytes (none when they are in the log only).
+    pub fn state_size(&self) -> crate::operator::StateSize {
+        self.lock().state_size()
+    }
+
     /// Writes what a connector decoded: `rows` (upserted by key on a table with a primary
     /// key), then `deleted_keys` (rows of the key columns whose rows to delete). Rows behind
     /// the watermark are dropped and counted. The record carries `position`, so that after a
