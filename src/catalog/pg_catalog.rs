@@ -617,8 +617,19 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                 ("depends_on", TEXT),
                 ("status", TEXT),
                 ("error", TEXT),
+                ("epoch", INT8),
+                ("state_rows", INT8),
+                ("state_bytes", INT8),
             ]);
             for v in &views {
+                // Its rows and its operators' state, as `sluice_state` details them.
+                let state = published.state.get(&v.id);
+                let total = |f: fn(&crate::operator::StateSize) -> u64| {
+                    ScalarValue::Int64(state.map(|ops| {
+                        i64::try_from(ops.iter().map(|op| f(&op.size)).sum::<u64>())
+                            .unwrap_or(i64::MAX)
+                    }))
+                };
                 let (status, error) = match published.views.get(&v.id) {
                     Some(crate::catalog::views::ViewSnapshot::Failed(_, message)) => {
                         ("failed", Some(message.clone()))
@@ -632,6 +643,11 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                     s(&v.dependencies.join(", ")),
                     s(status),
                     ScalarValue::Utf8(error),
+                    ScalarValue::Int64(
+                        state.map(|_| i64::try_from(published.epoch).unwrap_or(i64::MAX)),
+                    ),
+                    total(|s| s.rows),
+                    total(|s| s.bytes),
                 ]);
             }
             r
