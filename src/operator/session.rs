@@ -194,6 +194,7 @@ impl SessionWindowAggregate {
             let Some(key_rows) = self.by_key.get_mut(&key) else {
                 continue;
             };
+            let dropped = closed_rows.len();
             while let Some((count, end)) = first_session(key_rows, self.gap) {
                 if end >= watermark {
                     break;
@@ -212,7 +213,9 @@ impl SessionWindowAggregate {
             if key_rows.is_empty() {
                 self.heap -= key.len();
                 self.by_key.remove(&key);
-            } else {
+            } else if closed_rows.len() > dropped {
+                // Its first session is a later one now. (A key whose session only grew was
+                // listed again under the new end when it changed.)
                 self.schedule(&key);
             }
         }
@@ -602,6 +605,18 @@ mod tests {
         assert_eq!(restored.state_size().rows, 2);
         KeyedOperator::finish(&mut restored, Some(141)).unwrap();
         assert_eq!(restored.state_size().rows, 0);
+        // A key that never pauses: its session stays open, and its schedule stays short.
+        for t in (200..1200).step_by(2) {
+            restored
+                .update(&changes(&input(), &format!("+ z {t} 1")))
+                .unwrap();
+            KeyedOperator::finish(&mut restored, Some(t - 5)).unwrap();
+            assert!(
+                restored.due_entries <= 10,
+                "{} entries",
+                restored.due_entries
+            );
+        }
     }
 
     /// Kept rows and their bytes follow inserts and deletes, down to nothing.
