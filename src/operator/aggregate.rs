@@ -836,6 +836,34 @@ impl GroupAggregateOperator {
         Ok(())
     }
 
+    /// Splits checkpoint batches (one per old partition) over `n` partitions by each group's
+    /// key: `project` picks the partitioning columns out of the decoded key columns.
+    pub fn repartition_batches(
+        &self,
+        batches: &[&RecordBatch],
+        n: usize,
+        project: impl Fn(Vec<ArrayRef>) -> Result<Vec<ArrayRef>, StateError>,
+        assign: &super::Assign<'_>,
+    ) -> Result<Vec<RecordBatch>, StateError> {
+        let Some(first) = batches.first() else {
+            return Err(StateError::mismatch("no partition's state"));
+        };
+        let schema = first.schema();
+        let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
+        for batch in batches {
+            let keys = columns::blob_column(batch, "key")?;
+            let decoded = self.keys.decode((0..keys.len()).map(|i| keys.value(i)))?;
+            let targets = assign(&project(decoded)?, batch.num_rows())?;
+            for (q, piece) in super::split_rows(batch, &targets, n)?
+                .into_iter()
+                .enumerate()
+            {
+                parts[q].push(piece);
+            }
+        }
+        Ok(super::concat_parts(&schema, parts)?)
+    }
+
     /// Groups with state (alive, or freed and not reused yet: their slots are counted).
     pub fn groups(&self) -> (usize, usize) {
         (self.group_index.len(), self.group_keys.len())
@@ -1096,6 +1124,25 @@ impl super::KeyedOperator for GroupAggregateOperator {
 
     fn state_size(&self) -> super::StateSize {
         GroupAggregateOperator::state_size(self)
+    }
+
+    fn repartition(
+        &self,
+        old: &[Vec<RecordBatch>],
+        n: usize,
+        assign: &super::Assign<'_>,
+    ) -> Result<Vec<Vec<RecordBatch>>, StateError> {
+        let batches = old
+            .iter()
+            .map(|state| match state.as_slice() {
+                [batch] => Ok(batch),
+                _ => Err(StateError::mismatch(
+                    "a group aggregate's state is one batch",
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let parts = self.repartition_batches(&batches, n, Ok, assign)?;
+        Ok(parts.into_iter().map(|b| vec![b]).collect())
     }
 
     fn finish(&mut self, watermark: Option<Timestamp>) -> Result<Vec<ChangeBatch>, OperatorError> {

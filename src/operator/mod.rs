@@ -165,6 +165,54 @@ pub trait KeyedOperator: Send + std::fmt::Debug {
 
     /// How much state the operator keeps now; constant time.
     fn state_size(&self) -> StateSize;
+
+    /// Splits checkpointed state over `n` partitions, for a restore with another parallelism:
+    /// `old` holds each old partition's batches as [`Self::checkpoint`] gave them; `assign`
+    /// gives the new partition of each key (the key columns, as the operator's key expressions
+    /// evaluate them, and the number of keys). Returns each new partition's batches.
+    fn repartition(
+        &self,
+        old: &[Vec<datafusion::arrow::array::RecordBatch>],
+        n: usize,
+        assign: &Assign<'_>,
+    ) -> Result<Vec<Vec<datafusion::arrow::array::RecordBatch>>, crate::state::StateError>;
+}
+
+/// The new partition of each key: key columns and the number of keys in, a partition per key
+/// out.
+pub type Assign<'a> = dyn Fn(&[datafusion::arrow::array::ArrayRef], usize) -> Result<Vec<usize>, crate::state::StateError>
+    + 'a;
+
+/// Splits `batch` by `parts` (a partition per row) into `n` batches.
+pub(crate) fn split_rows(
+    batch: &datafusion::arrow::array::RecordBatch,
+    parts: &[usize],
+    n: usize,
+) -> Result<Vec<datafusion::arrow::array::RecordBatch>, ArrowError> {
+    let mut indexes: Vec<Vec<u32>> = vec![Vec::new(); n];
+    for (row, &p) in parts.iter().enumerate() {
+        indexes[p].push(row as u32);
+    }
+    indexes
+        .into_iter()
+        .map(|idx| {
+            datafusion::arrow::compute::take_record_batch(
+                batch,
+                &datafusion::arrow::array::UInt32Array::from(idx),
+            )
+        })
+        .collect()
+}
+
+/// One batch per new partition from the pieces each old partition gave it.
+pub(crate) fn concat_parts(
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    parts: Vec<Vec<datafusion::arrow::array::RecordBatch>>,
+) -> Result<Vec<datafusion::arrow::array::RecordBatch>, ArrowError> {
+    parts
+        .into_iter()
+        .map(|pieces| datafusion::arrow::compute::concat_batches(schema, &pieces))
+        .collect()
 }
 
 /// An incremental operator.

@@ -77,6 +77,9 @@ pub struct SessionWindowAggregate {
     by_key: HashMap<Box<[u8]>, BTreeMap<TimedRow, RowState>>,
     touched: HashSet<Box<[u8]>>,
     inner: GroupAggregateOperator,
+    /// The position of the session start among the inner aggregate's keys (the others are
+    /// this operator's keys, in order).
+    session_key: usize,
     /// Over append-only input whose watermark is on `time`: drop the rows and groups of
     /// sessions the watermark closed.
     expire: bool,
@@ -119,6 +122,7 @@ impl SessionWindowAggregate {
         time: Arc<dyn PhysicalExpr>,
         gap: i64,
         inner: GroupAggregateOperator,
+        session_key: usize,
     ) -> Result<Self, OperatorError> {
         Ok(Self {
             keys: GroupKeys::new(keys, key_types).map_err(arrow)?,
@@ -136,6 +140,7 @@ impl SessionWindowAggregate {
             by_key: HashMap::new(),
             touched: HashSet::new(),
             inner,
+            session_key,
             expire: false,
             due: BTreeMap::new(),
             due_entries: 0,
@@ -481,6 +486,57 @@ impl super::KeyedOperator for SessionWindowAggregate {
     fn state_size(&self) -> super::StateSize {
         SessionWindowAggregate::state_size(self)
     }
+
+    fn repartition(
+        &self,
+        old: &[Vec<RecordBatch>],
+        n: usize,
+        assign: &super::Assign<'_>,
+    ) -> Result<Vec<Vec<RecordBatch>>, StateError> {
+        let mut row_parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
+        let mut inner = Vec::with_capacity(old.len());
+        let mut schema = None;
+        for state in old {
+            let [rows, inner_state] = state.as_slice() else {
+                return Err(StateError::mismatch(
+                    "a session window's state is two batches",
+                ));
+            };
+            let keys = columns::blob_column(rows, "key")?;
+            let decoded = self.keys.decode((0..keys.len()).map(|i| keys.value(i)))?;
+            let targets = assign(&decoded, rows.num_rows())?;
+            for (q, piece) in super::split_rows(rows, &targets, n)?
+                .into_iter()
+                .enumerate()
+            {
+                row_parts[q].push(piece);
+            }
+            schema = Some(rows.schema());
+            inner.push(inner_state);
+        }
+        let schema = schema.ok_or_else(|| StateError::mismatch("no partition's state"))?;
+        let rows = super::concat_parts(&schema, row_parts)?;
+        // The inner aggregate's groups go where their key's rows go: its keys without the
+        // session start.
+        let position = self.session_key;
+        let inner = self.inner.repartition_batches(
+            &inner,
+            n,
+            |mut columns| {
+                if position >= columns.len() {
+                    return Err(StateError::mismatch("a session group without its start"));
+                }
+                columns.remove(position);
+                Ok(columns)
+            },
+            assign,
+        )?;
+        Ok(rows
+            .into_iter()
+            .zip(inner)
+            .map(|(r, i)| vec![r, i])
+            .collect())
+    }
 }
 
 #[cfg(test)]
@@ -530,6 +586,7 @@ mod tests {
             col("t", &schema).unwrap(),
             10,
             inner,
+            1,
         )
         .unwrap()
     }

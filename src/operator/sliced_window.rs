@@ -1001,6 +1001,99 @@ impl super::KeyedOperator for SlicedWindowAggregate {
         SlicedWindowAggregate::state_size(self)
     }
 
+    fn repartition(
+        &self,
+        old: &[Vec<RecordBatch>],
+        n: usize,
+        assign: &super::Assign<'_>,
+    ) -> Result<Vec<Vec<RecordBatch>>, StateError> {
+        let mut group_parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
+        let mut slice_parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
+        let mut emitted_parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
+        // Groups placed in each new partition so far: the next one's index there.
+        let mut placed = vec![0i64; n];
+        let mut watermark: Option<Timestamp> = None;
+        let mut schemas = None;
+        for state in old {
+            let [groups, slices, emitted, meta] = state.as_slice() else {
+                return Err(StateError::mismatch(
+                    "a sliced window's state is four batches",
+                ));
+            };
+            let slice_owner = columns::i64_column(slices, "group")?;
+            let emitted_owner = columns::i64_column(emitted, "group")?;
+            // Groups with neither slices nor remembered rows are free slots: left behind.
+            let mut live = vec![false; groups.num_rows()];
+            for &g in slice_owner.iter().chain(&emitted_owner) {
+                *usize::try_from(g)
+                    .ok()
+                    .and_then(|g| live.get_mut(g))
+                    .ok_or_else(|| StateError::mismatch("state of no group"))? = true;
+            }
+            let live_groups: Vec<u32> = (0..groups.num_rows() as u32)
+                .filter(|&g| live[g as usize])
+                .collect();
+            let keys = columns::blob_column(groups, "key")?;
+            let decoded = self
+                .keys
+                .decode(live_groups.iter().map(|&g| keys.value(g as usize)))?;
+            let targets = assign(&decoded, live_groups.len())?;
+            // old group → (new partition, index there)
+            let mut moved = vec![(0usize, 0i64); groups.num_rows()];
+            for (&g, &q) in live_groups.iter().zip(&targets) {
+                moved[g as usize] = (q, placed[q]);
+                placed[q] += 1;
+            }
+            let kept = datafusion::arrow::compute::take_record_batch(
+                groups,
+                &datafusion::arrow::array::UInt32Array::from(live_groups),
+            )?;
+            for (q, piece) in super::split_rows(&kept, &targets, n)?
+                .into_iter()
+                .enumerate()
+            {
+                group_parts[q].push(piece);
+            }
+            for (batch, owner, parts) in [
+                (slices, &slice_owner, &mut slice_parts),
+                (emitted, &emitted_owner, &mut emitted_parts),
+            ] {
+                let targets: Vec<usize> = owner.iter().map(|&g| moved[g as usize].0).collect();
+                let renumbered: Vec<i64> = owner.iter().map(|&g| moved[g as usize].1).collect();
+                let at = batch.schema().index_of("group")?;
+                let mut columns = batch.columns().to_vec();
+                columns[at] = columns::i64s(renumbered);
+                let batch = RecordBatch::try_new(batch.schema(), columns)?;
+                for (q, piece) in super::split_rows(&batch, &targets, n)?
+                    .into_iter()
+                    .enumerate()
+                {
+                    parts[q].push(piece);
+                }
+            }
+            if let Some(w) = columns::opt_i64_column(meta, "watermark")?
+                .first()
+                .copied()
+                .flatten()
+            {
+                watermark = Some(watermark.map_or(w, |m| m.max(w)));
+            }
+            schemas = Some((groups.schema(), slices.schema(), emitted.schema()));
+        }
+        let (groups, slices, emitted) =
+            schemas.ok_or_else(|| StateError::mismatch("no partition's state"))?;
+        let groups = super::concat_parts(&groups, group_parts)?;
+        let slices = super::concat_parts(&slices, slice_parts)?;
+        let emitted = super::concat_parts(&emitted, emitted_parts)?;
+        let meta = columns::batch(vec![("watermark", columns::opt_i64s(vec![watermark]))])?;
+        Ok(groups
+            .into_iter()
+            .zip(slices)
+            .zip(emitted)
+            .map(|((g, s), e)| vec![g, s, e, meta.clone()])
+            .collect())
+    }
+
     fn finish(&mut self, watermark: Option<Timestamp>) -> Result<Vec<ChangeBatch>, OperatorError> {
         let mut out: Vec<ChangeBatch> = self.emit_updates()?.into_iter().collect();
         if let Some(watermark) = watermark {

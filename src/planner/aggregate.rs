@@ -509,6 +509,7 @@ pub(super) fn plan_session(
             Arc::clone(&time),
             gap,
             inner,
+            position,
         )
         .map_err(Error::from)?;
         let operator = if expire {

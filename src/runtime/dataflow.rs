@@ -193,20 +193,65 @@ impl Node {
         next: &mut usize,
         state: &std::collections::HashMap<String, Vec<RecordBatch>>,
     ) -> Result<(), StateError> {
-        if let Node::Keyed { partitions, .. } = self {
+        if let Node::Keyed {
+            partitions,
+            keys,
+            hasher,
+            ..
+        } = self
+        {
             let k = *next;
             *next += 1;
+            let piece = |p: usize| -> Vec<RecordBatch> {
+                (0..)
+                    .map_while(|i| state.get(&format!("n{k}p{p}s{i}")))
+                    .flatten()
+                    .cloned()
+                    .collect()
+            };
+            // Every partition's state has a first batch: that tells how many there were.
+            let written = (0..)
+                .take_while(|p| state.contains_key(&format!("n{k}p{p}s0")))
+                .count();
+            let n = partitions.len();
+            let mut pieces: Vec<Vec<RecordBatch>> = if written == n {
+                (0..n).map(piece).collect()
+            } else if written == 0 {
+                return Err(StateError::mismatch(format!("no state for operator {k}")));
+            } else {
+                // Written with another parallelism: each group goes to the partition its key
+                // hashes to now, as `update_partitioned` sends its rows.
+                let old: Vec<Vec<RecordBatch>> = (0..written).map(piece).collect();
+                let keyless = keys.is_empty();
+                let assign = |columns: &[ArrayRef], rows: usize| {
+                    if n == 1 || keyless || columns.is_empty() {
+                        return Ok(vec![0; rows]);
+                    }
+                    let mut hashes = vec![0u64; rows];
+                    create_hashes(columns, hasher, &mut hashes)
+                        .map_err(|e| StateError::mismatch(e.to_string()))?;
+                    Ok(hashes.iter().map(|h| (h % n as u64) as usize).collect())
+                };
+                let operator = &partitions[0];
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    operator.repartition(&old, n, &assign)
+                }))
+                .unwrap_or_else(|_| {
+                    Err(StateError::mismatch("re-partitioning the state panicked"))
+                })?
+            };
+            if pieces.len() != n {
+                return Err(StateError::mismatch(
+                    "state for another number of partitions",
+                ));
+            }
             // Partitions are independent: restored on a thread each.
             std::thread::scope(|scope| {
                 let restoring: Vec<_> = partitions
                     .iter_mut()
-                    .enumerate()
-                    .map(|(p, operator)| {
-                        let batches: Vec<RecordBatch> = (0..)
-                            .map_while(|i| state.get(&format!("n{k}p{p}s{i}")))
-                            .flatten()
-                            .cloned()
-                            .collect();
+                    .zip(pieces.iter_mut())
+                    .map(|(operator, batches)| {
+                        let batches = std::mem::take(batches);
                         scope.spawn(move || operator.restore(&batches))
                     })
                     .collect();

@@ -110,13 +110,7 @@ impl RunningView {
         {
             return Err(StateError::mismatch("the view's sources differ"));
         }
-        if checkpoint.parallelism != self.root.parallelism() {
-            return Err(StateError::mismatch(format!(
-                "written with {} partitions, running with {}",
-                checkpoint.parallelism,
-                self.root.parallelism()
-            )));
-        }
+        // State written with another parallelism is re-partitioned as it is restored.
         let contents = recovered
             .pieces
             .get(CONTENTS)
