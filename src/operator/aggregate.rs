@@ -845,23 +845,12 @@ impl GroupAggregateOperator {
         project: impl Fn(Vec<ArrayRef>) -> Result<Vec<ArrayRef>, StateError>,
         assign: &super::Assign<'_>,
     ) -> Result<Vec<RecordBatch>, StateError> {
-        let Some(first) = batches.first() else {
-            return Err(StateError::mismatch("no partition's state"));
-        };
-        let schema = first.schema();
-        let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
-        for batch in batches {
-            let keys = columns::blob_column(batch, "key")?;
-            let decoded = self.keys.decode((0..keys.len()).map(|i| keys.value(i)))?;
-            let targets = assign(&project(decoded)?, batch.num_rows())?;
-            for (q, piece) in super::split_rows(batch, &targets, n)?
-                .into_iter()
-                .enumerate()
-            {
-                parts[q].push(piece);
-            }
-        }
-        Ok(super::concat_parts(&schema, parts)?)
+        super::split_by_key(
+            batches,
+            n,
+            |keys| project(self.keys.decode((0..keys.len()).map(|i| keys.value(i)))?),
+            assign,
+        )
     }
 
     /// Groups with state (alive, or freed and not reused yet: their slots are counted).

@@ -125,6 +125,15 @@ impl std::ops::AddAssign for StateSize {
     }
 }
 
+/// Bytes an Arrow array's rows use: the slice of its buffers it covers (a slice of a larger
+/// batch is not counted as the whole of it).
+pub(crate) fn array_bytes(array: &datafusion::arrow::array::ArrayRef) -> usize {
+    array
+        .to_data()
+        .get_slice_memory_size()
+        .unwrap_or_else(|_| array.get_array_memory_size())
+}
+
 /// Bytes a vector has allocated.
 pub(crate) fn vec_bytes<T>(v: &Vec<T>) -> usize {
     v.capacity() * std::mem::size_of::<T>()
@@ -202,6 +211,31 @@ pub(crate) fn split_rows(
             )
         })
         .collect()
+}
+
+/// Splits checkpoint batches (one per old partition) over `n` partitions by the row-format
+/// keys in their `key` column: `decode` turns those into the partitioning columns.
+pub(crate) fn split_by_key(
+    batches: &[&datafusion::arrow::array::RecordBatch],
+    n: usize,
+    decode: impl Fn(
+        &datafusion::arrow::array::LargeBinaryArray,
+    ) -> Result<Vec<datafusion::arrow::array::ArrayRef>, crate::state::StateError>,
+    assign: &Assign<'_>,
+) -> Result<Vec<datafusion::arrow::array::RecordBatch>, crate::state::StateError> {
+    let Some(first) = batches.first() else {
+        return Err(crate::state::StateError::mismatch("no partition's state"));
+    };
+    let schema = first.schema();
+    let mut parts: Vec<Vec<datafusion::arrow::array::RecordBatch>> = vec![Vec::new(); n];
+    for batch in batches {
+        let keys = crate::state::columns::blob_column(batch, "key")?;
+        let targets = assign(&decode(keys)?, batch.num_rows())?;
+        for (q, piece) in split_rows(batch, &targets, n)?.into_iter().enumerate() {
+            parts[q].push(piece);
+        }
+    }
+    Ok(concat_parts(&schema, parts)?)
 }
 
 /// One batch per new partition from the pieces each old partition gave it.

@@ -493,29 +493,23 @@ impl super::KeyedOperator for SessionWindowAggregate {
         n: usize,
         assign: &super::Assign<'_>,
     ) -> Result<Vec<Vec<RecordBatch>>, StateError> {
-        let mut row_parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
+        let mut rows = Vec::with_capacity(old.len());
         let mut inner = Vec::with_capacity(old.len());
-        let mut schema = None;
         for state in old {
-            let [rows, inner_state] = state.as_slice() else {
+            let [rows_state, inner_state] = state.as_slice() else {
                 return Err(StateError::mismatch(
                     "a session window's state is two batches",
                 ));
             };
-            let keys = columns::blob_column(rows, "key")?;
-            let decoded = self.keys.decode((0..keys.len()).map(|i| keys.value(i)))?;
-            let targets = assign(&decoded, rows.num_rows())?;
-            for (q, piece) in super::split_rows(rows, &targets, n)?
-                .into_iter()
-                .enumerate()
-            {
-                row_parts[q].push(piece);
-            }
-            schema = Some(rows.schema());
+            rows.push(rows_state);
             inner.push(inner_state);
         }
-        let schema = schema.ok_or_else(|| StateError::mismatch("no partition's state"))?;
-        let rows = super::concat_parts(&schema, row_parts)?;
+        let rows = super::split_by_key(
+            &rows,
+            n,
+            |keys| Ok(self.keys.decode((0..keys.len()).map(|i| keys.value(i)))?),
+            assign,
+        )?;
         // The inner aggregate's groups go where their key's rows go: its keys without the
         // session start.
         let position = self.session_key;

@@ -268,15 +268,21 @@ impl SlicedWindowAggregate {
     fn due_of(&self, g: usize) -> Option<Timestamp> {
         let group = &self.groups[g];
         let &(front, _) = group.slices.front()?;
+        let mut w = self.first_window(front);
+        if let Some(done) = group.emitted_through {
+            w = w.max(done + self.slide);
+        }
+        Some(w + self.size)
+    }
+
+    /// The start of the earliest window holding time `t`.
+    fn first_window(&self, t: Timestamp) -> Timestamp {
         let (slide, size) = (self.slide, self.size);
-        let mut w = front - front.rem_euclid(slide);
-        while w - slide + size > front {
+        let mut w = t - t.rem_euclid(slide);
+        while w - slide + size > t {
             w -= slide;
         }
-        if let Some(done) = group.emitted_through {
-            w = w.max(done + slide);
-        }
-        Some(w + size)
+        w
     }
 
     /// Emitted on close: lists group `g` under its due time, if that is earlier than where it
@@ -517,10 +523,7 @@ impl SlicedWindowAggregate {
             }
             let first_slice = group.slices.front().expect("not empty").0;
             // The earliest window holding the first slice.
-            let mut w = first_slice - first_slice.rem_euclid(slide);
-            while w - slide + size > first_slice {
-                w -= slide;
-            }
+            let mut w = self.first_window(first_slice);
             if let Some(done) = group.emitted_through {
                 w = w.max(done + slide);
             }
@@ -563,13 +566,7 @@ impl SlicedWindowAggregate {
                 }
                 // No slice in this window: jump to the first window holding the next one.
                 match slices.get(hi) {
-                    Some(&(next, _)) => {
-                        let mut nw = next - next.rem_euclid(slide);
-                        while nw - slide + size > next {
-                            nw -= slide;
-                        }
-                        w = nw.max(w + slide);
-                    }
+                    Some(&(next, _)) => w = self.first_window(next).max(w + slide),
                     None => break,
                 }
             }

@@ -88,11 +88,7 @@ impl Chunk {
             .batch
             .columns()
             .iter()
-            .map(|c| {
-                c.to_data()
-                    .get_slice_memory_size()
-                    .unwrap_or_else(|_| c.get_array_memory_size())
-            })
+            .map(crate::operator::array_bytes)
             .sum();
         rows + self.keys.as_ref().map_or(0, |k| k.size())
             + self.hashes.capacity() * std::mem::size_of::<u64>()

@@ -123,11 +123,7 @@ impl TableContents {
                 batches
                     .iter()
                     .flat_map(|b| b.columns())
-                    .map(|c| {
-                        c.to_data()
-                            .get_slice_memory_size()
-                            .unwrap_or_else(|_| c.get_array_memory_size())
-                    })
+                    .map(crate::operator::array_bytes)
                     .sum(),
             ),
             Self::Keyed(keyed) => (
