@@ -36,11 +36,15 @@ pub struct RecordMeta {
     pub source_position: Option<String>,
     /// The bounded source that wrote the record has nothing more to send.
     pub end_of_input: bool,
+    /// Rows the write that made this record dropped as late (behind the watermark), so that
+    /// the count survives a restart.
+    pub late_rows: u64,
 }
 
 const META_WATERMARK: &str = "sluice.watermark";
 const META_POSITION: &str = "sluice.source_position";
 const META_END: &str = "sluice.end_of_input";
+const META_LATE: &str = "sluice.late_rows";
 
 impl RecordMeta {
     fn to_metadata(&self) -> HashMap<String, String> {
@@ -54,6 +58,9 @@ impl RecordMeta {
         if self.end_of_input {
             out.insert(META_END.to_string(), "true".to_string());
         }
+        if self.late_rows > 0 {
+            out.insert(META_LATE.to_string(), self.late_rows.to_string());
+        }
         out
     }
 
@@ -62,6 +69,10 @@ impl RecordMeta {
             watermark: metadata.get(META_WATERMARK).and_then(|w| w.parse().ok()),
             source_position: metadata.get(META_POSITION).cloned(),
             end_of_input: metadata.contains_key(META_END),
+            late_rows: metadata
+                .get(META_LATE)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
         }
     }
 }
@@ -425,6 +436,7 @@ mod tests {
                 watermark: Some(42),
                 source_position: Some("p".into()),
                 end_of_input: true,
+                late_rows: 7,
             },
         )
         .unwrap();

@@ -56,7 +56,8 @@ pub struct ConnectorBatch {
 pub struct EventTime {
     /// The watermark: no row with an earlier event time is accepted any more.
     pub watermark: Option<crate::stream::Timestamp>,
-    /// Rows dropped because they were behind the watermark (since the server started).
+    /// Rows dropped because they were behind the watermark, since the table was created (each
+    /// log record counts the rows its write dropped).
     pub late_rows: u64,
 }
 
@@ -86,6 +87,7 @@ impl QueueTable {
             for (_, change, meta) in &records {
                 contents.apply(change)?;
                 end_of_input |= meta.end_of_input;
+                time.late_rows += meta.late_rows;
                 match (meta.watermark, &def.watermark) {
                     (Some(w), _) => time.watermark = time.watermark.max(Some(w)),
                     (None, Some(wm)) => {
@@ -217,6 +219,7 @@ impl QueueTable {
             },
             source_position: Some(position),
             end_of_input,
+            late_rows: late,
         };
         self.commit(&mut contents, change, meta)?;
         let shown = if end_of_input {
@@ -340,6 +343,7 @@ impl QueueTable {
             let before = crate::sync::lock_value(&self.time).watermark;
             let mut after = before;
             let (mut written, mut late, mut last) = (0u64, 0u64, None);
+            let mut carried_after = false;
             let mut batches = batches.peekable();
             while let Some(batch) = batches.next() {
                 let batch = batch?;
@@ -369,6 +373,19 @@ impl QueueTable {
                     ..RecordMeta::default()
                 };
                 last = Some(self.commit(&mut contents, change, meta)?);
+                carried_after = final_batch;
+            }
+            // The late count goes into the log with the last record; when the last batch was
+            // all late, an empty record carries it and the watermark the COPY moved to.
+            if late > 0 || (last.is_some() && !carried_after) {
+                let meta = RecordMeta {
+                    watermark: after,
+                    late_rows: late,
+                    ..RecordMeta::default()
+                };
+                let empty =
+                    ChangeBatch::inserts(RecordBatch::new_empty(Arc::clone(&self.def.schema)));
+                last = Some(self.commit(&mut contents, empty, meta)?);
             }
             self.record_time(after, late);
             (written, last)
@@ -391,14 +408,15 @@ impl QueueTable {
         let written = {
             let mut contents = self.lock();
             let (batch, watermark, late) = self.admit(batch, None)?;
-            if batch.num_rows() == 0 {
-                self.record_time(watermark, late);
+            let rows = batch.num_rows() as u64;
+            if rows == 0 && late == 0 {
                 return Ok(None);
             }
-            let rows = batch.num_rows() as u64;
+            // All rows late: an empty record keeps the count of rows dropped.
             let change = self.upsert_change(&contents, batch)?;
             let meta = RecordMeta {
                 watermark,
+                late_rows: late,
                 ..RecordMeta::default()
             };
             let position = self.commit(&mut contents, change, meta)?;
