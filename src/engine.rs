@@ -213,7 +213,7 @@ impl Engine {
             crate::sql::windows::WindowMode::Stream,
         )
         .await?;
-        let optimized = state.optimize(&plan)?;
+        let optimized = optimize_for_stream(state, &plan)?;
         let plan = plan_view(&optimized, self.config.parallelism, false)?;
         let schema = Arc::clone(&plan.schema);
         let id = self
@@ -589,7 +589,7 @@ impl Engine {
             crate::sql::windows::WindowMode::Stream,
         )
         .await?;
-        let optimized = state.optimize(&plan)?;
+        let optimized = optimize_for_stream(state, &plan)?;
         plan_view(&optimized, self.config.parallelism, emit_on_window_close)
     }
 
@@ -840,4 +840,20 @@ fn query_runtime(config: &Config) -> Result<Arc<RuntimeEnv>> {
             DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![spill])),
         )
         .build_arc()?)
+}
+
+/// Optimizes a view's plan. A scalar subquery becomes a join, also an uncorrelated one
+/// (DataFusion would run that one once, before the query): a view re-evaluates it as its
+/// inputs change.
+fn optimize_for_stream(
+    state: &SessionState,
+    plan: &datafusion::logical_expr::LogicalPlan,
+) -> Result<datafusion::logical_expr::LogicalPlan> {
+    let mut state = state.clone();
+    state
+        .config_mut()
+        .options_mut()
+        .optimizer
+        .enable_physical_uncorrelated_scalar_subquery = false;
+    Ok(state.optimize(plan)?)
 }

@@ -405,7 +405,9 @@ const VIEWS: &str = "
       FROM TUMBLE(ev, ts, INTERVAL '2' SECOND) GROUP BY window_start EMIT ON WINDOW CLOSE;
     CREATE MATERIALIZED VIEW per_g AS SELECT g, count(*) AS n, sum(v) AS s, min(v) AS lo FROM pk GROUP BY g;
     CREATE MATERIALIZED VIEW hop_totals AS SELECT k, count(*) AS windows, sum(n) AS events
-      FROM hop GROUP BY k;";
+      FROM hop GROUP BY k;
+    CREATE MATERIALIZED VIEW by_group AS SELECT p.id, p.g, h.events FROM pk p JOIN hop_totals h ON p.g = h.k;
+    CREATE MATERIALIZED VIEW seen_groups AS SELECT g, count(*) AS n FROM pk WHERE g IN (SELECT k FROM ev) GROUP BY g;";
 
 /// Each of [`VIEWS`] equals its query run in batch over what the source and table hold.
 async fn assert_views_equal_batch_queries(client: &tokio_postgres::Client, when: &str) {
@@ -426,6 +428,14 @@ async fn assert_views_equal_batch_queries(client: &tokio_postgres::Client, when:
         (
             "SELECT * FROM hop_totals",
             "SELECT k, count(*), sum(n) FROM (SELECT k, window_start, count(*) AS n FROM HOP(ev, ts, INTERVAL '1' SECOND, INTERVAL '4' SECOND) GROUP BY k, window_start) w GROUP BY k",
+        ),
+        (
+            "SELECT * FROM by_group",
+            "SELECT p.id, p.g, h.events FROM pk p JOIN (SELECT k, sum(n) AS events FROM (SELECT k, window_start, count(*) AS n FROM HOP(ev, ts, INTERVAL '1' SECOND, INTERVAL '4' SECOND) GROUP BY k, window_start) w GROUP BY k) h ON p.g = h.k",
+        ),
+        (
+            "SELECT * FROM seen_groups",
+            "SELECT g, count(*) FROM pk WHERE g IN (SELECT k FROM ev) GROUP BY g",
         ),
     ];
     for (view, batch) in checks {

@@ -143,6 +143,105 @@ fn views() -> Vec<(&'static str, String, bool)> {
             "SELECT count(*) AS n, sum(v) AS s, max(v) AS m, min(ts) AS first FROM ao".into(),
             false,
         ),
+        // Joins of `ev` (upserts, updates, deletes) with `dim` (upserts, deletes): `ev.k` is
+        // 0..8 and `dim.k` 0..10, so rows on both sides come and go without a match.
+        (
+            "o_join_inner",
+            "SELECT ev.id, ev.v, dim.k, dim.tier FROM ev JOIN dim ON ev.k = dim.k".into(),
+            false,
+        ),
+        (
+            "o_join_left",
+            "SELECT ev.id, ev.k, dim.tier, dim.name FROM ev LEFT JOIN dim ON ev.k = dim.k".into(),
+            false,
+        ),
+        (
+            "o_join_right",
+            "SELECT ev.id, dim.k, dim.tier FROM ev RIGHT JOIN dim ON ev.k = dim.k".into(),
+            false,
+        ),
+        (
+            "o_join_full",
+            "SELECT ev.id, ev.k AS ek, dim.k AS dk, dim.tier FROM ev FULL JOIN dim ON ev.k = dim.k"
+                .into(),
+            false,
+        ),
+        (
+            // three ways, `dim` twice: a self-join
+            "o_join_3way",
+            "SELECT ev.id, d1.tier, d2.name FROM ev JOIN dim d1 ON ev.k = d1.k \
+             JOIN dim d2 ON d2.k = d1.tier"
+                .into(),
+            false,
+        ),
+        (
+            "o_join_residual",
+            "SELECT ev.id, ev.v, dim.tier FROM ev JOIN dim ON ev.k = dim.k AND ev.v > dim.tier * 20"
+                .into(),
+            false,
+        ),
+        (
+            "o_join_then_agg",
+            "SELECT dim.tier, count(*) AS n, sum(ev.v) AS s FROM ev JOIN dim ON ev.k = dim.k \
+             GROUP BY dim.tier"
+                .into(),
+            false,
+        ),
+        (
+            "o_join_agg_subquery",
+            "SELECT d.k, d.tier, a.n, a.s FROM dim d \
+             JOIN (SELECT k, count(*) AS n, sum(v) AS s FROM ev GROUP BY k) a ON a.k = d.k"
+                .into(),
+            false,
+        ),
+        (
+            "o_in",
+            "SELECT id, v FROM ev WHERE k IN (SELECT k FROM dim WHERE tier > 1)".into(),
+            false,
+        ),
+        (
+            "o_not_exists",
+            "SELECT id, v FROM ev WHERE NOT EXISTS (SELECT 1 FROM dim WHERE dim.k = ev.k)".into(),
+            false,
+        ),
+        (
+            "o_exists",
+            "SELECT k, tier FROM dim WHERE EXISTS (SELECT 1 FROM ev WHERE ev.k = dim.k AND ev.v > 50)"
+                .into(),
+            false,
+        ),
+        // Conditions beyond the keys decide which rows match: padding, EXISTS and NOT
+        // EXISTS follow each row's own matches.
+        (
+            "o_join_left_cond",
+            "SELECT ev.id, dim.k, dim.tier FROM ev LEFT JOIN dim ON ev.k = dim.k AND ev.v > dim.tier * 20"
+                .into(),
+            false,
+        ),
+        (
+            "o_join_full_cond",
+            "SELECT ev.id, ev.v, dim.k, dim.tier FROM ev FULL JOIN dim ON ev.k = dim.k AND ev.v > dim.tier * 20"
+                .into(),
+            false,
+        ),
+        (
+            "o_exists_cond",
+            "SELECT k, tier FROM dim WHERE EXISTS (SELECT 1 FROM ev WHERE ev.k = dim.k AND ev.v > dim.tier * 20)"
+                .into(),
+            false,
+        ),
+        (
+            "o_not_exists_cond",
+            "SELECT id, v FROM ev WHERE NOT EXISTS (SELECT 1 FROM dim WHERE dim.k = ev.k AND dim.tier * 20 < ev.v)"
+                .into(),
+            false,
+        ),
+        (
+            // a dynamic filter: every row is judged again when the average moves
+            "o_scalar_filter",
+            "SELECT id, v FROM ev WHERE v > (SELECT avg(v) FROM ev)".into(),
+            false,
+        ),
     ]
 }
 
@@ -168,7 +267,8 @@ async fn run(parallelism: usize, seed: u64) {
         .batch_execute(
             "CREATE TABLE ev (id INT PRIMARY KEY, k INT, v BIGINT, ts TIMESTAMP);
              CREATE TABLE ao (k INT, v BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '30' SECOND) APPEND ONLY;
-             CREATE TABLE al (k INT, v BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '2' SECOND) APPEND ONLY;",
+             CREATE TABLE al (k INT, v BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '2' SECOND) APPEND ONLY;
+             CREATE TABLE dim (k INT PRIMARY KEY, tier INT, name TEXT);",
         )
         .await
         .expect("tables");
@@ -177,7 +277,15 @@ async fn run(parallelism: usize, seed: u64) {
     let views = views();
     let mut created = 0;
     for round in 0..40 {
-        if created < views.len() && (round % 3 == 0 || round > 20) {
+        let create = match round {
+            0..=20 if round % 3 == 0 => 1,
+            0..=20 => 0,
+            _ => 2,
+        };
+        for _ in 0..create {
+            if created == views.len() {
+                break;
+            }
             let (name, query, eowc) = &views[created];
             let emit = if *eowc { " EMIT ON WINDOW CLOSE" } else { "" };
             client
@@ -258,6 +366,26 @@ async fn run(parallelism: usize, seed: u64) {
                         )
                     };
                     client.batch_execute(&sql).await.expect("delete ev");
+                }
+                8 => {
+                    let k = rng.random_range(0..10);
+                    let sql = match rng.random_range(0..4) {
+                        0 => format!("DELETE FROM dim WHERE k = {k}"),
+                        1 => format!(
+                            "UPDATE dim SET tier = {} WHERE k = {k}",
+                            rng.random_range(0..5)
+                        ),
+                        _ => {
+                            let values: Vec<String> = (0..rng.random_range(1..5))
+                                .map(|_| {
+                                    let tier = rng.random_range(0..5);
+                                    format!("({}, {tier}, 'n{tier}')", rng.random_range(0..10))
+                                })
+                                .collect();
+                            format!("INSERT INTO dim VALUES {}", values.join(", "))
+                        }
+                    };
+                    client.batch_execute(&sql).await.expect("write dim");
                 }
                 _ => {
                     // Let a barrier pass on its own, with no FLUSH.

@@ -19,6 +19,8 @@ const CHECKPOINTED: &[&str] = &[
     "users_per_count",
     "sessions",
     "hop_events",
+    "joined",
+    "unmatched",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,6 +96,14 @@ const ORACLES: &[(&str, &str)] = &[
         "hop_events",
         "SELECT uid, window_start, count(*) AS n FROM HOP(events, ts, INTERVAL '2' SECOND, INTERVAL '6' SECOND) GROUP BY uid, window_start",
     ),
+    (
+        "joined",
+        "SELECT c.id, c.uid, e.n FROM clicks c LEFT JOIN (SELECT uid, count(*) AS n FROM events GROUP BY uid) e ON c.uid = e.uid",
+    ),
+    (
+        "unmatched",
+        "SELECT c.id FROM clicks c WHERE NOT EXISTS (SELECT 1 FROM clicks d WHERE d.uid = c.uid AND d.id > c.id + 300)",
+    ),
 ];
 
 const SETUP: &str = "CREATE TABLE clicks (id INT PRIMARY KEY, uid INT, ts TIMESTAMP);
@@ -106,6 +116,8 @@ const SETUP: &str = "CREATE TABLE clicks (id INT PRIMARY KEY, uid INT, ts TIMEST
      CREATE MATERIALIZED VIEW users_per_count AS SELECT n, count(*) AS users FROM per_user GROUP BY n;
      CREATE MATERIALIZED VIEW sessions AS SELECT uid, SESSION_START(ts, INTERVAL '2' SECOND) AS s, count(*) AS n FROM clicks GROUP BY uid, SESSION(ts, INTERVAL '2' SECOND);
      CREATE MATERIALIZED VIEW hop_events AS SELECT uid, window_start, count(*) AS n FROM HOP(events, ts, INTERVAL '2' SECOND, INTERVAL '6' SECOND) GROUP BY uid, window_start;
+     CREATE MATERIALIZED VIEW joined AS SELECT c.id, c.uid, e.n FROM clicks c LEFT JOIN (SELECT uid, count(*) AS n FROM events GROUP BY uid) e ON c.uid = e.uid;
+     CREATE MATERIALIZED VIEW unmatched AS SELECT c.id FROM clicks c WHERE NOT EXISTS (SELECT 1 FROM clicks d WHERE d.uid = c.uid AND d.id > c.id + 300);
      FLUSH;";
 
 /// More writes: deletes, updates and inserts into both tables.
@@ -381,7 +393,7 @@ async fn a_checkpoint_writes_only_the_views_that_changed() {
     // A checkpoint takes in everything the setup did; then nothing changes, and no further
     // checkpoint is taken.
     let last = settled_checkpoint(&client).await;
-    // Only `closed` and `hop_events` read `events`.
+    // Only `closed`, `hop_events` and `joined` read `events`.
     client
         .batch_execute(
             "INSERT INTO events SELECT v % 5, to_timestamp_millis(1767225800000 + v * 100) FROM generate_series(1, 100) AS g(v); FLUSH;",
@@ -399,7 +411,7 @@ async fn a_checkpoint_writes_only_the_views_that_changed() {
     let (written, reused): (i64, i64) = (row.get(0), row.get(1));
     assert_eq!(
         (written, reused),
-        (2, CHECKPOINTED.len() as i64 - 2),
+        (3, CHECKPOINTED.len() as i64 - 3),
         "only the views over `events` written again"
     );
     server.shutdown().await;
@@ -449,5 +461,62 @@ async fn late_rows_are_still_counted_after_restart() {
         "late rows stay out"
     );
     drop(client);
+    server.shutdown().await;
+}
+
+/// A join's state comes back whole from a checkpoint, with each row's count of matches under
+/// a condition: after the restart, a row that loses its last match enters an anti join's
+/// output and gets its NULL-padded row in an outer join, at another parallelism too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_state_with_match_counts_survives_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, client) = start_with_parallelism(dir.path(), 2).await;
+    let views = [
+        (
+            "lonely",
+            "SELECT a.id FROM a WHERE NOT EXISTS (SELECT 1 FROM b WHERE b.k = a.k AND b.v > a.id)",
+        ),
+        (
+            "padded",
+            "SELECT a.id, b.id AS bid FROM a LEFT JOIN b ON a.k = b.k AND b.v > a.id",
+        ),
+        ("pairs", "SELECT a.id, b.v FROM a FULL JOIN b ON a.k = b.k"),
+    ];
+    client
+        .batch_execute(
+            "CREATE TABLE a (id INT PRIMARY KEY, k INT);
+             CREATE TABLE b (id INT PRIMARY KEY, k INT, v INT);
+             INSERT INTO a SELECT v, v % 5 FROM generate_series(1, 40) AS g(v);
+             INSERT INTO b SELECT v, v % 7, v + 0 FROM generate_series(1, 60) AS g(v);",
+        )
+        .await
+        .expect("setup");
+    for (name, query) in views {
+        client
+            .batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {query}"))
+            .await
+            .expect("view");
+    }
+    client.batch_execute("FLUSH").await.expect("flush");
+    settled_checkpoint(&client).await;
+    drop(client);
+    server.shutdown().await;
+
+    let (server, client) = start_with_parallelism(dir.path(), 3).await;
+    assert_eq!(restored_views(&client).await, 3, "every view restored");
+    // Every row of `a` loses its matches under the condition, then some gain new ones.
+    client
+        .batch_execute(
+            "DELETE FROM b WHERE v > 20;
+             FLUSH;
+             INSERT INTO b VALUES (100, 1, 100), (101, 2, 5);
+             FLUSH;",
+        )
+        .await
+        .expect("writes");
+    for (name, query) in views {
+        let got = rows(&client, &format!("SELECT * FROM {name}")).await;
+        assert_eq!(got, rows(&client, query).await, "view {name} after restart");
+    }
     server.shutdown().await;
 }

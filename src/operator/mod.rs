@@ -5,6 +5,7 @@
 //! - [`GroupAggregateOperator`] (`aggregate.rs`): `GROUP BY` with retractable aggregates.
 //! - `SlicedWindowAggregate` (`sliced_window.rs`): `HOP` windows computed from slices.
 //! - `SessionWindowAggregate` (`session.rs`): `SESSION` windows.
+//! - [`JoinOperator`] (`join.rs`): equi-joins of two inputs (inner, outer, semi, anti).
 //!
 //! Stateless operators implement [`Operator`] (`process`: changes in, changes out). Keyed
 //! operators implement [`KeyedOperator`]: they fold changes into state per key (`keys.rs`
@@ -13,6 +14,7 @@
 
 pub mod aggregate;
 pub mod filter_project;
+pub mod join;
 pub mod keys;
 pub mod session;
 pub mod sliced_window;
@@ -21,6 +23,7 @@ pub mod test_util;
 
 pub use aggregate::{AggregateCall, AggregateKind, GroupAggregateOperator, WindowKey};
 pub use filter_project::FilterProjectOperator;
+pub use join::{JoinKind, JoinOperator};
 
 use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
@@ -156,6 +159,19 @@ pub trait KeyedOperator: Send + std::fmt::Debug {
 
     /// Folds a batch of changes (of this partition's keys) into the state.
     fn update(&mut self, change: &ChangeBatch) -> Result<(), OperatorError>;
+
+    /// Folds a batch of changes of input `input` into the state: an operator of several
+    /// inputs (a join) tells them apart; one of a single input has only input 0.
+    fn update_input(&mut self, input: usize, change: &ChangeBatch) -> Result<(), OperatorError> {
+        debug_assert_eq!(input, 0, "a one-input operator");
+        self.update(change)
+    }
+
+    /// The watermark of the output, given the minimum of the inputs' (`None`: the output has
+    /// no column the inputs' watermarks bound, as a join's).
+    fn output_watermark(&self, input: Option<Timestamp>) -> Option<Timestamp> {
+        input
+    }
 
     /// End of an epoch: the changes to the output since the last call, and the windows the
     /// watermark (if any) has closed.

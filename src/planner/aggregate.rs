@@ -49,8 +49,8 @@ fn keyed(
         planner.parallelism
     };
     Ok(Node::Keyed {
-        input: Box::new(input),
-        keys,
+        inputs: vec![input],
+        keys: vec![keys],
         partitions: (0..partitions).map(|_| make()).collect::<Result<_>>()?,
         hasher: datafusion::common::hash_utils::RandomState::with_seed(0),
         label,

@@ -8,6 +8,7 @@
 //! from it (`TUMBLE`, `HOP`). `EMIT ON WINDOW CLOSE` needs a group key that is such a window.
 
 mod aggregate;
+mod join;
 mod time;
 
 use std::sync::Arc;
@@ -421,7 +422,7 @@ impl Planner {
             }
             LogicalPlan::Sort(_) => Err(refuse("ORDER BY without LIMIT")),
             LogicalPlan::Limit(_) => Err(refuse("LIMIT/OFFSET")),
-            LogicalPlan::Join(_) => Err(refuse("JOIN")),
+            LogicalPlan::Join(j) => join::plan_join(self, j),
             LogicalPlan::Window(_) => Err(refuse("a window function (OVER …)")),
             LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => {
                 Err(refuse("a query without a table (constant rows)"))

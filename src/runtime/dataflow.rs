@@ -54,12 +54,14 @@ pub enum Node {
         /// Output schema.
         schema: SchemaRef,
     },
-    /// A keyed operator (`GROUP BY`, windows, sessions), hash-partitioned over workers.
+    /// A keyed operator (`GROUP BY`, windows, sessions over one input; a join over two),
+    /// hash-partitioned over workers.
     Keyed {
-        /// Input.
-        input: Box<Node>,
-        /// Key expressions, for partitioning.
-        keys: Vec<Arc<dyn PhysicalExpr>>,
+        /// Inputs, in the order the operator numbers them.
+        inputs: Vec<Node>,
+        /// Key expressions per input, for partitioning (equal keys of different inputs hash
+        /// alike: they have the same types).
+        keys: Vec<Vec<Arc<dyn PhysicalExpr>>>,
         /// One operator per partition.
         partitions: Vec<Box<dyn KeyedOperator>>,
         /// Hashes keys to partitions.
@@ -104,20 +106,20 @@ impl Node {
     fn inputs_mut(&mut self) -> &mut [Node] {
         match self {
             Node::Source { .. } => &mut [],
-            Node::FilterProject { input, .. }
-            | Node::Unnest { input, .. }
-            | Node::Keyed { input, .. } => std::slice::from_mut(input.as_mut()),
-            Node::Union { inputs, .. } => inputs,
+            Node::FilterProject { input, .. } | Node::Unnest { input, .. } => {
+                std::slice::from_mut(input.as_mut())
+            }
+            Node::Union { inputs, .. } | Node::Keyed { inputs, .. } => inputs,
         }
     }
 
     fn inputs(&self) -> &[Node] {
         match self {
             Node::Source { .. } => &[],
-            Node::FilterProject { input, .. }
-            | Node::Unnest { input, .. }
-            | Node::Keyed { input, .. } => std::slice::from_ref(input.as_ref()),
-            Node::Union { inputs, .. } => inputs,
+            Node::FilterProject { input, .. } | Node::Unnest { input, .. } => {
+                std::slice::from_ref(input.as_ref())
+            }
+            Node::Union { inputs, .. } | Node::Keyed { inputs, .. } => inputs,
         }
     }
 
@@ -222,7 +224,7 @@ impl Node {
                 // Written with another parallelism: each group goes to the partition its key
                 // hashes to now, as `update_partitioned` sends its rows.
                 let old: Vec<Vec<RecordBatch>> = (0..written).map(piece).collect();
-                let keyless = keys.is_empty();
+                let keyless = keys.first().is_none_or(Vec::is_empty);
                 let assign = |columns: &[ArrayRef], rows: usize| {
                     if n == 1 || keyless || columns.is_empty() {
                         return Ok(vec![0; rows]);
@@ -298,8 +300,8 @@ impl Node {
             return Ok(vec![with_weights(data, batch.weights())?]);
         }
         let mut upstream = Vec::new();
-        for input in self.inputs_mut() {
-            upstream.extend(input.push(source, batch)?);
+        for (i, input) in self.inputs_mut().iter_mut().enumerate() {
+            upstream.extend(input.push(source, batch)?.into_iter().map(|c| (i, c)));
         }
         self.transform(upstream)
     }
@@ -316,9 +318,9 @@ impl Node {
         let mut upstream = Vec::new();
         // The minimum over the inputs; an input without a watermark holds it back.
         let mut watermark: Option<Option<Timestamp>> = None;
-        for input in self.inputs_mut() {
+        for (i, input) in self.inputs_mut().iter_mut().enumerate() {
             let out = input.finish(watermarks)?;
-            upstream.extend(out.changes);
+            upstream.extend(out.changes.into_iter().map(|c| (i, c)));
             watermark = Some(match (watermark, out.watermark) {
                 (None, w) => w,
                 (Some(Some(a)), Some(b)) => Some(a.min(b)),
@@ -329,15 +331,21 @@ impl Node {
         let mut changes = self.transform(upstream)?;
         if let Node::Keyed { partitions, .. } = self {
             changes.extend(finish_partitioned(partitions, watermark)?);
+            let watermark = partitions[0].output_watermark(watermark);
+            return Ok(Output { changes, watermark });
         }
         Ok(Output { changes, watermark })
     }
 
     /// This node's work on changes of its inputs: the changes to its output, or none yet for
     /// a keyed operator, which folds them into its state.
-    fn transform(&mut self, upstream: Vec<ChangeBatch>) -> Result<Vec<ChangeBatch>, OperatorError> {
+    /// `upstream` holds each change with the index of the input it came from.
+    fn transform(
+        &mut self,
+        upstream: Vec<(usize, ChangeBatch)>,
+    ) -> Result<Vec<ChangeBatch>, OperatorError> {
         let mut out = Vec::with_capacity(upstream.len());
-        for change in upstream {
+        for (input, change) in upstream {
             match self {
                 Node::Source { .. } => out.push(change),
                 Node::FilterProject { operator, .. } => out.extend(operator.process(change)?),
@@ -359,7 +367,7 @@ impl Node {
                     partitions,
                     hasher,
                     ..
-                } => update_partitioned(partitions, keys, hasher, &change)?,
+                } => update_partitioned(partitions, &keys[input], hasher, input, &change)?,
                 Node::Union { schema, .. } => out.push(cast_change(&change, schema)?),
             }
         }
@@ -520,16 +528,17 @@ fn finish_partitioned(
     })
 }
 
-/// Splits `change` by key hash over the partitions and folds each part into its partition,
-/// in parallel when there are several.
+/// Splits `change` of input `input` by key hash over the partitions and folds each part into
+/// its partition, in parallel when there are several.
 fn update_partitioned(
     partitions: &mut [Box<dyn KeyedOperator>],
     keys: &[Arc<dyn PhysicalExpr>],
     hasher: &RandomState,
+    input: usize,
     change: &ChangeBatch,
 ) -> Result<(), OperatorError> {
     if partitions.len() == 1 || keys.is_empty() {
-        return partitions[0].update(change);
+        return partitions[0].update_input(input, change);
     }
     let data = change.data();
     let rows = data.num_rows();
@@ -568,7 +577,7 @@ fn update_partitioned(
             .map(|(partition, (data, weights))| {
                 scope.spawn(move || {
                     let change = with_weights(data, weights.as_ref())?;
-                    partition.update(&change)
+                    partition.update_input(input, &change)
                 })
             })
             .collect();
