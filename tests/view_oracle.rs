@@ -236,6 +236,30 @@ fn views() -> Vec<(&'static str, String, bool)> {
                 .into(),
             false,
         ),
+        // Interval joins of the append-only tables: rows are freed as the other side's
+        // watermark passes them, while `al`'s short delay puts rows right at that edge.
+        (
+            "o_interval",
+            "SELECT a.k, a.v AS av, b.v AS bv, a.ts FROM ao a JOIN al b ON a.k = b.k \
+             AND a.ts BETWEEN b.ts - INTERVAL '1' SECOND AND b.ts + INTERVAL '2' SECOND"
+                .into(),
+            false,
+        ),
+        (
+            "o_interval_left",
+            "SELECT b.k, b.v, b.ts, a.v AS av FROM al b LEFT JOIN ao a ON a.k = b.k \
+             AND a.ts >= b.ts AND a.ts < b.ts + INTERVAL '1' SECOND"
+                .into(),
+            false,
+        ),
+        (
+            "o_interval_windows",
+            "SELECT a.k, TUMBLE_START(a.ts, INTERVAL '4' SECOND) AS ws, count(*) AS n, sum(b.v) AS s \
+             FROM ao a JOIN al b ON a.k = b.k AND b.ts BETWEEN a.ts - INTERVAL '1' SECOND AND a.ts \
+             GROUP BY a.k, TUMBLE(a.ts, INTERVAL '4' SECOND)"
+                .into(),
+            false,
+        ),
         (
             // a dynamic filter: every row is judged again when the average moves
             "o_scalar_filter",

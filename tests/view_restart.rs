@@ -21,6 +21,7 @@ const CHECKPOINTED: &[&str] = &[
     "hop_events",
     "joined",
     "unmatched",
+    "paired",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,6 +105,10 @@ const ORACLES: &[(&str, &str)] = &[
         "unmatched",
         "SELECT c.id FROM clicks c WHERE NOT EXISTS (SELECT 1 FROM clicks d WHERE d.uid = c.uid AND d.id > c.id + 300)",
     ),
+    (
+        "paired",
+        "SELECT e1.uid, count(*) AS n FROM events e1 JOIN events e2 ON e1.uid = e2.uid AND e2.ts BETWEEN e1.ts AND e1.ts + INTERVAL '1' SECOND GROUP BY e1.uid",
+    ),
 ];
 
 const SETUP: &str = "CREATE TABLE clicks (id INT PRIMARY KEY, uid INT, ts TIMESTAMP);
@@ -118,6 +123,7 @@ const SETUP: &str = "CREATE TABLE clicks (id INT PRIMARY KEY, uid INT, ts TIMEST
      CREATE MATERIALIZED VIEW hop_events AS SELECT uid, window_start, count(*) AS n FROM HOP(events, ts, INTERVAL '2' SECOND, INTERVAL '6' SECOND) GROUP BY uid, window_start;
      CREATE MATERIALIZED VIEW joined AS SELECT c.id, c.uid, e.n FROM clicks c LEFT JOIN (SELECT uid, count(*) AS n FROM events GROUP BY uid) e ON c.uid = e.uid;
      CREATE MATERIALIZED VIEW unmatched AS SELECT c.id FROM clicks c WHERE NOT EXISTS (SELECT 1 FROM clicks d WHERE d.uid = c.uid AND d.id > c.id + 300);
+     CREATE MATERIALIZED VIEW paired AS SELECT e1.uid, count(*) AS n FROM events e1 JOIN events e2 ON e1.uid = e2.uid AND e2.ts BETWEEN e1.ts AND e1.ts + INTERVAL '1' SECOND GROUP BY e1.uid;
      FLUSH;";
 
 /// More writes: deletes, updates and inserts into both tables.
@@ -393,7 +399,7 @@ async fn a_checkpoint_writes_only_the_views_that_changed() {
     // A checkpoint takes in everything the setup did; then nothing changes, and no further
     // checkpoint is taken.
     let last = settled_checkpoint(&client).await;
-    // Only `closed`, `hop_events` and `joined` read `events`.
+    // Only `closed`, `hop_events`, `joined` and `paired` read `events`.
     client
         .batch_execute(
             "INSERT INTO events SELECT v % 5, to_timestamp_millis(1767225800000 + v * 100) FROM generate_series(1, 100) AS g(v); FLUSH;",
@@ -411,7 +417,7 @@ async fn a_checkpoint_writes_only_the_views_that_changed() {
     let (written, reused): (i64, i64) = (row.get(0), row.get(1));
     assert_eq!(
         (written, reused),
-        (3, CHECKPOINTED.len() as i64 - 3),
+        (4, CHECKPOINTED.len() as i64 - 4),
         "only the views over `events` written again"
     );
     server.shutdown().await;

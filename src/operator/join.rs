@@ -14,6 +14,7 @@
 //! whose key has a NULL never matches (unless the join compares keys with `IS NOT DISTINCT
 //! FROM`) and is kept in no state.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -106,6 +107,9 @@ struct RowEntry {
     /// With a join condition beyond the keys: how many rows of the other side it matches
     /// (sum of their counts), kept where a row's output depends on having a match.
     degree: i64,
+    /// An interval join's: once the other side's watermark passes this, no row to come can
+    /// match the row, and it is freed (`i64::MAX`: never).
+    expires: i64,
 }
 
 /// One side's rows under one join key.
@@ -125,7 +129,7 @@ const ROW_ENTRY_BYTES: usize = std::mem::size_of::<RowEntry>();
 impl KeyEntry {
     /// Adds `weight` to `row`'s count (a new row starts with `degree`); returns the change
     /// in bytes held and in distinct rows.
-    fn add(&mut self, row: &[u8], weight: i64, degree: i64) -> (isize, i64) {
+    fn add(&mut self, row: &[u8], weight: i64, degree: i64, expires: i64) -> (isize, i64) {
         let found = match &self.index {
             Some(index) => index.get(row).copied(),
             None => self.rows.iter().position(|r| &*r.row == row),
@@ -159,6 +163,7 @@ impl KeyEntry {
                     row,
                     count: weight,
                     degree,
+                    expires,
                 });
                 if self.index.is_none() && self.rows.len() > INDEX_ABOVE {
                     let mut index = row_map(self.rows.len() * 2);
@@ -170,6 +175,68 @@ impl KeyEntry {
                 }
                 (bytes, 1)
             }
+        }
+    }
+}
+
+impl KeyEntry {
+    /// Drops the rows that expire before `watermark`; returns the change in bytes held, in
+    /// distinct rows and in the key's row count.
+    fn expire(&mut self, watermark: i64) -> (isize, i64, i64) {
+        let index_bytes =
+            |rows: &[RowEntry]| -> isize { rows.iter().map(|r| r.row.len() as isize).sum() };
+        let mut bytes = match &self.index {
+            Some(_) => -index_bytes(&self.rows),
+            None => 0,
+        };
+        let before = self.rows.len() as i64;
+        let mut count = 0;
+        self.rows.retain(|r| {
+            if r.expires < watermark {
+                bytes -= (ROW_ENTRY_BYTES + r.row.len()) as isize;
+                count += r.count;
+                false
+            } else {
+                true
+            }
+        });
+        self.total -= count;
+        if self.rows.len() > INDEX_ABOVE {
+            let mut index = row_map(self.rows.len() * 2);
+            for (i, r) in self.rows.iter().enumerate() {
+                index.insert(r.row.clone(), i);
+            }
+            bytes += index_bytes(&self.rows);
+            self.index = Some(index);
+        } else {
+            self.index = None;
+        }
+        (bytes, self.rows.len() as i64 - before, -count)
+    }
+}
+
+/// An interval join's bounds: its condition keeps `left.t - right.t` within `[lo, hi]`, over
+/// each side's watermarked time column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interval {
+    /// Each side's time column, by its index in the side's schema.
+    pub time: [usize; 2],
+    /// `left.t - right.t >= lo` (nanoseconds): a left row is freed once the right side's
+    /// watermark passes `left.t - lo`.
+    pub lo: Option<i64>,
+    /// `left.t - right.t <= hi`: a right row is freed once the left side's watermark passes
+    /// `right.t + hi`.
+    pub hi: Option<i64>,
+    /// The left time column of the output keeps a watermark (an inner join).
+    pub watermark: bool,
+}
+
+impl Interval {
+    /// When a row of `side` at time `t` can match no row to come (`None`: it always may).
+    fn expires(&self, side: usize, t: i64) -> Option<i64> {
+        match side {
+            0 => self.lo.map(|lo| t.saturating_sub(lo)),
+            _ => self.hi.map(|hi| t.saturating_add(hi)),
         }
     }
 }
@@ -234,6 +301,12 @@ pub struct JoinOperator {
     state: [RowMap<KeyEntry>; 2],
     /// Rows kept (distinct rows with a count) per side.
     kept: [u64; 2],
+    /// An interval join's bounds.
+    interval: Option<Interval>,
+    /// Per side: when rows expire → the keys they are under (an interval join's).
+    expiring: [BTreeMap<i64, Vec<Box<[u8]>>>; 2],
+    /// Each input's watermark at the last finish.
+    watermarks: [Option<Timestamp>; 2],
     /// Bytes owned through pointers: keys, rows, per-key indexes.
     heap: isize,
     /// Output since the last finish.
@@ -275,10 +348,19 @@ impl JoinOperator {
             schema,
             null_equal,
             state: [row_map(0), row_map(0)],
+            interval: None,
+            expiring: [BTreeMap::new(), BTreeMap::new()],
+            watermarks: [None, None],
             kept: [0, 0],
             heap: 0,
             pending: Vec::new(),
         })
+    }
+
+    /// Frees rows by the interval join's bounds as the watermarks pass.
+    pub fn with_interval(mut self, interval: Interval) -> Self {
+        self.interval = Some(interval);
+        self
     }
 
     /// Whether `side`'s rows are kept (not only a count per key): the output shows them, or
@@ -307,6 +389,26 @@ impl JoinOperator {
             None
         };
         let null_key = |i: usize| !self.null_equal && keys.columns.iter().any(|c| c.is_null(i));
+        // An interval join's rows of this side expire by their time.
+        let expiry = match &self.interval {
+            Some(interval) if interval.expires(side, 0).is_some() => {
+                let times = crate::stream::watermark::nanos(data.column(interval.time[side]))
+                    .map_err(|e| OperatorError::datafusion(NAME, e))?;
+                let times = times
+                    .as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>()
+                    .clone();
+                Some((interval.clone(), times))
+            }
+            _ => None,
+        };
+        let expires = |i: usize| match &expiry {
+            // A row without a time matches nothing under the condition: it goes at once.
+            Some((interval, times)) if times.is_valid(i) => {
+                interval.expires(side, times.value(i)).unwrap_or(i64::MAX)
+            }
+            Some(_) => i64::MIN,
+            None => i64::MAX,
+        };
         let weight = |i: usize| change.weights().map_or(1, |w| w.value(i));
 
         // The other side's rows under each row's key: the candidates, copied once.
@@ -392,6 +494,7 @@ impl JoinOperator {
         let (mut others, mut others_w) = (RowBuffer::default(), Vec::new());
         let mut heap = 0isize;
         let mut kept = 0i64;
+        let mut new_expiring: Vec<(i64, usize)> = Vec::new();
         for (i, &(start, end)) in ranges.iter().enumerate() {
             let w = weight(i);
             if w == 0 {
@@ -476,14 +579,23 @@ impl JoinOperator {
             entry.total += w;
             if let Some(rows) = &row_bytes {
                 let degree = if own_degree { matched } else { 0 };
-                let (bytes, rows) = entry.add(rows.row(i).data(), w, degree);
+                let expires = expires(i);
+                let (bytes, rows) = entry.add(rows.row(i).data(), w, degree, expires);
                 heap += bytes;
                 kept += rows;
+                if rows > 0 && expires != i64::MAX {
+                    new_expiring.push((expires, i));
+                }
             }
             if entry.total == 0 && entry.rows.is_empty() {
                 heap -= (2 * key.len()) as isize;
                 own.remove(key);
             }
+        }
+        for (expires, i) in new_expiring {
+            let key: Box<[u8]> = keys.key(i).into();
+            heap += (key.len() + std::mem::size_of::<Box<[u8]>>()) as isize;
+            self.expiring[side].entry(expires).or_default().push(key);
         }
         self.heap += heap;
         self.kept[side] = (self.kept[side] as i64 + kept).max(0) as u64;
@@ -526,6 +638,28 @@ impl JoinOperator {
 }
 
 impl JoinOperator {
+    /// Frees `side`'s rows that expire before `watermark` (the other side's).
+    fn expire(&mut self, side: usize, watermark: Timestamp) {
+        while let Some(entry) = self.expiring[side].first_entry() {
+            if *entry.key() >= watermark {
+                break;
+            }
+            for key in entry.remove() {
+                self.heap -= (key.len() + std::mem::size_of::<Box<[u8]>>()) as isize;
+                let Some(rows) = self.state[side].get_mut(&key) else {
+                    continue;
+                };
+                let (bytes, kept, _) = rows.expire(watermark);
+                self.heap += bytes;
+                self.kept[side] = (self.kept[side] as i64 + kept).max(0) as u64;
+                if rows.total == 0 && rows.rows.is_empty() {
+                    self.heap -= (2 * key.len()) as isize;
+                    self.state[side].remove(&key);
+                }
+            }
+        }
+    }
+
     /// One side's state as a batch: per key a row with `row` NULL and the key's total in
     /// `count`, then one row per kept row with its count and degree.
     fn side_checkpoint(&self, side: usize) -> Result<RecordBatch, StateError> {
@@ -533,16 +667,19 @@ impl JoinOperator {
         let mut rows: Vec<Option<&[u8]>> = Vec::new();
         let mut counts = Vec::new();
         let mut degrees = Vec::new();
+        let mut expires = Vec::new();
         for (key, entry) in &self.state[side] {
             keys.push(key);
             rows.push(None);
             counts.push(entry.total);
             degrees.push(0);
+            expires.push(i64::MAX);
             for r in &entry.rows {
                 keys.push(key);
                 rows.push(Some(&r.row));
                 counts.push(r.count);
                 degrees.push(r.degree);
+                expires.push(r.expires);
             }
         }
         columns::batch(vec![
@@ -550,6 +687,7 @@ impl JoinOperator {
             ("row", columns::blobs(rows.into_iter())),
             ("count", columns::i64s(counts)),
             ("degree", columns::i64s(degrees)),
+            ("expires", columns::i64s(expires)),
         ])
     }
 
@@ -558,6 +696,8 @@ impl JoinOperator {
         let rows = columns::blob_column(batch, "row")?;
         let counts = columns::i64_column(batch, "count")?;
         let degrees = columns::i64_column(batch, "degree")?;
+        let expires = columns::i64_column(batch, "expires")?;
+        let mut expiring: BTreeMap<i64, Vec<Box<[u8]>>> = BTreeMap::new();
         // One row per key has no `row`: the key's count.
         let mut state: RowMap<KeyEntry> = row_map(rows.null_count());
         let mut heap = 0isize;
@@ -574,13 +714,18 @@ impl JoinOperator {
             match columns::blob_at(rows, i) {
                 None => entry.total = count,
                 Some(row) => {
-                    let (bytes, added) = entry.add(row, count, degrees[i]);
+                    let (bytes, added) = entry.add(row, count, degrees[i], expires[i]);
                     heap += bytes;
                     kept += added;
+                    if expires[i] != i64::MAX {
+                        heap += (key.len() + std::mem::size_of::<Box<[u8]>>()) as isize;
+                        expiring.entry(expires[i]).or_default().push(key.into());
+                    }
                 }
             }
         }
         self.state[side] = state;
+        self.expiring[side] = expiring;
         self.kept[side] = kept.max(0) as u64;
         self.heap += heap;
         Ok(())
@@ -650,10 +795,41 @@ impl KeyedOperator for JoinOperator {
         Ok(std::mem::take(&mut self.pending))
     }
 
+    fn finish_inputs(
+        &mut self,
+        watermarks: &[Option<Timestamp>],
+    ) -> Result<Vec<ChangeBatch>, OperatorError> {
+        self.watermarks = [
+            watermarks.first().copied().flatten(),
+            watermarks.get(1).copied().flatten(),
+        ];
+        if self.interval.is_some() {
+            for side in 0..2 {
+                if let Some(watermark) = self.watermarks[1 - side] {
+                    self.expire(side, watermark);
+                }
+            }
+        }
+        Ok(std::mem::take(&mut self.pending))
+    }
+
     fn output_watermark(&self, _input: Option<Timestamp>) -> Option<Timestamp> {
         // A row of one side may join a much older row of the other: no output column is
-        // bounded by the inputs' watermarks.
-        None
+        // bounded by the inputs' watermarks, unless an interval bounds how much older. Then
+        // an output row to come has a left time of at least the left watermark (a left row
+        // to come) or the right watermark plus `lo` (a right row to come, matching a left
+        // row at most `lo` before it).
+        match &self.interval {
+            Some(Interval {
+                lo: Some(lo),
+                watermark: true,
+                ..
+            }) => match self.watermarks {
+                [Some(left), Some(right)] => Some(left.min(right.saturating_add(*lo))),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     fn checkpoint(&self) -> Result<Vec<RecordBatch>, StateError> {

@@ -167,8 +167,25 @@ pub trait KeyedOperator: Send + std::fmt::Debug {
         self.update(change)
     }
 
+    /// End of an epoch given each input's watermark: one-input operators see the only one
+    /// (or the minimum), as [`Self::finish`].
+    fn finish_inputs(
+        &mut self,
+        watermarks: &[Option<Timestamp>],
+    ) -> Result<Vec<ChangeBatch>, OperatorError> {
+        let mut min: Option<Option<Timestamp>> = None;
+        for &w in watermarks {
+            min = Some(match (min, w) {
+                (None, w) => w,
+                (Some(Some(a)), Some(b)) => Some(a.min(b)),
+                _ => None,
+            });
+        }
+        self.finish(min.flatten())
+    }
+
     /// The watermark of the output, given the minimum of the inputs' (`None`: the output has
-    /// no column the inputs' watermarks bound, as a join's).
+    /// no column the inputs' watermarks bound, as a join's without an interval).
     fn output_watermark(&self, input: Option<Timestamp>) -> Option<Timestamp> {
         input
     }

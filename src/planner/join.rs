@@ -3,13 +3,16 @@
 
 use std::sync::Arc;
 
+use datafusion::common::DFSchema;
 use datafusion::common::NullEquality;
 use datafusion::logical_expr::expr::Cast;
 use datafusion::logical_expr::type_coercion::binary::comparison_coercion;
-use datafusion::logical_expr::{Expr, ExprSchemable, Join, JoinType};
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, Join, JoinType, Operator};
 
 use super::{ColumnTime, Planned, Planner, physical, pretty, refuse};
 use crate::error::{Error, Result};
+use crate::operator::join::Interval;
 use crate::operator::{FilterProjectOperator, JoinKind, JoinOperator, KeyedOperator};
 use crate::runtime::dataflow::Node;
 
@@ -39,6 +42,18 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
     let left = planner.plan(&join.left)?;
     let right = planner.plan(&join.right)?;
     let (left_schema, right_schema) = (join.left.schema(), join.right.schema());
+    // A condition that bounds the two sides' event times: an interval join, whose rows are
+    // freed as the watermarks pass.
+    let interval = join.filter.as_ref().and_then(|f| {
+        interval_bounds(f, [left_schema, right_schema], [&left.times, &right.times]).map(
+            |(time, lo, hi)| Interval {
+                time,
+                lo,
+                hi,
+                watermark: kind == JoinKind::Inner,
+            },
+        )
+    });
 
     // Keys of both sides of one type, so that equal keys hash and encode alike.
     let mut keys = [Vec::new(), Vec::new()];
@@ -84,7 +99,7 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
     };
     let operators = (0..partitions)
         .map(|_| -> Result<Box<dyn KeyedOperator>> {
-            Ok(Box::new(JoinOperator::new(
+            let mut operator = JoinOperator::new(
                 kind,
                 keys.clone(),
                 key_types.clone(),
@@ -92,7 +107,11 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
                 inputs.clone(),
                 Arc::clone(&schema),
                 null_equal,
-            )?))
+            )?;
+            if let Some(interval) = &interval {
+                operator = operator.with_interval(interval.clone());
+            }
+            Ok(Box::new(operator))
         })
         .collect::<Result<Vec<_>>>()?;
     let state = match kind {
@@ -101,8 +120,35 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
         JoinKind::Semi(_) | JoinKind::Anti(_) => "left counts, right rows",
         _ => "rows of both sides",
     };
+    let interval_text = interval
+        .as_ref()
+        .map(|i| {
+            let names = [
+                left_schema.field(i.time[0]).name(),
+                right_schema.field(i.time[1]).name(),
+            ];
+            let bound = |b: Option<i64>, unbounded: &str| {
+                b.map_or(unbounded.to_string(), |ns| format!("{}ms", ns / 1_000_000))
+            };
+            let mut freed = Vec::new();
+            if i.lo.is_some() {
+                freed.push("left rows");
+            }
+            if i.hi.is_some() {
+                freed.push("right rows");
+            }
+            format!(
+                " interval=[left.{} - right.{} in {}..{}] free=[{} by watermark]",
+                names[0],
+                names[1],
+                bound(i.lo, "-inf"),
+                bound(i.hi, "+inf"),
+                freed.join(", ")
+            )
+        })
+        .unwrap_or_default();
     let label = pretty(&format!(
-        "{}Join: on=[{}]{}{} state=[{state}{}]",
+        "{}Join: on=[{}]{interval_text}{}{} state=[{state}{}]",
         kind.name(),
         on.join(", "),
         condition
@@ -123,8 +169,18 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
         hasher: datafusion::common::hash_utils::RandomState::with_seed(0),
         label,
     };
-    // No output column keeps an event-time role: a row may join a much older row.
-    let times = vec![ColumnTime::Plain; schema.fields().len()];
+    // No output column keeps an event-time role (a row may join a much older row), but the
+    // left time column of an inner interval join, whose watermark the operator works out.
+    let mut times = vec![ColumnTime::Plain; schema.fields().len()];
+    if let Some(Interval {
+        time: [left_time, _],
+        lo: Some(_),
+        watermark: true,
+        ..
+    }) = &interval
+    {
+        times[*left_time] = ColumnTime::EventTime;
+    }
     let Some(filter) = join.filter.as_ref().filter(|_| condition.is_none()) else {
         return Ok(Planned { node, times });
     };
@@ -149,4 +205,86 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
         },
         times,
     })
+}
+
+/// One side of a time comparison: a side's event-time column plus a constant (nanoseconds).
+fn time_term(
+    expr: &Expr,
+    schemas: [&DFSchema; 2],
+    times: [&[ColumnTime]; 2],
+) -> Option<(usize, usize, i64)> {
+    match expr {
+        Expr::Column(c) => (0..2).find_map(|side| {
+            let i = schemas[side].index_of_column(c).ok()?;
+            (times[side].get(i) == Some(&ColumnTime::EventTime)).then_some((side, i, 0))
+        }),
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (side, column, offset) = time_term(left, schemas, times)?;
+            let d = super::time::literal_interval(right)?;
+            match op {
+                Operator::Plus => Some((side, column, offset.checked_add(d)?)),
+                Operator::Minus => Some((side, column, offset.checked_sub(d)?)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The bounds of `left.t - right.t` that `filter`'s conjuncts set, over the two sides'
+/// event-time columns: (each side's time column, lo, hi), when there is at least one.
+fn interval_bounds(
+    filter: &Expr,
+    schemas: [&DFSchema; 2],
+    times: [&[ColumnTime]; 2],
+) -> Option<([usize; 2], Option<i64>, Option<i64>)> {
+    let mut comparisons: Vec<(Expr, Operator, Expr)> = Vec::new();
+    for conjunct in split_conjunction(filter) {
+        match conjunct {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                comparisons.push((left.as_ref().clone(), *op, right.as_ref().clone()));
+            }
+            Expr::Between(b) if !b.negated => {
+                comparisons.push((
+                    b.expr.as_ref().clone(),
+                    Operator::GtEq,
+                    b.low.as_ref().clone(),
+                ));
+                comparisons.push((
+                    b.expr.as_ref().clone(),
+                    Operator::LtEq,
+                    b.high.as_ref().clone(),
+                ));
+            }
+            _ => {}
+        }
+    }
+    let (mut columns, mut lo, mut hi): (Option<[usize; 2]>, Option<i64>, Option<i64>) =
+        (None, None, None);
+    for (a, op, b) in comparisons {
+        let (Some(a), Some(b)) = (time_term(&a, schemas, times), time_term(&b, schemas, times))
+        else {
+            continue;
+        };
+        // As `left + x op right + y`.
+        let (l, r, op) = match (a.0, b.0) {
+            (0, 1) => (a, b, op),
+            (1, 0) => (b, a, op.swap()?),
+            _ => continue,
+        };
+        let pair = [l.1, r.1];
+        if columns.is_some_and(|c| c != pair) {
+            continue;
+        }
+        columns = Some(pair);
+        // left - right op y - x
+        let bound = r.2.checked_sub(l.2)?;
+        match op {
+            Operator::Lt | Operator::LtEq => hi = Some(hi.map_or(bound, |h| h.min(bound))),
+            Operator::Gt | Operator::GtEq => lo = Some(lo.map_or(bound, |l| l.max(bound))),
+            _ => {}
+        }
+    }
+    let columns = columns?;
+    (lo.is_some() || hi.is_some()).then_some((columns, lo, hi))
 }

@@ -42,7 +42,7 @@ pub enum ColumnTime {
     },
 }
 
-fn literal_interval(expr: &Expr) -> Option<i64> {
+pub(super) fn literal_interval(expr: &Expr) -> Option<i64> {
     match expr {
         Expr::Literal(value, _) => interval_nanos(value).ok(),
         Expr::Alias(a) => literal_interval(&a.expr),

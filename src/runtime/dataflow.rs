@@ -318,9 +318,11 @@ impl Node {
         let mut upstream = Vec::new();
         // The minimum over the inputs; an input without a watermark holds it back.
         let mut watermark: Option<Option<Timestamp>> = None;
+        let mut each = Vec::new();
         for (i, input) in self.inputs_mut().iter_mut().enumerate() {
             let out = input.finish(watermarks)?;
             upstream.extend(out.changes.into_iter().map(|c| (i, c)));
+            each.push(out.watermark);
             watermark = Some(match (watermark, out.watermark) {
                 (None, w) => w,
                 (Some(Some(a)), Some(b)) => Some(a.min(b)),
@@ -330,7 +332,7 @@ impl Node {
         let watermark = watermark.flatten();
         let mut changes = self.transform(upstream)?;
         if let Node::Keyed { partitions, .. } = self {
-            changes.extend(finish_partitioned(partitions, watermark)?);
+            changes.extend(finish_partitioned(partitions, &each)?);
             let watermark = partitions[0].output_watermark(watermark);
             return Ok(Output { changes, watermark });
         }
@@ -505,17 +507,18 @@ fn unnest(
 }
 
 /// Ends the epoch of every partition, in parallel when there are several.
+/// `watermarks` holds each input's.
 fn finish_partitioned(
     partitions: &mut [Box<dyn KeyedOperator>],
-    watermark: Option<Timestamp>,
+    watermarks: &[Option<Timestamp>],
 ) -> Result<Vec<ChangeBatch>, OperatorError> {
     if let [only] = partitions {
-        return only.finish(watermark);
+        return only.finish_inputs(watermarks);
     }
     std::thread::scope(|scope| {
         let handles: Vec<_> = partitions
             .iter_mut()
-            .map(|p| scope.spawn(move || p.finish(watermark)))
+            .map(|p| scope.spawn(move || p.finish_inputs(watermarks)))
             .collect();
         let mut out = Vec::new();
         for handle in handles {
