@@ -261,6 +261,16 @@ fn views() -> Vec<(&'static str, String, bool)> {
             false,
         ),
         (
+            // a window join: a window's rows go once both watermarks pass its end
+            "o_window_join",
+            "SELECT a.k, a.ws, a.n, b.n AS bn, b.s FROM \
+             (SELECT k, window_start AS ws, count(*) AS n FROM TUMBLE(ao, ts, INTERVAL '5' SECOND) GROUP BY k, window_start) a \
+             JOIN (SELECT k, window_start AS ws, count(*) AS n, sum(v) AS s FROM TUMBLE(al, ts, INTERVAL '5' SECOND) GROUP BY k, window_start) b \
+             ON a.k = b.k AND a.ws = b.ws"
+                .into(),
+            false,
+        ),
+        (
             // a dynamic filter: every row is judged again when the average moves
             "o_scalar_filter",
             "SELECT id, v FROM ev WHERE v > (SELECT avg(v) FROM ev)".into(),

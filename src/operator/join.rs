@@ -113,7 +113,7 @@ struct RowEntry {
 }
 
 /// One side's rows under one join key.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct KeyEntry {
     /// Rows (sum of weights) under the key.
     total: i64,
@@ -121,6 +121,20 @@ struct KeyEntry {
     rows: Vec<RowEntry>,
     /// Row bytes → index in `rows`, once there are many.
     index: Option<RowMap<usize>>,
+    /// Where only counts are kept, in a window join (whose key holds the window): when the
+    /// key's window is over (`i64::MAX` otherwise).
+    expires: i64,
+}
+
+impl Default for KeyEntry {
+    fn default() -> Self {
+        Self {
+            total: 0,
+            rows: Vec::new(),
+            index: None,
+            expires: i64::MAX,
+        }
+    }
 }
 
 /// Bytes a kept row costs beyond its encoding.
@@ -183,6 +197,10 @@ impl KeyEntry {
     /// Drops the rows that expire before `watermark`; returns the change in bytes held, in
     /// distinct rows and in the key's row count.
     fn expire(&mut self, watermark: i64) -> (isize, i64, i64) {
+        if self.rows.is_empty() && self.expires < watermark {
+            let count = std::mem::take(&mut self.total);
+            return (0, 0, -count);
+        }
         let index_bytes =
             |rows: &[RowEntry]| -> isize { rows.iter().map(|r| r.row.len() as isize).sum() };
         let mut bytes = match &self.index {
@@ -229,11 +247,18 @@ pub struct Interval {
     pub hi: Option<i64>,
     /// The left time column of the output keeps a watermark (an inner join).
     pub watermark: bool,
+    /// A window join instead: the time columns are window bounds, equal on both sides, whose
+    /// window ends at the value plus this offset (per side). A row is freed once both
+    /// watermarks pass its window's end: no row of that window comes or leaves any more.
+    pub window_end: Option<[i64; 2]>,
 }
 
 impl Interval {
     /// When a row of `side` at time `t` can match no row to come (`None`: it always may).
     fn expires(&self, side: usize, t: i64) -> Option<i64> {
+        if let Some(end) = self.window_end {
+            return Some(t.saturating_add(end[side]));
+        }
         match side {
             0 => self.lo.map(|lo| t.saturating_sub(lo)),
             _ => self.hi.map(|hi| t.saturating_add(hi)),
@@ -573,7 +598,13 @@ impl JoinOperator {
                 Some(e) => e,
                 None => {
                     heap += (2 * key.len()) as isize;
-                    own.entry(key.into()).or_default()
+                    let entry = own.entry(key.into()).or_default();
+                    if row_bytes.is_none() && expires(i) != i64::MAX {
+                        // Counts only: the key (which holds the window) expires whole.
+                        entry.expires = expires(i);
+                        new_expiring.push((entry.expires, i));
+                    }
+                    entry
                 }
             };
             entry.total += w;
@@ -673,7 +704,7 @@ impl JoinOperator {
             rows.push(None);
             counts.push(entry.total);
             degrees.push(0);
-            expires.push(i64::MAX);
+            expires.push(entry.expires);
             for r in &entry.rows {
                 keys.push(key);
                 rows.push(Some(&r.row));
@@ -712,7 +743,14 @@ impl JoinOperator {
                 }
             };
             match columns::blob_at(rows, i) {
-                None => entry.total = count,
+                None => {
+                    entry.total = count;
+                    entry.expires = expires[i];
+                    if expires[i] != i64::MAX {
+                        heap += (key.len() + std::mem::size_of::<Box<[u8]>>()) as isize;
+                        expiring.entry(expires[i]).or_default().push(key.into());
+                    }
+                }
                 Some(row) => {
                     let (bytes, added) = entry.add(row, count, degrees[i], expires[i]);
                     heap += bytes;
@@ -803,12 +841,22 @@ impl KeyedOperator for JoinOperator {
             watermarks.first().copied().flatten(),
             watermarks.get(1).copied().flatten(),
         ];
-        if self.interval.is_some() {
-            for side in 0..2 {
-                if let Some(watermark) = self.watermarks[1 - side] {
-                    self.expire(side, watermark);
+        match &self.interval {
+            Some(i) if i.window_end.is_some() => {
+                if let [Some(left), Some(right)] = self.watermarks {
+                    for side in 0..2 {
+                        self.expire(side, left.min(right));
+                    }
                 }
             }
+            Some(_) => {
+                for side in 0..2 {
+                    if let Some(watermark) = self.watermarks[1 - side] {
+                        self.expire(side, watermark);
+                    }
+                }
+            }
+            None => {}
         }
         Ok(std::mem::take(&mut self.pending))
     }

@@ -44,16 +44,47 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
     let (left_schema, right_schema) = (join.left.schema(), join.right.schema());
     // A condition that bounds the two sides' event times: an interval join, whose rows are
     // freed as the watermarks pass.
-    let interval = join.filter.as_ref().and_then(|f| {
-        interval_bounds(f, [left_schema, right_schema], [&left.times, &right.times]).map(
-            |(time, lo, hi)| Interval {
-                time,
-                lo,
-                hi,
-                watermark: kind == JoinKind::Inner,
-            },
-        )
-    });
+    let interval = join
+        .filter
+        .as_ref()
+        .and_then(|f| {
+            interval_bounds(f, [left_schema, right_schema], [&left.times, &right.times]).map(
+                |(time, lo, hi)| Interval {
+                    time,
+                    lo,
+                    hi,
+                    watermark: kind == JoinKind::Inner,
+                    window_end: None,
+                },
+            )
+        })
+        .or_else(|| {
+            // Keys that are the same window on both sides: a window join.
+            join.on.iter().find_map(|(l, r)| {
+                let window = |e: &Expr, schema: &DFSchema, times: &[ColumnTime]| match e {
+                    Expr::Column(c) => {
+                        let i = schema.index_of_column(c).ok()?;
+                        match times.get(i) {
+                            Some(ColumnTime::Window {
+                                end_offset,
+                                event_time: true,
+                            }) => Some((i, *end_offset)),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
+                let (li, lend) = window(l, left_schema, &left.times)?;
+                let (ri, rend) = window(r, right_schema, &right.times)?;
+                Some(Interval {
+                    time: [li, ri],
+                    lo: None,
+                    hi: None,
+                    watermark: false,
+                    window_end: Some([lend, rend]),
+                })
+            })
+        });
 
     // Keys of both sides of one type, so that equal keys hash and encode alike.
     let mut keys = [Vec::new(), Vec::new()];
@@ -123,6 +154,13 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
     let interval_text = interval
         .as_ref()
         .map(|i| {
+            if i.window_end.is_some() {
+                return format!(
+                    " window=[left.{} = right.{}] free=[rows of windows both watermarks passed]",
+                    left_schema.field(i.time[0]).name(),
+                    right_schema.field(i.time[1]).name(),
+                );
+            }
             let names = [
                 left_schema.field(i.time[0]).name(),
                 right_schema.field(i.time[1]).name(),
