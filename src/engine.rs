@@ -265,6 +265,12 @@ impl Engine {
         for function in crate::sql::windows::window_functions() {
             ctx.register_udf(function);
         }
+        ctx.register_udtf(
+            crate::sql::parser::LOOKUP_FUNCTION,
+            Arc::new(crate::connector::queue::provider::LookupFunction::new(
+                Arc::clone(&self.tables),
+            )),
+        );
         ctx
     }
 

@@ -528,3 +528,103 @@ async fn views_equal_batch_queries_at_parallelism_1() {
 async fn views_equal_batch_queries_at_parallelism_4() {
     run(4, seed()).await;
 }
+
+/// A temporal join (`FOR SYSTEM_TIME AS OF PROCTIME()`) against its own oracle: each stream
+/// row joins the table as it stood when the row arrived, and later changes of the table do not
+/// touch it. Rounds of random upserts and deletes on the table, then stream rows, each followed
+/// by a FLUSH: the rows a round adds to the view are the batch join of that round's stream rows
+/// with the table as it is then.
+async fn temporal(parallelism: usize, seed: u64) {
+    let mut server = common::TestServer::start_with(|c| {
+        c.parallelism = parallelism;
+        c.fsync = sluice::storage::FsyncPolicy::Never;
+        c.barrier_interval = std::time::Duration::from_millis(20);
+    })
+    .await;
+    let client = server.connect().await;
+    let mut rng = StdRng::seed_from_u64(seed);
+    client
+        .batch_execute(
+            "CREATE TABLE st (id INT, k INT, v BIGINT) APPEND ONLY;
+             CREATE TABLE dt (k INT PRIMARY KEY, rate BIGINT, label TEXT);
+             CREATE MATERIALIZED VIEW t_inner AS SELECT s.id, s.v * d.rate AS x, d.label
+               FROM st s JOIN dt FOR SYSTEM_TIME AS OF PROCTIME() d ON s.k = d.k;
+             CREATE MATERIALIZED VIEW t_left AS SELECT s.id, d.rate
+               FROM st s LEFT JOIN dt FOR SYSTEM_TIME AS OF PROCTIME() AS d ON s.k = d.k;",
+        )
+        .await
+        .expect("setup");
+    let queries = [
+        (
+            "t_inner",
+            "SELECT s.id, s.v * d.rate AS x, d.label FROM st s JOIN dt d ON s.k = d.k",
+        ),
+        (
+            "t_left",
+            "SELECT s.id, d.rate FROM st s LEFT JOIN dt d ON s.k = d.k",
+        ),
+    ];
+    let mut expected: Vec<Vec<String>> = vec![Vec::new(); queries.len()];
+    let mut next_id = 0;
+    for round in 0..30 {
+        for _ in 0..rng.random_range(1..4) {
+            let k = rng.random_range(0..12);
+            let sql = if rng.random_bool(0.25) {
+                format!("DELETE FROM dt WHERE k = {k}")
+            } else {
+                let rate = rng.random_range(1..9);
+                format!("INSERT INTO dt VALUES ({k}, {rate}, 'r{rate}')")
+            };
+            client.batch_execute(&sql).await.expect("table write");
+        }
+        client.batch_execute("FLUSH").await.expect("flush");
+        let first = next_id;
+        let rows: Vec<String> = (0..rng.random_range(1..30))
+            .map(|_| {
+                next_id += 1;
+                format!(
+                    "({next_id}, {}, {})",
+                    rng.random_range(0..14),
+                    rng.random_range(0..100)
+                )
+            })
+            .collect();
+        client
+            .batch_execute(&format!(
+                "INSERT INTO st VALUES {}; FLUSH;",
+                rows.join(", ")
+            ))
+            .await
+            .expect("stream rows");
+        for (i, (view, query)) in queries.iter().enumerate() {
+            expected[i].extend(
+                rows_of(
+                    &client,
+                    &format!("SELECT * FROM ({query}) q WHERE id > {first}"),
+                )
+                .await,
+            );
+            expected[i].sort();
+            assert_eq!(
+                rows_of(&client, &format!("SELECT * FROM {view}")).await,
+                expected[i],
+                "{view} after round {round} (seed {seed}, parallelism {parallelism})"
+            );
+        }
+    }
+    server.stop().await;
+}
+
+async fn rows_of(client: &Client, sql: &str) -> Vec<String> {
+    rows(client, sql).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporal_joins_look_up_the_table_as_it_stood_at_parallelism_1() {
+    temporal(1, seed()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporal_joins_look_up_the_table_as_it_stood_at_parallelism_4() {
+    temporal(4, seed()).await;
+}

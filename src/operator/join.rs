@@ -328,6 +328,9 @@ pub struct JoinOperator {
     kept: [u64; 2],
     /// An interval join's bounds.
     interval: Option<Interval>,
+    /// A temporal join: the right side is a versioned table, looked up as it stands when a
+    /// left row comes; its changes make no output, and left rows are not kept.
+    lookup: bool,
     /// Per side: when rows expire → the keys they are under (an interval join's).
     expiring: [BTreeMap<i64, Vec<Box<[u8]>>>; 2],
     /// Each input's watermark at the last finish.
@@ -374,12 +377,19 @@ impl JoinOperator {
             null_equal,
             state: [row_map(0), row_map(0)],
             interval: None,
+            lookup: false,
             expiring: [BTreeMap::new(), BTreeMap::new()],
             watermarks: [None, None],
             kept: [0, 0],
             heap: 0,
             pending: Vec::new(),
         })
+    }
+
+    /// Makes the join temporal: the right side is looked up, as it stands, by left rows.
+    pub fn with_lookup(mut self) -> Self {
+        self.lookup = true;
+        self
     }
 
     /// Frees rows by the interval join's bounds as the watermarks pass.
@@ -391,7 +401,7 @@ impl JoinOperator {
     /// Whether `side`'s rows are kept (not only a count per key): the output shows them, or
     /// the condition reads them.
     fn keeps_rows(&self, side: usize) -> bool {
-        self.filter.is_some() || self.kind.keeps_rows(side)
+        !(self.lookup && side == 0) && (self.filter.is_some() || self.kind.keeps_rows(side))
     }
 
     /// Joins a change of `side` against the other side and folds it into its own.
@@ -436,13 +446,18 @@ impl JoinOperator {
         };
         let weight = |i: usize| change.weights().map_or(1, |w| w.value(i));
 
+        // A temporal join: changes of the versioned table only update it; the left side's
+        // rows are looked up and not kept.
+        let emit = !(self.lookup && side == 1);
+        let store = !(self.lookup && side == 0);
         // The other side's rows under each row's key: the candidates, copied once.
         let mut candidates = RowBuffer::default();
         let mut candidate_delta: Vec<u32> = Vec::new();
         let mut ranges: Vec<(usize, usize)> = Vec::with_capacity(n);
         for i in 0..n {
             let start = candidates.len();
-            if weight(i) != 0
+            if emit
+                && weight(i) != 0
                 && !null_key(i)
                 && let Some(e) = self.state[other].get(keys.key(i))
             {
@@ -526,14 +541,14 @@ impl JoinOperator {
                 continue;
             }
             if null_key(i) {
-                if kind.keeps_unmatched(side) {
+                if emit && kind.keeps_unmatched(side) {
                     alone.push(i as u32);
                     alone_w.push(w);
                 }
                 continue;
             }
             let key = keys.key(i);
-            let mut their_entry = theirs.get_mut(key);
+            let mut their_entry = if emit { theirs.get_mut(key) } else { None };
             // How many rows of the other side this row matches.
             let matched = match (&self.filter, &their_entry) {
                 (_, None) => 0,
@@ -543,7 +558,9 @@ impl JoinOperator {
                     .map(|c| e.rows[c - start].count)
                     .sum(),
             };
-            if kind.pairs() {
+            if !emit {
+                // The versioned table changed: no output.
+            } else if kind.pairs() {
                 if let Some(e) = &their_entry {
                     for c in (start..end).filter(|&c| meets(c)) {
                         pair_delta.push(i as u32);
@@ -563,6 +580,9 @@ impl JoinOperator {
             }
             // The other side's rows this row matches gain (or lose) it: those whose first
             // match comes, or last match goes, enter or leave the output alone.
+            if !store {
+                continue;
+            }
             let own_entry = own.get_mut(key);
             if let Some(e) = their_entry.as_mut() {
                 if their_degree {

@@ -301,6 +301,7 @@ pub(super) fn plan_sliced(planner: &mut Planner, agg: &Aggregate) -> Result<Opti
     planner.slicing = false;
     let give_up = |planner: &mut Planner| {
         planner.sources.truncate(sources_before);
+        planner.lookups.retain(|&i| i < sources_before);
         planner.slice_failure = None;
     };
     let input = match input {

@@ -39,8 +39,27 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
             return Err(refuse("an IN or EXISTS subquery under OR"));
         }
     };
-    let left = planner.plan(&join.left)?;
-    let right = planner.plan(&join.right)?;
+    // A temporal join reads its versioned table (`FOR SYSTEM_TIME AS OF PROCTIME()`) on the
+    // right. That table is planned first, so that its source comes first in every epoch: left
+    // rows are looked up in the table as the epoch's cut leaves it.
+    let temporal = reads_lookup(&join.right);
+    if reads_lookup(&join.left) {
+        return Err(refuse(
+            "FOR SYSTEM_TIME AS OF PROCTIME() on the left side of a join (put the versioned table on the right)",
+        ));
+    }
+    if temporal && !matches!(kind, JoinKind::Inner | JoinKind::Left) {
+        return Err(refuse(&format!(
+            "a {} temporal join (only INNER and LEFT join a table FOR SYSTEM_TIME AS OF PROCTIME())",
+            kind.name()
+        )));
+    }
+    let (left, right) = if temporal {
+        let right = planner.plan(&join.right)?;
+        (planner.plan(&join.left)?, right)
+    } else {
+        (planner.plan(&join.left)?, planner.plan(&join.right)?)
+    };
     let (left_schema, right_schema) = (join.left.schema(), join.right.schema());
     // A condition that bounds the two sides' event times: an interval join, whose rows are
     // freed as the watermarks pass.
@@ -142,10 +161,14 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
             if let Some(interval) = &interval {
                 operator = operator.with_interval(interval.clone());
             }
+            if temporal {
+                operator = operator.with_lookup();
+            }
             Ok(Box::new(operator))
         })
         .collect::<Result<Vec<_>>>()?;
     let state = match kind {
+        _ if temporal => "right rows",
         _ if condition.is_some() => "rows of both sides, with match counts",
         JoinKind::Semi(0) | JoinKind::Anti(0) => "left rows, right counts",
         JoinKind::Semi(_) | JoinKind::Anti(_) => "left counts, right rows",
@@ -186,18 +209,19 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
         })
         .unwrap_or_default();
     let label = pretty(&format!(
-        "{}Join: on=[{}]{interval_text}{}{} state=[{state}{}]",
+        "{}{}Join: on=[{}]{interval_text}{}{} state=[{state}{}]",
         kind.name(),
+        if temporal { "Temporal" } else { "" },
         on.join(", "),
         condition
             .as_ref()
             .map(|(f, _)| format!(" condition=[{}]", (*f).clone().unalias_nested().data))
             .unwrap_or_default(),
         if null_equal { " nulls_equal" } else { "" },
-        if on.is_empty() {
-            ", unkeyed"
-        } else {
-            " by key"
+        match (on.is_empty(), temporal) {
+            (true, _) => ", unkeyed",
+            (false, true) => " by key; left rows looked up, not kept",
+            (false, false) => " by key",
         },
     ));
     let node = Node::Keyed {
@@ -325,4 +349,21 @@ fn interval_bounds(
     }
     let columns = columns?;
     (lo.is_some() || hi.is_some()).then_some((columns, lo, hi))
+}
+
+/// Whether `plan` reads a table through `FOR SYSTEM_TIME AS OF PROCTIME()`.
+fn reads_lookup(plan: &datafusion::logical_expr::LogicalPlan) -> bool {
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::datasource::source_as_provider;
+    use datafusion::logical_expr::LogicalPlan;
+    plan.exists(|p| {
+        Ok(match p {
+            LogicalPlan::TableScan(scan) => source_as_provider(&scan.source).is_ok_and(|t| {
+                t.downcast_ref::<crate::connector::queue::provider::LookupProvider>()
+                    .is_some()
+            }),
+            _ => false,
+        })
+    })
+    .unwrap_or(false)
 }

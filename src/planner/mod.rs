@@ -22,6 +22,7 @@ use datafusion::logical_expr::{Distinct, Expr, ExprSchemable, LogicalPlan};
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 
 use crate::catalog::views::{ViewEntry, ViewProvider};
+use crate::connector::queue::provider::LookupProvider;
 use crate::connector::queue::{QueueTable, QueueTableProvider};
 use crate::error::{Error, Result};
 use crate::operator::FilterProjectOperator;
@@ -81,6 +82,7 @@ pub fn plan_view(
         windowed_close: 0,
         slicing: false,
         slice_failure: None,
+        lookups: Vec::new(),
     };
     let planned = planner.plan(plan)?;
     if emit_on_window_close && (planner.aggregates != 1 || planner.windowed_close != 1) {
@@ -144,6 +146,8 @@ struct Planner {
     slicing: bool,
     /// Why slicing cannot be used here (the input is then planned again without it).
     slice_failure: Option<String>,
+    /// Sources read as a temporal join's versioned table (`FOR SYSTEM_TIME AS OF PROCTIME()`).
+    lookups: Vec<usize>,
 }
 
 fn refuse(construct: &str) -> Error {
@@ -175,6 +179,11 @@ impl Planner {
                         let table = Arc::clone(table.table());
                         let column = table.def().watermark.as_ref().map(|w| w.column);
                         (SourceRef::Table(table), column)
+                    } else if let Some(lookup) = provider.downcast_ref::<LookupProvider>() {
+                        // A temporal join's versioned table: its changes update the join's
+                        // state; only the other side's rows make output.
+                        self.lookups.push(self.sources.len());
+                        (SourceRef::Table(Arc::clone(lookup.table())), None)
                     } else if let Some(view) = provider.downcast_ref::<ViewProvider>() {
                         (SourceRef::View(Arc::clone(view.view())), None)
                     } else {

@@ -122,6 +122,7 @@ pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
         let (tokens, append_only) = cut_append_only(chunk);
         let (tokens, watermark) = cut_watermark(&tokens)?;
         let (tokens, emit_on_window_close) = cut_emit_on_window_close(&tokens);
+        let tokens = rewrite_system_time(tokens)?;
         // parse_statements, not parse_statement: it refuses tokens left after the statement.
         let statements = Parser::new(&dialect)
             .with_tokens(tokens)
@@ -491,6 +492,98 @@ fn cut_watermark(tokens: &[Token]) -> Result<(Vec<Token>, Option<WatermarkClause
         return Ok((out, Some(WatermarkClause { column, expression })));
     }
     Ok((tokens.to_vec(), None))
+}
+
+/// The table function a temporal join's versioned table is read through.
+pub const LOOKUP_FUNCTION: &str = "sluice_lookup";
+
+/// `t FOR SYSTEM_TIME AS OF PROCTIME()`, the versioned table of a temporal join as RisingWave
+/// and Flink write it, becomes `sluice_lookup('t') AS t`: the same rows to a query, a lookup
+/// to the stream planner. Any other `AS OF` is refused (0A000).
+fn rewrite_system_time(tokens: Vec<Token>) -> Result<Vec<Token>> {
+    use datafusion::sql::sqlparser::keywords::RESERVED_FOR_TABLE_ALIAS;
+    use datafusion::sql::sqlparser::tokenizer::Whitespace;
+    let meaningful: Vec<usize> = (0..tokens.len())
+        .filter(|&i| is_meaningful(&tokens[i]))
+        .collect();
+    let word = |m: usize, name: &str| matches!(meaningful.get(m).map(|&i| &tokens[i]), Some(Token::Word(w)) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(name));
+    let is = |m: usize, t: &Token| meaningful.get(m).map(|&i| &tokens[i]) == Some(t);
+    // (first token, token after the clause, replacement)
+    let mut replaced: Vec<(usize, usize, Vec<Token>)> = Vec::new();
+    for m in 0..meaningful.len() {
+        if !(word(m, "for") && word(m + 1, "system_time")) {
+            continue;
+        }
+        let unsupported = |what: &str| {
+            crate::error::Error::unsupported(format!(
+                "FOR SYSTEM_TIME AS OF {what} (only FOR SYSTEM_TIME AS OF PROCTIME(), a temporal join)"
+            ))
+        };
+        if !(word(m + 2, "as")
+            && word(m + 3, "of")
+            && word(m + 4, "proctime")
+            && is(m + 5, &Token::LParen)
+            && is(m + 6, &Token::RParen))
+        {
+            return Err(unsupported("a time other than PROCTIME()"));
+        }
+        // The table's name before it: `name` or `schema.name`.
+        let mut parts = Vec::new();
+        let mut first = m;
+        while let Some(prev) = first.checked_sub(1) {
+            match &tokens[meaningful[prev]] {
+                Token::Word(w) if parts.is_empty() || is(prev + 1, &Token::Period) => {
+                    parts.insert(0, w.clone());
+                    first = prev;
+                }
+                Token::Period if !parts.is_empty() => first = prev,
+                _ => break,
+            }
+            if parts.len() == 2 {
+                break;
+            }
+        }
+        let Some(table) = parts.last().cloned() else {
+            return Err(unsupported("without a table before it"));
+        };
+        let name = |w: &datafusion::sql::sqlparser::tokenizer::Word| match w.quote_style {
+            Some(_) => w.value.clone(),
+            None => w.value.to_lowercase(),
+        };
+        let full = parts.iter().map(name).collect::<Vec<_>>().join(".");
+        // An alias after the clause names the relation; otherwise it keeps the table's name.
+        let aliased = match meaningful.get(m + 7).map(|&i| &tokens[i]) {
+            Some(Token::Word(w)) => !RESERVED_FOR_TABLE_ALIAS.contains(&w.keyword),
+            _ => false,
+        };
+        let mut replacement = vec![
+            Token::make_word(LOOKUP_FUNCTION, None),
+            Token::LParen,
+            Token::SingleQuotedString(full),
+            Token::RParen,
+        ];
+        if !aliased {
+            replacement.extend([
+                Token::Whitespace(Whitespace::Space),
+                Token::make_keyword("AS"),
+                Token::Whitespace(Whitespace::Space),
+                Token::Word(table),
+            ]);
+        }
+        replaced.push((meaningful[first], meaningful[m + 6] + 1, replacement));
+    }
+    if replaced.is_empty() {
+        return Ok(tokens);
+    }
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut at = 0;
+    for (start, end, replacement) in replaced {
+        out.extend_from_slice(&tokens[at..start]);
+        out.extend(replacement);
+        at = end;
+    }
+    out.extend_from_slice(&tokens[at..]);
+    Ok(out)
 }
 
 /// Removes a trailing `EMIT ON WINDOW CLOSE`.

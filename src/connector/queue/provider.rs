@@ -272,3 +272,83 @@ impl DataSink for QueueSink {
         Ok(self.table.insert(batch).await?)
     }
 }
+
+/// A table read as the versioned side of a temporal join (`t FOR SYSTEM_TIME AS OF
+/// PROCTIME()`, rewritten by the parser to [`crate::sql::parser::LOOKUP_FUNCTION`]): a query
+/// reads its current rows like the table's; the stream planner looks rows up in it instead of
+/// joining its changes.
+#[derive(Debug)]
+pub struct LookupProvider {
+    inner: QueueTableProvider,
+}
+
+impl LookupProvider {
+    /// The table behind the provider.
+    pub fn table(&self) -> &Arc<QueueTable> {
+        self.inner.table()
+    }
+}
+
+#[async_trait]
+impl TableProvider for LookupProvider {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn constraints(&self) -> Option<&Constraints> {
+        self.inner.constraints()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.inner.scan(state, projection, filters, limit).await
+    }
+}
+
+/// `sluice_lookup('t')`: table `t` as a [`LookupProvider`].
+#[derive(Debug)]
+pub struct LookupFunction {
+    tables: Arc<crate::catalog::registry::TableRegistry>,
+}
+
+impl LookupFunction {
+    /// Looks tables up in `tables`.
+    pub fn new(tables: Arc<crate::catalog::registry::TableRegistry>) -> Self {
+        Self { tables }
+    }
+}
+
+impl datafusion::catalog::TableFunctionImpl for LookupFunction {
+    fn call_with_args(
+        &self,
+        args: datafusion::catalog::TableFunctionArgs,
+    ) -> DfResult<Arc<dyn TableProvider>> {
+        let name = match args.exprs() {
+            [Expr::Literal(datafusion::common::ScalarValue::Utf8(Some(name)), _)] => name,
+            _ => {
+                return Err(DataFusionError::Plan(
+                    "FOR SYSTEM_TIME AS OF PROCTIME() follows a table's name".into(),
+                ));
+            }
+        };
+        let bare = name.strip_prefix("public.").unwrap_or(name);
+        let table = self.tables.get(bare).ok_or_else(|| {
+            DataFusionError::from(Error::user(
+                crate::error::sqlstate::UNDEFINED_TABLE,
+                format!("table \"{name}\" does not exist (FOR SYSTEM_TIME AS OF reads a table)"),
+            ))
+        })?;
+        Ok(Arc::new(LookupProvider {
+            inner: QueueTableProvider::new(table),
+        }))
+    }
+}
