@@ -288,14 +288,20 @@ fn ts_literal(ms: i64) -> String {
     format!("'{}'", t.format("%Y-%m-%d %H:%M:%S%.3f"))
 }
 
-async fn run(parallelism: usize, seed: u64) {
-    let mut server = common::TestServer::start_with(|c| {
+/// A server at `parallelism` with fast barriers and no fsync, and a client of it.
+async fn start(parallelism: usize) -> (common::TestServer, Client) {
+    let server = common::TestServer::start_with(|c| {
         c.parallelism = parallelism;
         c.fsync = sluice::storage::FsyncPolicy::Never;
         c.barrier_interval = std::time::Duration::from_millis(20);
     })
     .await;
     let client = server.connect().await;
+    (server, client)
+}
+
+async fn run(parallelism: usize, seed: u64) {
+    let (mut server, client) = start(parallelism).await;
     let mut rng = StdRng::seed_from_u64(seed);
     client
         .batch_execute(
@@ -535,13 +541,7 @@ async fn views_equal_batch_queries_at_parallelism_4() {
 /// by a FLUSH: the rows a round adds to the view are the batch join of that round's stream rows
 /// with the table as it is then.
 async fn temporal(parallelism: usize, seed: u64) {
-    let mut server = common::TestServer::start_with(|c| {
-        c.parallelism = parallelism;
-        c.fsync = sluice::storage::FsyncPolicy::Never;
-        c.barrier_interval = std::time::Duration::from_millis(20);
-    })
-    .await;
-    let client = server.connect().await;
+    let (mut server, client) = start(parallelism).await;
     let mut rng = StdRng::seed_from_u64(seed);
     client
         .batch_execute(
@@ -579,7 +579,7 @@ async fn temporal(parallelism: usize, seed: u64) {
         }
         client.batch_execute("FLUSH").await.expect("flush");
         let first = next_id;
-        let rows: Vec<String> = (0..rng.random_range(1..30))
+        let values: Vec<String> = (0..rng.random_range(1..30))
             .map(|_| {
                 next_id += 1;
                 format!(
@@ -592,13 +592,13 @@ async fn temporal(parallelism: usize, seed: u64) {
         client
             .batch_execute(&format!(
                 "INSERT INTO st VALUES {}; FLUSH;",
-                rows.join(", ")
+                values.join(", ")
             ))
             .await
             .expect("stream rows");
         for (i, (view, query)) in queries.iter().enumerate() {
             expected[i].extend(
-                rows_of(
+                rows(
                     &client,
                     &format!("SELECT * FROM ({query}) q WHERE id > {first}"),
                 )
@@ -606,17 +606,13 @@ async fn temporal(parallelism: usize, seed: u64) {
             );
             expected[i].sort();
             assert_eq!(
-                rows_of(&client, &format!("SELECT * FROM {view}")).await,
+                rows(&client, &format!("SELECT * FROM {view}")).await,
                 expected[i],
                 "{view} after round {round} (seed {seed}, parallelism {parallelism})"
             );
         }
     }
     server.stop().await;
-}
-
-async fn rows_of(client: &Client, sql: &str) -> Vec<String> {
-    rows(client, sql).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

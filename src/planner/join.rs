@@ -208,8 +208,20 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
             )
         })
         .unwrap_or_default();
+    // Each input's watermark: the column it is on, when the input keeps one.
+    let watermark_of = |schema: &DFSchema, times: &[ColumnTime]| {
+        times
+            .iter()
+            .position(|t| *t == ColumnTime::EventTime)
+            .map_or("none".to_string(), |i| schema.field(i).name().clone())
+    };
+    let watermarks = format!(
+        " watermarks=[left: {}, right: {}]",
+        watermark_of(left_schema, &left.times),
+        watermark_of(right_schema, &right.times)
+    );
     let label = pretty(&format!(
-        "{}{}Join: on=[{}]{interval_text}{}{} state=[{state}{}]",
+        "{}{}Join: on=[{}]{interval_text}{}{} state=[{state}{}]{watermarks}",
         kind.name(),
         if temporal { "Temporal" } else { "" },
         on.join(", "),
