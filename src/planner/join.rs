@@ -213,7 +213,8 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
         times
             .iter()
             .position(|t| *t == ColumnTime::EventTime)
-            .map_or("none".to_string(), |i| schema.field(i).name().clone())
+            .and_then(|i| schema.fields().get(i))
+            .map_or("none".to_string(), |f| f.name().clone())
     };
     let watermarks = format!(
         " watermarks=[left: {}, right: {}]",

@@ -532,7 +532,12 @@ fn rewrite_system_time(tokens: Vec<Token>) -> Result<Vec<Token>> {
         let mut first = m;
         while let Some(prev) = first.checked_sub(1) {
             match &tokens[meaningful[prev]] {
-                Token::Word(w) if parts.is_empty() || is(prev + 1, &Token::Period) => {
+                // A keyword (`FROM`, `JOIN` …) is not a table's name unless quoted.
+                Token::Word(w)
+                    if (parts.is_empty() || is(prev + 1, &Token::Period))
+                        && (w.quote_style.is_some()
+                            || !RESERVED_FOR_TABLE_ALIAS.contains(&w.keyword)) =>
+                {
                     parts.insert(0, w.clone());
                     first = prev;
                 }
@@ -785,6 +790,34 @@ fn cut_append_only(chunk: &[Token]) -> (Vec<Token>, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `t FOR SYSTEM_TIME AS OF PROCTIME()` reads the table through the lookup function, under
+    /// the table's name or the alias written after it; keywords are not taken for a table.
+    #[test]
+    fn system_time_becomes_a_lookup() {
+        let text = |sql: &str| parse_sql(sql).unwrap()[0].statement.to_string();
+        assert_eq!(
+            text(
+                "SELECT * FROM s JOIN public.t FOR SYSTEM_TIME AS OF PROCTIME() AS x ON s.k = x.k"
+            ),
+            "SELECT * FROM s JOIN sluice_lookup('public.t') AS x ON s.k = x.k"
+        );
+        assert_eq!(
+            text("SELECT * FROM s LEFT JOIN \"T\" FOR SYSTEM_TIME AS OF PROCTIME() ON true"),
+            "SELECT * FROM s LEFT JOIN sluice_lookup('T') AS \"T\" ON true"
+        );
+        for refused in [
+            "SELECT * FROM FOR SYSTEM_TIME AS OF PROCTIME()",
+            "SELECT * FROM t FOR SYSTEM_TIME AS OF now()",
+        ] {
+            let e = parse_sql(refused).unwrap_err();
+            assert_eq!(
+                e.sqlstate(),
+                crate::error::sqlstate::FEATURE_NOT_SUPPORTED,
+                "{e}"
+            );
+        }
+    }
 
     /// Unbalanced brackets are a syntax error before sqlparser backtracks over them, and calls
     /// nested past [`MAX_CALL_NESTING`] are refused (sqlparser's time doubles per level).
