@@ -368,8 +368,10 @@ async fn wait_for_every_event(client: &tokio_postgres::Client, events: i64, pati
         )
         .await;
         let read_to_end = !partitions.is_empty() && partitions.iter().all(|p| p == "t|0|0");
+        // One starved second drops a few thousand events of a million; each of the ten kills
+        // may cause one. Far more means a watermark ran ahead of its partitions.
         assert!(
-            late <= events / 100,
+            late <= events / 10,
             "{late} of {events} events late: a watermark ran far ahead"
         );
         if rows == distinct && rows + late == events && at_end == "t" && read_to_end {
