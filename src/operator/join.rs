@@ -386,6 +386,13 @@ impl JoinOperator {
         })
     }
 
+    /// Whether `side`'s rows keep their degree: under a condition, where a row's output
+    /// depends on whether it has a match (a padded side, a semi join's output side).
+    fn keeps_degree(&self, side: usize) -> bool {
+        self.filter.is_some()
+            && (self.kind.keeps_unmatched(side) || self.kind == JoinKind::Semi(side))
+    }
+
     /// Makes the join temporal: the right side is looked up, as it stands, by left rows.
     pub fn with_lookup(mut self) -> Self {
         self.lookup = true;
@@ -471,7 +478,7 @@ impl JoinOperator {
         // Which candidates meet the condition.
         let passed: Option<Vec<bool>> = match &self.filter {
             Some(filter) if candidates.len() > 0 => {
-                let mine = take_columns(data, &UInt32Array::from(candidate_delta.clone()))?;
+                let mine = take_columns(data, &UInt32Array::from(candidate_delta))?;
                 let theirs = candidates.decode(&self.rows[other], None)?;
                 let (left, right) = if side == 0 {
                     (mine, theirs)
@@ -509,16 +516,13 @@ impl JoinOperator {
         };
         let meets = |c: usize| passed.as_ref().is_none_or(|p| p[c]);
 
+        let (own_degree, their_degree) = (self.keeps_degree(side), self.keeps_degree(other));
         let (first, second) = self.state.split_at_mut(1);
         let (own, theirs) = if side == 0 {
             (&mut first[0], &mut second[0])
         } else {
             (&mut second[0], &mut first[0])
         };
-        let own_degree =
-            self.filter.is_some() && (kind.keeps_unmatched(side) || kind == JoinKind::Semi(side));
-        let their_degree =
-            self.filter.is_some() && (kind.keeps_unmatched(other) || kind == JoinKind::Semi(other));
         let their_alone = |gained: bool| -> Option<i64> {
             let sign = if gained { 1 } else { -1 };
             match kind {
