@@ -285,7 +285,9 @@ impl ViewContents {
         }
         let new = if inserted.is_empty() {
             (Vec::new(), Vec::new())
-        } else if inserted.len() == n {
+        } else if inserted.len() == n && removed.is_empty() {
+            // Every row inserted once (with a retraction or a weight above 1 among them,
+            // `inserted` would not be the rows in order).
             self.append(data)?
         } else {
             self.append(&take_record_batch(data, &UInt32Array::from(inserted))?)?
@@ -740,6 +742,18 @@ mod tests {
         assert_eq!(
             rows(&c.snapshot().batches().unwrap()),
             vec![(1, "a".into()), (2, "b".into())]
+        );
+    }
+
+    #[test]
+    fn a_copy_added_beside_a_retraction_in_one_batch_is_one_more_copy() {
+        // Two rows, two copies inserted: one retraction and a row of weight 2.
+        let mut c = ViewContents::new(schema(), None).unwrap();
+        c.apply(&change(&[(1, "a", 1), (2, "b", 1)])).unwrap();
+        c.apply(&change(&[(1, "a", -1), (2, "b", 2)])).unwrap();
+        assert_eq!(
+            rows(&c.snapshot().batches().unwrap()),
+            vec![(2, "b".into()), (2, "b".into()), (2, "b".into())]
         );
     }
 
