@@ -861,5 +861,6 @@ fn optimize_for_stream(
         .options_mut()
         .optimizer
         .enable_physical_uncorrelated_scalar_subquery = false;
-    Ok(state.optimize(plan)?)
+    let plan = crate::planner::rewrite_distinct_on(plan.clone())?;
+    Ok(state.optimize(&plan)?)
 }

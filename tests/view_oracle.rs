@@ -276,6 +276,70 @@ fn views() -> Vec<(&'static str, String, bool)> {
             "SELECT id, v FROM ev WHERE v > (SELECT avg(v) FROM ev)".into(),
             false,
         ),
+        (
+            // group top-N under upserts and deletes: the next row moves in
+            "o_topn",
+            "SELECT k, id, v, rn FROM (SELECT k, id, v, row_number() OVER \
+             (PARTITION BY k ORDER BY v DESC, id) AS rn FROM ev) WHERE rn <= 3"
+                .into(),
+            false,
+        ),
+        (
+            // ties share a rank
+            "o_rank",
+            "SELECT k, id, r FROM (SELECT k, id, rank() OVER (PARTITION BY k ORDER BY v) AS r \
+             FROM ev) WHERE r <= 2"
+                .into(),
+            false,
+        ),
+        (
+            "o_dense_rank",
+            "SELECT k, v, d FROM (SELECT k, v, dense_rank() OVER (PARTITION BY k ORDER BY v DESC) AS d \
+             FROM ev) WHERE d BETWEEN 2 AND 3"
+                .into(),
+            false,
+        ),
+        (
+            "o_global_top",
+            "SELECT id, v FROM ev ORDER BY v DESC, id LIMIT 5 OFFSET 2".into(),
+            false,
+        ),
+        (
+            "o_distinct_on",
+            "SELECT DISTINCT ON (k) k, id, v FROM ev ORDER BY k, v DESC, id".into(),
+            false,
+        ),
+        (
+            // dedup over append-only input keeps only each key's first rows
+            "o_dedup",
+            "SELECT k, v, ts FROM (SELECT k, v, ts, row_number() OVER \
+             (PARTITION BY k ORDER BY ts, v) AS rn FROM ao) WHERE rn = 1"
+                .into(),
+            false,
+        ),
+        (
+            "o_top_append_only",
+            "SELECT k, v, ts, rn FROM (SELECT k, v, ts, row_number() OVER \
+             (PARTITION BY k ORDER BY v DESC, ts) AS rn FROM ao) WHERE rn <= 4"
+                .into(),
+            false,
+        ),
+        (
+            "o_lag",
+            "SELECT id, k, v, lag(v) OVER (PARTITION BY k ORDER BY ts, id) AS prev, \
+             lead(id, 2) OVER (PARTITION BY k ORDER BY ts, id) AS next2 FROM ev"
+                .into(),
+            false,
+        ),
+        (
+            // a running sum (RANGE: ties are peers) and a sliding count (ROWS)
+            "o_running",
+            "SELECT id, sum(v) OVER (PARTITION BY k ORDER BY v) AS run, \
+             count(*) OVER (PARTITION BY k ORDER BY id ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS c3 \
+             FROM ev"
+                .into(),
+            false,
+        ),
     ]
 }
 

@@ -22,6 +22,8 @@ const CHECKPOINTED: &[&str] = &[
     "joined",
     "unmatched",
     "paired",
+    "top_clicks",
+    "click_gaps",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,6 +111,14 @@ const ORACLES: &[(&str, &str)] = &[
         "paired",
         "SELECT e1.uid, count(*) AS n FROM events e1 JOIN events e2 ON e1.uid = e2.uid AND e2.ts BETWEEN e1.ts AND e1.ts + INTERVAL '1' SECOND GROUP BY e1.uid",
     ),
+    (
+        "top_clicks",
+        "SELECT uid, id, rn FROM (SELECT uid, id, row_number() OVER (PARTITION BY uid ORDER BY id DESC) AS rn FROM clicks) WHERE rn <= 2",
+    ),
+    (
+        "click_gaps",
+        "SELECT id, id - lag(id) OVER (PARTITION BY uid ORDER BY id) AS gap FROM clicks",
+    ),
 ];
 
 const SETUP: &str = "CREATE TABLE clicks (id INT PRIMARY KEY, uid INT, ts TIMESTAMP);
@@ -124,6 +134,8 @@ const SETUP: &str = "CREATE TABLE clicks (id INT PRIMARY KEY, uid INT, ts TIMEST
      CREATE MATERIALIZED VIEW joined AS SELECT c.id, c.uid, e.n FROM clicks c LEFT JOIN (SELECT uid, count(*) AS n FROM events GROUP BY uid) e ON c.uid = e.uid;
      CREATE MATERIALIZED VIEW unmatched AS SELECT c.id FROM clicks c WHERE NOT EXISTS (SELECT 1 FROM clicks d WHERE d.uid = c.uid AND d.id > c.id + 300);
      CREATE MATERIALIZED VIEW paired AS SELECT e1.uid, count(*) AS n FROM events e1 JOIN events e2 ON e1.uid = e2.uid AND e2.ts BETWEEN e1.ts AND e1.ts + INTERVAL '1' SECOND GROUP BY e1.uid;
+     CREATE MATERIALIZED VIEW top_clicks AS SELECT uid, id, rn FROM (SELECT uid, id, row_number() OVER (PARTITION BY uid ORDER BY id DESC) AS rn FROM clicks) WHERE rn <= 2;
+     CREATE MATERIALIZED VIEW click_gaps AS SELECT id, id - lag(id) OVER (PARTITION BY uid ORDER BY id) AS gap FROM clicks;
      FLUSH;";
 
 /// More writes: deletes, updates and inserts into both tables.

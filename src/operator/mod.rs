@@ -6,6 +6,7 @@
 //! - `SlicedWindowAggregate` (`sliced_window.rs`): `HOP` windows computed from slices.
 //! - `SessionWindowAggregate` (`session.rs`): `SESSION` windows.
 //! - [`JoinOperator`] (`join.rs`): equi-joins of two inputs (inner, outer, semi, anti).
+//! - [`over::OverOperator`] (`over.rs`): `OVER` window functions and top-N.
 //!
 //! Stateless operators implement [`Operator`] (`process`: changes in, changes out). Keyed
 //! operators implement [`KeyedOperator`]: they fold changes into state per key (`keys.rs`
@@ -16,6 +17,7 @@ pub mod aggregate;
 pub mod filter_project;
 pub mod join;
 pub mod keys;
+pub mod over;
 pub mod session;
 pub mod sliced_window;
 #[cfg(test)]

@@ -36,7 +36,7 @@ fn is_decimal(dt: &DataType) -> bool {
 
 /// A keyed node: one operator per hash partition of the keys (one without keys), each made by
 /// `make`.
-fn keyed(
+pub(super) fn keyed(
     planner: &Planner,
     input: Node,
     keys: Vec<Arc<dyn PhysicalExpr>>,

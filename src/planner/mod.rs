@@ -9,7 +9,10 @@
 
 mod aggregate;
 mod join;
+mod over;
 mod time;
+
+pub use over::rewrite_distinct_on;
 
 use std::sync::Arc;
 
@@ -300,7 +303,14 @@ impl Planner {
                 })
             }
             LogicalPlan::Filter(filter) => {
-                let input = self.plan(&filter.input)?;
+                let input = match filter.input.as_ref() {
+                    LogicalPlan::Window(window)
+                        if let Some(range) = over::rank_filter(window, &filter.predicate) =>
+                    {
+                        over::plan_top_n(self, window, range)?
+                    }
+                    other => self.plan(other)?,
+                };
                 let schema = filter.input.schema();
                 if self.slicing && time::reads_slice(&filter.predicate, &input.times, schema) {
                     self.slice_failure = Some("a filter on a window column".into());
@@ -345,7 +355,9 @@ impl Planner {
                 self.aggregates += 1;
                 aggregate::plan_distinct(self, input_plan, input)
             }
-            LogicalPlan::Distinct(Distinct::On(_)) => Err(refuse("DISTINCT ON")),
+            LogicalPlan::Distinct(Distinct::On(_)) => Err(refuse(
+                "DISTINCT ON here (it is planned as a top-1 per key before optimizing)",
+            )),
             LogicalPlan::Unnest(unnest) => {
                 let input = self.plan(&unnest.input)?;
                 if unnest.list_type_columns.len() != 1 || !unnest.struct_type_columns.is_empty() {
@@ -426,13 +438,14 @@ impl Planner {
                     },
                 })
             }
-            LogicalPlan::Sort(sort) if sort.fetch.is_some() => {
-                Err(refuse("ORDER BY … LIMIT (top-N)"))
-            }
-            LogicalPlan::Sort(_) => Err(refuse("ORDER BY without LIMIT")),
-            LogicalPlan::Limit(_) => Err(refuse("LIMIT/OFFSET")),
+            LogicalPlan::Sort(sort) => match sort.fetch {
+                Some(fetch) => over::plan_sort_fetch(self, sort, fetch),
+                // A view's rows have no order: ORDER BY alone changes nothing.
+                None => self.plan(&sort.input),
+            },
+            LogicalPlan::Limit(limit) => over::plan_limit_node(self, limit),
             LogicalPlan::Join(j) => join::plan_join(self, j),
-            LogicalPlan::Window(_) => Err(refuse("a window function (OVER …)")),
+            LogicalPlan::Window(window) => over::plan_functions(self, window),
             LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => {
                 Err(refuse("a query without a table (constant rows)"))
             }
@@ -462,6 +475,7 @@ pub(crate) fn is_append_only(plan: &LogicalPlan) -> bool {
         LogicalPlan::Projection(p) => is_append_only(&p.input),
         LogicalPlan::Filter(f) => is_append_only(&f.input),
         LogicalPlan::SubqueryAlias(a) => is_append_only(&a.input),
+        LogicalPlan::Sort(s) if s.fetch.is_none() => is_append_only(&s.input),
         LogicalPlan::Unnest(u) => is_append_only(&u.input),
         LogicalPlan::Union(u) => u.inputs.iter().all(|i| is_append_only(i)),
         _ => false,

@@ -1,0 +1,751 @@
+//! [`OverOperator`]: `OVER` window functions and top-N over a changing input.
+//!
+//! The input is split into partitions by the `PARTITION BY` keys (hash-partitioned over the
+//! workers like any keyed operator), and each partition keeps its rows ordered by the
+//! `ORDER BY` keys: a B-tree from the sort key's row-format bytes followed by the whole row's
+//! (so equal sort keys are ordered by the row, which makes ties deterministic) to a count.
+//!
+//! Two modes:
+//! - **Top-N** ([`TopN`]): `ROW_NUMBER()`, `RANK()` or `DENSE_RANK()` filtered to a range of
+//!   ranks (`rn <= 3`, `rn = 1`, `rn BETWEEN 2 AND 5`), and `ORDER BY … LIMIT … OFFSET …`
+//!   (a row number without its column). Only the first ranks of a partition are visited. Over
+//!   append-only input a row ranked past the range can never come back into it, so it is not
+//!   kept: the state is the top rows only.
+//! - **Functions**: any of DataFusion's window functions (`lag`, `lead`, `first_value`,
+//!   running and sliding aggregates over `ROWS` and `RANGE` frames, ranks without a filter),
+//!   evaluated by DataFusion over the partition's rows in order.
+//!
+//! In both, the first change to a partition in an epoch takes the partition's output as it
+//! stood; at the end of the epoch its output is computed again and only the difference is
+//! emitted, so a change re-emits only the rows whose result changed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt64Array};
+use datafusion::arrow::compute::{concat_batches, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::window::WindowExpr;
+
+use super::keys::{GroupKeys, RowMap, row_map};
+use super::{BTREE_ENTRY_OVERHEAD, KeyedOperator, OperatorError, StateSize, map_bytes};
+use crate::state::{StateError, columns};
+use crate::stream::{ChangeBatch, Timestamp};
+
+const NAME: &str = "Over";
+
+fn arrow(source: datafusion::arrow::error::ArrowError) -> OperatorError {
+    OperatorError::arrow(NAME, source)
+}
+
+/// Which rank a top-N filters on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RankKind {
+    /// `ROW_NUMBER()`: 1, 2, 3, … whatever the ties.
+    RowNumber,
+    /// `RANK()`: 1 + the rows before with a smaller sort key (ties share it, gaps follow).
+    Rank,
+    /// `DENSE_RANK()`: 1 + the distinct smaller sort keys.
+    DenseRank,
+}
+
+impl RankKind {
+    /// The rank function of this name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "row_number" => Some(Self::RowNumber),
+            "rank" => Some(Self::Rank),
+            "dense_rank" => Some(Self::DenseRank),
+            _ => None,
+        }
+    }
+}
+
+/// A top-N: the rows of each partition whose rank is in `first..=last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopN {
+    /// The rank.
+    pub kind: RankKind,
+    /// The first rank output (1-based).
+    pub first: u64,
+    /// The last rank output.
+    pub last: u64,
+    /// Whether the output has the rank as its last column (a `LIMIT` has none).
+    pub rank_column: bool,
+}
+
+/// What the operator computes.
+#[derive(Debug)]
+pub enum OverMode {
+    /// A top-N.
+    TopN(TopN),
+    /// Window functions, each a column after the input's.
+    Functions(Vec<Arc<dyn WindowExpr>>),
+}
+
+/// A row of a partition: where its sort key ends in the B-tree key, and how many times it is
+/// there.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    sort_len: u32,
+    count: i64,
+}
+
+/// The rows of one partition, in order.
+#[derive(Debug, Default)]
+struct Partition {
+    rows: BTreeMap<Box<[u8]>, Entry>,
+}
+
+/// A partition's output: rows of the output schema and their weights.
+type Output = Option<(RecordBatch, Vec<i64>)>;
+
+/// `OVER` window functions or a top-N (see the module documentation).
+#[derive(Debug)]
+pub struct OverOperator {
+    mode: OverMode,
+    /// `PARTITION BY`.
+    partition: GroupKeys,
+    /// `ORDER BY`, with each key's direction and place of NULLs.
+    order: Vec<Arc<dyn PhysicalExpr>>,
+    order_rows: RowConverter,
+    /// Encodes whole input rows.
+    rows: RowConverter,
+    /// Encodes output rows, to tell which changed.
+    out_rows: RowConverter,
+    input: SchemaRef,
+    schema: SchemaRef,
+    /// The input only inserts: a top-N keeps only the rows in its range.
+    append_only: bool,
+    state: RowMap<Partition>,
+    /// Partitions changed this epoch → their output before the first change.
+    touched: RowMap<Output>,
+    /// Rows kept (distinct, with a count).
+    kept: u64,
+    /// Bytes owned through pointers: partition keys and B-tree keys.
+    heap: isize,
+}
+
+impl OverOperator {
+    /// An operator over `input` partitioned by `partition` (of types `partition_types`) and
+    /// ordered by `order` (`order_fields` gives each key's type and direction), with output
+    /// `schema`.
+    pub fn new(
+        mode: OverMode,
+        partition: Vec<Arc<dyn PhysicalExpr>>,
+        partition_types: Vec<DataType>,
+        order: Vec<Arc<dyn PhysicalExpr>>,
+        order_fields: Vec<SortField>,
+        input: SchemaRef,
+        schema: SchemaRef,
+    ) -> Result<Self, OperatorError> {
+        let fields = |s: &SchemaRef| {
+            s.fields()
+                .iter()
+                .map(|f| SortField::new(f.data_type().clone()))
+                .collect::<Vec<_>>()
+        };
+        Ok(Self {
+            mode,
+            partition: GroupKeys::new(partition, partition_types).map_err(arrow)?,
+            order,
+            order_rows: RowConverter::new(order_fields).map_err(arrow)?,
+            rows: RowConverter::new(fields(&input)).map_err(arrow)?,
+            out_rows: RowConverter::new(fields(&schema)).map_err(arrow)?,
+            input,
+            schema,
+            append_only: false,
+            state: row_map(0),
+            touched: row_map(0),
+            kept: 0,
+            heap: 0,
+        })
+    }
+
+    /// The input only ever inserts rows: a top-N then keeps only its range's rows.
+    pub fn with_append_only_input(mut self) -> Self {
+        self.append_only = true;
+        self
+    }
+
+    /// The output of the partition `part` as it stands.
+    fn evaluate(&self, part: Option<&Partition>) -> Result<Output, OperatorError> {
+        let Some(part) = part else { return Ok(None) };
+        match &self.mode {
+            OverMode::TopN(top) => self.evaluate_top(part, top),
+            OverMode::Functions(exprs) => self.evaluate_functions(part, exprs),
+        }
+    }
+
+    fn evaluate_top(&self, part: &Partition, top: &TopN) -> Result<Output, OperatorError> {
+        let mut picks: Vec<&[u8]> = Vec::new();
+        let mut ranks: Vec<u64> = Vec::new();
+        let mut weights: Vec<i64> = Vec::new();
+        // Rows before this one, and distinct sort keys up to it.
+        let mut before: u64 = 0;
+        let mut dense: u64 = 0;
+        let mut rank: u64 = 0;
+        let mut last_sort: Option<&[u8]> = None;
+        for (key, entry) in &part.rows {
+            if entry.count <= 0 {
+                continue;
+            }
+            let count = entry.count as u64;
+            let (sort, row) = key.split_at(entry.sort_len as usize);
+            if last_sort != Some(sort) {
+                dense += 1;
+                rank = before + 1;
+                last_sort = Some(sort);
+            }
+            match top.kind {
+                RankKind::RowNumber => {
+                    // This row's copies are numbered before+1 ..= before+count.
+                    let from = (before + 1).max(top.first);
+                    let to = (before + count).min(top.last);
+                    if from <= to {
+                        if top.rank_column {
+                            for r in from..=to {
+                                picks.push(row);
+                                ranks.push(r);
+                                weights.push(1);
+                            }
+                        } else {
+                            picks.push(row);
+                            ranks.push(from);
+                            weights.push((to - from + 1) as i64);
+                        }
+                    }
+                    if before + count >= top.last {
+                        break;
+                    }
+                }
+                RankKind::Rank | RankKind::DenseRank => {
+                    let r = if top.kind == RankKind::Rank {
+                        rank
+                    } else {
+                        dense
+                    };
+                    if r > top.last {
+                        break;
+                    }
+                    if r >= top.first {
+                        picks.push(row);
+                        ranks.push(r);
+                        weights.push(count as i64);
+                    }
+                }
+            }
+            before += count;
+        }
+        if picks.is_empty() {
+            return Ok(None);
+        }
+        let parser = self.rows.parser();
+        let mut columns = self
+            .rows
+            .convert_rows(picks.into_iter().map(|r| parser.parse(r)))
+            .map_err(arrow)?;
+        if top.rank_column {
+            columns.push(Arc::new(UInt64Array::from(ranks)) as ArrayRef);
+        }
+        let batch = super::cast_to_schema(columns, &self.schema).map_err(arrow)?;
+        Ok(Some((batch, weights)))
+    }
+
+    fn evaluate_functions(
+        &self,
+        part: &Partition,
+        exprs: &[Arc<dyn WindowExpr>],
+    ) -> Result<Output, OperatorError> {
+        // Every copy of a row is a row the functions see.
+        let mut picks: Vec<&[u8]> = Vec::new();
+        for (key, entry) in &part.rows {
+            for _ in 0..entry.count.max(0) {
+                picks.push(&key[entry.sort_len as usize..]);
+            }
+        }
+        if picks.is_empty() {
+            return Ok(None);
+        }
+        let n = picks.len();
+        let parser = self.rows.parser();
+        let mut columns = self
+            .rows
+            .convert_rows(picks.into_iter().map(|r| parser.parse(r)))
+            .map_err(arrow)?;
+        let rows = RecordBatch::try_new(Arc::clone(&self.input), columns.clone()).map_err(arrow)?;
+        for expr in exprs {
+            columns.push(
+                expr.evaluate(&rows)
+                    .map_err(|e| OperatorError::datafusion(NAME, e))?,
+            );
+        }
+        let batch = super::cast_to_schema(columns, &self.schema).map_err(arrow)?;
+        Ok(Some((batch, vec![1; n])))
+    }
+
+    /// The change from `old` to `new`: rows whose weight differs.
+    fn diff(&self, old: Output, new: Output) -> Result<Option<ChangeBatch>, OperatorError> {
+        let mut batches = Vec::with_capacity(2);
+        let mut weights = Vec::new();
+        if let Some((batch, w)) = old {
+            weights.extend(w.into_iter().map(|w| -w));
+            batches.push(batch);
+        }
+        if let Some((batch, w)) = new {
+            weights.extend(w);
+            batches.push(batch);
+        }
+        if batches.is_empty() {
+            return Ok(None);
+        }
+        let all = concat_batches(&self.schema, &batches).map_err(arrow)?;
+        let encoded = self
+            .out_rows
+            .convert_columns(all.columns())
+            .map_err(arrow)?;
+        // Output row → (first index, summed weight), in first-seen order.
+        let mut sums: std::collections::HashMap<&[u8], usize> =
+            std::collections::HashMap::with_capacity(weights.len());
+        let mut firsts: Vec<(u32, i64)> = Vec::new();
+        for (i, &w) in weights.iter().enumerate() {
+            let row = encoded.row(i).data();
+            match sums.get(row) {
+                Some(&slot) => firsts[slot].1 += w,
+                None => {
+                    sums.insert(row, firsts.len());
+                    firsts.push((i as u32, w));
+                }
+            }
+        }
+        // Retractions first, so that a replaced row leaves before its successor comes.
+        firsts.retain(|&(_, w)| w != 0);
+        if firsts.is_empty() {
+            return Ok(None);
+        }
+        firsts.sort_by_key(|&(i, w)| (w > 0, i));
+        let idx = datafusion::arrow::array::UInt32Array::from(
+            firsts.iter().map(|&(i, _)| i).collect::<Vec<_>>(),
+        );
+        let data = take_record_batch(&all, &idx).map_err(arrow)?;
+        let weights = Int64Array::from(firsts.iter().map(|&(_, w)| w).collect::<Vec<_>>());
+        ChangeBatch::with_weights(data, weights)
+            .map(Some)
+            .map_err(arrow)
+    }
+
+    /// Over append-only input: drops the rows of a partition ranked past the top-N's range.
+    fn trim(&mut self, key: &[u8]) {
+        let OverMode::TopN(top) = self.mode else {
+            return;
+        };
+        let Some(part) = self.state.get_mut(key) else {
+            return;
+        };
+        let mut before: u64 = 0;
+        let mut dense: u64 = 0;
+        let mut last_sort: Option<Vec<u8>> = None;
+        let mut cut: Option<Box<[u8]>> = None;
+        let mut shorten: Option<(Box<[u8]>, i64)> = None;
+        for (k, entry) in &part.rows {
+            let count = entry.count.max(0) as u64;
+            let sort = &k[..entry.sort_len as usize];
+            let new_sort = last_sort.as_deref() != Some(sort);
+            if new_sort {
+                dense += 1;
+            }
+            let drop = match top.kind {
+                RankKind::RowNumber => before >= top.last,
+                RankKind::Rank => new_sort && before + 1 > top.last,
+                RankKind::DenseRank => dense > top.last,
+            };
+            if drop {
+                cut = Some(k.clone());
+                break;
+            }
+            if top.kind == RankKind::RowNumber && before + count > top.last {
+                shorten = Some((k.clone(), (top.last - before) as i64));
+            }
+            if new_sort {
+                last_sort = Some(sort.to_vec());
+            }
+            before += count;
+        }
+        if let Some((k, count)) = shorten
+            && let Some(e) = part.rows.get_mut(&k)
+        {
+            e.count = count;
+        }
+        if let Some(cut) = cut {
+            let dropped = part.rows.split_off(&cut);
+            for k in dropped.keys() {
+                self.heap -= (k.len() + BTREE_ENTRY_OVERHEAD) as isize;
+            }
+            self.kept = self.kept.saturating_sub(dropped.len() as u64);
+        }
+    }
+}
+
+impl KeyedOperator for OverOperator {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn update(&mut self, change: &ChangeBatch) -> Result<(), OperatorError> {
+        let data = change.data();
+        if data.num_rows() == 0 {
+            return Ok(());
+        }
+        let keys = self.partition.encode(data, NAME)?;
+        let order = super::evaluate_all(&self.order, data)
+            .map_err(|e| OperatorError::datafusion(NAME, e))?;
+        // Without ORDER BY every row has the empty sort key (the row format has no rows for
+        // zero columns).
+        let sorts = if self.order.is_empty() {
+            None
+        } else {
+            Some(self.order_rows.convert_columns(&order).map_err(arrow)?)
+        };
+        let rows = self.rows.convert_columns(data.columns()).map_err(arrow)?;
+        let weights = change.weights();
+        let mut buffer = Vec::new();
+        for i in 0..data.num_rows() {
+            let weight = weights.map_or(1, |w| w.value(i));
+            if weight == 0 {
+                continue;
+            }
+            let key = keys.key(i);
+            if !self.touched.contains_key(key) {
+                let before = self.evaluate(self.state.get(key))?;
+                self.touched.insert(key.into(), before);
+            }
+            let part = match self.state.get_mut(key) {
+                Some(p) => p,
+                None => {
+                    self.heap += (2 * key.len()) as isize;
+                    self.state.entry(key.into()).or_default()
+                }
+            };
+            let sort: &[u8] = sorts.as_ref().map_or(&[], |s| s.row(i).data());
+            buffer.clear();
+            buffer.extend_from_slice(sort);
+            buffer.extend_from_slice(rows.row(i).data());
+            match part.rows.get_mut(buffer.as_slice()) {
+                Some(entry) => {
+                    entry.count += weight;
+                    if entry.count == 0 {
+                        part.rows.remove(buffer.as_slice());
+                        self.heap -= (buffer.len() + BTREE_ENTRY_OVERHEAD) as isize;
+                        self.kept = self.kept.saturating_sub(1);
+                    }
+                }
+                None => {
+                    part.rows.insert(
+                        buffer.as_slice().into(),
+                        Entry {
+                            sort_len: sort.len() as u32,
+                            count: weight,
+                        },
+                    );
+                    self.heap += (buffer.len() + BTREE_ENTRY_OVERHEAD) as isize;
+                    self.kept += 1;
+                }
+            }
+            if part.rows.is_empty() {
+                self.state.remove(key);
+                self.heap -= (2 * key.len()) as isize;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, _watermark: Option<Timestamp>) -> Result<Vec<ChangeBatch>, OperatorError> {
+        let touched = std::mem::replace(&mut self.touched, row_map(0));
+        let mut out = Vec::new();
+        for (key, before) in touched {
+            let after = self.evaluate(self.state.get(&key))?;
+            if let Some(change) = self.diff(before, after)? {
+                out.push(change);
+            }
+            if self.append_only {
+                self.trim(&key);
+            }
+        }
+        Ok(out)
+    }
+
+    fn checkpoint(&self) -> Result<Vec<RecordBatch>, StateError> {
+        let mut keys: Vec<&[u8]> = Vec::new();
+        let mut entries: Vec<&[u8]> = Vec::new();
+        let mut sort_lens = Vec::new();
+        let mut counts = Vec::new();
+        for (key, part) in &self.state {
+            for (k, e) in &part.rows {
+                keys.push(key);
+                entries.push(k);
+                sort_lens.push(i64::from(e.sort_len));
+                counts.push(e.count);
+            }
+        }
+        Ok(vec![columns::batch(vec![
+            ("key", columns::blobs(keys.into_iter().map(Some))),
+            ("entry", columns::blobs(entries.into_iter().map(Some))),
+            ("sort_len", columns::i64s(sort_lens)),
+            ("count", columns::i64s(counts)),
+        ])?])
+    }
+
+    fn restore(&mut self, state: &[RecordBatch]) -> Result<(), StateError> {
+        let [batch] = state else {
+            return Err(StateError::mismatch(
+                "an OVER operator's state is one batch",
+            ));
+        };
+        let keys = columns::blob_column(batch, "key")?;
+        let entries = columns::blob_column(batch, "entry")?;
+        let sort_lens = columns::i64_column(batch, "sort_len")?;
+        let counts = columns::i64_column(batch, "count")?;
+        self.state = row_map(0);
+        self.touched = row_map(0);
+        self.heap = 0;
+        self.kept = 0;
+        for i in 0..batch.num_rows() {
+            let key = keys.value(i);
+            let entry = entries.value(i);
+            let sort_len = u32::try_from(sort_lens[i])
+                .ok()
+                .filter(|&l| l as usize <= entry.len())
+                .ok_or_else(|| StateError::mismatch("a sort key longer than its row"))?;
+            let part = match self.state.get_mut(key) {
+                Some(p) => p,
+                None => {
+                    self.heap += (2 * key.len()) as isize;
+                    self.state.entry(key.into()).or_default()
+                }
+            };
+            part.rows.insert(
+                entry.into(),
+                Entry {
+                    sort_len,
+                    count: counts[i],
+                },
+            );
+            self.heap += (entry.len() + BTREE_ENTRY_OVERHEAD) as isize;
+            self.kept += 1;
+        }
+        Ok(())
+    }
+
+    fn state_size(&self) -> StateSize {
+        StateSize {
+            rows: self.kept,
+            bytes: (self.heap.max(0) as usize + map_bytes(&self.state)) as u64,
+        }
+    }
+
+    fn repartition(
+        &self,
+        old: &[Vec<RecordBatch>],
+        n: usize,
+        assign: &super::Assign<'_>,
+    ) -> Result<Vec<Vec<RecordBatch>>, StateError> {
+        let batches = old
+            .iter()
+            .map(|state| {
+                state
+                    .first()
+                    .ok_or_else(|| StateError::mismatch("an OVER operator's state is one batch"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let parts = super::split_by_key(
+            &batches,
+            n,
+            |keys| {
+                Ok(self
+                    .partition
+                    .decode((0..keys.len()).map(|i| keys.value(i)))?)
+            },
+            assign,
+        )?;
+        Ok(parts.into_iter().map(|b| vec![b]).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::test_util::{changes, sorted_lines};
+    use datafusion::arrow::compute::SortOptions;
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::physical_expr::expressions::Column;
+
+    fn input() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("v", DataType::Int64, true),
+        ]))
+    }
+
+    /// Top-`last` by `v` descending per `k`, with the rank column.
+    fn top(kind: RankKind, last: u64) -> OverOperator {
+        let mut fields: Vec<Field> = input()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new("rn", DataType::UInt64, false));
+        OverOperator::new(
+            OverMode::TopN(TopN {
+                kind,
+                first: 1,
+                last,
+                rank_column: true,
+            }),
+            vec![Arc::new(Column::new("k", 0))],
+            vec![DataType::Utf8],
+            vec![Arc::new(Column::new("v", 1))],
+            vec![SortField::new_with_options(
+                DataType::Int64,
+                SortOptions {
+                    descending: true,
+                    nulls_first: false,
+                },
+            )],
+            input(),
+            Arc::new(Schema::new(fields)),
+        )
+        .expect("an operator")
+    }
+
+    fn step(op: &mut OverOperator, table: &str) -> Vec<String> {
+        op.update(&changes(&input(), table)).expect("update");
+        sorted_lines(&op.finish(None).expect("finish"))
+    }
+
+    #[test]
+    fn the_next_row_moves_into_the_top_when_one_leaves() {
+        let mut op = top(RankKind::RowNumber, 2);
+        assert_eq!(
+            step(&mut op, "+ a 1\n+ a 5\n+ a 3\n+ b 7"),
+            ["+ a 3 2", "+ a 5 1", "+ b 7 1"]
+        );
+        // 5 leaves: 3 moves up to 1, and 1 comes in at 2.
+        assert_eq!(
+            step(&mut op, "- a 5"),
+            ["+ a 1 2", "+ a 3 1", "- a 3 2", "- a 5 1"]
+        );
+        // A row below the top changes nothing.
+        assert_eq!(step(&mut op, "+ a 0"), Vec::<String>::new());
+    }
+
+    /// (Two equal rows are one output row of weight 2: a line each below.)
+    #[test]
+    fn ties_share_a_rank_and_dense_ranks_leave_no_gap() {
+        let mut rank = top(RankKind::Rank, 2);
+        assert_eq!(step(&mut rank, "+ a 5\n+ a 5\n+ a 3"), ["+ a 5 1"]);
+        let mut dense = top(RankKind::DenseRank, 2);
+        assert_eq!(
+            step(&mut dense, "+ a 5\n+ a 5\n+ a 3"),
+            ["+ a 3 2", "+ a 5 1"]
+        );
+    }
+
+    #[test]
+    fn append_only_input_keeps_only_the_top_and_state_round_trips() {
+        let mut op = top(RankKind::RowNumber, 2).with_append_only_input();
+        step(&mut op, "+ a 1\n+ a 2\n+ a 3\n+ a 4\n+ b 1");
+        assert_eq!(op.state_size().rows, 3);
+        let saved = op.checkpoint().expect("checkpoint");
+        let mut again = top(RankKind::RowNumber, 2).with_append_only_input();
+        again.restore(&saved).expect("restore");
+        assert_eq!(again.state_size(), op.state_size());
+        assert_eq!(
+            step(&mut again, "+ a 9"),
+            ["+ a 4 2", "+ a 9 1", "- a 3 2", "- a 4 1"]
+        );
+    }
+
+    /// The ranks of every kind, brute force: `(k, v, rank)` of rows ranked in `first..=last`
+    /// by `v` descending per `k`.
+    fn brute(rows: &[(String, i64)], kind: RankKind, first: u64, last: u64) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut keys: Vec<&String> = rows.iter().map(|(k, _)| k).collect();
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            let mut vs: Vec<i64> = rows.iter().filter(|(k, _)| k == key).map(|r| r.1).collect();
+            vs.sort_by(|a, b| b.cmp(a));
+            for (i, v) in vs.iter().enumerate() {
+                let rank = match kind {
+                    RankKind::RowNumber => i as u64 + 1,
+                    RankKind::Rank => vs.iter().filter(|w| *w > v).count() as u64 + 1,
+                    RankKind::DenseRank => {
+                        let mut bigger: Vec<&i64> = vs.iter().filter(|w| *w > v).collect();
+                        bigger.dedup();
+                        bigger.len() as u64 + 1
+                    }
+                };
+                if (first..=last).contains(&rank) {
+                    out.push(format!("+ {key} {v} {rank}"));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn random_changes_keep_every_rank_equal_to_a_recount() {
+        use rand::{Rng, SeedableRng};
+        let seed: u64 = rand::random();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        for kind in [RankKind::RowNumber, RankKind::Rank, RankKind::DenseRank] {
+            let (first, last) = (rng.random_range(1..3), rng.random_range(1..5));
+            let mut op = top(kind, last);
+            if let OverMode::TopN(t) = &mut op.mode {
+                t.first = first;
+            }
+            let mut rows: Vec<(String, i64)> = Vec::new();
+            // The output so far, as a multiset of lines.
+            let mut view: std::collections::BTreeMap<String, i64> = Default::default();
+            for _ in 0..60 {
+                let mut lines = Vec::new();
+                for _ in 0..rng.random_range(1..8) {
+                    if !rows.is_empty() && rng.random_bool(0.4) {
+                        let (k, v) = rows.swap_remove(rng.random_range(0..rows.len()));
+                        lines.push(format!("- {k} {v}"));
+                    } else {
+                        let row = (
+                            format!("k{}", rng.random_range(0..3)),
+                            rng.random_range(0..6),
+                        );
+                        lines.push(format!("+ {} {}", row.0, row.1));
+                        rows.push(row);
+                    }
+                }
+                op.update(&changes(&input(), &lines.join("\n")))
+                    .expect("update");
+                for batch in op.finish(None).expect("finish") {
+                    let rendered = crate::operator::test_util::render(&batch);
+                    let weights = batch.weights().cloned();
+                    for (i, line) in rendered.lines().enumerate() {
+                        let w = weights.as_ref().map_or(1, |w| w.value(i));
+                        *view.entry(format!("+{}", &line[1..])).or_default() += w;
+                    }
+                }
+                view.retain(|_, w| *w != 0);
+                let got: Vec<String> = view
+                    .iter()
+                    .flat_map(|(l, &w)| std::iter::repeat_n(l.clone(), w.max(0) as usize))
+                    .collect();
+                assert_eq!(
+                    got,
+                    brute(&rows, kind, first, last),
+                    "{kind:?} {first}..={last}, seed {seed}"
+                );
+            }
+        }
+    }
+}
