@@ -277,6 +277,14 @@ fn views() -> Vec<(&'static str, String, bool)> {
             false,
         ),
         (
+            "o_agg_filter",
+            "SELECT k, count(*) FILTER (WHERE v > 50) AS big, sum(v) FILTER (WHERE v % 2 = 0) AS even, \
+             count(DISTINCT v) FILTER (WHERE v < 30) AS small, max(v) FILTER (WHERE id % 3 = 0) AS m3 \
+             FROM ev GROUP BY k"
+                .into(),
+            false,
+        ),
+        (
             // group top-N under upserts and deletes: the next row moves in
             "o_topn",
             "SELECT k, id, v, rn FROM (SELECT k, id, v, row_number() OVER \
@@ -395,7 +403,7 @@ async fn run(parallelism: usize, seed: u64) {
             client
                 .batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {query}{emit}"))
                 .await
-                .unwrap_or_else(|e| panic!("creating {name}: {e}"));
+                .unwrap_or_else(|e| panic!("creating {name}: {e:?}"));
             created += 1;
         }
         for _ in 0..rng.random_range(1..6) {

@@ -79,10 +79,20 @@ fn aggregate_call(expr: &Expr, input: &datafusion::common::DFSchema) -> Result<A
         return Err(refuse(&format!("the aggregate expression {expr}")));
     };
     let name = func.name().to_ascii_lowercase();
-    if params.filter.is_some() {
-        return Err(refuse(&format!("{name}(…) FILTER (WHERE …)")));
-    }
-    let argument = params.args.first();
+    // `agg(x) FILTER (WHERE p)` is `agg(CASE WHEN p THEN x END)`: every aggregate here skips
+    // NULLs, and `count(*)` counts `CASE WHEN p THEN 1 END`.
+    let filtered = match &params.filter {
+        None => None,
+        Some(p) => {
+            let value = params
+                .args
+                .first()
+                .cloned()
+                .unwrap_or(Expr::Literal(ScalarValue::Int64(Some(1)), None));
+            Some(datafusion::logical_expr::when(p.as_ref().clone(), value).end()?)
+        }
+    };
+    let argument = filtered.as_ref().or(params.args.first());
     let argument_type = match argument {
         Some(a) => a.get_type(input)?,
         None => DataType::Null,
@@ -118,7 +128,7 @@ fn aggregate_call(expr: &Expr, input: &datafusion::common::DFSchema) -> Result<A
             // The view keeps values ordered; an ORDER BY on the value itself is that order.
             match params.order_by.as_slice() {
                 [] => {}
-                [sort] if sort.asc && Some(&sort.expr) == argument => {}
+                [sort] if sort.asc && Some(&sort.expr) == params.args.first() => {}
                 _ => {
                     return Err(refuse(
                         "STRING_AGG ordered by anything but its value, ascending",
