@@ -265,6 +265,8 @@ impl Engine {
         for function in crate::sql::windows::window_functions() {
             ctx.register_udf(function);
         }
+        // PostgreSQL's template patterns, in place of DataFusion's chrono formats.
+        ctx.register_udf(crate::sql::to_char::to_char_udf());
         ctx.register_udtf(
             crate::sql::parser::LOOKUP_FUNCTION,
             Arc::new(crate::connector::queue::provider::LookupFunction::new(

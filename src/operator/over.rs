@@ -701,9 +701,14 @@ mod tests {
         use rand::{Rng, SeedableRng};
         let seed: u64 = rand::random();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        for kind in [RankKind::RowNumber, RankKind::Rank, RankKind::DenseRank] {
+        let kinds = [RankKind::RowNumber, RankKind::Rank, RankKind::DenseRank];
+        // Each kind over updating input, then over append-only input (which trims).
+        for (kind, append_only) in kinds.iter().flat_map(|&k| [(k, false), (k, true)]) {
             let (first, last) = (rng.random_range(1..3), rng.random_range(1..5));
             let mut op = top(kind, last);
+            if append_only {
+                op = op.with_append_only_input();
+            }
             if let OverMode::TopN(t) = &mut op.mode {
                 t.first = first;
             }
@@ -713,7 +718,7 @@ mod tests {
             for _ in 0..60 {
                 let mut lines = Vec::new();
                 for _ in 0..rng.random_range(1..8) {
-                    if !rows.is_empty() && rng.random_bool(0.4) {
+                    if !append_only && !rows.is_empty() && rng.random_bool(0.4) {
                         let (k, v) = rows.swap_remove(rng.random_range(0..rows.len()));
                         lines.push(format!("- {k} {v}"));
                     } else {
@@ -743,7 +748,7 @@ mod tests {
                 assert_eq!(
                     got,
                     brute(&rows, kind, first, last),
-                    "{kind:?} {first}..={last}, seed {seed}"
+                    "{kind:?} {first}..={last} append-only {append_only}, seed {seed}"
                 );
             }
         }

@@ -245,62 +245,7 @@ impl Planner {
             }
             LogicalPlan::Projection(projection) => {
                 let input = self.plan(&projection.input)?;
-                let in_schema = projection.input.schema();
-                let mut times: Vec<ColumnTime> = projection
-                    .expr
-                    .iter()
-                    .map(|e| time::expr_time(e, &input.times, in_schema))
-                    .collect();
-                let mut schema = projection.schema.as_arrow().clone();
-                let mut exprs = Vec::with_capacity(projection.expr.len());
-                let mut names: Vec<String> = projection
-                    .expr
-                    .iter()
-                    .map(|e| e.schema_name().to_string())
-                    .collect();
-                for (i, e) in projection.expr.iter().enumerate() {
-                    if self.slicing {
-                        // Closing windows needs them on the watermarked time; updating does not.
-                        if let ColumnTime::HopList {
-                            slide,
-                            size,
-                            event_time,
-                        } = times[i]
-                            && (event_time || !self.emit_on_window_close)
-                            && let Some(slice) = slice_expr(e, slide, size)
-                        {
-                            // The row's slice start instead of the list of its windows.
-                            let slice_type = slice.get_type(in_schema)?;
-                            let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
-                            fields[i] =
-                                Arc::new(fields[i].as_ref().clone().with_data_type(slice_type));
-                            schema = datafusion::arrow::datatypes::Schema::new(fields);
-                            times[i] = ColumnTime::Slice {
-                                slide,
-                                size,
-                                offset: 0,
-                            };
-                            names[i] = format!("{slice} AS slice");
-                            exprs.push(physical(&slice, in_schema)?);
-                            continue;
-                        }
-                        if !matches!(times[i], ColumnTime::Slice { .. })
-                            && time::reads_slice(e, &input.times, in_schema)
-                        {
-                            self.slice_failure = Some(format!("{e} reads a window column"));
-                        }
-                    }
-                    exprs.push(physical(e, in_schema)?);
-                }
-                let label = pretty(&format!("Project: {}", names.join(", ")));
-                Ok(Planned {
-                    node: Node::FilterProject {
-                        input: Box::new(input.node),
-                        operator: FilterProjectOperator::new(None, exprs, Arc::new(schema)),
-                        label,
-                    },
-                    times,
-                })
+                self.plan_projection(projection, input)
             }
             LogicalPlan::Filter(filter) => {
                 let input = match filter.input.as_ref() {
@@ -308,6 +253,16 @@ impl Planner {
                         if let Some(range) = over::rank_filter(window, &filter.predicate) =>
                     {
                         over::plan_top_n(self, window, range)?
+                    }
+                    // `SELECT a, rn FROM (SELECT *, row_number() … AS rn …) WHERE rn <= N`: a
+                    // projection that keeps the rank column between the filter and the window.
+                    LogicalPlan::Projection(projection)
+                        if let LogicalPlan::Window(window) = projection.input.as_ref()
+                            && over::keeps_rank_column(projection, window)
+                            && let Some(range) = over::rank_filter(window, &filter.predicate) =>
+                    {
+                        let top = over::plan_top_n(self, window, range)?;
+                        self.plan_projection(projection, top)?
                     }
                     other => self.plan(other)?,
                 };
@@ -453,6 +408,71 @@ impl Planner {
             LogicalPlan::Subquery(_) => Err(refuse("a subquery in an expression")),
             other => Err(refuse(&format!("the plan node {}", other.display()))),
         }
+    }
+}
+
+impl Planner {
+    /// A projection over its planned input.
+    fn plan_projection(
+        &mut self,
+        projection: &datafusion::logical_expr::Projection,
+        input: Planned,
+    ) -> Result<Planned> {
+        let in_schema = projection.input.schema();
+        let mut times: Vec<ColumnTime> = projection
+            .expr
+            .iter()
+            .map(|e| time::expr_time(e, &input.times, in_schema))
+            .collect();
+        let mut schema = projection.schema.as_arrow().clone();
+        let mut exprs = Vec::with_capacity(projection.expr.len());
+        let mut names: Vec<String> = projection
+            .expr
+            .iter()
+            .map(|e| e.schema_name().to_string())
+            .collect();
+        for (i, e) in projection.expr.iter().enumerate() {
+            if self.slicing {
+                // Closing windows needs them on the watermarked time; updating does not.
+                if let ColumnTime::HopList {
+                    slide,
+                    size,
+                    event_time,
+                } = times[i]
+                    && (event_time || !self.emit_on_window_close)
+                    && let Some(slice) = slice_expr(e, slide, size)
+                {
+                    // The row's slice start instead of the list of its windows.
+                    let slice_type = slice.get_type(in_schema)?;
+                    let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
+                    fields[i] = Arc::new(fields[i].as_ref().clone().with_data_type(slice_type));
+                    schema = datafusion::arrow::datatypes::Schema::new(fields);
+                    times[i] = ColumnTime::Slice {
+                        slide,
+                        size,
+                        offset: 0,
+                    };
+                    names[i] = format!("{slice} AS slice");
+                    exprs.push(physical(&slice, in_schema)?);
+                    continue;
+                }
+                if !matches!(times[i], ColumnTime::Slice { .. })
+                    && time::reads_slice(e, &input.times, in_schema)
+                {
+                    self.slice_failure = Some(format!("{e} reads a window column"));
+                }
+            }
+            exprs.push(physical(e, in_schema)?);
+        }
+        let label = pretty(&format!("Project: {}", names.join(", ")));
+        Ok(Planned {
+            node: Node::FilterProject {
+                input: Box::new(input.node),
+                operator: FilterProjectOperator::new(None, exprs, Arc::new(schema)),
+                label,
+            },
+            times,
+        })
     }
 }
 

@@ -121,6 +121,19 @@ pub(super) fn rank_filter(window: &Window, predicate: &Expr) -> Option<(RankKind
     Some((kind, first.max(1) as u64, last))
 }
 
+/// Whether `projection` (over `window`) passes the window's last column (its rank) through
+/// under its own name, so that a filter above reads the rank itself.
+pub(super) fn keeps_rank_column(
+    projection: &datafusion::logical_expr::Projection,
+    window: &Window,
+) -> bool {
+    let column = window.schema.field(window.schema.fields().len() - 1).name();
+    projection
+        .expr
+        .iter()
+        .any(|e| matches!(e, Expr::Column(c) if c.name == *column))
+}
+
 fn strip(e: &Expr) -> &Expr {
     match e {
         Expr::Alias(a) => strip(&a.expr),

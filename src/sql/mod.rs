@@ -11,6 +11,7 @@ pub mod parser;
 pub mod pg_compat;
 pub mod session;
 mod session_live;
+pub mod to_char;
 pub mod windows;
 
 pub use parser::{SluiceStatement, parse_sql};

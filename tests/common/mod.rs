@@ -93,7 +93,7 @@ pub async fn sorted_rows(client: &Client, sql: &str) -> Vec<String> {
     let mut out: Vec<String> = client
         .simple_query(sql)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
         .into_iter()
         .filter_map(|m| match m {
             tokio_postgres::SimpleQueryMessage::Row(row) => Some(
