@@ -102,6 +102,93 @@ struct Partition {
 /// A partition's output: rows of the output schema and their weights.
 type Output = Option<(RecordBatch, Vec<i64>)>;
 
+/// A top-N's output rows for one partition, in rank order: `(row bytes, rank, copies)` (rank 0
+/// where the output has no rank column, so that a row that moves within the range is the same
+/// output row).
+fn top_picks<'a>(part: &'a Partition, top: &TopN, mut out: impl FnMut(&'a [u8], u64, i64)) {
+    // Rows before this one, and distinct sort keys up to it.
+    let mut before: u64 = 0;
+    let mut dense: u64 = 0;
+    let mut rank: u64 = 0;
+    let mut last_sort: Option<&[u8]> = None;
+    for (key, entry) in &part.rows {
+        if entry.count <= 0 {
+            continue;
+        }
+        let count = entry.count as u64;
+        let (sort, row) = key.split_at(entry.sort_len as usize);
+        if last_sort != Some(sort) {
+            dense += 1;
+            rank = before + 1;
+            last_sort = Some(sort);
+        }
+        match top.kind {
+            RankKind::RowNumber => {
+                // This row's copies are numbered before+1 ..= before+count.
+                let from = (before + 1).max(top.first);
+                let to = (before + count).min(top.last);
+                if from <= to {
+                    if top.rank_column {
+                        for r in from..=to {
+                            out(row, r, 1);
+                        }
+                    } else {
+                        out(row, 0, (to - from + 1) as i64);
+                    }
+                }
+                if before + count >= top.last {
+                    break;
+                }
+            }
+            RankKind::Rank | RankKind::DenseRank => {
+                let r = if top.kind == RankKind::Rank {
+                    rank
+                } else {
+                    dense
+                };
+                if r > top.last {
+                    break;
+                }
+                if r >= top.first {
+                    out(row, if top.rank_column { r } else { 0 }, count as i64);
+                }
+            }
+        }
+        before += count;
+    }
+}
+
+/// Output rows taken before a change, owned: `(row bytes, rank, copies)` in one buffer.
+#[derive(Debug, Default)]
+struct Picks {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    ranks: Vec<u64>,
+    weights: Vec<i64>,
+}
+
+impl Picks {
+    fn push(&mut self, row: &[u8], rank: u64, weight: i64) {
+        self.bytes.extend_from_slice(row);
+        self.ends.push(self.bytes.len());
+        self.ranks.push(rank);
+        self.weights.push(weight);
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn get(&self, i: usize) -> (&[u8], u64, i64) {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        (
+            &self.bytes[start..self.ends[i]],
+            self.ranks[i],
+            self.weights[i],
+        )
+    }
+}
+
 /// `OVER` window functions or a top-N (see the module documentation).
 #[derive(Debug)]
 pub struct OverOperator {
@@ -120,8 +207,12 @@ pub struct OverOperator {
     /// The input only inserts: a top-N keeps only the rows in its range.
     append_only: bool,
     state: RowMap<Partition>,
-    /// Partitions changed this epoch → their output before the first change.
+    /// Partitions changed this epoch → their output before the first change (functions).
     touched: RowMap<Output>,
+    /// A top-N's: partitions changed this epoch → the range of `before` holding their output
+    /// before the first change.
+    touched_top: RowMap<(usize, usize)>,
+    before: Picks,
     /// Rows kept (distinct, with a count).
     kept: u64,
     /// Bytes owned through pointers: partition keys and B-tree keys.
@@ -159,6 +250,8 @@ impl OverOperator {
             append_only: false,
             state: row_map(0),
             touched: row_map(0),
+            touched_top: row_map(0),
+            before: Picks::default(),
             kept: 0,
             heap: 0,
         })
@@ -174,84 +267,10 @@ impl OverOperator {
     fn evaluate(&self, part: Option<&Partition>) -> Result<Output, OperatorError> {
         let Some(part) = part else { return Ok(None) };
         match &self.mode {
-            OverMode::TopN(top) => self.evaluate_top(part, top),
+            // A top-N's output is taken as row bytes (`top_picks`), not as batches.
+            OverMode::TopN(_) => Ok(None),
             OverMode::Functions(exprs) => self.evaluate_functions(part, exprs),
         }
-    }
-
-    fn evaluate_top(&self, part: &Partition, top: &TopN) -> Result<Output, OperatorError> {
-        let mut picks: Vec<&[u8]> = Vec::new();
-        let mut ranks: Vec<u64> = Vec::new();
-        let mut weights: Vec<i64> = Vec::new();
-        // Rows before this one, and distinct sort keys up to it.
-        let mut before: u64 = 0;
-        let mut dense: u64 = 0;
-        let mut rank: u64 = 0;
-        let mut last_sort: Option<&[u8]> = None;
-        for (key, entry) in &part.rows {
-            if entry.count <= 0 {
-                continue;
-            }
-            let count = entry.count as u64;
-            let (sort, row) = key.split_at(entry.sort_len as usize);
-            if last_sort != Some(sort) {
-                dense += 1;
-                rank = before + 1;
-                last_sort = Some(sort);
-            }
-            match top.kind {
-                RankKind::RowNumber => {
-                    // This row's copies are numbered before+1 ..= before+count.
-                    let from = (before + 1).max(top.first);
-                    let to = (before + count).min(top.last);
-                    if from <= to {
-                        if top.rank_column {
-                            for r in from..=to {
-                                picks.push(row);
-                                ranks.push(r);
-                                weights.push(1);
-                            }
-                        } else {
-                            picks.push(row);
-                            ranks.push(from);
-                            weights.push((to - from + 1) as i64);
-                        }
-                    }
-                    if before + count >= top.last {
-                        break;
-                    }
-                }
-                RankKind::Rank | RankKind::DenseRank => {
-                    let r = if top.kind == RankKind::Rank {
-                        rank
-                    } else {
-                        dense
-                    };
-                    if r > top.last {
-                        break;
-                    }
-                    if r >= top.first {
-                        picks.push(row);
-                        ranks.push(r);
-                        weights.push(count as i64);
-                    }
-                }
-            }
-            before += count;
-        }
-        if picks.is_empty() {
-            return Ok(None);
-        }
-        let parser = self.rows.parser();
-        let mut columns = self
-            .rows
-            .convert_rows(picks.into_iter().map(|r| parser.parse(r)))
-            .map_err(arrow)?;
-        if top.rank_column {
-            columns.push(Arc::new(UInt64Array::from(ranks)) as ArrayRef);
-        }
-        let batch = super::cast_to_schema(columns, &self.schema).map_err(arrow)?;
-        Ok(Some((batch, weights)))
     }
 
     fn evaluate_functions(
@@ -336,6 +355,67 @@ impl OverOperator {
             .map_err(arrow)
     }
 
+    /// A top-N's end of epoch: per changed partition, the output rows whose copies differ
+    /// from before, all decoded at once into one batch (retractions first).
+    fn finish_top(&mut self, top: TopN) -> Result<Vec<ChangeBatch>, OperatorError> {
+        let touched = std::mem::replace(&mut self.touched_top, row_map(0));
+        let before = std::mem::take(&mut self.before);
+        let mut out = Vec::new();
+        {
+            let mut changes: Vec<(&[u8], u64, i64)> = Vec::new();
+            let mut scratch: Vec<(&[u8], u64, i64)> = Vec::new();
+            for (key, &(start, end)) in &touched {
+                scratch.clear();
+                for i in start..end {
+                    let (row, rank, weight) = before.get(i);
+                    scratch.push((row, rank, -weight));
+                }
+                if let Some(part) = self.state.get(key) {
+                    top_picks(part, &top, |row, rank, weight| {
+                        scratch.push((row, rank, weight))
+                    });
+                }
+                scratch.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+                let mut i = 0;
+                while i < scratch.len() {
+                    let (row, rank, mut weight) = scratch[i];
+                    let mut j = i + 1;
+                    while j < scratch.len() && scratch[j].0 == row && scratch[j].1 == rank {
+                        weight += scratch[j].2;
+                        j += 1;
+                    }
+                    if weight != 0 {
+                        changes.push((row, rank, weight));
+                    }
+                    i = j;
+                }
+            }
+            if !changes.is_empty() {
+                // Retractions first, so that a replaced row leaves before its successor comes.
+                changes.sort_by_key(|c| c.2 > 0);
+                let parser = self.rows.parser();
+                let mut columns = self
+                    .rows
+                    .convert_rows(changes.iter().map(|c| parser.parse(c.0)))
+                    .map_err(arrow)?;
+                if top.rank_column {
+                    columns.push(Arc::new(UInt64Array::from_iter_values(
+                        changes.iter().map(|c| c.1),
+                    )) as ArrayRef);
+                }
+                let data = super::cast_to_schema(columns, &self.schema).map_err(arrow)?;
+                let weights = Int64Array::from_iter_values(changes.iter().map(|c| c.2));
+                out.push(ChangeBatch::with_weights(data, weights).map_err(arrow)?);
+            }
+        }
+        if self.append_only {
+            for key in touched.keys() {
+                self.trim(key);
+            }
+        }
+        Ok(out)
+    }
+
     /// Over append-only input: drops the rows of a partition ranked past the top-N's range.
     fn trim(&mut self, key: &[u8]) {
         let OverMode::TopN(top) = self.mode else {
@@ -417,9 +497,26 @@ impl KeyedOperator for OverOperator {
                 continue;
             }
             let key = keys.key(i);
-            if !self.touched.contains_key(key) {
-                let before = self.evaluate(self.state.get(key))?;
-                self.touched.insert(key.into(), before);
+            match &self.mode {
+                OverMode::TopN(top) => {
+                    if !self.touched_top.contains_key(key) {
+                        let start = self.before.len();
+                        if let Some(part) = self.state.get(key) {
+                            let before = &mut self.before;
+                            top_picks(part, top, |row, rank, weight| {
+                                before.push(row, rank, weight)
+                            });
+                        }
+                        self.touched_top
+                            .insert(key.into(), (start, self.before.len()));
+                    }
+                }
+                OverMode::Functions(_) => {
+                    if !self.touched.contains_key(key) {
+                        let before = self.evaluate(self.state.get(key))?;
+                        self.touched.insert(key.into(), before);
+                    }
+                }
             }
             let part = match self.state.get_mut(key) {
                 Some(p) => p,
@@ -462,6 +559,9 @@ impl KeyedOperator for OverOperator {
     }
 
     fn finish(&mut self, _watermark: Option<Timestamp>) -> Result<Vec<ChangeBatch>, OperatorError> {
+        if let OverMode::TopN(top) = self.mode {
+            return self.finish_top(top);
+        }
         let touched = std::mem::replace(&mut self.touched, row_map(0));
         let mut out = Vec::new();
         for (key, before) in touched {
@@ -509,6 +609,8 @@ impl KeyedOperator for OverOperator {
         let counts = columns::i64_column(batch, "count")?;
         self.state = row_map(0);
         self.touched = row_map(0);
+        self.touched_top = row_map(0);
+        self.before = Picks::default();
         self.heap = 0;
         self.kept = 0;
         for i in 0..batch.num_rows() {
