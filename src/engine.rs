@@ -251,6 +251,8 @@ impl Engine {
         let options = config.options_mut();
         options.sql_parser.map_string_types_to_utf8view = false;
         options.sql_parser.enable_ident_normalization = true;
+        // A literal with a decimal point is NUMERIC, as in PostgreSQL (`0.908 * price` is exact).
+        options.sql_parser.parse_float_as_decimal = true;
         options.execution.time_zone = Some("+00:00".to_string());
         let state = SessionStateBuilder::new()
             .with_config(config)

@@ -97,7 +97,7 @@ pub(super) fn rank_filter(window: &Window, predicate: &Expr) -> Option<(RankKind
                         upper(n);
                     }
                     Operator::LtEq => upper(n),
-                    Operator::Lt => upper(n - 1),
+                    Operator::Lt => upper(n.saturating_sub(1)),
                     Operator::GtEq => lower(n, &mut first),
                     Operator::Gt => lower(n.saturating_add(1), &mut first),
                     _ => {}
@@ -294,7 +294,7 @@ fn plan_limit(
     no_slicing(planner);
     let input = planner.plan(sort_input)?;
     let schema = Arc::new(sort_input.schema().as_arrow().clone());
-    let first = skip as u64 + 1;
+    let first = (skip as u64).saturating_add(1);
     let last = match fetch {
         Some(n) => (skip as u64).saturating_add(n as u64),
         None => u64::MAX,
