@@ -285,6 +285,14 @@ fn views() -> Vec<(&'static str, String, bool)> {
             false,
         ),
         (
+            // NOT IN: the subquery's NULLs (v > 95, coming and going) decide every row at once
+            "o_not_in",
+            "SELECT id, k FROM ev WHERE k NOT IN \
+             (SELECT CASE WHEN v > 95 THEN NULL ELSE v % 8 END FROM ev WHERE id % 5 = 0)"
+                .into(),
+            false,
+        ),
+        (
             // group top-N under upserts and deletes: the next row moves in
             "o_topn",
             "SELECT k, id, v, rn FROM (SELECT k, id, v, row_number() OVER \

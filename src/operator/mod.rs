@@ -17,6 +17,7 @@ pub mod aggregate;
 pub mod filter_project;
 pub mod join;
 pub mod keys;
+pub mod not_in;
 pub mod over;
 pub mod session;
 pub mod sliced_window;

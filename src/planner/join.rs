@@ -13,8 +13,54 @@ use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, Join, JoinType, 
 use super::{ColumnTime, Planned, Planner, physical, pretty, refuse};
 use crate::error::{Error, Result};
 use crate::operator::join::Interval;
+use crate::operator::not_in::NotInOperator;
 use crate::operator::{FilterProjectOperator, JoinKind, JoinOperator, KeyedOperator};
 use crate::runtime::dataflow::Node;
+
+/// `x NOT IN (SELECT y …)`: a [`NotInOperator`] as one partition (whether the subquery is
+/// empty or holds a NULL decides every row).
+fn plan_not_in(planner: &mut Planner, join: &Join) -> Result<Planned> {
+    let (&[(ref l, ref r)], None) = (join.on.as_slice(), &join.filter) else {
+        return Err(refuse(
+            "a correlated NOT IN (subquery), or one over several columns (NOT EXISTS is supported)",
+        ));
+    };
+    let left = planner.plan(&join.left)?;
+    let right = planner.plan(&join.right)?;
+    let (left_schema, right_schema) = (join.left.schema(), join.right.schema());
+    let (lt, rt) = (l.get_type(left_schema)?, r.get_type(right_schema)?);
+    let common = if lt == rt {
+        lt.clone()
+    } else {
+        comparison_coercion(&lt, &rt).ok_or_else(|| {
+            Error::unsupported(format!("cannot compare {l} ({lt}) with {r} ({rt})"))
+        })?
+    };
+    let cast = |e: &Expr, t: &datafusion::arrow::datatypes::DataType| {
+        if *t == common {
+            e.clone()
+        } else {
+            Expr::Cast(Cast::new(Box::new(e.clone()), common.clone()))
+        }
+    };
+    let left_key = physical(&cast(l, &lt), left_schema)?;
+    let right_key = physical(&cast(r, &rt), right_schema)?;
+    let schema = Arc::new(join.schema.as_arrow().clone());
+    let operator = NotInOperator::new(left_key, right_key, common.clone(), Arc::clone(&schema))?;
+    Ok(Planned {
+        times: vec![ColumnTime::Plain; schema.fields().len()],
+        node: Node::Keyed {
+            inputs: vec![left.node, right.node],
+            // One partition: no keys to hash.
+            keys: vec![Vec::new(), Vec::new()],
+            partitions: vec![Box::new(operator) as Box<dyn KeyedOperator>],
+            hasher: datafusion::common::hash_utils::RandomState::with_seed(0),
+            label: pretty(&format!(
+                "NotIn: {l} NOT IN {r} state=[left rows by key, right counts by key] partitions=1"
+            )),
+        },
+    })
+}
 
 /// Plans `join` over its two planned inputs.
 pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
@@ -28,11 +74,7 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
         JoinType::Full => JoinKind::Full,
         JoinType::LeftSemi => JoinKind::Semi(0),
         JoinType::RightSemi => JoinKind::Semi(1),
-        JoinType::LeftAnti if join.null_aware => {
-            return Err(refuse(
-                "NOT IN (subquery) (its NULL semantics; NOT EXISTS is supported)",
-            ));
-        }
+        JoinType::LeftAnti if join.null_aware => return plan_not_in(planner, join),
         JoinType::LeftAnti => JoinKind::Anti(0),
         JoinType::RightAnti => JoinKind::Anti(1),
         JoinType::LeftMark | JoinType::RightMark => {
