@@ -19,7 +19,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sluice::storage::FsyncPolicy;
 
@@ -135,20 +135,7 @@ fn main() {
                 .await
                 .expect("create source");
         }
-        loop {
-            let finished: i64 = client
-                .query_one(
-                    "SELECT count(*) FROM sluice_sources WHERE status = 'finished'",
-                    &[],
-                )
-                .await
-                .expect("sources")
-                .get(0);
-            if finished == 3 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        common::wait_for_sources(&client).await;
         println!(
             "joins loaded events={events} seconds={:.2}",
             loaded.elapsed().as_secs_f64()

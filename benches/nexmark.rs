@@ -13,7 +13,7 @@ mod common;
 #[path = "../tests/nexmark/queries.rs"]
 mod queries;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sluice::storage::FsyncPolicy;
 
@@ -38,20 +38,7 @@ fn main() {
             .batch_execute(&queries::setup(events as u64, 2, 0, 8192))
             .await
             .expect("sources");
-        loop {
-            let waiting: i64 = client
-                .query_one(
-                    "SELECT count(*) FROM sluice_sources WHERE status <> 'finished'",
-                    &[],
-                )
-                .await
-                .expect("sources")
-                .get(0);
-            if waiting == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        common::wait_for_sources(&client).await;
         println!(
             "nexmark loaded events={events} seconds={:.2}",
             loaded.elapsed().as_secs_f64()

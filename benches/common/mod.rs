@@ -66,3 +66,21 @@ pub fn peak_rss_mb(pid: u32) -> u64 {
         })
         .map_or(0, |kb| kb / 1024)
 }
+
+/// Returns once every source has read all its input (`sluice_sources` says `finished`).
+pub async fn wait_for_sources(client: &Client) {
+    loop {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM sluice_sources WHERE status <> 'finished'",
+                &[],
+            )
+            .await
+            .expect("sluice_sources")
+            .get(0);
+        if waiting == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

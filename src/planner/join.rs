@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::DFSchema;
 use datafusion::common::NullEquality;
 use datafusion::logical_expr::expr::Cast;
 use datafusion::logical_expr::type_coercion::binary::comparison_coercion;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, Join, JoinType, Operator};
+use datafusion::physical_expr::PhysicalExpr;
 
 use super::{ColumnTime, Planned, Planner, physical, pretty, refuse};
 use crate::error::{Error, Result};
@@ -16,6 +18,33 @@ use crate::operator::join::Interval;
 use crate::operator::not_in::NotInOperator;
 use crate::operator::{FilterProjectOperator, JoinKind, JoinOperator, KeyedOperator};
 use crate::runtime::dataflow::Node;
+
+/// A key pair `l = r` as physical expressions of one type (cast where the sides differ), so
+/// that equal keys hash and encode alike; and that type.
+fn key_pair(l: &Expr, r: &Expr, left: &DFSchema, right: &DFSchema) -> Result<KeyPair> {
+    let (lt, rt) = (l.get_type(left)?, r.get_type(right)?);
+    let common = if lt == rt {
+        lt.clone()
+    } else {
+        comparison_coercion(&lt, &rt)
+            .ok_or_else(|| Error::unsupported(format!("cannot join {l} ({lt}) with {r} ({rt})")))?
+    };
+    let cast = |e: &Expr, t: &DataType| {
+        if *t == common {
+            e.clone()
+        } else {
+            Expr::Cast(Cast::new(Box::new(e.clone()), common.clone()))
+        }
+    };
+    Ok((
+        physical(&cast(l, &lt), left)?,
+        physical(&cast(r, &rt), right)?,
+        common.clone(),
+    ))
+}
+
+/// Both sides' key expressions and their common type.
+type KeyPair = (Arc<dyn PhysicalExpr>, Arc<dyn PhysicalExpr>, DataType);
 
 /// `x NOT IN (SELECT y …)`: a [`NotInOperator`] as one partition (whether the subquery is
 /// empty or holds a NULL decides every row).
@@ -28,25 +57,9 @@ fn plan_not_in(planner: &mut Planner, join: &Join) -> Result<Planned> {
     let left = planner.plan(&join.left)?;
     let right = planner.plan(&join.right)?;
     let (left_schema, right_schema) = (join.left.schema(), join.right.schema());
-    let (lt, rt) = (l.get_type(left_schema)?, r.get_type(right_schema)?);
-    let common = if lt == rt {
-        lt.clone()
-    } else {
-        comparison_coercion(&lt, &rt).ok_or_else(|| {
-            Error::unsupported(format!("cannot compare {l} ({lt}) with {r} ({rt})"))
-        })?
-    };
-    let cast = |e: &Expr, t: &datafusion::arrow::datatypes::DataType| {
-        if *t == common {
-            e.clone()
-        } else {
-            Expr::Cast(Cast::new(Box::new(e.clone()), common.clone()))
-        }
-    };
-    let left_key = physical(&cast(l, &lt), left_schema)?;
-    let right_key = physical(&cast(r, &rt), right_schema)?;
+    let (left_key, right_key, common) = key_pair(l, r, left_schema, right_schema)?;
     let schema = Arc::new(join.schema.as_arrow().clone());
-    let operator = NotInOperator::new(left_key, right_key, common.clone(), Arc::clone(&schema))?;
+    let operator = NotInOperator::new(left_key, right_key, common, Arc::clone(&schema))?;
     Ok(Planned {
         times: vec![ColumnTime::Plain; schema.fields().len()],
         node: Node::Keyed {
@@ -152,24 +165,10 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
     let mut key_types = Vec::new();
     let mut on = Vec::new();
     for (l, r) in &join.on {
-        let (lt, rt) = (l.get_type(left_schema)?, r.get_type(right_schema)?);
-        let common = if lt == rt {
-            lt.clone()
-        } else {
-            comparison_coercion(&lt, &rt).ok_or_else(|| {
-                Error::unsupported(format!("cannot join {l} ({lt}) with {r} ({rt})"))
-            })?
-        };
-        let cast = |e: &Expr, t: &datafusion::arrow::datatypes::DataType| {
-            if *t == common {
-                e.clone()
-            } else {
-                Expr::Cast(Cast::new(Box::new(e.clone()), common.clone()))
-            }
-        };
-        keys[0].push(physical(&cast(l, &lt), left_schema)?);
-        keys[1].push(physical(&cast(r, &rt), right_schema)?);
-        key_types.push(common.clone());
+        let (left_key, right_key, common) = key_pair(l, r, left_schema, right_schema)?;
+        keys[0].push(left_key);
+        keys[1].push(right_key);
+        key_types.push(common);
         on.push(format!("{l} = {r}"));
     }
     let null_equal = join.null_equality == NullEquality::NullEqualsNull;
