@@ -341,6 +341,15 @@ fn views() -> Vec<(&'static str, String, bool)> {
             false,
         ),
         (
+            // a window top-N: each window's partition freed once the watermark passes its end
+            "o_window_top",
+            "SELECT window_start, k, v FROM (SELECT window_start, k, v, row_number() OVER \
+             (PARTITION BY window_start ORDER BY v DESC, k, ts) AS rn \
+             FROM TUMBLE(ao, ts, INTERVAL '5' SECOND)) q WHERE rn <= 2"
+                .into(),
+            false,
+        ),
+        (
             "o_lag",
             "SELECT id, k, v, lag(v) OVER (PARTITION BY k ORDER BY ts, id) AS prev, \
              lead(id, 2) OVER (PARTITION BY k ORDER BY ts, id) AS next2 FROM ev"

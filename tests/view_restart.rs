@@ -24,6 +24,7 @@ const CHECKPOINTED: &[&str] = &[
     "paired",
     "top_clicks",
     "click_gaps",
+    "top_windows",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,6 +120,10 @@ const ORACLES: &[(&str, &str)] = &[
         "click_gaps",
         "SELECT id, id - lag(id) OVER (PARTITION BY uid ORDER BY id) AS gap FROM clicks",
     ),
+    (
+        "top_windows",
+        "SELECT window_start, uid FROM (SELECT window_start, uid, row_number() OVER (PARTITION BY window_start ORDER BY uid DESC, ts) AS rn FROM TUMBLE(events, ts, INTERVAL '10' SECOND)) q WHERE rn <= 2",
+    ),
 ];
 
 const SETUP: &str = "CREATE TABLE clicks (id INT PRIMARY KEY, uid INT, ts TIMESTAMP);
@@ -136,6 +141,7 @@ const SETUP: &str = "CREATE TABLE clicks (id INT PRIMARY KEY, uid INT, ts TIMEST
      CREATE MATERIALIZED VIEW paired AS SELECT e1.uid, count(*) AS n FROM events e1 JOIN events e2 ON e1.uid = e2.uid AND e2.ts BETWEEN e1.ts AND e1.ts + INTERVAL '1' SECOND GROUP BY e1.uid;
      CREATE MATERIALIZED VIEW top_clicks AS SELECT uid, id, rn FROM (SELECT uid, id, row_number() OVER (PARTITION BY uid ORDER BY id DESC) AS rn FROM clicks) WHERE rn <= 2;
      CREATE MATERIALIZED VIEW click_gaps AS SELECT id, id - lag(id) OVER (PARTITION BY uid ORDER BY id) AS gap FROM clicks;
+     CREATE MATERIALIZED VIEW top_windows AS SELECT window_start, uid FROM (SELECT window_start, uid, row_number() OVER (PARTITION BY window_start ORDER BY uid DESC, ts) AS rn FROM TUMBLE(events, ts, INTERVAL '10' SECOND)) q WHERE rn <= 2;
      FLUSH;";
 
 /// More writes: deletes, updates and inserts into both tables.
@@ -411,7 +417,7 @@ async fn a_checkpoint_writes_only_the_views_that_changed() {
     // A checkpoint takes in everything the setup did; then nothing changes, and no further
     // checkpoint is taken.
     let last = settled_checkpoint(&client).await;
-    // Only `closed`, `hop_events`, `joined` and `paired` read `events`.
+    // Only `closed`, `hop_events`, `joined`, `paired` and `top_windows` read `events`.
     client
         .batch_execute(
             "INSERT INTO events SELECT v % 5, to_timestamp_millis(1767225800000 + v * 100) FROM generate_series(1, 100) AS g(v); FLUSH;",
@@ -429,7 +435,7 @@ async fn a_checkpoint_writes_only_the_views_that_changed() {
     let (written, reused): (i64, i64) = (row.get(0), row.get(1));
     assert_eq!(
         (written, reused),
-        (4, CHECKPOINTED.len() as i64 - 4),
+        (5, CHECKPOINTED.len() as i64 - 5),
         "only the views over `events` written again"
     );
     server.shutdown().await;

@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt64Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt64Array};
 use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
@@ -217,6 +217,12 @@ pub struct OverOperator {
     kept: u64,
     /// Bytes owned through pointers: partition keys and B-tree keys.
     heap: isize,
+    /// A window top-N over append-only input: the partition key column that is a window's
+    /// start, and the window's end offset from it. A partition is freed once the watermark
+    /// passes its window's end (no row can come for it).
+    expiry: Option<(usize, i64)>,
+    /// Window end → the partitions of that window.
+    windows: BTreeMap<i64, Vec<Box<[u8]>>>,
 }
 
 impl OverOperator {
@@ -254,7 +260,61 @@ impl OverOperator {
             before: Picks::default(),
             kept: 0,
             heap: 0,
+            expiry: None,
+            windows: BTreeMap::new(),
         })
+    }
+
+    /// Frees each partition once the watermark passes the end of its window: partition key
+    /// `key` is a window start and `end_offset` the window's length. Only over append-only
+    /// input, where no row comes for a window the watermark passed.
+    pub fn with_window_expiry(mut self, key: usize, end_offset: i64) -> Self {
+        self.expiry = Some((key, end_offset));
+        self
+    }
+
+    /// Notes the window end of each partition key of `keys` new in this batch.
+    fn note_windows(
+        &mut self,
+        columns: &[ArrayRef],
+        new: &[(usize, Box<[u8]>)],
+    ) -> Result<(), OperatorError> {
+        let Some((key, end_offset)) = self.expiry else {
+            return Ok(());
+        };
+        if new.is_empty() {
+            return Ok(());
+        }
+        let starts = crate::stream::watermark::nanos(&columns[key])
+            .map_err(|e| OperatorError::datafusion(NAME, e))?;
+        let starts = starts.as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>();
+        for (row, partition) in new {
+            if starts.is_valid(*row) {
+                let end = starts.value(*row).saturating_add(end_offset);
+                self.heap += (partition.len() + BTREE_ENTRY_OVERHEAD) as isize;
+                self.windows.entry(end).or_default().push(partition.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Frees the partitions of windows that ended at or before `watermark`.
+    fn expire(&mut self, watermark: Timestamp) {
+        while let Some(entry) = self.windows.first_entry() {
+            if *entry.key() > watermark {
+                break;
+            }
+            for key in entry.remove() {
+                self.heap -= (key.len() + BTREE_ENTRY_OVERHEAD) as isize;
+                if let Some(part) = self.state.remove(&key) {
+                    self.heap -= (2 * key.len()) as isize;
+                    for k in part.rows.keys() {
+                        self.heap -= (k.len() + BTREE_ENTRY_OVERHEAD) as isize;
+                    }
+                    self.kept = self.kept.saturating_sub(part.rows.len() as u64);
+                }
+            }
+        }
     }
 
     /// The input only ever inserts rows: a top-N then keeps only its range's rows.
@@ -491,6 +551,7 @@ impl KeyedOperator for OverOperator {
         let rows = self.rows.convert_columns(data.columns()).map_err(arrow)?;
         let weights = change.weights();
         let mut buffer = Vec::new();
+        let mut created = Vec::new();
         for i in 0..data.num_rows() {
             let weight = weights.map_or(1, |w| w.value(i));
             if weight == 0 {
@@ -522,6 +583,9 @@ impl KeyedOperator for OverOperator {
                 Some(p) => p,
                 None => {
                     self.heap += (2 * key.len()) as isize;
+                    if self.expiry.is_some() {
+                        created.push((i, key.into()));
+                    }
                     self.state.entry(key.into()).or_default()
                 }
             };
@@ -555,12 +619,17 @@ impl KeyedOperator for OverOperator {
                 self.heap -= (2 * key.len()) as isize;
             }
         }
-        Ok(())
+        self.note_windows(&keys.columns, &created)
     }
 
-    fn finish(&mut self, _watermark: Option<Timestamp>) -> Result<Vec<ChangeBatch>, OperatorError> {
+    fn finish(&mut self, watermark: Option<Timestamp>) -> Result<Vec<ChangeBatch>, OperatorError> {
         if let OverMode::TopN(top) = self.mode {
-            return self.finish_top(top);
+            let out = self.finish_top(top)?;
+            // Output first: a window's rows are final once the watermark passes its end.
+            if let Some(w) = watermark {
+                self.expire(w);
+            }
+            return Ok(out);
         }
         let touched = std::mem::replace(&mut self.touched, row_map(0));
         let mut out = Vec::new();
@@ -636,6 +705,16 @@ impl KeyedOperator for OverOperator {
             );
             self.heap += (entry.len() + BTREE_ENTRY_OVERHEAD) as isize;
             self.kept += 1;
+        }
+        self.windows.clear();
+        if self.expiry.is_some() && !self.state.is_empty() {
+            let partitions: Vec<Box<[u8]>> = self.state.keys().cloned().collect();
+            let columns = self
+                .partition
+                .decode(partitions.iter().map(|k| k.as_ref()))?;
+            let new: Vec<(usize, Box<[u8]>)> = partitions.into_iter().enumerate().collect();
+            self.note_windows(&columns, &new)
+                .map_err(|e| StateError::mismatch(e.to_string()))?;
         }
         Ok(())
     }

@@ -200,6 +200,7 @@ fn over_node(
     order: &[Sort],
     schema: datafusion::arrow::datatypes::SchemaRef,
     label: String,
+    expiry: Option<(usize, i64)>,
     mut mode: impl FnMut() -> Result<OverMode>,
 ) -> Result<Planned> {
     let in_schema = input_plan.schema();
@@ -229,6 +230,9 @@ fn over_node(
         if append_only {
             op = op.with_append_only_input();
         }
+        if let Some((key, end_offset)) = expiry {
+            op = op.with_window_expiry(key, end_offset);
+        }
         Ok(Box::new(op) as Box<dyn KeyedOperator>)
     };
     Ok(Planned {
@@ -250,8 +254,23 @@ pub(super) fn plan_top_n(
     no_slicing(planner);
     let input = planner.plan(&window.input)?;
     let schema = Arc::new(window.schema.as_arrow().clone());
+    // A window top-N (partitioned by a window of event time) over append-only input frees
+    // each window's partitions once the watermark passes the window's end.
+    let expiry = if super::is_append_only(&window.input) {
+        f.params.partition_by.iter().enumerate().find_map(|(i, e)| {
+            match super::time::expr_time(e, &input.times, window.input.schema()) {
+                ColumnTime::Window {
+                    end_offset,
+                    event_time: true,
+                } => Some((i, end_offset)),
+                _ => None,
+            }
+        })
+    } else {
+        None
+    };
     let label = super::pretty(&format!(
-        "TopN: partition=[{}] order=[{}] rank={} range={first}..={last}{}",
+        "TopN: partition=[{}] order=[{}] rank={} range={first}..={last}{}{}",
         names(f.params.partition_by.iter().map(|e| e.to_string())),
         sort_names(&f.params.order_by),
         match kind {
@@ -261,6 +280,11 @@ pub(super) fn plan_top_n(
         },
         if super::is_append_only(&window.input) {
             " keep=top"
+        } else {
+            ""
+        },
+        if expiry.is_some() {
+            " free=on-watermark"
         } else {
             ""
         }
@@ -279,6 +303,7 @@ pub(super) fn plan_top_n(
         &f.params.order_by,
         schema,
         label,
+        expiry,
         || Ok(OverMode::TopN(top)),
     )
 }
@@ -318,6 +343,7 @@ fn plan_limit(
         order,
         schema,
         label,
+        None,
         || Ok(OverMode::TopN(top)),
     )
 }
@@ -416,6 +442,7 @@ pub(super) fn plan_functions(planner: &mut Planner, window: &Window) -> Result<P
         order,
         schema,
         label,
+        None,
         || Ok(OverMode::Functions(make_exprs()?)),
     )
 }
