@@ -270,7 +270,7 @@ fn parse(template: &str) -> Vec<Token> {
             rest = &quoted[end.min(quoted.len())..];
             continue;
         }
-        let fill = rest.len() >= 2 && rest[..2].eq_ignore_ascii_case("FM");
+        let fill = rest.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("FM"));
         let body = if fill { &rest[2..] } else { rest };
         let found = PATTERNS.iter().find_map(|(p, f)| {
             if body.starts_with(p) {
@@ -511,6 +511,7 @@ mod tests {
             ("yyyy_x", "2026_x"),
             ("HH:mm", "01:01"),
             ("a.m. TZ|", "p.m. |"),
+            ("aé FMDD ü", "aé 5 ü"),
         ];
         for (template, want) in cases {
             assert_eq!(fmt(template), want, "{template}");
