@@ -132,11 +132,14 @@ impl NotInOperator {
                     self.heap -= 2 * k.len() as isize;
                 }
             }
-            let delta = self
-                .left_delta
-                .entry(row.into())
-                .or_insert_with(|| (key.map(Into::into), 0));
-            delta.1 += weight;
+            // A row's key is copied once per epoch, at its first change.
+            match self.left_delta.get_mut(row) {
+                Some(delta) => delta.1 += weight,
+                None => {
+                    self.left_delta
+                        .insert(row.into(), (key.map(Into::into), weight));
+                }
+            }
         }
         Ok(())
     }

@@ -324,20 +324,14 @@ impl OverOperator {
     }
 
     /// The output of the partition `part` as it stands.
-    fn evaluate(&self, part: Option<&Partition>) -> Result<Output, OperatorError> {
-        let Some(part) = part else { return Ok(None) };
-        match &self.mode {
-            // A top-N's output is taken as row bytes (`top_picks`), not as batches.
-            OverMode::TopN(_) => Ok(None),
-            OverMode::Functions(exprs) => self.evaluate_functions(part, exprs),
-        }
-    }
-
+    /// The window functions' output over partition `part` (a top-N's output is taken as row
+    /// bytes by `top_picks` instead).
     fn evaluate_functions(
         &self,
-        part: &Partition,
+        part: Option<&Partition>,
         exprs: &[Arc<dyn WindowExpr>],
     ) -> Result<Output, OperatorError> {
+        let Some(part) = part else { return Ok(None) };
         // Every copy of a row is a row the functions see.
         let mut picks: Vec<&[u8]> = Vec::new();
         for (key, entry) in &part.rows {
@@ -486,13 +480,13 @@ impl OverOperator {
         };
         let mut before: u64 = 0;
         let mut dense: u64 = 0;
-        let mut last_sort: Option<Vec<u8>> = None;
+        let mut last_sort: Option<&[u8]> = None;
         let mut cut: Option<Box<[u8]>> = None;
         let mut shorten: Option<(Box<[u8]>, i64)> = None;
         for (k, entry) in &part.rows {
             let count = entry.count.max(0) as u64;
             let sort = &k[..entry.sort_len as usize];
-            let new_sort = last_sort.as_deref() != Some(sort);
+            let new_sort = last_sort != Some(sort);
             if new_sort {
                 dense += 1;
             }
@@ -509,7 +503,7 @@ impl OverOperator {
                 shorten = Some((k.clone(), (top.last - before) as i64));
             }
             if new_sort {
-                last_sort = Some(sort.to_vec());
+                last_sort = Some(sort);
             }
             before += count;
         }
@@ -572,9 +566,9 @@ impl KeyedOperator for OverOperator {
                             .insert(key.into(), (start, self.before.len()));
                     }
                 }
-                OverMode::Functions(_) => {
+                OverMode::Functions(exprs) => {
                     if !self.touched.contains_key(key) {
-                        let before = self.evaluate(self.state.get(key))?;
+                        let before = self.evaluate_functions(self.state.get(key), exprs)?;
                         self.touched.insert(key.into(), before);
                     }
                 }
@@ -632,14 +626,14 @@ impl KeyedOperator for OverOperator {
             return Ok(out);
         }
         let touched = std::mem::replace(&mut self.touched, row_map(0));
+        let OverMode::Functions(exprs) = &self.mode else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::new();
         for (key, before) in touched {
-            let after = self.evaluate(self.state.get(&key))?;
+            let after = self.evaluate_functions(self.state.get(&key), exprs)?;
             if let Some(change) = self.diff(before, after)? {
                 out.push(change);
-            }
-            if self.append_only {
-                self.trim(&key);
             }
         }
         Ok(out)

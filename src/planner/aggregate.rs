@@ -17,7 +17,7 @@ use crate::operator::{
 };
 use crate::runtime::dataflow::Node;
 
-fn strip_alias(expr: &Expr) -> &Expr {
+pub(super) fn strip_alias(expr: &Expr) -> &Expr {
     match expr {
         Expr::Alias(a) => strip_alias(&a.expr),
         e => e,

@@ -18,6 +18,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_expr::PhysicalExpr;
 
+use super::aggregate::strip_alias;
 use super::{ColumnTime, Planned, Planner, physical, refuse};
 use crate::error::{Error, Result};
 use crate::operator::KeyedOperator;
@@ -53,7 +54,7 @@ pub(super) fn rank_filter(window: &Window, predicate: &Expr) -> Option<(RankKind
     let [expr] = window.window_expr.as_slice() else {
         return None;
     };
-    let Expr::WindowFunction(f) = strip(expr) else {
+    let Expr::WindowFunction(f) = strip_alias(expr) else {
         return None;
     };
     let WindowFunctionDefinition::WindowUDF(udf) = &f.fun else {
@@ -132,13 +133,6 @@ pub(super) fn keeps_rank_column(
         .expr
         .iter()
         .any(|e| matches!(e, Expr::Column(c) if c.name == *column))
-}
-
-fn strip(e: &Expr) -> &Expr {
-    match e {
-        Expr::Alias(a) => strip(&a.expr),
-        e => e,
-    }
 }
 
 fn strip_cast(e: &Expr) -> &Expr {
@@ -248,7 +242,7 @@ pub(super) fn plan_top_n(
     window: &Window,
     (kind, first, last): (RankKind, u64, u64),
 ) -> Result<Planned> {
-    let Expr::WindowFunction(f) = strip(&window.window_expr[0]) else {
+    let Expr::WindowFunction(f) = strip_alias(&window.window_expr[0]) else {
         return Err(refuse("this window function"));
     };
     no_slicing(planner);
@@ -386,7 +380,7 @@ pub(super) fn plan_functions(planner: &mut Planner, window: &Window) -> Result<P
     let in_schema = window.input.schema();
     let mut shape: Option<(&[Expr], &[Sort])> = None;
     for expr in &window.window_expr {
-        let Expr::WindowFunction(f) = strip(expr) else {
+        let Expr::WindowFunction(f) = strip_alias(expr) else {
             return Err(refuse(&format!("the window expression {expr}")));
         };
         let WindowFunction { params, .. } = f.as_ref();
