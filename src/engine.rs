@@ -418,7 +418,7 @@ impl Engine {
         connector: &crate::sql::parser::ConnectorClause,
         text: &str,
     ) -> Result<()> {
-        crate::connector::spec::SinkSpec::parse(connector)?;
+        let spec = crate::connector::spec::SinkSpec::parse(connector)?;
         let exists = self
             .lock_store()
             .objects()
@@ -432,6 +432,18 @@ impl Engine {
             .into_iter()
             .next()
             .ok_or_else(|| Error::unsupported("empty CREATE SINK"))?;
+        if let crate::connector::spec::SinkTarget::Postgres(target) = &spec.target {
+            // A target that cannot be reached or does not fit is refused now, not later.
+            let view = self.sink_view(&sink.from)?;
+            let writer = crate::connector::postgres::sink::RowWriter::new(
+                &view.schema,
+                spec.format,
+                &spec.primary_key,
+                spec.force_append_only,
+                view.append_only,
+            )?;
+            crate::connector::postgres::sink::check_target(&sink.name, target, &writer).await?;
+        }
         self.start_sink(&statement, None)?;
         self.lock_store().add(StoredObject {
             id,
@@ -454,21 +466,69 @@ impl Engine {
             return Err(Error::unsupported("not a CREATE SINK statement"));
         };
         let spec = crate::connector::spec::SinkSpec::parse(connector)?;
-        let view = self.views.get(&sink.from).ok_or_else(|| {
-            Error::user(
-                sqlstate::UNDEFINED_TABLE,
-                format!(
-                    "materialized view \"{}\" does not exist (a sink reads a materialized view)",
-                    sink.from
-                ),
-            )
-        })?;
-        let encoder =
-            crate::connector::sink::SinkEncoder::new(&spec, &view.schema, view.append_only)?;
+        let view = self.sink_view(&sink.from)?;
         let (sender, receiver) = std::sync::mpsc::sync_channel(16);
         let checkpoints = self.executor.checkpoint_completed();
-        let topic = spec.topic.clone();
+        let (connector_name, target) = spec.shown_target();
         let checkpoints_on_and_exactly_once = checkpoints.is_some() && spec.exactly_once;
+        if let crate::connector::spec::SinkTarget::Postgres(pg) = &spec.target {
+            let writer = crate::connector::postgres::sink::RowWriter::new(
+                &view.schema,
+                spec.format,
+                &spec.primary_key,
+                spec.force_append_only,
+                view.append_only,
+            )?;
+            let mut exactly_once = None;
+            let mut feed = None;
+            if let Some(checkpoints) = checkpoints.filter(|_| spec.exactly_once) {
+                let confirmed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                let resumed = recovered
+                    .map(crate::runtime::executor::sink_batches)
+                    .transpose()?;
+                exactly_once = Some(crate::connector::postgres::sink::Checkpointed {
+                    confirmed: Arc::clone(&confirmed),
+                    checkpoints,
+                    resume: resumed.clone().unwrap_or_default(),
+                });
+                feed = Some(crate::runtime::executor::ExactlyOnce {
+                    name: sink.name.clone(),
+                    confirmed,
+                    resumed,
+                });
+            }
+            let stats: Arc<crate::connector::sink::SinkStats> = Default::default();
+            let stop: Arc<std::sync::atomic::AtomicBool> = Default::default();
+            let thread = crate::connector::postgres::sink::spawn(
+                crate::connector::postgres::sink::PostgresSink {
+                    name: sink.name.clone(),
+                    target: pg.clone(),
+                    writer,
+                    receiver,
+                    stats: Arc::clone(&stats),
+                    stop: Arc::clone(&stop),
+                    exactly_once,
+                },
+            )?;
+            let running = RunningSink {
+                view: sink.from.clone(),
+                stats,
+                stop,
+                thread: Some(thread),
+            };
+            self.executor.add_sink(view.id, sender, feed)?;
+            self.show_sink(
+                &sink.name,
+                &sink.from,
+                connector_name,
+                target,
+                checkpoints_on_and_exactly_once,
+                running,
+            );
+            return Ok(());
+        }
+        let encoder =
+            crate::connector::sink::SinkEncoder::new(&spec, &view.schema, view.append_only)?;
         let running = match checkpoints {
             Some(checkpoints) if spec.exactly_once => {
                 let confirmed = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -514,17 +574,50 @@ impl Engine {
                 running
             }
         };
-        self.views.show_sink(
+        self.show_sink(
             &sink.name,
+            &sink.from,
+            connector_name,
+            target,
+            checkpoints_on_and_exactly_once,
+            running,
+        );
+        Ok(())
+    }
+
+    /// The view a sink reads.
+    fn sink_view(&self, name: &str) -> Result<Arc<crate::catalog::views::ViewEntry>> {
+        self.views.get(name).ok_or_else(|| {
+            Error::user(
+                sqlstate::UNDEFINED_TABLE,
+                format!(
+                    "materialized view \"{name}\" does not exist (a sink reads a materialized view)"
+                ),
+            )
+        })
+    }
+
+    /// A started sink joins `sluice_sinks` and the running sinks.
+    fn show_sink(
+        &self,
+        name: &str,
+        view: &str,
+        connector: &'static str,
+        target: String,
+        exactly_once: bool,
+        running: RunningSink,
+    ) {
+        self.views.show_sink(
+            name,
             crate::connector::sink::SinkShown {
-                view: sink.from.clone(),
-                topic,
-                exactly_once: checkpoints_on_and_exactly_once,
+                view: view.to_string(),
+                connector,
+                target,
+                exactly_once,
                 stats: Arc::clone(&running.stats),
             },
         );
-        crate::sync::lock(&self.sinks, "the running sinks").insert(sink.name.clone(), running);
-        Ok(())
+        crate::sync::lock(&self.sinks, "the running sinks").insert(name.to_string(), running);
     }
 
     /// Where an exactly-once sink notes the batch it is sending.

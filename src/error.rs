@@ -43,6 +43,7 @@ pub mod sqlstate {
     pub const STATEMENT_TOO_COMPLEX: &str = "54001";
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     pub const CONNECTION_FAILURE: &str = "08006";
+    pub const SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION: &str = "08001";
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
     pub const OUT_OF_MEMORY: &str = "53200";
 }

@@ -471,7 +471,8 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
             let mut r = Relation::new(&[
                 ("sink_name", TEXT),
                 ("view_name", TEXT),
-                ("topic", TEXT),
+                ("connector", TEXT),
+                ("target", TEXT),
                 ("exactly_once", BOOL),
                 ("status", TEXT),
                 ("records", INT8),
@@ -488,7 +489,8 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                 r.row(vec![
                     s(&name),
                     s(&sink.view),
-                    s(&sink.topic),
+                    s(sink.connector),
+                    s(&sink.target),
                     b(sink.exactly_once),
                     s(if error.is_some() { "failed" } else { "running" }),
                     load(&sink.stats.records),

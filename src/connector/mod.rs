@@ -6,12 +6,14 @@
 //! - `decode.rs`: records to Arrow batches (JSON, CSV, Avro), columnar;
 //!   `schema_registry.rs`: Avro writer schemas from a Confluent schema registry.
 //! - `kafka/`, `file.rs`, `nexmark/`: the connectors.
-//! - `sink.rs`: a view's changes encoded for a sink (plain, upsert, Debezium).
+//! - `sink.rs`: a view's changes encoded for a sink (plain, upsert, Debezium);
+//!   `postgres/`: a sink writing them into a PostgreSQL table.
 
 pub mod decode;
 pub mod file;
 pub mod kafka;
 pub mod nexmark;
+pub mod postgres;
 pub mod queue;
 pub mod schema_registry;
 pub mod sink;

@@ -208,8 +208,10 @@ impl SinkStats {
 pub struct SinkShown {
     /// The view it reads.
     pub view: String,
-    /// Its topic.
-    pub topic: String,
+    /// `kafka` or `postgres`.
+    pub connector: &'static str,
+    /// Its topic, or PostgreSQL table.
+    pub target: String,
     /// Exactly-once (transactions at checkpoints) or at-least-once.
     pub exactly_once: bool,
     /// Its counters.
@@ -300,9 +302,13 @@ mod tests {
 
     fn spec(format: Format) -> SinkSpec {
         SinkSpec {
-            topic: "t".into(),
-            bootstrap: "x".into(),
-            properties: Default::default(),
+            target: crate::connector::spec::SinkTarget::Kafka(
+                crate::connector::spec::KafkaSinkTarget {
+                    topic: "t".into(),
+                    bootstrap: "x".into(),
+                    properties: Default::default(),
+                },
+            ),
             format,
             primary_key: vec!["k".into()],
             force_append_only: false,

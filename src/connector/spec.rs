@@ -179,22 +179,132 @@ pub struct SourceSpec {
 /// A sink as its DDL declared it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SinkSpec {
+    /// Where its records go.
+    pub target: SinkTarget,
+    /// `FORMAT` (a PostgreSQL sink: `Upsert` with a `primary_key`, else `Plain`).
+    pub format: Format,
+    /// `primary_key = 'a, b'`: the record key of upsert and Debezium sinks.
+    pub primary_key: Vec<String>,
+    /// `force_append_only = 'true'`: a plain sink over an updating view drops retractions.
+    pub force_append_only: bool,
+    /// `sink.exactly_once` (default true): each checkpoint's changes go out in one transaction
+    /// (Kafka's, or PostgreSQL's), committed once the checkpoint is durable; `false`: every
+    /// epoch at once, at-least-once.
+    pub exactly_once: bool,
+}
+
+/// Where a sink writes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkTarget {
+    /// `connector = 'kafka'`.
+    Kafka(KafkaSinkTarget),
+    /// `connector = 'postgres'` (or `'jdbc'` with a `jdbc.url` of PostgreSQL).
+    Postgres(PostgresTarget),
+}
+
+/// A Kafka sink's topic and client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaSinkTarget {
     /// `topic`.
     pub topic: String,
     /// `properties.bootstrap.server`.
     pub bootstrap: String,
     /// `properties.<librdkafka option>`, passed through.
     pub properties: BTreeMap<String, String>,
-    /// `FORMAT`.
-    pub format: Format,
-    /// `primary_key = 'a, b'`: the record key of upsert and Debezium sinks.
-    pub primary_key: Vec<String>,
-    /// `force_append_only = 'true'`: a plain sink over an updating view drops retractions.
-    pub force_append_only: bool,
-    /// `sink.exactly_once` (default true): records go out in Kafka transactions, each holding
-    /// the changes of one checkpoint, committed once the checkpoint is durable; `false`:
-    /// every epoch at once, at-least-once.
-    pub exactly_once: bool,
+}
+
+/// A PostgreSQL server, database and table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostgresTarget {
+    /// `host` / `hostname`.
+    pub host: String,
+    /// `port` (5432).
+    pub port: u16,
+    /// `user` / `username`.
+    pub user: String,
+    /// `password` (none).
+    pub password: Option<String>,
+    /// `database` / `database.name`.
+    pub database: String,
+    /// `schema` / `schema.name` (`public`).
+    pub schema: String,
+    /// `table` / `table.name`.
+    pub table: String,
+}
+
+impl PostgresTarget {
+    /// A `tokio_postgres` connection configuration.
+    pub fn config(&self) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .dbname(&self.database)
+            .application_name("sluice")
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(password) = &self.password {
+            config.password(password);
+        }
+        config
+    }
+
+    /// `"schema"."table"`, quoted.
+    pub fn qualified_table(&self) -> String {
+        format!(
+            "{}.{}",
+            quote_identifier(&self.schema),
+            quote_identifier(&self.table)
+        )
+    }
+
+    /// Reads the connection options every PostgreSQL connector shares.
+    fn parse(options: &Options<'_>, connector: &str) -> Result<Self> {
+        let either = |a, b| options.get(a).or_else(|| options.get(b));
+        let port = match options.get("port") {
+            None => 5432,
+            Some(p) => p
+                .trim()
+                .parse::<u16>()
+                .map_err(|_| invalid(format!("option 'port' must be a port number, not '{p}'")))?,
+        };
+        let (table, schema) = match either("table.name", "table") {
+            None => {
+                return Err(invalid(format!(
+                    "connector '{connector}' needs option 'table.name'"
+                )));
+            }
+            // `schema.table` in one option, as RisingWave's JDBC sink allows.
+            Some(t) => match (t.split_once('.'), either("schema.name", "schema")) {
+                (Some((s, t)), None) => (t.to_string(), s.to_string()),
+                (_, schema) => (t.to_string(), schema.unwrap_or("public").to_string()),
+            },
+        };
+        Ok(Self {
+            host: either("hostname", "host")
+                .unwrap_or("127.0.0.1")
+                .to_string(),
+            port,
+            user: either("username", "user")
+                .ok_or_else(|| invalid(format!("connector '{connector}' needs option 'username'")))?
+                .to_string(),
+            password: options.get("password").map(str::to_string),
+            database: either("database.name", "database")
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "connector '{connector}' needs option 'database.name'"
+                    ))
+                })?
+                .to_string(),
+            schema,
+            table,
+        })
+    }
+}
+
+/// `name` as a PostgreSQL identifier: double-quoted, inner quotes doubled.
+pub fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// librdkafka options the Kafka source sets itself: a user's value would be overridden, so it
@@ -535,10 +645,8 @@ impl SinkSpec {
         let options = Options::new(&clause.options);
         let connector = options
             .get("connector")
-            .ok_or_else(|| invalid("a sink needs WITH (connector = 'kafka')"))?;
-        if !connector.eq_ignore_ascii_case("kafka") {
-            return Err(Error::unsupported(format!("sink connector '{connector}'")));
-        }
+            .ok_or_else(|| invalid("a sink needs WITH (connector = 'kafka' | 'postgres')"))?
+            .to_ascii_lowercase();
         let primary_key: Vec<String> = options
             .get("primary_key")
             .map(|k| {
@@ -548,24 +656,66 @@ impl SinkSpec {
                     .collect()
             })
             .unwrap_or_default();
-        let spec = Self {
-            topic: options.require("topic", "kafka")?.to_string(),
-            bootstrap: options
-                .require("properties.bootstrap.server", "kafka")?
-                .to_string(),
-            properties: options.properties(),
-            format: parse_format(clause, Format::Plain)?,
-            primary_key,
-            force_append_only: options.boolean("force_append_only")?.unwrap_or(false),
-            exactly_once: options.boolean("sink.exactly_once")?.unwrap_or(true),
+        let force_append_only = options.boolean("force_append_only")?.unwrap_or(false);
+        let exactly_once = options.boolean("sink.exactly_once")?.unwrap_or(true);
+        let spec = match connector.as_str() {
+            "kafka" => Self {
+                target: SinkTarget::Kafka(KafkaSinkTarget {
+                    topic: options.require("topic", "kafka")?.to_string(),
+                    bootstrap: options
+                        .require("properties.bootstrap.server", "kafka")?
+                        .to_string(),
+                    properties: options.properties(),
+                }),
+                format: parse_format(clause, Format::Plain)?,
+                primary_key,
+                force_append_only,
+                exactly_once,
+            },
+            "postgres" | "postgresql" => {
+                // RisingWave's `type = 'upsert' | 'append-only'`; without it, a sink with a
+                // primary key upserts.
+                let format = match options.get("type").map(str::to_ascii_lowercase).as_deref() {
+                    None if primary_key.is_empty() => Format::Plain,
+                    None | Some("upsert") => Format::Upsert,
+                    Some("append-only") => Format::Plain,
+                    Some(other) => {
+                        return Err(invalid(format!(
+                            "option 'type' of a postgres sink is 'upsert' or 'append-only', not '{other}'"
+                        )));
+                    }
+                };
+                if clause.format.is_some() || clause.encode.is_some() {
+                    return Err(invalid(
+                        "a postgres sink takes no FORMAT … ENCODE …: rows are written as rows \
+                         (type = 'upsert' with primary_key, or 'append-only')",
+                    ));
+                }
+                Self {
+                    target: SinkTarget::Postgres(PostgresTarget::parse(&options, "postgres")?),
+                    format,
+                    primary_key,
+                    force_append_only,
+                    exactly_once,
+                }
+            }
+            other => return Err(Error::unsupported(format!("sink connector '{other}'"))),
         };
         options.get("type");
         options.check_all_used("sink")?;
+        if matches!(spec.target, SinkTarget::Postgres(_))
+            && options.options.keys().any(|k| k.starts_with("properties."))
+        {
+            return Err(invalid("a postgres sink takes no properties.* options"));
+        }
         if clause.encode.as_deref().is_some_and(|e| e != "JSON") {
             return Err(Error::unsupported(format!(
                 "sink ENCODE {}",
                 clause.encode.as_deref().unwrap_or_default()
             )));
+        }
+        if spec.format == Format::Debezium && matches!(spec.target, SinkTarget::Postgres(_)) {
+            return Err(invalid("a postgres sink is upsert or append-only"));
         }
         if spec.format != Format::Plain && spec.primary_key.is_empty() {
             return Err(invalid(
@@ -573,6 +723,28 @@ impl SinkSpec {
             ));
         }
         Ok(spec)
+    }
+
+    /// The Kafka target; an error for any other.
+    pub fn kafka(&self) -> Result<&KafkaSinkTarget> {
+        match &self.target {
+            SinkTarget::Kafka(k) => Ok(k),
+            SinkTarget::Postgres(_) => Err(Error::internal("not a kafka sink")),
+        }
+    }
+
+    /// What `sluice_sinks` shows as the sink's connector and target.
+    pub fn shown_target(&self) -> (&'static str, String) {
+        match &self.target {
+            SinkTarget::Kafka(k) => ("kafka", k.topic.clone()),
+            SinkTarget::Postgres(p) => (
+                "postgres",
+                format!(
+                    "{}:{}/{}/{}.{}",
+                    p.host, p.port, p.database, p.schema, p.table
+                ),
+            ),
+        }
     }
 }
 
@@ -649,6 +821,41 @@ mod tests {
             ))
             .is_err()
         );
+    }
+
+    #[test]
+    fn postgres_sink_options() {
+        let sink = SinkSpec::parse(&clause(
+            "CREATE SINK p FROM v WITH (connector = 'postgres', hostname = 'db', port = '6543', \
+             username = 'u', password = 'pw', database.name = 'd', table.name = 'app.totals', \
+             primary_key = 'k')",
+        ))
+        .unwrap();
+        assert_eq!(sink.format, Format::Upsert);
+        let SinkTarget::Postgres(pg) = &sink.target else {
+            panic!("not postgres")
+        };
+        assert_eq!((pg.host.as_str(), pg.port), ("db", 6543));
+        assert_eq!((pg.schema.as_str(), pg.table.as_str()), ("app", "totals"));
+        assert_eq!(pg.qualified_table(), r#""app"."totals""#);
+        let append = SinkSpec::parse(&clause(
+            "CREATE SINK p FROM v WITH (connector = 'postgres', user = 'u', database = 'd', \
+             table = 't', type = 'append-only')",
+        ))
+        .unwrap();
+        assert_eq!(append.format, Format::Plain);
+        for bad in [
+            "connector = 'postgres', user = 'u', database = 'd'",
+            "connector = 'postgres', user = 'u', database = 'd', table = 't', port = 'x'",
+            "connector = 'postgres', user = 'u', database = 'd', table = 't', type = 'upsert'",
+            "connector = 'postgres', user = 'u', database = 'd', table = 't', tabel = 'x'",
+        ] {
+            assert!(
+                SinkSpec::parse(&clause(&format!("CREATE SINK p FROM v WITH ({bad})"))).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!(quote_identifier(r#"a"b"#), r#""a""b""#);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use futures::{Sink, SinkExt};
 use pgwire::api::results::{FieldFormat, FieldInfo};
@@ -23,7 +23,7 @@ use pgwire::messages::startup::ParameterStatus;
 use crate::error::Error;
 use crate::sql::feed::LiveFeed;
 
-use super::encode::{TextColumn, encode_batch, text_column};
+use super::encode::{copy_lines, encode_batch};
 use super::error::pg_error;
 
 /// Quiet time after which a keepalive is written.
@@ -138,58 +138,6 @@ where
         }
     }
     Ok(())
-}
-
-/// The rows as lines of COPY text (tab-separated, `\N` for null, backslash escapes) or CSV
-/// (comma-separated, empty for null, quoted when needed). Each column is encoded once.
-fn copy_lines(batch: &RecordBatch, csv: bool) -> Vec<Bytes> {
-    let columns: Vec<TextColumn<'_>> = batch
-        .columns()
-        .iter()
-        .map(|c| text_column(c.as_ref()))
-        .collect();
-    let mut lines = Vec::with_capacity(batch.num_rows());
-    let mut line = BytesMut::new();
-    for row in 0..batch.num_rows() {
-        for (i, column) in columns.iter().enumerate() {
-            if i > 0 {
-                line.put_u8(if csv { b',' } else { b'\t' });
-            }
-            match (column.value(row), csv) {
-                (None, true) => {}
-                (None, false) => line.put_slice(b"\\N"),
-                (Some(v), true) => {
-                    let quote = v.is_empty() || v.iter().any(|b| b",\"\n\r".contains(b));
-                    if quote {
-                        line.put_u8(b'"');
-                        for &b in v.iter() {
-                            if b == b'"' {
-                                line.put_u8(b'"');
-                            }
-                            line.put_u8(b);
-                        }
-                        line.put_u8(b'"');
-                    } else {
-                        line.put_slice(&v);
-                    }
-                }
-                (Some(v), false) => {
-                    for &b in v.iter() {
-                        match b {
-                            b'\\' => line.put_slice(b"\\\\"),
-                            b'\t' => line.put_slice(b"\\t"),
-                            b'\n' => line.put_slice(b"\\n"),
-                            b'\r' => line.put_slice(b"\\r"),
-                            other => line.put_u8(other),
-                        }
-                    }
-                }
-            }
-        }
-        line.put_u8(b'\n');
-        lines.push(line.split().freeze());
-    }
-    lines
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
 use crate::connector::sink::{SinkEncoder, SinkStats};
-use crate::connector::spec::SinkSpec;
+use crate::connector::spec::{KafkaSinkTarget, SinkSpec};
 use crate::error::{Error, Result};
 use crate::runtime::executor::SinkEpoch;
 
@@ -54,10 +54,11 @@ pub fn spawn(
     stats: Arc<SinkStats>,
     stop: Arc<AtomicBool>,
 ) -> Result<JoinHandle<()>> {
+    let target = spec.kafka()?.clone();
     let producer: Sender = super::client_config(
-        &spec.bootstrap,
+        &target.bootstrap,
         &[],
-        &spec.properties,
+        &target.properties,
         &[("enable.idempotence", "true")],
     )
     .create_with_context(Deliveries::default())
@@ -71,7 +72,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name(format!("sink-{name}"))
         .spawn(move || {
-            let span = tracing::info_span!("sink", sink = %name, topic = %spec.topic);
+            let span = tracing::info_span!("sink", sink = %name, topic = %target.topic);
             let _entered = span.enter();
             while !stop.load(Ordering::Relaxed) {
                 let epoch = match receiver.recv_timeout(Duration::from_millis(100)) {
@@ -80,7 +81,7 @@ pub fn spawn(
                     Err(RecvTimeoutError::Disconnected) => break,
                 };
                 if let Err(e) =
-                    deliver_with_retries(&producer, &spec, &encoder, &epoch, &stats, &stop)
+                    deliver_with_retries(&producer, &target, &encoder, &epoch, &stats, &stop)
                 {
                     stats.fail(&e);
                     return;
@@ -98,7 +99,7 @@ pub fn spawn(
 /// [`EPOCH_TRIES`] times.
 fn deliver_with_retries(
     producer: &Sender,
-    spec: &SinkSpec,
+    target: &KafkaSinkTarget,
     encoder: &SinkEncoder,
     epoch: &SinkEpoch,
     stats: &SinkStats,
@@ -106,7 +107,7 @@ fn deliver_with_retries(
 ) -> Result<()> {
     for attempt in 1..=EPOCH_TRIES {
         let failed_before = producer.context().failed.load(Ordering::Relaxed);
-        let sent = deliver(producer, spec, encoder, epoch, stop)?;
+        let sent = deliver(producer, target, encoder, epoch, stop)?;
         let failed = producer.context().failed.load(Ordering::Relaxed) - failed_before;
         stats
             .records
@@ -123,7 +124,7 @@ fn deliver_with_retries(
         if attempt == EPOCH_TRIES {
             return Err(Error::connector(format!(
                 "kafka sink to topic {}: {failed} records of epoch {} not delivered after {EPOCH_TRIES} tries: {last}",
-                spec.topic, epoch.epoch
+                target.topic, epoch.epoch
             )));
         }
     }
@@ -133,7 +134,7 @@ fn deliver_with_retries(
 /// Produces the epoch's records and waits for their delivery reports; returns how many.
 fn deliver(
     producer: &Sender,
-    spec: &SinkSpec,
+    target: &KafkaSinkTarget,
     encoder: &SinkEncoder,
     epoch: &SinkEpoch,
     stop: &AtomicBool,
@@ -141,7 +142,7 @@ fn deliver(
     let records = encoder.encode(&epoch.changes)?;
     for record in &records {
         loop {
-            let mut base: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&spec.topic);
+            let mut base: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&target.topic);
             if let Some(key) = &record.key {
                 base = base.key(key.as_slice());
             }

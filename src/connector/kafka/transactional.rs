@@ -79,10 +79,11 @@ pub struct TransactionalSink {
 
 /// Starts the sink's thread.
 pub fn spawn(sink: TransactionalSink) -> Result<JoinHandle<()>> {
+    let target = sink.spec.kafka()?;
     let producer: ThreadedProducer<DefaultProducerContext> = super::client_config(
-        &sink.spec.bootstrap,
+        &target.bootstrap,
         &[("transaction.timeout.ms", "60000")],
-        &sink.spec.properties,
+        &target.properties,
         &[
             ("enable.idempotence", "true"),
             ("transactional.id", &format!("sluice-sink-{}", sink.name)),
@@ -98,8 +99,13 @@ pub fn spawn(sink: TransactionalSink) -> Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("sink-{}", sink.name))
         .spawn(move || {
+            let topic = sink
+                .spec
+                .kafka()
+                .map(|k| k.topic.clone())
+                .unwrap_or_default();
             let span =
-                tracing::info_span!("sink", sink = %sink.name, topic = %sink.spec.topic, exactly_once = true);
+                tracing::info_span!("sink", sink = %sink.name, topic = %topic, exactly_once = true);
             let _entered = span.enter();
             let stats = Arc::clone(&sink.stats);
             if let Err(e) = run(&producer, sink) {
@@ -182,13 +188,14 @@ fn deliver(
             &sink.state_file,
             &Started {
                 batch,
-                offsets: partition_ends(producer, &sink.spec.topic)?,
+                offsets: partition_ends(producer, &sink.spec.kafka()?.topic)?,
             },
         )?;
         producer
             .begin_transaction()
             .map_err(kafka("begin transaction"))?;
         let batch_text = batch.to_string();
+        let topic = &sink.spec.kafka()?.topic;
         for (seq, record) in records.iter().enumerate() {
             if sent.contains(&(seq as u64)) {
                 continue;
@@ -203,8 +210,7 @@ fn deliver(
                     key: SEQUENCE_HEADER,
                     value: Some(&seq_text),
                 });
-            let mut base: BaseRecord<'_, [u8], [u8]> =
-                BaseRecord::to(&sink.spec.topic).headers(headers);
+            let mut base: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).headers(headers);
             if let Some(key) = &record.key {
                 base = base.key(key.as_slice());
             }
@@ -261,10 +267,11 @@ fn partition_ends(
 
 /// The sequence numbers of batch `started.batch` that the topic holds (committed).
 fn sequences_in_topic(sink: &TransactionalSink, started: &Started) -> Result<HashSet<u64>> {
+    let target = sink.spec.kafka()?;
     let consumer: BaseConsumer<super::ConsumerLog> = super::client_config(
-        &sink.spec.bootstrap,
+        &target.bootstrap,
         &[],
-        &sink.spec.properties,
+        &target.properties,
         &[
             ("group.id", &format!("sluice-sink-{}-recovery", sink.name)),
             ("enable.auto.commit", "false"),
@@ -277,7 +284,7 @@ fn sequences_in_topic(sink: &TransactionalSink, started: &Started) -> Result<Has
     let mut assignment = TopicPartitionList::new();
     for &(partition, offset) in &started.offsets {
         assignment
-            .add_partition_offset(&sink.spec.topic, partition, Offset::Offset(offset))
+            .add_partition_offset(&target.topic, partition, Offset::Offset(offset))
             .map_err(kafka("assign"))?;
     }
     consumer.assign(&assignment).map_err(kafka("assign"))?;
@@ -373,9 +380,13 @@ mod tests {
 
     fn spec(bootstrap: &str) -> SinkSpec {
         SinkSpec {
-            topic: "out".into(),
-            bootstrap: bootstrap.into(),
-            properties: Default::default(),
+            target: crate::connector::spec::SinkTarget::Kafka(
+                crate::connector::spec::KafkaSinkTarget {
+                    topic: "out".into(),
+                    bootstrap: bootstrap.into(),
+                    properties: Default::default(),
+                },
+            ),
             format: Format::Plain,
             primary_key: Vec::new(),
             force_append_only: false,

@@ -1,0 +1,283 @@
+//! PostgreSQL as a real system beside Sluice: the machine's PostgreSQL on 127.0.0.1:5432
+//! (trust authentication, database `test`), each test in a schema of its own.
+//!
+//! - The sink: views sunk into PostgreSQL tables equal their views after every `FLUSH` (once
+//!   the checkpoint holding the changes committed), across SIGKILLs of the Sluice server, with
+//!   no row missing and none twice.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use tokio_postgres::{Client, NoTls};
+
+use common::process::{ServerProcess, connect_when_up, free_port, spawn_with};
+use common::{db_error, sorted_rows};
+
+const POSTGRES: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+
+/// A client of the machine's PostgreSQL, in UTC.
+async fn postgres() -> Client {
+    let (client, connection) = tokio_postgres::connect(POSTGRES, NoTls)
+        .await
+        .expect("the machine's PostgreSQL on 127.0.0.1:5432 (database test)");
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            eprintln!("postgres connection: {e}");
+        }
+    });
+    client.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
+    client
+}
+
+/// A fresh schema in PostgreSQL's `test` database, dropped first if a failed run left it.
+async fn fresh_schema(pg: &Client, name: &str) {
+    pg.batch_execute(&format!(
+        "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
+    ))
+    .await
+    .unwrap();
+}
+
+fn sink_options(schema: &str, table: &str) -> String {
+    format!(
+        "connector = 'postgres', hostname = '127.0.0.1', port = '5432', username = 'postgres', \
+         database.name = 'test', schema.name = '{schema}', table.name = '{table}'"
+    )
+}
+
+fn spawn(dir: &std::path::Path, port: u16) -> ServerProcess {
+    spawn_with(dir, port, &["--checkpoint-interval", "200ms"])
+}
+
+/// Waits until `pg_query` in PostgreSQL gives the rows `sluice_query` gives in Sluice now.
+async fn await_equal(sluice: &Client, sluice_query: &str, pg: &Client, pg_query: &str, what: &str) {
+    let expected = sorted_rows(sluice, sluice_query).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = sorted_rows(pg, pg_query).await;
+        if got == expected {
+            return;
+        }
+        if Instant::now() > deadline {
+            let missing: Vec<_> = expected
+                .iter()
+                .filter(|r| !got.contains(r))
+                .take(5)
+                .collect();
+            let extra: Vec<_> = got
+                .iter()
+                .filter(|r| !expected.contains(r))
+                .take(5)
+                .collect();
+            panic!(
+                "{what}: PostgreSQL has {} rows, the view {}; missing {missing:?}, extra {extra:?}",
+                got.len(),
+                expected.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sunk_views_equal_their_views_across_sigkills() {
+    let pg = postgres().await;
+    let schema = "sluice_sink_test";
+    fresh_schema(&pg, schema).await;
+    // An existing target table with a column the view does not have (it keeps its default).
+    pg.batch_execute(&format!(
+        "CREATE TABLE {schema}.per_customer (customer INT PRIMARY KEY, orders BIGINT, \
+         total NUMERIC(20, 2), last_at TIMESTAMPTZ, note TEXT DEFAULT 'kept')"
+    ))
+    .await
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = spawn(dir.path(), port);
+    let sluice = connect_when_up(port).await;
+    sluice
+        .batch_execute(&format!(
+            "CREATE TABLE orders (id BIGINT PRIMARY KEY, customer INT, amount NUMERIC(10, 2),
+                                  at TIMESTAMPTZ, tags TEXT);
+             CREATE TABLE clicks (id BIGINT, page TEXT, n INT) APPEND ONLY;
+             CREATE MATERIALIZED VIEW per_customer AS
+               SELECT customer, count(*) AS orders, sum(amount) AS total, max(at) AS last_at
+               FROM orders GROUP BY customer;
+             CREATE MATERIALIZED VIEW big_clicks AS SELECT id, page, n FROM clicks WHERE n > 3;
+             CREATE SINK per_customer_out FROM per_customer
+               WITH ({}, primary_key = 'customer');
+             CREATE SINK big_clicks_out FROM big_clicks WITH ({}, type = 'append-only');",
+            sink_options(schema, "per_customer"),
+            sink_options(schema, "big_clicks")
+        ))
+        .await
+        .unwrap();
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(
+        std::env::var("SLUICE_TEST_SEED").map_or(21, |s| s.parse().expect("a u64 seed")),
+    );
+    let mut click_id = 0i64;
+    let mut sluice = sluice;
+    for round in 0..12 {
+        // A round of writes: upserts, updates and deletes of orders; clicks appended.
+        let mut statements = Vec::new();
+        for _ in 0..rng.random_range(1..6) {
+            let rows: Vec<String> = (0..rng.random_range(1..200))
+                .map(|_| {
+                    let id = rng.random_range(0..2000);
+                    format!(
+                        "({id}, {}, {}.{:02}, TIMESTAMPTZ '2026-01-01 00:00:00+00' + INTERVAL '{} seconds', 'it''s \"{}\"\\t')",
+                        rng.random_range(0..40),
+                        rng.random_range(0..500),
+                        rng.random_range(0..100),
+                        rng.random_range(0..100_000),
+                        id % 7
+                    )
+                })
+                .collect();
+            statements.push(format!("INSERT INTO orders VALUES {}", rows.join(", ")));
+        }
+        statements.push(format!(
+            "UPDATE orders SET amount = amount + 1 WHERE customer = {}",
+            rng.random_range(0..40)
+        ));
+        statements.push(format!(
+            "DELETE FROM orders WHERE id % 17 = {} OR customer = {}",
+            rng.random_range(0..17),
+            rng.random_range(0..40)
+        ));
+        let clicks: Vec<String> = (0..rng.random_range(1..300))
+            .map(|_| {
+                click_id += 1;
+                format!(
+                    "({click_id}, 'p{} \\ \"q\" it''s', {})",
+                    click_id % 13,
+                    rng.random_range(0..8)
+                )
+            })
+            .collect();
+        statements.push(format!("INSERT INTO clicks VALUES {}", clicks.join(", ")));
+        for statement in &statements {
+            sluice.batch_execute(statement).await.unwrap();
+        }
+        sluice.batch_execute("FLUSH").await.unwrap();
+        if round % 3 == 1 {
+            // Killed with changes of the last checkpoint possibly not yet in PostgreSQL.
+            child.kill();
+            child = spawn(dir.path(), port);
+            sluice = connect_when_up(port).await;
+            sluice.batch_execute("FLUSH").await.unwrap();
+        }
+        await_equal(
+            &sluice,
+            "SELECT customer, orders, total, last_at FROM per_customer",
+            &pg,
+            &format!("SELECT customer, orders, total, last_at FROM {schema}.per_customer"),
+            &format!("round {round}: per_customer"),
+        )
+        .await;
+        await_equal(
+            &sluice,
+            "SELECT id, page, n FROM big_clicks",
+            &pg,
+            &format!("SELECT id, page, n FROM {schema}.big_clicks"),
+            &format!("round {round}: big_clicks"),
+        )
+        .await;
+    }
+    // The column the view lacks kept its default; the table Sluice created has its key.
+    let notes = sorted_rows(
+        &pg,
+        &format!("SELECT DISTINCT note FROM {schema}.per_customer"),
+    )
+    .await;
+    assert_eq!(notes, vec!["kept"]);
+    let types = sorted_rows(
+        &pg,
+        &format!(
+            "SELECT column_name, data_type FROM information_schema.columns \
+             WHERE table_schema = '{schema}' AND table_name = 'big_clicks'"
+        ),
+    )
+    .await;
+    assert_eq!(types, vec!["id|bigint", "n|integer", "page|text"]);
+    let shown = sorted_rows(
+        &sluice,
+        "SELECT sink_name, connector, exactly_once, status FROM sluice_sinks",
+    )
+    .await;
+    assert_eq!(
+        shown,
+        vec![
+            "big_clicks_out|postgres|t|running",
+            "per_customer_out|postgres|t|running"
+        ]
+    );
+    drop(child);
+    pg.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_does_not_fit_is_refused_at_create_sink() {
+    let pg = postgres().await;
+    let schema = "sluice_sink_refusals";
+    fresh_schema(&pg, schema).await;
+    pg.batch_execute(&format!("CREATE TABLE {schema}.narrow (k INT PRIMARY KEY)"))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _child = spawn(dir.path(), port);
+    let sluice = connect_when_up(port).await;
+    sluice
+        .batch_execute(
+            "CREATE TABLE t (k INT PRIMARY KEY, v TEXT);
+             CREATE MATERIALIZED VIEW v AS SELECT k, v FROM t;",
+        )
+        .await
+        .unwrap();
+    let refused = |sql: String| {
+        let sluice = &sluice;
+        async move {
+            let e = sluice.batch_execute(&sql).await.expect_err(&sql);
+            db_error(&e)
+        }
+    };
+    let (code, message) = refused(format!(
+        "CREATE SINK s FROM v WITH ({}, primary_key = 'k')",
+        sink_options(schema, "narrow")
+    ))
+    .await;
+    assert_eq!(code, "42703", "{message}");
+    assert!(message.contains("no column \"v\""), "{message}");
+    let (code, message) = refused(format!(
+        "CREATE SINK s FROM v WITH ({})",
+        sink_options(schema, "anything")
+    ))
+    .await;
+    assert_eq!(code, "22023", "{message}");
+    let (code, message) = refused(
+        "CREATE SINK s FROM v WITH (connector = 'postgres', port = '1', username = 'postgres', \
+         database.name = 'test', table.name = 'x', primary_key = 'k')"
+            .to_string(),
+    )
+    .await;
+    assert_eq!(code, "08001", "{message}");
+    let (code, _) = refused(format!(
+        "CREATE SINK s FROM v WITH ({}, primary_key = 'nope')",
+        sink_options(schema, "anything")
+    ))
+    .await;
+    assert_eq!(code, "42703");
+    // Nothing was created by the refused sinks.
+    let sinks = sorted_rows(&sluice, "SELECT sink_name FROM sluice_sinks").await;
+    assert!(sinks.is_empty(), "{sinks:?}");
+    pg.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}
