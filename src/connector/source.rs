@@ -252,6 +252,7 @@ pub fn start(table: Arc<QueueTable>, file_root: std::path::PathBuf) -> Result<Ru
                 SourceKind::Kafka(kafka) => super::kafka::source::run(&context, &spec, kafka),
                 SourceKind::File { path } => super::file::run(&context, &spec, path),
                 SourceKind::Nexmark(nexmark) => super::nexmark::source::run(&context, nexmark),
+                SourceKind::RabbitMq(rabbit) => super::rabbitmq::run(&context, &spec, rabbit),
             };
             match result {
                 Ok(()) if context.stopped() => {}

@@ -19,6 +19,24 @@ pub enum SourceKind {
     },
     /// The Nexmark generator.
     Nexmark(NexmarkSource),
+    /// A RabbitMQ queue (classic, quorum or stream), read through lapin.
+    RabbitMq(RabbitMqSource),
+}
+
+/// `connector = 'rabbitmq'` options of a source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RabbitMqSource {
+    /// `url`: `amqp://user:password@host:port/vhost`.
+    pub url: String,
+    /// `queue`: the queue to consume (it must exist).
+    pub queue: String,
+    /// `scan.startup.mode`: where a stream queue is first read from (other queues deliver
+    /// what they hold).
+    pub startup: StartupMode,
+    /// `prefetch.count`: deliveries in flight before an acknowledgement (2000).
+    pub prefetch: u16,
+    /// `idle.timeout`: a queue silent this long no longer holds the watermark back.
+    pub idle_timeout: Duration,
 }
 
 /// `connector = 'kafka'` options of a source.
@@ -476,6 +494,46 @@ fn parse_encode(clause: &ConnectorClause) -> Result<Encode> {
     Ok(encode)
 }
 
+/// `scan.startup.mode` (and `scan.startup.timestamp.millis`).
+fn startup_mode(options: &Options<'_>) -> Result<StartupMode> {
+    let startup = match options
+        .get("scan.startup.mode")
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("earliest") => StartupMode::Earliest,
+        Some("latest") => StartupMode::Latest,
+        Some("timestamp") => StartupMode::Timestamp(
+            options
+                .number("scan.startup.timestamp.millis")?
+                .ok_or_else(|| {
+                    invalid("scan.startup.mode = 'timestamp' needs scan.startup.timestamp.millis")
+                })?,
+        ),
+        Some(other) => {
+            return Err(invalid(format!(
+                "scan.startup.mode must be earliest, latest or timestamp, not '{other}'"
+            )));
+        }
+    };
+    if startup != StartupMode::Timestamp(0) {
+        options.get("scan.startup.timestamp.millis");
+    }
+    Ok(startup)
+}
+
+/// `idle.timeout` (5 s by default).
+fn idle_timeout(options: &Options<'_>) -> Result<Duration> {
+    match options.get("idle.timeout") {
+        None => Ok(Duration::from_secs(5)),
+        Some(t) => parse_duration(t).ok_or_else(|| {
+            invalid(format!(
+                "idle.timeout: bad duration '{t}' (like '5s', at most 365 days)"
+            ))
+        }),
+    }
+}
+
 impl SourceSpec {
     /// Checks a source's (or connector table's) clauses.
     pub fn parse(clause: &ConnectorClause) -> Result<Self> {
@@ -486,37 +544,8 @@ impl SourceSpec {
             .to_ascii_lowercase();
         let kind = match connector.as_str() {
             "kafka" => {
-                let startup = match options
-                    .get("scan.startup.mode")
-                    .map(str::to_ascii_lowercase)
-                    .as_deref()
-                {
-                    None | Some("earliest") => StartupMode::Earliest,
-                    Some("latest") => StartupMode::Latest,
-                    Some("timestamp") => StartupMode::Timestamp(
-                        options
-                            .number("scan.startup.timestamp.millis")?
-                            .ok_or_else(|| {
-                                invalid("scan.startup.mode = 'timestamp' needs scan.startup.timestamp.millis")
-                            })?,
-                    ),
-                    Some(other) => {
-                        return Err(invalid(format!(
-                            "scan.startup.mode must be earliest, latest or timestamp, not '{other}'"
-                        )));
-                    }
-                };
-                if startup != StartupMode::Timestamp(0) {
-                    options.get("scan.startup.timestamp.millis");
-                }
-                let idle_timeout = match options.get("idle.timeout") {
-                    None => Duration::from_secs(5),
-                    Some(t) => parse_duration(t).ok_or_else(|| {
-                        invalid(format!(
-                            "idle.timeout: bad duration '{t}' (like '5s', at most 365 days)"
-                        ))
-                    })?,
-                };
+                let startup = startup_mode(&options)?;
+                let idle_timeout = idle_timeout(&options)?;
                 let properties = options.properties();
                 if let Some(own) = SOURCE_OWN_PROPERTIES
                     .iter()
@@ -540,6 +569,13 @@ impl SourceSpec {
             "file" => SourceKind::File {
                 path: options.require("path", "file")?.to_string(),
             },
+            "rabbitmq" => SourceKind::RabbitMq(RabbitMqSource {
+                url: options.require("url", "rabbitmq")?.to_string(),
+                queue: options.require("queue", "rabbitmq")?.to_string(),
+                startup: startup_mode(&options)?,
+                prefetch: options.number("prefetch.count")?.unwrap_or(2000u16).max(1),
+                idle_timeout: idle_timeout(&options)?,
+            }),
             "nexmark" => {
                 let table = match options
                     .get("nexmark.table.type")
@@ -587,6 +623,11 @@ impl SourceSpec {
         if format == Format::Debezium {
             return Err(Error::unsupported("FORMAT DEBEZIUM for sources"));
         }
+        if matches!(kind, SourceKind::RabbitMq(_)) && format != Format::Plain {
+            return Err(Error::unsupported(
+                "a rabbitmq source is FORMAT PLAIN (messages have no key to upsert by)",
+            ));
+        }
         let encode = parse_encode(clause)?;
         if matches!(kind, SourceKind::File { .. }) && matches!(encode, Encode::Avro { .. }) {
             return Err(Error::unsupported("ENCODE AVRO for file sources"));
@@ -626,13 +667,14 @@ impl SourceSpec {
             SourceKind::Kafka(_) => "kafka",
             SourceKind::File { .. } => "file",
             SourceKind::Nexmark(_) => "nexmark",
+            SourceKind::RabbitMq(_) => "rabbitmq",
         }
     }
 
     /// True for sources that end (files, a Nexmark generator with `nexmark.event.num`).
     pub fn is_bounded(&self) -> bool {
         match &self.kind {
-            SourceKind::Kafka(_) => false,
+            SourceKind::Kafka(_) | SourceKind::RabbitMq(_) => false,
             SourceKind::File { .. } => true,
             SourceKind::Nexmark(n) => n.event_num.is_some(),
         }
@@ -821,6 +863,41 @@ mod tests {
             ))
             .is_err()
         );
+    }
+
+    #[test]
+    fn rabbitmq_source_options() {
+        let spec = SourceSpec::parse(&clause(
+            "CREATE SOURCE s (a INT) WITH (connector = 'rabbitmq', url = 'amqp://h', \
+             queue = 'q', prefetch.count = '10', scan.startup.mode = 'latest') \
+             FORMAT PLAIN ENCODE JSON",
+        ))
+        .unwrap();
+        let SourceKind::RabbitMq(rabbit) = &spec.kind else {
+            panic!("not rabbitmq")
+        };
+        assert_eq!((rabbit.queue.as_str(), rabbit.prefetch), ("q", 10));
+        assert_eq!(rabbit.startup, StartupMode::Latest);
+        assert!(!spec.is_bounded());
+        for bad in [
+            "WITH (connector = 'rabbitmq', url = 'amqp://h') FORMAT PLAIN ENCODE JSON",
+            "WITH (connector = 'rabbitmq', url = 'amqp://h', queue = 'q', prefetch.count = '70000') \
+             FORMAT PLAIN ENCODE JSON",
+            "WITH (connector = 'rabbitmq', url = 'amqp://h', queue = 'q') FORMAT UPSERT ENCODE JSON",
+            "INCLUDE offset WITH (connector = 'rabbitmq', url = 'amqp://h', queue = 'q') \
+             FORMAT PLAIN ENCODE JSON",
+        ] {
+            let sql = format!("CREATE SOURCE s (a INT) {bad}");
+            assert!(
+                parse_sql(&sql)
+                    .map_err(|_| ())
+                    .and_then(
+                        |mut s| SourceSpec::parse(&s.remove(0).connector.unwrap()).map_err(|_| ())
+                    )
+                    .is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
