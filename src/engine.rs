@@ -825,10 +825,15 @@ impl Engine {
         let def = plan_create_table(state, create, clauses, id, text).await?;
         // A file source's path is checked now, so that a path outside the root (or matching
         // nothing) is this statement's error, not a failed source later.
-        if let Some(crate::connector::spec::SourceKind::File { path }) =
-            def.connector.as_ref().map(|c| &c.kind)
-        {
-            crate::connector::file::matching_files(&self.config.file_root(), path)?;
+        match def.connector.as_ref().map(|c| &c.kind) {
+            Some(crate::connector::spec::SourceKind::File { path }) => {
+                crate::connector::file::matching_files(&self.config.file_root(), path)?;
+            }
+            // PostgreSQL is reachable and has the table, with these columns and key.
+            Some(crate::connector::spec::SourceKind::PostgresCdc(cdc)) => {
+                crate::connector::postgres::cdc::check_table(cdc, &def).await?;
+            }
+            _ => {}
         }
         let mut store = self.lock_store();
         // Another session may have created it while this one planned.
@@ -880,6 +885,12 @@ impl Engine {
         self.tables.remove(name);
         // Stops the connector's thread before its log goes.
         crate::sync::lock(&self.sources, "the running sources").remove(&id);
+        if let Some(crate::connector::spec::SourceKind::PostgresCdc(cdc)) =
+            table.def().connector.as_ref().map(|c| &c.kind)
+        {
+            // Its replication slot would keep PostgreSQL's WAL forever.
+            crate::connector::postgres::cdc::drop_upstream(cdc, table.def());
+        }
         let dir = self.tables_dir().join(id.to_string());
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             tracing::warn!(table = %name, dir = %dir.display(), error = %e, "could not remove the log of a dropped table");

@@ -253,6 +253,7 @@ pub fn start(table: Arc<QueueTable>, file_root: std::path::PathBuf) -> Result<Ru
                 SourceKind::File { path } => super::file::run(&context, &spec, path),
                 SourceKind::Nexmark(nexmark) => super::nexmark::source::run(&context, nexmark),
                 SourceKind::RabbitMq(rabbit) => super::rabbitmq::run(&context, &spec, rabbit),
+                SourceKind::PostgresCdc(cdc) => super::postgres::cdc::run(&context, cdc),
             };
             match result {
                 Ok(()) if context.stopped() => {}

@@ -21,6 +21,19 @@ pub enum SourceKind {
     Nexmark(NexmarkSource),
     /// A RabbitMQ queue (classic, quorum or stream), read through lapin.
     RabbitMq(RabbitMqSource),
+    /// A PostgreSQL table: a snapshot, then its logical replication stream.
+    PostgresCdc(PostgresCdcSource),
+}
+
+/// `connector = 'postgres-cdc'` options of a table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostgresCdcSource {
+    /// The server, database and table.
+    pub target: PostgresTarget,
+    /// `slot.name`: the replication slot (made by Sluice; default from the table's name).
+    pub slot: Option<String>,
+    /// `publication.name`: a publication holding the table (default: one Sluice makes for it).
+    pub publication: Option<String>,
 }
 
 /// `connector = 'rabbitmq'` options of a source.
@@ -569,6 +582,30 @@ impl SourceSpec {
             "file" => SourceKind::File {
                 path: options.require("path", "file")?.to_string(),
             },
+            "postgres-cdc" => {
+                if clause.format.is_some() || clause.encode.is_some() {
+                    return Err(invalid(
+                        "a postgres-cdc table takes no FORMAT … ENCODE …: rows come as rows",
+                    ));
+                }
+                let slot = options.get("slot.name").map(str::to_string);
+                if let Some(slot) = &slot
+                    && (slot.is_empty()
+                        || slot.len() > 63
+                        || !slot
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'))
+                {
+                    return Err(invalid(format!(
+                        "slot.name '{slot}': a replication slot name is 1 to 63 lower-case letters, digits and underscores"
+                    )));
+                }
+                SourceKind::PostgresCdc(PostgresCdcSource {
+                    target: PostgresTarget::parse(&options, "postgres-cdc")?,
+                    slot,
+                    publication: options.get("publication.name").map(str::to_string),
+                })
+            }
             "rabbitmq" => SourceKind::RabbitMq(RabbitMqSource {
                 url: options.require("url", "rabbitmq")?.to_string(),
                 queue: options.require("queue", "rabbitmq")?.to_string(),
@@ -668,13 +705,14 @@ impl SourceSpec {
             SourceKind::File { .. } => "file",
             SourceKind::Nexmark(_) => "nexmark",
             SourceKind::RabbitMq(_) => "rabbitmq",
+            SourceKind::PostgresCdc(_) => "postgres-cdc",
         }
     }
 
     /// True for sources that end (files, a Nexmark generator with `nexmark.event.num`).
     pub fn is_bounded(&self) -> bool {
         match &self.kind {
-            SourceKind::Kafka(_) | SourceKind::RabbitMq(_) => false,
+            SourceKind::Kafka(_) | SourceKind::RabbitMq(_) | SourceKind::PostgresCdc(_) => false,
             SourceKind::File { .. } => true,
             SourceKind::Nexmark(n) => n.event_num.is_some(),
         }

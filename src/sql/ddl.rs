@@ -158,6 +158,20 @@ fn check_connector(
     append_only: bool,
     primary_key: &[usize],
 ) -> Result<()> {
+    if matches!(
+        spec.kind,
+        crate::connector::spec::SourceKind::PostgresCdc(_)
+    ) && (source || primary_key.is_empty() || append_only)
+    {
+        return Err(Error::user(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!(
+                "a postgres-cdc table mirrors a PostgreSQL table by its key: \
+                 CREATE TABLE {name} (…, PRIMARY KEY (…)) WITH (connector = 'postgres-cdc', …), \
+                 without APPEND ONLY"
+            ),
+        ));
+    }
     if spec.format == Format::Upsert {
         if source {
             return Err(Error::unsupported(format!(
