@@ -9,6 +9,17 @@
 //!   (a file, or a directory of part files), EMIT ON WINDOW CLOSE; prints the time until the
 //!   source is exhausted and every window is out, and the checksum the peers' DuckDB script
 //!   prints.
+//! - `cargo bench --bench sources -- postgres-cdc [N]`: a PostgreSQL table of N rows (default
+//!   1,000,000) in the machine's PostgreSQL (127.0.0.1:5432, database `test`, wal_level =
+//!   logical) taken as a CDC table's snapshot (rows/s until `count(*)` in a view is N), then N
+//!   rows updated upstream in transactions of 10,000 rows (changes/s from the first update
+//!   until the view's sum shows the last).
+//! - `cargo bench --bench sources -- rabbitmq [N]`: N JSON bids (default 1,000,000) published
+//!   to a stream queue and to a classic queue of the machine's RabbitMQ (127.0.0.1:5672), then
+//!   read by a source each into a count view (messages/s from CREATE SOURCE until every
+//!   message is in).
+//!
+//! Every mode prints the process's peak resident memory at the end.
 
 mod common;
 
@@ -36,7 +47,10 @@ async fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
+    let count = |default: usize| args.get(1).and_then(|a| a.parse().ok()).unwrap_or(default);
     match args.first().map(String::as_str) {
+        Some("postgres-cdc") => postgres_cdc(count(1_000_000)).await,
+        Some("rabbitmq") => rabbitmq(count(1_000_000)).await,
         Some("file") => {
             let path = args
                 .get(1)
@@ -51,6 +65,214 @@ async fn main() {
                 .unwrap_or(1_000_000);
             kafka(n).await;
         }
+    }
+    println!(
+        "peak memory: {} MB",
+        common::peak_rss_mb(std::process::id())
+    );
+}
+
+/// Waits until `sql` (one BIGINT) in Sluice gives `want`, failing if a source failed.
+async fn wait_value(client: &Client, sql: &str, want: i64) {
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let got: Option<i64> = client.query_one(sql, &[]).await.expect(sql).get(0);
+        if got == Some(want) {
+            return;
+        }
+        let failed: i64 = client
+            .query_one(
+                "SELECT count(*) FROM sluice_sources WHERE status = 'failed'",
+                &[],
+            )
+            .await
+            .expect("sluice_sources")
+            .get(0);
+        assert_eq!(failed, 0, "a source failed");
+        assert!(Instant::now() < deadline, "{sql}: {got:?}, expected {want}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn postgres_cdc(n: usize) {
+    let n = n as i64;
+    let (pg, connection) = tokio_postgres::connect(
+        "host=127.0.0.1 port=5432 user=postgres dbname=test",
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("the machine's PostgreSQL");
+    tokio::spawn(connection);
+    pg.execute(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+         WHERE slot_name = 'sluice_bench_cdc'",
+        &[],
+    )
+    .await
+    .expect("slot");
+    let started = Instant::now();
+    pg.batch_execute(&format!(
+        "DROP SCHEMA IF EXISTS sluice_bench CASCADE; CREATE SCHEMA sluice_bench;
+         CREATE TABLE sluice_bench.rows (id BIGINT PRIMARY KEY, g INT, v BIGINT, s TEXT,
+                                         at TIMESTAMPTZ);
+         INSERT INTO sluice_bench.rows SELECT i, i % 1000, i, 'row ' || i,
+           TIMESTAMPTZ '2026-01-01 00:00:00+00' + i * INTERVAL '1 second'
+           FROM generate_series(1, {n}) i;
+         ANALYZE sluice_bench.rows;"
+    ))
+    .await
+    .expect("upstream table");
+    println!(
+        "postgres: {n} rows inserted in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let dir = tempfile::tempdir().expect("dir");
+    let (_server, client) = common::start_server(dir.path(), FsyncPolicy::Always).await;
+    let started = Instant::now();
+    client
+        .batch_execute(
+            "CREATE TABLE rows (id BIGINT PRIMARY KEY, g INT, v BIGINT, s TEXT, at TIMESTAMPTZ)
+               WITH (connector = 'postgres-cdc', hostname = '127.0.0.1', port = '5432',
+                     username = 'postgres', database.name = 'test', schema.name = 'sluice_bench',
+                     table.name = 'rows', slot.name = 'sluice_bench_cdc');
+             CREATE MATERIALIZED VIEW totals AS SELECT count(*) AS n, sum(v) AS total FROM rows;",
+        )
+        .await
+        .expect("DDL");
+    wait_value(&client, "SELECT n FROM totals", n).await;
+    let snapshot = started.elapsed().as_secs_f64();
+    println!(
+        "postgres-cdc snapshot: {n} rows in {snapshot:.2} s ({:.3} M rows/s)",
+        n as f64 / snapshot / 1e6
+    );
+
+    // N updates, 10,000 rows a transaction, each adding 1 to v.
+    let before: i64 = n * (n + 1) / 2;
+    let started = Instant::now();
+    let mut from = 1;
+    while from <= n {
+        let to = (from + 9_999).min(n);
+        pg.execute(
+            "UPDATE sluice_bench.rows SET v = v + 1 WHERE id BETWEEN $1 AND $2",
+            &[&from, &to],
+        )
+        .await
+        .expect("update");
+        from = to + 1;
+    }
+    let upstream = started.elapsed().as_secs_f64();
+    wait_value(&client, "SELECT total::BIGINT FROM totals", before + n).await;
+    let streamed = started.elapsed().as_secs_f64();
+    println!(
+        "postgres-cdc stream: {n} updated rows in {streamed:.2} s ({:.3} M changes/s; \
+         PostgreSQL took {upstream:.2} s to make them)",
+        n as f64 / streamed / 1e6
+    );
+    client
+        .batch_execute("DROP MATERIALIZED VIEW totals; DROP TABLE rows")
+        .await
+        .expect("drop");
+    pg.batch_execute("DROP SCHEMA sluice_bench CASCADE")
+        .await
+        .expect("drop schema");
+}
+
+async fn rabbitmq(n: usize) {
+    use lapin::options::{
+        BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    };
+    use lapin::types::{AMQPValue, FieldTable};
+    const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+    let connection = lapin::Connection::connect(AMQP, lapin::ConnectionProperties::default())
+        .await
+        .expect("the machine's RabbitMQ");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let mut generator = NexmarkGenerator::new(NexmarkConfig::default());
+    let mut messages: Vec<Vec<u8>> = Vec::with_capacity(n);
+    while messages.len() < n {
+        let batch = generator
+            .next_bids(8192.min(n - messages.len()))
+            .expect("bids");
+        messages.extend(sluice::connector::sink::json_lines(&batch).expect("json"));
+    }
+    for (queue, stream) in [
+        ("sluice_bench_stream", true),
+        ("sluice_bench_classic", false),
+    ] {
+        channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await
+            .expect("delete");
+        let mut arguments = FieldTable::default();
+        if stream {
+            arguments.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("stream".into()),
+            );
+        }
+        channel
+            .queue_declare(queue.into(), QueueDeclareOptions::durable(), arguments)
+            .await
+            .expect("declare");
+        let started = Instant::now();
+        for chunk in messages.chunks(10_000) {
+            let mut confirms = Vec::with_capacity(chunk.len());
+            for m in chunk {
+                confirms.push(
+                    channel
+                        .basic_publish(
+                            "".into(),
+                            queue.into(),
+                            BasicPublishOptions::default(),
+                            m,
+                            lapin::BasicProperties::default(),
+                        )
+                        .await
+                        .expect("publish"),
+                );
+            }
+            for c in confirms {
+                c.await.expect("confirm");
+            }
+        }
+        println!(
+            "rabbitmq: {n} messages published to {queue} in {:.2} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let (_server, client) = common::start_server(dir.path(), FsyncPolicy::Always).await;
+    for (queue, kind) in [
+        ("sluice_bench_stream", "stream"),
+        ("sluice_bench_classic", "classic"),
+    ] {
+        let started = Instant::now();
+        client
+            .batch_execute(&format!(
+                "CREATE SOURCE src_{kind} ({BID_COLUMNS})
+                   WITH (connector = 'rabbitmq', url = '{AMQP}', queue = '{queue}')
+                   FORMAT PLAIN ENCODE JSON;
+                 CREATE MATERIALIZED VIEW n_{kind} AS SELECT count(*) AS n FROM src_{kind};"
+            ))
+            .await
+            .expect("DDL");
+        wait_value(&client, &format!("SELECT n FROM n_{kind}"), n as i64).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        println!(
+            "rabbitmq {kind} queue -> count view: {n} messages in {elapsed:.2} s ({:.3} M messages/s)",
+            n as f64 / elapsed / 1e6
+        );
+    }
+    for queue in ["sluice_bench_stream", "sluice_bench_classic"] {
+        channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await
+            .expect("delete");
     }
 }
 

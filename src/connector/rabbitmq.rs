@@ -52,6 +52,9 @@ struct Position {
     next_offset: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     watermark: Option<i64>,
+    /// The queue was found to be a classic or quorum queue (it is not probed again).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    plain: bool,
 }
 
 /// Reads the queue until the source is stopped.
@@ -172,13 +175,19 @@ async fn consume(
             StartupMode::Timestamp(ms) => AMQPValue::Timestamp((ms / 1000).max(0) as u64),
         },
     };
-    let (channel, mut consumer, stream) = match open(Some(start)).await {
-        Ok((channel, consumer)) => (channel, consumer, true),
-        Err(e) if refuses_stream_offset(&e) => {
-            let (channel, consumer) = open(None).await.map_err(retry("consume"))?;
-            (channel, consumer, false)
+    let plain = |(channel, consumer)| (channel, consumer, false);
+    let (channel, mut consumer, stream) = if position.plain {
+        open(None).await.map(plain).map_err(retry("consume"))?
+    } else {
+        match open(Some(start)).await {
+            Ok((channel, consumer)) => (channel, consumer, true),
+            // (lapin logs the refusal as an error of the channel it closes.)
+            Err(e) if refuses_stream_offset(&e) => {
+                position.plain = true;
+                open(None).await.map(plain).map_err(retry("consume"))?
+            }
+            Err(e) => return Err(retry("consume")(e)),
         }
-        Err(e) => return Err(retry("consume")(e)),
     };
     tracing::info!(queue = %rabbit.queue, stream, "rabbitmq source consuming");
     context.stats.set_status(SourceStatus::Running);
@@ -191,7 +200,12 @@ async fn consume(
         records.clear();
         let mut last_tag = None;
         let mut deadline: Option<Instant> = None;
-        while records.len() < MAX_BATCH_RECORDS && buffer.len() < MAX_BATCH_BYTES {
+        let mut received = 0usize;
+        // No more than the prefetch count arrives before an acknowledgement.
+        while records.len() < MAX_BATCH_RECORDS
+            && buffer.len() < MAX_BATCH_BYTES
+            && received < usize::from(rabbit.prefetch)
+        {
             let wait = deadline.map_or(POLL_WAIT, |d| d.saturating_duration_since(Instant::now()));
             let delivery = match tokio::time::timeout(wait, consumer.next()).await {
                 Err(_) => break,
@@ -200,6 +214,7 @@ async fn consume(
                 Ok(Some(Ok(delivery))) => delivery,
             };
             deadline.get_or_insert_with(|| Instant::now() + GATHER_WAIT);
+            received += 1;
             last_tag = Some(delivery.delivery_tag);
             let offset = stream
                 .then(|| stream_offset(&delivery.properties))
@@ -226,6 +241,15 @@ async fn consume(
             continue;
         }
         splits.lagging(0);
+        if stream && let Some(tag) = last_tag.take() {
+            // A stream keeps its messages: the acknowledgement only asks for more, and the
+            // offset in the log says where to resume. The next deliveries arrive while these
+            // are decoded.
+            channel
+                .basic_ack(tag, BasicAckOptions { multiple: true })
+                .await
+                .map_err(retry("ack"))?;
+        }
         let mut payloads: Vec<&[u8]> = Vec::with_capacity(records.len());
         let mut from: Vec<usize> = Vec::with_capacity(records.len());
         for (i, (range, offset)) in records.iter().enumerate() {

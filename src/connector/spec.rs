@@ -46,7 +46,7 @@ pub struct RabbitMqSource {
     /// `scan.startup.mode`: where a stream queue is first read from (other queues deliver
     /// what they hold).
     pub startup: StartupMode,
-    /// `prefetch.count`: deliveries in flight before an acknowledgement (2000).
+    /// `prefetch.count`: deliveries in flight before an acknowledgement (5000).
     pub prefetch: u16,
     /// `idle.timeout`: a queue silent this long no longer holds the watermark back.
     pub idle_timeout: Duration,
@@ -610,7 +610,7 @@ impl SourceSpec {
                 url: options.require("url", "rabbitmq")?.to_string(),
                 queue: options.require("queue", "rabbitmq")?.to_string(),
                 startup: startup_mode(&options)?,
-                prefetch: options.number("prefetch.count")?.unwrap_or(2000u16).max(1),
+                prefetch: options.number("prefetch.count")?.unwrap_or(5000u16).max(1),
                 idle_timeout: idle_timeout(&options)?,
             }),
             "nexmark" => {
