@@ -59,6 +59,9 @@ pub struct Engine {
     sources: Mutex<HashMap<u32, RunningSource>>,
     /// The running sinks, by sink name.
     sinks: Mutex<HashMap<String, RunningSink>>,
+    /// Shared CDC sources (`CREATE SOURCE pg WITH (connector = 'postgres-cdc', …)`), by name:
+    /// their catalog id and options, which their tables (`… FROM pg TABLE 'x'`) take.
+    cdc_sources: Mutex<CdcSources>,
     /// Ids of views that only feed a subscription, counting down from `u32::MAX` (catalog
     /// ids count up from 1).
     next_transient_id: std::sync::atomic::AtomicU32,
@@ -146,6 +149,7 @@ impl Engine {
             runtime,
             sources: Mutex::new(HashMap::new()),
             sinks: Mutex::new(HashMap::new()),
+            cdc_sources: Mutex::new(HashMap::new()),
             next_transient_id: std::sync::atomic::AtomicU32::new(u32::MAX),
         });
         engine.restore(recovered).await?;
@@ -293,16 +297,21 @@ impl Engine {
             let statement = parse_sql(&object.sql)?.into_iter().next().ok_or_else(|| {
                 Error::unsupported(format!("empty definition of {}", object.name))
             })?;
+            if object.kind == CDC_SOURCE_KIND {
+                let options = statement.connector.map(|c| c.options).unwrap_or_default();
+                self.lock_cdc_sources()
+                    .insert(object.name.clone(), (object.id, options));
+                continue;
+            }
             match &statement.statement {
                 Statement::CreateTable(create) => {
-                    let def = plan_create_table(
-                        &state,
-                        create,
-                        TableClauses::of(&statement),
-                        object.id,
-                        &object.sql,
-                    )
-                    .await?;
+                    let expanded = self.expand_cdc_table(statement.connector.as_ref())?;
+                    let mut clauses = TableClauses::of(&statement);
+                    if let Some(expanded) = &expanded {
+                        clauses.connector = Some(expanded);
+                    }
+                    let def =
+                        plan_create_table(&state, create, clauses, object.id, &object.sql).await?;
                     let opening = std::time::Instant::now();
                     let table = QueueTable::open(
                         def,
@@ -818,8 +827,23 @@ impl Engine {
         text: &str,
     ) -> Result<bool> {
         let name = table_name(&create.name)?;
-        if self.name_taken(&name) {
+        if self.name_taken(&name) || self.lock_cdc_sources().contains_key(&name) {
             return if_not_exists(create.if_not_exists, &name);
+        }
+        if clauses.source
+            && let Some(connector) = clauses.connector
+            && connector
+                .options
+                .get("connector")
+                .is_some_and(|c| c.eq_ignore_ascii_case("postgres-cdc"))
+        {
+            self.create_cdc_source(&name, connector, text).await?;
+            return Ok(true);
+        }
+        let expanded = self.expand_cdc_table(clauses.connector)?;
+        let mut clauses = clauses;
+        if let Some(expanded) = &expanded {
+            clauses.connector = Some(expanded);
         }
         let id = self.lock_store().next_id();
         let def = plan_create_table(state, create, clauses, id, text).await?;
@@ -865,8 +889,138 @@ impl Engine {
         Ok(true)
     }
 
+    fn lock_cdc_sources(&self) -> std::sync::MutexGuard<'_, CdcSources> {
+        crate::sync::lock(&self.cdc_sources, "the CDC sources")
+    }
+
+    /// `CREATE SOURCE name WITH (connector = 'postgres-cdc', …)`: connection options that
+    /// tables take with `FROM name TABLE 'schema.table'`. PostgreSQL must be reachable now.
+    async fn create_cdc_source(
+        &self,
+        name: &str,
+        connector: &crate::sql::parser::ConnectorClause,
+        text: &str,
+    ) -> Result<()> {
+        let mut check = connector.clone();
+        check
+            .options
+            .insert("table.name".into(), "pg_catalog.pg_class".into());
+        let spec = crate::connector::spec::SourceSpec::parse(&check)?;
+        let crate::connector::spec::SourceKind::PostgresCdc(cdc) = &spec.kind else {
+            return Err(Error::internal("not a postgres-cdc source"));
+        };
+        crate::connector::postgres::cdc::check_server(cdc).await?;
+        let mut store = self.lock_store();
+        let id = store.next_id();
+        store.add(StoredObject {
+            id,
+            kind: CDC_SOURCE_KIND.into(),
+            name: name.to_string(),
+            sql: text.to_string(),
+        })?;
+        drop(store);
+        self.lock_cdc_sources()
+            .insert(name.to_string(), (id, connector.options.clone()));
+        tracing::info!(source = %name, "postgres-cdc source created");
+        Ok(())
+    }
+
+    /// The clauses of `CREATE TABLE … FROM source TABLE 'schema.table'`: the shared source's
+    /// options with the table's. `None` when the table names no shared source.
+    fn expand_cdc_table(
+        &self,
+        connector: Option<&crate::sql::parser::ConnectorClause>,
+    ) -> Result<Option<crate::sql::parser::ConnectorClause>> {
+        use crate::sql::parser::{CDC_SOURCE_OPTION, CDC_TABLE_OPTION};
+        let Some(connector) = connector else {
+            return Ok(None);
+        };
+        let Some(source) = connector.options.get(CDC_SOURCE_OPTION) else {
+            return Ok(None);
+        };
+        let sources = self.lock_cdc_sources();
+        let Some((_, options)) = sources.get(source) else {
+            return Err(Error::user(
+                sqlstate::UNDEFINED_OBJECT,
+                format!(
+                    "source \"{source}\" does not exist (CREATE SOURCE {source} WITH (connector = 'postgres-cdc', …))"
+                ),
+            ));
+        };
+        let upstream = connector
+            .options
+            .get(CDC_TABLE_OPTION)
+            .cloned()
+            .unwrap_or_default();
+        let (schema, table) = upstream
+            .split_once('.')
+            .map_or(("public", upstream.as_str()), |(s, t)| (s, t));
+        let mut expanded = connector.clone();
+        expanded.options = options.clone();
+        for (key, value) in &connector.options {
+            if key != CDC_SOURCE_OPTION && key != CDC_TABLE_OPTION {
+                expanded.options.insert(key.clone(), value.clone());
+            }
+        }
+        expanded
+            .options
+            .insert("schema.name".into(), schema.to_string());
+        expanded
+            .options
+            .insert("table.name".into(), table.to_string());
+        expanded.options.remove("table");
+        expanded.options.remove("schema");
+        Ok(Some(expanded))
+    }
+
+    /// `DROP SOURCE` of a shared CDC source: refused while a table takes it, unless CASCADE.
+    fn drop_cdc_source(&self, name: &str, cascade: bool) -> Result<bool> {
+        let Some((id, _)) = self.lock_cdc_sources().get(name).cloned() else {
+            return Ok(false);
+        };
+        let users: Vec<String> = self
+            .lock_store()
+            .objects()
+            .iter()
+            .filter(|o| o.kind == "table")
+            .filter(|o| {
+                parse_sql(&o.sql)
+                    .ok()
+                    .and_then(|s| s.into_iter().next())
+                    .is_some_and(|s| {
+                        s.connector.is_some_and(|c| {
+                            c.options
+                                .get(crate::sql::parser::CDC_SOURCE_OPTION)
+                                .map(String::as_str)
+                                == Some(name)
+                        })
+                    })
+            })
+            .map(|o| o.name.clone())
+            .collect();
+        if !users.is_empty() && !cascade {
+            return Err(Error::user(
+                sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+                format!(
+                    "cannot drop source {name} because table {} takes it; use DROP … CASCADE",
+                    users.join(", ")
+                ),
+            ));
+        }
+        for table in users {
+            self.drop_table(&table, true, true)?;
+        }
+        self.lock_store().remove(id)?;
+        self.lock_cdc_sources().remove(name);
+        tracing::info!(source = %name, "postgres-cdc source dropped");
+        Ok(true)
+    }
+
     /// `DROP TABLE`: forgets the table and removes its log.
     pub fn drop_table(&self, name: &str, if_exists: bool, cascade: bool) -> Result<()> {
+        if self.drop_cdc_source(name, cascade)? {
+            return Ok(());
+        }
         if self.tables.get(name).is_some() {
             self.drop_dependents(name, "table", cascade)?;
         }
@@ -899,6 +1053,12 @@ impl Engine {
         Ok(())
     }
 }
+
+/// Shared CDC sources by name: catalog id and `WITH (…)` options.
+type CdcSources = HashMap<String, (u32, std::collections::BTreeMap<String, String>)>;
+
+/// The catalog kind of a shared CDC source.
+const CDC_SOURCE_KIND: &str = "cdc_source";
 
 /// What the catalog shows of a view.
 fn view_entry(

@@ -4,6 +4,9 @@
 //! - The sink: views sunk into PostgreSQL tables equal their views after every `FLUSH` (once
 //!   the checkpoint holding the changes committed), across SIGKILLs of the Sluice server, with
 //!   no row missing and none twice.
+//! - `examples/postgres`: CDC in, a view, the sink back out, as shipped.
+//!
+//! (The CDC test that restarts PostgreSQL is alone in `postgres_cdc.rs`.)
 
 mod common;
 
@@ -280,4 +283,63 @@ async fn a_target_that_does_not_fit_is_refused_at_create_sink() {
     pg.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await
         .unwrap();
+}
+
+/// `examples/postgres` as shipped: its upstream tables, its pipeline (CDC in, a join, a sink
+/// back out), and the sunk table following changes made upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_example_pipeline_runs_as_shipped() {
+    let pg = postgres().await;
+    let wal_level: String = pg.query_one("SHOW wal_level", &[]).await.unwrap().get(0);
+    assert_eq!(
+        wal_level, "logical",
+        "run .ci/run once: it sets wal_level = logical"
+    );
+    pg.batch_execute(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+           WHERE NOT active AND (slot_name LIKE 'sluice_customers_%' OR slot_name LIKE 'sluice_orders_%');
+         DROP SCHEMA IF EXISTS shop CASCADE;",
+    )
+    .await
+    .unwrap();
+    let example = |file: &str| {
+        std::fs::read_to_string(format!(
+            "{}/examples/postgres/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    };
+    pg.batch_execute(&example("upstream.sql")).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = spawn(dir.path(), port);
+    let sluice = connect_when_up(port).await;
+    sluice
+        .batch_execute(&example("pipeline.sql"))
+        .await
+        .unwrap();
+    let upstream = "SELECT c.country, count(*), sum(o.amount) FROM shop.orders o \
+                    JOIN shop.customers c ON o.customer_id = c.id GROUP BY c.country";
+    let sunk = "SELECT country, orders, revenue FROM shop.revenue_by_country";
+    await_equal(&pg, upstream, &pg, sunk, "as shipped").await;
+    assert_eq!(sorted_rows(&pg, sunk).await.len(), 3);
+    pg.batch_execute(
+        "INSERT INTO shop.orders (id, customer_id, amount) VALUES (5, 3, 100.00);
+         UPDATE shop.customers SET country = 'SE' WHERE id = 3;
+         DELETE FROM shop.orders WHERE id = 2;",
+    )
+    .await
+    .unwrap();
+    await_equal(&pg, upstream, &pg, sunk, "after upstream changes").await;
+    assert!(
+        sorted_rows(&pg, sunk)
+            .await
+            .contains(&"SE|2|107.25".to_string())
+    );
+    sluice
+        .batch_execute("DROP SINK revenue_out; DROP MATERIALIZED VIEW revenue_by_country; DROP SOURCE shop CASCADE")
+        .await
+        .unwrap();
+    drop(child);
+    pg.batch_execute("DROP SCHEMA shop CASCADE").await.unwrap();
 }

@@ -211,3 +211,64 @@ async fn stream_queue_exactly_once_and_classic_queue_at_least_once_across_sigkil
             .unwrap();
     }
 }
+
+/// `examples/rabbitmq/pipeline.sql` as shipped, over readings published to its stream queue
+/// (1 % malformed): every closed window equals the batch query over the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_example_pipeline_runs_as_shipped() {
+    let (_connection, channel) = broker(&[("readings", true)]).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    // 30 seconds of readings, then one a minute later that closes their windows.
+    let mut messages: Vec<String> = (0..600)
+        .map(|i| {
+            if i % 100 == 99 {
+                "{\"sensor\": \"s1\", \"celsius\": ".to_string()
+            } else {
+                format!(
+                    "{{\"sensor\": \"s{}\", \"celsius\": {}.5, \"at\": \"2026-01-01 00:00:{:02}.{}\"}}",
+                    rng.random_range(1..6),
+                    rng.random_range(10..30),
+                    i / 20,
+                    (i % 20) * 5
+                )
+            }
+        })
+        .collect();
+    messages.push(r#"{"sensor": "s1", "celsius": 1.0, "at": "2026-01-01 00:01:30"}"#.into());
+    publish(&channel, "readings", &messages).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _child = spawn(dir.path(), port);
+    let sluice = connect_when_up(port).await;
+    let pipeline = std::fs::read_to_string(format!(
+        "{}/examples/rabbitmq/pipeline.sql",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    sluice.batch_execute(&pipeline).await.unwrap();
+    await_value(&sluice, "SELECT count(*) FROM readings", 595).await;
+    await_value(&sluice, "SELECT sum(n)::BIGINT FROM per_sensor", 594).await;
+    let streamed = sorted_rows(
+        &sluice,
+        "SELECT sensor, window_start, n, mean, peak FROM per_sensor",
+    )
+    .await;
+    let batch = sorted_rows(
+        &sluice,
+        "SELECT sensor, window_start, count(*), avg(celsius), max(celsius)
+         FROM TUMBLE(readings, at, INTERVAL '10 seconds')
+         WHERE at < TIMESTAMP '2026-01-01 00:01:00' GROUP BY sensor, window_start",
+    )
+    .await;
+    assert_eq!(streamed, batch);
+    let bad: i64 = scalar(
+        &sluice,
+        "SELECT bad_records FROM sluice_sources WHERE source_name = 'readings'",
+    )
+    .await;
+    assert_eq!(bad, 6);
+    channel
+        .queue_delete("readings".into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+}

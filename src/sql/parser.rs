@@ -57,6 +57,11 @@ pub struct ConnectorClause {
     pub includes: Vec<(String, String)>,
 }
 
+/// The option `FROM source TABLE 'x'` becomes: the shared source's name.
+pub const CDC_SOURCE_OPTION: &str = "cdc.source";
+/// The option `FROM source TABLE 'x'` becomes: the upstream table.
+pub const CDC_TABLE_OPTION: &str = "cdc.table";
+
 /// `CREATE SINK [IF NOT EXISTS] name FROM relation`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SinkClause {
@@ -247,6 +252,34 @@ fn cut_connector(chunk: &[Token]) -> Result<ConnectorCut> {
                 found = true;
                 cut(&mut keep, &meaningful, k, end);
                 k = end;
+            }
+            // `CREATE TABLE t (…) FROM source TABLE 'schema.table'`: a table of a shared
+            // CDC source (RisingWave's syntax); the engine fills in the source's options.
+            Some("from")
+                if object == "table"
+                    && word_at(k + 2).as_deref() == Some("table")
+                    && matches!(
+                        meaningful.get(k + 3).map(|&j| &chunk[j]),
+                        Some(Token::SingleQuotedString(_))
+                    ) =>
+            {
+                let source = match meaningful.get(k + 1).map(|&j| &chunk[j]) {
+                    Some(Token::Word(w)) if w.quote_style.is_some() => w.value.clone(),
+                    Some(Token::Word(w)) => w.value.to_lowercase(),
+                    _ => return Err(syntax("FROM … TABLE needs a source name".into())),
+                };
+                let Some(Token::SingleQuotedString(upstream)) =
+                    meaningful.get(k + 3).map(|&j| &chunk[j])
+                else {
+                    return Err(syntax("FROM source TABLE needs 'schema.table'".into()));
+                };
+                clause.options.insert(CDC_SOURCE_OPTION.into(), source);
+                clause
+                    .options
+                    .insert(CDC_TABLE_OPTION.into(), upstream.clone());
+                found = true;
+                cut(&mut keep, &meaningful, k, k + 4);
+                k += 4;
             }
             Some("include") => {
                 let kind = word_at(k + 1).ok_or_else(|| syntax("INCLUDE needs a kind".into()))?;
@@ -923,6 +956,18 @@ mod tests {
             Some("UPSERT")
         );
         assert!(matches!(stmts[2].statement, Statement::Query(_)));
+    }
+
+    #[test]
+    fn a_table_of_a_shared_source() {
+        let stmts = parse_sql(
+            "CREATE TABLE orders (id INT PRIMARY KEY, v TEXT) FROM pg TABLE 'public.orders'",
+        )
+        .unwrap();
+        let c = stmts[0].connector.as_ref().unwrap();
+        assert_eq!(c.options[CDC_SOURCE_OPTION], "pg");
+        assert_eq!(c.options[CDC_TABLE_OPTION], "public.orders");
+        assert!(matches!(stmts[0].statement, Statement::CreateTable(_)));
     }
 
     #[test]

@@ -177,10 +177,18 @@ async fn sql_client(
     Ok(client)
 }
 
-/// At `CREATE TABLE`: PostgreSQL is reachable, decodes logically, and has the table with every
-/// column of the Sluice table and the same key.
-pub async fn check_table(cdc: &PostgresCdcSource, def: &TableDef) -> Result<()> {
-    let client = sql_client(cdc).await.map_err(|e| {
+/// At `CREATE SOURCE`: PostgreSQL is reachable and decodes logically.
+pub async fn check_server(cdc: &PostgresCdcSource) -> Result<()> {
+    let client = connect_checked(cdc).await?;
+    match check_wal_level(&client).await {
+        Ok(()) => Ok(()),
+        Err(Failure::Fatal(e)) => Err(e),
+        Err(Failure::Retry(reason)) => Err(Error::connector(format!("postgres-cdc: {reason}"))),
+    }
+}
+
+async fn connect_checked(cdc: &PostgresCdcSource) -> Result<tokio_postgres::Client> {
+    sql_client(cdc).await.map_err(|e| {
         Error::user(
             sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
             format!(
@@ -188,19 +196,10 @@ pub async fn check_table(cdc: &PostgresCdcSource, def: &TableDef) -> Result<()> 
                 cdc.target.host, cdc.target.port, cdc.target.database
             ),
         )
-    })?;
-    match check_upstream(&client, cdc, def).await {
-        Ok(()) => Ok(()),
-        Err(Failure::Fatal(e)) => Err(e),
-        Err(Failure::Retry(reason)) => Err(Error::connector(format!("postgres-cdc: {reason}"))),
-    }
+    })
 }
 
-async fn check_upstream(
-    client: &tokio_postgres::Client,
-    cdc: &PostgresCdcSource,
-    def: &TableDef,
-) -> std::result::Result<(), Failure> {
+async fn check_wal_level(client: &tokio_postgres::Client) -> std::result::Result<(), Failure> {
     let wal_level: String = client
         .query_one("SHOW wal_level", &[])
         .await
@@ -215,6 +214,26 @@ async fn check_upstream(
             ),
         )));
     }
+    Ok(())
+}
+
+/// At `CREATE TABLE`: PostgreSQL is reachable, decodes logically, and has the table with every
+/// column of the Sluice table and the same key.
+pub async fn check_table(cdc: &PostgresCdcSource, def: &TableDef) -> Result<()> {
+    let client = connect_checked(cdc).await?;
+    match check_upstream(&client, cdc, def).await {
+        Ok(()) => Ok(()),
+        Err(Failure::Fatal(e)) => Err(e),
+        Err(Failure::Retry(reason)) => Err(Error::connector(format!("postgres-cdc: {reason}"))),
+    }
+}
+
+async fn check_upstream(
+    client: &tokio_postgres::Client,
+    cdc: &PostgresCdcSource,
+    def: &TableDef,
+) -> std::result::Result<(), Failure> {
+    check_wal_level(client).await?;
     let table = cdc.target.qualified_table();
     let rows = client
         .query(
@@ -466,12 +485,31 @@ impl<'a> Session<'a> {
                 ),
             )));
         }
-        client
-            .batch_execute(&format!(
+        // Sluice's own publication: made for the table, or (left from an earlier upstream
+        // table of that name) given it again.
+        let exists = client
+            .query_opt(
+                "SELECT 1 FROM pg_publication WHERE pubname = $1",
+                &[&self.names.publication],
+            )
+            .await
+            .map_err(sql_failure("reading the publications"))?
+            .is_some();
+        let sql = if exists {
+            format!(
+                "ALTER PUBLICATION {} ADD TABLE {}",
+                quote_identifier(&self.names.publication),
+                target.qualified_table()
+            )
+        } else {
+            format!(
                 "CREATE PUBLICATION {} FOR TABLE {}",
                 quote_identifier(&self.names.publication),
                 target.qualified_table()
-            ))
+            )
+        };
+        client
+            .batch_execute(&sql)
             .await
             .map_err(sql_failure("creating the publication"))?;
         Ok(())
