@@ -343,3 +343,116 @@ async fn postgres_example_pipeline_runs_as_shipped() {
     drop(child);
     pg.batch_execute("DROP SCHEMA shop CASCADE").await.unwrap();
 }
+
+/// A CDC table killed in the middle of its snapshot takes it again from the start (the rows
+/// the first try wrote are not kept twice); one whose upstream table loses a column it takes
+/// stops, with the reason in `sluice_sources`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdc_snapshot_interrupted_and_a_schema_change_it_cannot_follow() {
+    let pg = postgres().await;
+    let schema = "sluice_cdc_snapshot";
+    pg.batch_execute(&format!(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+           WHERE slot_name IN ('sluice_snap_big', 'sluice_snap_small');
+         DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
+         CREATE TABLE {schema}.big (id BIGINT PRIMARY KEY, v TEXT);
+         INSERT INTO {schema}.big SELECT g, repeat('x', 100) || g FROM generate_series(1, 400000) g;
+         CREATE TABLE {schema}.small (id INT PRIMARY KEY, a INT, b TEXT);
+         INSERT INTO {schema}.small VALUES (1, 1, 'one'), (2, 2, 'two');"
+    ))
+    .await
+    .unwrap();
+    let options = |table: &str| {
+        format!(
+            "connector = 'postgres-cdc', hostname = '127.0.0.1', port = '5432', \
+             username = 'postgres', database.name = 'test', schema.name = '{schema}', \
+             table.name = '{table}', slot.name = 'sluice_snap_{table}'"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = spawn(dir.path(), port);
+    let sluice = connect_when_up(port).await;
+    sluice
+        .batch_execute(&format!(
+            "CREATE TABLE big (id BIGINT PRIMARY KEY, v TEXT) WITH ({});
+             CREATE TABLE small (id INT PRIMARY KEY, a INT, b TEXT) WITH ({});",
+            options("big"),
+            options("small")
+        ))
+        .await
+        .unwrap();
+    // Killed once some of the snapshot is in.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows: i64 = sluice
+            .query_one(
+                "SELECT rows FROM sluice_sources WHERE source_name = 'big'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if rows > 0 {
+            assert!(rows < 400_000, "the snapshot ended before the kill");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no snapshot rows");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill();
+    pg.batch_execute(&format!(
+        "DELETE FROM {schema}.big WHERE id % 3 = 0; UPDATE {schema}.big SET v = 'changed' WHERE id % 5 = 0"
+    ))
+    .await
+    .unwrap();
+    let child = spawn(dir.path(), port);
+    let sluice = connect_when_up(port).await;
+    await_equal(
+        &pg,
+        &format!(
+            "SELECT count(*), count(*) FILTER (WHERE v = 'changed'), sum(id) FROM {schema}.big"
+        ),
+        &sluice,
+        "SELECT count(*), count(*) FILTER (WHERE v = 'changed'), sum(id) FROM big",
+        "after the interrupted snapshot",
+    )
+    .await;
+
+    // A column the Sluice table takes is dropped upstream.
+    pg.batch_execute(&format!(
+        "ALTER TABLE {schema}.small DROP COLUMN b; INSERT INTO {schema}.small VALUES (3, 3)"
+    ))
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let row = sluice
+            .query_one(
+                "SELECT status, coalesce(error, '') FROM sluice_sources WHERE source_name = 'small'",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (status, error): (String, String) = (row.get(0), row.get(1));
+        if status == "failed" {
+            assert!(error.contains("no longer has column \"b\""), "{error}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "status {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // What it had stays readable.
+    assert_eq!(
+        sorted_rows(&sluice, "SELECT id, b FROM small").await,
+        vec!["1|one", "2|two"]
+    );
+    sluice
+        .batch_execute("DROP TABLE big; DROP TABLE small")
+        .await
+        .unwrap();
+    drop(child);
+    pg.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}
