@@ -51,11 +51,35 @@ const GATHER_WAIT: Duration = Duration::from_millis(20);
 const SNAPSHOT_CHUNK_ROWS: usize = 16 * 1024;
 
 /// Where the table stands: the end LSN of the last commit it holds; `None` while its
-/// snapshot is not complete.
+/// snapshot is not complete. Stored (and shown in `sluice_sources.position`) in PostgreSQL's
+/// form, `{"lsn":"0/1FA7978"}`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Position {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "lsn_text")]
     lsn: Option<u64>,
+}
+
+/// An LSN as PostgreSQL writes it.
+mod lsn_text {
+    use pgwire_replication::Lsn;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(lsn: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match lsn {
+            Some(lsn) => s.serialize_str(&Lsn(*lsn).to_pg_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| {
+                Lsn::parse(&text)
+                    .map(|l| l.as_u64())
+                    .map_err(|e| serde::de::Error::custom(format!("LSN {text}: {e}")))
+            })
+            .transpose()
+    }
 }
 
 /// The slot and publication of a CDC table.
@@ -1030,6 +1054,19 @@ fn copy_line(out: &mut BytesMut, values: &[Value]) {
 mod tests {
     use super::*;
     use bytes::Bytes;
+
+    #[test]
+    fn positions_keep_lsns_in_postgres_form() {
+        let text = crate::connector::source::position_text(&Position {
+            lsn: Some((1 << 32) + 0x1FA_7978),
+        });
+        assert_eq!(text, r#"{"lsn":"1/1FA7978"}"#);
+        let back: Position = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.lsn, Some((1 << 32) + 0x1FA_7978));
+        let none: Position = serde_json::from_str("{}").unwrap();
+        assert_eq!(none.lsn, None);
+        assert!(serde_json::from_str::<Position>(r#"{"lsn":"nope"}"#).is_err());
+    }
 
     #[test]
     fn copy_lines_escape_what_copy_unescapes() {
