@@ -962,6 +962,18 @@ impl Engine {
                 expanded.options.insert(key.clone(), value.clone());
             }
         }
+        // One slot per table: a slot named on the source is each table's prefix.
+        if !connector.options.contains_key("slot.name")
+            && let Some(prefix) = options.get("slot.name")
+        {
+            let slot: String = format!("{prefix}_{table}")
+                .to_ascii_lowercase()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .take(63)
+                .collect();
+            expanded.options.insert("slot.name".into(), slot);
+        }
         expanded
             .options
             .insert("schema.name".into(), schema.to_string());
