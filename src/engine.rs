@@ -855,6 +855,21 @@ impl Engine {
             }
             // PostgreSQL is reachable and has the table, with these columns and key.
             Some(crate::connector::spec::SourceKind::PostgresCdc(cdc)) => {
+                // Two tables on one slot would each confirm the other's changes away.
+                let slot = crate::connector::postgres::cdc::Names::of(cdc, &def).slot;
+                let taken = self.tables.all().into_iter().any(|t| {
+                    matches!(
+                        t.def().connector.as_ref().map(|c| &c.kind),
+                        Some(crate::connector::spec::SourceKind::PostgresCdc(other))
+                            if crate::connector::postgres::cdc::Names::of(other, t.def()).slot == slot
+                    )
+                });
+                if taken {
+                    return Err(Error::user(
+                        sqlstate::DUPLICATE_OBJECT,
+                        format!("replication slot \"{slot}\" is another table's: give slot.name"),
+                    ));
+                }
                 crate::connector::postgres::cdc::check_table(cdc, &def).await?;
             }
             _ => {}
@@ -1049,6 +1064,9 @@ impl Engine {
         let id = table.def().id;
         store.remove(id)?;
         self.tables.remove(name);
+        // What follows may wait (a thread to stop, PostgreSQL to drop a slot): not with the
+        // catalog locked.
+        drop(store);
         // Stops the connector's thread before its log goes.
         crate::sync::lock(&self.sources, "the running sources").remove(&id);
         if let Some(crate::connector::spec::SourceKind::PostgresCdc(cdc)) =

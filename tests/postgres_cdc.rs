@@ -170,7 +170,7 @@ async fn cdc_views_equal_postgres_across_sigkills_and_a_postgres_restart() {
          DROP PUBLICATION IF EXISTS sluice_test_cdc;
          CREATE TABLE {SCHEMA}.customers (id INT PRIMARY KEY, name TEXT, region TEXT);
          CREATE TABLE {SCHEMA}.orders (id BIGINT PRIMARY KEY, customer_id INT,
-                                       amount NUMERIC(10, 2), status TEXT, at TIMESTAMPTZ);
+                                       amount NUMERIC(10, 2), status TEXT NOT NULL, at TIMESTAMPTZ);
          INSERT INTO {SCHEMA}.customers
            SELECT g, 'c' || g, 'r' || (g % 5) FROM generate_series(0, 199) g;
          INSERT INTO {SCHEMA}.orders
@@ -205,7 +205,7 @@ async fn cdc_views_equal_postgres_across_sigkills_and_a_postgres_restart() {
     sluice
         .batch_execute(&format!(
             "CREATE TABLE orders (id BIGINT PRIMARY KEY, customer_id INT, amount NUMERIC(10, 2),
-                                  status TEXT, at TIMESTAMPTZ) WITH ({}, publication.name = 'sluice_test_cdc');
+                                  status TEXT NOT NULL, at TIMESTAMPTZ) WITH ({}, publication.name = 'sluice_test_cdc');
              CREATE SOURCE pg WITH (connector = 'postgres-cdc', hostname = '127.0.0.1',
                port = '5432', username = 'postgres', database.name = 'test',
                publication.name = 'sluice_test_cdc', slot.name = 'sluice_test_pg');

@@ -176,7 +176,7 @@ async fn consume(
         },
     };
     let plain = |(channel, consumer)| (channel, consumer, false);
-    let (channel, mut consumer, stream) = if position.plain {
+    let (channel, mut consumer, mut stream) = if position.plain {
         open(None).await.map(plain).map_err(retry("consume"))?
     } else {
         match open(Some(start)).await {
@@ -241,6 +241,13 @@ async fn consume(
             continue;
         }
         splits.lagging(0);
+        if stream && records.iter().any(|(_, offset)| offset.is_none()) {
+            // A queue that took the stream offset argument but sends no offsets is not a
+            // stream: acknowledged only once durable from now on.
+            tracing::warn!(queue = %rabbit.queue, "deliveries without x-stream-offset: treated as a classic queue");
+            stream = false;
+            position.plain = true;
+        }
         if stream && let Some(tag) = last_tag.take() {
             // A stream keeps its messages: the acknowledgement only asks for more, and the
             // offset in the log says where to resume. The next deliveries arrive while these

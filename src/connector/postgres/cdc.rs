@@ -47,6 +47,8 @@ const SESSION_OPTIONS: &str = "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalS
 const MAX_PENDING_ROWS: usize = 16 * 1024;
 /// How long committed changes may wait to be written with later ones.
 const GATHER_WAIT: Duration = Duration::from_millis(20);
+/// How often a position alone (no rows of the table) is written when other traffic moved on.
+const QUIET_MARK_EVERY: Duration = Duration::from_secs(10);
 /// Snapshot bytes decoded at a time.
 const SNAPSHOT_CHUNK_ROWS: usize = 16 * 1024;
 
@@ -96,12 +98,15 @@ pub struct Names {
 impl Names {
     /// The names `cdc` gives, or the defaults for table `def`.
     pub fn of(cdc: &PostgresCdcSource, def: &TableDef) -> Self {
-        let own: String = format!("sluice_{}_{}", def.name, def.id)
+        // The table's id is kept whole, so that two tables never share a slot.
+        let id = format!("_{}", def.id);
+        let name: String = format!("sluice_{}", def.name)
             .to_ascii_lowercase()
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .take(63)
+            .take(63 - id.len())
             .collect();
+        let own = name + &id;
         Self {
             slot: cdc.slot.clone().unwrap_or_else(|| own.clone()),
             own_publication: cdc.publication.is_none(),
@@ -147,7 +152,15 @@ fn sql_failure(what: &'static str) -> impl Fn(tokio_postgres::Error) -> Failure 
 fn stream_failure(what: &'static str) -> impl Fn(PgWireError) -> Failure {
     move |e| match &e {
         PgWireError::Io(_) | PgWireError::Task(_) => Failure::Retry(format!("{what}: {e}")),
-        PgWireError::Server(message) if !message.contains("does not exist") => {
+        PgWireError::Server(message)
+            if ![
+                "does not exist",
+                "can no longer get changes",
+                "has already been removed",
+            ]
+            .iter()
+            .any(|m| message.contains(m)) =>
+        {
             Failure::Retry(format!("{what}: {e}"))
         }
         _ => Failure::Fatal(Error::connector(format!("postgres-cdc: {what}: {e}"))),
@@ -385,13 +398,55 @@ enum RowChange {
     Delete(Vec<Value>),
 }
 
-/// Committed changes not yet written.
+/// Changes netted per key: the last change of each key, and whether the table was emptied
+/// before them.
 #[derive(Debug, Default)]
-struct Pending {
-    /// The table was emptied before the changes in `rows`.
+struct Changes {
     truncated: bool,
     /// Per key (its values, encoded), the last change.
     rows: HashMap<Vec<u8>, RowChange>,
+}
+
+impl Changes {
+    fn is_empty(&self) -> bool {
+        !self.truncated && self.rows.is_empty()
+    }
+
+    /// Records a key's change. An upsert that left large values unchanged (not sent) takes
+    /// them from the key's earlier upsert here, if any.
+    fn put(&mut self, key: Vec<u8>, mut change: RowChange) {
+        if let (RowChange::Upsert(values), Some(RowChange::Upsert(before))) =
+            (&mut change, self.rows.get(&key))
+        {
+            for (value, earlier) in values.iter_mut().zip(before) {
+                if *value == Value::Unchanged {
+                    *value = earlier.clone();
+                }
+            }
+        }
+        self.rows.insert(key, change);
+    }
+
+    fn truncate(&mut self) {
+        self.rows.clear();
+        self.truncated = true;
+    }
+
+    /// The changes of a later transaction on top of these.
+    fn absorb(&mut self, later: Changes) {
+        if later.truncated {
+            self.truncate();
+        }
+        for (key, change) in later.rows {
+            self.put(key, change);
+        }
+    }
+}
+
+/// Committed changes not yet written.
+#[derive(Debug, Default)]
+struct Pending {
+    changes: Changes,
     /// The end LSN of the last commit gathered.
     lsn: Option<u64>,
     /// When the first of them committed.
@@ -454,15 +509,35 @@ impl<'a> Session<'a> {
         let mut stream = match self.position.lsn {
             None => self.snapshot(&client, base).await?,
             Some(lsn) => {
-                let exists = client
+                let slot = client
                     .query_opt(
-                        "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+                        "SELECT confirmed_flush_lsn::text, coalesce(wal_status, '') \
+                         FROM pg_replication_slots WHERE slot_name = $1",
                         &[&self.names.slot],
                     )
                     .await
-                    .map_err(sql_failure("reading the replication slots"))?
-                    .is_some();
-                if !exists {
+                    .map_err(sql_failure("reading the replication slots"))?;
+                if let Some(slot) = &slot {
+                    let confirmed: Option<String> = slot.get(0);
+                    let status: String = slot.get(1);
+                    let ahead = confirmed
+                        .and_then(|c| Lsn::parse(&c).ok())
+                        .is_some_and(|c| c.as_u64() > lsn);
+                    if status == "lost" || ahead {
+                        return Err(Failure::Fatal(Error::connector(format!(
+                            "postgres-cdc: the replication slot {} no longer holds the changes \
+                             since LSN {} ({}): drop the table and create it again (a new snapshot)",
+                            self.names.slot,
+                            Lsn(lsn).to_pg_string(),
+                            if ahead {
+                                "another consumer confirmed past them"
+                            } else {
+                                "PostgreSQL removed the WAL"
+                            }
+                        ))));
+                    }
+                }
+                if slot.is_none() {
                     return Err(Failure::Fatal(Error::connector(format!(
                         "postgres-cdc: the replication slot {} is gone, so changes since LSN {} \
                          cannot be read: drop the table and create it again (a new snapshot)",
@@ -741,11 +816,14 @@ impl<'a> Session<'a> {
     async fn follow(&mut self, stream: &mut ReplicationClient) -> std::result::Result<(), Failure> {
         let mut relation: Option<RelationMap> = None;
         let mut pending = Pending::default();
-        let mut transaction: Vec<RowChange> = Vec::new();
-        let mut truncated_in_transaction = false;
+        let mut transaction = Changes::default();
         let mut skip = false;
         let mut in_transaction = false;
         let mut server_end = self.position.lsn.unwrap_or(0);
+        // The newest position with nothing of the table in flight below it (commits of other
+        // tables, keepalives), and when such a position was last written.
+        let mut quiet_lsn = 0u64;
+        let mut last_mark = Instant::now();
         while !self.context.stopped() {
             let event = match tokio::time::timeout(Duration::from_millis(50), stream.recv()).await {
                 Err(_) => None,
@@ -759,37 +837,26 @@ impl<'a> Session<'a> {
                     in_transaction = true;
                     // Committed before the position: already applied.
                     skip = self.position.lsn.is_some_and(|p| final_lsn.as_u64() < p);
-                    transaction.clear();
-                    truncated_in_transaction = false;
+                    transaction = Changes::default();
                 }
-                Some(ReplicationEvent::XLogData { data, .. }) if !skip => {
+                Some(ReplicationEvent::XLogData { data, .. }) => {
                     let message = pgoutput::decode(data).map_err(|e| {
                         Failure::Fatal(Error::connector(format!("postgres-cdc: {e}")))
                     })?;
-                    self.take(
-                        message,
-                        &mut relation,
-                        &mut transaction,
-                        &mut truncated_in_transaction,
-                    )?;
+                    // A skipped transaction's relation descriptions still hold for later ones.
+                    if !skip || matches!(message, Message::Relation(_)) {
+                        self.take(message, &mut relation, &mut transaction)?;
+                    }
                 }
-                Some(ReplicationEvent::XLogData { .. }) => {}
                 Some(ReplicationEvent::Commit { end_lsn, .. }) => {
                     in_transaction = false;
-                    if !skip {
-                        if truncated_in_transaction {
-                            pending.truncated = true;
-                            pending.rows.clear();
-                        }
-                        for change in transaction.drain(..) {
-                            let key = match &change {
-                                RowChange::Upsert(values) => {
-                                    self.key_bytes(self.key.iter().map(|&k| &values[k]))
-                                }
-                                RowChange::Delete(key) => self.key_bytes(key.iter()),
-                            };
-                            pending.rows.insert(key, change);
-                        }
+                    let changes = std::mem::take(&mut transaction);
+                    if skip {
+                    } else if changes.is_empty() {
+                        // Nothing of this table: no record for it.
+                        quiet_lsn = quiet_lsn.max(end_lsn.as_u64());
+                    } else {
+                        pending.changes.absorb(changes);
                         pending.lsn = Some(end_lsn.as_u64());
                         pending.since.get_or_insert_with(Instant::now);
                     }
@@ -797,32 +864,37 @@ impl<'a> Session<'a> {
                 }
                 Some(ReplicationEvent::KeepAlive { wal_end, .. }) => {
                     server_end = server_end.max(wal_end.as_u64());
-                    // Nothing of the table is in flight below the server's position: the table
-                    // stands there too, so the slot need not keep the WAL before it.
-                    if !in_transaction
-                        && pending.is_empty()
-                        && self.position.lsn.is_some_and(|p| wal_end.as_u64() > p)
-                    {
-                        self.position.lsn = Some(wal_end.as_u64());
-                        self.write(
-                            None,
-                            None,
-                            &Position {
-                                lsn: self.position.lsn,
-                            },
-                        )?;
-                        self.durable().await?;
-                        stream.update_applied_lsn(wal_end);
+                    if !in_transaction {
+                        quiet_lsn = quiet_lsn.max(wal_end.as_u64());
                     }
                 }
                 Some(ReplicationEvent::Message { .. })
                 | Some(ReplicationEvent::StoppedAt { .. }) => {}
             }
-            let due = pending.rows.len() >= MAX_PENDING_ROWS
+            let due = pending.changes.rows.len() >= MAX_PENDING_ROWS
                 || pending.since.is_some_and(|t| t.elapsed() >= GATHER_WAIT);
             if !pending.is_empty() && due {
                 let lsn = self.flush(&mut pending).await?;
                 stream.update_applied_lsn(Lsn(lsn));
+                last_mark = Instant::now();
+            } else if pending.is_empty()
+                && !in_transaction
+                && self.position.lsn.is_some_and(|p| quiet_lsn > p)
+                && last_mark.elapsed() >= QUIET_MARK_EVERY
+            {
+                // Nothing of the table is in flight below `quiet_lsn`: the table stands there
+                // too, so the slot need not keep the WAL before it for other tables' traffic.
+                self.position.lsn = Some(quiet_lsn);
+                self.write(
+                    None,
+                    None,
+                    &Position {
+                        lsn: Some(quiet_lsn),
+                    },
+                )?;
+                self.durable().await?;
+                stream.update_applied_lsn(Lsn(quiet_lsn));
+                last_mark = Instant::now();
             }
             let at = self.position.lsn.unwrap_or(0);
             let state = if at >= server_end {
@@ -840,8 +912,7 @@ impl<'a> Session<'a> {
         &self,
         message: Message,
         relation: &mut Option<RelationMap>,
-        transaction: &mut Vec<RowChange>,
-        truncated: &mut bool,
+        transaction: &mut Changes,
     ) -> std::result::Result<(), Failure> {
         let ours = |id: u32| relation.as_ref().is_some_and(|r| r.id == id);
         match message {
@@ -851,33 +922,40 @@ impl<'a> Session<'a> {
                 *relation = Some(self.map_relation(&r)?);
             }
             Message::Insert { relation: id, new } if ours(id) => {
-                transaction.push(RowChange::Upsert(self.row(relation, new, None)?));
+                let new = self.row(relation, new, None)?;
+                transaction.put(self.upsert_key(&new), RowChange::Upsert(new));
             }
             Message::Update {
                 relation: id,
                 old,
                 new,
             } if ours(id) => {
-                let new = self.row(relation, new, old.as_deref())?;
+                let full = old.as_ref().filter(|o| o.full).map(|o| o.values.as_slice());
+                let new = self.row(relation, new, full)?;
                 if let Some(old) = old {
-                    let old_key = self.key_values(relation, &old);
+                    let old_key = self.key_values(relation, &old.values);
                     let new_key: Vec<Value> = self.key.iter().map(|&k| new[k].clone()).collect();
                     if old_key != new_key {
-                        transaction.push(RowChange::Delete(old_key));
+                        let key = self.key_bytes(old_key.iter());
+                        transaction.put(key, RowChange::Delete(old_key));
                     }
                 }
-                transaction.push(RowChange::Upsert(new));
+                transaction.put(self.upsert_key(&new), RowChange::Upsert(new));
             }
             Message::Delete { relation: id, old } if ours(id) => {
-                transaction.push(RowChange::Delete(self.key_values(relation, &old)));
+                let key = self.key_values(relation, &old);
+                transaction.put(self.key_bytes(key.iter()), RowChange::Delete(key));
             }
             Message::Truncate { relations } if relations.iter().any(|&id| ours(id)) => {
-                transaction.clear();
-                *truncated = true;
+                transaction.truncate();
             }
             _ => {}
         }
         Ok(())
+    }
+
+    fn upsert_key(&self, values: &[Value]) -> Vec<u8> {
+        self.key_bytes(self.key.iter().map(|&k| &values[k]))
     }
 
     fn map_relation(&self, r: &pgoutput::Relation) -> std::result::Result<RelationMap, Failure> {
@@ -906,8 +984,9 @@ impl<'a> Session<'a> {
         Ok(RelationMap { id: r.id, columns })
     }
 
-    /// A stream tuple in the Sluice table's column order; unchanged TOASTed values taken from
-    /// the old row when the stream sent it whole.
+    /// A stream tuple in the Sluice table's column order. A large (TOASTed) value the update
+    /// left unchanged is not sent: it is taken from the whole old row when the stream sent it,
+    /// else left `Unchanged` for [`Changes::put`] or [`Session::flush`] to fill.
     fn row(
         &self,
         relation: &Option<RelationMap>,
@@ -922,15 +1001,11 @@ impl<'a> Session<'a> {
         map.columns
             .iter()
             .map(|&at| match tuple.get(at) {
-                Some(Value::Unchanged) => match old.and_then(|o| o.get(at)) {
-                    Some(v @ (Value::Text(_) | Value::Null)) => Ok(v.clone()),
-                    _ => Err(Failure::Fatal(Error::connector(format!(
-                        "postgres-cdc: an update of {}.{} left a large (TOASTed) value unchanged, \
-                         which the stream does not send: ALTER TABLE … REPLICA IDENTITY FULL lets \
-                         Sluice follow such updates",
-                        self.cdc.target.schema, self.cdc.target.table
-                    )))),
-                },
+                Some(Value::Unchanged) => Ok(old
+                    .and_then(|o| o.get(at))
+                    .filter(|v| **v != Value::Unchanged)
+                    .cloned()
+                    .unwrap_or(Value::Unchanged)),
                 Some(v) => Ok(v.clone()),
                 None => Err(Failure::Fatal(Error::connector(
                     "postgres-cdc: a tuple shorter than its relation",
@@ -974,7 +1049,9 @@ impl<'a> Session<'a> {
             .lsn
             .take()
             .ok_or_else(|| Failure::Fatal(Error::internal("nothing to flush")))?;
-        if std::mem::take(&mut pending.truncated) {
+        let changes = std::mem::take(&mut pending.changes);
+        pending.since = None;
+        if changes.truncated {
             let existing = self.context.table.snapshot()?;
             if !existing.is_empty() {
                 let keys = concat_batches(&existing[0].schema(), &existing)
@@ -992,32 +1069,46 @@ impl<'a> Session<'a> {
         }
         let mut upserts = BytesMut::new();
         let mut deletes = BytesMut::new();
-        for change in pending.rows.values() {
+        for change in changes.rows.values() {
             match change {
+                RowChange::Upsert(values) if values.contains(&Value::Unchanged) => {
+                    return Err(Failure::Fatal(Error::connector(format!(
+                        "postgres-cdc: an update of {}.{} left a large (TOASTed) value unchanged, \
+                         which the stream does not send: ALTER TABLE … REPLICA IDENTITY FULL lets \
+                         Sluice follow such updates",
+                        self.cdc.target.schema, self.cdc.target.table
+                    ))));
+                }
                 RowChange::Upsert(values) => copy_line(&mut upserts, values),
                 RowChange::Delete(key) => copy_line(&mut deletes, key),
             }
         }
-        pending.rows.clear();
-        pending.since = None;
-        let columns = self.context.table.def().schema.fields().len();
+        let schema = Arc::clone(&self.context.table.def().schema);
         let rows = if upserts.is_empty() {
             None
         } else {
-            let batch = self.copy_in((0..columns).collect()).decode(&upserts)?;
-            Some(
-                RecordBatch::try_new(
-                    Arc::clone(&self.context.table.def().schema),
-                    batch.columns().to_vec(),
-                )
-                .map_err(Error::from)?,
-            )
+            let copy = self.copy_in((0..schema.fields().len()).collect());
+            let batch = copy.decode(&upserts)?;
+            Some(RecordBatch::try_new(schema, batch.columns().to_vec()).map_err(Error::from)?)
         };
         let deleted_keys = if deletes.is_empty() {
             None
         } else {
-            let batch = self.copy_in(self.key.clone()).decode(&deletes)?;
-            Some(batch.project(&self.key).map_err(Error::from)?)
+            // Only the key columns: the others, absent, must not trip NOT NULL checks.
+            let keys = Arc::new(
+                self.context
+                    .table
+                    .def()
+                    .schema
+                    .project(&self.key)
+                    .map_err(Error::from)?,
+            );
+            let copy = CopyIn {
+                schema: keys,
+                columns: (0..self.key.len()).collect(),
+                ..self.copy_in(Vec::new())
+            };
+            Some(copy.decode(&deletes)?)
         };
         self.position.lsn = Some(lsn);
         self.write(rows, deleted_keys, &Position { lsn: Some(lsn) })?;

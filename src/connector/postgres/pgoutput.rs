@@ -50,8 +50,8 @@ pub enum Message {
     Update {
         /// The relation.
         relation: u32,
-        /// The old key or row, when sent.
-        old: Option<Vec<Value>>,
+        /// The old key (`K`: non-key columns NULL) or whole old row (`O`), when sent.
+        old: Option<OldTuple>,
         /// The new values.
         new: Vec<Value>,
     },
@@ -69,6 +69,15 @@ pub enum Message {
     },
     /// Anything else (Type, Origin, …).
     Other(u8),
+}
+
+/// The old values an update carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OldTuple {
+    /// `true` for a whole row (`O`, replica identity full); `false` for the key only (`K`).
+    pub full: bool,
+    /// The values (all columns; with `K`, the non-key ones are NULL).
+    pub values: Vec<Value>,
 }
 
 /// A malformed message.
@@ -204,7 +213,10 @@ pub fn decode(data: Bytes) -> Result<Message, DecodeError> {
             let mut old = None;
             let mut kind = r.u8()?;
             if kind == b'K' || kind == b'O' {
-                old = Some(r.tuple()?);
+                old = Some(OldTuple {
+                    full: kind == b'O',
+                    values: r.tuple()?,
+                });
                 kind = r.u8()?;
             }
             if kind != b'N' {
@@ -289,7 +301,10 @@ mod tests {
             decode(Bytes::from(u)).unwrap(),
             Message::Update {
                 relation: 16384,
-                old: Some(vec![Value::Text(Bytes::from("1")), Value::Null]),
+                old: Some(OldTuple {
+                    full: false,
+                    values: vec![Value::Text(Bytes::from("1")), Value::Null]
+                }),
                 new: vec![Value::Text(Bytes::from("2")), Value::Unchanged],
             }
         );

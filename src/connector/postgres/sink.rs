@@ -356,9 +356,8 @@ async fn prepare_session(
         )));
     }
     let schema = quote_identifier(&target.schema);
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE IF NOT EXISTS {schema}.{PROGRESS_TABLE} (\
+    let setup = format!(
+        "CREATE TABLE IF NOT EXISTS {schema}.{PROGRESS_TABLE} (\
                  sink_name text PRIMARY KEY, \
                  batch bigint NOT NULL, \
                  committed_at timestamptz NOT NULL DEFAULT now()); \
@@ -366,14 +365,25 @@ async fn prepare_session(
                  SELECT {columns} FROM {table} WITH NO DATA; \
              CREATE TEMP TABLE IF NOT EXISTS sluice_keys ON COMMIT DELETE ROWS AS \
                  SELECT {keys} FROM {table} WITH NO DATA",
-            columns = writer.column_list(false),
-            keys = if writer.key_columns.is_empty() {
-                writer.column_list(false)
-            } else {
-                writer.column_list(true)
-            },
-        ))
-        .await?;
+        columns = writer.column_list(false),
+        keys = if writer.key_columns.is_empty() {
+            writer.column_list(false)
+        } else {
+            writer.column_list(true)
+        },
+    );
+    // Sinks starting together race to create the progress table: the loser's error
+    // (23505 on pg_type, or 42P07) only means the table is there now.
+    for attempt in 0..3 {
+        match client.batch_execute(&setup).await {
+            Err(e)
+                if attempt < 2
+                    && e.code().is_some_and(|c| {
+                        *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE
+                    }) => {}
+            other => return other.map_err(PrepareError::from),
+        }
+    }
     Ok(())
 }
 
@@ -460,7 +470,7 @@ fn run(runtime: &tokio::runtime::Runtime, mut sink: PostgresSink) -> Result<()> 
         .map(|e| std::mem::take(&mut e.resume))
         .unwrap_or_default();
     for (batch, changes) in resume {
-        if !runtime.block_on(session.apply(&sink, batch, &changes))? {
+        if !runtime.block_on(session.apply(&sink, batch, &changes, true))? {
             return Ok(());
         }
     }
@@ -479,7 +489,7 @@ fn run(runtime: &tokio::runtime::Runtime, mut sink: PostgresSink) -> Result<()> 
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
-        if !runtime.block_on(session.apply(&sink, epoch.epoch, &epoch.changes))? {
+        if !runtime.block_on(session.apply(&sink, epoch.epoch, &epoch.changes, false))? {
             break;
         }
     }
@@ -500,6 +510,7 @@ impl Session {
         sink: &PostgresSink,
         batch: u64,
         changes: &[ChangeBatch],
+        resumed: bool,
     ) -> Result<bool> {
         let planned = sink.writer.plan(changes)?;
         let mut backoff = Duration::from_millis(100);
@@ -510,7 +521,7 @@ impl Session {
             let result = match self.client(sink).await {
                 Ok(_) => {
                     let client = self.client.as_mut().expect("connected just now");
-                    write_batch(client, sink, batch, &planned).await
+                    write_batch(client, sink, batch, &planned, resumed).await
                 }
                 Err(e) => Err(e),
             };
@@ -568,6 +579,7 @@ async fn write_batch(
     sink: &PostgresSink,
     batch: u64,
     planned: &Planned,
+    resumed: bool,
 ) -> std::result::Result<u64, PrepareError> {
     let schema = quote_identifier(&sink.target.schema);
     let table = sink.target.qualified_table();
@@ -581,7 +593,9 @@ async fn write_batch(
         )
         .await?
         .map(|row| row.get(0));
-    if committed.is_some_and(|c| c >= batch_number) {
+    // Only a batch offered again after a restart can be in PostgreSQL already; any other is
+    // new, whatever its number (epochs follow the clock, which may step back).
+    if resumed && committed.is_some_and(|c| c >= batch_number) {
         tracing::info!(
             batch,
             "postgres sink: batch committed before the restart; skipped"
@@ -649,7 +663,8 @@ async fn write_batch(
         .execute(
             &format!(
                 "INSERT INTO {schema}.{PROGRESS_TABLE} (sink_name, batch) VALUES ($1, $2) \
-                 ON CONFLICT (sink_name) DO UPDATE SET batch = EXCLUDED.batch, committed_at = now()"
+                 ON CONFLICT (sink_name) DO UPDATE \
+                 SET batch = greatest({PROGRESS_TABLE}.batch, EXCLUDED.batch), committed_at = now()"
             ),
             &[
                 &sink.name as &(dyn tokio_postgres::types::ToSql + Sync),
