@@ -94,15 +94,7 @@ async fn run_async(
             Ok(()) => return Ok(()),
             Err(Failure::Fatal(e)) => return Err(e),
             Err(Failure::Retry(reason)) => {
-                tracing::warn!(queue = %rabbit.queue, %reason, retry_in = ?backoff, "rabbitmq source: reconnecting");
-                context
-                    .stats
-                    .set_status(SourceStatus::Stalled(format!("rabbitmq: {reason}")));
-                let until = Instant::now() + backoff;
-                while Instant::now() < until && !context.stopped() {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                context.back_off("rabbitmq", &reason, &mut backoff).await;
             }
         }
     }

@@ -182,6 +182,19 @@ impl SourceContext {
         })
     }
 
+    /// A connector lost its connection: shows `stalled` with the reason, waits `backoff`
+    /// (less if the source is stopped meanwhile), and doubles it, up to 5 s.
+    pub async fn back_off(&self, connector: &str, reason: &str, backoff: &mut Duration) {
+        tracing::warn!(%reason, retry_in = ?backoff, "{connector}: reconnecting");
+        self.stats
+            .set_status(SourceStatus::Stalled(format!("{connector}: {reason}")));
+        let until = Instant::now() + *backoff;
+        while Instant::now() < until && !self.stopped() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        *backoff = (*backoff * 2).min(Duration::from_secs(5));
+    }
+
     /// Counts a record that did not decode; with `on_error = 'fail'` it is an error.
     pub fn bad_record(&self, location: &str, reason: &str) -> Result<()> {
         let n = self.stats.bad_records.fetch_add(1, Ordering::Relaxed) + 1;

@@ -184,15 +184,9 @@ async fn run_async(context: &SourceContext, cdc: &PostgresCdcSource) -> Result<(
             Ok(()) => return Ok(()),
             Err(Failure::Fatal(e)) => return Err(e),
             Err(Failure::Retry(reason)) => {
-                tracing::warn!(%reason, retry_in = ?backoff, "postgres-cdc: reconnecting");
                 context
-                    .stats
-                    .set_status(SourceStatus::Stalled(format!("postgres-cdc: {reason}")));
-                let until = Instant::now() + backoff;
-                while Instant::now() < until && !context.stopped() {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                    .back_off("postgres-cdc", &reason, &mut backoff)
+                    .await;
             }
         }
     }
@@ -655,12 +649,7 @@ impl<'a> Session<'a> {
         tracing::info!(slot = %self.names.slot, lsn = %consistent_point.to_pg_string(), "postgres-cdc: snapshot");
 
         // Rows an interrupted snapshot wrote go first.
-        let existing = self.context.table.snapshot()?;
-        if !existing.is_empty() {
-            let keys = concat_batches(&existing[0].schema(), &existing)
-                .map_err(Error::from)?
-                .project(&self.key)
-                .map_err(Error::from)?;
+        if let Some(keys) = self.existing_keys()? {
             self.write(None, Some(keys), &Position { lsn: None })?;
         }
         let estimate: f32 = client
@@ -745,6 +734,17 @@ impl<'a> Session<'a> {
             .await
             .map_err(stream_failure("start replication"))?;
         Ok(stream)
+    }
+
+    /// The keys of every row the table holds, if any.
+    fn existing_keys(&self) -> Result<Option<RecordBatch>> {
+        let existing = self.context.table.snapshot()?;
+        if existing.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(
+            concat_batches(&existing[0].schema(), &existing)?.project(&self.key)?,
+        ))
     }
 
     /// Writes snapshot rows (position: snapshot not complete).
@@ -1051,21 +1051,16 @@ impl<'a> Session<'a> {
             .ok_or_else(|| Failure::Fatal(Error::internal("nothing to flush")))?;
         let changes = std::mem::take(&mut pending.changes);
         pending.since = None;
-        if changes.truncated {
-            let existing = self.context.table.snapshot()?;
-            if !existing.is_empty() {
-                let keys = concat_batches(&existing[0].schema(), &existing)
-                    .map_err(Error::from)?
-                    .project(&self.key)
-                    .map_err(Error::from)?;
-                self.write(
-                    None,
-                    Some(keys),
-                    &Position {
-                        lsn: self.position.lsn,
-                    },
-                )?;
-            }
+        if changes.truncated
+            && let Some(keys) = self.existing_keys()?
+        {
+            self.write(
+                None,
+                Some(keys),
+                &Position {
+                    lsn: self.position.lsn,
+                },
+            )?;
         }
         let mut upserts = BytesMut::new();
         let mut deletes = BytesMut::new();
