@@ -13,11 +13,12 @@
 //!   1,000,000) in the machine's PostgreSQL (127.0.0.1:5432, database `test`, wal_level =
 //!   logical) taken as a CDC table's snapshot (rows/s until `count(*)` in a view is N), then N
 //!   rows updated upstream in transactions of 10,000 rows (changes/s from the first update
-//!   until the view's sum shows the last).
+//!   until the view's sum shows the last), then N more while Sluice is stopped (changes/s
+//!   from its restart until it caught up).
 //! - `cargo bench --bench sources -- rabbitmq [N]`: N JSON bids (default 1,000,000) published
 //!   to a stream queue and to a classic queue of the machine's RabbitMQ (127.0.0.1:5672), then
 //!   read by a source each into a count view (messages/s from CREATE SOURCE until every
-//!   message is in).
+//!   message is in), beside a bare lapin consumer reading the stream queue.
 //!
 //! Every mode prints the process's peak resident memory at the end.
 
@@ -128,7 +129,7 @@ async fn postgres_cdc(n: usize) {
     );
 
     let dir = tempfile::tempdir().expect("dir");
-    let (_server, client) = common::start_server(dir.path(), FsyncPolicy::Always).await;
+    let (server, client) = common::start_server(dir.path(), FsyncPolicy::Always).await;
     let started = Instant::now();
     client
         .batch_execute(
@@ -150,6 +151,39 @@ async fn postgres_cdc(n: usize) {
     // N updates, 10,000 rows a transaction, each adding 1 to v.
     let before: i64 = n * (n + 1) / 2;
     let started = Instant::now();
+    update_all(&pg, n).await;
+    let upstream = started.elapsed().as_secs_f64();
+    wait_value(&client, "SELECT total::BIGINT FROM totals", before + n).await;
+    let streamed = started.elapsed().as_secs_f64();
+    println!(
+        "postgres-cdc stream: {n} updated rows in {streamed:.2} s ({:.3} M changes/s; \
+         PostgreSQL took {upstream:.2} s to make them)",
+        n as f64 / streamed / 1e6
+    );
+    // Sluice stopped, N more changes upstream; then the time to catch up on them.
+    drop(client);
+    server.shutdown().await;
+    update_all(&pg, n).await;
+    let started = Instant::now();
+    let (_server, client) = common::start_server(dir.path(), FsyncPolicy::Always).await;
+    wait_value(&client, "SELECT total::BIGINT FROM totals", before + 2 * n).await;
+    let caught_up = started.elapsed().as_secs_f64();
+    println!(
+        "postgres-cdc catch-up: {n} rows updated while Sluice was stopped, applied in \
+         {caught_up:.2} s from its restart ({:.3} M changes/s)",
+        n as f64 / caught_up / 1e6
+    );
+    client
+        .batch_execute("DROP MATERIALIZED VIEW totals; DROP TABLE rows")
+        .await
+        .expect("drop");
+    pg.batch_execute("DROP SCHEMA sluice_bench CASCADE")
+        .await
+        .expect("drop schema");
+}
+
+/// Adds 1 to `v` of every row, 10,000 rows a transaction.
+async fn update_all(pg: &Client, n: i64) {
     let mut from = 1;
     while from <= n {
         let to = (from + 9_999).min(n);
@@ -161,21 +195,6 @@ async fn postgres_cdc(n: usize) {
         .expect("update");
         from = to + 1;
     }
-    let upstream = started.elapsed().as_secs_f64();
-    wait_value(&client, "SELECT total::BIGINT FROM totals", before + n).await;
-    let streamed = started.elapsed().as_secs_f64();
-    println!(
-        "postgres-cdc stream: {n} updated rows in {streamed:.2} s ({:.3} M changes/s; \
-         PostgreSQL took {upstream:.2} s to make them)",
-        n as f64 / streamed / 1e6
-    );
-    client
-        .batch_execute("DROP MATERIALIZED VIEW totals; DROP TABLE rows")
-        .await
-        .expect("drop");
-    pg.batch_execute("DROP SCHEMA sluice_bench CASCADE")
-        .await
-        .expect("drop schema");
 }
 
 async fn rabbitmq(n: usize) {
@@ -244,6 +263,53 @@ async fn rabbitmq(n: usize) {
             "rabbitmq: {n} messages published to {queue} in {:.2} s",
             started.elapsed().as_secs_f64()
         );
+    }
+    // The bare client: lapin reading the stream queue, acknowledging every 1,000.
+    {
+        use futures::StreamExt;
+        let consumer_channel = connection.create_channel().await.expect("channel");
+        consumer_channel
+            .basic_qos(5000, lapin::options::BasicQosOptions::default())
+            .await
+            .expect("qos");
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-stream-offset".into(),
+            AMQPValue::LongString("first".into()),
+        );
+        let started = Instant::now();
+        let mut consumer = consumer_channel
+            .basic_consume(
+                "sluice_bench_stream".into(),
+                "bench".into(),
+                lapin::options::BasicConsumeOptions::default(),
+                arguments,
+            )
+            .await
+            .expect("consume");
+        let mut read = 0usize;
+        while read < n {
+            let delivery = consumer.next().await.expect("open").expect("delivery");
+            read += 1;
+            if read.is_multiple_of(1000) {
+                consumer_channel
+                    .basic_ack(
+                        delivery.delivery_tag,
+                        lapin::options::BasicAckOptions { multiple: true },
+                    )
+                    .await
+                    .expect("ack");
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        println!(
+            "bare lapin consumer: {read} messages of the stream queue in {elapsed:.2} s ({:.3} M messages/s)",
+            read as f64 / elapsed / 1e6
+        );
+        consumer_channel
+            .close(200, "done".into())
+            .await
+            .expect("close");
     }
     let dir = tempfile::tempdir().expect("dir");
     let (_server, client) = common::start_server(dir.path(), FsyncPolicy::Always).await;
