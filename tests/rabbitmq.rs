@@ -192,6 +192,9 @@ async fn stream_queue_exactly_once_and_classic_queue_at_least_once_across_sigkil
         "malformed messages counted"
     );
 
+    // Every row is in the sources: once an epoch has taken them, each view equals its batch
+    // query (a FLUSH waits for an epoch that started after it).
+    sluice.batch_execute("FLUSH").await.unwrap();
     for (view, source) in [("per_g_stream", "s_stream"), ("per_g_classic", "s_classic")] {
         let streamed = sorted_rows(&sluice, &format!("SELECT g, n, total FROM {view}")).await;
         let batch = sorted_rows(

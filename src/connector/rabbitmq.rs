@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::connector::decode::RecordDecoder;
 use crate::connector::queue::table::ConnectorBatch;
 use crate::connector::source::{
-    SourceContext, SourceStatus, SplitWatermarks, position_text, watermark_candidates,
+    Failure, SourceContext, SourceStatus, SplitWatermarks, position_text, watermark_candidates,
 };
 use crate::connector::spec::{Format, RabbitMqSource, SourceSpec, StartupMode};
 use crate::error::{Error, Result};
@@ -99,20 +99,6 @@ async fn run_async(
         }
     }
     Ok(())
-}
-
-/// Why consuming stopped.
-enum Failure {
-    /// The connection or channel is gone, or the queue is not there yet: try again.
-    Retry(String),
-    /// Writing to the table failed, or a record failed with `on_error = 'fail'`.
-    Fatal(Error),
-}
-
-impl From<Error> for Failure {
-    fn from(e: Error) -> Self {
-        Failure::Fatal(e)
-    }
 }
 
 fn retry(what: &str) -> impl Fn(lapin::Error) -> Failure + '_ {

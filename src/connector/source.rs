@@ -122,6 +122,23 @@ pub fn position_text(position: &impl serde::Serialize) -> String {
     serde_json::to_string(position).unwrap_or_default()
 }
 
+/// Why a connector's session (one connection's life) ended.
+#[derive(Debug)]
+pub enum Failure {
+    /// The connection failed, the server is restarting, or what it reads is not there yet:
+    /// connect again after [`SourceContext::back_off`].
+    Retry(String),
+    /// Something the source cannot go on from (writing to its table failed, a record failed
+    /// with `on_error = 'fail'`, a change it cannot follow): it stops.
+    Fatal(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Fatal(e)
+    }
+}
+
 /// What a connector thread works with.
 #[derive(Debug)]
 pub struct SourceContext {

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use super::pgoutput::{self, Message, Value};
 use crate::catalog::table_def::TableDef;
 use crate::connector::queue::table::ConnectorBatch;
-use crate::connector::source::{SourceContext, SourceStatus, SplitProgress, SplitState};
+use crate::connector::source::{Failure, SourceContext, SourceStatus, SplitProgress, SplitState};
 use crate::connector::spec::{PostgresCdcSource, quote_identifier};
 use crate::error::{Error, Result, sqlstate};
 use crate::sql::copy::{CopyFormat, CopyIn};
@@ -112,20 +112,6 @@ impl Names {
             own_publication: cdc.publication.is_none(),
             publication: cdc.publication.clone().unwrap_or(own),
         }
-    }
-}
-
-/// Why a session ended.
-enum Failure {
-    /// The connection failed or the server is restarting: try again.
-    Retry(String),
-    /// Something Sluice cannot follow: the table stops.
-    Fatal(Error),
-}
-
-impl From<Error> for Failure {
-    fn from(e: Error) -> Self {
-        Failure::Fatal(e)
     }
 }
 
