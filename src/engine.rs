@@ -981,12 +981,7 @@ impl Engine {
         if !connector.options.contains_key("slot.name")
             && let Some(prefix) = options.get("slot.name")
         {
-            let slot: String = format!("{prefix}_{table}")
-                .to_ascii_lowercase()
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                .take(63)
-                .collect();
+            let slot = crate::connector::postgres::cdc::slot_name(&format!("{prefix}_{table}"), 63);
             expanded.options.insert("slot.name".into(), slot);
         }
         expanded

@@ -284,10 +284,7 @@ async fn consume(
         written_watermark = written_watermark.max(watermark);
         if !stream {
             // At least once: acknowledged only once the rows are durable.
-            let log = context.table.log();
-            if let Some(last) = log.end().checked_sub(1) {
-                log.wait_durable(last).await.map_err(Error::from)?;
-            }
+            context.durable().await?;
         }
         if let Some(tag) = last_tag {
             channel

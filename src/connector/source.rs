@@ -199,6 +199,16 @@ impl SourceContext {
         })
     }
 
+    /// Returns once every record written to the table is durable (fsynced under the log's
+    /// policy): what a connector waits for before it tells its upstream the records are kept.
+    pub async fn durable(&self) -> Result<()> {
+        let log = self.table.log();
+        if let Some(last) = log.end().checked_sub(1) {
+            log.wait_durable(last).await?;
+        }
+        Ok(())
+    }
+
     /// A connector lost its connection: shows `stalled` with the reason, waits `backoff`
     /// (less if the source is stopped meanwhile), and doubles it, up to 5 s.
     pub async fn back_off(&self, connector: &str, reason: &str, backoff: &mut Duration) {

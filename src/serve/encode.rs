@@ -217,23 +217,27 @@ pub fn copy_lines(batch: &RecordBatch, csv: bool) -> Vec<Bytes> {
                         line.put_slice(&v);
                     }
                 }
-                (Some(v), false) => {
-                    for &b in v.iter() {
-                        match b {
-                            b'\\' => line.put_slice(b"\\\\"),
-                            b'\t' => line.put_slice(b"\\t"),
-                            b'\n' => line.put_slice(b"\\n"),
-                            b'\r' => line.put_slice(b"\\r"),
-                            other => line.put_u8(other),
-                        }
-                    }
-                }
+                (Some(v), false) => put_copy_text(&mut line, &v),
             }
         }
         line.put_u8(b'\n');
         lines.push(line.split().freeze());
     }
     lines
+}
+
+/// `value` as a field of COPY's text format: backslash, tab, newline and carriage return
+/// escaped.
+pub fn put_copy_text(line: &mut BytesMut, value: &[u8]) {
+    for &b in value {
+        match b {
+            b'\\' => line.put_slice(b"\\\\"),
+            b'\t' => line.put_slice(b"\\t"),
+            b'\n' => line.put_slice(b"\\n"),
+            b'\r' => line.put_slice(b"\\r"),
+            other => line.put_u8(other),
+        }
+    }
 }
 
 /// Where encoded fields go: one buffer per row of the column being written.

@@ -100,13 +100,7 @@ impl Names {
     pub fn of(cdc: &PostgresCdcSource, def: &TableDef) -> Self {
         // The table's id is kept whole, so that two tables never share a slot.
         let id = format!("_{}", def.id);
-        let name: String = format!("sluice_{}", def.name)
-            .to_ascii_lowercase()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .take(63 - id.len())
-            .collect();
-        let own = name + &id;
+        let own = slot_name(&format!("sluice_{}", def.name), 63 - id.len()) + &id;
         Self {
             slot: cdc.slot.clone().unwrap_or_else(|| own.clone()),
             own_publication: cdc.publication.is_none(),
@@ -115,19 +109,20 @@ impl Names {
     }
 }
 
+/// `text` as a replication slot (or publication) name: lower case, anything but letters and
+/// digits as `_`, at most `max` characters.
+pub fn slot_name(text: &str, max: usize) -> String {
+    text.to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(max)
+        .collect()
+}
+
 fn sql_failure(what: &'static str) -> impl Fn(tokio_postgres::Error) -> Failure {
     move |e| {
-        let transient = match e.code() {
-            None => true,
-            Some(code) => ["08", "53", "57P"]
-                .iter()
-                .any(|c| code.code().starts_with(c)),
-        };
-        let detail = e.as_db_error().map_or_else(
-            || e.to_string(),
-            |d| format!("{} ({})", d.message(), d.code().code()),
-        );
-        if transient || e.is_closed() {
+        let detail = super::describe(&e);
+        if super::is_transient(&e) {
             Failure::Retry(format!("{what}: {detail}"))
         } else {
             Failure::Fatal(Error::connector(format!("postgres-cdc: {what}: {detail}")))
@@ -185,13 +180,7 @@ async fn sql_client(
 ) -> std::result::Result<tokio_postgres::Client, tokio_postgres::Error> {
     let mut config = cdc.target.config();
     config.options(SESSION_OPTIONS);
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "postgres-cdc connection ended");
-        }
-    });
-    Ok(client)
+    super::connect(&config).await
 }
 
 /// At `CREATE SOURCE`: PostgreSQL is reachable and decodes logically.
@@ -765,11 +754,7 @@ impl<'a> Session<'a> {
     }
 
     async fn durable(&self) -> Result<()> {
-        let log = self.context.table.log();
-        if let Some(last) = log.end().checked_sub(1) {
-            log.wait_durable(last).await?;
-        }
-        Ok(())
+        self.context.durable().await
     }
 
     fn copy_in(&self, columns: Vec<usize>) -> CopyIn {
@@ -1105,17 +1090,7 @@ fn copy_line(out: &mut BytesMut, values: &[Value]) {
             out.put_u8(b'\t');
         }
         match value {
-            Value::Text(text) => {
-                for &b in text.iter() {
-                    match b {
-                        b'\\' => out.put_slice(b"\\\\"),
-                        b'\t' => out.put_slice(b"\\t"),
-                        b'\n' => out.put_slice(b"\\n"),
-                        b'\r' => out.put_slice(b"\\r"),
-                        other => out.put_u8(other),
-                    }
-                }
-            }
+            Value::Text(text) => crate::serve::encode::put_copy_text(out, text),
             Value::Null | Value::Unchanged => out.put_slice(b"\\N"),
         }
     }

@@ -261,40 +261,14 @@ impl Planned {
 }
 
 fn pg_error(what: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
-    move |e| {
-        let detail = e.as_db_error().map_or_else(
-            || e.to_string(),
-            |d| format!("{} ({})", d.message(), d.code().code()),
-        );
-        Error::connector(format!("postgres sink: {what}: {detail}"))
-    }
-}
-
-/// Whether an error is worth retrying on a new connection.
-fn transient(e: &tokio_postgres::Error) -> bool {
-    match e.code() {
-        None => true,
-        Some(code) => {
-            *code == SqlState::T_R_SERIALIZATION_FAILURE
-                || *code == SqlState::T_R_DEADLOCK_DETECTED
-                || ["08", "53", "57P"]
-                    .iter()
-                    .any(|class| code.code().starts_with(class))
-        }
-    }
+    move |e| Error::connector(format!("postgres sink: {what}: {}", super::describe(&e)))
 }
 
 /// Connects to the target.
 pub async fn connect(
     target: &PostgresTarget,
 ) -> std::result::Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, connection) = target.config().connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "postgres sink connection ended");
-        }
-    });
-    Ok(client)
+    super::connect(&target.config()).await
 }
 
 /// Makes the target ready: the table (created with the view's columns if it does not exist;
@@ -534,7 +508,7 @@ impl Session {
                     }
                     return Ok(true);
                 }
-                Err(PrepareError::Postgres(e)) if transient(&e) || e.is_closed() => {
+                Err(PrepareError::Postgres(e)) if super::is_transient(&e) => {
                     sink.stats
                         .failed_records
                         .fetch_add(planned.len() as u64, Ordering::Relaxed);
