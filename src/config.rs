@@ -29,6 +29,8 @@ pub const DEFAULT_USER: &str = "sluice";
 pub struct Config {
     /// Where the Postgres wire server listens.
     pub listen: SocketAddr,
+    /// Where `GET /metrics` answers in the Prometheus (OpenMetrics) text format; `None`: off.
+    pub metrics_listen: Option<SocketAddr>,
     /// Directory of the catalog and of every table's log.
     pub data_dir: PathBuf,
     /// When a write is acknowledged: after fsync (`always`), after a grouped fsync a few
@@ -65,6 +67,7 @@ impl Config {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen: DEFAULT_LISTEN.parse().expect("the default address parses"),
+            metrics_listen: None,
             data_dir: data_dir.into(),
             fsync: FsyncPolicy::Always,
             users_file: None,

@@ -178,6 +178,16 @@ impl Engine {
         &self.views
     }
 
+    /// What the runtime, checkpoints and server count as it happens.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        self.views.metrics()
+    }
+
+    /// Bytes ad-hoc queries hold now, of `--query-memory`.
+    pub fn query_memory_reserved(&self) -> usize {
+        self.runtime.memory_pool.reserved()
+    }
+
     /// `SUBSCRIBE`: a feed of `target`'s changes. A view is subscribed to directly; a table or
     /// a query gets a view of its own, which lives as long as the subscription. Returns the
     /// rows' schema with the feed.
@@ -525,7 +535,8 @@ impl Engine {
                 stop,
                 thread: Some(thread),
             };
-            self.executor.add_sink(view.id, sender, feed)?;
+            self.executor
+                .add_sink(view.id, sender, Arc::clone(&running.stats), feed)?;
             self.show_sink(
                 &sink.name,
                 &sink.from,
@@ -541,6 +552,7 @@ impl Engine {
         let running = match checkpoints {
             Some(checkpoints) if spec.exactly_once => {
                 let confirmed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                let stats: Arc<crate::connector::sink::SinkStats> = Default::default();
                 let resumed = recovered
                     .map(crate::runtime::executor::sink_batches)
                     .transpose()?;
@@ -551,7 +563,7 @@ impl Engine {
                         spec,
                         encoder,
                         receiver,
-                        stats: Default::default(),
+                        stats: Arc::clone(&stats),
                         stop: Default::default(),
                         confirmed: Arc::clone(&confirmed),
                         checkpoints,
@@ -562,6 +574,7 @@ impl Engine {
                 self.executor.add_sink(
                     view.id,
                     sender,
+                    stats,
                     Some(crate::runtime::executor::ExactlyOnce {
                         name: sink.name.clone(),
                         confirmed,
@@ -579,7 +592,8 @@ impl Engine {
                 }
                 let running =
                     crate::connector::sink::start(&sink.name, &sink.from, spec, encoder, receiver)?;
-                self.executor.add_sink(view.id, sender, None)?;
+                self.executor
+                    .add_sink(view.id, sender, Arc::clone(&running.stats), None)?;
                 running
             }
         };

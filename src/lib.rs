@@ -27,6 +27,7 @@ pub mod config;
 pub mod connector;
 pub mod engine;
 pub mod error;
+pub mod metrics;
 pub mod operator;
 pub mod planner;
 pub mod runtime;

@@ -28,6 +28,9 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "SLUICE_LISTEN", default_value = sluice::config::DEFAULT_LISTEN)]
     listen: SocketAddr,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off unless given; e.g. 127.0.0.1:9187).
+    #[arg(long, env = "SLUICE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Directory of the catalog and the tables' logs.
     #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./sluice-data")]
     data_dir: PathBuf,
@@ -101,6 +104,7 @@ async fn run() -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = Config::new(args.data_dir);
     config.listen = args.listen;
+    config.metrics_listen = args.metrics_listen;
     config.fsync = args.fsync;
     config.users_file = args.users;
     config.tls_cert = args.tls_cert;
@@ -125,6 +129,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         server.addr.ip(),
         server.addr.port()
     );
+    if let Some(metrics) = server.metrics_addr {
+        println!("metrics: http://{metrics}/metrics");
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
     server.shutdown().await;

@@ -109,6 +109,8 @@ pub struct ViewRegistry {
     )>,
     /// The running sinks, by name, as `sluice_sinks` shows them.
     sinks: std::sync::Mutex<BTreeMap<String, crate::connector::sink::SinkShown>>,
+    /// What the runtime, checkpoints and server count as it happens.
+    metrics: crate::metrics::Metrics,
 }
 
 /// Checkpoints `sluice_checkpoints` remembers.
@@ -149,6 +151,11 @@ impl ViewRegistry {
             .collect()
     }
 
+    /// What the runtime, checkpoints and server count as it happens.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
     /// The contents of every view at the last completed epoch.
     pub fn published(&self) -> Arc<Published> {
         Arc::clone(&crate::sync::read_value(&self.published))
@@ -161,6 +168,7 @@ impl ViewRegistry {
 
     /// Remembers a completed checkpoint (the checkpoint thread).
     pub fn record_checkpoint(&self, info: crate::state::CheckpointInfo) {
+        self.metrics.checkpoint_completed(&info);
         let mut shown = crate::sync::lock(&self.checkpoints, "the list of checkpoints");
         if info.kind == "recovery" {
             shown.0 = Some(info);

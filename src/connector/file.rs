@@ -137,6 +137,7 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, pattern: &str) -> Result<
                 position.files.insert(file.path.clone(), u64::MAX);
                 continue;
             }
+            context.received(chunk.len());
             let decoded = decoder.decode_lines(&chunk)?;
             for (line, reason) in &decoded.bad {
                 context.bad_record(

@@ -219,6 +219,7 @@ async fn consume(
             continue;
         }
         splits.lagging(0);
+        context.received(buffer.len());
         if stream && records.iter().any(|(_, offset)| offset.is_none()) {
             // A queue that took the stream offset argument but sends no offsets is not a
             // stream: acknowledged only once durable from now on.

@@ -186,6 +186,8 @@ pub struct SinkStats {
     pub failed_records: AtomicU64,
     /// The last epoch fully delivered.
     pub epoch: AtomicU64,
+    /// The newest epoch handed to the sink (delivered or not).
+    pub handed: AtomicU64,
     /// Why the sink stopped, once it did.
     error: std::sync::Mutex<Option<String>>,
 }

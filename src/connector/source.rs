@@ -32,6 +32,8 @@ pub struct SourceStats {
     pub rows: AtomicU64,
     /// Records skipped because they did not decode.
     pub bad_records: AtomicU64,
+    /// Bytes of the records received (message payloads, file bytes, WAL data).
+    pub bytes: AtomicU64,
     status: Mutex<SourceStatus>,
     /// Where each split stands, for connectors that track it (Kafka partitions).
     splits: Mutex<Vec<SplitProgress>>,
@@ -220,6 +222,11 @@ impl SourceContext {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         *backoff = (*backoff * 2).min(Duration::from_secs(5));
+    }
+
+    /// Counts `bytes` of records received from upstream.
+    pub fn received(&self, bytes: usize) {
+        self.stats.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// Counts a record that did not decode; with `on_error = 'fail'` it is an error.

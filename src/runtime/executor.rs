@@ -216,6 +216,8 @@ pub struct SinkEpoch {
 struct SinkFeed {
     view: u32,
     sender: std::sync::mpsc::SyncSender<SinkEpoch>,
+    /// Its counters: the executor notes the newest epoch it handed over.
+    stats: Arc<crate::connector::sink::SinkStats>,
     /// `None`: at-least-once, each epoch's changes sent at once.
     exactly_once: Option<ExactlyOnceFeed>,
 }
@@ -438,6 +440,7 @@ impl Executor {
         &self,
         view: u32,
         sender: std::sync::mpsc::SyncSender<SinkEpoch>,
+        stats: Arc<crate::connector::sink::SinkStats>,
         exactly_once: Option<ExactlyOnce>,
     ) -> Result<()> {
         let mut set = self.shared.lock_set();
@@ -452,6 +455,7 @@ impl Executor {
                     epoch: set.epoch,
                     changes: running.contents.as_inserts()?,
                 };
+                stats.handed.fetch_max(set.epoch, Ordering::Relaxed);
                 sender
                     .send(first)
                     .map_err(|_| Error::internal("the sink stopped before it started"))?;
@@ -478,6 +482,7 @@ impl Executor {
         set.sinks.push(SinkFeed {
             view,
             sender,
+            stats,
             exactly_once,
         });
         Ok(())
@@ -736,6 +741,7 @@ impl Shared {
                 feed.pending.extend(changes.iter().cloned());
                 return true;
             }
+            sink.stats.handed.fetch_max(epoch_now, Ordering::Relaxed);
             sink.sender
                 .send(SinkEpoch {
                     epoch: epoch_now,
@@ -800,6 +806,7 @@ impl Shared {
         let epoch = *epoch;
         self.checkpoint_if_due(running, sinks, epoch, started);
         let elapsed = started.elapsed();
+        self.views.metrics().epoch_completed(wall, elapsed);
         if elapsed > Duration::from_millis(100) {
             tracing::debug!(epoch, elapsed_ms = elapsed.as_millis() as u64, "epoch");
         }
@@ -876,6 +883,7 @@ impl Shared {
         );
         // The sinks send each batch once its checkpoint is durable.
         for (i, changes) in batches {
+            sinks[i].stats.handed.fetch_max(epoch, Ordering::Relaxed);
             let _ = sinks[i].sender.send(SinkEpoch { epoch, changes });
         }
     }

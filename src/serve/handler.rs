@@ -54,19 +54,54 @@ struct Stop {
     seen: u64,
     timeout: Option<std::time::Duration>,
     deadline: Option<tokio::time::Instant>,
+    /// Times the statement for `sluice_statement_duration_seconds`.
+    timer: StatementTimer,
+}
+
+/// Observes a statement's duration when dropped: after its rows are sent (or dropped), or
+/// once its response is made. A `SUBSCRIBE` is not a statement that ends; it is not timed.
+struct StatementTimer {
+    engine: Option<Arc<Engine>>,
+    read: bool,
+    started: std::time::Instant,
+}
+
+impl StatementTimer {
+    fn disarm(&mut self) {
+        self.engine = None;
+    }
+}
+
+impl Drop for StatementTimer {
+    fn drop(&mut self) {
+        if let Some(engine) = &self.engine {
+            engine
+                .metrics()
+                .statement(self.read, self.started.elapsed());
+        }
+    }
 }
 
 impl Stop {
     /// Notes where a statement starts: the cancels so far, and its deadline.
-    fn start(slot: &SessionSlot, session: &Session, statement: &SluiceStatement) -> Self {
-        let timeout = session
-            .statement_timeout()
-            .filter(|_| crate::sql::session::reads_only(statement));
+    fn start(
+        engine: &Arc<Engine>,
+        slot: &SessionSlot,
+        session: &Session,
+        statement: &SluiceStatement,
+    ) -> Self {
+        let read = crate::sql::session::reads_only(statement);
+        let timeout = session.statement_timeout().filter(|_| read);
         Self {
             control: Arc::clone(&slot.control),
             seen: slot.control.cancels(),
             timeout,
             deadline: timeout.map(|t| tokio::time::Instant::now() + t),
+            timer: StatementTimer {
+                engine: Some(Arc::clone(engine)),
+                read,
+                started: std::time::Instant::now(),
+            },
         }
     }
 
@@ -152,6 +187,16 @@ impl StatementHandler {
         Ok(match outcome {
             Outcome::Rows { schema, stream } => {
                 let stream = control::controlled(stream, stop.control, stop.seen, stop.timeout);
+                // The statement ends when its last row is sent, or its rows are dropped.
+                let timer = stop.timer;
+                let stream: SendableRecordBatchStream = Box::pin(
+                    datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                        stream.schema(),
+                        stream.inspect(move |_| {
+                            let _ = &timer;
+                        }),
+                    ),
+                );
                 let fields = Arc::new(field_infos(&schema, formats));
                 Response::Query(QueryResponse::new(
                     Arc::clone(&fields),
@@ -309,9 +354,10 @@ impl SimpleQueryHandler for StatementHandler {
         let mut session = slot.session.lock().await;
         let mut responses = Vec::with_capacity(statements.len());
         for statement in &statements {
-            let stop = Stop::start(&slot, &session, statement);
+            let mut stop = Stop::start(&self.engine, &slot, &session, statement);
             match stop.run(session.execute(statement, None)).await {
                 Ok(Outcome::Subscribe { feed, copy }) => {
+                    stop.timer.disarm();
                     if !responses.is_empty() {
                         // Its rows would overtake the earlier statements' responses.
                         let e = Error::unsupported(
@@ -461,12 +507,13 @@ impl ExtendedQueryHandler for StatementHandler {
         let slot = self.session(client);
         let mut session = slot.session.lock().await;
         let params = self.bound_params(&session, portal).await?;
-        let stop = Stop::start(&slot, &session, &portal.statement.statement);
+        let mut stop = Stop::start(&self.engine, &slot, &session, &portal.statement.statement);
         let outcome = stop
             .run(session.execute(&portal.statement.statement, params))
             .await
             .map_err(pg_error)?;
         if let Outcome::Subscribe { feed, copy } = outcome {
+            stop.timer.disarm();
             let format = match copy {
                 Some(csv) => FeedFormat::Copy { csv },
                 None => FeedFormat::Rows {

@@ -145,16 +145,36 @@ async fn refuse_unless_cancel(
     }
 }
 
+/// Counts a connection in `sluice_connections_open` while it lives.
+struct OpenConnection(Arc<Engine>);
+
+impl OpenConnection {
+    fn new(engine: Arc<Engine>) -> Self {
+        engine.metrics().connections_open.inc();
+        Self(engine)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.metrics().connections_open.dec();
+    }
+}
+
 /// A server accepting connections in the background.
 pub struct RunningServer {
     /// The address it listens on (useful with port 0).
     pub addr: SocketAddr,
+    /// Where it serves `/metrics`, if `--metrics-listen` was given.
+    pub metrics_addr: Option<SocketAddr>,
     /// The engine it serves.
     pub engine: Arc<Engine>,
     /// Set to true to shut down.
     shutdown: watch::Sender<bool>,
     /// The accept loop.
     task: JoinHandle<()>,
+    /// The metrics endpoint.
+    metrics_task: Option<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -162,6 +182,9 @@ impl RunningServer {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        if let Some(task) = self.metrics_task {
+            let _ = task.await;
+        }
     }
 }
 
@@ -236,7 +259,26 @@ impl Server {
             )),
         });
         let (shutdown, mut stop) = watch::channel(false);
+        let (metrics_addr, metrics_task) = match config.metrics_listen {
+            Some(at) => {
+                let listener = TcpListener::bind(at)
+                    .await
+                    .map_err(|source| ServerError::Bind { addr: at, source })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|source| ServerError::Bind { addr: at, source })?;
+                tracing::info!(addr = %bound, "serving metrics at /metrics");
+                let task = tokio::spawn(crate::metrics::serve(
+                    listener,
+                    Arc::clone(&engine),
+                    stop.clone(),
+                ));
+                (Some(bound), Some(task))
+            }
+            None => (None, None),
+        };
         let max_connections = config.max_connections;
+        let served_engine = Arc::clone(&engine);
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             loop {
@@ -245,13 +287,18 @@ impl Server {
                     accepted = listener.accept() => match accepted {
                         Ok((socket, peer)) => {
                             while connections.try_join_next().is_some() {}
+                            let metrics = served_engine.metrics();
                             if connections.len() >= max_connections {
+                                metrics.connections_refused.inc();
                                 tokio::spawn(refuse_unless_cancel(socket, peer, Arc::clone(&handlers), tls.clone(), max_connections));
                                 continue;
                             }
                             let handlers = Arc::clone(&handlers);
                             let tls = tls.clone();
+                            metrics.connections.inc();
+                            let open = OpenConnection::new(Arc::clone(&served_engine));
                             connections.spawn(async move {
+                                let _open = open;
                                 use futures::FutureExt;
                                 tracing::debug!(%peer, "connection opened");
                                 // pgwire 0.42 decodes some malformed messages (a Bind whose
@@ -282,9 +329,11 @@ impl Server {
         tracing::info!(%addr, tls = config.tls_cert.is_some(), auth = if config.users_file.is_some() { "scram-sha-256" } else { "trust" }, "listening");
         Ok(RunningServer {
             addr,
+            metrics_addr,
             engine,
             shutdown,
             task,
+            metrics_task,
         })
     }
 }

@@ -220,6 +220,7 @@ pub fn run(context: &SourceContext, spec: &SourceSpec, kafka: &KafkaSource) -> R
             continue;
         }
         let gathered = gather_started.elapsed();
+        context.received(buffer.len());
         let work_started = Instant::now();
         // Runs of puts and of tombstones, in order, so that a delete and a later put of a key
         // apply in the order they were produced.

@@ -668,6 +668,7 @@ impl<'a> Session<'a> {
         let mut rows = 0u64;
         while let Some(chunk) = copy.next().await {
             let chunk = chunk.map_err(sql_failure("COPY of the snapshot"))?;
+            self.context.received(chunk.len());
             decoder.push(&chunk, &mut |b| {
                 batches.push(b);
                 Ok(())
@@ -811,6 +812,7 @@ impl<'a> Session<'a> {
                     transaction = Changes::default();
                 }
                 Some(ReplicationEvent::XLogData { data, .. }) => {
+                    self.context.received(data.len());
                     let message = pgoutput::decode(data).map_err(|e| {
                         Failure::Fatal(Error::connector(format!("postgres-cdc: {e}")))
                     })?;

@@ -15,4 +15,4 @@ pub mod table;
 
 pub use contents::TableContents;
 pub use provider::QueueTableProvider;
-pub use table::QueueTable;
+pub use table::{EventTime, QueueTable};
