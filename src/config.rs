@@ -60,6 +60,9 @@ pub struct Config {
     pub query_memory: usize,
     /// Rows one `FETCH` may gather before it answers (`54000` beyond; fetch fewer at a time).
     pub max_result_rows: usize,
+    /// How often a `CREATE MATERIALIZED VIEW` reading a backlog sends the client a `NOTICE`
+    /// of its progress.
+    pub progress_notice_interval: Duration,
 }
 
 impl Config {
@@ -81,6 +84,7 @@ impl Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             query_memory: DEFAULT_QUERY_MEMORY,
             max_result_rows: DEFAULT_MAX_RESULT_ROWS,
+            progress_notice_interval: Duration::from_secs(2),
         }
     }
 

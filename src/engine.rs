@@ -75,6 +75,48 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// A view just created, reading its sources' backlog. [`CreatedView::caught_up`] resolves once
+/// it has; dropped before that (a cancel request, the client gone), the statement undoes
+/// itself: the view stops at its next chunk of backlog and is dropped, as if never created.
+#[derive(Debug)]
+pub struct CreatedView {
+    engine: Arc<Engine>,
+    name: String,
+    cancel: Arc<std::sync::atomic::AtomicBool>,
+    armed: bool,
+}
+
+impl CreatedView {
+    /// The view's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Resolves once the view has read the backlog there was when it was created.
+    pub async fn caught_up(mut self) {
+        self.engine.flush().await;
+        self.armed = false;
+    }
+}
+
+impl Drop for CreatedView {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.cancel
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        match self.engine.drop_view(&self.name, true, true) {
+            Ok(()) => {
+                tracing::info!(view = %self.name, "CREATE MATERIALIZED VIEW cancelled: view dropped")
+            }
+            Err(e) => {
+                tracing::error!(view = %self.name, error = %e, "CREATE MATERIALIZED VIEW cancelled, but the view could not be dropped")
+            }
+        }
+    }
+}
+
 impl Engine {
     /// Opens the data directory (creating it if needed) and restores every object in it.
     pub async fn open(config: Config) -> Result<Arc<Self>> {
@@ -726,20 +768,22 @@ impl Engine {
         Ok(())
     }
 
-    /// `CREATE MATERIALIZED VIEW`: plans the query, starts the view from the beginning of its
-    /// sources and returns once it has caught up. Returns false when it existed (IF NOT EXISTS).
+    /// `CREATE MATERIALIZED VIEW`: plans the query and starts the view from the beginning of
+    /// its sources; the statement ends when the returned view has caught up. Returns `None`
+    /// when it existed (IF NOT EXISTS).
     pub async fn create_view(
-        &self,
+        self: &Arc<Self>,
         state: &SessionState,
         create: &CreateView,
         emit_on_window_close: bool,
         text: &str,
-    ) -> Result<bool> {
+    ) -> Result<Option<CreatedView>> {
         let name = table_name(&create.name)?;
         if self.name_taken(&name) {
-            return if_not_exists(create.if_not_exists, &name);
+            return if_not_exists(create.if_not_exists, &name).map(|_| None);
         }
         let plan = self.plan_view(state, create, emit_on_window_close).await?;
+        let cancel;
         {
             let mut store = self.lock_store();
             if self.name_taken(&name) {
@@ -754,14 +798,19 @@ impl Engine {
             })?;
             let entry = view_entry(id, &name, text, &plan, emit_on_window_close);
             let view = RunningView::new(id, name.clone(), plan, emit_on_window_close)?;
+            cancel = view.cancel_flag();
             if let Err(e) = self.install_view(entry, view) {
                 store.remove(id)?;
                 return Err(e);
             }
             tracing::info!(view = %name, id, "materialized view created");
         }
-        self.flush().await;
-        Ok(true)
+        Ok(Some(CreatedView {
+            engine: Arc::clone(self),
+            name,
+            cancel,
+            armed: true,
+        }))
     }
 
     /// `DROP MATERIALIZED VIEW`; with `cascade`, the views that read it go too.

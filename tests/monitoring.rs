@@ -390,3 +390,142 @@ async fn prometheus_scrapes_sluice() {
     let (_, up) = http_get(web, &query("up%7Bjob%3D%22sluice%22%7D")).await;
     assert!(up.contains(r#""1"]"#), "up: {up}");
 }
+
+/// A `CREATE MATERIALIZED VIEW` over a backlog shows its progress in `sluice_progress` (and
+/// `SHOW JOBS`), tells psql how far it got in `NOTICE`s, and a cancel request undoes it: the
+/// view is gone, and created again it holds what the batch query says.
+#[tokio::test]
+async fn backfill_progress_shows_and_cancel_undoes_the_view() {
+    let server = TestServer::start_with(|c| {
+        metrics_config(c);
+        c.progress_notice_interval = Duration::from_millis(100);
+    })
+    .await;
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE SOURCE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, \
+             url VARCHAR, date_time TIMESTAMP, extra VARCHAR) \
+             WITH (connector = 'nexmark', nexmark.table.type = 'bid', nexmark.event.num = '2000000');",
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status: String = client
+            .query_one("SELECT status FROM sluice_sources", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if status == "finished" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the generator did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let create = "CREATE MATERIALIZED VIEW per_bidder AS \
+                  SELECT bidder, count(*) AS n, max(price) AS top FROM bid GROUP BY bidder";
+
+    // Cancelled while it reads its backlog: the statement fails with 57014, the view is gone.
+    let creator = server.connect().await;
+    let cancel = creator.cancel_token();
+    let running = tokio::spawn(async move { creator.batch_execute(create).await });
+    let seen = loop {
+        let rows = client
+            .query(
+                "SELECT records_done, records_total, rows_done, percent_done FROM sluice_progress \
+                 WHERE view_name = 'per_bidder'",
+                &[],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = rows.first() {
+            let (done, total): (i64, i64) = (row.get(0), row.get(1));
+            if done > 0 {
+                break (done, total, row.get::<_, i64>(2), row.get::<_, f64>(3));
+            }
+        }
+        assert!(
+            !running.is_finished(),
+            "the view caught up before its progress was seen"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let (done, total, rows_done, percent) = seen;
+    assert!(done <= total && rows_done >= done && (0.0..=100.0).contains(&percent));
+    let status: String = client
+        .query_one(
+            "SELECT status FROM sluice_views WHERE view_name = 'per_bidder'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "backfilling");
+    let jobs = client.simple_query("SHOW JOBS").await.unwrap();
+    assert!(
+        jobs.iter().any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("per_bidder"))),
+        "SHOW JOBS lists the view"
+    );
+    cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let err = running
+        .await
+        .unwrap()
+        .expect_err("the cancelled CREATE fails");
+    assert_eq!(common::db_error(&err).0, "57014", "{err}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let views = client
+            .query("SELECT view_name FROM sluice_views", &[])
+            .await
+            .unwrap();
+        let progress = client
+            .query("SELECT * FROM sluice_progress", &[])
+            .await
+            .unwrap();
+        if views.is_empty() && progress.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled view is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Created again through psql: NOTICEs of its progress, then the view equals its query.
+    let port = server.port();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("psql")
+            .args(["-X", "-h", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-U",
+                "sluice",
+                "-d",
+                "sluice",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                create,
+            ])
+            .output()
+            .expect("psql runs")
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "psql: {stderr}");
+    assert!(
+        stderr.contains("NOTICE:  materialized view \"per_bidder\":")
+            && stderr.contains("% of its backlog read ("),
+        "no progress NOTICE: {stderr}"
+    );
+    let view = common::sorted_rows(&client, "SELECT bidder, n, top FROM per_bidder").await;
+    let batch = common::sorted_rows(
+        &client,
+        "SELECT bidder, count(*), max(price) FROM bid GROUP BY bidder",
+    )
+    .await;
+    assert!(!view.is_empty());
+    assert_eq!(view, batch);
+}

@@ -64,6 +64,7 @@ pub const RELATIONS: &[&str] = &[
     "pg_user",
     "pg_views",
     "sluice_checkpoints",
+    "sluice_progress",
     "sluice_sinks",
     "sluice_source_partitions",
     "sluice_sources",
@@ -622,7 +623,12 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                 ("epoch", INT8),
                 ("state_rows", INT8),
                 ("state_bytes", INT8),
+                ("lag_seconds", DataType::Float64),
             ]);
+            let backfilling: std::collections::HashSet<String> =
+                registry.backfills().into_iter().map(|b| b.view).collect();
+            // How old the input the published epoch reflects is.
+            let lag = wall_ms().saturating_sub(registry.metrics().epoch_cut_at_ms()) as f64 / 1e3;
             for v in &views {
                 // Its rows and its operators' state, as `sluice_state` details them.
                 let state = published.state.get(&v.id);
@@ -636,7 +642,9 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                     Some(crate::catalog::views::ViewSnapshot::Failed(_, message)) => {
                         ("failed", Some(message.clone()))
                     }
+                    Some(_) if backfilling.contains(&v.name) => ("backfilling", None),
                     Some(_) => ("running", None),
+                    None if backfilling.contains(&v.name) => ("backfilling", None),
                     None => ("starting", None),
                 };
                 r.row(vec![
@@ -650,6 +658,37 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                     ),
                     total(|s| s.rows),
                     total(|s| s.bytes),
+                    ScalarValue::Float64(state.map(|_| lag)),
+                ]);
+            }
+            r
+        }
+        "sluice_progress" => {
+            // Views reading a backlog now (a new view catching up, a large write): how far.
+            let mut r = Relation::new(&[
+                ("view_name", TEXT),
+                ("records_done", INT8),
+                ("records_total", INT8),
+                ("rows_done", INT8),
+                ("percent_done", DataType::Float64),
+                (
+                    "started_at",
+                    DataType::Timestamp(TimeUnit::Millisecond, None),
+                ),
+                ("elapsed_seconds", DataType::Float64),
+            ]);
+            let int = |v: u64| ScalarValue::Int64(Some(i64::try_from(v).unwrap_or(i64::MAX)));
+            let now = wall_ms();
+            for b in registry.backfills() {
+                let percent = 100.0 * b.records_done as f64 / b.records_total.max(1) as f64;
+                r.row(vec![
+                    s(&b.view),
+                    int(b.records_done),
+                    int(b.records_total),
+                    int(b.rows_done),
+                    ScalarValue::Float64(Some((percent * 10.0).round() / 10.0)),
+                    ScalarValue::TimestampMillisecond(Some(b.started_at_ms as i64), None),
+                    ScalarValue::Float64(Some(now.saturating_sub(b.started_at_ms) as f64 / 1e3)),
                 ]);
             }
             r
@@ -1165,4 +1204,11 @@ pub fn primary_key_index_def(def: &super::TableDef) -> String {
         def.name,
         def.primary_key_names().join(", ")
     )
+}
+
+/// Milliseconds since 1970.
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

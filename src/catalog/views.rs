@@ -111,6 +111,25 @@ pub struct ViewRegistry {
     sinks: std::sync::Mutex<BTreeMap<String, crate::connector::sink::SinkShown>>,
     /// What the runtime, checkpoints and server count as it happens.
     metrics: crate::metrics::Metrics,
+    /// Views reading a backlog now, by id, as `sluice_progress` shows them.
+    backfills: std::sync::Mutex<BTreeMap<u32, Backfill>>,
+}
+
+/// A view reading a backlog of its sources' logs (a new view catching up, or a large write),
+/// as `sluice_progress` shows it while the epoch that reads it runs.
+#[derive(Debug, Clone)]
+pub struct Backfill {
+    /// The view.
+    pub view: String,
+    /// When the epoch reading it began, ms since 1970.
+    pub started_at_ms: u64,
+    /// Log records read so far (a record is one write: an `INSERT`, a `COPY` batch, a
+    /// connector's batch).
+    pub records_done: u64,
+    /// Log records the epoch reads in all.
+    pub records_total: u64,
+    /// Rows in the records read so far.
+    pub rows_done: u64,
 }
 
 /// Checkpoints `sluice_checkpoints` remembers.
@@ -184,6 +203,23 @@ impl ViewRegistry {
     pub fn checkpoints(&self) -> Vec<crate::state::CheckpointInfo> {
         let shown = crate::sync::lock(&self.checkpoints, "the list of checkpoints");
         shown.0.iter().chain(shown.1.iter()).cloned().collect()
+    }
+
+    /// Shows (or, `None`, hides) a view's backlog in `sluice_progress`.
+    pub fn show_backfill(&self, id: u32, backfill: Option<Backfill>) {
+        let mut shown = crate::sync::lock(&self.backfills, "the backfills");
+        match backfill {
+            Some(b) => shown.insert(id, b),
+            None => shown.remove(&id),
+        };
+    }
+
+    /// The views reading a backlog now.
+    pub fn backfills(&self) -> Vec<Backfill> {
+        crate::sync::lock(&self.backfills, "the backfills")
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Shows a running sink in `sluice_sinks`.

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::catalog::registry::TableRegistry;
 use crate::catalog::views::{
-    OperatorState, Published, SubscriptionInfo, ViewRegistry, ViewSnapshot,
+    Backfill, OperatorState, Published, SubscriptionInfo, ViewRegistry, ViewSnapshot,
 };
 use crate::error::{Error, Result, sqlstate};
 use crate::planner::{SourceRef, StreamPlan};
@@ -58,6 +58,9 @@ pub struct RunningView {
     changed_since_checkpoint: bool,
     /// Restored from a checkpoint: it is consistent with the views it reads as they stand.
     restored: bool,
+    /// Set to stop the view mid-epoch (a cancelled `CREATE MATERIALIZED VIEW`): it fails at
+    /// its next chunk of input, and is then dropped.
+    cancel: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -98,7 +101,13 @@ impl RunningView {
             published: true,
             changed_since_checkpoint: true,
             restored: false,
+            cancel: Arc::default(),
         })
+    }
+
+    /// Setting it stops the view at its next chunk of input, with `57014`.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.cancel)
     }
 
     /// Puts the view back where a checkpoint left it: operator state, contents, the position
@@ -696,7 +705,7 @@ impl Shared {
             // A panic in an operator leaves the view's state half-applied: the view fails
             // with the panic's message, and the other views go on.
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run_view(view, &cut, &outputs)
+                run_view(view, &cut, &outputs, &self.views)
             }))
             .unwrap_or_else(|panic| {
                 Err(Error::internal(format!(
@@ -713,6 +722,12 @@ impl Shared {
                         changed.push(view.id);
                     }
                     outputs.insert(view.id, (changes, view.watermark));
+                }
+                Err(e) if e.sqlstate() == sqlstate::QUERY_CANCELED => {
+                    tracing::info!(view = %view.name, "view stopped: its creation was cancelled");
+                    view.failed = Some((e.sqlstate(), e.to_string()));
+                    changed.push(view.id);
+                    outputs.insert(view.id, (Vec::new(), view.watermark));
                 }
                 Err(e) => {
                     tracing::error!(view = %view.name, error = %e, "view failed");
@@ -889,6 +904,51 @@ impl Shared {
     }
 }
 
+/// Milliseconds since 1970.
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A view's backlog as `sluice_progress` shows it while it is read; gone when dropped.
+struct BackfillShown<'a> {
+    registry: &'a ViewRegistry,
+    id: u32,
+    shown: Backfill,
+    /// When it was last written to the registry.
+    written: Instant,
+}
+
+impl<'a> BackfillShown<'a> {
+    fn new(registry: &'a ViewRegistry, id: u32, shown: Backfill) -> Self {
+        registry.show_backfill(id, Some(shown.clone()));
+        Self {
+            registry,
+            id,
+            shown,
+            written: Instant::now(),
+        }
+    }
+
+    /// `records` more records of `rows` rows read; shown at most every 100 ms.
+    fn read(&mut self, records: u64, rows: u64) {
+        self.shown.records_done += records;
+        self.shown.rows_done += rows;
+        if self.written.elapsed() >= Duration::from_millis(100) {
+            self.registry
+                .show_backfill(self.id, Some(self.shown.clone()));
+            self.written = Instant::now();
+        }
+    }
+}
+
+impl Drop for BackfillShown<'_> {
+    fn drop(&mut self) {
+        self.registry.show_backfill(self.id, None);
+    }
+}
+
 /// A subscriber's first message(s): the snapshot (if asked for) and a progress mark.
 fn start_feed(feed: &mut SubscriberFeed, view: &RunningView, epoch: u64) -> Result<bool> {
     feed.started = true;
@@ -944,16 +1004,43 @@ fn run_view(
     view: &mut RunningView,
     cut: &HashMap<u32, u64>,
     outputs: &HashMap<u32, (Vec<ChangeBatch>, Option<Timestamp>)>,
+    registry: &ViewRegistry,
 ) -> Result<(Vec<ChangeBatch>, bool)> {
     let mut changes = Vec::new();
     let mut fed = false;
     let RunningView {
+        id,
+        name,
         root,
         sources,
         contents,
         watermark,
+        cancel,
         ..
     } = view;
+    // A backlog of more than a chunk is shown in `sluice_progress` while it is read.
+    let backlog: u64 = sources
+        .iter()
+        .map(|s| match &s.source {
+            SourceRef::Table(table) => cut
+                .get(&table.def().id)
+                .map_or(0, |end| end.saturating_sub(s.position)),
+            SourceRef::View(_) => 0,
+        })
+        .sum();
+    let mut progress = (backlog > READ_CHUNK as u64).then(|| {
+        BackfillShown::new(
+            registry,
+            *id,
+            Backfill {
+                view: name.clone(),
+                started_at_ms: wall_ms(),
+                records_done: 0,
+                records_total: backlog,
+                rows_done: 0,
+            },
+        )
+    });
     let mut emit = |out: Vec<ChangeBatch>, changes: &mut Vec<ChangeBatch>| -> Result<()> {
         for change in out {
             contents.apply(&change)?;
@@ -976,9 +1063,21 @@ fn run_view(
                     let want = usize::try_from(end - source.position)
                         .unwrap_or(READ_CHUNK)
                         .min(READ_CHUNK);
+                    if cancel.load(Ordering::Relaxed) {
+                        return Err(Error::user(
+                            sqlstate::QUERY_CANCELED,
+                            "canceling statement due to user request",
+                        ));
+                    }
                     let records = table.log().read_with_meta(source.position, want)?;
                     if records.is_empty() {
                         break;
+                    }
+                    if let Some(progress) = &mut progress {
+                        progress.read(
+                            records.len() as u64,
+                            records.iter().map(|(_, c, _)| c.num_rows() as u64).sum(),
+                        );
                     }
                     for (position, change, meta) in records {
                         if position >= end {

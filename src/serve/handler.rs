@@ -220,6 +220,12 @@ impl StatementHandler {
                     "SUBSCRIBE here (it streams from do_query)",
                 )));
             }
+            Outcome::CatchingUp(_) => {
+                // Dropping it drops the view: the statement did not complete.
+                return Err(pg_error(Error::internal(
+                    "a new view's catch-up reached the wrong place (it is awaited in do_query)",
+                )));
+            }
             Outcome::CopyIn(copy) => {
                 let columns = copy.columns.len();
                 let load = CopyLoad::new(copy, self.engine.config().data_dir.join("tmp"))
@@ -315,6 +321,44 @@ async fn guarded<T>(
         .unwrap_or_else(|panic| Err(control::panicked(panic.as_ref())))
 }
 
+/// Waits for a new view to read its sources' backlog, telling the client how far it got in a
+/// `NOTICE` every `progress_notice_interval` (what `sluice_progress` shows). Dropped before it
+/// ends (a cancel request), the view is dropped.
+async fn catch_up<C>(
+    client: &mut C,
+    engine: &Engine,
+    view: crate::engine::CreatedView,
+) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin,
+    PgWireError: From<C::Error>,
+{
+    let name = view.name().to_string();
+    let caught_up = view.caught_up();
+    futures::pin_mut!(caught_up);
+    let every = engine.config().progress_notice_interval;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            () = &mut caught_up => return Ok(()),
+            _ = ticker.tick() => {
+                let Some(b) = engine.views().backfills().into_iter().find(|b| b.view == name) else {
+                    continue;
+                };
+                let percent = 100.0 * b.records_done as f64 / b.records_total.max(1) as f64;
+                let message = format!(
+                    "materialized view \"{name}\": {percent:.1}% of its backlog read ({} of {} log records, {} rows)",
+                    b.records_done, b.records_total, b.rows_done
+                );
+                let notice = ErrorInfo::new("NOTICE".into(), "00000".into(), message);
+                client
+                    .send(PgWireBackendMessage::NoticeResponse(notice.into()))
+                    .await?;
+            }
+        }
+    }
+}
+
 /// Encodes a stream of batches as DataRows, a batch at a time. A panic while computing them
 /// ends the result with `XX000`.
 fn data_rows(
@@ -356,6 +400,10 @@ impl SimpleQueryHandler for StatementHandler {
         for statement in &statements {
             let mut stop = Stop::start(&self.engine, &slot, &session, statement);
             match stop.run(session.execute(statement, None)).await {
+                Ok(Outcome::CatchingUp(view)) => {
+                    catch_up(client, &self.engine, view).await?;
+                    responses.push(Response::Execution(Tag::new("CREATE MATERIALIZED VIEW")));
+                }
                 Ok(Outcome::Subscribe { feed, copy }) => {
                     stop.timer.disarm();
                     if !responses.is_empty() {
@@ -512,6 +560,10 @@ impl ExtendedQueryHandler for StatementHandler {
             .run(session.execute(&portal.statement.statement, params))
             .await
             .map_err(pg_error)?;
+        if let Outcome::CatchingUp(view) = outcome {
+            catch_up(client, &self.engine, view).await?;
+            return Ok(Response::Execution(Tag::new("CREATE MATERIALIZED VIEW")));
+        }
         if let Outcome::Subscribe { feed, copy } = outcome {
             stop.timer.disarm();
             let format = match copy {

@@ -108,6 +108,16 @@ pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
             });
             continue;
         }
+        if let Some(query) = show_relation(chunk) {
+            // `SHOW SOURCES` and the like: the query on the system relation that holds them.
+            out.push(SluiceStatement {
+                statement: Parser::new(&dialect)
+                    .try_with_sql(query)?
+                    .parse_statement()?,
+                ..ours_alone(text)?
+            });
+            continue;
+        }
         if let Some(live) = super::live::parse_live(chunk)? {
             out.push(SluiceStatement {
                 live: Some(live),
@@ -457,6 +467,24 @@ pub struct WatermarkClause {
 fn is_flush(chunk: &[Token]) -> bool {
     let meaningful: Vec<&Token> = chunk.iter().filter(|t| is_meaningful(t)).collect();
     matches!(meaningful.as_slice(), [Token::Word(w)] if w.value.eq_ignore_ascii_case("flush"))
+}
+
+/// `SHOW SOURCES`, `SHOW SINKS` and `SHOW JOBS` (RisingWave's words; a job is a view reading a
+/// backlog): the query on the `sluice_*` relation that shows them.
+fn show_relation(chunk: &[Token]) -> Option<&'static str> {
+    let meaningful: Vec<&Token> = chunk.iter().filter(|t| is_meaningful(t)).collect();
+    let [Token::Word(show), Token::Word(what)] = meaningful.as_slice() else {
+        return None;
+    };
+    if !show.value.eq_ignore_ascii_case("show") || what.quote_style.is_some() {
+        return None;
+    }
+    match what.value.to_ascii_lowercase().as_str() {
+        "sources" => Some("SELECT * FROM sluice_sources ORDER BY source_name"),
+        "sinks" => Some("SELECT * FROM sluice_sinks ORDER BY sink_name"),
+        "jobs" => Some("SELECT * FROM sluice_progress ORDER BY view_name"),
+        _ => None,
+    }
 }
 
 fn is_meaningful(t: &Token) -> bool {

@@ -70,6 +70,10 @@ pub enum Outcome {
     End(String),
     /// `COPY … FROM STDIN`: the client sends data next.
     CopyIn(CopyIn),
+    /// `CREATE MATERIALIZED VIEW`: the view exists and reads its backlog; the statement ends
+    /// (`CREATE MATERIALIZED VIEW`) when [`crate::engine::CreatedView::caught_up`] resolves,
+    /// and is undone if dropped before.
+    CatchingUp(crate::engine::CreatedView),
     /// `SUBSCRIBE` (`copy: None`: rows of an endless result set) or `COPY (SUBSCRIBE …) TO
     /// STDOUT` (`Some(csv)`): the wire layer streams the feed until it ends or is canceled.
     Subscribe {
@@ -98,6 +102,7 @@ impl std::fmt::Debug for Outcome {
             Outcome::End(tag) => write!(f, "End({tag})"),
             Outcome::CopyIn(c) => write!(f, "CopyIn({})", c.table),
             Outcome::Subscribe { copy, .. } => write!(f, "Subscribe(copy: {copy:?})"),
+            Outcome::CatchingUp(view) => write!(f, "CatchingUp({})", view.name()),
         }
     }
 }
@@ -251,10 +256,13 @@ impl Session {
                         &statement.text,
                     )
                     .await?;
-                if !created {
-                    tracing::info!(view = %create.name, "materialized view exists, skipping");
+                match created {
+                    Some(view) => Ok(Outcome::CatchingUp(view)),
+                    None => {
+                        tracing::info!(view = %create.name, "materialized view exists, skipping");
+                        Ok(Outcome::command("CREATE MATERIALIZED VIEW"))
+                    }
                 }
-                Ok(Outcome::command("CREATE MATERIALIZED VIEW"))
             }
             Statement::CreateView(_) => Err(Error::unsupported(
                 "CREATE VIEW (not materialized); use CREATE MATERIALIZED VIEW",
