@@ -317,7 +317,7 @@ impl Engine {
             .with_default_features()
             .build();
         let ctx = SessionContext::new_with_state(state);
-        for function in pg_functions(Arc::clone(&self.tables)) {
+        for function in pg_functions(Arc::clone(&self.tables), Arc::clone(&self.views)) {
             ctx.register_udf(function);
         }
         for function in crate::sql::windows::window_functions() {

@@ -367,6 +367,16 @@ async fn psycopg_round_trip() {
     assert!(out.contains("psycopg ok"));
 }
 
+/// SQLAlchemy 2 with default settings (connect, Core, reflection, savepoints), pandas
+/// `read_sql` of a view, and psycopg's transaction helpers and `TypeInfo`.
+#[tokio::test]
+async fn sqlalchemy_pandas_and_psycopg_transactions() {
+    let server = TestServer::start().await;
+    let out = common::run_python_client("sqlalchemy_client.py", server.port()).await;
+    assert!(out.contains(" ok"), "{out}");
+    eprintln!("{}", out.trim());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_runs_in_psql() {
     let server = TestServer::start().await;

@@ -45,6 +45,7 @@ pub const RELATIONS: &[&str] = &[
     "pg_inherits",
     "pg_matviews",
     "pg_namespace",
+    "pg_opclass",
     "pg_partitioned_table",
     "pg_policy",
     "pg_proc",
@@ -85,6 +86,7 @@ pub const ALWAYS_EMPTY: &[&str] = &[
     "pg_extension",
     "pg_foreign_table",
     "pg_inherits",
+    "pg_opclass",
     "pg_partitioned_table",
     "pg_policy",
     "pg_publication",
@@ -832,7 +834,31 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                 ("indisready", BOOL),
                 ("indislive", BOOL),
                 ("indisreplident", BOOL),
-                ("indkey", TEXT),
+                // int2vector: a list, so that `unnest(indkey)` and `indkey[1]` work.
+                (
+                    "indkey",
+                    DataType::List(Arc::new(
+                        datafusion::arrow::datatypes::Field::new_list_field(DataType::Int16, true),
+                    )),
+                ),
+                (
+                    "indcollation",
+                    DataType::List(Arc::new(
+                        datafusion::arrow::datatypes::Field::new_list_field(DataType::UInt32, true),
+                    )),
+                ),
+                (
+                    "indclass",
+                    DataType::List(Arc::new(
+                        datafusion::arrow::datatypes::Field::new_list_field(DataType::UInt32, true),
+                    )),
+                ),
+                (
+                    "indoption",
+                    DataType::List(Arc::new(
+                        datafusion::arrow::datatypes::Field::new_list_field(DataType::Int16, true),
+                    )),
+                ),
                 ("indexprs", TEXT),
                 ("indpred", TEXT),
             ]);
@@ -840,10 +866,10 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                 let def = t.def();
                 if let Some(pkey) = def.pkey_oid() {
                     let n = def.primary_key.len() as i16;
-                    let key: Vec<String> = def
+                    let key: Vec<ScalarValue> = def
                         .primary_key
                         .iter()
-                        .map(|i| (i + 1).to_string())
+                        .map(|i| ScalarValue::Int16(Some(*i as i16 + 1)))
                         .collect();
                     r.row(vec![
                         o(pkey),
@@ -861,7 +887,20 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                         b(true),
                         b(true),
                         b(false),
-                        s(&key.join(" ")),
+                        ScalarValue::List(ScalarValue::new_list_nullable(&key, &DataType::Int16)),
+                        // Default collation and operator class, no options, per key column.
+                        ScalarValue::List(ScalarValue::new_list_nullable(
+                            &vec![ScalarValue::UInt32(Some(0)); key.len()],
+                            &DataType::UInt32,
+                        )),
+                        ScalarValue::List(ScalarValue::new_list_nullable(
+                            &vec![ScalarValue::UInt32(Some(0)); key.len()],
+                            &DataType::UInt32,
+                        )),
+                        ScalarValue::List(ScalarValue::new_list_nullable(
+                            &vec![ScalarValue::Int16(Some(0)); key.len()],
+                            &DataType::Int16,
+                        )),
                         null(),
                         null(),
                     ]);
@@ -889,17 +928,22 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                 ("conislocal", BOOL),
                 ("coninhcount", INT4),
                 ("connoinherit", BOOL),
-                ("conkey", TEXT),
+                (
+                    "conkey",
+                    DataType::List(Arc::new(
+                        datafusion::arrow::datatypes::Field::new_list_field(DataType::Int16, true),
+                    )),
+                ),
                 ("confkey", TEXT),
                 ("conbin", TEXT),
             ]);
             for t in &tables {
                 let def = t.def();
                 if let Some(pkey) = def.pkey_oid() {
-                    let key: Vec<String> = def
+                    let key: Vec<ScalarValue> = def
                         .primary_key
                         .iter()
-                        .map(|i| (i + 1).to_string())
+                        .map(|i| ScalarValue::Int16(Some(*i as i16 + 1)))
                         .collect();
                     r.row(vec![
                         o(pkey),
@@ -920,7 +964,7 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                         b(true),
                         i4(0),
                         b(true),
-                        s(&format!("{{{}}}", key.join(","))),
+                        ScalarValue::List(ScalarValue::new_list_nullable(&key, &DataType::Int16)),
                         null(),
                         null(),
                     ]);
@@ -1036,6 +1080,18 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
             r.row(vec![o(1663), s("pg_default"), o(USER_OID)]);
             r
         }
+        // Operator classes: every index uses its column type's default, so none is listed.
+        "pg_opclass" => Relation::new(&[
+            ("oid", OID),
+            ("opcmethod", OID),
+            ("opcname", TEXT),
+            ("opcnamespace", OID),
+            ("opcowner", OID),
+            ("opcfamily", OID),
+            ("opcintype", OID),
+            ("opcdefault", BOOL),
+            ("opckeytype", OID),
+        ]),
         "pg_collation" => Relation::new(&[
             ("oid", OID),
             ("collname", TEXT),

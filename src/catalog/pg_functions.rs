@@ -21,6 +21,7 @@ use datafusion::logical_expr::{
 use super::pg_catalog::primary_key_index_def;
 use super::pg_types::{format_type_oid, type_by_name};
 use super::registry::TableRegistry;
+use super::views::ViewRegistry;
 use crate::config::{DATABASE_NAME, DEFAULT_USER};
 use crate::error::{Error, sqlstate};
 
@@ -84,7 +85,7 @@ impl ScalarUDFImpl for PgFunction {
     }
 }
 
-fn function(
+pub(crate) fn function(
     name: &'static str,
     arities: &[usize],
     return_type: DataType,
@@ -147,8 +148,56 @@ fn as_text(array: &ArrayRef) -> DfResult<StringArray> {
     Ok(cast(array, &DataType::Utf8)?.as_string::<i32>().clone())
 }
 
-/// Every catalog function, bound to the live tables.
-pub fn pg_functions(tables: Arc<TableRegistry>) -> Vec<ScalarUDF> {
+/// The OID of the table or materialized view `name` (`public.` and double quotes allowed).
+fn relation_oid(tables: &TableRegistry, views: &ViewRegistry, name: &str) -> Option<u32> {
+    // The catalog relations clients name as `classoid` (PostgreSQL's own OIDs).
+    if let Some(catalog) = name.strip_prefix("pg_catalog.").or(Some(name)) {
+        let oid = match catalog {
+            "pg_class" => Some(1259),
+            "pg_type" => Some(1247),
+            "pg_proc" => Some(1255),
+            "pg_attribute" => Some(1249),
+            "pg_namespace" => Some(2615),
+            "pg_constraint" => Some(2606),
+            "pg_index" => Some(2610),
+            "pg_description" => Some(2609),
+            "pg_database" => Some(1262),
+            "pg_authid" | "pg_roles" => Some(1260),
+            _ => None,
+        };
+        if oid.is_some() && (name.starts_with("pg_catalog.") || tables.get(name).is_none()) {
+            return oid;
+        }
+    }
+    let bare = name.strip_prefix("public.").unwrap_or(name);
+    let bare = match bare.strip_prefix('"').and_then(|b| b.strip_suffix('"')) {
+        Some(quoted) => quoted.to_string(),
+        None => bare.to_ascii_lowercase(),
+    };
+    tables
+        .get(&bare)
+        .map(|t| t.def().oid())
+        .or_else(|| views.get(&bare).map(|v| v.oid()))
+}
+
+/// `quote_ident`: `name` as is when it needs no quotes, else in double quotes.
+fn quote_ident(name: &str) -> String {
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+/// Every catalog function, bound to the live tables and views.
+pub fn pg_functions(tables: Arc<TableRegistry>, views: Arc<ViewRegistry>) -> Vec<ScalarUDF> {
     let version = format!(
         "PostgreSQL {SERVER_VERSION} (Sluice {}) on x86_64, compiled by rustc",
         env!("CARGO_PKG_VERSION")
@@ -156,6 +205,8 @@ pub fn pg_functions(tables: Arc<TableRegistry>) -> Vec<ScalarUDF> {
     let t1 = Arc::clone(&tables);
     let t2 = Arc::clone(&tables);
     let t3 = Arc::clone(&tables);
+    let v3 = Arc::clone(&views);
+    let t4 = Arc::clone(&tables);
     #[allow(unused_mut)]
     let mut functions = vec![
         function("pg_table_is_visible", &[1], DataType::Boolean, all_true),
@@ -332,22 +383,16 @@ pub fn pg_functions(tables: Arc<TableRegistry>) -> Vec<ScalarUDF> {
             for name in names.iter() {
                 out.push(match name {
                     None => None,
-                    Some(name) => {
-                        let bare = name
-                            .strip_prefix("public.")
-                            .unwrap_or(name)
-                            .trim_matches('"');
-                        match t3.get(bare) {
-                            Some(t) => Some(t.def().oid()),
-                            None => {
-                                return Err(Error::user(
-                                    sqlstate::UNDEFINED_TABLE,
-                                    format!("relation \"{name}\" does not exist"),
-                                )
-                                .into());
-                            }
+                    Some(name) => match relation_oid(&t3, &v3, name) {
+                        Some(oid) => Some(oid),
+                        None => {
+                            return Err(Error::user(
+                                sqlstate::UNDEFINED_TABLE,
+                                format!("relation \"{name}\" does not exist"),
+                            )
+                            .into());
                         }
-                    }
+                    },
                 });
             }
             Ok(Arc::new(UInt32Array::from(out)))
@@ -371,6 +416,28 @@ pub fn pg_functions(tables: Arc<TableRegistry>) -> Vec<ScalarUDF> {
                 });
             }
             Ok(Arc::new(UInt32Array::from(out)))
+        }),
+        // Like the casts, but NULL for a name that is no relation or type.
+        function("to_regclass", &[1], DataType::UInt32, move |args, _| {
+            let names = as_text(&args[0])?;
+            let out: UInt32Array = names
+                .iter()
+                .map(|name| relation_oid(&t4, &views, name?))
+                .collect();
+            Ok(Arc::new(out))
+        }),
+        function("to_regtype", &[1], DataType::UInt32, |args, _| {
+            let names = as_text(&args[0])?;
+            let out: UInt32Array = names
+                .iter()
+                .map(|name| type_by_name(name?).map(|t| t.oid()))
+                .collect();
+            Ok(Arc::new(out))
+        }),
+        function("quote_ident", &[1], DataType::Utf8, |args, _| {
+            let names = as_text(&args[0])?;
+            let out: StringArray = names.iter().map(|n| n.map(quote_ident)).collect();
+            Ok(Arc::new(out))
         }),
     ];
     // Debug builds only: lets tests make an operator panic on a chosen row.

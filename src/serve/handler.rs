@@ -130,6 +130,46 @@ impl PendingCopy {
     }
 }
 
+/// The names of a connection's prepared statements (Parse messages), so that `DEALLOCATE ALL`
+/// can drop them: pgwire's statement store cannot list them.
+#[derive(Default)]
+struct PreparedNames(std::sync::Mutex<std::collections::BTreeSet<String>>);
+
+impl PreparedNames {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        crate::sync::lock(&self.0, "the connection's prepared statements")
+    }
+}
+
+/// `DEALLOCATE name` / `DEALLOCATE ALL`: drops prepared statements (made by Parse messages, as
+/// drivers prepare them) from the connection's store.
+fn deallocate<C>(client: &C, name: &datafusion::sql::sqlparser::ast::Ident) -> Response
+where
+    C: ClientInfo + ClientPortalStore,
+    C::PortalStore: PortalStore,
+{
+    let names = client
+        .session_extensions()
+        .get_or_insert_with(PreparedNames::default);
+    let store = client.portal_store();
+    if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") {
+        for prepared in std::mem::take(&mut *names.lock()) {
+            store.rm_statement(&prepared);
+        }
+        return Response::Execution(Tag::new("DEALLOCATE ALL"));
+    }
+    let known = names.lock().remove(&name.value);
+    if !known || store.get_statement(&name.value).is_none() {
+        let e = Error::user(
+            sqlstate::INVALID_SQL_STATEMENT_NAME,
+            format!("prepared statement \"{}\" does not exist", name.value),
+        );
+        return Response::Error(Box::new(error_info(&e)));
+    }
+    store.rm_statement(&name.value);
+    Response::Execution(Tag::new("DEALLOCATE"))
+}
+
 /// Handles every statement of every connection.
 #[derive(Debug)]
 pub struct StatementHandler {
@@ -398,6 +438,17 @@ impl SimpleQueryHandler for StatementHandler {
         let mut session = slot.session.lock().await;
         let mut responses = Vec::with_capacity(statements.len());
         for statement in &statements {
+            if let datafusion::sql::sqlparser::ast::Statement::Deallocate { name, .. } =
+                &statement.statement
+            {
+                let response = deallocate(client, name);
+                let failed = matches!(response, Response::Error(_));
+                responses.push(response);
+                if failed {
+                    break;
+                }
+                continue;
+            }
             let mut stop = Stop::start(&self.engine, &slot, &session, statement);
             match stop.run(session.execute(statement, None)).await {
                 Ok(Outcome::CatchingUp(view)) => {
@@ -492,6 +543,82 @@ impl ExtendedQueryHandler for StatementHandler {
         Arc::clone(&self.parser)
     }
 
+    /// As pgwire's, noting the statement's name for `DEALLOCATE ALL`.
+    async fn on_parse<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::extendedquery::Parse,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message
+            .name
+            .clone()
+            .unwrap_or_else(|| pgwire::api::DEFAULT_NAME.to_owned());
+        let parser = self.query_parser();
+        match StoredStatement::parse(client, &message, parser).await? {
+            Some(statement) => client.portal_store().put_statement(Arc::new(statement)),
+            None => client.portal_store().put_empty_statement(&name),
+        }
+        if name != pgwire::api::DEFAULT_NAME {
+            client
+                .session_extensions()
+                .get_or_insert_with(PreparedNames::default)
+                .lock()
+                .insert(name);
+        }
+        client
+            .send(PgWireBackendMessage::ParseComplete(
+                pgwire::messages::extendedquery::ParseComplete::new(),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// As pgwire's, but a statement with parameters and no result columns (`INSERT … VALUES
+    /// ($1)`) is answered `ParameterDescription` + `NoData`, as PostgreSQL answers it: pgwire
+    /// sends an empty `RowDescription`, which pgJDBC's `executeUpdate` takes for a query.
+    async fn on_describe<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::extendedquery::Describe,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if message.target_type == pgwire::messages::extendedquery::TARGET_TYPE_BYTE_STATEMENT {
+            let name = message.name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME);
+            if let Some(pgwire::api::store::Entry::Value(statement)) =
+                client.portal_store().get_statement(name)
+            {
+                let response = self.do_describe_statement(client, &statement).await?;
+                if !response.fields.is_empty() {
+                    return pgwire::api::query::send_describe_response(client, &response).await;
+                }
+                let types = response.parameters.iter().map(Type::oid).collect();
+                client
+                    .send(PgWireBackendMessage::ParameterDescription(
+                        pgwire::messages::data::ParameterDescription::new(types),
+                    ))
+                    .await?;
+                client
+                    .send(PgWireBackendMessage::NoData(
+                        pgwire::messages::data::NoData::new(),
+                    ))
+                    .await?;
+                return Ok(());
+            }
+        }
+        self._on_describe(client, message).await
+    }
+
     async fn do_describe_statement<C>(
         &self,
         client: &mut C,
@@ -552,6 +679,14 @@ impl ExtendedQueryHandler for StatementHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if let datafusion::sql::sqlparser::ast::Statement::Deallocate { name, .. } =
+            &portal.statement.statement.statement
+        {
+            return match deallocate(client, name) {
+                Response::Error(e) => Err(PgWireError::UserError(e)),
+                done => Ok(done),
+            };
+        }
         let slot = self.session(client);
         let mut session = slot.session.lock().await;
         let params = self.bound_params(&session, portal).await?;

@@ -11,9 +11,9 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, CastKind, DataType, Expr, GroupByExpr, Ident, ObjectName, Query, Select,
-    SelectItem, SetExpr, Statement, TableFactor, Value, ValueWithSpan, VisitMut, VisitorMut,
-    visit_expressions_mut,
+    BinaryOperator, CastKind, DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
+    GroupByExpr, Ident, ObjectName, Query, Select, SelectItem, SetExpr, Statement, TableFactor,
+    Value, ValueWithSpan, VisitMut, VisitorMut, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -45,6 +45,27 @@ fn call(function: &str, args: &[&Expr]) -> Option<Expr> {
         .try_with_sql(&text)
         .and_then(|mut p| p.parse_expr())
         .ok()
+}
+
+/// `$1`: a parameter a driver binds (SQLAlchemy binds `CAST($1 AS REGCLASS)`).
+fn is_placeholder(expr: &Expr) -> bool {
+    matches!(
+        expr,
+        Expr::Value(ValueWithSpan {
+            value: Value::Placeholder(_),
+            ..
+        })
+    )
+}
+
+/// Whether `function` is `name` (or `pg_catalog.name`).
+fn is_function(function: &datafusion::sql::sqlparser::ast::Function, name: &str) -> bool {
+    function
+        .name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .is_some_and(|i| i.value.eq_ignore_ascii_case(name))
 }
 
 fn is_string_literal(expr: &Expr) -> bool {
@@ -81,7 +102,9 @@ fn rewrite_expr(expr: &mut Expr) {
                 _ => return,
             };
             let replacement = match type_name.as_str() {
-                "regclass" if is_string_literal(inner) => call(REGCLASS_FUNCTION, &[inner]),
+                "regclass" if is_string_literal(inner) || is_placeholder(inner) => {
+                    call(REGCLASS_FUNCTION, &[inner])
+                }
                 "regtype" if is_string_literal(inner) => call(REGTYPE_FUNCTION, &[inner]),
                 "regtype" => call("format_type", &[inner, &Expr::value(Value::Null)]),
                 "regclass" | "regproc" | "regprocedure" | "regnamespace" | "regrole"
@@ -103,6 +126,20 @@ fn rewrite_expr(expr: &mut Expr) {
             *expr = Expr::value(Value::Boolean(*negated));
         }
         Expr::Subquery(query) => aggregate_catalog_subquery(query),
+        // `generate_subscripts(a, 1)`: the subscripts of a one-dimensional array, as rows.
+        Expr::Function(function) if is_function(function, "generate_subscripts") => {
+            if let FunctionArguments::List(list) = &function.args
+                && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(array))) = list.args.first()
+                && let Some(replacement) = Parser::new(&PostgreSqlDialect {})
+                    .try_with_sql(&format!(
+                        "unnest(range(1, CAST(cardinality({array}) AS BIGINT) + 1))"
+                    ))
+                    .and_then(|mut p| p.parse_expr())
+                    .ok()
+            {
+                *expr = replacement;
+            }
+        }
         Expr::Function(function)
             if function.name.0.len() == 2
                 && function.name.0[0]

@@ -31,6 +31,7 @@ pub const DEFAULT_SETTINGS: &[(&str, &str)] = &[
     ("client_encoding", "UTF8"),
     ("client_min_messages", "notice"),
     ("datestyle", "ISO, MDY"),
+    ("default_table_access_method", "heap"),
     ("default_transaction_isolation", "read committed"),
     ("extra_float_digits", "1"),
     ("integer_datetimes", "on"),
@@ -107,6 +108,104 @@ impl std::fmt::Debug for Outcome {
     }
 }
 
+/// A setting's value: as `SET` left it, else its default.
+fn setting_of(
+    settings: &std::sync::RwLock<BTreeMap<String, String>>,
+    name: &str,
+) -> Option<String> {
+    crate::sync::read_value(settings)
+        .get(name)
+        .cloned()
+        .or_else(|| {
+            DEFAULT_SETTINGS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        })
+}
+
+/// `current_setting(name [, missing_ok])` and `set_config(name, value, is_local)` over one
+/// session's settings (drivers read them this way: asyncpg, SQLAlchemy, DBeaver).
+fn setting_functions(
+    settings: &Arc<std::sync::RwLock<BTreeMap<String, String>>>,
+) -> Vec<datafusion::logical_expr::ScalarUDF> {
+    use datafusion::arrow::array::{Array, ArrayRef, BooleanArray};
+    use datafusion::arrow::compute::cast;
+    let text = |a: &ArrayRef| -> datafusion::error::Result<StringArray> {
+        Ok(cast(a, &DataType::Utf8)?
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .cloned()
+            .unwrap_or_else(|| StringArray::new_null(a.len())))
+    };
+    let unknown = |name: &str| -> datafusion::error::DataFusionError {
+        Error::user(
+            sqlstate::UNDEFINED_OBJECT,
+            format!("unrecognized configuration parameter \"{name}\""),
+        )
+        .into()
+    };
+    let read = Arc::clone(settings);
+    let write = Arc::clone(settings);
+    vec![
+        crate::catalog::pg_functions::function(
+            "current_setting",
+            &[1, 2],
+            DataType::Utf8,
+            move |args, _| {
+                let names = text(&args[0])?;
+                let missing_ok = match args.get(1) {
+                    Some(a) => cast(a, &DataType::Boolean)?
+                        .as_any()
+                        .downcast_ref::<BooleanArray>()
+                        .cloned(),
+                    None => None,
+                };
+                let mut out = Vec::with_capacity(names.len());
+                for (i, name) in names.iter().enumerate() {
+                    let Some(name) = name else {
+                        out.push(None);
+                        continue;
+                    };
+                    let name = name.to_ascii_lowercase();
+                    match setting_of(&read, &name) {
+                        Some(v) => out.push(Some(v)),
+                        None if missing_ok.as_ref().is_some_and(|m| m.value(i)) => out.push(None),
+                        None => return Err(unknown(&name)),
+                    }
+                }
+                Ok(Arc::new(StringArray::from(out)) as ArrayRef)
+            },
+        ),
+        crate::catalog::pg_functions::function(
+            "set_config",
+            &[3],
+            DataType::Utf8,
+            move |args, _| {
+                let names = text(&args[0])?;
+                let values = text(&args[1])?;
+                let mut out = Vec::with_capacity(names.len());
+                for (name, value) in names.iter().zip(values.iter()) {
+                    let (Some(name), Some(value)) = (name, value) else {
+                        out.push(None);
+                        continue;
+                    };
+                    let name = name.to_ascii_lowercase();
+                    if name == "statement_timeout" {
+                        return Err(Error::unsupported(
+                            "set_config('statement_timeout', …); use SET statement_timeout",
+                        )
+                        .into());
+                    }
+                    crate::sync::write_value(&write).insert(name, value.to_string());
+                    out.push(Some(value.to_string()));
+                }
+                Ok(Arc::new(StringArray::from(out)) as ArrayRef)
+            },
+        ),
+    ]
+}
+
 /// A client's session.
 pub struct Session {
     /// The engine.
@@ -114,9 +213,14 @@ pub struct Session {
     /// DataFusion over the engine's catalog, with this session's settings.
     pub(super) ctx: SessionContext,
     /// Values given by `SET`, by lowercase name.
-    settings: BTreeMap<String, String>,
+    /// Shared with the session's `current_setting` and `set_config`.
+    settings: Arc<std::sync::RwLock<BTreeMap<String, String>>>,
     /// Inside `BEGIN` … `COMMIT`.
     pub(super) in_transaction: bool,
+    /// Statements that wrote since `BEGIN` (each committed as it ran).
+    writes_in_transaction: u64,
+    /// The transaction's savepoints, oldest first: each name with the writes before it.
+    savepoints: Vec<(String, u64)>,
     /// Open cursors by name; they close with the transaction.
     pub(super) cursors: std::collections::HashMap<String, super::cursor::Cursor>,
     /// `statement_timeout`: how long a statement may run (`None`: no limit).
@@ -129,11 +233,17 @@ impl Session {
     /// A session with default settings.
     pub fn new(engine: Arc<Engine>) -> Self {
         let ctx = engine.new_context();
+        let settings = Arc::default();
+        for function in setting_functions(&settings) {
+            ctx.register_udf(function);
+        }
         Self {
             engine,
             ctx,
-            settings: BTreeMap::new(),
+            settings,
             in_transaction: false,
+            writes_in_transaction: 0,
+            savepoints: Vec::new(),
             cursors: std::collections::HashMap::new(),
             statement_timeout: None,
             read_only: None,
@@ -156,6 +266,30 @@ impl Session {
         &self.engine
     }
 
+    /// `25P01` outside `BEGIN` … `COMMIT`, as PostgreSQL answers savepoint commands there.
+    fn in_transaction_block(&self, command: &str) -> Result<()> {
+        if self.in_transaction {
+            return Ok(());
+        }
+        Err(Error::user(
+            sqlstate::NO_ACTIVE_SQL_TRANSACTION,
+            format!("{command} can only be used in transaction blocks"),
+        ))
+    }
+
+    /// Where the newest savepoint called `name` is (`3B001` if there is none).
+    fn savepoint(&self, name: &str) -> Result<usize> {
+        self.savepoints
+            .iter()
+            .rposition(|(n, _)| n == name)
+            .ok_or_else(|| {
+                Error::user(
+                    sqlstate::INVALID_SAVEPOINT_SPECIFICATION,
+                    format!("savepoint \"{name}\" does not exist"),
+                )
+            })
+    }
+
     /// Runs one statement; `params` are the values of `$1, $2, …` when the extended protocol
     /// bound any.
     pub async fn execute(
@@ -164,7 +298,12 @@ impl Session {
         params: Option<ParamValues>,
     ) -> Result<Outcome> {
         let span = tracing::debug_span!("statement", sql = %statement.text);
-        tracing::Instrument::instrument(self.execute_in_span(statement, params), span).await
+        let outcome =
+            tracing::Instrument::instrument(self.execute_in_span(statement, params), span).await;
+        if outcome.is_ok() && self.in_transaction && !reads_only(statement) {
+            self.writes_in_transaction += 1;
+        }
+        outcome
     }
 
     async fn execute_in_span(
@@ -311,12 +450,51 @@ impl Session {
                 Ok(Outcome::command("SET"))
             }
             Statement::StartTransaction { .. } => {
+                if !self.in_transaction {
+                    self.writes_in_transaction = 0;
+                    self.savepoints.clear();
+                }
                 self.in_transaction = true;
                 Ok(Outcome::Begin)
+            }
+            Statement::Savepoint { name } => {
+                self.in_transaction_block("SAVEPOINT")?;
+                let writes = self.writes_in_transaction;
+                self.savepoints.push((name.value.clone(), writes));
+                Ok(Outcome::command("SAVEPOINT"))
+            }
+            Statement::ReleaseSavepoint { name } => {
+                self.in_transaction_block("RELEASE SAVEPOINT")?;
+                let at = self.savepoint(&name.value)?;
+                self.savepoints.truncate(at);
+                Ok(Outcome::command("RELEASE"))
+            }
+            Statement::Rollback {
+                savepoint: Some(name),
+                ..
+            } => {
+                self.in_transaction_block("ROLLBACK TO SAVEPOINT")?;
+                let at = self.savepoint(&name.value)?;
+                let since = self.writes_in_transaction - self.savepoints[at].1;
+                if since > 0 {
+                    // What ran is committed already: saying it was undone would be a lie.
+                    return Err(Error::user(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        format!(
+                            "ROLLBACK TO SAVEPOINT cannot undo the {since} statement(s) that wrote since \"{}\": in Sluice each statement commits as it runs",
+                            name.value
+                        ),
+                    ));
+                }
+                // The savepoint stays; those after it go.
+                self.savepoints.truncate(at + 1);
+                Ok(Outcome::command("ROLLBACK"))
             }
             Statement::Commit { .. } | Statement::Rollback { .. } => {
                 // Cursors are WITHOUT HOLD: they end with their transaction.
                 self.in_transaction = false;
+                self.savepoints.clear();
+                self.writes_in_transaction = 0;
                 self.cursors.clear();
                 let tag = if matches!(statement.statement, Statement::Commit { .. }) {
                     "COMMIT"
@@ -493,12 +671,7 @@ impl Session {
     }
 
     fn setting(&self, name: &str) -> Option<String> {
-        self.settings.get(name).cloned().or_else(|| {
-            DEFAULT_SETTINGS
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v.to_string())
-        })
+        setting_of(&self.settings, name)
     }
 
     fn set(&mut self, set: &Set) -> Result<()> {
@@ -515,11 +688,11 @@ impl Session {
                 if name == "statement_timeout" {
                     self.statement_timeout = parse_statement_timeout(&value)?;
                     if self.statement_timeout.is_none() {
-                        self.settings.remove(&name);
+                        crate::sync::write_value(&self.settings).remove(&name);
                         return Ok(());
                     }
                 }
-                self.settings.insert(name, value);
+                crate::sync::write_value(&self.settings).insert(name, value);
                 Ok(())
             }
             Set::SetTimeZone { value, .. } => {
@@ -532,7 +705,7 @@ impl Session {
                         "time zone \"{value}\": Sluice runs in UTC"
                     )));
                 }
-                self.settings.insert("timezone".into(), "UTC".into());
+                crate::sync::write_value(&self.settings).insert("timezone".into(), "UTC".into());
                 Ok(())
             }
             Set::SetNames { .. } | Set::SetNamesDefault {} => Ok(()),
@@ -559,7 +732,7 @@ impl Session {
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect();
-        all.extend(self.settings.clone());
+        all.extend(crate::sync::read_value(&self.settings).clone());
         let schema = Arc::new(Schema::new(vec![
             Field::new("name", DataType::Utf8, false),
             Field::new("setting", DataType::Utf8, false),
@@ -618,6 +791,9 @@ pub(crate) fn reads_only(statement: &SluiceStatement) -> bool {
             | Statement::StartTransaction { .. }
             | Statement::Commit { .. }
             | Statement::Rollback { .. }
+            | Statement::Savepoint { .. }
+            | Statement::ReleaseSavepoint { .. }
+            | Statement::Deallocate { .. }
             | Statement::Flush { .. } => true,
             Statement::Explain {
                 statement, analyze, ..
