@@ -377,6 +377,120 @@ async fn sqlalchemy_pandas_and_psycopg_transactions() {
     eprintln!("{}", out.trim());
 }
 
+/// The frames of one backend message stream, as (type byte, body), read until ReadyForQuery.
+async fn read_until_ready(socket: &mut tokio::net::TcpStream) -> Vec<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut messages = Vec::new();
+    loop {
+        let kind = socket.read_u8().await.expect("a message");
+        let len = socket.read_u32().await.expect("a length") as usize;
+        let mut body = vec![0; len - 4];
+        socket.read_exact(&mut body).await.expect("a body");
+        messages.push((kind, body));
+        if kind == b'Z' {
+            return messages;
+        }
+    }
+}
+
+/// A frontend message: type byte, length, body.
+fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![kind];
+    out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// Describe of a prepared statement, on the wire as PostgreSQL answers it: parameters and
+/// `NoData` for an INSERT (pgwire alone sent an empty RowDescription), parameters and a
+/// RowDescription for a query.
+#[tokio::test]
+async fn describe_answers_no_data_for_a_statement_without_rows() {
+    let server = TestServer::start().await;
+    server
+        .connect()
+        .await
+        .batch_execute("CREATE TABLE d (id INT PRIMARY KEY, v TEXT)")
+        .await
+        .unwrap();
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", server.port()))
+        .await
+        .unwrap();
+    let mut startup = Vec::new();
+    startup.extend_from_slice(&196_608u32.to_be_bytes());
+    startup.extend_from_slice(b"user\0sluice\0database\0sluice\0\0");
+    let mut message = (startup.len() as u32 + 4).to_be_bytes().to_vec();
+    message.extend_from_slice(&startup);
+    socket.write_all(&message).await.unwrap();
+    read_until_ready(&mut socket).await;
+    let types = |messages: &[(u8, Vec<u8>)]| -> String {
+        messages.iter().map(|(k, _)| *k as char).collect()
+    };
+    for (sql, expected) in [
+        ("INSERT INTO d VALUES ($1, $2)", "1tnZ"),
+        ("DELETE FROM d WHERE id = $1", "1tnZ"),
+        ("SELECT v FROM d WHERE id = $1", "1tTZ"),
+    ] {
+        let mut parse = b"s1\0".to_vec();
+        parse.extend_from_slice(sql.as_bytes());
+        parse.extend_from_slice(&[0, 0, 0]);
+        let mut request = frame(b'P', &parse);
+        request.extend(frame(b'D', b"Ss1\0"));
+        request.extend(frame(b'S', b""));
+        socket.write_all(&request).await.unwrap();
+        let answer = read_until_ready(&mut socket).await;
+        assert_eq!(types(&answer), expected, "{sql}");
+        let mut close = frame(b'C', b"Ss1\0");
+        close.extend(frame(b'S', b""));
+        socket.write_all(&close).await.unwrap();
+        read_until_ready(&mut socket).await;
+    }
+}
+
+/// pgJDBC, as a Java program compiled here: `executeUpdate` on a prepared INSERT (Describe
+/// answers NoData), queries with parameters, SQLSTATEs, `getTables`, `getColumns`,
+/// `getTypeInfo`.
+#[tokio::test]
+async fn pgjdbc_prepared_statements_and_metadata() {
+    let jar = "/usr/share/java/postgresql.jar";
+    let javac = Command::new("javac").arg("-version").output();
+    if !std::path::Path::new(jar).exists() || javac.is_err() {
+        // .ci/run installs both (Debian's libpostgresql-jdbc-java and a JDK).
+        eprintln!("SKIPPED pgjdbc_prepared_statements_and_metadata: no {jar} or no javac");
+        return;
+    }
+    let server = TestServer::start().await;
+    let port = server.port();
+    let classes = tempfile::tempdir().unwrap();
+    let out = classes.path().to_path_buf();
+    let output = tokio::task::spawn_blocking(move || {
+        let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/JdbcClient.java");
+        let compiled = Command::new("javac")
+            .args(["-d", &out.display().to_string(), source])
+            .output()
+            .expect("javac runs");
+        assert!(
+            compiled.status.success(),
+            "javac: {}",
+            String::from_utf8_lossy(&compiled.stderr)
+        );
+        Command::new("java")
+            .args(["-cp", &format!("{jar}:{}", out.display()), "JdbcClient"])
+            .arg(port.to_string())
+            .output()
+            .expect("java runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("pgjdbc ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!("{}", stdout.trim());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_runs_in_psql() {
     let server = TestServer::start().await;

@@ -180,6 +180,37 @@ fn relation_oid(tables: &TableRegistry, views: &ViewRegistry, name: &str) -> Opt
         .or_else(|| views.get(&bare).map(|v| v.oid()))
 }
 
+/// `array_upper`/`array_lower` of `args` (an array, a dimension): `bound(length)` for dimension
+/// 1 of a non-empty array, else NULL.
+fn array_bound(args: &[ArrayRef], bound: fn(usize) -> Option<i64>) -> DfResult<ArrayRef> {
+    use datafusion::arrow::array::Array;
+    let dims = as_i32(&args[1])?;
+    let lengths: Vec<Option<usize>> = match args[0].data_type() {
+        DataType::List(_) => {
+            let list = args[0].as_list::<i32>();
+            (0..list.len())
+                .map(|i| (!list.is_null(i)).then(|| list.value_length(i) as usize))
+                .collect()
+        }
+        DataType::LargeList(_) => {
+            let list = args[0].as_list::<i64>();
+            (0..list.len())
+                .map(|i| (!list.is_null(i)).then(|| list.value_length(i) as usize))
+                .collect()
+        }
+        _ => vec![None; args[0].len()],
+    };
+    let out: Int64Array = lengths
+        .into_iter()
+        .zip(dims.iter())
+        .map(|(len, dim)| match (len, dim) {
+            (Some(len), Some(1)) if len > 0 => bound(len),
+            _ => None,
+        })
+        .collect();
+    Ok(Arc::new(out))
+}
+
 /// `quote_ident`: `name` as is when it needs no quotes, else in double quotes.
 fn quote_ident(name: &str) -> String {
     let plain = name
@@ -433,6 +464,14 @@ pub fn pg_functions(tables: Arc<TableRegistry>, views: Arc<ViewRegistry>) -> Vec
                 .map(|name| type_by_name(name?).map(|t| t.oid()))
                 .collect();
             Ok(Arc::new(out))
+        }),
+        // A one-dimensional array's bounds (`NULL` when empty, or for another dimension).
+        // Int8, not PostgreSQL's int4: DataFusion's generate_series takes only int8 bounds.
+        function("array_upper", &[2], DataType::Int64, |args, _| {
+            array_bound(args, |len| i64::try_from(len).ok())
+        }),
+        function("array_lower", &[2], DataType::Int64, |args, _| {
+            array_bound(args, |_| Some(1))
         }),
         function("quote_ident", &[1], DataType::Utf8, |args, _| {
             let names = as_text(&args[0])?;
