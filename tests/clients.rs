@@ -367,6 +367,16 @@ async fn psycopg_round_trip() {
     assert!(out.contains("psycopg ok"));
 }
 
+/// asyncpg: parameters typed by their casts, prepared statements, cursors on a SELECT and on
+/// SUBSCRIBE (a row limit per Execute, the portal suspended between fetches).
+#[tokio::test]
+async fn asyncpg_parameters_and_cursors() {
+    let server = TestServer::start().await;
+    let out = common::run_python_client("asyncpg_client.py", server.port()).await;
+    assert!(out.contains(" ok"), "{out}");
+    eprintln!("{}", out.trim());
+}
+
 /// SQLAlchemy 2 with default settings (connect, Core, reflection, savepoints), pandas
 /// `read_sql` of a view, and psycopg's transaction helpers and `TypeInfo`.
 #[tokio::test]

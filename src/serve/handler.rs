@@ -671,7 +671,7 @@ impl ExtendedQueryHandler for StatementHandler {
         &self,
         client: &mut C,
         portal: &Portal<Self::Statement>,
-        _max_rows: usize,
+        max_rows: usize,
     ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -701,6 +701,13 @@ impl ExtendedQueryHandler for StatementHandler {
         }
         if let Outcome::Subscribe { feed, copy } = outcome {
             stop.timer.disarm();
+            if copy.is_none() && max_rows > 0 {
+                // A cursor on the portal (asyncpg, pgJDBC's setFetchSize): pgwire sends
+                // `max_rows` rows per Execute and suspends the portal in between.
+                let fields = Arc::new(field_infos(feed.schema(), &portal.result_column_format));
+                let rows = super::live::feed_rows(feed, &fields);
+                return Ok(Response::Query(QueryResponse::new(fields, rows)));
+            }
             let format = match copy {
                 Some(csv) => FeedFormat::Copy { csv },
                 None => FeedFormat::Rows {

@@ -140,6 +140,42 @@ where
     Ok(())
 }
 
+/// A subscription as the rows of a portal, for a driver that reads it through the extended
+/// protocol with a row limit (asyncpg's and pgJDBC's cursors): pgwire sends that many rows per
+/// `Execute` and suspends the portal, and the feed is read only as far as the client asks.
+pub fn feed_rows(
+    feed: LiveFeed,
+    fields: &[FieldInfo],
+) -> impl futures::Stream<Item = PgWireResult<pgwire::messages::data::DataRow>> + Send + 'static {
+    use futures::StreamExt;
+    let formats: Vec<FieldFormat> = fields.iter().map(FieldInfo::format).collect();
+    futures::stream::unfold(Some(feed), move |state| {
+        let formats = formats.clone();
+        async move {
+            let mut feed = state?;
+            let rows: Vec<PgWireResult<pgwire::messages::data::DataRow>> = match feed.next().await {
+                Ok(batches) => {
+                    let mut rows = Vec::new();
+                    for batch in &batches {
+                        match encode_batch(batch, &formats) {
+                            Ok(encoded) => rows.extend(encoded.into_iter().map(Ok)),
+                            Err(e) => {
+                                rows.push(Err(pg_error(Error::unsupported(e.to_string()))));
+                                return Some((futures::stream::iter(rows), None));
+                            }
+                        }
+                    }
+                    rows
+                }
+                // The subscription ended (its view dropped, or it fell too far behind).
+                Err(e) => return Some((futures::stream::iter(vec![Err(pg_error(e))]), None)),
+            };
+            Some((futures::stream::iter(rows), Some(feed)))
+        }
+    })
+    .flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

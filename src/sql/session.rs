@@ -862,7 +862,42 @@ fn setting_value(e: &Expr) -> String {
 const MAX_PARAMETERS: usize = 65_535;
 
 fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
-    let types = plan.get_parameter_types()?;
+    let mut types = plan.get_parameter_types()?;
+    // `$1::int`: DataFusion infers a parameter's type from comparisons and inserts, not from
+    // a cast of it; PostgreSQL (and asyncpg, which binds by the described type) takes the
+    // cast's type.
+    let untyped: Vec<String> = types
+        .iter()
+        .filter(|(_, ty)| ty.is_none())
+        .map(|(name, _)| name.clone())
+        .collect();
+    if !untyped.is_empty() {
+        use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+        use datafusion::logical_expr::Expr;
+        let mut cast_to: std::collections::HashMap<String, DataType> = Default::default();
+        plan.apply_with_subqueries(|node| {
+            node.apply_expressions(|expr| {
+                expr.apply(|e| {
+                    let (inner, to) = match e {
+                        Expr::Cast(c) => (c.expr.as_ref(), c.field.data_type()),
+                        Expr::TryCast(c) => (c.expr.as_ref(), c.field.data_type()),
+                        _ => return Ok(TreeNodeRecursion::Continue),
+                    };
+                    if let Expr::Placeholder(p) = inner
+                        && p.field.is_none()
+                    {
+                        cast_to.entry(p.id.clone()).or_insert_with(|| to.clone());
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                })
+            })
+        })?;
+        for name in untyped {
+            if let Some(ty) = cast_to.remove(&name) {
+                types.insert(name, Some(ty));
+            }
+        }
+    }
     let mut out = vec![None; types.len()];
     for (name, ty) in types {
         let index: usize = name
