@@ -367,6 +367,76 @@ async fn psycopg_round_trip() {
     assert!(out.contains("psycopg ok"));
 }
 
+/// `COPY table|(query) TO STDOUT` in text and CSV (header, delimiter, NULL and quoting as
+/// PostgreSQL writes them), psql's `\copy … to` a file and back, and tokio-postgres's
+/// `copy_out`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_to_stdout_in_text_and_csv() {
+    let server = TestServer::start().await;
+    let port = server.port();
+    let file = server.data_dir().join("out.csv");
+    let script = format!(
+        "\
+CREATE TABLE c (a INT, b TEXT, d DATE);
+INSERT INTO c VALUES (1, 'x, \"y\"', '2026-01-02'), (2, NULL, '2026-01-03'), (3, 'back\\slash', NULL), (4, E'tab\\there', '2026-01-04');
+COPY c TO STDOUT;
+COPY (SELECT a, b FROM c WHERE a > 1 ORDER BY a) TO STDOUT WITH (FORMAT csv, HEADER);
+COPY c (b, a) TO STDOUT WITH (DELIMITER '|');
+\\copy c to '{file}' csv header
+CREATE TABLE c2 (a INT, b TEXT, d DATE);
+\\copy c2 from '{file}' csv header
+SELECT count(*) FROM c2;
+SELECT count(*) FROM (SELECT a, b, d FROM c2 INTERSECT SELECT a, b, d FROM c) AS same WHERE a <> 3;
+",
+        file = file.display()
+    );
+    let (out, err, ok) = tokio::task::spawn_blocking(move || psql(port, &["-qAt"], &script))
+        .await
+        .unwrap();
+    assert!(ok && err.is_empty(), "psql failed: {err}\n{out}");
+    let expected = "\
+1\tx, \"y\"\t2026-01-02
+2\t\\N\t2026-01-03
+3\tback\\\\slash\t\\N
+4\ttab\\there\t2026-01-04
+a,b
+2,
+3,back\\slash
+4,tab\there
+x, \"y\"|1
+\\N|2
+back\\\\slash|3
+tab\\there|4
+4
+3
+";
+    assert_eq!(out, expected);
+    let csv = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        csv.starts_with("a,b,d\n1,\"x, \"\"y\"\"\",2026-01-02\n"),
+        "{csv}"
+    );
+
+    // tokio-postgres: COPY out of a query, the rows as one byte stream.
+    let client = server.connect().await;
+    let stream = client
+        .copy_out("COPY (SELECT a, d FROM c ORDER BY a) TO STDOUT WITH (FORMAT csv)")
+        .await
+        .unwrap();
+    let chunks: Vec<bytes::Bytes> = futures::TryStreamExt::try_collect(stream).await.unwrap();
+    let text: String = chunks
+        .iter()
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    assert_eq!(text, "1,2026-01-02\n2,2026-01-03\n3,\n4,2026-01-04\n");
+    let err = client
+        .copy_out("COPY nowhere TO STDOUT")
+        .await
+        .err()
+        .expect("an error");
+    assert_eq!(db_error(&err).0, "42P01");
+}
+
 /// asyncpg: parameters typed by their casts, prepared statements, cursors on a SELECT and on
 /// SUBSCRIBE (a row limit per Execute, the portal suspended between fetches).
 #[tokio::test]

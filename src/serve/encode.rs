@@ -226,6 +226,99 @@ pub fn copy_lines(batch: &RecordBatch, csv: bool) -> Vec<Bytes> {
     lines
 }
 
+/// One field of `COPY … TO` output in `format`: `None` is NULL.
+fn put_copy_field(
+    line: &mut BytesMut,
+    value: Option<&[u8]>,
+    format: &crate::sql::copy::CopyFormat,
+) {
+    use crate::sql::copy::CopyFormat;
+    match (format, value) {
+        (CopyFormat::Text { null, .. }, None) => line.put_slice(null.as_bytes()),
+        (CopyFormat::Text { delimiter, .. }, Some(v)) => {
+            for &b in v {
+                match b {
+                    b'\\' => line.put_slice(b"\\\\"),
+                    b'\t' => line.put_slice(b"\\t"),
+                    b'\n' => line.put_slice(b"\\n"),
+                    b'\r' => line.put_slice(b"\\r"),
+                    b if b == *delimiter => {
+                        line.put_u8(b'\\');
+                        line.put_u8(b);
+                    }
+                    other => line.put_u8(other),
+                }
+            }
+        }
+        // An unquoted empty field is NULL; an empty string is quoted.
+        (CopyFormat::Csv { .. }, None) => {}
+        (
+            CopyFormat::Csv {
+                delimiter,
+                quote,
+                escape,
+                ..
+            },
+            Some(v),
+        ) => {
+            let quoted = v.is_empty()
+                || v.iter()
+                    .any(|&b| b == *delimiter || b == *quote || b == b'\n' || b == b'\r');
+            if !quoted {
+                line.put_slice(v);
+                return;
+            }
+            line.put_u8(*quote);
+            for &b in v {
+                if b == *quote || b == *escape {
+                    line.put_u8(*escape);
+                }
+                line.put_u8(b);
+            }
+            line.put_u8(*quote);
+        }
+    }
+}
+
+/// The rows of `batch` as `COPY … TO STDOUT` lines in `format`, one per row.
+pub fn copy_out_lines(batch: &RecordBatch, format: &crate::sql::copy::CopyFormat) -> Vec<Bytes> {
+    let delimiter = format.delimiter();
+    let columns: Vec<TextColumn<'_>> = batch
+        .columns()
+        .iter()
+        .map(|c| text_column(c.as_ref()))
+        .collect();
+    let mut lines = Vec::with_capacity(batch.num_rows());
+    let mut line = BytesMut::new();
+    for row in 0..batch.num_rows() {
+        for (i, column) in columns.iter().enumerate() {
+            if i > 0 {
+                line.put_u8(delimiter);
+            }
+            put_copy_field(&mut line, column.value(row).as_deref(), format);
+        }
+        line.put_u8(b'\n');
+        lines.push(line.split().freeze());
+    }
+    lines
+}
+
+/// The `HEADER` line of `COPY … TO STDOUT`: the column names, as fields.
+pub fn copy_out_header(
+    schema: &datafusion::arrow::datatypes::Schema,
+    format: &crate::sql::copy::CopyFormat,
+) -> Bytes {
+    let mut line = BytesMut::new();
+    for (i, field) in schema.fields().iter().enumerate() {
+        if i > 0 {
+            line.put_u8(format.delimiter());
+        }
+        put_copy_field(&mut line, Some(field.name().as_bytes()), format);
+    }
+    line.put_u8(b'\n');
+    line.freeze()
+}
+
 /// `value` as a field of COPY's text format: backslash, tab, newline and carriage return
 /// escaped.
 pub fn put_copy_text(line: &mut BytesMut, value: &[u8]) {

@@ -260,6 +260,49 @@ impl StatementHandler {
                     "SUBSCRIBE here (it streams from do_query)",
                 )));
             }
+            Outcome::CopyOut {
+                schema,
+                stream,
+                format,
+            } => {
+                let stream = control::controlled(stream, stop.control, stop.seen, stop.timeout);
+                let timer = stop.timer;
+                let header = format
+                    .header()
+                    .then(|| super::encode::copy_out_header(&schema, &format));
+                // One CopyData per row (pgwire counts them for `COPY n`); the header rides
+                // in front of the first row, so that it is not counted.
+                let lines = stream
+                    .map(move |batch| {
+                        let _ = &timer;
+                        match batch {
+                            Ok(batch) => super::encode::copy_out_lines(&batch, &format)
+                                .into_iter()
+                                .map(Ok)
+                                .collect::<Vec<_>>(),
+                            Err(e) => vec![Err(pg_error(Error::from(e)))],
+                        }
+                    })
+                    .flat_map(stream::iter);
+                let header = Arc::new(std::sync::Mutex::new(header));
+                let pending = Arc::clone(&header);
+                let data = lines
+                    .map(move |line| {
+                        let line = line?;
+                        let first = crate::sync::lock_value(&header).take();
+                        Ok(CopyData::new(match first {
+                            Some(h) => [h, line].concat().into(),
+                            None => line,
+                        }))
+                    })
+                    // No rows: the header alone (pgwire then says `COPY 1`).
+                    .chain(stream::iter(std::iter::from_fn(move || {
+                        crate::sync::lock_value(&pending)
+                            .take()
+                            .map(|h| Ok(CopyData::new(h)))
+                    })));
+                Response::CopyOut(CopyResponse::new(0, schema.fields().len(), data))
+            }
             Outcome::CatchingUp(_) => {
                 // Dropping it drops the view: the statement did not complete.
                 return Err(pg_error(Error::internal(

@@ -50,6 +50,18 @@ pub struct CopyIn {
 }
 
 impl CopyFormat {
+    /// The field separator.
+    pub fn delimiter(&self) -> u8 {
+        match self {
+            CopyFormat::Text { delimiter, .. } | CopyFormat::Csv { delimiter, .. } => *delimiter,
+        }
+    }
+
+    /// Whether `HEADER` was given (a first line of column names).
+    pub fn header(&self) -> bool {
+        matches!(self, CopyFormat::Csv { header: true, .. })
+    }
+
     /// Reads the options of a `COPY` statement (both the `WITH (…)` and the legacy spelling).
     pub fn from_options(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<Self> {
         let mut csv = false;

@@ -71,6 +71,15 @@ pub enum Outcome {
     End(String),
     /// `COPY … FROM STDIN`: the client sends data next.
     CopyIn(CopyIn),
+    /// `COPY table|(query) TO STDOUT`: rows sent as COPY data in `format`.
+    CopyOut {
+        /// Their schema.
+        schema: SchemaRef,
+        /// The rows, computed as they are sent.
+        stream: SendableRecordBatchStream,
+        /// Text or CSV, with their options.
+        format: CopyFormat,
+    },
     /// `CREATE MATERIALIZED VIEW`: the view exists and reads its backlog; the statement ends
     /// (`CREATE MATERIALIZED VIEW`) when [`crate::engine::CreatedView::caught_up`] resolves,
     /// and is undone if dropped before.
@@ -102,6 +111,7 @@ impl std::fmt::Debug for Outcome {
             Outcome::Begin => write!(f, "Begin"),
             Outcome::End(tag) => write!(f, "End({tag})"),
             Outcome::CopyIn(c) => write!(f, "CopyIn({})", c.table),
+            Outcome::CopyOut { schema, .. } => write!(f, "CopyOut({schema:?})"),
             Outcome::Subscribe { copy, .. } => write!(f, "Subscribe(copy: {copy:?})"),
             Outcome::CatchingUp(view) => write!(f, "CatchingUp({})", view.name()),
         }
@@ -548,8 +558,55 @@ impl Session {
                     format: CopyFormat::from_options(options, legacy_options)?,
                 }))
             }
+            Statement::Copy {
+                source,
+                to: true,
+                target: CopyTarget::Stdout,
+                options,
+                legacy_options,
+                ..
+            } => {
+                let format = CopyFormat::from_options(options, legacy_options)?;
+                let query = match source {
+                    CopySource::Query(query) => Statement::Query(query.clone()),
+                    CopySource::Table {
+                        table_name: name,
+                        columns,
+                    } => {
+                        let quote = |n: &str| format!("\"{}\"", n.replace('"', "\"\""));
+                        let name = table_name(name)?;
+                        let columns = if columns.is_empty() {
+                            "*".to_string()
+                        } else {
+                            columns
+                                .iter()
+                                .map(|c| quote(&c.value.to_lowercase()))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        };
+                        let sql = format!("SELECT {columns} FROM {}", quote(&name));
+                        datafusion::sql::sqlparser::parser::Parser::new(
+                            &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+                        )
+                        .try_with_sql(&sql)?
+                        .parse_statement()?
+                    }
+                };
+                let copy = SluiceStatement {
+                    statement: query,
+                    ..statement.clone()
+                };
+                match self.run_datafusion(&copy, params).await? {
+                    Outcome::Rows { schema, stream } => Ok(Outcome::CopyOut {
+                        schema,
+                        stream,
+                        format,
+                    }),
+                    other => Err(Error::internal(format!("COPY TO ran as {other:?}"))),
+                }
+            }
             Statement::Copy { .. } => Err(Error::unsupported(
-                "COPY is supported only as COPY table FROM STDIN",
+                "COPY other than COPY table FROM STDIN and COPY table|(query) TO STDOUT",
             )),
             Statement::Query(_)
             | Statement::Insert(_)
@@ -794,6 +851,7 @@ pub(crate) fn reads_only(statement: &SluiceStatement) -> bool {
             | Statement::Savepoint { .. }
             | Statement::ReleaseSavepoint { .. }
             | Statement::Deallocate { .. }
+            | Statement::Copy { to: true, .. }
             | Statement::Flush { .. } => true,
             Statement::Explain {
                 statement, analyze, ..
