@@ -437,6 +437,57 @@ tab\\there|4
     assert_eq!(db_error(&err).0, "42P01");
 }
 
+/// Output columns are named as PostgreSQL names them (`count`, `int4`, `?column?`, `case`),
+/// in queries and in a view's columns; `'\x…'::bytea` is hex input.
+#[tokio::test]
+async fn columns_are_named_as_postgres_names_them() {
+    let server = TestServer::start().await;
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (k INT, v INT);
+             INSERT INTO t VALUES (1, 2), (1, 3), (2, 5);
+             CREATE MATERIALIZED VIEW mv AS SELECT k, count(*), sum(v), max(v)::text FROM t GROUP BY k;",
+        )
+        .await
+        .unwrap();
+    let names = |rows: &[tokio_postgres::Row]| -> Vec<String> {
+        rows[0]
+            .columns()
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect()
+    };
+    let rows = client
+        .query(
+            "SELECT k, count(*), sum(v) AS total, 1::int, 'x'::text, now() IS NOT NULL, \
+             coalesce(v, 0), CASE WHEN k > 1 THEN 1 END FROM t GROUP BY k, v LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&rows),
+        [
+            "k", "count", "total", "int4", "text", "?column?", "coalesce", "case"
+        ]
+    );
+    let rows = client.query("SELECT * FROM mv", &[]).await.unwrap();
+    assert_eq!(names(&rows), ["k", "count", "sum", "max"]);
+    // Two columns that would have one name keep DataFusion's names (it refuses duplicates).
+    let rows = client
+        .query("SELECT count(*), count(v) FROM t", &[])
+        .await
+        .unwrap();
+    assert_eq!(names(&rows), ["count(*)", "count(t.v)"]);
+    let bytes: Vec<u8> = client
+        .query_one("SELECT '\\x0102ff'::bytea", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(bytes, [1, 2, 255]);
+}
+
 /// asyncpg: parameters typed by their casts, prepared statements, cursors on a SELECT and on
 /// SUBSCRIBE (a row limit per Execute, the portal suspended between fetches).
 #[tokio::test]

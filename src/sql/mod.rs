@@ -24,6 +24,8 @@ pub async fn plan_statement(
     mut statement: datafusion::sql::sqlparser::ast::Statement,
     mode: windows::WindowMode,
 ) -> crate::error::Result<datafusion::logical_expr::LogicalPlan> {
+    // Names first, from what the user wrote (before windows are rewritten into our functions).
+    pg_compat::name_columns(&mut statement);
     windows::rewrite(&mut statement, mode)?;
     pg_compat::rewrite(&mut statement);
     let statement = datafusion::sql::parser::Statement::Statement(Box::new(statement));

@@ -30,6 +30,121 @@ pub fn rewrite(statement: &mut Statement) {
     });
 }
 
+/// Names a query's output columns as PostgreSQL does where the select list gives no name: a
+/// function call by its name (`count`, not `count(*)`), a cast of something unnamed by its type
+/// (`int4`), a `CASE` as `case`, anything else unnamed as `?column?`. Only the outermost select
+/// list (the first branch of a set operation) is named, and only where the name is unique in it:
+/// DataFusion refuses two output columns of one name, where PostgreSQL allows them.
+pub fn name_columns(statement: &mut Statement) {
+    match statement {
+        Statement::Query(query) => name_query_columns(query),
+        Statement::CreateView(create) => name_query_columns(&mut create.query),
+        _ => {}
+    }
+}
+
+fn name_query_columns(query: &mut Query) {
+    let mut body = query.body.as_mut();
+    loop {
+        match body {
+            SetExpr::Select(select) => break name_select_columns(select),
+            SetExpr::SetOperation { left, .. } => body = left.as_mut(),
+            SetExpr::Query(inner) => body = inner.body.as_mut(),
+            _ => return,
+        }
+    }
+}
+
+fn name_select_columns(select: &mut Select) {
+    let figured: Vec<Option<String>> = select
+        .projection
+        .iter()
+        .map(|item| match item {
+            SelectItem::UnnamedExpr(expr) => figure_name(expr).or(Some("?column?".into())),
+            _ => None,
+        })
+        .collect();
+    // Names the list has anyway: aliases and plain column references.
+    let mut taken: Vec<String> = select
+        .projection
+        .iter()
+        .filter_map(|item| match item {
+            SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.clone()),
+            SelectItem::UnnamedExpr(Expr::Identifier(i)) => Some(i.value.to_ascii_lowercase()),
+            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => {
+                parts.last().map(|i| i.value.to_ascii_lowercase())
+            }
+            _ => None,
+        })
+        .collect();
+    taken.extend(figured.iter().flatten().cloned());
+    for (item, name) in select.projection.iter_mut().zip(figured) {
+        let Some(name) = name else { continue };
+        let SelectItem::UnnamedExpr(expr) = item else {
+            continue;
+        };
+        // Column references keep their names (also under casts: an alias there would be
+        // ambiguous with the column for DataFusion); a duplicate stays as DataFusion names it.
+        if names_a_column(expr) || taken.iter().filter(|t| **t == name).count() > 1 {
+            continue;
+        }
+        *item = SelectItem::ExprWithAlias {
+            expr: expr.clone(),
+            alias: Ident::with_quote('"', name),
+        };
+    }
+}
+
+/// A column reference, possibly in parentheses or casts.
+fn names_a_column(expr: &Expr) -> bool {
+    match expr {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => true,
+        Expr::Nested(inner) | Expr::Cast { expr: inner, .. } => names_a_column(inner),
+        _ => false,
+    }
+}
+
+/// PostgreSQL's name for an unnamed select-list expression (`FigureColname`), if it has one.
+fn figure_name(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Identifier(i) => Some(i.value.to_ascii_lowercase()),
+        Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.to_ascii_lowercase()),
+        Expr::Nested(inner) => figure_name(inner),
+        Expr::Function(function) => Some(last_part(&function.name)),
+        Expr::Cast {
+            expr, data_type, ..
+        } => figure_name(expr).or_else(|| type_column_name(data_type)),
+        Expr::Case { .. } => Some("case".into()),
+        Expr::Exists { .. } => Some("exists".into()),
+        Expr::Array(_) => Some("array".into()),
+        _ => None,
+    }
+}
+
+/// The name PostgreSQL gives a cast to `data_type` (its `pg_type.typname`).
+fn type_column_name(data_type: &DataType) -> Option<String> {
+    Some(
+        match data_type {
+            DataType::Int(_) | DataType::Integer(_) | DataType::Int4(_) => "int4",
+            DataType::BigInt(_) | DataType::Int8(_) => "int8",
+            DataType::SmallInt(_) | DataType::Int2(_) => "int2",
+            DataType::Text => "text",
+            DataType::Varchar(_) | DataType::CharacterVarying(_) => "varchar",
+            DataType::Boolean | DataType::Bool => "bool",
+            DataType::Real | DataType::Float4 => "float4",
+            DataType::DoublePrecision | DataType::Double(_) | DataType::Float8 => "float8",
+            DataType::Numeric(_) | DataType::Decimal(_) => "numeric",
+            DataType::Date => "date",
+            DataType::Timestamp(_, _) => "timestamp",
+            DataType::Interval { .. } => "interval",
+            DataType::Bytea => "bytea",
+            DataType::Custom(name, _) => return Some(last_part(name)),
+            _ => return None,
+        }
+        .to_string(),
+    )
+}
+
 fn last_part(name: &ObjectName) -> String {
     name.0
         .last()
@@ -45,6 +160,19 @@ fn call(function: &str, args: &[&Expr]) -> Option<Expr> {
         .try_with_sql(&text)
         .and_then(|mut p| p.parse_expr())
         .ok()
+}
+
+/// The hex digits of a `'\x…'` string literal, when they are an even number of hex digits.
+fn hex_bytea(expr: &Expr) -> Option<String> {
+    let Expr::Value(ValueWithSpan {
+        value: Value::SingleQuotedString(text),
+        ..
+    }) = expr
+    else {
+        return None;
+    };
+    let hex = text.strip_prefix("\\x")?;
+    (hex.len() % 2 == 0 && hex.chars().all(|c| c.is_ascii_hexdigit())).then(|| hex.to_string())
 }
 
 /// `$1`: a parameter a driver binds (SQLAlchemy binds `CAST($1 AS REGCLASS)`).
@@ -85,6 +213,16 @@ fn rewrite_expr(expr: &mut Expr) {
                 && let Some(standard) = parts.last().and_then(|p| standard_operator(p))
             {
                 *op = standard;
+            }
+        }
+        // `'\x0102ff'::bytea`: PostgreSQL's hex input, three bytes (not eight characters).
+        Expr::Cast {
+            expr: inner,
+            data_type: DataType::Bytea,
+            ..
+        } if hex_bytea(inner).is_some() => {
+            if let Some(hex) = hex_bytea(inner) {
+                *expr = Expr::value(Value::HexStringLiteral(hex));
             }
         }
         Expr::Collate { expr: inner, .. } => {
