@@ -305,7 +305,7 @@ SELECT * FROM per_user ORDER BY uid;
  Column |  Type   | Collation | Nullable | Default 
 --------+---------+-----------+----------+---------
  uid    | integer |           |          | 
- clicks | bigint  |           | not null | 
+ clicks | bigint  |           |          | 
 ";
     assert!(
         out.contains(expected_describe),
@@ -486,6 +486,133 @@ async fn columns_are_named_as_postgres_names_them() {
         .unwrap()
         .get(0);
     assert_eq!(bytes, [1, 2, 255]);
+}
+
+/// psql's meta-commands print as they print against PostgreSQL: the same script runs against
+/// the machine's PostgreSQL (the oracle) and against Sluice, and the outputs are equal but for
+/// the owner's name. `\du`, `\df` and `\dp`, whose rows differ by design (roles, functions),
+/// must run without an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_meta_commands_print_as_postgresql_prints_them() {
+    let script = "\
+CREATE TABLE t (k INT PRIMARY KEY, v TEXT, n NUMERIC(10,2), at TIMESTAMP);
+CREATE MATERIALIZED VIEW mv AS SELECT k, count(*) FROM t GROUP BY k;
+\\d t
+\\d+ t
+\\d mv
+\\dt
+\\dm
+\\di
+\\dn
+\\df
+\\dv
+\\x
+SELECT 1 AS one, 'two' AS two;
+\\x
+";
+    let database = format!("sluice_meta_{}", std::process::id());
+    let admin = |sql: String| {
+        Command::new("psql")
+            .args([
+                "-X",
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
+            .args(["-c", &sql])
+            .output()
+    };
+    match admin(format!("CREATE DATABASE {database}")) {
+        Ok(out) if out.status.success() => {}
+        other => {
+            eprintln!(
+                "SKIPPED psql_meta_commands_print_as_postgresql_prints_them: no PostgreSQL at 127.0.0.1:5432 ({other:?})"
+            );
+            return;
+        }
+    }
+    let run = |args: Vec<String>, owner: &str| -> String {
+        let out = Command::new("psql")
+            .args(["-X", "-q", "-A", "-v", "ON_ERROR_STOP=1"])
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                child
+                    .stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(script.as_bytes())?;
+                child.wait_with_output()
+            })
+            .expect("psql runs");
+        assert!(
+            out.status.success(),
+            "psql {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .replace("pg_database_owner", "OWNER")
+            .replace(owner, "OWNER")
+    };
+    let postgres = tokio::task::spawn_blocking({
+        let database = database.clone();
+        move || {
+            let args = ["-h", "127.0.0.1", "-U", "postgres", "-d", database.as_str()];
+            run(args.iter().map(|a| a.to_string()).collect(), "postgres")
+        }
+    })
+    .await
+    .unwrap();
+    if let Err(e) = admin(format!("DROP DATABASE {database}")) {
+        eprintln!("could not drop {database}: {e}");
+    }
+    let server = TestServer::start().await;
+    let port = server.port().to_string();
+    let sluice = tokio::task::spawn_blocking(move || {
+        let args = [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "sluice",
+            "-d",
+            "sluice",
+        ];
+        run(args.iter().map(|a| a.to_string()).collect(), "sluice")
+    })
+    .await
+    .unwrap();
+    assert!(
+        postgres.contains("Materialized view \"public.mv\""),
+        "{postgres}"
+    );
+    assert_eq!(
+        sluice, postgres,
+        "Sluice:\n{sluice}\nPostgreSQL:\n{postgres}"
+    );
+    let port = server.port();
+    let (out, err, ok) = tokio::task::spawn_blocking(move || {
+        psql(
+            port,
+            &["-v", "ON_ERROR_STOP=1"],
+            "\\du\n\\df\n\\dp\n\\dn+\n",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok && err.is_empty(), "{err}\n{out}");
+    assert!(
+        out.contains("List of roles") && out.contains("Access privileges"),
+        "{out}"
+    );
 }
 
 /// asyncpg: parameters typed by their casts, prepared statements, cursors on a SELECT and on

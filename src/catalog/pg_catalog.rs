@@ -32,6 +32,7 @@ pub const RELATIONS: &[&str] = &[
     "pg_am",
     "pg_attrdef",
     "pg_attribute",
+    "pg_auth_members",
     "pg_class",
     "pg_collation",
     "pg_constraint",
@@ -80,6 +81,7 @@ pub const RELATIONS: &[&str] = &[
 /// publications, rules, foreign tables, partitions, sequences, extensions, enums or ranges.
 pub const ALWAYS_EMPTY: &[&str] = &[
     "pg_attrdef",
+    "pg_auth_members",
     "pg_collation",
     "pg_description",
     "pg_enum",
@@ -181,6 +183,18 @@ fn class_row(
 }
 
 /// A `pg_attribute` row: column `num` (from 1) of relation `rel`.
+/// How PostgreSQL stores a type's values (`typstorage`, `attstorage`): fixed-length in place,
+/// `numeric` compressible in line, other variable-length types extended.
+fn storage(ty: &Type) -> &'static str {
+    if type_len(ty) > 0 {
+        "p"
+    } else if *ty == Type::NUMERIC {
+        "m"
+    } else {
+        "x"
+    }
+}
+
 fn attribute_row(
     rel: u32,
     name: &str,
@@ -207,7 +221,7 @@ fn attribute_row(
         i4(typmod),
         b(false),
         s("i"),
-        s("p"),
+        s(storage(&ty)),
         s(""),
         b(not_null),
         b(false),
@@ -367,7 +381,8 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                         i + 1,
                         super::pg_types::pg_type(dt).oid(),
                         super::pg_types::type_modifier(dt),
-                        !field.is_nullable(),
+                        // PostgreSQL never marks a materialized view's column NOT NULL.
+                        false,
                     ));
                 }
             }
@@ -763,7 +778,7 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                     s("-"),
                     s("-"),
                     s(if len == 8 { "d" } else { "i" }),
-                    s(if len > 0 { "p" } else { "x" }),
+                    s(storage(t)),
                     b(false),
                     o(0),
                     i4(-1),
@@ -1080,6 +1095,13 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
             r.row(vec![o(1663), s("pg_default"), o(USER_OID)]);
             r
         }
+        "pg_auth_members" => Relation::new(&[
+            ("oid", OID),
+            ("roleid", OID),
+            ("member", OID),
+            ("grantor", OID),
+            ("admin_option", BOOL),
+        ]),
         // Operator classes: every index uses its column type's default, so none is listed.
         "pg_opclass" => Relation::new(&[
             ("oid", OID),

@@ -334,6 +334,15 @@ pub fn pg_functions(tables: Arc<TableRegistry>, views: Arc<ViewRegistry>) -> Vec
         function("shobj_description", &[2], DataType::Utf8, null_text),
         function("pg_get_expr", &[2, 3], DataType::Utf8, null_text),
         function("pg_get_viewdef", &[1, 2], DataType::Utf8, null_text),
+        // `pg_proc` has no rows: psql's `\df` names these and never calls them.
+        function("pg_get_function_result", &[1], DataType::Utf8, null_text),
+        function("pg_get_function_arguments", &[1], DataType::Utf8, null_text),
+        function(
+            "pg_get_function_identity_arguments",
+            &[1],
+            DataType::Utf8,
+            null_text,
+        ),
         function("pg_get_triggerdef", &[1, 2], DataType::Utf8, null_text),
         function(
             "pg_get_statisticsobjdef_columns",

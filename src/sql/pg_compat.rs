@@ -12,8 +12,8 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, CastKind, DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
-    GroupByExpr, Ident, ObjectName, Query, Select, SelectItem, SetExpr, Statement, TableFactor,
-    Value, ValueWithSpan, VisitMut, VisitorMut, visit_expressions_mut,
+    GroupByExpr, Ident, ObjectName, OrderByKind, Query, Select, SelectItem, SetExpr, Statement,
+    TableFactor, Value, ValueWithSpan, VisitMut, VisitorMut, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -186,6 +186,69 @@ fn is_placeholder(expr: &Expr) -> bool {
     )
 }
 
+/// `SELECT e FROM … ORDER BY o` as `SELECT array_agg(e ORDER BY o) FROM …`; `None` for
+/// anything but a plain one-column select.
+fn array_agg_subquery(query: &Query) -> Option<Query> {
+    let mut query = query.clone();
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return None;
+    };
+    if select.projection.len() != 1
+        || !matches!(select.group_by, GroupByExpr::Expressions(ref e, _) if e.is_empty())
+        || select.distinct.is_some()
+        || query.limit_clause.is_some()
+    {
+        return None;
+    }
+    let (SelectItem::UnnamedExpr(element) | SelectItem::ExprWithAlias { expr: element, .. }) =
+        &select.projection[0]
+    else {
+        return None;
+    };
+    let order = match query.order_by.take() {
+        None => String::new(),
+        Some(order_by) => {
+            let OrderByKind::Expressions(items) = order_by.kind else {
+                return None;
+            };
+            let items: Vec<String> = items
+                .iter()
+                .map(|item| {
+                    // `ORDER BY 1` is the element itself.
+                    let is_first = matches!(&item.expr, Expr::Value(ValueWithSpan { value: Value::Number(n, _), .. }) if n == "1");
+                    let mut text = item.to_string();
+                    if is_first {
+                        text = text.replacen('1', &format!("({element})"), 1);
+                    }
+                    text
+                })
+                .collect();
+            format!(" ORDER BY {}", items.join(", "))
+        }
+    };
+    let aggregated = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&format!("array_agg({element}{order})"))
+        .and_then(|mut p| p.parse_expr())
+        .ok()?;
+    select.projection = vec![SelectItem::UnnamedExpr(aggregated)];
+    Some(query)
+}
+
+/// `array(SELECT … FROM unnest(…) …)`.
+fn over_unnest(function: &datafusion::sql::sqlparser::ast::Function) -> bool {
+    let FunctionArguments::Subquery(query) = &function.args else {
+        return false;
+    };
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return false;
+    };
+    select.from.iter().any(|t| match &t.relation {
+        TableFactor::Table { name, args, .. } => args.is_some() && last_part(name) == "unnest",
+        TableFactor::Function { name, .. } => last_part(name) == "unnest",
+        _ => false,
+    })
+}
+
 /// Whether `function` is `name` (or `pg_catalog.name`).
 fn is_function(function: &datafusion::sql::sqlparser::ast::Function, name: &str) -> bool {
     function
@@ -264,6 +327,31 @@ fn rewrite_expr(expr: &mut Expr) {
             *expr = Expr::value(Value::Boolean(*negated));
         }
         Expr::Subquery(query) => aggregate_catalog_subquery(query),
+        // psql's `array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x)` (a
+        // correlated table function DataFusion cannot plan, over option arrays Sluice never
+        // fills) and `ARRAY(SELECT … FROM pg_auth_members …)` (a relation without rows): an
+        // empty array, as PostgreSQL answers them here.
+        Expr::Function(function)
+            if is_function(function, "array")
+                && (over_unnest(function)
+                    || matches!(&function.args, FunctionArguments::Subquery(q) if over_empty_catalog_relation(q))) =>
+        {
+            if let Ok(empty) = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql("CAST(make_array() AS TEXT[])")
+                .and_then(|mut p| p.parse_expr())
+            {
+                *expr = empty;
+            }
+        }
+        // `ARRAY(SELECT e FROM … [ORDER BY …])`, which DataFusion lacks: the scalar subquery
+        // `(SELECT array_agg(e ORDER BY …) FROM …)` (NULL, not `{}`, when it has no rows).
+        Expr::Function(function) if is_function(function, "array") => {
+            if let FunctionArguments::Subquery(query) = &function.args
+                && let Some(aggregated) = array_agg_subquery(query)
+            {
+                *expr = Expr::Subquery(Box::new(aggregated));
+            }
+        }
         // `generate_subscripts(a, 1)`: the subscripts of a one-dimensional array, as rows.
         Expr::Function(function) if is_function(function, "generate_subscripts") => {
             if let FunctionArguments::List(list) = &function.args
