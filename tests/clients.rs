@@ -625,6 +625,43 @@ async fn asyncpg_parameters_and_cursors() {
     eprintln!("{}", out.trim());
 }
 
+/// node-postgres (`pg`): parameterized and named statements, row counts, typed results, a
+/// savepoint, a view, errors with their SQLSTATE.
+#[tokio::test]
+async fn node_postgres_queries_and_errors() {
+    let modules = std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+        .join(".cache/sluice-node/node_modules");
+    if !modules.join("pg").exists() || Command::new("node").arg("--version").output().is_err() {
+        // .ci/run installs it (npm install --prefix ~/.cache/sluice-node pg@8).
+        eprintln!(
+            "SKIPPED node_postgres_queries_and_errors: no node or no {}",
+            modules.join("pg").display()
+        );
+        return;
+    }
+    let server = TestServer::start().await;
+    let port = server.port();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/clients/node_pg_client.js"
+            ))
+            .arg(port.to_string())
+            .env("NODE_PATH", &modules)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("node-postgres ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// SQLAlchemy 2 with default settings (connect, Core, reflection, savepoints), pandas
 /// `read_sql` of a view, and psycopg's transaction helpers and `TypeInfo`.
 #[tokio::test]

@@ -37,6 +37,7 @@ pub const RELATIONS: &[&str] = &[
     "pg_collation",
     "pg_constraint",
     "pg_database",
+    "pg_depend",
     "pg_description",
     "pg_enum",
     "pg_extension",
@@ -83,6 +84,7 @@ pub const ALWAYS_EMPTY: &[&str] = &[
     "pg_attrdef",
     "pg_auth_members",
     "pg_collation",
+    "pg_depend",
     "pg_description",
     "pg_enum",
     "pg_extension",
@@ -183,6 +185,20 @@ fn class_row(
 }
 
 /// A `pg_attribute` row: column `num` (from 1) of relation `rel`.
+/// `int2[]` (column numbers).
+fn oid_array_i2() -> DataType {
+    DataType::List(Arc::new(
+        datafusion::arrow::datatypes::Field::new_list_field(DataType::Int16, true),
+    ))
+}
+
+/// `oidvector` and `oid[]`: a list of OIDs.
+fn oid_array() -> DataType {
+    DataType::List(Arc::new(
+        datafusion::arrow::datatypes::Field::new_list_field(DataType::UInt32, true),
+    ))
+}
+
 /// How PostgreSQL stores a type's values (`typstorage`, `attstorage`): fixed-length in place,
 /// `numeric` compressible in line, other variable-length types extended.
 fn storage(ty: &Type) -> &'static str {
@@ -949,7 +965,7 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                         datafusion::arrow::datatypes::Field::new_list_field(DataType::Int16, true),
                     )),
                 ),
-                ("confkey", TEXT),
+                ("confkey", oid_array_i2()),
                 ("conbin", TEXT),
             ]);
             for t in &tables {
@@ -1095,6 +1111,15 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
             r.row(vec![o(1663), s("pg_default"), o(USER_OID)]);
             r
         }
+        "pg_depend" => Relation::new(&[
+            ("classid", OID),
+            ("objid", OID),
+            ("objsubid", INT4),
+            ("refclassid", OID),
+            ("refobjid", OID),
+            ("refobjsubid", INT4),
+            ("deptype", TEXT),
+        ]),
         "pg_auth_members" => Relation::new(&[
             ("oid", OID),
             ("roleid", OID),
@@ -1238,7 +1263,16 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
             ("proowner", OID),
             ("prokind", TEXT),
             ("prorettype", OID),
-            ("proargtypes", TEXT),
+            ("proargtypes", oid_array()),
+            ("proretset", BOOL),
+            ("proargnames", text_array()),
+            ("proallargtypes", oid_array()),
+            ("proargmodes", text_array()),
+            ("proargdefaults", TEXT),
+            ("prosrc", TEXT),
+            ("prolang", OID),
+            ("prosecdef", BOOL),
+            ("provolatile", TEXT),
         ]),
         "pg_views" | "pg_matviews" => Relation::new(&[
             ("schemaname", TEXT),

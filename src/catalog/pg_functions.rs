@@ -211,6 +211,27 @@ fn array_bound(args: &[ArrayRef], bound: fn(usize) -> Option<i64>) -> DfResult<A
     Ok(Arc::new(out))
 }
 
+/// The OID of the type `name`: a type Sluice has, or one of PostgreSQL's pseudo-types, which
+/// catalog queries name (`prorettype != 'trigger'::regtype`).
+fn type_oid_by_name(name: &str) -> Option<u32> {
+    if let Some(t) = type_by_name(name) {
+        return Some(t.oid());
+    }
+    let bare = name.strip_prefix("pg_catalog.").unwrap_or(name);
+    Some(match bare.to_ascii_lowercase().as_str() {
+        "record" => 2249,
+        "cstring" => 2275,
+        "any" => 2276,
+        "anyarray" => 2277,
+        "void" => 2278,
+        "trigger" => 2279,
+        "internal" => 2281,
+        "anyelement" => 2283,
+        "event_trigger" => 3838,
+        _ => return None,
+    })
+}
+
 /// `quote_ident`: `name` as is when it needs no quotes, else in double quotes.
 fn quote_ident(name: &str) -> String {
     let plain = name
@@ -443,8 +464,8 @@ pub fn pg_functions(tables: Arc<TableRegistry>, views: Arc<ViewRegistry>) -> Vec
             for name in names.iter() {
                 out.push(match name {
                     None => None,
-                    Some(name) => match type_by_name(name) {
-                        Some(t) => Some(t.oid()),
+                    Some(name) => match type_oid_by_name(name) {
+                        Some(oid) => Some(oid),
                         None => {
                             return Err(Error::user(
                                 sqlstate::UNDEFINED_OBJECT,
@@ -468,10 +489,7 @@ pub fn pg_functions(tables: Arc<TableRegistry>, views: Arc<ViewRegistry>) -> Vec
         }),
         function("to_regtype", &[1], DataType::UInt32, |args, _| {
             let names = as_text(&args[0])?;
-            let out: UInt32Array = names
-                .iter()
-                .map(|name| type_by_name(name?).map(|t| t.oid()))
-                .collect();
+            let out: UInt32Array = names.iter().map(|name| type_oid_by_name(name?)).collect();
             Ok(Arc::new(out))
         }),
         // A one-dimensional array's bounds (`NULL` when empty, or for another dimension).

@@ -349,6 +349,14 @@ impl StatementHandler {
                 ))
             })?;
             let value = match &expected {
+                // An array bound where the planner saw the element (`x = ANY($1)`, which
+                // DataFusion types as a comparison with x) stays an array.
+                Some(dt)
+                    if matches!(value.data_type(), DataType::List(_))
+                        && !matches!(dt, DataType::List(_) | DataType::LargeList(_)) =>
+                {
+                    value
+                }
                 Some(dt) if value.data_type() != *dt => cast_param(value, dt)?,
                 _ => value,
             };
@@ -536,6 +544,63 @@ impl SimpleQueryHandler for StatementHandler {
     }
 }
 
+/// A parameter the client declared as an array (psycopg binds a list of ints as `int8[]`) is
+/// planned as one, and an untyped one in `x = ANY($1)` (a list of strings) as `text[]`:
+/// DataFusion would otherwise type it as the element it is compared with.
+fn cast_array_parameters(
+    statement: &mut datafusion::sql::sqlparser::ast::Statement,
+    types: &[Option<Type>],
+) {
+    use datafusion::sql::sqlparser::ast::{Expr, Value, ValueWithSpan, visit_expressions_mut};
+    let array_type = |name: &str| -> Option<String> {
+        let index: usize = name.strip_prefix('$')?.parse().ok()?;
+        let ty = types.get(index.checked_sub(1)?)?.as_ref()?;
+        let element = crate::catalog::pg_types::array_element(ty)?;
+        Some(format!("{}[]", element.name()))
+    };
+    let untyped = |name: &str| -> bool {
+        let Some(index) = name.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) else {
+            return false;
+        };
+        index
+            .checked_sub(1)
+            .and_then(|i| types.get(i))
+            .is_none_or(|t| t.as_ref().is_none_or(|t| *t == Type::UNKNOWN))
+    };
+    let _ = visit_expressions_mut(statement, |expr| {
+        // `x = ANY($1)` with `$1` untyped (psycopg sends a list of strings so): a text array.
+        if let Expr::AnyOp { right, .. } | Expr::AllOp { right, .. } = expr
+            && let Expr::Value(ValueWithSpan {
+                value: Value::Placeholder(name),
+                ..
+            }) = right.as_ref()
+            && untyped(name)
+            && let Ok(cast) = datafusion::sql::sqlparser::parser::Parser::new(
+                &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+            )
+            .try_with_sql(&format!("CAST({name} AS text[])"))
+            .and_then(|mut p| p.parse_expr())
+        {
+            **right = cast;
+        }
+        if let Expr::Value(ValueWithSpan {
+            value: Value::Placeholder(name),
+            ..
+        }) = expr
+            && let Some(array) = array_type(name)
+            && let Ok(cast) = datafusion::sql::sqlparser::parser::Parser::new(
+                &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+            )
+            .try_with_sql(&format!("CAST({name} AS {array})"))
+            .and_then(|mut p| p.parse_expr())
+        {
+            // Expressions are visited after their children: the cast is not visited again.
+            *expr = cast;
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}
+
 /// Parses the SQL of a `Parse` message: exactly one statement.
 #[derive(Debug)]
 pub struct StatementParser;
@@ -548,7 +613,7 @@ impl QueryParser for StatementParser {
         &self,
         _client: &C,
         sql: &str,
-        _types: &[Option<Type>],
+        types: &[Option<Type>],
     ) -> PgWireResult<Option<Self::Statement>>
     where
         C: ClientInfo + Unpin + Send + Sync,
@@ -556,7 +621,10 @@ impl QueryParser for StatementParser {
         let mut statements = parse_sql(sql).map_err(pg_error)?;
         match statements.len() {
             0 => Ok(None),
-            1 => Ok(statements.pop()),
+            1 => Ok(statements.pop().map(|mut s| {
+                cast_array_parameters(&mut s.statement, types);
+                s
+            })),
             _ => Err(pg_error(Error::user(
                 sqlstate::SYNTAX_ERROR,
                 "cannot insert multiple commands into a prepared statement",

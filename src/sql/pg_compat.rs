@@ -297,6 +297,16 @@ fn rewrite_expr(expr: &mut Expr) {
             kind,
             ..
         } => {
+            // `oids::regtype[]`: the OIDs as they are (names only for single values).
+            if let DataType::Array(
+                datafusion::sql::sqlparser::ast::ArrayElemTypeDef::SquareBracket(element, _)
+                | datafusion::sql::sqlparser::ast::ArrayElemTypeDef::AngleBracket(element),
+            ) = data_type
+                && matches!(element.as_ref(), DataType::Custom(name, _) if last_part(name).starts_with("reg"))
+            {
+                *expr = std::mem::replace(inner.as_mut(), Expr::value(Value::Null));
+                return;
+            }
             let type_name = match data_type {
                 DataType::Custom(name, _) => last_part(name),
                 DataType::Regclass => "regclass".to_string(),

@@ -112,6 +112,9 @@ with psycopg.connect(host="127.0.0.1", port=port, user="sluice", dbname="sluice"
     with conn.transaction():
         with conn.transaction():
             assert conn.execute("SELECT count(*) FROM orders").fetchone() == (31,)
+    # A list binds as an array: of ints typed int8[], of strings untyped (= ANY makes it text[]).
+    assert conn.execute("SELECT count(*) FROM orders WHERE customer = ANY(%s)", (["c0", "c1"],)).fetchone() == (20,)
+    assert conn.execute("SELECT count(*) FROM orders WHERE id = ANY(%s)", ([1, 2, 3],)).fetchone() == (3,)
     info = TypeInfo.fetch(conn, "int4")
     assert info is not None and info.oid == 23 and info.array_oid == 1007, info
     assert TypeInfo.fetch(conn, "no_such_type") is None
