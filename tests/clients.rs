@@ -615,6 +615,75 @@ SELECT 1 AS one, 'two' AS two;
     );
 }
 
+/// `COPY … TO STDOUT (FORMAT binary)` is byte for byte what the machine's PostgreSQL sends for
+/// the same rows (NULLs, integers, floats, text, timestamps, booleans, numerics, dates); binary
+/// `COPY … FROM` is refused with 0A000.
+#[tokio::test]
+async fn binary_copy_out_equals_postgresql() {
+    let setup = "CREATE TABLE b (a INT, b TEXT, c DOUBLE PRECISION, d TIMESTAMP, e BOOLEAN, \
+                 f BIGINT, g NUMERIC(10,2), h DATE);
+                 INSERT INTO b VALUES (1, 'x', 1.5, '2026-01-02 03:04:05.123456', true, 9000000000, 12.34, '2026-01-02'),
+                   (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL), (-3, 'ünï', -0.25, '1999-12-31 23:59:59', false, -1, -0.5, '1970-01-01');";
+    let copy = "COPY (SELECT * FROM b ORDER BY a) TO STDOUT (FORMAT binary)";
+    let read = |client: tokio_postgres::Client| async move {
+        let stream = client.copy_out(copy).await.unwrap();
+        let chunks: Vec<bytes::Bytes> = futures::TryStreamExt::try_collect(stream).await.unwrap();
+        chunks.concat()
+    };
+    let postgres = match tokio_postgres::connect(
+        "host=127.0.0.1 port=5432 user=postgres dbname=postgres",
+        tokio_postgres::NoTls,
+    )
+    .await
+    {
+        Ok((client, connection)) => {
+            tokio::spawn(connection);
+            client
+        }
+        Err(e) => {
+            eprintln!(
+                "SKIPPED binary_copy_out_equals_postgresql: no PostgreSQL at 127.0.0.1:5432 ({e})"
+            );
+            return;
+        }
+    };
+    let schema = format!("sluice_binary_{}", std::process::id());
+    postgres
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; SET search_path = {schema}; {setup}"
+        ))
+        .await
+        .unwrap();
+    let expected = read(postgres).await;
+    let (cleanup, connection) = tokio_postgres::connect(
+        "host=127.0.0.1 port=5432 user=postgres dbname=postgres",
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    cleanup
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+
+    let server = TestServer::start().await;
+    let client = server.connect().await;
+    client.batch_execute(setup).await.unwrap();
+    let refused = client
+        .copy_in::<_, bytes::Bytes>("COPY b FROM STDIN (FORMAT binary)")
+        .await
+        .err()
+        .expect("binary COPY FROM is refused");
+    assert_eq!(db_error(&refused).0, "0A000");
+    let got = read(server.connect().await).await;
+    assert!(expected.starts_with(b"PGCOPY\n\xff\r\n\0") && expected.len() > 100);
+    assert_eq!(
+        got, expected,
+        "\nSluice:     {got:02x?}\nPostgreSQL: {expected:02x?}"
+    );
+}
+
 /// asyncpg: parameters typed by their casts, prepared statements, cursors on a SELECT and on
 /// SUBSCRIBE (a row limit per Execute, the portal suspended between fetches).
 #[tokio::test]

@@ -251,6 +251,8 @@ fn put_copy_field(
             }
         }
         // An unquoted empty field is NULL; an empty string is quoted.
+        // Binary rows are written whole by `copy_out_binary`.
+        (CopyFormat::Binary, _) => {}
         (CopyFormat::Csv { .. }, None) => {}
         (
             CopyFormat::Csv {
@@ -301,6 +303,24 @@ pub fn copy_out_lines(batch: &RecordBatch, format: &crate::sql::copy::CopyFormat
         lines.push(line.split().freeze());
     }
     lines
+}
+
+/// The signature, flags and header extension that open a binary COPY.
+pub const BINARY_COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+/// The rows of `batch` in binary COPY format: per row, the field count, then each field as
+/// its length (-1: NULL) and its binary value, as a DataRow carries it.
+pub fn copy_out_binary(batch: &RecordBatch) -> Result<Vec<Bytes>, EncodeError> {
+    let rows = encode_batch(batch, &[FieldFormat::Binary])?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let mut out = BytesMut::with_capacity(2 + row.data.len());
+            out.put_i16(row.field_count);
+            out.extend_from_slice(&row.data);
+            out.freeze()
+        })
+        .collect())
 }
 
 /// The `HEADER` line of `COPY … TO STDOUT`: the column names, as fields.

@@ -267,15 +267,24 @@ impl StatementHandler {
             } => {
                 let stream = control::controlled(stream, stop.control, stop.seen, stop.timeout);
                 let timer = stop.timer;
-                let header = format
-                    .header()
-                    .then(|| super::encode::copy_out_header(&schema, &format));
+                let binary = matches!(format, crate::sql::copy::CopyFormat::Binary);
+                let header = if binary {
+                    Some(bytes::Bytes::from_static(super::encode::BINARY_COPY_HEADER))
+                } else {
+                    format
+                        .header()
+                        .then(|| super::encode::copy_out_header(&schema, &format))
+                };
                 // One CopyData per row (pgwire counts them for `COPY n`); the header rides
                 // in front of the first row, so that it is not counted.
                 let lines = stream
                     .map(move |batch| {
                         let _ = &timer;
                         match batch {
+                            Ok(batch) if binary => match super::encode::copy_out_binary(&batch) {
+                                Ok(rows) => rows.into_iter().map(Ok).collect::<Vec<_>>(),
+                                Err(e) => vec![Err(pg_error(Error::unsupported(e.to_string())))],
+                            },
                             Ok(batch) => super::encode::copy_out_lines(&batch, &format)
                                 .into_iter()
                                 .map(Ok)
@@ -295,13 +304,18 @@ impl StatementHandler {
                             None => line,
                         }))
                     })
-                    // No rows: the header alone (pgwire then says `COPY 1`).
+                    // No rows: the header alone (pgwire then says `COPY 1`). pgwire ends a
+                    // binary COPY with its trailer itself.
                     .chain(stream::iter(std::iter::from_fn(move || {
                         crate::sync::lock_value(&pending)
                             .take()
                             .map(|h| Ok(CopyData::new(h)))
                     })));
-                Response::CopyOut(CopyResponse::new(0, schema.fields().len(), data))
+                Response::CopyOut(CopyResponse::new(
+                    i8::from(binary),
+                    schema.fields().len(),
+                    data,
+                ))
             }
             Outcome::CatchingUp(_) => {
                 // Dropping it drops the view: the statement did not complete.

@@ -34,6 +34,8 @@ pub enum CopyFormat {
         /// Whether the first line is a header to skip.
         header: bool,
     },
+    /// PostgreSQL's binary format (`COPY … TO STDOUT` only, for now).
+    Binary,
 }
 
 /// A `COPY … FROM STDIN` ready to receive data.
@@ -54,6 +56,7 @@ impl CopyFormat {
     pub fn delimiter(&self) -> u8 {
         match self {
             CopyFormat::Text { delimiter, .. } | CopyFormat::Csv { delimiter, .. } => *delimiter,
+            CopyFormat::Binary => 0,
         }
     }
 
@@ -64,6 +67,17 @@ impl CopyFormat {
 
     /// Reads the options of a `COPY` statement (both the `WITH (…)` and the legacy spelling).
     pub fn from_options(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<Self> {
+        let binary = options.iter().any(|o| {
+            matches!(o, CopyOption::Format(Ident { value, .. }) if value.eq_ignore_ascii_case("binary"))
+        }) || legacy.iter().any(|o| matches!(o, CopyLegacyOption::Binary));
+        if binary {
+            if options.len() + legacy.len() > 1 {
+                return Err(Error::unsupported(
+                    "COPY (FORMAT binary) with other options",
+                ));
+            }
+            return Ok(Self::Binary);
+        }
         let mut csv = false;
         let mut delimiter = None;
         let mut null = None;
@@ -218,6 +232,11 @@ impl CopyDecoder {
                     builder = builder.with_escape(*escape);
                 }
                 unescape = false;
+            }
+            CopyFormat::Binary => {
+                return Err(Error::unsupported(
+                    "COPY … FROM STDIN (FORMAT binary); use text or CSV",
+                ));
             }
             CopyFormat::Text { delimiter, null } => {
                 let null_regex = regex::Regex::new(&format!("^{}$", regex::escape(null)))
