@@ -63,6 +63,32 @@ public class JdbcClient {
                 check(r.next(), "getTypeInfo");
             }
         }
+        // A subscription read through a cursor: setFetchSize in a transaction makes pgJDBC
+        // execute the portal a row at a time (PortalSuspended in between). An Execute returns
+        // when it has as many rows as it asked for, so asking for more than have happened waits.
+        try (Connection c = DriverManager.getConnection(url, "sluice", "")) {
+            try (Statement s = c.createStatement()) {
+                s.execute("CREATE MATERIALIZED VIEW high AS SELECT id, name FROM j WHERE id >= 5");
+            }
+            c.setAutoCommit(false);
+            try (PreparedStatement p = c.prepareStatement("SUBSCRIBE TO high")) {
+                p.setFetchSize(1);
+                try (ResultSet r = p.executeQuery()) {
+                    java.util.Set<Integer> ids = new java.util.TreeSet<>();
+                    for (int i = 0; i < 5; i++) {
+                        check(r.next(), "a row of the snapshot");
+                        ids.add(r.getInt("id"));
+                    }
+                    check(ids.equals(new java.util.TreeSet<>(java.util.List.of(5, 6, 7, 8, 9))), "snapshot " + ids);
+                    try (Connection other = DriverManager.getConnection(url, "sluice", "");
+                         Statement s = other.createStatement()) {
+                        s.executeUpdate("INSERT INTO j VALUES (42, 'late', 0)");
+                    }
+                    check(r.next() && r.getInt("id") == 42 && r.getInt("sluice_diff") == 1, "the live insert");
+                }
+            }
+            c.rollback();
+        }
         System.out.println("pgjdbc ok");
     }
 }
