@@ -529,3 +529,63 @@ async fn backfill_progress_shows_and_cancel_undoes_the_view() {
     assert!(!view.is_empty());
     assert_eq!(view, batch);
 }
+
+/// `pg_stat_activity` shows each connection that ran a statement: its pid (`pg_backend_pid()`),
+/// user, application, what it runs now (`active`) or ran last (`idle`); a closed one leaves.
+#[tokio::test]
+async fn pg_stat_activity_shows_connections() {
+    let server = TestServer::start().await;
+    let client = server.connect().await;
+    let other = server.connect().await;
+    other
+        .batch_execute("CREATE TABLE a (k INT); SELECT count(*) FROM a")
+        .await
+        .unwrap();
+    let other_pid: i32 = other
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let me = client
+        .query_one(
+            "SELECT pid, usename, state, query, client_addr FROM pg_stat_activity \
+             WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(me.get::<_, String>(1), "sluice");
+    assert_eq!(me.get::<_, String>(2), "active");
+    assert!(me.get::<_, String>(3).contains("FROM pg_stat_activity"));
+    assert_eq!(me.get::<_, String>(4), "127.0.0.1");
+    assert_ne!(me.get::<_, i32>(0), other_pid);
+    let them = client
+        .query_one(
+            "SELECT state, query FROM pg_stat_activity WHERE pid = $1",
+            &[&other_pid],
+        )
+        .await
+        .unwrap();
+    assert_eq!(them.get::<_, String>(0), "idle");
+    assert_eq!(them.get::<_, String>(1), "SELECT pg_backend_pid()");
+    drop(other);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                &[&other_pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a closed connection is still shown"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -59,6 +59,7 @@ pub const RELATIONS: &[&str] = &[
     "pg_roles",
     "pg_sequence",
     "pg_settings",
+    "pg_stat_activity",
     "pg_statistic_ext",
     "pg_tables",
     "pg_tablespace",
@@ -692,6 +693,64 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                     total(|s| s.rows),
                     total(|s| s.bytes),
                     ScalarValue::Float64(state.map(|_| lag)),
+                ]);
+            }
+            r
+        }
+        "pg_stat_activity" => {
+            // The connections that ran a statement: who, from where, and what they run now.
+            let timestamp = || DataType::Timestamp(TimeUnit::Millisecond, None);
+            let mut r = Relation::new(&[
+                ("datid", OID),
+                ("datname", TEXT),
+                ("pid", INT4),
+                ("leader_pid", INT4),
+                ("usesysid", OID),
+                ("usename", TEXT),
+                ("application_name", TEXT),
+                ("client_addr", TEXT),
+                ("client_hostname", TEXT),
+                ("client_port", INT4),
+                ("backend_start", timestamp()),
+                ("xact_start", timestamp()),
+                ("query_start", timestamp()),
+                ("state_change", timestamp()),
+                ("wait_event_type", TEXT),
+                ("wait_event", TEXT),
+                ("state", TEXT),
+                ("backend_xid", TEXT),
+                ("backend_xmin", TEXT),
+                ("query_id", INT8),
+                ("query", TEXT),
+                ("backend_type", TEXT),
+            ]);
+            let at = |ms: Option<u64>| {
+                ScalarValue::TimestampMillisecond(ms.and_then(|m| i64::try_from(m).ok()), None)
+            };
+            for a in registry.activity() {
+                r.row(vec![
+                    o(DATABASE_OID),
+                    s(crate::config::DATABASE_NAME),
+                    ScalarValue::Int32(Some(a.pid)),
+                    ScalarValue::Int32(None),
+                    o(USER_OID),
+                    s(&a.user),
+                    s(&a.application_name),
+                    s(&a.client.ip().to_string()),
+                    ScalarValue::Utf8(None),
+                    ScalarValue::Int32(Some(i32::from(a.client.port()))),
+                    at(Some(a.backend_start_ms)),
+                    ScalarValue::TimestampMillisecond(None, None),
+                    at(a.query_start_ms),
+                    at(Some(a.state_change_ms)),
+                    ScalarValue::Utf8(None),
+                    ScalarValue::Utf8(None),
+                    s(a.state),
+                    ScalarValue::Utf8(None),
+                    ScalarValue::Utf8(None),
+                    ScalarValue::Int64(None),
+                    s(&a.query),
+                    s("client backend"),
                 ]);
             }
             r

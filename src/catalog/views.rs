@@ -113,6 +113,37 @@ pub struct ViewRegistry {
     metrics: crate::metrics::Metrics,
     /// Views reading a backlog now, by id, as `sluice_progress` shows them.
     backfills: std::sync::Mutex<BTreeMap<u32, Backfill>>,
+    /// Client connections by backend pid, as `pg_stat_activity` shows them.
+    activity: std::sync::Mutex<BTreeMap<i32, Activity>>,
+}
+
+/// A client connection as `pg_stat_activity` shows it.
+#[derive(Debug, Clone)]
+pub struct Activity {
+    /// The pid the connection was given (its cancel key's).
+    pub pid: i32,
+    /// The user it logged in as.
+    pub user: String,
+    /// Its `application_name` startup parameter.
+    pub application_name: String,
+    /// Where it connects from.
+    pub client: std::net::SocketAddr,
+    /// When its first statement came, ms since 1970.
+    pub backend_start_ms: u64,
+    /// When its current (or last) statement started.
+    pub query_start_ms: Option<u64>,
+    /// When `state` last changed.
+    pub state_change_ms: u64,
+    /// `active` while a statement runs, else `idle`.
+    pub state: &'static str,
+    /// The current (or last) statement's text.
+    pub query: String,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A view reading a backlog of its sources' logs (a new view catching up, or a large write),
@@ -203,6 +234,45 @@ impl ViewRegistry {
     pub fn checkpoints(&self) -> Vec<crate::state::CheckpointInfo> {
         let shown = crate::sync::lock(&self.checkpoints, "the list of checkpoints");
         shown.0.iter().chain(shown.1.iter()).cloned().collect()
+    }
+
+    /// A connection ran its first statement: it shows in `pg_stat_activity` until it closes.
+    pub fn connection_opened(&self, activity: Activity) {
+        crate::sync::lock(&self.activity, "the activity").insert(activity.pid, activity);
+    }
+
+    /// The connection `pid` started running `query`.
+    pub fn statement_started(&self, pid: i32, query: &str) {
+        if let Some(a) = crate::sync::lock(&self.activity, "the activity").get_mut(&pid) {
+            let now = now_ms();
+            a.state = "active";
+            a.query_start_ms = Some(now);
+            a.state_change_ms = now;
+            // What pg_stat_activity shows of a statement is bounded, as PostgreSQL's
+            // track_activity_query_size bounds it (1 KiB by default).
+            a.query = query.chars().take(1024).collect();
+        }
+    }
+
+    /// The connection `pid`'s statement ended.
+    pub fn statement_ended(&self, pid: i32) {
+        if let Some(a) = crate::sync::lock(&self.activity, "the activity").get_mut(&pid) {
+            a.state = "idle";
+            a.state_change_ms = now_ms();
+        }
+    }
+
+    /// The connection `pid` closed.
+    pub fn connection_closed(&self, pid: i32) {
+        crate::sync::lock(&self.activity, "the activity").remove(&pid);
+    }
+
+    /// Every connection that ran a statement, by pid.
+    pub fn activity(&self) -> Vec<Activity> {
+        crate::sync::lock(&self.activity, "the activity")
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Shows (or, `None`, hides) a view's backlog in `sluice_progress`.

@@ -43,6 +43,15 @@ struct SessionSlot {
     /// Cancel requests for this connection (kept outside the session's lock, which a running
     /// statement holds).
     control: Arc<StatementControl>,
+    /// The connection's pid, as `pg_stat_activity` shows it.
+    pid: i32,
+    engine: Arc<Engine>,
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.engine.views().connection_closed(self.pid);
+    }
 }
 
 /// How one statement can be stopped: by a cancel request after the `seen` ones, or by
@@ -64,6 +73,8 @@ struct StatementTimer {
     engine: Option<Arc<Engine>>,
     read: bool,
     started: std::time::Instant,
+    /// The connection, whose `pg_stat_activity` row goes `idle` when the statement ends.
+    activity: (Arc<Engine>, i32),
 }
 
 impl StatementTimer {
@@ -79,6 +90,8 @@ impl Drop for StatementTimer {
                 .metrics()
                 .statement(self.read, self.started.elapsed());
         }
+        let (engine, pid) = &self.activity;
+        engine.views().statement_ended(*pid);
     }
 }
 
@@ -92,6 +105,7 @@ impl Stop {
     ) -> Self {
         let read = crate::sql::session::reads_only(statement);
         let timeout = session.statement_timeout().filter(|_| read);
+        engine.views().statement_started(slot.pid, &statement.text);
         Self {
             control: Arc::clone(&slot.control),
             seen: slot.control.cancels(),
@@ -101,6 +115,7 @@ impl Stop {
                 engine: Some(Arc::clone(engine)),
                 read,
                 started: std::time::Instant::now(),
+                activity: (Arc::clone(engine), slot.pid),
             },
         }
     }
@@ -204,14 +219,37 @@ impl StatementHandler {
             let (pid, key) = client.pid_and_secret_key();
             self.cancels.register(pid, key, &control);
             let mut session = Session::new(Arc::clone(&self.engine));
+            session.set_backend_pid(pid);
             if let Some(user) = client.metadata().get("user")
                 && self.read_only.contains(user)
             {
                 session.set_read_only(user);
             }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            self.engine
+                .views()
+                .connection_opened(crate::catalog::views::Activity {
+                    pid,
+                    user: client.metadata().get("user").cloned().unwrap_or_default(),
+                    application_name: client
+                        .metadata()
+                        .get("application_name")
+                        .cloned()
+                        .unwrap_or_default(),
+                    client: client.socket_addr(),
+                    backend_start_ms: now,
+                    query_start_ms: None,
+                    state_change_ms: now,
+                    state: "idle",
+                    query: String::new(),
+                });
             SessionSlot {
                 session: tokio::sync::Mutex::new(session),
                 control,
+                pid,
+                engine: Arc::clone(&self.engine),
             }
         })
     }

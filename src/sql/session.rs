@@ -266,6 +266,22 @@ impl Session {
         self.read_only = Some(user.to_string());
     }
 
+    /// The connection's pid: what `pg_backend_pid()` returns and `pg_stat_activity.pid` shows.
+    pub fn set_backend_pid(&mut self, pid: i32) {
+        self.ctx
+            .register_udf(crate::catalog::pg_functions::function(
+                "pg_backend_pid",
+                &[0],
+                DataType::Int32,
+                move |_, rows| {
+                    Ok(
+                        Arc::new(datafusion::arrow::array::Int32Array::from(vec![pid; rows]))
+                            as datafusion::arrow::array::ArrayRef,
+                    )
+                },
+            ));
+    }
+
     /// How long a statement may run (`SET statement_timeout`), if limited.
     pub fn statement_timeout(&self) -> Option<std::time::Duration> {
         self.statement_timeout
