@@ -68,6 +68,7 @@ pub const RELATIONS: &[&str] = &[
     "pg_user",
     "pg_views",
     "sluice_checkpoints",
+    "sluice_operators",
     "sluice_progress",
     "sluice_sinks",
     "sluice_source_partitions",
@@ -752,6 +753,44 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                     s(&a.query),
                     s("client backend"),
                 ]);
+            }
+            r
+        }
+        "sluice_operators" => {
+            // Every node of every view's graph, as EXPLAIN prints it, with the rows of the
+            // changes it took in and gave out since the view started, and its state.
+            let published = registry.published();
+            let mut r = Relation::new(&[
+                ("view_name", TEXT),
+                ("operator_id", INT4),
+                ("depth", INT4),
+                ("operator", TEXT),
+                ("rows_in", INT8),
+                ("rows_out", INT8),
+                ("state_rows", INT8),
+                ("state_bytes", INT8),
+            ]);
+            let int = |v: u64| ScalarValue::Int64(Some(i64::try_from(v).unwrap_or(i64::MAX)));
+            for v in &views {
+                let Some(operators) = published.operators.get(&v.id) else {
+                    continue;
+                };
+                for (i, op) in operators.iter().enumerate() {
+                    r.row(vec![
+                        s(&v.name),
+                        ScalarValue::Int32(i32::try_from(i).ok()),
+                        ScalarValue::Int32(i32::try_from(op.depth).ok()),
+                        s(&op.operator),
+                        int(op.stats.rows_in),
+                        int(op.stats.rows_out),
+                        ScalarValue::Int64(
+                            op.state.map(|s| i64::try_from(s.rows).unwrap_or(i64::MAX)),
+                        ),
+                        ScalarValue::Int64(
+                            op.state.map(|s| i64::try_from(s.bytes).unwrap_or(i64::MAX)),
+                        ),
+                    ]);
+                }
             }
             r
         }

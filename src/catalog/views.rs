@@ -66,6 +66,8 @@ pub struct Published {
     pub subscriptions: Vec<SubscriptionInfo>,
     /// View id → the state its operators keep, as of this epoch.
     pub state: HashMap<u32, Vec<OperatorState>>,
+    /// View id → each node of its graph with its rows in and out, as `EXPLAIN ANALYZE` shows.
+    pub operators: HashMap<u32, Vec<crate::runtime::dataflow::OperatorStats>>,
 }
 
 /// State one operator keeps (one partition of it), as `sluice_state` shows it.

@@ -49,6 +49,7 @@ pub(super) fn keyed(
         planner.parallelism
     };
     Ok(Node::Keyed {
+        stats: Default::default(),
         inputs: vec![input],
         keys: vec![keys],
         partitions: (0..partitions).map(|_| make()).collect::<Result<_>>()?,

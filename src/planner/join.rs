@@ -63,6 +63,7 @@ fn plan_not_in(planner: &mut Planner, join: &Join) -> Result<Planned> {
     Ok(Planned {
         times: vec![ColumnTime::Plain; schema.fields().len()],
         node: Node::Keyed {
+            stats: Default::default(),
             inputs: vec![left.node, right.node],
             // One partition: no keys to hash.
             keys: vec![Vec::new(), Vec::new()],
@@ -279,6 +280,7 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
         },
     ));
     let node = Node::Keyed {
+        stats: Default::default(),
         inputs: vec![left.node, right.node],
         keys: keys.to_vec(),
         partitions: operators,
@@ -311,6 +313,7 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
         .collect::<Result<Vec<_>>>()?;
     Ok(Planned {
         node: Node::FilterProject {
+            stats: Default::default(),
             label: pretty(&format!("Filter: {filter}")),
             operator: FilterProjectOperator::new(
                 Some(physical(filter, &join.schema)?),

@@ -213,6 +213,7 @@ impl Planner {
                     .collect();
                 let schema: SchemaRef = Arc::new(scan.projected_schema.as_arrow().clone());
                 let node = Node::Source {
+                    stats: Default::default(),
                     source: index,
                     projection: scan.projection.clone(),
                     schema: Arc::clone(&schema),
@@ -232,6 +233,7 @@ impl Planner {
                     .collect::<Result<Vec<_>>>()?;
                 Ok(Planned {
                     node: Node::FilterProject {
+                        stats: Default::default(),
                         label: pretty(&format!("Filter: {predicate}")),
                         operator: FilterProjectOperator::new(
                             Some(physical(&predicate, df_schema)?),
@@ -275,6 +277,7 @@ impl Planner {
                     .collect::<Result<Vec<_>>>()?;
                 Ok(Planned {
                     node: Node::FilterProject {
+                        stats: Default::default(),
                         label: pretty(&format!("Filter: {}", filter.predicate)),
                         operator: FilterProjectOperator::new(
                             Some(physical(&filter.predicate, schema)?),
@@ -341,6 +344,7 @@ impl Planner {
                         .collect();
                     return Ok(Planned {
                         node: Node::FilterProject {
+                            stats: Default::default(),
                             input: Box::new(input.node),
                             operator: FilterProjectOperator::new(
                                 None,
@@ -368,6 +372,7 @@ impl Planner {
                     .collect();
                 Ok(Planned {
                     node: Node::Unnest {
+                        stats: Default::default(),
                         input: Box::new(input.node),
                         list_column: *list_column,
                         sources: unnest.dependency_indices.clone(),
@@ -388,6 +393,7 @@ impl Planner {
                 Ok(Planned {
                     times: vec![ColumnTime::Plain; union.schema.fields().len()],
                     node: Node::Union {
+                        stats: Default::default(),
                         inputs: nodes,
                         schema: Arc::new(union.schema.as_arrow().clone()),
                     },
@@ -467,6 +473,7 @@ impl Planner {
         let label = pretty(&format!("Project: {}", names.join(", ")));
         Ok(Planned {
             node: Node::FilterProject {
+                stats: Default::default(),
                 input: Box::new(input.node),
                 operator: FilterProjectOperator::new(None, exprs, Arc::new(schema)),
                 label,

@@ -25,6 +25,8 @@ use crate::stream::{ChangeBatch, Timestamp};
 pub enum Node {
     /// Changes of a table or view (`source` indexes the view's sources).
     Source {
+        /// Rows in and out, for `EXPLAIN ANALYZE`.
+        stats: NodeStats,
         /// Index into the view's source list.
         source: usize,
         /// Columns kept, in order (`None`: all).
@@ -34,6 +36,8 @@ pub enum Node {
     },
     /// `WHERE` and the select list.
     FilterProject {
+        /// Rows in and out, for `EXPLAIN ANALYZE`.
+        stats: NodeStats,
         /// Input.
         input: Box<Node>,
         /// The operator.
@@ -43,6 +47,8 @@ pub enum Node {
     },
     /// One output row per element of a list column (`unnest`, and so `HOP`'s windows).
     Unnest {
+        /// Rows in and out, for `EXPLAIN ANALYZE`.
+        stats: NodeStats,
         /// Input.
         input: Box<Node>,
         /// The list column of the input.
@@ -57,6 +63,8 @@ pub enum Node {
     /// A keyed operator (`GROUP BY`, windows, sessions over one input; a join over two),
     /// hash-partitioned over workers.
     Keyed {
+        /// Rows in and out, for `EXPLAIN ANALYZE`.
+        stats: NodeStats,
         /// Inputs, in the order the operator numbers them.
         inputs: Vec<Node>,
         /// Key expressions per input, for partitioning (equal keys of different inputs hash
@@ -71,11 +79,36 @@ pub enum Node {
     },
     /// `UNION ALL`.
     Union {
+        /// Rows in and out, for `EXPLAIN ANALYZE`.
+        stats: NodeStats,
         /// Inputs.
         inputs: Vec<Node>,
         /// Output schema (inputs are cast to it).
         schema: SchemaRef,
     },
+}
+
+/// What a node has seen since its view started (or was restored): the rows of the changes it
+/// took in and gave out (inserts and deletes alike).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Rows of the changes that reached it.
+    pub rows_in: u64,
+    /// Rows of the changes it emitted.
+    pub rows_out: u64,
+}
+
+/// One node of a running view, as `EXPLAIN ANALYZE` shows it.
+#[derive(Debug, Clone)]
+pub struct OperatorStats {
+    /// Depth in the graph (0: the view's root).
+    pub depth: usize,
+    /// Its `EXPLAIN` line.
+    pub operator: String,
+    /// Rows in and out.
+    pub stats: NodeStats,
+    /// The state it keeps (keyed operators, over all partitions).
+    pub state: Option<StateSize>,
 }
 
 /// A batch of a keyed operator partition's checkpointed state, by name.
@@ -280,6 +313,7 @@ impl Node {
             source: mine,
             projection,
             schema,
+            stats,
         } = self
         {
             if *mine != source {
@@ -297,6 +331,8 @@ impl Node {
                 &rows,
             )
             .map_err(arrow)?;
+            stats.rows_in += batch.num_rows() as u64;
+            stats.rows_out += data.num_rows() as u64;
             return Ok(vec![with_weights(data, batch.weights())?]);
         }
         let mut upstream = Vec::new();
@@ -331,8 +367,13 @@ impl Node {
         }
         let watermark = watermark.flatten();
         let mut changes = self.transform(upstream)?;
-        if let Node::Keyed { partitions, .. } = self {
-            changes.extend(finish_partitioned(partitions, &each)?);
+        if let Node::Keyed {
+            partitions, stats, ..
+        } = self
+        {
+            let emitted = finish_partitioned(partitions, &each)?;
+            stats.rows_out += emitted.iter().map(|c| c.num_rows() as u64).sum::<u64>();
+            changes.extend(emitted);
             let watermark = partitions[0].output_watermark(watermark);
             return Ok(Output { changes, watermark });
         }
@@ -347,6 +388,7 @@ impl Node {
         upstream: Vec<(usize, ChangeBatch)>,
     ) -> Result<Vec<ChangeBatch>, OperatorError> {
         let mut out = Vec::with_capacity(upstream.len());
+        let rows_in: u64 = upstream.iter().map(|(_, c)| c.num_rows() as u64).sum();
         for (input, change) in upstream {
             match self {
                 Node::Source { .. } => out.push(change),
@@ -373,7 +415,62 @@ impl Node {
                 Node::Union { schema, .. } => out.push(cast_change(&change, schema)?),
             }
         }
+        let rows_out: u64 = out.iter().map(|c| c.num_rows() as u64).sum();
+        let stats = self.stats_mut();
+        stats.rows_in += rows_in;
+        stats.rows_out += rows_out;
         Ok(out)
+    }
+
+    fn stats_mut(&mut self) -> &mut NodeStats {
+        match self {
+            Node::Source { stats, .. }
+            | Node::FilterProject { stats, .. }
+            | Node::Unnest { stats, .. }
+            | Node::Keyed { stats, .. }
+            | Node::Union { stats, .. } => stats,
+        }
+    }
+
+    fn stats(&self) -> NodeStats {
+        match self {
+            Node::Source { stats, .. }
+            | Node::FilterProject { stats, .. }
+            | Node::Unnest { stats, .. }
+            | Node::Keyed { stats, .. }
+            | Node::Union { stats, .. } => *stats,
+        }
+    }
+
+    /// Every node, depth first as `EXPLAIN` prints them, with its rows in and out and state.
+    pub fn operator_stats(&self, source_names: &[String]) -> Vec<OperatorStats> {
+        let mut out = Vec::new();
+        self.operator_stats_into(source_names, 0, &mut out);
+        out
+    }
+
+    fn operator_stats_into(&self, names: &[String], depth: usize, out: &mut Vec<OperatorStats>) {
+        let state = match self {
+            Node::Keyed { partitions, .. } => {
+                let mut total = StateSize::default();
+                for p in partitions {
+                    let size = p.state_size();
+                    total.rows += size.rows;
+                    total.bytes += size.bytes;
+                }
+                Some(total)
+            }
+            _ => None,
+        };
+        out.push(OperatorStats {
+            depth,
+            operator: self.line(names),
+            stats: self.stats(),
+            state,
+        });
+        for input in self.inputs() {
+            input.operator_stats_into(names, depth + 1, out);
+        }
     }
 
     /// The graph as `EXPLAIN` prints it, one node per line, inputs indented below.
@@ -384,7 +481,18 @@ impl Node {
     }
 
     fn explain_into(&self, names: &[String], depth: usize, out: &mut String) {
-        let line = match self {
+        let line = self.line(names);
+        out.push_str(&"  ".repeat(depth));
+        out.push_str(&line);
+        out.push('\n');
+        for input in self.inputs() {
+            input.explain_into(names, depth + 1, out);
+        }
+    }
+
+    /// This node's line of `EXPLAIN`.
+    fn line(&self, names: &[String]) -> String {
+        match self {
             Node::Source { source, schema, .. } => format!(
                 "Source: {} columns=[{}]",
                 names.get(*source).map_or("?", String::as_str),
@@ -406,12 +514,6 @@ impl Node {
                 schema.fields().len()
             ),
             Node::Union { inputs, .. } => format!("UnionAll: inputs={}", inputs.len()),
-        };
-        out.push_str(&"  ".repeat(depth));
-        out.push_str(&line);
-        out.push('\n');
-        for input in self.inputs() {
-            input.explain_into(names, depth + 1, out);
         }
     }
 }

@@ -812,11 +812,24 @@ impl Shared {
             .filter(|v| v.published)
             .map(|v| (v.id, v.state()))
             .collect();
+        let operators = running
+            .iter()
+            .filter(|v| v.published)
+            .map(|v| {
+                let names: Vec<String> = v
+                    .sources
+                    .iter()
+                    .map(|s| s.source.name().to_string())
+                    .collect();
+                (v.id, v.root.operator_stats(&names))
+            })
+            .collect();
         self.views.publish(Published {
             epoch: *epoch,
             views: snapshots.clone(),
             subscriptions,
             state,
+            operators,
         });
         let epoch = *epoch;
         self.checkpoint_if_due(running, sinks, epoch, started);

@@ -108,6 +108,23 @@ pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
             });
             continue;
         }
+        if let Some(view) = explain_analyze_view(chunk) {
+            // `EXPLAIN ANALYZE MATERIALIZED VIEW v` (RisingWave's form): the running view's
+            // graph with each node's rows in and out and state, from `sluice_operators`.
+            let view = view.replace('\'', "''");
+            let query = format!(
+                "SELECT repeat('  ', depth) || operator AS \"QUERY PLAN\", rows_in, rows_out, \
+                 state_rows, state_bytes FROM sluice_operators WHERE view_name = '{view}' \
+                 ORDER BY operator_id"
+            );
+            out.push(SluiceStatement {
+                statement: Parser::new(&dialect)
+                    .try_with_sql(&query)?
+                    .parse_statement()?,
+                ..ours_alone(text)?
+            });
+            continue;
+        }
         if let Some(query) = show_relation(chunk) {
             // `SHOW SOURCES` and the like: the query on the system relation that holds them.
             out.push(SluiceStatement {
@@ -467,6 +484,35 @@ pub struct WatermarkClause {
 fn is_flush(chunk: &[Token]) -> bool {
     let meaningful: Vec<&Token> = chunk.iter().filter(|t| is_meaningful(t)).collect();
     matches!(meaningful.as_slice(), [Token::Word(w)] if w.value.eq_ignore_ascii_case("flush"))
+}
+
+/// The view of `EXPLAIN ANALYZE MATERIALIZED VIEW name` (its name as the catalog keeps it).
+fn explain_analyze_view(chunk: &[Token]) -> Option<String> {
+    let meaningful: Vec<&Token> = chunk.iter().filter(|t| is_meaningful(t)).collect();
+    let [
+        Token::Word(explain),
+        Token::Word(analyze),
+        Token::Word(materialized),
+        Token::Word(view),
+        Token::Word(name),
+    ] = meaningful.as_slice()
+    else {
+        return None;
+    };
+    let keyword = |w: &datafusion::sql::sqlparser::tokenizer::Word, k: &str| {
+        w.quote_style.is_none() && w.value.eq_ignore_ascii_case(k)
+    };
+    if !(keyword(explain, "explain")
+        && keyword(analyze, "analyze")
+        && keyword(materialized, "materialized")
+        && keyword(view, "view"))
+    {
+        return None;
+    }
+    Some(match name.quote_style {
+        Some(_) => name.value.clone(),
+        None => name.value.to_lowercase(),
+    })
 }
 
 /// `SHOW SOURCES`, `SHOW SINKS` and `SHOW JOBS` (RisingWave's words; a job is a view reading a
