@@ -684,6 +684,90 @@ async fn binary_copy_out_equals_postgresql() {
     );
 }
 
+/// What BI tools and IDEs (DBeaver, Metabase, Grafana) probe at connect: catalog relations
+/// and functions answer as PostgreSQL answers them.
+#[tokio::test]
+async fn catalog_probes_of_bi_tools() {
+    let server = TestServer::start().await;
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (k INT PRIMARY KEY, v TEXT);
+             INSERT INTO t VALUES (1, 'a'), (2, 'b');
+             CREATE MATERIALIZED VIEW mv AS SELECT k, count(*) FROM t GROUP BY k;",
+        )
+        .await
+        .unwrap();
+    let one = |sql: &'static str| {
+        let client = &client;
+        async move {
+            let row = client
+                .query_one(sql, &[])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            (0..row.len())
+                .map(|i| {
+                    row.try_get::<_, Option<String>>(i)
+                        .map(|v| v.unwrap_or_else(|| "NULL".into()))
+                        .or_else(|_| row.try_get::<_, i64>(i).map(|v| v.to_string()))
+                        .or_else(|_| row.try_get::<_, bool>(i).map(|v| v.to_string()))
+                        .unwrap_or_else(|e| panic!("{sql}: column {i}: {e}"))
+                })
+                .collect::<Vec<String>>()
+        }
+    };
+    assert_eq!(
+        one("SELECT pg_typeof('a'::text), pg_typeof(now())").await,
+        ["text", "timestamp with time zone"]
+    );
+    assert_eq!(
+        one("SELECT matviewname, definition, ispopulated FROM pg_matviews").await,
+        ["mv", "SELECT k, count(*) FROM t GROUP BY k", "true"]
+    );
+    assert_eq!(
+        one("SELECT pg_get_viewdef('mv'::regclass)").await,
+        ["SELECT k, count(*) FROM t GROUP BY k"]
+    );
+    assert_eq!(
+        one("SELECT relname, n_live_tup FROM pg_stat_user_tables").await,
+        ["t", "2"]
+    );
+    assert_eq!(one("SELECT count(*) FROM pg_locks").await, ["0"]);
+    assert_eq!(one("SELECT (SELECT count(*) FROM pg_trigger)").await, ["0"]);
+    assert_eq!(
+        one("SELECT quote_ident('A b'), quote_ident('ab')").await,
+        ["\"A b\"", "ab"]
+    );
+    assert_eq!(
+        one("SELECT to_regclass('mv') IS NOT NULL, to_regclass('nope') IS NULL, to_regtype('int4') IS NOT NULL").await,
+        ["true", "true", "true"]
+    );
+    assert_eq!(
+        one("SELECT 'a_b' LIKE 'a\\_b' ESCAPE '\\', 'axb' LIKE 'a\\_b' ESCAPE '\\'").await,
+        ["true", "false"]
+    );
+    assert_eq!(
+        one("SELECT current_setting('server_encoding'), current_setting('nope', true)").await,
+        ["UTF8", "NULL"]
+    );
+    let (oid, relkind) = {
+        let row = client
+            .query_one(
+                "SELECT oid::bigint, relkind FROM pg_class WHERE relname = 'mv'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get::<_, i64>(0), row.get::<_, String>(1))
+    };
+    let regclass: i64 = client
+        .query_one("SELECT 'mv'::regclass::oid::bigint", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!((regclass, relkind.as_str()), (oid, "m"));
+}
+
 /// asyncpg: parameters typed by their casts, prepared statements, cursors on a SELECT and on
 /// SUBSCRIBE (a row limit per Execute, the portal suspended between fetches).
 #[tokio::test]

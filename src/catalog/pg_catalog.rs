@@ -45,6 +45,7 @@ pub const RELATIONS: &[&str] = &[
     "pg_index",
     "pg_indexes",
     "pg_inherits",
+    "pg_locks",
     "pg_matviews",
     "pg_namespace",
     "pg_opclass",
@@ -59,7 +60,9 @@ pub const RELATIONS: &[&str] = &[
     "pg_roles",
     "pg_sequence",
     "pg_settings",
+    "pg_shdescription",
     "pg_stat_activity",
+    "pg_stat_user_tables",
     "pg_statistic_ext",
     "pg_tables",
     "pg_tablespace",
@@ -92,6 +95,7 @@ pub const ALWAYS_EMPTY: &[&str] = &[
     "pg_extension",
     "pg_foreign_table",
     "pg_inherits",
+    "pg_locks",
     "pg_opclass",
     "pg_partitioned_table",
     "pg_policy",
@@ -101,6 +105,7 @@ pub const ALWAYS_EMPTY: &[&str] = &[
     "pg_range",
     "pg_rewrite",
     "pg_sequence",
+    "pg_shdescription",
     "pg_statistic_ext",
     "pg_trigger",
 ];
@@ -1372,13 +1377,72 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
             ("prosecdef", BOOL),
             ("provolatile", TEXT),
         ]),
-        "pg_views" | "pg_matviews" => Relation::new(&[
+        // Sluice has no plain views.
+        "pg_views" => Relation::new(&[
             ("schemaname", TEXT),
             ("viewname", TEXT),
-            ("matviewname", TEXT),
             ("viewowner", TEXT),
             ("definition", TEXT),
         ]),
+        "pg_matviews" => {
+            let mut r = Relation::new(&[
+                ("schemaname", TEXT),
+                ("matviewname", TEXT),
+                ("matviewowner", TEXT),
+                ("tablespace", TEXT),
+                ("hasindexes", BOOL),
+                ("ispopulated", BOOL),
+                ("definition", TEXT),
+            ]);
+            for v in &views {
+                r.row(vec![
+                    s("public"),
+                    s(&v.name),
+                    s(crate::config::DEFAULT_USER),
+                    null(),
+                    b(false),
+                    b(true),
+                    s(&view_definition(&v.sql)),
+                ]);
+            }
+            r
+        }
+        "pg_locks" => Relation::new(&[
+            ("locktype", TEXT),
+            ("database", OID),
+            ("relation", OID),
+            ("pid", INT4),
+            ("mode", TEXT),
+            ("granted", BOOL),
+        ]),
+        "pg_shdescription" => {
+            Relation::new(&[("objoid", OID), ("classoid", OID), ("description", TEXT)])
+        }
+        "pg_stat_user_tables" => {
+            // Tables and sources with the rows they hold (`n_live_tup`: what they keep in
+            // memory; a source or append-only table keeps its rows in its log only).
+            let mut r = Relation::new(&[
+                ("relid", OID),
+                ("schemaname", TEXT),
+                ("relname", TEXT),
+                ("seq_scan", INT8),
+                ("n_live_tup", INT8),
+                ("n_dead_tup", INT8),
+            ]);
+            for t in &tables {
+                r.row(vec![
+                    o(t.def().oid()),
+                    s("public"),
+                    s(&t.def().name),
+                    ScalarValue::Int64(None),
+                    ScalarValue::Int64(Some(
+                        i64::try_from(t.state_size().rows).unwrap_or(i64::MAX),
+                    )),
+                    ScalarValue::Int64(Some(0)),
+                ]);
+            }
+            r
+        }
         "pg_indexes" => {
             let mut r = Relation::new(&[
                 ("schemaname", TEXT),
@@ -1414,6 +1478,20 @@ pub fn primary_key_index_def(def: &super::TableDef) -> String {
         def.name,
         def.primary_key_names().join(", ")
     )
+}
+
+/// The query of a `CREATE MATERIALIZED VIEW … AS query` statement, as `pg_matviews` and
+/// `pg_get_viewdef` show it.
+pub fn view_definition(sql: &str) -> String {
+    let lower = sql.to_ascii_lowercase();
+    let start = [" as\n", " as ", " as\t", "\nas ", "\nas\n"]
+        .iter()
+        .filter_map(|k| lower.find(k).map(|i| i + k.len()))
+        .min();
+    match start {
+        Some(i) => sql[i..].trim().trim_end_matches(';').to_string(),
+        None => sql.to_string(),
+    }
 }
 
 /// Milliseconds since 1970.

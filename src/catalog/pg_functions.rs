@@ -258,6 +258,7 @@ pub fn pg_functions(tables: Arc<TableRegistry>, views: Arc<ViewRegistry>) -> Vec
     let t2 = Arc::clone(&tables);
     let t3 = Arc::clone(&tables);
     let v3 = Arc::clone(&views);
+    let v5 = Arc::clone(&views);
     let t4 = Arc::clone(&tables);
     #[allow(unused_mut)]
     let mut functions = vec![
@@ -354,7 +355,20 @@ pub fn pg_functions(tables: Arc<TableRegistry>, views: Arc<ViewRegistry>) -> Vec
         function("col_description", &[2], DataType::Utf8, null_text),
         function("shobj_description", &[2], DataType::Utf8, null_text),
         function("pg_get_expr", &[2, 3], DataType::Utf8, null_text),
-        function("pg_get_viewdef", &[1, 2], DataType::Utf8, null_text),
+        function("pg_get_viewdef", &[1, 2], DataType::Utf8, move |args, _| {
+            let oids = as_u32(&args[0])?;
+            let all = v5.all();
+            let out: StringArray = oids
+                .iter()
+                .map(|oid| {
+                    let oid = oid?;
+                    all.iter()
+                        .find(|v| v.oid() == oid)
+                        .map(|v| super::pg_catalog::view_definition(&v.sql))
+                })
+                .collect();
+            Ok(Arc::new(out))
+        }),
         // `pg_proc` has no rows: psql's `\df` names these and never calls them.
         function("pg_get_function_result", &[1], DataType::Utf8, null_text),
         function("pg_get_function_arguments", &[1], DataType::Utf8, null_text),
@@ -499,6 +513,12 @@ pub fn pg_functions(tables: Arc<TableRegistry>, views: Arc<ViewRegistry>) -> Vec
         }),
         function("array_lower", &[2], DataType::Int64, |args, _| {
             array_bound(args, |_| Some(1))
+        }),
+        // The type of its argument, by PostgreSQL's name for it.
+        function("pg_typeof", &[1], DataType::Utf8, |args, rows| {
+            let oid = super::pg_types::pg_type(args[0].data_type()).oid();
+            let name = format_type_oid(oid, -1).unwrap_or_else(|| "unknown".into());
+            Ok(Arc::new(StringArray::from(vec![name; rows])))
         }),
         function("quote_ident", &[1], DataType::Utf8, |args, _| {
             let names = as_text(&args[0])?;

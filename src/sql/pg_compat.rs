@@ -437,7 +437,37 @@ fn over_empty_catalog_relation(query: &Query) -> bool {
     }
 }
 
+/// The aggregate functions catalog queries use.
+fn is_aggregate_name(name: &str) -> bool {
+    matches!(
+        name,
+        "count"
+            | "sum"
+            | "min"
+            | "max"
+            | "avg"
+            | "bool_and"
+            | "bool_or"
+            | "array_agg"
+            | "string_agg"
+    )
+}
+
 fn select_over_empty_catalog_relation(select: &Select) -> bool {
+    // `SELECT count(*) FROM pg_locks` has one row (an aggregate over nothing): it runs.
+    let aggregates_only = matches!(select.group_by, GroupByExpr::Expressions(ref e, _) if e.is_empty())
+        && !select.projection.is_empty()
+        && select.projection.iter().all(|item| match item {
+            SelectItem::UnnamedExpr(Expr::Function(f))
+            | SelectItem::ExprWithAlias {
+                expr: Expr::Function(f),
+                ..
+            } => is_aggregate_name(&last_part(&f.name)),
+            _ => false,
+        });
+    if aggregates_only {
+        return false;
+    }
     select.from.iter().any(|t| match &t.relation {
         TableFactor::Table { name, .. } => {
             let name = name.to_string().to_ascii_lowercase();
@@ -475,6 +505,10 @@ fn aggregate_catalog_subquery(query: &mut Query) {
     else {
         return;
     };
+    // An aggregate has one row already.
+    if matches!(expr, Expr::Function(f) if is_aggregate_name(&last_part(&f.name))) {
+        return;
+    }
     if let Some(wrapped) = call("max", &[expr]) {
         *expr = wrapped;
     }
