@@ -474,12 +474,19 @@ async fn columns_are_named_as_postgres_names_them() {
     );
     let rows = client.query("SELECT * FROM mv", &[]).await.unwrap();
     assert_eq!(names(&rows), ["k", "count", "sum", "max"]);
-    // Two columns that would have one name keep DataFusion's names (it refuses duplicates).
+    // Duplicate names, as PostgreSQL allows them.
     let rows = client
-        .query("SELECT count(*), count(v) FROM t", &[])
+        .query(
+            "SELECT count(*), count(v), 1 AS a, 2 AS a, k, k, 1, 2 FROM t GROUP BY k",
+            &[],
+        )
         .await
         .unwrap();
-    assert_eq!(names(&rows), ["count(*)", "count(t.v)"]);
+    assert_eq!(
+        names(&rows),
+        ["count", "count", "a", "a", "k", "k", "?column?", "?column?"]
+    );
+    assert_eq!(rows[0].get::<_, i64>(3), 2);
     let bytes: Vec<u8> = client
         .query_one("SELECT '\\x0102ff'::bytea", &[])
         .await

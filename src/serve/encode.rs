@@ -333,7 +333,8 @@ pub fn copy_out_header(
         if i > 0 {
             line.put_u8(format.delimiter());
         }
-        put_copy_field(&mut line, Some(field.name().as_bytes()), format);
+        let name = crate::sql::pg_compat::output_name(field.name());
+        put_copy_field(&mut line, Some(name.as_bytes()), format);
     }
     line.put_u8(b'\n');
     line.freeze()

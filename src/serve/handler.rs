@@ -447,7 +447,8 @@ pub fn field_infos(schema: &SchemaRef, formats: &Format) -> Vec<FieldInfo> {
         .enumerate()
         .map(|(i, f)| {
             let ty = pg_type(f.data_type());
-            FieldInfo::new(f.name().clone(), None, None, ty, formats.format_for(i))
+            let name = crate::sql::pg_compat::output_name(f.name()).to_string();
+            FieldInfo::new(name, None, None, ty, formats.format_for(i))
         })
         .collect()
 }

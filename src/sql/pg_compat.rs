@@ -37,17 +37,28 @@ pub fn rewrite(statement: &mut Statement) {
 /// DataFusion refuses two output columns of one name, where PostgreSQL allows them.
 pub fn name_columns(statement: &mut Statement) {
     match statement {
-        Statement::Query(query) => name_query_columns(query),
-        Statement::CreateView(create) => name_query_columns(&mut create.query),
+        Statement::Query(query) => name_query_columns(query, true),
+        // A view's columns must have distinct names (PostgreSQL: 42701).
+        Statement::CreateView(create) => name_query_columns(&mut create.query, false),
         _ => {}
     }
 }
 
-fn name_query_columns(query: &mut Query) {
+/// Marks the second and later of a query's output columns of one name: DataFusion wants
+/// distinct names, PostgreSQL allows duplicates (`SELECT count(*), count(v)` has two columns
+/// `count`). The wire layer drops the mark and what follows ([`output_name`]).
+pub const DUPLICATE_MARK: char = '\u{1f}';
+
+/// A column's name as the client sees it: without the mark [`name_columns`] may have added.
+pub fn output_name(name: &str) -> &str {
+    name.split(DUPLICATE_MARK).next().unwrap_or(name)
+}
+
+fn name_query_columns(query: &mut Query, allow_duplicates: bool) {
     let mut body = query.body.as_mut();
     loop {
         match body {
-            SetExpr::Select(select) => break name_select_columns(select),
+            SetExpr::Select(select) => break name_select_columns(select, allow_duplicates),
             SetExpr::SetOperation { left, .. } => body = left.as_mut(),
             SetExpr::Query(inner) => body = inner.body.as_mut(),
             _ => return,
@@ -55,42 +66,63 @@ fn name_query_columns(query: &mut Query) {
     }
 }
 
-fn name_select_columns(select: &mut Select) {
-    let figured: Vec<Option<String>> = select
-        .projection
-        .iter()
-        .map(|item| match item {
-            SelectItem::UnnamedExpr(expr) => figure_name(expr).or(Some("?column?".into())),
-            _ => None,
-        })
-        .collect();
-    // Names the list has anyway: aliases and plain column references.
-    let mut taken: Vec<String> = select
-        .projection
-        .iter()
-        .filter_map(|item| match item {
-            SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.clone()),
-            SelectItem::UnnamedExpr(Expr::Identifier(i)) => Some(i.value.to_ascii_lowercase()),
-            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => {
-                parts.last().map(|i| i.value.to_ascii_lowercase())
-            }
-            _ => None,
-        })
-        .collect();
-    taken.extend(figured.iter().flatten().cloned());
-    for (item, name) in select.projection.iter_mut().zip(figured) {
-        let Some(name) = name else { continue };
+fn name_select_columns(select: &mut Select, allow_duplicates: bool) {
+    // Plain column references keep their names untouched (even a cast of one: an alias equal
+    // to a column's name is ambiguous for DataFusion); their names are taken first. A column
+    // named twice is marked the second time.
+    let mut taken: std::collections::HashMap<String, usize> = Default::default();
+    for item in select.projection.iter_mut() {
         let SelectItem::UnnamedExpr(expr) = item else {
             continue;
         };
-        // Column references keep their names (also under casts: an alias there would be
-        // ambiguous with the column for DataFusion); a duplicate stays as DataFusion names it.
-        if names_a_column(expr) || taken.iter().filter(|t| **t == name).count() > 1 {
+        if !names_a_column(expr) {
             continue;
         }
+        let Some(name) = figure_name(expr) else {
+            continue;
+        };
+        let seen = taken.entry(name.clone()).or_insert(0);
+        *seen += 1;
+        if *seen > 1 && allow_duplicates {
+            *item = SelectItem::ExprWithAlias {
+                expr: expr.clone(),
+                alias: Ident::with_quote('"', format!("{name}{DUPLICATE_MARK}{seen}")),
+            };
+        }
+    }
+    for item in select.projection.iter_mut() {
+        let (expr, name, aliased) = match item {
+            SelectItem::UnnamedExpr(expr) if names_a_column(expr) => continue,
+            SelectItem::ExprWithAlias { alias, .. } if alias.value.contains(DUPLICATE_MARK) => {
+                continue;
+            }
+            SelectItem::UnnamedExpr(expr) => {
+                let name = figure_name(expr).unwrap_or_else(|| "?column?".into());
+                (expr.clone(), name, false)
+            }
+            // An unquoted alias is folded to lower case, as every unquoted name is.
+            SelectItem::ExprWithAlias { expr, alias } => {
+                let name = match alias.quote_style {
+                    Some(_) => alias.value.clone(),
+                    None => alias.value.to_lowercase(),
+                };
+                (expr.clone(), name, true)
+            }
+            _ => continue,
+        };
+        let seen = taken.entry(name.clone()).or_insert(0);
+        *seen += 1;
+        let alias = match *seen {
+            // The user's own alias stands as written.
+            1 if aliased => continue,
+            1 => name,
+            n if allow_duplicates => format!("{name}{DUPLICATE_MARK}{n}"),
+            // A view: leave the duplicate as DataFusion names (or refuses) it.
+            _ => continue,
+        };
         *item = SelectItem::ExprWithAlias {
-            expr: expr.clone(),
-            alias: Ident::with_quote('"', name),
+            expr,
+            alias: Ident::with_quote('"', alias),
         };
     }
 }
