@@ -965,3 +965,37 @@ async fn the_example_runs_in_psql() {
         "{out}"
     );
 }
+
+/// SQL-level `PREPARE`, `EXECUTE` and `DEALLOCATE`, as psql users type them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_prepare_execute_and_deallocate() {
+    let server = TestServer::start().await;
+    let port = server.port();
+    let script = "\
+CREATE TABLE t (k INT PRIMARY KEY, v TEXT);
+PREPARE ins (INT, TEXT) AS INSERT INTO t VALUES ($1, $2);
+EXECUTE ins(1, 'a');
+EXECUTE ins(2, 'b');
+PREPARE q (INT) AS SELECT k, v FROM t WHERE k >= $1 ORDER BY k;
+EXECUTE q(2);
+DEALLOCATE q;
+EXECUTE q(1);
+DEALLOCATE ALL;
+EXECUTE ins(3, 'c');
+SELECT count(*) FROM t;
+";
+    let (out, err, _) = tokio::task::spawn_blocking(move || psql(port, &["-qAt"], script))
+        .await
+        .unwrap();
+    assert_eq!(out, "2|b\n2\n", "{err}");
+    assert_eq!(
+        err.lines().collect::<Vec<_>>(),
+        [
+            "ERROR:  prepared statement \"q\" does not exist",
+            "ERROR:  prepared statement \"ins\" does not exist",
+        ]
+    );
+    let client = server.connect().await;
+    let e = client.batch_execute("EXECUTE nope(1)").await.unwrap_err();
+    assert_eq!(db_error(&e).0, "26000");
+}

@@ -156,9 +156,10 @@ impl PreparedNames {
     }
 }
 
-/// `DEALLOCATE name` / `DEALLOCATE ALL`: drops prepared statements (made by Parse messages, as
-/// drivers prepare them) from the connection's store.
-fn deallocate<C>(client: &C, name: &datafusion::sql::sqlparser::ast::Ident) -> Response
+/// `DEALLOCATE name` / `DEALLOCATE ALL`: drops prepared statements made by Parse messages (as
+/// drivers prepare them) from the connection's store. `None`: the session goes on with it
+/// (statements made by SQL `PREPARE`, and the rest of `DEALLOCATE ALL`).
+fn deallocate<C>(client: &C, name: &datafusion::sql::sqlparser::ast::Ident) -> Option<Response>
 where
     C: ClientInfo + ClientPortalStore,
     C::PortalStore: PortalStore,
@@ -171,18 +172,14 @@ where
         for prepared in std::mem::take(&mut *names.lock()) {
             store.rm_statement(&prepared);
         }
-        return Response::Execution(Tag::new("DEALLOCATE ALL"));
+        return None;
     }
     let known = names.lock().remove(&name.value);
     if !known || store.get_statement(&name.value).is_none() {
-        let e = Error::user(
-            sqlstate::INVALID_SQL_STATEMENT_NAME,
-            format!("prepared statement \"{}\" does not exist", name.value),
-        );
-        return Response::Error(Box::new(error_info(&e)));
+        return None;
     }
     store.rm_statement(&name.value);
-    Response::Execution(Tag::new("DEALLOCATE"))
+    Some(Response::Execution(Tag::new("DEALLOCATE")))
 }
 
 /// Handles every statement of every connection.
@@ -544,13 +541,9 @@ impl SimpleQueryHandler for StatementHandler {
         for statement in &statements {
             if let datafusion::sql::sqlparser::ast::Statement::Deallocate { name, .. } =
                 &statement.statement
+                && let Some(response) = deallocate(client, name)
             {
-                let response = deallocate(client, name);
-                let failed = matches!(response, Response::Error(_));
                 responses.push(response);
-                if failed {
-                    break;
-                }
                 continue;
             }
             let mut stop = Stop::start(&self.engine, &slot, &session, statement);
@@ -845,11 +838,9 @@ impl ExtendedQueryHandler for StatementHandler {
     {
         if let datafusion::sql::sqlparser::ast::Statement::Deallocate { name, .. } =
             &portal.statement.statement.statement
+            && let Some(done) = deallocate(client, name)
         {
-            return match deallocate(client, name) {
-                Response::Error(e) => Err(PgWireError::UserError(e)),
-                done => Ok(done),
-            };
+            return Ok(done);
         }
         let slot = self.session(client);
         let mut session = slot.session.lock().await;

@@ -231,6 +231,8 @@ pub struct Session {
     writes_in_transaction: u64,
     /// The transaction's savepoints, oldest first: each name with the writes before it.
     savepoints: Vec<(String, u64)>,
+    /// Statements made by SQL `PREPARE`, by name.
+    prepared: std::collections::BTreeSet<String>,
     /// Open cursors by name; they close with the transaction.
     pub(super) cursors: std::collections::HashMap<String, super::cursor::Cursor>,
     /// `statement_timeout`: how long a statement may run (`None`: no limit).
@@ -254,6 +256,7 @@ impl Session {
             in_transaction: false,
             writes_in_transaction: 0,
             savepoints: Vec::new(),
+            prepared: Default::default(),
             cursors: std::collections::HashMap::new(),
             statement_timeout: None,
             read_only: None,
@@ -630,6 +633,47 @@ impl Session {
             | Statement::Delete(_)
             | Statement::Truncate(_)
             | Statement::Explain { .. } => self.run_datafusion(statement, params).await,
+            Statement::Prepare { name, .. } => {
+                let outcome = self.run_prepared(statement).await?;
+                self.prepared.insert(name.value.clone());
+                Ok(outcome)
+            }
+            Statement::Execute { name, .. } => {
+                let name = name.as_ref().map(|n| n.to_string()).unwrap_or_default();
+                if !self.prepared.contains(&name) {
+                    return Err(Error::user(
+                        sqlstate::INVALID_SQL_STATEMENT_NAME,
+                        format!("prepared statement \"{name}\" does not exist"),
+                    ));
+                }
+                self.run_prepared(statement).await
+            }
+            // What the wire layer did not find among the statements Parse messages made.
+            Statement::Deallocate { name, .. } => {
+                let all = name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all");
+                let names: Vec<String> = if all {
+                    std::mem::take(&mut self.prepared).into_iter().collect()
+                } else if self.prepared.remove(&name.value) {
+                    vec![name.value.clone()]
+                } else {
+                    return Err(Error::user(
+                        sqlstate::INVALID_SQL_STATEMENT_NAME,
+                        format!("prepared statement \"{}\" does not exist", name.value),
+                    ));
+                };
+                for prepared in names {
+                    let plan =
+                        LogicalPlan::Statement(datafusion::logical_expr::Statement::Deallocate(
+                            datafusion::logical_expr::Deallocate { name: prepared },
+                        ));
+                    self.ctx.execute_logical_plan(plan).await?;
+                }
+                Ok(Outcome::command(if all {
+                    "DEALLOCATE ALL"
+                } else {
+                    "DEALLOCATE"
+                }))
+            }
             other => Err(Error::unsupported(format!(
                 "statement not supported: {}",
                 first_words(&other.to_string())
@@ -695,6 +739,53 @@ impl Session {
             .with_allow_statements(false)
             .verify_plan(&plan)?;
         Ok(plan)
+    }
+
+    /// SQL-level `PREPARE name [(types)] AS statement` and `EXECUTE name [(values)]`: kept in
+    /// the session's DataFusion context until `DEALLOCATE` or the end of the connection.
+    async fn run_prepared(&self, statement: &SluiceStatement) -> Result<Outcome> {
+        let plan = super::plan_statement(
+            &self.ctx.state(),
+            statement.statement.clone(),
+            super::windows::WindowMode::Batch,
+        )
+        .await?;
+        let prepare = matches!(
+            plan,
+            LogicalPlan::Statement(datafusion::logical_expr::Statement::Prepare(_))
+        );
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        if prepare {
+            return Ok(Outcome::command("PREPARE"));
+        }
+        let tag = match df.logical_plan() {
+            LogicalPlan::Dml(dml) => match dml.op {
+                datafusion::logical_expr::WriteOp::Insert(_) => "INSERT",
+                datafusion::logical_expr::WriteOp::Update => "UPDATE",
+                datafusion::logical_expr::WriteOp::Delete => "DELETE",
+                _ => "EXECUTE",
+            },
+            _ => {
+                let schema = Arc::new(df.schema().as_arrow().clone());
+                let stream = df.execute_stream().await?;
+                return Ok(Outcome::Rows { schema, stream });
+            }
+        };
+        let batches: Vec<RecordBatch> = df.execute_stream().await?.try_collect().await?;
+        let count = batches
+            .iter()
+            .filter(|b| b.num_rows() > 0)
+            .filter_map(|b| {
+                datafusion::arrow::array::AsArray::as_primitive_opt::<
+                    datafusion::arrow::datatypes::UInt64Type,
+                >(b.column(0))
+                .map(|a| a.value(0))
+            })
+            .sum();
+        Ok(Outcome::Command {
+            tag: tag.to_string(),
+            rows: Some(count),
+        })
     }
 
     pub(super) async fn run_datafusion(
