@@ -340,6 +340,35 @@ async fn pipeline(enc: Encoding, seed: u64) {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+
+    // The metrics say the same: rows and bad records exactly, no lag once caught up, and the
+    // sink's deliveries.
+    let engine = &server.server.as_ref().expect("running").engine;
+    let text = sluice::metrics::render(engine);
+    let sample = |series: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    let source = r#"{source="ev",connector="kafka"}"#;
+    assert_eq!(
+        sample(&format!("sluice_source_rows_total{source}")),
+        Some(good.len() as f64),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&format!("sluice_source_bad_records_total{source}")),
+        Some(bad as f64)
+    );
+    assert_eq!(
+        sample(&format!("sluice_source_lag_records{source}")),
+        Some(0.0)
+    );
+    assert!(sample(&format!("sluice_source_received_bytes_total{source}")).unwrap() > 0.0);
+    assert!(sample(&format!("sluice_source_watermark_seconds{source}")).unwrap() > 1e9);
+    let sink = r#"{sink="hop_out",view="hop",connector="kafka"}"#;
+    assert!(sample(&format!("sluice_sink_records_total{sink}")).unwrap() >= view.len() as f64);
+    assert_eq!(sample(&format!("sluice_sink_up{sink}")), Some(1.0));
+    assert!(sample(&format!("sluice_sink_lag_seconds{sink}")).unwrap() >= 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -312,7 +312,17 @@ async fn postgres_example_pipeline_runs_as_shipped() {
     pg.batch_execute(&example("upstream.sql")).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let child = spawn(dir.path(), port);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let child = spawn_with(
+        dir.path(),
+        port,
+        &[
+            "--checkpoint-interval",
+            "200ms",
+            "--metrics-listen",
+            &metrics,
+        ],
+    );
     let sluice = connect_when_up(port).await;
     sluice
         .batch_execute(&example("pipeline.sql"))
@@ -336,6 +346,38 @@ async fn postgres_example_pipeline_runs_as_shipped() {
             .await
             .contains(&"SE|2|107.25".to_string())
     );
+    // The metrics endpoint of the server binary: CDC rows and WAL lag, the sink's deliveries.
+    let text = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut socket = tokio::net::TcpStream::connect(&metrics).await.unwrap();
+        socket
+            .write_all(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        socket.read_to_string(&mut response).await.unwrap();
+        response
+    };
+    let sample = |series: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    let orders = r#"{source="orders",connector="postgres-cdc"}"#;
+    assert!(
+        sample(&format!("sluice_source_rows_total{orders}")).unwrap() >= 4.0,
+        "{text}"
+    );
+    assert!(
+        sample(&format!("sluice_source_lag_bytes{orders}")).unwrap() >= 0.0,
+        "{text}"
+    );
+    assert!(sample(&format!("sluice_source_received_bytes_total{orders}")).unwrap() > 0.0);
+    let sink = r#"{sink="revenue_out",view="revenue_by_country",connector="postgres"}"#;
+    assert!(
+        sample(&format!("sluice_sink_records_total{sink}")).unwrap() >= 3.0,
+        "{text}"
+    );
+    assert_eq!(sample(&format!("sluice_sink_up{sink}")), Some(1.0));
     sluice
         .batch_execute("DROP SINK revenue_out; DROP MATERIALIZED VIEW revenue_by_country; DROP SOURCE shop CASCADE")
         .await
