@@ -999,3 +999,60 @@ SELECT count(*) FROM t;
     let e = client.batch_execute("EXECUTE nope(1)").await.unwrap_err();
     assert_eq!(db_error(&e).0, "26000");
 }
+
+/// `INSERT … RETURNING`: the inserted rows, through expressions and `*`, with the columns
+/// left out NULL; the simple and the extended protocol; errors as PostgreSQL names them.
+#[tokio::test]
+async fn insert_returning() {
+    let server = TestServer::start().await;
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE r (id INT PRIMARY KEY, name TEXT NOT NULL, score DOUBLE PRECISION)",
+        )
+        .await
+        .unwrap();
+    let rows = client
+        .query(
+            "INSERT INTO r VALUES ($1, $2, $3), (2, 'b', 2) RETURNING id, upper(name) AS n, r.score * 2",
+            &[&1i32, &"a", &1.5f64],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(i32, String, f64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(got, [(1, "A".to_string(), 3.0), (2, "B".to_string(), 4.0)]);
+    assert_eq!(rows[0].columns()[1].name(), "n");
+    let all = client
+        .simple_query("INSERT INTO r (id, name) VALUES (3, 'c') RETURNING *")
+        .await
+        .unwrap();
+    let row = all
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some((r.get(0), r.get(1), r.get(2))),
+            _ => None,
+        })
+        .expect("a row");
+    assert_eq!(row, (Some("3"), Some("c"), None));
+    assert_eq!(
+        common::sorted_rows(&client, "SELECT id FROM r").await,
+        ["1", "2", "3"]
+    );
+    let e = client
+        .batch_execute("INSERT INTO r (id) VALUES (4) RETURNING id")
+        .await
+        .unwrap_err();
+    assert_eq!(db_error(&e).0, "23502");
+    let e = client
+        .batch_execute("INSERT INTO r (id, nope) VALUES (4, 1) RETURNING id")
+        .await
+        .unwrap_err();
+    assert_eq!(db_error(&e).0, "42703");
+    assert_eq!(
+        common::sorted_rows(&client, "SELECT id FROM r").await,
+        ["1", "2", "3"]
+    );
+}

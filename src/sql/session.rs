@@ -627,6 +627,9 @@ impl Session {
             Statement::Copy { .. } => Err(Error::unsupported(
                 "COPY other than COPY table FROM STDIN and COPY table|(query) TO STDOUT",
             )),
+            Statement::Insert(insert) if insert.returning.is_some() => {
+                self.insert_returning(statement, insert, params).await
+            }
             Statement::Query(_)
             | Statement::Insert(_)
             | Statement::Update(_)
@@ -713,6 +716,9 @@ impl Session {
                     Some(Arc::clone(plan.schema().inner())),
                 ))
             }
+            Statement::Insert(insert) if insert.returning.is_some() => {
+                self.describe_insert_returning(statement, insert).await
+            }
             Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
                 let plan = self.plan(statement).await?;
                 Ok((parameter_types(&plan)?, None))
@@ -739,6 +745,184 @@ impl Session {
             .with_allow_statements(false)
             .verify_plan(&plan)?;
         Ok(plan)
+    }
+
+    /// `INSERT … RETURNING`: the rows are computed first (cast to the table's columns, the
+    /// columns not named NULL), inserted, and the `RETURNING` list evaluated over them.
+    async fn insert_returning(
+        &self,
+        statement: &SluiceStatement,
+        insert: &datafusion::sql::sqlparser::ast::Insert,
+        params: Option<ParamValues>,
+    ) -> Result<Outcome> {
+        use datafusion::sql::sqlparser::ast::TableObject;
+        let TableObject::TableName(name) = &insert.table else {
+            return Err(Error::unsupported(
+                "INSERT … RETURNING into a table function",
+            ));
+        };
+        let name = table_name(name)?;
+        let table = self
+            .engine
+            .tables()
+            .get(&name)
+            .ok_or_else(|| undefined_table(&name))?;
+        let schema = Arc::clone(&table.def().schema);
+        let targets: Vec<usize> = if insert.columns.is_empty() {
+            (0..schema.fields().len()).collect()
+        } else {
+            insert
+                .columns
+                .iter()
+                .map(|c| {
+                    let column =
+                        c.0.last()
+                            .and_then(|p| p.as_ident())
+                            .map(|i| match i.quote_style {
+                                Some(_) => i.value.clone(),
+                                None => i.value.to_lowercase(),
+                            })
+                            .unwrap_or_default();
+                    schema.index_of(&column).map_err(|_| {
+                        Error::user(
+                            sqlstate::UNDEFINED_COLUMN,
+                            format!("column \"{column}\" of relation \"{name}\" does not exist"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?
+        };
+        let Some(source) = &insert.source else {
+            return Err(Error::unsupported(
+                "INSERT … RETURNING without VALUES or a query",
+            ));
+        };
+        // A parameter in VALUES takes its target column's type, as in the INSERT itself.
+        let mut source = source.clone();
+        if let datafusion::sql::sqlparser::ast::SetExpr::Values(values) = source.body.as_mut() {
+            for row in values.rows.iter_mut() {
+                for (j, item) in row.iter_mut().enumerate() {
+                    let placeholder = matches!(
+                        item,
+                        Expr::Value(datafusion::sql::sqlparser::ast::ValueWithSpan {
+                            value: Value::Placeholder(_),
+                            ..
+                        })
+                    );
+                    let Some(&column) = targets.get(j) else {
+                        continue;
+                    };
+                    if !placeholder {
+                        continue;
+                    }
+                    let ty = crate::catalog::pg_types::pg_type(schema.field(column).data_type());
+                    if let Ok(cast) = datafusion::sql::sqlparser::parser::Parser::new(
+                        &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+                    )
+                    .try_with_sql(&format!("CAST({item} AS {})", ty.name()))
+                    .and_then(|mut p| p.parse_expr())
+                    {
+                        *item = cast;
+                    }
+                }
+            }
+        }
+        let rows = SluiceStatement {
+            statement: Statement::Query(source),
+            ..statement.clone()
+        };
+        let Outcome::Rows { stream, .. } = self.run_datafusion(&rows, params).await? else {
+            return Err(Error::internal("INSERT … RETURNING: its rows are not rows"));
+        };
+        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        // Every column nullable: a NOT NULL column left out fails in the insert itself.
+        let full_schema = Arc::new(Schema::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        let mut full = Vec::with_capacity(batches.len());
+        for batch in &batches {
+            if batch.num_columns() != targets.len() {
+                return Err(Error::user(
+                    sqlstate::SYNTAX_ERROR,
+                    format!(
+                        "INSERT has {} expressions for {} target columns",
+                        batch.num_columns(),
+                        targets.len()
+                    ),
+                ));
+            }
+            let columns = full_schema
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, field)| match targets.iter().position(|t| *t == i) {
+                    Some(from) => {
+                        datafusion::arrow::compute::cast(batch.column(from), field.data_type())
+                            .map_err(Error::from)
+                    }
+                    None => Ok(datafusion::arrow::array::new_null_array(
+                        field.data_type(),
+                        batch.num_rows(),
+                    )),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            crate::connector::queue::table::check_not_null(&schema, &name, &columns)?;
+            full.push(RecordBatch::try_new(Arc::clone(&full_schema), columns)?);
+        }
+        // The rows go in as an INSERT would put them, then RETURNING is evaluated over them
+        // with the table's name as their qualifier.
+        let written = self
+            .ctx
+            .read_batches(full.clone())?
+            .write_table(&name, datafusion::dataframe::DataFrameWriteOptions::new())
+            .await?;
+        drop(written);
+        let rows = self.ctx.read_batches(full)?.alias(&name)?;
+        let returned = returning(rows, insert)?;
+        let schema = Arc::new(returned.schema().as_arrow().clone());
+        let batches: Vec<RecordBatch> = returned.collect().await?;
+        Ok(Outcome::Rows {
+            stream: Box::pin(MemoryStream::try_new(batches, Arc::clone(&schema), None)?),
+            schema,
+        })
+    }
+
+    /// What `INSERT … RETURNING` takes and gives: its parameters as the insert without
+    /// `RETURNING` types them, and the `RETURNING` list's columns.
+    async fn describe_insert_returning(
+        &self,
+        statement: &SluiceStatement,
+        insert: &datafusion::sql::sqlparser::ast::Insert,
+    ) -> Result<(Vec<Option<DataType>>, Option<SchemaRef>)> {
+        let mut plain = insert.clone();
+        plain.returning = None;
+        let plan = self
+            .plan(&SluiceStatement {
+                statement: Statement::Insert(plain),
+                ..statement.clone()
+            })
+            .await?;
+        let datafusion::sql::sqlparser::ast::TableObject::TableName(name) = &insert.table else {
+            return Err(Error::unsupported(
+                "INSERT … RETURNING into a table function",
+            ));
+        };
+        let name = table_name(name)?;
+        let table = self
+            .engine
+            .tables()
+            .get(&name)
+            .ok_or_else(|| undefined_table(&name))?;
+        let empty = RecordBatch::new_empty(Arc::clone(&table.def().schema));
+        let returned = returning(self.ctx.read_batch(empty)?.alias(&name)?, insert)?;
+        Ok((
+            parameter_types(&plan)?,
+            Some(Arc::new(returned.schema().as_arrow().clone())),
+        ))
     }
 
     /// SQL-level `PREPARE name [(types)] AS statement` and `EXECUTE name [(values)]`: kept in
@@ -1025,6 +1209,37 @@ fn setting_value(e: &Expr) -> String {
 
 /// The most parameters a statement can have: the wire protocol counts them in 16 bits.
 const MAX_PARAMETERS: usize = 65_535;
+
+/// The `RETURNING` list of `insert` over `rows` (qualified by the table's name).
+fn returning(
+    rows: datafusion::dataframe::DataFrame,
+    insert: &datafusion::sql::sqlparser::ast::Insert,
+) -> Result<datafusion::dataframe::DataFrame> {
+    use datafusion::sql::sqlparser::ast::SelectItem;
+    let mut exprs = Vec::new();
+    for item in insert.returning.iter().flatten() {
+        match item {
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
+                exprs.extend(
+                    rows.schema()
+                        .columns()
+                        .into_iter()
+                        .map(datafusion::prelude::Expr::Column),
+                );
+            }
+            SelectItem::UnnamedExpr(expr) => exprs.push(rows.parse_sql_expr(&expr.to_string())?),
+            SelectItem::ExprWithAlias { expr, alias } => exprs.push(
+                rows.parse_sql_expr(&expr.to_string())?
+                    .alias(match alias.quote_style {
+                        Some(_) => alias.value.clone(),
+                        None => alias.value.to_lowercase(),
+                    }),
+            ),
+            other => return Err(Error::unsupported(format!("RETURNING {other}"))),
+        }
+    }
+    Ok(rows.select(exprs)?)
+}
 
 fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
     let mut types = plan.get_parameter_types()?;

@@ -50,6 +50,14 @@ with engine.connect() as conn:
     ).all()
     assert rows == [(25, 250), (26, 260), (27, 270), (28, 280), (29, 290)], rows
 
+# INSERT … RETURNING, with bound parameters (the extended protocol describes its rows).
+with engine.begin() as conn:
+    returned = conn.execute(
+        insert(orders).values(id=50, customer="ret", amount=7).returning(orders.c.id, orders.c.amount)
+    ).all()
+    assert returned == [(50, 7)], returned
+    conn.execute(text("DELETE FROM orders WHERE id = 50"))
+
 # Reflection, as inspect() and autoload do it.
 inspector = inspect(engine)
 assert "orders" in inspector.get_table_names(), inspector.get_table_names()
