@@ -187,43 +187,20 @@ pub fn text_column(array: &dyn Array) -> TextColumn<'_> {
 /// The rows as lines of COPY text (tab-separated, `\N` for null, backslash escapes) or CSV
 /// (comma-separated, empty for null, quoted when needed). Each column is encoded once.
 pub fn copy_lines(batch: &RecordBatch, csv: bool) -> Vec<Bytes> {
-    let columns: Vec<TextColumn<'_>> = batch
-        .columns()
-        .iter()
-        .map(|c| text_column(c.as_ref()))
-        .collect();
-    let mut lines = Vec::with_capacity(batch.num_rows());
-    let mut line = BytesMut::new();
-    for row in 0..batch.num_rows() {
-        for (i, column) in columns.iter().enumerate() {
-            if i > 0 {
-                line.put_u8(if csv { b',' } else { b'\t' });
-            }
-            match (column.value(row), csv) {
-                (None, true) => {}
-                (None, false) => line.put_slice(b"\\N"),
-                (Some(v), true) => {
-                    let quote = v.is_empty() || v.iter().any(|b| b",\"\n\r".contains(b));
-                    if quote {
-                        line.put_u8(b'"');
-                        for &b in v.iter() {
-                            if b == b'"' {
-                                line.put_u8(b'"');
-                            }
-                            line.put_u8(b);
-                        }
-                        line.put_u8(b'"');
-                    } else {
-                        line.put_slice(&v);
-                    }
-                }
-                (Some(v), false) => put_copy_text(&mut line, &v),
-            }
+    let format = if csv {
+        crate::sql::copy::CopyFormat::Csv {
+            delimiter: b',',
+            quote: b'"',
+            escape: b'"',
+            header: false,
         }
-        line.put_u8(b'\n');
-        lines.push(line.split().freeze());
-    }
-    lines
+    } else {
+        crate::sql::copy::CopyFormat::Text {
+            delimiter: b'\t',
+            null: "\\N".into(),
+        }
+    };
+    copy_out_lines(batch, &format)
 }
 
 /// One field of `COPY … TO` output in `format`: `None` is NULL.

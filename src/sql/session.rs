@@ -955,17 +955,7 @@ impl Session {
                 return Ok(Outcome::Rows { schema, stream });
             }
         };
-        let batches: Vec<RecordBatch> = df.execute_stream().await?.try_collect().await?;
-        let count = batches
-            .iter()
-            .filter(|b| b.num_rows() > 0)
-            .filter_map(|b| {
-                datafusion::arrow::array::AsArray::as_primitive_opt::<
-                    datafusion::arrow::datatypes::UInt64Type,
-                >(b.column(0))
-                .map(|a| a.value(0))
-            })
-            .sum();
+        let count = rows_written(df).await?;
         Ok(Outcome::Command {
             tag: tag.to_string(),
             rows: Some(count),
@@ -998,17 +988,7 @@ impl Session {
                 return Ok(Outcome::Rows { schema, stream });
             }
         };
-        let batches: Vec<RecordBatch> = df.execute_stream().await?.try_collect().await?;
-        let count = batches
-            .iter()
-            .filter(|b| b.num_rows() > 0)
-            .filter_map(|b| {
-                datafusion::arrow::array::AsArray::as_primitive_opt::<
-                    datafusion::arrow::datatypes::UInt64Type,
-                >(b.column(0))
-                .map(|a| a.value(0))
-            })
-            .sum();
+        let count = rows_written(df).await?;
         if tag == "TRUNCATE TABLE" {
             return Ok(Outcome::command(tag));
         }
@@ -1209,6 +1189,21 @@ fn setting_value(e: &Expr) -> String {
 
 /// The most parameters a statement can have: the wire protocol counts them in 16 bits.
 const MAX_PARAMETERS: usize = 65_535;
+
+/// Runs a DML plan and returns the rows it wrote (the count DataFusion's DML returns).
+async fn rows_written(df: datafusion::dataframe::DataFrame) -> Result<u64> {
+    let batches: Vec<RecordBatch> = df.execute_stream().await?.try_collect().await?;
+    Ok(batches
+        .iter()
+        .filter(|b| b.num_rows() > 0)
+        .filter_map(|b| {
+            datafusion::arrow::array::AsArray::as_primitive_opt::<
+                datafusion::arrow::datatypes::UInt64Type,
+            >(b.column(0))
+            .map(|a| a.value(0))
+        })
+        .sum())
+}
 
 /// The `RETURNING` list of `insert` over `rows` (qualified by the table's name).
 fn returning(
