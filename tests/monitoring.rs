@@ -63,6 +63,15 @@ fn sample(text: &str, series: &str) -> Option<f64> {
     })
 }
 
+/// Where a server started with [`metrics_config`] serves `/metrics`.
+fn metrics_addr(server: &TestServer) -> SocketAddr {
+    server
+        .server
+        .as_ref()
+        .and_then(|s| s.metrics_addr)
+        .expect("metrics address")
+}
+
 fn metrics_config(config: &mut sluice::Config) {
     config.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
     config.barrier_interval = Duration::from_millis(50);
@@ -74,11 +83,7 @@ fn metrics_config(config: &mut sluice::Config) {
 #[tokio::test]
 async fn metrics_count_what_a_pipeline_did() {
     let server = TestServer::start_with(metrics_config).await;
-    let addr = server
-        .server
-        .as_ref()
-        .and_then(|s| s.metrics_addr)
-        .expect("metrics address");
+    let addr = metrics_addr(&server);
     let files = server.data_dir().join("files");
     let mut csv = String::new();
     let mut good = 0u64;
@@ -290,11 +295,7 @@ async fn prometheus_scrapes_sluice() {
         return;
     };
     let server = TestServer::start_with(metrics_config).await;
-    let addr = server
-        .server
-        .as_ref()
-        .and_then(|s| s.metrics_addr)
-        .expect("metrics address");
+    let addr = metrics_addr(&server);
     let client = server.connect().await;
     client
         .batch_execute(

@@ -755,18 +755,7 @@ impl Session {
         insert: &datafusion::sql::sqlparser::ast::Insert,
         params: Option<ParamValues>,
     ) -> Result<Outcome> {
-        use datafusion::sql::sqlparser::ast::TableObject;
-        let TableObject::TableName(name) = &insert.table else {
-            return Err(Error::unsupported(
-                "INSERT … RETURNING into a table function",
-            ));
-        };
-        let name = table_name(name)?;
-        let table = self
-            .engine
-            .tables()
-            .get(&name)
-            .ok_or_else(|| undefined_table(&name))?;
+        let (name, table) = self.insert_target(insert)?;
         let schema = Arc::clone(&table.def().schema);
         let targets: Vec<usize> = if insert.columns.is_empty() {
             (0..schema.fields().len()).collect()
@@ -891,6 +880,25 @@ impl Session {
         })
     }
 
+    /// The table an `INSERT` writes: its name as the catalog keeps it, and the table.
+    fn insert_target(
+        &self,
+        insert: &datafusion::sql::sqlparser::ast::Insert,
+    ) -> Result<(String, Arc<crate::connector::queue::QueueTable>)> {
+        let datafusion::sql::sqlparser::ast::TableObject::TableName(name) = &insert.table else {
+            return Err(Error::unsupported(
+                "INSERT … RETURNING into a table function",
+            ));
+        };
+        let name = table_name(name)?;
+        let table = self
+            .engine
+            .tables()
+            .get(&name)
+            .ok_or_else(|| undefined_table(&name))?;
+        Ok((name, table))
+    }
+
     /// What `INSERT … RETURNING` takes and gives: its parameters as the insert without
     /// `RETURNING` types them, and the `RETURNING` list's columns.
     async fn describe_insert_returning(
@@ -906,17 +914,7 @@ impl Session {
                 ..statement.clone()
             })
             .await?;
-        let datafusion::sql::sqlparser::ast::TableObject::TableName(name) = &insert.table else {
-            return Err(Error::unsupported(
-                "INSERT … RETURNING into a table function",
-            ));
-        };
-        let name = table_name(name)?;
-        let table = self
-            .engine
-            .tables()
-            .get(&name)
-            .ok_or_else(|| undefined_table(&name))?;
+        let (name, table) = self.insert_target(insert)?;
         let empty = RecordBatch::new_empty(Arc::clone(&table.def().schema));
         let returned = returning(self.ctx.read_batch(empty)?.alias(&name)?, insert)?;
         Ok((
