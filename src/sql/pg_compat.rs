@@ -23,6 +23,9 @@ use crate::catalog::pg_functions::{REGCLASS_FUNCTION, REGTYPE_FUNCTION};
 
 /// Rewrites a statement in place.
 pub fn rewrite(statement: &mut Statement) {
+    if statement.to_string().contains("_pg_expandarray") {
+        rewrite_expandarray(statement);
+    }
     let _ = statement.visit(&mut BlankEmptyCatalogSelects);
     let _ = visit_expressions_mut(statement, |expr| {
         rewrite_expr(expr);
@@ -175,6 +178,70 @@ fn type_column_name(data_type: &DataType) -> Option<String> {
         }
         .to_string(),
     )
+}
+
+/// pgJDBC's `getPrimaryKeys` expands `pg_index.indkey` with `information_schema._pg_expandarray`,
+/// a set-returning function of records `(x, n)`: `_pg_expandarray(a)` becomes `unnest(a)` (the
+/// elements, `x`), `(_pg_expandarray(a)).n` the subscripts, and `(k).x` of such a column `k`.
+fn rewrite_expandarray(statement: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::AccessExpr;
+    let parse = |sql: String| {
+        Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&sql)
+            .and_then(|mut p| p.parse_expr())
+            .ok()
+    };
+    let unnest_arg = |expr: &Expr| -> Option<Expr> {
+        let mut inner = expr;
+        while let Expr::Nested(e) = inner {
+            inner = e;
+        }
+        let Expr::Function(f) = inner else {
+            return None;
+        };
+        if !is_function(f, "unnest") {
+            return None;
+        }
+        let FunctionArguments::List(list) = &f.args else {
+            return None;
+        };
+        match list.args.first() {
+            Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(e))) => Some(e.clone()),
+            _ => None,
+        }
+    };
+    let _ = visit_expressions_mut(statement, |expr| {
+        match expr {
+            Expr::Function(f) if is_function(f, "_pg_expandarray") => {
+                if let FunctionArguments::List(list) = &f.args
+                    && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(array))) =
+                        list.args.first()
+                    && let Some(unnest) = parse(format!("unnest({array})"))
+                {
+                    *expr = unnest;
+                }
+            }
+            Expr::CompoundFieldAccess { root, access_chain } if access_chain.len() == 1 => {
+                let field = match &access_chain[0] {
+                    AccessExpr::Dot(Expr::Identifier(i)) => i.value.to_ascii_lowercase(),
+                    _ => return ControlFlow::<()>::Continue(()),
+                };
+                match (field.as_str(), unnest_arg(root)) {
+                    ("n", Some(array)) => {
+                        if let Some(subscripts) = parse(format!(
+                            "unnest(range(1, CAST(cardinality({array}) AS BIGINT) + 1))"
+                        )) {
+                            *expr = subscripts;
+                        }
+                    }
+                    ("x", _) => *expr = root.as_ref().clone(),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
 }
 
 fn last_part(name: &ObjectName) -> String {

@@ -59,6 +59,19 @@ public class JdbcClient {
                 while (r.next()) n++;
                 check(n == 3, "getColumns: " + n);
             }
+            try (ResultSet r = md.getPrimaryKeys(null, "public", "j")) {
+                check(r.next() && r.getString("COLUMN_NAME").equals("id"), "getPrimaryKeys");
+                check(r.getInt("KEY_SEQ") == 1 && r.getString("PK_NAME").equals("j_pkey"), "pk name");
+                check(!r.next(), "one key column");
+            }
+            try (Statement s = c.createStatement()) {
+                s.execute("CREATE TABLE j2 (a INT, b TEXT, c INT, PRIMARY KEY (c, a))");
+            }
+            try (ResultSet r = md.getPrimaryKeys(null, "public", "j2")) {
+                check(r.next() && r.getString("COLUMN_NAME").equals("c") && r.getInt("KEY_SEQ") == 1, "first key column");
+                check(r.next() && r.getString("COLUMN_NAME").equals("a") && r.getInt("KEY_SEQ") == 2, "second key column");
+                check(!r.next(), "two key columns");
+            }
             try (ResultSet r = md.getTypeInfo()) {
                 check(r.next(), "getTypeInfo");
             }
