@@ -547,29 +547,13 @@ impl Session {
                 else {
                     return Err(Error::unsupported("COPY FROM into a query"));
                 };
-                let name = table_name(name)?;
-                let table = self
-                    .engine
-                    .tables()
-                    .get(&name)
-                    .ok_or_else(|| undefined_table(&name))?;
+                let (name, table) = self.table(name)?;
                 let schema = Arc::clone(&table.def().schema);
-                let columns = if columns.is_empty() {
-                    (0..schema.fields().len()).collect()
-                } else {
-                    columns
-                        .iter()
-                        .map(|c| {
-                            let c = c.value.to_lowercase();
-                            schema.index_of(&c).map_err(|_| {
-                                Error::user(
-                                    sqlstate::UNDEFINED_COLUMN,
-                                    format!("column \"{c}\" of relation \"{name}\" does not exist"),
-                                )
-                            })
-                        })
-                        .collect::<Result<Vec<_>>>()?
-                };
+                let columns = column_indexes(
+                    &schema,
+                    &name,
+                    columns.iter().map(|c| c.value.to_lowercase()),
+                )?;
                 Ok(Outcome::CopyIn(CopyIn {
                     table: name,
                     schema,
@@ -757,30 +741,19 @@ impl Session {
     ) -> Result<Outcome> {
         let (name, table) = self.insert_target(insert)?;
         let schema = Arc::clone(&table.def().schema);
-        let targets: Vec<usize> = if insert.columns.is_empty() {
-            (0..schema.fields().len()).collect()
-        } else {
-            insert
-                .columns
-                .iter()
-                .map(|c| {
-                    let column =
-                        c.0.last()
-                            .and_then(|p| p.as_ident())
-                            .map(|i| match i.quote_style {
-                                Some(_) => i.value.clone(),
-                                None => i.value.to_lowercase(),
-                            })
-                            .unwrap_or_default();
-                    schema.index_of(&column).map_err(|_| {
-                        Error::user(
-                            sqlstate::UNDEFINED_COLUMN,
-                            format!("column \"{column}\" of relation \"{name}\" does not exist"),
-                        )
+        let targets = column_indexes(
+            &schema,
+            &name,
+            insert.columns.iter().map(|c| {
+                c.0.last()
+                    .and_then(|p| p.as_ident())
+                    .map(|i| match i.quote_style {
+                        Some(_) => i.value.clone(),
+                        None => i.value.to_lowercase(),
                     })
-                })
-                .collect::<Result<Vec<_>>>()?
-        };
+                    .unwrap_or_default()
+            }),
+        )?;
         let Some(source) = &insert.source else {
             return Err(Error::unsupported(
                 "INSERT … RETURNING without VALUES or a query",
@@ -890,6 +863,14 @@ impl Session {
                 "INSERT … RETURNING into a table function",
             ));
         };
+        self.table(name)
+    }
+
+    /// The table `name`: its name as the catalog keeps it, and the table (`42P01` if none).
+    fn table(
+        &self,
+        name: &datafusion::sql::sqlparser::ast::ObjectName,
+    ) -> Result<(String, Arc<crate::connector::queue::QueueTable>)> {
         let name = table_name(name)?;
         let table = self
             .engine
@@ -1187,6 +1168,28 @@ fn setting_value(e: &Expr) -> String {
 
 /// The most parameters a statement can have: the wire protocol counts them in 16 bits.
 const MAX_PARAMETERS: usize = 65_535;
+
+/// The indexes in `schema` of the named columns (all of them when none is named); `42703` for
+/// a name that is not a column of `table`.
+fn column_indexes(
+    schema: &Schema,
+    table: &str,
+    names: impl ExactSizeIterator<Item = String>,
+) -> Result<Vec<usize>> {
+    if names.len() == 0 {
+        return Ok((0..schema.fields().len()).collect());
+    }
+    names
+        .map(|column| {
+            schema.index_of(&column).map_err(|_| {
+                Error::user(
+                    sqlstate::UNDEFINED_COLUMN,
+                    format!("column \"{column}\" of relation \"{table}\" does not exist"),
+                )
+            })
+        })
+        .collect()
+}
 
 /// Runs a DML plan and returns the rows it wrote (the count DataFusion's DML returns).
 async fn rows_written(df: datafusion::dataframe::DataFrame) -> Result<u64> {
