@@ -1055,4 +1055,17 @@ async fn insert_returning() {
         common::sorted_rows(&client, "SELECT id FROM r").await,
         ["1", "2", "3"]
     );
+    // psql prints the rows, then the tag PostgreSQL gives: INSERT 0 n.
+    let port = server.port();
+    let (out, err, ok) = tokio::task::spawn_blocking(move || {
+        psql(
+            port,
+            &[],
+            "INSERT INTO r VALUES (7, 'g'), (8, 'h') RETURNING id;\n",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok && err.is_empty(), "{err}");
+    assert_eq!(out, " id \n----\n  7\n  8\n(2 rows)\n\nINSERT 0 2\n");
 }

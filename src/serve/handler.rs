@@ -278,6 +278,16 @@ impl StatementHandler {
                     data_rows(stream, fields),
                 ))
             }
+            Outcome::Returning { schema, stream } => {
+                match self.respond(client, Outcome::Rows { schema, stream }, formats, stop)? {
+                    Response::Query(mut rows) => {
+                        // pgwire appends the row count: `INSERT 0 n`, as PostgreSQL says it.
+                        rows.set_command_tag("INSERT 0");
+                        Response::Query(rows)
+                    }
+                    other => other,
+                }
+            }
             Outcome::Command { tag, rows } => {
                 let mut t = Tag::new(&tag);
                 if tag == "INSERT" {

@@ -58,6 +58,13 @@ pub enum Outcome {
         /// The rows, computed as the client reads them.
         stream: SendableRecordBatchStream,
     },
+    /// `INSERT … RETURNING`: rows, answered with the tag `INSERT 0 n`.
+    Returning {
+        /// Their schema.
+        schema: SchemaRef,
+        /// The rows.
+        stream: SendableRecordBatchStream,
+    },
     /// A command that finished: its tag (`CREATE TABLE`, `INSERT 0 3` …).
     Command {
         /// The command word(s).
@@ -107,6 +114,7 @@ impl std::fmt::Debug for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Outcome::Rows { schema, .. } => write!(f, "Rows({schema:?})"),
+            Outcome::Returning { schema, .. } => write!(f, "Returning({schema:?})"),
             Outcome::Command { tag, rows } => write!(f, "Command({tag}, {rows:?})"),
             Outcome::Begin => write!(f, "Begin"),
             Outcome::End(tag) => write!(f, "End({tag})"),
@@ -806,6 +814,14 @@ impl Session {
                 .collect::<Vec<_>>(),
         ));
         let mut full = Vec::with_capacity(batches.len());
+        // Without a column list, n expressions fill the first n columns (PostgreSQL's rule).
+        let mut targets = targets;
+        if insert.columns.is_empty()
+            && let Some(first) = batches.first()
+            && first.num_columns() < targets.len()
+        {
+            targets.truncate(first.num_columns());
+        }
         for batch in &batches {
             if batch.num_columns() != targets.len() {
                 return Err(Error::user(
@@ -847,7 +863,7 @@ impl Session {
         let returned = returning(rows, insert)?;
         let schema = Arc::new(returned.schema().as_arrow().clone());
         let batches: Vec<RecordBatch> = returned.collect().await?;
-        Ok(Outcome::Rows {
+        Ok(Outcome::Returning {
             stream: Box::pin(MemoryStream::try_new(batches, Arc::clone(&schema), None)?),
             schema,
         })
