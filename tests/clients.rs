@@ -1055,6 +1055,19 @@ async fn insert_returning() {
         common::sorted_rows(&client, "SELECT id FROM r").await,
         ["1", "2", "3"]
     );
+    // Fewer values than columns fill the first ones, with or without RETURNING.
+    client
+        .execute("INSERT INTO r VALUES ($1, $2)", &[&20i32, &"t"])
+        .await
+        .unwrap();
+    let row = client
+        .query_one("SELECT name, score IS NULL FROM r WHERE id = 20", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, bool>(1)),
+        ("t".into(), true)
+    );
     // psql prints the rows, then the tag PostgreSQL gives: INSERT 0 n.
     let port = server.port();
     let (out, err, ok) = tokio::task::spawn_blocking(move || {

@@ -622,6 +622,12 @@ impl Session {
             Statement::Insert(insert) if insert.returning.is_some() => {
                 self.insert_returning(statement, insert, params).await
             }
+            Statement::Insert(_) if self.with_leading_columns(statement).is_some() => {
+                let completed = self
+                    .with_leading_columns(statement)
+                    .unwrap_or_else(|| statement.clone());
+                self.run_datafusion(&completed, params).await
+            }
             Statement::Query(_)
             | Statement::Insert(_)
             | Statement::Update(_)
@@ -712,7 +718,8 @@ impl Session {
                 self.describe_insert_returning(statement, insert).await
             }
             Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
-                let plan = self.plan(statement).await?;
+                let completed = self.with_leading_columns(statement);
+                let plan = self.plan(completed.as_ref().unwrap_or(statement)).await?;
                 Ok((parameter_types(&plan)?, None))
             }
             Statement::ShowVariable { variable } => {
@@ -866,6 +873,42 @@ impl Session {
         Ok(Outcome::Returning {
             stream: Box::pin(MemoryStream::try_new(batches, Arc::clone(&schema), None)?),
             schema,
+        })
+    }
+
+    /// `INSERT INTO t VALUES (…)` with fewer values than `t` has columns, given the column
+    /// list PostgreSQL assumes (the first columns); `None` when nothing needs completing.
+    fn with_leading_columns(&self, statement: &SluiceStatement) -> Option<SluiceStatement> {
+        let Statement::Insert(insert) = &statement.statement else {
+            return None;
+        };
+        if !insert.columns.is_empty() {
+            return None;
+        }
+        let datafusion::sql::sqlparser::ast::SetExpr::Values(values) =
+            insert.source.as_ref()?.body.as_ref()
+        else {
+            return None;
+        };
+        let width = values.rows.first()?.len();
+        let (_, table) = self.insert_target(insert).ok()?;
+        let fields = table.def().schema.fields().clone();
+        if width == 0 || width >= fields.len() {
+            return None;
+        }
+        let mut completed = insert.clone();
+        completed.columns = fields[..width]
+            .iter()
+            .map(|f| {
+                datafusion::sql::sqlparser::ast::ObjectName::from(vec![Ident::with_quote(
+                    '"',
+                    f.name().clone(),
+                )])
+            })
+            .collect();
+        Some(SluiceStatement {
+            statement: Statement::Insert(completed),
+            ..statement.clone()
         })
     }
 
