@@ -217,9 +217,7 @@ impl Collector for EngineCollector {
         let engine = &self.0;
         let tables = engine.tables().all();
         let registry = engine.views();
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = crate::state::now_ms();
 
         // Sources and connector tables.
         struct Source {

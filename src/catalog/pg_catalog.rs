@@ -668,7 +668,9 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
             let backfilling: std::collections::HashSet<String> =
                 registry.backfills().into_iter().map(|b| b.view).collect();
             // How old the input the published epoch reflects is.
-            let lag = wall_ms().saturating_sub(registry.metrics().epoch_cut_at_ms()) as f64 / 1e3;
+            let lag = crate::state::now_ms().saturating_sub(registry.metrics().epoch_cut_at_ms())
+                as f64
+                / 1e3;
             for v in &views {
                 // Its rows and its operators' state, as `sluice_state` details them.
                 let state = published.state.get(&v.id);
@@ -814,7 +816,7 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                 ("elapsed_seconds", DataType::Float64),
             ]);
             let int = |v: u64| ScalarValue::Int64(Some(i64::try_from(v).unwrap_or(i64::MAX)));
-            let now = wall_ms();
+            let now = crate::state::now_ms();
             for b in registry.backfills() {
                 let percent = 100.0 * b.records_done as f64 / b.records_total.max(1) as f64;
                 r.row(vec![
@@ -1492,11 +1494,4 @@ pub fn view_definition(sql: &str) -> String {
         Some(i) => sql[i..].trim().trim_end_matches(';').to_string(),
         None => sql.to_string(),
     }
-}
-
-/// Milliseconds since 1970.
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -144,7 +144,13 @@ fn as_i32(array: &ArrayRef) -> DfResult<Int32Array> {
         .clone())
 }
 
-fn as_text(array: &ArrayRef) -> DfResult<StringArray> {
+/// `describe(oid)` for each OID of `oids` (NULL where it gives none, or for a NULL OID).
+fn text_by_oid(oids: &ArrayRef, describe: impl Fn(u32) -> Option<String>) -> DfResult<ArrayRef> {
+    let out: StringArray = as_u32(oids)?.iter().map(|oid| describe(oid?)).collect();
+    Ok(Arc::new(out))
+}
+
+pub(crate) fn as_text(array: &ArrayRef) -> DfResult<StringArray> {
     Ok(cast(array, &DataType::Utf8)?.as_string::<i32>().clone())
 }
 
@@ -356,18 +362,12 @@ pub fn pg_functions(tables: Arc<TableRegistry>, views: Arc<ViewRegistry>) -> Vec
         function("shobj_description", &[2], DataType::Utf8, null_text),
         function("pg_get_expr", &[2, 3], DataType::Utf8, null_text),
         function("pg_get_viewdef", &[1, 2], DataType::Utf8, move |args, _| {
-            let oids = as_u32(&args[0])?;
             let all = v5.all();
-            let out: StringArray = oids
-                .iter()
-                .map(|oid| {
-                    let oid = oid?;
-                    all.iter()
-                        .find(|v| v.oid() == oid)
-                        .map(|v| super::pg_catalog::view_definition(&v.sql))
-                })
-                .collect();
-            Ok(Arc::new(out))
+            text_by_oid(&args[0], |oid| {
+                all.iter()
+                    .find(|v| v.oid() == oid)
+                    .map(|v| super::pg_catalog::view_definition(&v.sql))
+            })
         }),
         // `pg_proc` has no rows: psql's `\df` names these and never calls them.
         function("pg_get_function_result", &[1], DataType::Utf8, null_text),
@@ -417,18 +417,12 @@ pub fn pg_functions(tables: Arc<TableRegistry>, views: Arc<ViewRegistry>) -> Vec
             &[1, 3],
             DataType::Utf8,
             move |args, _| {
-                let oids = as_u32(&args[0])?;
                 let all = t1.all();
-                let out: StringArray = oids
-                    .iter()
-                    .map(|oid| {
-                        let oid = oid?;
-                        all.iter()
-                            .find(|t| t.def().pkey_oid() == Some(oid))
-                            .map(|t| primary_key_index_def(t.def()))
-                    })
-                    .collect();
-                Ok(Arc::new(out))
+                text_by_oid(&args[0], |oid| {
+                    all.iter()
+                        .find(|t| t.def().pkey_oid() == Some(oid))
+                        .map(|t| primary_key_index_def(t.def()))
+                })
             },
         ),
         function(
@@ -436,20 +430,14 @@ pub fn pg_functions(tables: Arc<TableRegistry>, views: Arc<ViewRegistry>) -> Vec
             &[1, 2],
             DataType::Utf8,
             move |args, _| {
-                let oids = as_u32(&args[0])?;
                 let all = t2.all();
-                let out: StringArray = oids
-                    .iter()
-                    .map(|oid| {
-                        let oid = oid?;
-                        all.iter()
-                            .find(|t| t.def().pkey_oid() == Some(oid))
-                            .map(|t| {
-                                format!("PRIMARY KEY ({})", t.def().primary_key_names().join(", "))
-                            })
-                    })
-                    .collect();
-                Ok(Arc::new(out))
+                text_by_oid(&args[0], |oid| {
+                    all.iter()
+                        .find(|t| t.def().pkey_oid() == Some(oid))
+                        .map(|t| {
+                            format!("PRIMARY KEY ({})", t.def().primary_key_names().join(", "))
+                        })
+                })
             },
         ),
         function(REGCLASS_FUNCTION, &[1], DataType::UInt32, move |args, _| {

@@ -142,12 +142,6 @@ pub struct Activity {
     pub query: String,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// A view reading a backlog of its sources' logs (a new view catching up, or a large write),
 /// as `sluice_progress` shows it while the epoch that reads it runs.
 #[derive(Debug, Clone)]
@@ -246,7 +240,7 @@ impl ViewRegistry {
     /// The connection `pid` started running `query`.
     pub fn statement_started(&self, pid: i32, query: &str) {
         if let Some(a) = crate::sync::lock(&self.activity, "the activity").get_mut(&pid) {
-            let now = now_ms();
+            let now = crate::state::now_ms();
             a.state = "active";
             a.query_start_ms = Some(now);
             a.state_change_ms = now;
@@ -260,7 +254,7 @@ impl ViewRegistry {
     pub fn statement_ended(&self, pid: i32) {
         if let Some(a) = crate::sync::lock(&self.activity, "the activity").get_mut(&pid) {
             a.state = "idle";
-            a.state_change_ms = now_ms();
+            a.state_change_ms = crate::state::now_ms();
         }
     }
 

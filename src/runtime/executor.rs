@@ -739,9 +739,7 @@ impl Shared {
         }
         // Epochs are milliseconds since 1970 when barriers are further apart than that, so an
         // epoch says when it was taken and keeps growing across restarts.
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let wall = crate::state::now_ms();
         set.epoch = (set.epoch + 1).max(wall);
         let epoch_now = set.epoch;
         set.sinks.retain_mut(|sink| {
@@ -917,13 +915,6 @@ impl Shared {
     }
 }
 
-/// Milliseconds since 1970.
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// A view's backlog as `sluice_progress` shows it while it is read; gone when dropped.
 struct BackfillShown<'a> {
     registry: &'a ViewRegistry,
@@ -1047,7 +1038,7 @@ fn run_view(
             *id,
             Backfill {
                 view: name.clone(),
-                started_at_ms: wall_ms(),
+                started_at_ms: crate::state::now_ms(),
                 records_done: 0,
                 records_total: backlog,
                 rows_done: 0,

@@ -222,9 +222,7 @@ impl StatementHandler {
             {
                 session.set_read_only(user);
             }
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
+            let now = crate::state::now_ms();
             self.engine
                 .views()
                 .connection_opened(crate::catalog::views::Activity {
@@ -631,11 +629,8 @@ fn cast_array_parameters(
                 ..
             }) = right.as_ref()
             && untyped(name)
-            && let Ok(cast) = datafusion::sql::sqlparser::parser::Parser::new(
-                &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
-            )
-            .try_with_sql(&format!("CAST({name} AS text[])"))
-            .and_then(|mut p| p.parse_expr())
+            && let Some(cast) =
+                crate::sql::pg_compat::parse_expr(&format!("CAST({name} AS text[])"))
         {
             **right = cast;
         }
@@ -644,11 +639,8 @@ fn cast_array_parameters(
             ..
         }) = expr
             && let Some(array) = array_type(name)
-            && let Ok(cast) = datafusion::sql::sqlparser::parser::Parser::new(
-                &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
-            )
-            .try_with_sql(&format!("CAST({name} AS {array})"))
-            .and_then(|mut p| p.parse_expr())
+            && let Some(cast) =
+                crate::sql::pg_compat::parse_expr(&format!("CAST({name} AS {array})"))
         {
             // Expressions are visited after their children: the cast is not visited again.
             *expr = cast;

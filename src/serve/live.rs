@@ -8,6 +8,7 @@
 //! subscription torn down. The stream ends only with an error (the subscriber fell behind,
 //! the view was dropped) or a cancel request, which pgwire turns into 57014.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -148,9 +149,9 @@ pub fn feed_rows(
     fields: &[FieldInfo],
 ) -> impl futures::Stream<Item = PgWireResult<pgwire::messages::data::DataRow>> + Send + 'static {
     use futures::StreamExt;
-    let formats: Vec<FieldFormat> = fields.iter().map(FieldInfo::format).collect();
+    let formats: Arc<[FieldFormat]> = fields.iter().map(FieldInfo::format).collect();
     futures::stream::unfold(Some(feed), move |state| {
-        let formats = formats.clone();
+        let formats = Arc::clone(&formats);
         async move {
             let mut feed = state?;
             let rows: Vec<PgWireResult<pgwire::messages::data::DataRow>> = match feed.next().await {

@@ -23,7 +23,12 @@ use crate::catalog::pg_functions::{REGCLASS_FUNCTION, REGTYPE_FUNCTION};
 
 /// Rewrites a statement in place.
 pub fn rewrite(statement: &mut Statement) {
-    if statement.to_string().contains("_pg_expandarray") {
+    // Found by a visit, not by printing the statement (which may be 64 MiB of VALUES).
+    let expands = datafusion::sql::sqlparser::ast::visit_expressions(&*statement, |e| match e {
+        Expr::Function(f) if is_function(f, "_pg_expandarray") => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    });
+    if expands.is_break() {
         rewrite_expandarray(statement);
     }
     let _ = statement.visit(&mut BlankEmptyCatalogSelects);
@@ -185,12 +190,6 @@ fn type_column_name(data_type: &DataType) -> Option<String> {
 /// elements, `x`), `(_pg_expandarray(a)).n` the subscripts, and `(k).x` of such a column `k`.
 fn rewrite_expandarray(statement: &mut Statement) {
     use datafusion::sql::sqlparser::ast::AccessExpr;
-    let parse = |sql: String| {
-        Parser::new(&PostgreSqlDialect {})
-            .try_with_sql(&sql)
-            .and_then(|mut p| p.parse_expr())
-            .ok()
-    };
     let unnest_arg = |expr: &Expr| -> Option<Expr> {
         let mut inner = expr;
         while let Expr::Nested(e) = inner {
@@ -216,7 +215,7 @@ fn rewrite_expandarray(statement: &mut Statement) {
                 if let FunctionArguments::List(list) = &f.args
                     && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(array))) =
                         list.args.first()
-                    && let Some(unnest) = parse(format!("unnest({array})"))
+                    && let Some(unnest) = parse_expr(&format!("unnest({array})"))
                 {
                     *expr = unnest;
                 }
@@ -228,7 +227,7 @@ fn rewrite_expandarray(statement: &mut Statement) {
                 };
                 match (field.as_str(), unnest_arg(root)) {
                     ("n", Some(array)) => {
-                        if let Some(subscripts) = parse(format!(
+                        if let Some(subscripts) = parse_expr(&format!(
                             "unnest(range(1, CAST(cardinality({array}) AS BIGINT) + 1))"
                         )) {
                             *expr = subscripts;
@@ -252,13 +251,17 @@ fn last_part(name: &ObjectName) -> String {
         .unwrap_or_default()
 }
 
-fn call(function: &str, args: &[&Expr]) -> Option<Expr> {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let text = format!("{function}({})", args.join(", "));
+/// An expression written as SQL (the rewrites build their replacements so).
+pub(crate) fn parse_expr(sql: &str) -> Option<Expr> {
     Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(&text)
+        .try_with_sql(sql)
         .and_then(|mut p| p.parse_expr())
         .ok()
+}
+
+fn call(function: &str, args: &[&Expr]) -> Option<Expr> {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    parse_expr(&format!("{function}({})", args.join(", ")))
 }
 
 /// The hex digits of a `'\x…'` string literal, when they are an even number of hex digits.
@@ -325,10 +328,7 @@ fn array_agg_subquery(query: &Query) -> Option<Query> {
             format!(" ORDER BY {}", items.join(", "))
         }
     };
-    let aggregated = Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(&format!("array_agg({element}{order})"))
-        .and_then(|mut p| p.parse_expr())
-        .ok()?;
+    let aggregated = parse_expr(&format!("array_agg({element}{order})"))?;
     select.projection = vec![SelectItem::UnnamedExpr(aggregated)];
     Some(query)
 }
@@ -445,10 +445,7 @@ fn rewrite_expr(expr: &mut Expr) {
                 && (over_unnest(function)
                     || matches!(&function.args, FunctionArguments::Subquery(q) if over_empty_catalog_relation(q))) =>
         {
-            if let Ok(empty) = Parser::new(&PostgreSqlDialect {})
-                .try_with_sql("CAST(make_array() AS TEXT[])")
-                .and_then(|mut p| p.parse_expr())
-            {
+            if let Some(empty) = parse_expr("CAST(make_array() AS TEXT[])") {
                 *expr = empty;
             }
         }
@@ -465,12 +462,9 @@ fn rewrite_expr(expr: &mut Expr) {
         Expr::Function(function) if is_function(function, "generate_subscripts") => {
             if let FunctionArguments::List(list) = &function.args
                 && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(array))) = list.args.first()
-                && let Some(replacement) = Parser::new(&PostgreSqlDialect {})
-                    .try_with_sql(&format!(
-                        "unnest(range(1, CAST(cardinality({array}) AS BIGINT) + 1))"
-                    ))
-                    .and_then(|mut p| p.parse_expr())
-                    .ok()
+                && let Some(replacement) = parse_expr(&format!(
+                    "unnest(range(1, CAST(cardinality({array}) AS BIGINT) + 1))"
+                ))
             {
                 *expr = replacement;
             }

@@ -149,13 +149,7 @@ fn setting_functions(
 ) -> Vec<datafusion::logical_expr::ScalarUDF> {
     use datafusion::arrow::array::{Array, ArrayRef, BooleanArray};
     use datafusion::arrow::compute::cast;
-    let text = |a: &ArrayRef| -> datafusion::error::Result<StringArray> {
-        Ok(cast(a, &DataType::Utf8)?
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .cloned()
-            .unwrap_or_else(|| StringArray::new_null(a.len())))
-    };
+    let text = crate::catalog::pg_functions::as_text;
     let unknown = |name: &str| -> datafusion::error::DataFusionError {
         Error::user(
             sqlstate::UNDEFINED_OBJECT,
@@ -622,14 +616,12 @@ impl Session {
             Statement::Insert(insert) if insert.returning.is_some() => {
                 self.insert_returning(statement, insert, params).await
             }
-            Statement::Insert(_) if self.with_leading_columns(statement).is_some() => {
-                let completed = self
-                    .with_leading_columns(statement)
-                    .unwrap_or_else(|| statement.clone());
-                self.run_datafusion(&completed, params).await
+            Statement::Insert(_) => {
+                let completed = self.with_leading_columns(statement);
+                self.run_datafusion(completed.as_ref().unwrap_or(statement), params)
+                    .await
             }
             Statement::Query(_)
-            | Statement::Insert(_)
             | Statement::Update(_)
             | Statement::Delete(_)
             | Statement::Truncate(_)
@@ -793,11 +785,8 @@ impl Session {
                         continue;
                     }
                     let ty = crate::catalog::pg_types::pg_type(schema.field(column).data_type());
-                    if let Ok(cast) = datafusion::sql::sqlparser::parser::Parser::new(
-                        &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
-                    )
-                    .try_with_sql(&format!("CAST({item} AS {})", ty.name()))
-                    .and_then(|mut p| p.parse_expr())
+                    if let Some(cast) =
+                        super::pg_compat::parse_expr(&format!("CAST({item} AS {})", ty.name()))
                     {
                         *item = cast;
                     }

@@ -20,4 +20,4 @@ pub mod writer;
 pub use error::StateError;
 pub use files::{FileEntry, Manifest, SinkCheckpoint, ViewCheckpoint};
 pub use recovery::{Recovered, RecoveredView};
-pub use writer::{CheckpointInfo, CheckpointJob, CheckpointWriter, ViewState};
+pub use writer::{CheckpointInfo, CheckpointJob, CheckpointWriter, ViewState, now_ms};

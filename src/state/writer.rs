@@ -333,7 +333,8 @@ fn write(
     Ok((manifest, written, bytes))
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since 1970, now.
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
