@@ -94,6 +94,9 @@ impl CreatedView {
 
     /// Resolves once the view has read the backlog there was when it was created.
     pub async fn caught_up(mut self) {
+        if let Some(view) = self.engine.views.get(&self.name) {
+            self.engine.executor.backfilled(Some(view.id)).await;
+        }
         self.engine.flush().await;
         self.armed = false;
     }
@@ -154,6 +157,7 @@ impl Engine {
         };
         let executor = Executor::start(
             config.barrier_interval,
+            config.parallelism,
             Arc::clone(&tables),
             Arc::clone(&views),
             Arc::clone(&commit_gate),
@@ -279,6 +283,7 @@ impl Engine {
             .add(RunningView::new(id, "subscribe".into(), plan, false)?.unpublished())?;
         let guard = self.executor.stop_on_drop(id);
         // Caught up with what its inputs already hold before the feed starts.
+        self.executor.backfilled(Some(id)).await;
         self.flush().await;
         Ok((schema, subscribe(id, Some(Box::new(guard)))?))
     }
@@ -445,6 +450,7 @@ impl Engine {
         if !self.views.names().is_empty() {
             // Views restart from their checkpoint (or their logs' start); catch up before
             // serving.
+            self.executor.backfilled(None).await;
             self.flush().await;
             tracing::info!(
                 checkpoint_epoch = recovered.as_ref().map(|r| r.manifest.epoch),

@@ -469,12 +469,11 @@ impl Collector for EngineCollector {
         family(
             &mut encoder,
             "sluice_sink_lag_seconds",
-            "How far the epoch a sink delivered last is behind the newest epoch handed to it",
+            "How far the epoch a sink delivered last is behind the newest epoch handed to it \
+             (or, while the sink holds its view back, the runtime's newest epoch)",
             MetricType::Gauge,
             sinks.iter().map(|(n, s)| {
-                let handed = s.stats.handed.load(Ordering::Relaxed);
-                let delivered = s.stats.epoch.load(Ordering::Relaxed);
-                let lag = handed.saturating_sub(delivered) as f64 / 1e3;
+                let lag = s.stats.lag_ms(published.epoch) as f64 / 1e3;
                 (sink_labels(n, s), ConstGauge::new(lag))
             }),
         )?;

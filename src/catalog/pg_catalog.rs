@@ -519,11 +519,18 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                 ("records", INT8),
                 ("failed_records", INT8),
                 ("epoch", INT8),
+                ("lag_seconds", DataType::Float64),
+                (
+                    "blocked_since",
+                    DataType::Timestamp(TimeUnit::Millisecond, None),
+                ),
                 ("error", TEXT),
             ]);
+            let newest = registry.published().epoch;
             let int = |v: u64| ScalarValue::Int64(Some(i64::try_from(v).unwrap_or(i64::MAX)));
             for (name, sink) in registry.sinks() {
                 let error = sink.stats.error();
+                let blocked = sink.stats.blocked_since_ms();
                 let load = |a: &std::sync::atomic::AtomicU64| {
                     int(a.load(std::sync::atomic::Ordering::Relaxed))
                 };
@@ -533,10 +540,17 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                     s(sink.connector),
                     s(&sink.target),
                     b(sink.exactly_once),
-                    s(if error.is_some() { "failed" } else { "running" }),
+                    // A sink with no room for its view's changes holds the view back.
+                    s(match (&error, blocked) {
+                        (Some(_), _) => "failed",
+                        (None, Some(_)) => "backpressured",
+                        (None, None) => "running",
+                    }),
                     load(&sink.stats.records),
                     load(&sink.stats.failed_records),
                     load(&sink.stats.epoch),
+                    ScalarValue::Float64(Some(sink.stats.lag_ms(newest) as f64 / 1e3)),
+                    ScalarValue::TimestampMillisecond(blocked.map(|ms| ms as i64), None),
                     ScalarValue::Utf8(error),
                 ]);
             }

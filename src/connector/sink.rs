@@ -190,6 +190,9 @@ pub struct SinkStats {
     pub handed: AtomicU64,
     /// Why the sink stopped, once it did.
     error: std::sync::Mutex<Option<String>>,
+    /// Since when (ms since 1970) the sink has had no room for its view's changes, which
+    /// holds the view back; 0 while it takes them.
+    blocked_since_ms: AtomicU64,
 }
 
 impl SinkStats {
@@ -202,6 +205,40 @@ impl SinkStats {
     /// Why the sink stopped, if it did.
     pub fn error(&self) -> Option<String> {
         crate::sync::lock_value(&self.error).clone()
+    }
+
+    /// The runtime found the sink's channel full (`true`: its view waits) or not.
+    pub fn set_blocked(&self, blocked: bool) {
+        if blocked {
+            // Only the runtime's thread writes it.
+            if self.blocked_since_ms.load(Ordering::Relaxed) == 0 {
+                let now = crate::state::now_ms().max(1);
+                self.blocked_since_ms.store(now, Ordering::Relaxed);
+            }
+        } else {
+            self.blocked_since_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Since when (ms since 1970) the sink has held its view back, if it does.
+    pub fn blocked_since_ms(&self) -> Option<u64> {
+        match self.blocked_since_ms.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(since),
+        }
+    }
+
+    /// How far behind the sink is, in ms: from the newest epoch handed to it (or, while it
+    /// holds its view back, from `now_epoch`, the runtime's newest) to the last it delivered.
+    pub fn lag_ms(&self, now_epoch: u64) -> u64 {
+        let delivered = self.epoch.load(Ordering::Relaxed);
+        let handed = self.handed.load(Ordering::Relaxed);
+        let newest = if self.blocked_since_ms().is_some() {
+            now_epoch.max(handed)
+        } else {
+            handed
+        };
+        newest.saturating_sub(delivered)
     }
 }
 

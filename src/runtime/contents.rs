@@ -572,12 +572,7 @@ impl ViewContents {
 
     /// The whole contents as insertions (to start a view that reads this one).
     pub fn as_inserts(&self) -> Result<Vec<ChangeBatch>, ArrowError> {
-        Ok(self
-            .snapshot()
-            .batches()?
-            .into_iter()
-            .map(ChangeBatch::inserts)
-            .collect())
+        self.snapshot().as_inserts()
     }
 }
 
@@ -631,6 +626,15 @@ impl ViewRows {
     /// The columns [`Self::lookup`] finds rows by, if any.
     pub fn key(&self) -> Option<&[usize]> {
         self.key.as_deref()
+    }
+
+    /// Every live row, as insertions (a new subscriber's or sink's first changes).
+    pub fn as_inserts(&self) -> Result<Vec<ChangeBatch>, ArrowError> {
+        Ok(self
+            .batches()?
+            .into_iter()
+            .map(ChangeBatch::inserts)
+            .collect())
     }
 
     /// Every live row.

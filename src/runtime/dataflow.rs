@@ -15,6 +15,7 @@ use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::hash_utils::{RandomState, create_hashes};
 use datafusion::physical_expr::PhysicalExpr;
+use rayon::prelude::*;
 
 use crate::operator::{FilterProjectOperator, KeyedOperator, Operator, OperatorError, StateSize};
 use crate::state::StateError;
@@ -617,20 +618,13 @@ fn finish_partitioned(
     if let [only] = partitions {
         return only.finish_inputs(watermarks);
     }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = partitions
-            .iter_mut()
-            .map(|p| scope.spawn(move || p.finish_inputs(watermarks)))
-            .collect();
-        let mut out = Vec::new();
-        for handle in handles {
-            match handle.join() {
-                Ok(result) => out.extend(result?),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        Ok(out)
-    })
+    // On the runtime's worker pool (the caller's, or rayon's global one); a panic in a
+    // partition reaches the caller.
+    let parts: Vec<Vec<ChangeBatch>> = partitions
+        .par_iter_mut()
+        .map(|p| p.finish_inputs(watermarks))
+        .collect::<Result<_, _>>()?;
+    Ok(parts.into_iter().flatten().collect())
 }
 
 /// Splits `change` of input `input` by key hash over the partitions and folds each part into
@@ -674,24 +668,12 @@ fn update_partitioned(
         })
         .collect::<Result<Vec<_>, datafusion::arrow::error::ArrowError>>()
         .map_err(arrow)?;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = partitions
-            .iter_mut()
-            .zip(parts)
-            .filter(|(_, (data, _))| data.num_rows() > 0)
-            .map(|(partition, (data, weights))| {
-                scope.spawn(move || {
-                    let change = with_weights(data, weights.as_ref())?;
-                    partition.update_input(input, &change)
-                })
-            })
-            .collect();
-        for handle in handles {
-            match handle.join() {
-                Ok(result) => result?,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        Ok(())
-    })
+    partitions
+        .par_iter_mut()
+        .zip(parts)
+        .filter(|(_, (data, _))| data.num_rows() > 0)
+        .try_for_each(|(partition, (data, weights))| {
+            let change = with_weights(data, weights.as_ref())?;
+            partition.update_input(input, &change)
+        })
 }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use rayon::prelude::*;
 use tokio::sync::watch;
 
 use crate::catalog::registry::TableRegistry;
@@ -27,7 +28,7 @@ use crate::stream::{ChangeBatch, Timestamp};
 use datafusion::arrow::array::{Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
-use super::contents::ViewContents;
+use super::contents::{ViewContents, ViewRows};
 use super::dataflow::Node;
 use super::subscribe::{EndReason, SubscribeEvent, SubscribeOptions, SubscriberFeed, Subscription};
 
@@ -40,6 +41,12 @@ const READ_CHUNK: usize = 64;
 /// windows the watermark passed close, so state stays bounded however long the backlog is.
 /// Nothing is published until the epoch ends.
 const SUB_EPOCH_RECORDS: u64 = 16;
+/// A new view over tables with more log records than this to read reads them on a thread of
+/// its own before it joins the epochs.
+const BACKFILL_RECORDS: u64 = READ_CHUNK as u64;
+/// Rounds of reading up to a fresh cut a backfill makes at most before it joins the epochs
+/// with what is left.
+const BACKFILL_ROUNDS: usize = 8;
 
 /// A running view: its operators, where each source stands, and its contents.
 #[derive(Debug)]
@@ -58,6 +65,8 @@ pub struct RunningView {
     changed_since_checkpoint: bool,
     /// Restored from a checkpoint: it is consistent with the views it reads as they stand.
     restored: bool,
+    /// It has run (or been fed the views it reads): it is not fed them again.
+    started: bool,
     /// Set to stop the view mid-epoch (a cancelled `CREATE MATERIALIZED VIEW`): it fails at
     /// its next chunk of input, and is then dropped.
     cancel: Arc<AtomicBool>,
@@ -101,8 +110,19 @@ impl RunningView {
             published: true,
             changed_since_checkpoint: true,
             restored: false,
+            started: false,
             cancel: Arc::default(),
         })
+    }
+
+    /// The view stops on `error`: it keeps its last contents and reads nothing more.
+    fn fail(&mut self, error: Error) {
+        if error.sqlstate() == sqlstate::QUERY_CANCELED {
+            tracing::info!(view = %self.name, "view stopped: its creation was cancelled");
+        } else {
+            tracing::error!(view = %self.name, %error, "view failed");
+        }
+        self.failed = Some((error.sqlstate(), error.to_string()));
     }
 
     /// Setting it stops the view at its next chunk of input, with `57014`.
@@ -229,6 +249,11 @@ struct SinkFeed {
     stats: Arc<crate::connector::sink::SinkStats>,
     /// `None`: at-least-once, each epoch's changes sent at once.
     exactly_once: Option<ExactlyOnceFeed>,
+    /// Whether it has the view's contents (it starts once the view has run).
+    started: bool,
+    /// Messages its channel had no room for, oldest first. While any waits, its view does not
+    /// run: the sink holds back its own view, and nothing else.
+    waiting: std::collections::VecDeque<SinkEpoch>,
 }
 
 /// An exactly-once sink's changes: gathered until a checkpoint, kept in every checkpoint
@@ -244,6 +269,8 @@ struct ExactlyOnceFeed {
     unconfirmed: Vec<(u64, Vec<ChangeBatch>)>,
     /// The newest batch the sink committed.
     confirmed: Arc<AtomicU64>,
+    /// It resumes a checkpoint's batches: the view's contents are not sent again.
+    resumed: bool,
 }
 
 impl ExactlyOnceFeed {
@@ -316,20 +343,122 @@ pub struct ExactlyOnce {
     pub resumed: Option<Vec<(u64, Vec<ChangeBatch>)>>,
 }
 
+/// What a view stood at after the last epoch: what other threads read of it between epochs
+/// (its contents for a new subscriber, sink or view over it), without waiting for the executor.
+#[derive(Debug)]
+struct ViewAt {
+    name: String,
+    published: bool,
+    /// Its rows (shared with the runtime's chunks) or why it failed.
+    snapshot: ViewSnapshot,
+    watermark: Option<Timestamp>,
+}
+
+/// A view reading its backlog on a thread of its own.
+#[derive(Debug)]
+struct Backfilling {
+    published: bool,
+    cancel: Arc<AtomicBool>,
+}
+
+/// What the executor thread shares with everybody else. Held only for short, bounded work:
+/// never while views run, and never across a send that can wait.
 #[derive(Debug, Default)]
 struct ViewSet {
-    running: Vec<RunningView>,
+    /// Views to start at the next epoch, in creation order (a view back from reading its
+    /// backlog too).
+    added: Vec<RunningView>,
+    /// Views dropped since the last epoch began.
+    removed: Vec<u32>,
+    /// Views reading their backlog on a thread of their own, by id.
+    backfilling: HashMap<u32, Backfilling>,
     sinks: Vec<SinkFeed>,
     subscribers: Vec<SubscriberFeed>,
+    /// The last completed epoch.
     epoch: u64,
-    snapshots: HashMap<u32, ViewSnapshot>,
+    /// Every view that has run, as of `epoch`.
+    views: HashMap<u32, ViewAt>,
 }
 
 impl ViewSet {
-    /// Stops and forgets view `id`.
+    /// Stops and forgets view `id`: the executor drops it at its next epoch; a backfill stops
+    /// at its next chunk.
     fn remove_view(&mut self, id: u32) {
-        self.running.retain(|v| v.id != id);
-        self.snapshots.remove(&id);
+        self.removed.push(id);
+        self.added.retain(|v| v.id != id);
+        self.views.remove(&id);
+        if let Some(backfill) = self.backfilling.get(&id) {
+            backfill.cancel.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether view `id` exists but has not run yet (added, or reading its backlog).
+    fn starting(&self, id: u32) -> bool {
+        self.backfilling.contains_key(&id) || self.added.iter().any(|v| v.id == id)
+    }
+
+    /// Moves the added views into `running`, in creation order. A new view over a view is
+    /// fed that view's contents and watermark; it waits while that view has not run yet.
+    fn start_added(&mut self, running: &mut Vec<RunningView>) {
+        loop {
+            let mut waiting = Vec::new();
+            let mut started = false;
+            for mut view in std::mem::take(&mut self.added) {
+                let mut ready = true;
+                let fresh = !view.restored && !view.started;
+                for source in view.sources.iter().filter(|_| fresh) {
+                    if let SourceRef::View(upstream) = &source.source
+                        && !running.iter().any(|v| v.id == upstream.id)
+                    {
+                        ready = false;
+                    }
+                }
+                if !ready {
+                    waiting.push(view);
+                    continue;
+                }
+                if fresh {
+                    let fed = view.sources.iter_mut().try_for_each(|source| {
+                        if let SourceRef::View(upstream) = &source.source
+                            && let Some(up) = running.iter().find(|v| v.id == upstream.id)
+                        {
+                            source.pending = up.contents.as_inserts()?;
+                            source.watermark = up.watermark;
+                        }
+                        Ok::<_, Error>(())
+                    });
+                    if let Err(e) = fed {
+                        view.fail(e);
+                    }
+                }
+                view.started = true;
+                started = true;
+                running.push(view);
+            }
+            // A view whose upstream was dropped or failed to start waits for nothing.
+            let (stuck, still): (Vec<RunningView>, Vec<RunningView>) =
+                waiting.into_iter().partition(|v| {
+                    v.sources.iter().any(|s| match &s.source {
+                        SourceRef::View(up) => {
+                            !running.iter().any(|r| r.id == up.id) && !self.starting(up.id)
+                        }
+                        SourceRef::Table(_) => false,
+                    })
+                });
+            self.added = still;
+            for mut view in stuck {
+                view.fail(Error::unsupported(format!(
+                    "view \"{}\" reads a view that is not running",
+                    view.name
+                )));
+                view.started = true;
+                running.push(view);
+                started = true;
+            }
+            if !started || self.added.is_empty() {
+                return;
+            }
+        }
     }
 }
 
@@ -340,6 +469,8 @@ struct Shared {
     wake: Mutex<bool>,
     wake_cond: Condvar,
     completed: watch::Sender<u64>,
+    /// Counts backfills that ended (their views then start at the next epoch).
+    backfills: watch::Sender<u64>,
     stop: AtomicBool,
     /// While positive, no epoch runs (views restored from a checkpoint are being added: they
     /// must all see the same epochs from the barrier they were taken at).
@@ -349,6 +480,8 @@ struct Shared {
     views: Arc<ViewRegistry>,
     commit_gate: Arc<RwLock<()>>,
     checkpoints: Option<Checkpoints>,
+    /// The workers epochs run views and their keyed partitions on.
+    pool: rayon::ThreadPool,
 }
 
 /// Checkpointing: the writer thread and when the last checkpoint was taken.
@@ -378,20 +511,28 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// Starts the executor thread with a barrier every `interval`.
+    /// Starts the executor thread with a barrier every `interval`, and `workers` threads
+    /// that run the views.
     pub fn start(
         interval: Duration,
+        workers: usize,
         tables: Arc<TableRegistry>,
         views: Arc<ViewRegistry>,
         commit_gate: Arc<RwLock<()>>,
         checkpoints: Option<Checkpoints>,
     ) -> Result<Self> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(workers.max(1))
+            .thread_name(|i| format!("sluice-worker-{i}"))
+            .build()
+            .map_err(|e| Error::internal(format!("cannot start the view workers: {e}")))?;
         let shared = Arc::new(Shared {
             set: Mutex::new(ViewSet::default()),
             requests: AtomicU64::new(0),
             wake: Mutex::new(false),
             wake_cond: Condvar::new(),
             completed: watch::channel(0).0,
+            backfills: watch::channel(0).0,
             stop: AtomicBool::new(false),
             held: std::sync::atomic::AtomicUsize::new(0),
             interval,
@@ -399,6 +540,7 @@ impl Executor {
             views,
             commit_gate,
             checkpoints,
+            pool,
         });
         let runner = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -411,40 +553,48 @@ impl Executor {
         })
     }
 
-    /// Adds a view; it starts from its sources' beginnings at the next epoch. A source that is
-    /// a view starts from that view's current contents.
-    pub fn add(&self, mut view: RunningView) -> Result<()> {
-        let mut set = self.shared.lock_set();
-        // A restored view stands at the same barrier as the views it reads: nothing to feed.
-        let sources = if view.restored {
-            &mut [][..]
-        } else {
-            &mut view.sources[..]
-        };
-        for source in sources {
-            if let SourceRef::View(upstream) = &source.source {
-                let running = set
-                    .running
-                    .iter()
-                    .find(|v| v.id == upstream.id)
-                    .ok_or_else(|| {
-                        Error::unsupported(format!("view \"{}\" is not running", upstream.name))
-                    })?;
-                source.pending = running.contents.as_inserts()?;
-                source.watermark = running.watermark;
-            }
+    /// Adds a view; it starts from its sources' beginnings. A new view over tables whose
+    /// backlog is more than [`BACKFILL_RECORDS`] log records reads it on a thread of its own
+    /// first, so that other views' epochs go on meanwhile; then, and every other view at once,
+    /// it joins the next epoch. A source that is a view starts from that view's contents.
+    pub fn add(&self, view: RunningView) -> Result<()> {
+        let tables_only = view
+            .sources
+            .iter()
+            .all(|s| matches!(s.source, SourceRef::Table(_)));
+        if view.restored || !tables_only || self.shared.backlog(&view, None) <= BACKFILL_RECORDS {
+            self.shared.lock_set().added.push(view);
+            return Ok(());
         }
-        set.running.push(view);
+        let id = view.id;
+        self.shared.lock_set().backfilling.insert(
+            id,
+            Backfilling {
+                published: view.published,
+                cancel: view.cancel_flag(),
+            },
+        );
+        let shared = Arc::clone(&self.shared);
+        let spawned = std::thread::Builder::new()
+            .name("sluice-backfill".into())
+            .spawn(move || shared.backfill(view));
+        if let Err(e) = spawned {
+            self.shared.lock_set().backfilling.remove(&id);
+            return Err(Error::internal(format!(
+                "cannot start reading the view's backlog: {e}"
+            )));
+        }
         Ok(())
     }
 
     /// Feeds view `view`'s changes to `sender`, one message per epoch that changed it,
-    /// starting with its current contents. The channel is bounded: a slow sink holds the
-    /// executor back rather than letting changes pile up. A sink whose receiver is gone is
+    /// starting with its contents (once the view has run, if it has not yet). The channel is
+    /// bounded: a sink that falls behind holds its own view back (the view does not run while
+    /// a message for the sink waits), never the executor. A sink whose receiver is gone is
     /// forgotten.
     ///
     /// With `exactly_once`, changes go to the sink only at checkpoints, as one batch per
-    /// checkpoint, and stay in every checkpoint until the sink confirms them.
+    /// checkpoint, and stay in every checkpoint until the sink confirms it committed them.
     pub fn add_sink(
         &self,
         view: u32,
@@ -453,47 +603,50 @@ impl Executor {
         exactly_once: Option<ExactlyOnce>,
     ) -> Result<()> {
         let mut set = self.shared.lock_set();
-        let running = set
-            .running
-            .iter()
-            .find(|v| v.id == view)
-            .ok_or_else(|| Error::unsupported(format!("view {view} is not running")))?;
-        let exactly_once = match exactly_once {
-            None => {
-                let first = SinkEpoch {
-                    epoch: set.epoch,
-                    changes: running.contents.as_inserts()?,
-                };
-                stats.handed.fetch_max(set.epoch, Ordering::Relaxed);
-                sender
-                    .send(first)
-                    .map_err(|_| Error::internal("the sink stopped before it started"))?;
-                None
-            }
-            Some(ExactlyOnce {
-                name,
-                confirmed,
-                resumed,
-            }) => {
-                let (pending, unconfirmed) = match resumed {
-                    Some(batches) => (Vec::new(), batches),
-                    None => (running.contents.as_inserts()?, Vec::new()),
-                };
-                Some(ExactlyOnceFeed {
+        if !set.views.contains_key(&view) && !set.starting(view) {
+            return Err(Error::unsupported(format!("view {view} is not running")));
+        }
+        let exactly_once = exactly_once.map(
+            |ExactlyOnce {
+                 name,
+                 confirmed,
+                 resumed,
+             }| {
+                let resumed_batches = resumed.is_some();
+                ExactlyOnceFeed {
                     name,
-                    schema: running.contents.schema(),
-                    pending,
-                    unconfirmed,
+                    // Set with the contents when the sink starts.
+                    schema: Arc::new(Schema::empty()),
+                    pending: Vec::new(),
+                    unconfirmed: resumed.unwrap_or_default(),
+                    resumed: resumed_batches,
                     confirmed,
-                })
-            }
-        };
-        set.sinks.push(SinkFeed {
+                }
+            },
+        );
+        let mut feed = SinkFeed {
             view,
             sender,
             stats,
             exactly_once,
-        });
+            started: false,
+            waiting: std::collections::VecDeque::new(),
+        };
+        let epoch = set.epoch;
+        if let Some(at) = set.views.get(&view) {
+            feed.start(at, epoch)?;
+        } else if let Some(resuming) = feed.exactly_once.as_mut().filter(|f| f.resumed)
+            && let Some(restored) = set.added.iter().find(|v| v.id == view)
+        {
+            // Resuming a checkpoint's batches, the sink needs no contents: every change of
+            // the restored view from its first epoch on is the sink's.
+            resuming.schema = restored.contents.schema();
+            feed.started = true;
+        }
+        if feed.deliver() == Delivery::Gone {
+            return Err(Error::internal("the sink stopped before it started"));
+        }
+        set.sinks.push(feed);
         Ok(())
     }
 
@@ -508,7 +661,8 @@ impl Executor {
     /// Subscribes to view `view`'s changes: with `snapshot`, its contents first (as inserts);
     /// then one message per epoch that changed it, and with `progress` one after every epoch.
     /// `as_of` starts the feed at that epoch, which must not have passed (earlier epochs are
-    /// not kept). At most `capacity` messages wait unread before the subscriber is dropped.
+    /// not kept); a view that has not run yet starts its feed at the epoch it first runs in.
+    /// At most `capacity` messages wait unread before the subscriber is dropped.
     pub fn subscribe(
         &self,
         view: u32,
@@ -523,15 +677,19 @@ impl Executor {
         } = *options;
         let mut set = self.shared.lock_set();
         let now = set.epoch;
-        let running = set
-            .running
-            .iter()
-            .find(|v| v.id == view)
-            .ok_or_else(|| Error::unsupported(format!("view {view} is not running")))?;
-        if let Some((code, message)) = &running.failed {
+        let at = set.views.get(&view);
+        if at.is_none() && !set.starting(view) {
+            return Err(Error::unsupported(format!("view {view} is not running")));
+        }
+        if let Some(ViewAt {
+            name,
+            snapshot: ViewSnapshot::Failed(code, message),
+            ..
+        }) = at
+        {
             return Err(Error::user(
                 code,
-                format!("view \"{}\" failed: {message}", running.name),
+                format!("view \"{name}\" failed: {message}"),
             ));
         }
         if let Some(epoch) = as_of
@@ -556,8 +714,13 @@ impl Executor {
             sender,
             end: Arc::clone(&end),
         };
-        if feed.start == now {
-            start_feed(&mut feed, running, now)?;
+        if feed.start == now
+            && let Some(ViewAt {
+                snapshot: ViewSnapshot::Rows(rows),
+                ..
+            }) = at
+        {
+            start_feed(&mut feed, rows, now)?;
         }
         set.subscribers.push(feed);
         Ok(Subscription::new(receiver, end, owned))
@@ -566,7 +729,9 @@ impl Executor {
     /// Live subscriptions, and views running only for one.
     pub fn subscriptions(&self) -> (usize, usize) {
         let set = self.shared.lock_set();
-        let unpublished = set.running.iter().filter(|v| !v.published).count();
+        let unpublished = set.views.values().filter(|v| !v.published).count()
+            + set.added.iter().filter(|v| !v.published).count()
+            + set.backfilling.values().filter(|b| !b.published).count();
         (set.subscribers.len(), unpublished)
     }
 
@@ -581,16 +746,43 @@ impl Executor {
     /// Stops and forgets view `id`.
     pub fn remove(&self, id: u32) {
         self.shared.lock_set().remove_view(id);
+        self.shared.wake();
     }
 
     /// Returns once an epoch that started after this call has completed: every write
-    /// acknowledged before the call is then visible in every view.
+    /// acknowledged before the call is then visible in every view that has run. (A view still
+    /// reading its backlog shows nothing yet; [`Self::backfilled`] waits for it.)
     pub async fn flush(&self) {
         let target = self.shared.requests.fetch_add(1, Ordering::SeqCst) + 1;
         self.shared.wake();
         let mut completed = self.shared.completed.subscribe();
         // The sender lives as long as `self`.
         let _ = completed.wait_for(|&c| c >= target).await;
+    }
+
+    /// Returns once view `id` (or, with `None`, every view reading its backlog now) has read
+    /// it and runs with the others: the next epoch (a [`Self::flush`]) includes it.
+    pub async fn backfilled(&self, id: Option<u32>) {
+        let mut ended = self.shared.backfills.subscribe();
+        let waiting: Vec<u32> = {
+            let set = self.shared.lock_set();
+            match id {
+                Some(id) if set.backfilling.contains_key(&id) => vec![id],
+                // A view waiting to start waits for a view it reads.
+                Some(id) if !set.added.iter().any(|v| v.id == id) => Vec::new(),
+                _ => set.backfilling.keys().copied().collect(),
+            }
+        };
+        loop {
+            let pending = {
+                let set = self.shared.lock_set();
+                waiting.iter().any(|id| set.backfilling.contains_key(id))
+            };
+            // The sender lives as long as `self`.
+            if !pending || ended.changed().await.is_err() {
+                return;
+            }
+        }
     }
 }
 
@@ -642,6 +834,64 @@ impl Drop for Executor {
     }
 }
 
+/// Whether a sink took what waited for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// Everything was handed over.
+    Done,
+    /// Its channel is full: the rest waits, and the view is held back.
+    Full,
+    /// The sink is gone.
+    Gone,
+}
+
+impl SinkFeed {
+    /// Starts the sink at `epoch` with the view's contents then: sent at once (at-least-once)
+    /// or at the next checkpoint (exactly-once, unless it resumes a checkpoint's batches).
+    fn start(&mut self, at: &ViewAt, epoch: u64) -> Result<()> {
+        let ViewSnapshot::Rows(rows) = &at.snapshot else {
+            // A failed view feeds nothing.
+            self.started = true;
+            return Ok(());
+        };
+        match &mut self.exactly_once {
+            None => self.waiting.push_back(SinkEpoch {
+                epoch,
+                changes: rows.as_inserts()?,
+            }),
+            Some(feed) => {
+                feed.schema = Arc::clone(rows.schema());
+                if !feed.resumed {
+                    feed.pending = rows.as_inserts()?;
+                }
+            }
+        }
+        self.started = true;
+        Ok(())
+    }
+
+    /// Hands the sink what waits for it, without waiting for room.
+    fn deliver(&mut self) -> Delivery {
+        use std::sync::mpsc::TrySendError;
+        while let Some(message) = self.waiting.pop_front() {
+            let epoch = message.epoch;
+            match self.sender.try_send(message) {
+                Ok(()) => {
+                    self.stats.handed.fetch_max(epoch, Ordering::Relaxed);
+                }
+                Err(TrySendError::Full(message)) => {
+                    self.waiting.push_front(message);
+                    self.stats.set_blocked(true);
+                    return Delivery::Full;
+                }
+                Err(TrySendError::Disconnected(_)) => return Delivery::Gone,
+            }
+        }
+        self.stats.set_blocked(false);
+        Delivery::Done
+    }
+}
+
 impl Shared {
     fn lock_set(&self) -> MutexGuard<'_, ViewSet> {
         crate::sync::lock(&self.set, "the running views")
@@ -652,7 +902,74 @@ impl Shared {
         self.wake_cond.notify_all();
     }
 
+    /// A consistent cut: every table's log end, read while no write can commit.
+    fn cut(&self) -> HashMap<u32, u64> {
+        let _no_commits = crate::sync::write_value(&self.commit_gate);
+        self.tables
+            .all()
+            .iter()
+            .map(|t| (t.def().id, t.log().end()))
+            .collect()
+    }
+
+    /// Log records `view` has not read: up to `cut`, or to each log's end.
+    fn backlog(&self, view: &RunningView, cut: Option<&HashMap<u32, u64>>) -> u64 {
+        view.sources
+            .iter()
+            .map(|s| match &s.source {
+                SourceRef::Table(table) => {
+                    let end = match cut {
+                        Some(cut) => cut.get(&table.def().id).copied().unwrap_or(0),
+                        None => table.log().end(),
+                    };
+                    end.saturating_sub(s.position)
+                }
+                SourceRef::View(_) => 0,
+            })
+            .sum()
+    }
+
+    /// Reads a new view's backlog on this thread, in rounds up to a fresh cut each, until
+    /// what is left is small (or after [`BACKFILL_ROUNDS`] rounds, when its tables grow
+    /// faster than it reads); then hands the view to the executor, which runs it from the
+    /// next epoch on. Its changes while reading go nowhere: nothing reads the view yet (a
+    /// sink or subscriber added meanwhile starts from its contents).
+    fn backfill(&self, mut view: RunningView) {
+        let started = Instant::now();
+        for _ in 0..BACKFILL_ROUNDS {
+            let cut = self.cut();
+            if view.failed.is_some() || self.backlog(&view, Some(&cut)) <= BACKFILL_RECORDS {
+                break;
+            }
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_view(&mut view, &cut, &HashMap::new(), &self.views, false)
+            }))
+            .unwrap_or_else(|panic| Err(panicked(panic.as_ref())));
+            if let Err(e) = ran {
+                view.fail(e);
+            }
+        }
+        tracing::info!(
+            view = %view.name,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            failed = view.failed.is_some(),
+            "backlog read"
+        );
+        {
+            let mut set = self.lock_set();
+            if let Some(backfill) = set.backfilling.remove(&view.id)
+                && !backfill.cancel.load(Ordering::Relaxed)
+            {
+                set.added.push(view);
+            }
+        }
+        self.backfills.send_modify(|ended| *ended += 1);
+        self.wake();
+    }
+
     fn run(&self) {
+        // The running views belong to this thread alone.
+        let mut running: Vec<RunningView> = Vec::new();
         loop {
             {
                 let mut woken = crate::sync::lock_value(&self.wake);
@@ -673,7 +990,8 @@ impl Shared {
                 continue;
             }
             let serving = self.requests.load(Ordering::SeqCst);
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step()));
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(&mut running)));
             if let Err(panic) = result {
                 let message = crate::sync::panic_message(panic.as_ref());
                 tracing::error!(%message, "an epoch panicked outside the views");
@@ -682,129 +1000,69 @@ impl Shared {
         }
     }
 
-    /// One epoch.
-    fn step(&self) {
+    /// One epoch. The shared set is locked twice, briefly: to take in added and dropped views
+    /// and hand sinks what waits for them, and to publish; the views run in between.
+    fn step(&self, running: &mut Vec<RunningView>) {
         let started = Instant::now();
-        let cut: HashMap<u32, u64> = {
-            let _no_commits = crate::sync::write_value(&self.commit_gate);
-            self.tables
-                .all()
-                .iter()
-                .map(|t| (t.def().id, t.log().end()))
-                .collect()
+        let cut = self.cut();
+        // Views whose sink has not taken their last changes: they sit this epoch out.
+        let held: Vec<u32> = {
+            let mut set = self.lock_set();
+            let removed = std::mem::take(&mut set.removed);
+            if !removed.is_empty() {
+                running.retain(|v| !removed.contains(&v.id));
+            }
+            set.start_added(running);
+            let mut held = Vec::new();
+            set.sinks.retain_mut(|sink| match sink.deliver() {
+                Delivery::Done => true,
+                Delivery::Full => {
+                    held.push(sink.view);
+                    true
+                }
+                Delivery::Gone => false,
+            });
+            held
         };
-        let mut set = self.lock_set();
+        // Views run on the workers, level by level: a view over views after the views it
+        // reads (their changes of this epoch are its input), the views of a level at once.
+        let levels = levels(running);
         let mut outputs: HashMap<u32, (Vec<ChangeBatch>, Option<Timestamp>)> = HashMap::new();
         let mut changed = Vec::new();
-        for view in set.running.iter_mut() {
-            if view.failed.is_some() {
-                outputs.insert(view.id, (Vec::new(), view.watermark));
-                continue;
-            }
-            let watermark_before = view.watermark;
-            // A panic in an operator leaves the view's state half-applied: the view fails
-            // with the panic's message, and the other views go on.
-            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run_view(view, &cut, &outputs, &self.views)
-            }))
-            .unwrap_or_else(|panic| {
-                Err(Error::internal(format!(
-                    "internal error: an operator panicked: {}",
-                    crate::sync::panic_message(panic.as_ref())
-                )))
-            });
-            match ran {
-                Ok((changes, fed)) => {
-                    if fed || !changes.is_empty() || view.watermark != watermark_before {
-                        view.changed_since_checkpoint = true;
+        for level in 0..=levels.iter().copied().max().unwrap_or(0) {
+            let ran: Vec<(u32, Option<Timestamp>, Option<Vec<ChangeBatch>>)> =
+                self.pool.install(|| {
+                    running
+                        .par_iter_mut()
+                        .zip(&levels)
+                        .filter(|(_, l)| **l == level)
+                        .map(|(view, _)| {
+                            let changes = if view.failed.is_some() || held.contains(&view.id) {
+                                Some(Vec::new())
+                            } else {
+                                self.run_one(view, &cut, &outputs)
+                            };
+                            (view.id, view.watermark, changes)
+                        })
+                        .collect()
+                });
+            for (id, watermark, changes) in ran {
+                match changes {
+                    Some(changes) => {
+                        if !changes.is_empty() {
+                            changed.push(id);
+                        }
+                        outputs.insert(id, (changes, watermark));
                     }
-                    if !changes.is_empty() {
-                        changed.push(view.id);
+                    // It failed in this epoch.
+                    None => {
+                        changed.push(id);
+                        outputs.insert(id, (Vec::new(), watermark));
                     }
-                    outputs.insert(view.id, (changes, view.watermark));
-                }
-                Err(e) if e.sqlstate() == sqlstate::QUERY_CANCELED => {
-                    tracing::info!(view = %view.name, "view stopped: its creation was cancelled");
-                    view.failed = Some((e.sqlstate(), e.to_string()));
-                    changed.push(view.id);
-                    outputs.insert(view.id, (Vec::new(), view.watermark));
-                }
-                Err(e) => {
-                    tracing::error!(view = %view.name, error = %e, "view failed");
-                    view.failed = Some((e.sqlstate(), e.to_string()));
-                    changed.push(view.id);
-                    outputs.insert(view.id, (Vec::new(), view.watermark));
                 }
             }
         }
-        // Epochs are milliseconds since 1970 when barriers are further apart than that, so an
-        // epoch says when it was taken and keeps growing across restarts.
-        let wall = crate::state::now_ms();
-        set.epoch = (set.epoch + 1).max(wall);
-        let epoch_now = set.epoch;
-        set.sinks.retain_mut(|sink| {
-            let Some((changes, _)) = outputs.get(&sink.view) else {
-                // The view is gone.
-                return false;
-            };
-            if changes.is_empty() {
-                return true;
-            }
-            if let Some(feed) = &mut sink.exactly_once {
-                feed.pending.extend(changes.iter().cloned());
-                return true;
-            }
-            sink.stats.handed.fetch_max(epoch_now, Ordering::Relaxed);
-            sink.sender
-                .send(SinkEpoch {
-                    epoch: epoch_now,
-                    changes: changes.clone(),
-                })
-                .is_ok()
-        });
-        let ViewSet {
-            running,
-            snapshots,
-            epoch,
-            subscribers,
-            sinks,
-        } = &mut *set;
-        // One shared copy of each view's changes, however many subscribe to it.
-        let shared: HashMap<u32, Arc<Vec<ChangeBatch>>> = outputs
-            .into_iter()
-            .filter(|(id, (changes, _))| {
-                !changes.is_empty() && subscribers.iter().any(|f| f.view == *id)
-            })
-            .map(|(id, (changes, _))| (id, Arc::new(changes)))
-            .collect();
-        subscribers.retain_mut(|feed| feed_epoch(feed, running, &shared, epoch_now));
-        for view in running.iter() {
-            if !view.published {
-                continue;
-            }
-            let stale = !snapshots.contains_key(&view.id);
-            if !stale && !changed.contains(&view.id) {
-                continue;
-            }
-            let snapshot = match &view.failed {
-                Some((code, message)) => ViewSnapshot::Failed(code, message.clone()),
-                None => ViewSnapshot::Rows(Arc::new(view.contents.snapshot())),
-            };
-            snapshots.insert(view.id, snapshot);
-        }
-        let subscriptions = subscribers
-            .iter()
-            .map(|feed| SubscriptionInfo {
-                view: running
-                    .iter()
-                    .find(|v| v.id == feed.view && v.published)
-                    .map(|v| v.name.clone()),
-                start_epoch: feed.start,
-                progress: feed.progress,
-                queued: feed.sender.max_capacity() - feed.sender.capacity(),
-                capacity: feed.sender.max_capacity(),
-            })
-            .collect();
+        // What `sluice_state` and `EXPLAIN ANALYZE` show, taken before publishing.
         let state = running
             .iter()
             .filter(|v| v.published)
@@ -822,17 +1080,117 @@ impl Shared {
                 (v.id, v.root.operator_stats(&names))
             })
             .collect();
-        self.views.publish(Published {
-            epoch: *epoch,
-            views: snapshots.clone(),
-            subscriptions,
-            state,
-            operators,
-        });
-        let epoch = *epoch;
-        self.checkpoint_if_due(running, sinks, epoch, started);
+        let epoch = {
+            let mut set = self.lock_set();
+            // Epochs are milliseconds since 1970 when barriers are further apart than that,
+            // so an epoch says when it was taken and keeps growing across restarts.
+            let wall = crate::state::now_ms();
+            set.epoch = (set.epoch + 1).max(wall);
+            let epoch = set.epoch;
+            // Views that have not run yet: their sinks and subscribers wait for them.
+            let mut starting: Vec<u32> = set.added.iter().map(|v| v.id).collect();
+            starting.extend(set.backfilling.keys().copied());
+            let ViewSet {
+                views,
+                subscribers,
+                sinks,
+                removed,
+                ..
+            } = &mut *set;
+            for view in running.iter() {
+                if removed.contains(&view.id) {
+                    continue;
+                }
+                let stale = !views.contains_key(&view.id);
+                if !stale && !changed.contains(&view.id) {
+                    if let Some(at) = views.get_mut(&view.id) {
+                        at.watermark = view.watermark;
+                    }
+                    continue;
+                }
+                let snapshot = match &view.failed {
+                    Some((code, message)) => ViewSnapshot::Failed(code, message.clone()),
+                    None => ViewSnapshot::Rows(Arc::new(view.contents.snapshot())),
+                };
+                views.insert(
+                    view.id,
+                    ViewAt {
+                        name: view.name.clone(),
+                        published: view.published,
+                        snapshot,
+                        watermark: view.watermark,
+                    },
+                );
+            }
+            // Views dropped while they ran go now (their sinks and subscribers with them).
+            running.retain(|v| !removed.contains(&v.id));
+            removed.clear();
+            sinks.retain_mut(|sink| {
+                let Some(at) = views.get(&sink.view) else {
+                    // The view has not run yet, or is gone.
+                    return starting.contains(&sink.view);
+                };
+                if !sink.started {
+                    if let Err(e) = sink.start(at, epoch) {
+                        sink.stats.fail(&e);
+                        return false;
+                    }
+                } else if let Some((changes, _)) = outputs.get(&sink.view)
+                    && !changes.is_empty()
+                {
+                    match &mut sink.exactly_once {
+                        Some(feed) => feed.pending.extend(changes.iter().cloned()),
+                        None => sink.waiting.push_back(SinkEpoch {
+                            epoch,
+                            changes: changes.clone(),
+                        }),
+                    }
+                }
+                sink.deliver() != Delivery::Gone
+            });
+            // One shared copy of each view's changes, however many subscribe to it.
+            let shared: HashMap<u32, Arc<Vec<ChangeBatch>>> = outputs
+                .into_iter()
+                .filter(|(id, (changes, _))| {
+                    !changes.is_empty() && subscribers.iter().any(|f| f.view == *id)
+                })
+                .map(|(id, (changes, _))| (id, Arc::new(changes)))
+                .collect();
+            subscribers.retain_mut(|feed| {
+                let waiting = starting.contains(&feed.view);
+                feed_epoch(feed, views, waiting, &shared, epoch)
+            });
+            let subscriptions = subscribers
+                .iter()
+                .map(|feed| SubscriptionInfo {
+                    view: views
+                        .get(&feed.view)
+                        .filter(|v| v.published)
+                        .map(|v| v.name.clone()),
+                    start_epoch: feed.start,
+                    progress: feed.progress,
+                    queued: feed.sender.max_capacity() - feed.sender.capacity(),
+                    capacity: feed.sender.max_capacity(),
+                })
+                .collect();
+            self.views.publish(Published {
+                epoch,
+                views: views
+                    .iter()
+                    .filter(|(_, v)| v.published)
+                    .map(|(id, v)| (*id, v.snapshot.clone()))
+                    .collect(),
+                subscriptions,
+                state,
+                operators,
+            });
+            self.views
+                .metrics()
+                .epoch_completed(wall, started.elapsed());
+            epoch
+        };
+        self.checkpoint_if_due(running, epoch, started);
         let elapsed = started.elapsed();
-        self.views.metrics().epoch_completed(wall, elapsed);
         if elapsed > Duration::from_millis(100) {
             tracing::debug!(epoch, elapsed_ms = elapsed.as_millis() as u64, "epoch");
         }
@@ -840,15 +1198,71 @@ impl Shared {
 }
 
 impl Shared {
-    /// Hands the checkpoint writer every view's state when a checkpoint is due and the
-    /// previous one is written.
-    fn checkpoint_if_due(
+    /// Runs one view's epoch; its changes, or `None` when it failed (a panic in an operator
+    /// leaves its state half-applied: the view fails with the panic's message, and the
+    /// other views go on).
+    fn run_one(
         &self,
-        running: &mut [RunningView],
-        sinks: &mut [SinkFeed],
-        epoch: u64,
-        barrier: Instant,
-    ) {
+        view: &mut RunningView,
+        cut: &HashMap<u32, u64>,
+        outputs: &HashMap<u32, (Vec<ChangeBatch>, Option<Timestamp>)>,
+    ) -> Option<Vec<ChangeBatch>> {
+        let watermark_before = view.watermark;
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_view(view, cut, outputs, &self.views, true)
+        }))
+        .unwrap_or_else(|panic| Err(panicked(panic.as_ref())));
+        match ran {
+            Ok((changes, fed)) => {
+                if fed || !changes.is_empty() || view.watermark != watermark_before {
+                    view.changed_since_checkpoint = true;
+                }
+                Some(changes)
+            }
+            Err(e) => {
+                view.fail(e);
+                None
+            }
+        }
+    }
+}
+
+/// Each running view's level: 0 for a view over tables only, otherwise one more than the
+/// highest level among the views it reads (which come before it: views run in creation
+/// order).
+fn levels(running: &[RunningView]) -> Vec<usize> {
+    let mut by_id: HashMap<u32, usize> = HashMap::with_capacity(running.len());
+    running
+        .iter()
+        .map(|view| {
+            let level = view
+                .sources
+                .iter()
+                .filter_map(|s| match &s.source {
+                    SourceRef::View(up) => Some(by_id.get(&up.id).map_or(0, |l| l + 1)),
+                    SourceRef::Table(_) => None,
+                })
+                .max()
+                .unwrap_or(0);
+            by_id.insert(view.id, level);
+            level
+        })
+        .collect()
+}
+
+/// The error of a view whose operator panicked.
+fn panicked(panic: &(dyn std::any::Any + Send)) -> Error {
+    Error::internal(format!(
+        "internal error: an operator panicked: {}",
+        crate::sync::panic_message(panic)
+    ))
+}
+
+impl Shared {
+    /// Hands the checkpoint writer every view's state when a checkpoint is due and the
+    /// previous one is written. The views' state is copied on this thread, without the
+    /// shared set locked; the set is locked only to take the sinks' batches.
+    fn checkpoint_if_due(&self, running: &mut [RunningView], epoch: u64, barrier: Instant) {
         let Some(checkpoints) = &self.checkpoints else {
             return;
         };
@@ -875,12 +1289,16 @@ impl Shared {
         for view in running.iter_mut() {
             view.changed_since_checkpoint = false;
         }
+        let mut set = self.lock_set();
         let mut sink_states = Vec::new();
         let mut batches = Vec::new();
-        for (i, sink) in sinks.iter_mut().enumerate() {
+        for (i, sink) in set.sinks.iter_mut().enumerate() {
             let Some(feed) = &mut sink.exactly_once else {
                 continue;
             };
+            if !sink.started {
+                continue;
+            }
             let confirmed = feed.confirmed.load(Ordering::SeqCst);
             feed.unconfirmed.retain(|(batch, _)| *batch > confirmed);
             if !feed.pending.is_empty() {
@@ -907,10 +1325,12 @@ impl Shared {
             },
             barrier,
         );
-        // The sinks send each batch once its checkpoint is durable.
+        // The sinks send each batch once its checkpoint is durable; one that has no room
+        // holds its view back until it takes the batch.
         for (i, changes) in batches {
-            sinks[i].stats.handed.fetch_max(epoch, Ordering::Relaxed);
-            let _ = sinks[i].sender.send(SinkEpoch { epoch, changes });
+            let sink = &mut set.sinks[i];
+            sink.waiting.push_back(SinkEpoch { epoch, changes });
+            sink.deliver();
         }
     }
 }
@@ -954,10 +1374,10 @@ impl Drop for BackfillShown<'_> {
 }
 
 /// A subscriber's first message(s): the snapshot (if asked for) and a progress mark.
-fn start_feed(feed: &mut SubscriberFeed, view: &RunningView, epoch: u64) -> Result<bool> {
+fn start_feed(feed: &mut SubscriberFeed, rows: &ViewRows, epoch: u64) -> Result<bool> {
     feed.started = true;
     if feed.snapshot {
-        let changes = Arc::new(view.contents.as_inserts()?);
+        let changes = Arc::new(rows.as_inserts()?);
         if !feed.offer(SubscribeEvent::Changes { epoch, changes }) {
             return Ok(false);
         }
@@ -968,24 +1388,32 @@ fn start_feed(feed: &mut SubscriberFeed, view: &RunningView, epoch: u64) -> Resu
 /// Hands a subscriber its view's changes of this epoch; false when it is to be dropped.
 fn feed_epoch(
     feed: &mut SubscriberFeed,
-    running: &[RunningView],
+    views: &HashMap<u32, ViewAt>,
+    starting: bool,
     changed: &HashMap<u32, Arc<Vec<ChangeBatch>>>,
     epoch: u64,
 ) -> bool {
-    let Some(view) = running.iter().find(|v| v.id == feed.view) else {
+    let Some(view) = views.get(&feed.view) else {
+        if starting {
+            // The view has not run yet: the feed starts when it has.
+            return !feed.sender.is_closed();
+        }
         feed.end.set(super::subscribe::VIEW_DROPPED);
         return false;
     };
-    if let Some((_, message)) = &view.failed {
-        feed.end
-            .set(format!("view \"{}\" failed: {message}", view.name));
-        return false;
-    }
+    let rows = match &view.snapshot {
+        ViewSnapshot::Rows(rows) => rows,
+        ViewSnapshot::Failed(_, message) => {
+            feed.end
+                .set(format!("view \"{}\" failed: {message}", view.name));
+            return false;
+        }
+    };
     if !feed.started {
         if epoch < feed.start {
             return !feed.sender.is_closed();
         }
-        return start_feed(feed, view, epoch).unwrap_or_else(|e| {
+        return start_feed(feed, rows, epoch).unwrap_or_else(|e| {
             feed.end.set(e.to_string());
             false
         });
@@ -1002,13 +1430,14 @@ fn feed_epoch(
     !feed.sender.is_closed()
 }
 
-/// Feeds a view its input up to the cut; returns its output changes of the epoch, and whether
-/// it was fed anything.
+/// Feeds a view its input up to the cut; returns its output changes of the epoch (with
+/// `keep`; otherwise they are only applied to its contents), and whether it was fed anything.
 fn run_view(
     view: &mut RunningView,
     cut: &HashMap<u32, u64>,
     outputs: &HashMap<u32, (Vec<ChangeBatch>, Option<Timestamp>)>,
     registry: &ViewRegistry,
+    keep: bool,
 ) -> Result<(Vec<ChangeBatch>, bool)> {
     let mut changes = Vec::new();
     let mut fed = false;
@@ -1048,7 +1477,9 @@ fn run_view(
     let mut emit = |out: Vec<ChangeBatch>, changes: &mut Vec<ChangeBatch>| -> Result<()> {
         for change in out {
             contents.apply(&change)?;
-            changes.push(change);
+            if keep {
+                changes.push(change);
+            }
         }
         Ok(())
     };
