@@ -163,8 +163,8 @@ async fn a_sink_that_cannot_deliver_holds_back_only_its_own_view() {
     // Epochs that change feed_v, until the sink's channel is full and it holds its view back;
     // meanwhile every write to `small` shows after its FLUSH. A FLUSH that waits for the
     // stuck sink fails the test by timing out (the executor blocked on the sink).
-    let status =
-        "SELECT status, blocked_since IS NOT NULL FROM sluice_sinks WHERE sink_name = 'out'";
+    let status = "SELECT status, blocked_since IS NOT NULL, lag_seconds FROM sluice_sinks \
+                  WHERE sink_name = 'out'";
     let mut written = 1i64;
     let mut k = 0i64;
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -180,9 +180,11 @@ async fn a_sink_that_cannot_deliver_holds_back_only_its_own_view() {
             .expect("FLUSH waited for the stuck sink");
         assert!(visible, "write {k} is not in small_v after FLUSH");
         let row = client.query_one(status, &[]).await.unwrap();
-        let (shown, blocked): (String, bool) = (row.get(0), row.get(1));
+        let (shown, blocked, lag): (String, bool, f64) = (row.get(0), row.get(1), row.get(2));
         if shown == "backpressured" {
             assert!(blocked);
+            // Seconds since the sink last delivered (or got stuck): the test's own time.
+            assert!(lag > 0.0 && lag < 300.0, "lag_seconds {lag}");
             break;
         }
         assert!(
@@ -214,6 +216,15 @@ async fn a_sink_that_cannot_deliver_holds_back_only_its_own_view() {
         .unwrap()
         .get(0);
     assert_eq!(still, held, "feed_v ran while its sink had no room");
+    let shown: String = client
+        .query_one(
+            "SELECT status FROM sluice_views WHERE view_name = 'feed_v'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(shown, "backpressured");
     // The lock goes: the sink delivers, the view catches up, and PostgreSQL holds every row.
     locker.batch_execute("ROLLBACK").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -681,10 +681,17 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
             ]);
             let backfilling: std::collections::HashSet<String> =
                 registry.backfills().into_iter().map(|b| b.view).collect();
+            let now = crate::state::now_ms();
             // How old the input the published epoch reflects is.
-            let lag = crate::state::now_ms().saturating_sub(registry.metrics().epoch_cut_at_ms())
-                as f64
-                / 1e3;
+            let lag = now.saturating_sub(registry.metrics().epoch_cut_at_ms()) as f64 / 1e3;
+            // Views a sink holds back, and since when (the earliest of their sinks).
+            let mut held: std::collections::HashMap<String, u64> = Default::default();
+            for (_, sink) in registry.sinks() {
+                if let Some(since) = sink.stats.blocked_since_ms() {
+                    let at = held.entry(sink.view.clone()).or_insert(since);
+                    *at = (*at).min(since);
+                }
+            }
             for v in &views {
                 // Its rows and its operators' state, as `sluice_state` details them.
                 let state = published.state.get(&v.id);
@@ -699,6 +706,7 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                         ("failed", Some(message.clone()))
                     }
                     Some(_) if backfilling.contains(&v.name) => ("backfilling", None),
+                    Some(_) if held.contains_key(&v.name) => ("backpressured", None),
                     Some(_) => ("running", None),
                     None if backfilling.contains(&v.name) => ("backfilling", None),
                     None => ("starting", None),
@@ -714,7 +722,11 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                     ),
                     total(|s| s.rows),
                     total(|s| s.bytes),
-                    ScalarValue::Float64(state.map(|_| lag)),
+                    // A view held back by its sink is as old as when the sink stopped taking.
+                    ScalarValue::Float64(state.map(|_| match held.get(&v.name) {
+                        Some(&since) => lag.max(now.saturating_sub(since) as f64 / 1e3),
+                        None => lag,
+                    })),
                 ]);
             }
             r

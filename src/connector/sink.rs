@@ -188,6 +188,8 @@ pub struct SinkStats {
     pub epoch: AtomicU64,
     /// The newest epoch handed to the sink (delivered or not).
     pub handed: AtomicU64,
+    /// The first epoch handed to it (0: none yet).
+    first_handed: AtomicU64,
     /// Why the sink stopped, once it did.
     error: std::sync::Mutex<Option<String>>,
     /// Since when (ms since 1970) the sink has had no room for its view's changes, which
@@ -205,6 +207,15 @@ impl SinkStats {
     /// Why the sink stopped, if it did.
     pub fn error(&self) -> Option<String> {
         crate::sync::lock_value(&self.error).clone()
+    }
+
+    /// The runtime handed the sink epoch `epoch`'s changes.
+    pub fn handed_over(&self, epoch: u64) {
+        self.handed.fetch_max(epoch, Ordering::Relaxed);
+        // Only the runtime's thread writes it.
+        if self.first_handed.load(Ordering::Relaxed) == 0 {
+            self.first_handed.store(epoch, Ordering::Relaxed);
+        }
     }
 
     /// The runtime found the sink's channel full (`true`: its view waits) or not.
@@ -229,16 +240,24 @@ impl SinkStats {
     }
 
     /// How far behind the sink is, in ms: from the newest epoch handed to it (or, while it
-    /// holds its view back, from `now_epoch`, the runtime's newest) to the last it delivered.
+    /// holds its view back, from `now_epoch`, the runtime's newest) to the last it delivered
+    /// (or, before it delivered any, to the first handed to it, or to when it got stuck).
+    /// Epochs are milliseconds since 1970.
     pub fn lag_ms(&self, now_epoch: u64) -> u64 {
         let delivered = self.epoch.load(Ordering::Relaxed);
         let handed = self.handed.load(Ordering::Relaxed);
-        let newest = if self.blocked_since_ms().is_some() {
+        let blocked = self.blocked_since_ms();
+        let newest = if blocked.is_some() {
             now_epoch.max(handed)
         } else {
             handed
         };
-        newest.saturating_sub(delivered)
+        let behind = match (delivered, self.first_handed.load(Ordering::Relaxed)) {
+            (0, 0) => blocked.unwrap_or(newest),
+            (0, first) => first,
+            (delivered, _) => delivered,
+        };
+        newest.saturating_sub(behind)
     }
 }
 

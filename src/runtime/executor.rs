@@ -84,8 +84,11 @@ struct SourceState {
 }
 
 impl RunningView {
-    /// A view about to start: every table source reads its log from position 0.
+    /// A view about to start: every table source reads its log from position 0. Its rows are
+    /// kept unindexed when it only ever inserts (`append_only`, or a plan of filters and
+    /// projections over append-only input): nothing will look a row up to retract it.
     pub fn new(id: u32, name: String, plan: StreamPlan, append_only: bool) -> Result<Self> {
+        let append_only = append_only || plan.append_only;
         Ok(Self {
             id,
             name,
@@ -827,6 +830,10 @@ impl Drop for ViewGuard {
 impl Drop for Executor {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
+        // Backfills stop at their next chunk.
+        for backfill in self.shared.lock_set().backfilling.values() {
+            backfill.cancel.store(true, Ordering::Relaxed);
+        }
         self.shared.wake();
         if let Some(thread) = crate::sync::lock_value(&self.thread).take() {
             let _ = thread.join();
@@ -876,9 +883,7 @@ impl SinkFeed {
         while let Some(message) = self.waiting.pop_front() {
             let epoch = message.epoch;
             match self.sender.try_send(message) {
-                Ok(()) => {
-                    self.stats.handed.fetch_max(epoch, Ordering::Relaxed);
-                }
+                Ok(()) => self.stats.handed_over(epoch),
                 Err(TrySendError::Full(message)) => {
                     self.waiting.push_front(message);
                     self.stats.set_blocked(true);
@@ -1158,7 +1163,9 @@ impl Shared {
                 .collect();
             subscribers.retain_mut(|feed| {
                 let waiting = starting.contains(&feed.view);
-                feed_epoch(feed, views, waiting, &shared, epoch)
+                // A view its sink held back did not reach this epoch: no progress mark.
+                let behind = held.contains(&feed.view);
+                feed_epoch(feed, views, waiting || behind, &shared, epoch)
             });
             let subscriptions = subscribers
                 .iter()
@@ -1386,15 +1393,17 @@ fn start_feed(feed: &mut SubscriberFeed, rows: &ViewRows, epoch: u64) -> Result<
 }
 
 /// Hands a subscriber its view's changes of this epoch; false when it is to be dropped.
+/// `waiting`: the view has not run yet, or sat this epoch out (its sink held it back), so
+/// nothing, not even a progress mark, is sent.
 fn feed_epoch(
     feed: &mut SubscriberFeed,
     views: &HashMap<u32, ViewAt>,
-    starting: bool,
+    waiting: bool,
     changed: &HashMap<u32, Arc<Vec<ChangeBatch>>>,
     epoch: u64,
 ) -> bool {
     let Some(view) = views.get(&feed.view) else {
-        if starting {
+        if waiting {
             // The view has not run yet: the feed starts when it has.
             return !feed.sender.is_closed();
         }
@@ -1409,6 +1418,10 @@ fn feed_epoch(
             return false;
         }
     };
+    if waiting {
+        // Held back by its sink: the view did not reach this epoch.
+        return !feed.sender.is_closed();
+    }
     if !feed.started {
         if epoch < feed.start {
             return !feed.sender.is_closed();
