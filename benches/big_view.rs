@@ -11,8 +11,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures::SinkExt;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use sluice::storage::FsyncPolicy;
 use tokio_postgres::Client;
@@ -75,26 +73,8 @@ async fn main() {
         .batch_execute("CREATE TABLE big (k BIGINT, v BIGINT)")
         .await
         .expect("big table");
-    let started = Instant::now();
-    let sink = client
-        .copy_in("COPY big FROM STDIN (FORMAT csv)")
-        .await
-        .expect("copy");
-    futures::pin_mut!(sink);
-    let mut k = 0;
-    while k < groups {
-        let mut chunk = String::with_capacity(1 << 20);
-        while k < groups && chunk.len() < (1 << 20) - 64 {
-            chunk.push_str(&format!("{k},{}\n", k % 100));
-            k += 1;
-        }
-        sink.send(Bytes::from(chunk)).await.expect("copy data");
-    }
-    sink.finish().await.expect("copy done");
-    println!(
-        "big_view load: rows={groups} seconds={:.2}",
-        started.elapsed().as_secs_f64()
-    );
+    let seconds = common::copy_keys(&client, "big", groups).await;
+    println!("big_view load: rows={groups} seconds={seconds:.2}");
     let started = Instant::now();
     client
         .batch_execute(

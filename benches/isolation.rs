@@ -24,8 +24,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures::SinkExt;
 use sluice::storage::FsyncPolicy;
 use tokio_postgres::{Client, NoTls};
 
@@ -98,26 +96,20 @@ async fn load(client: &Client, rows: i64) {
         .batch_execute("CREATE TABLE big (k BIGINT, v BIGINT)")
         .await
         .expect("big table");
-    let started = Instant::now();
-    let sink = client
-        .copy_in("COPY big FROM STDIN (FORMAT csv)")
+    let seconds = common::copy_keys(client, "big", rows).await;
+    println!("isolation load: rows={rows} seconds={seconds:.2}");
+}
+
+/// The stuck sink's `sluice_sinks.status`.
+async fn sink_status(client: &Client) -> String {
+    client
+        .query_one(
+            "SELECT status FROM sluice_sinks WHERE sink_name = 'feed_out'",
+            &[],
+        )
         .await
-        .expect("copy");
-    futures::pin_mut!(sink);
-    let mut k = 0;
-    while k < rows {
-        let mut chunk = String::with_capacity(1 << 20);
-        while k < rows && chunk.len() < (1 << 20) - 64 {
-            chunk.push_str(&format!("{k},{}\n", k % 100));
-            k += 1;
-        }
-        sink.send(Bytes::from(chunk)).await.expect("copy data");
-    }
-    sink.finish().await.expect("copy done");
-    println!(
-        "isolation load: rows={rows} seconds={:.2}",
-        started.elapsed().as_secs_f64()
-    );
+        .expect("sluice_sinks")
+        .get(0)
 }
 
 /// The machine's PostgreSQL, if it answers.
@@ -242,14 +234,7 @@ async fn main() {
     };
     let during = pings(&client, &mut key, &stuck, 10).await;
     timer.await.expect("timer");
-    let status: String = client
-        .query_one(
-            "SELECT status FROM sluice_sinks WHERE sink_name = 'feed_out'",
-            &[],
-        )
-        .await
-        .expect("sluice_sinks")
-        .get(0);
+    let status = sink_status(&client).await;
     // Columns an older build does not have are left out.
     let lag = client
         .query_one(
@@ -281,14 +266,7 @@ async fn main() {
             .await
             .expect("count")
             .get(0);
-        let status: String = client
-            .query_one(
-                "SELECT status FROM sluice_sinks WHERE sink_name = 'feed_out'",
-                &[],
-            )
-            .await
-            .expect("sluice_sinks")
-            .get(0);
+        let status = sink_status(&client).await;
         if delivered == expected && status != "backpressured" {
             break;
         }

@@ -26,18 +26,6 @@ use std::time::{Duration, Instant};
 use sluice::storage::FsyncPolicy;
 use tokio_postgres::Client;
 
-/// The process's resident memory now, in MB (`VmRSS`).
-fn rss_mb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb / 1024)
-}
-
 /// One minute's reading.
 #[derive(Debug, Clone, Copy)]
 struct Reading {
@@ -80,7 +68,7 @@ async fn read(client: &Client) -> Reading {
         state_bytes: state.get(1),
         view_rows: views.get(0),
         view_bytes: views.get(1),
-        rss_mb: rss_mb(),
+        rss_mb: common::rss_mb(std::process::id()),
     }
 }
 

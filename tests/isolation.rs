@@ -111,6 +111,20 @@ async fn writes_show_in_other_views_while_a_view_reads_its_backlog() {
     assert_eq!(view, batch);
 }
 
+/// One more row into `feed` (the sunk view's table), then a ping that must show.
+async fn feed_and_ping(client: &Client, written: &mut i64, k: &mut i64) {
+    client
+        .batch_execute(&format!("INSERT INTO feed VALUES ({})", *written % 50))
+        .await
+        .unwrap();
+    *written += 1;
+    *k += 1;
+    assert!(
+        ping(client, *k).await,
+        "write {k} is not in small_v after FLUSH"
+    );
+}
+
 /// The machine's PostgreSQL, or `None` (the test then says why it did not run).
 async fn postgres() -> Option<Client> {
     let (client, connection) =
@@ -169,16 +183,12 @@ async fn a_sink_that_cannot_deliver_holds_back_only_its_own_view() {
     let mut k = 0i64;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        client
-            .batch_execute(&format!("INSERT INTO feed VALUES ({})", written % 50))
-            .await
-            .unwrap();
-        written += 1;
-        k += 1;
-        let visible = tokio::time::timeout(Duration::from_secs(60), ping(&client, k))
-            .await
-            .expect("FLUSH waited for the stuck sink");
-        assert!(visible, "write {k} is not in small_v after FLUSH");
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            feed_and_ping(&client, &mut written, &mut k),
+        )
+        .await
+        .expect("FLUSH waited for the stuck sink");
         let row = client.query_one(status, &[]).await.unwrap();
         let (shown, blocked, lag): (String, bool, f64) = (row.get(0), row.get(1), row.get(2));
         if shown == "backpressured" {
@@ -199,16 +209,7 @@ async fn a_sink_that_cannot_deliver_holds_back_only_its_own_view() {
         .unwrap()
         .get(0);
     for _ in 0..5 {
-        client
-            .batch_execute(&format!("INSERT INTO feed VALUES ({})", written % 50))
-            .await
-            .unwrap();
-        written += 1;
-        k += 1;
-        assert!(
-            ping(&client, k).await,
-            "write {k} is not in small_v after FLUSH"
-        );
+        feed_and_ping(&client, &mut written, &mut k).await;
     }
     let still: i64 = client
         .query_one("SELECT sum(n)::bigint FROM feed_v", &[])

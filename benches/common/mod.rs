@@ -57,14 +57,49 @@ pub async fn connect(port: u16) -> Client {
 
 /// A process's peak resident memory in MB (`VmHWM` in `/proc`; 0 if unreadable).
 pub fn peak_rss_mb(pid: u32) -> u64 {
+    status_mb(pid, "VmHWM:")
+}
+
+/// A process's resident memory now, in MB (`VmRSS`; 0 if unreadable).
+pub fn rss_mb(pid: u32) -> u64 {
+    status_mb(pid, "VmRSS:")
+}
+
+/// A `kB` line of `/proc/PID/status`, in MB.
+fn status_mb(pid: u32, line: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .find_map(|l| l.strip_prefix(line))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kb| kb / 1024)
+}
+
+/// Loads `rows` rows `(k, k % 100)` for k from 0 into `table (k BIGINT, v BIGINT)` by
+/// `COPY … FROM STDIN` in 1 MB chunks; returns the seconds it took.
+pub async fn copy_keys(client: &Client, table: &str, rows: i64) -> f64 {
+    use futures::SinkExt;
+    let started = std::time::Instant::now();
+    let sink = client
+        .copy_in(&format!("COPY {table} FROM STDIN (FORMAT csv)"))
+        .await
+        .expect("copy");
+    futures::pin_mut!(sink);
+    let mut k = 0;
+    while k < rows {
+        let mut chunk = String::with_capacity(1 << 20);
+        while k < rows && chunk.len() < (1 << 20) - 64 {
+            chunk.push_str(&format!("{k},{}\n", k % 100));
+            k += 1;
+        }
+        sink.send(bytes::Bytes::from(chunk))
+            .await
+            .expect("copy data");
+    }
+    sink.finish().await.expect("copy done");
+    started.elapsed().as_secs_f64()
 }
 
 /// Returns once every source has read all its input (`sluice_sources` says `finished`).
