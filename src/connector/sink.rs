@@ -187,7 +187,7 @@ pub struct SinkStats {
     /// The last epoch fully delivered.
     pub epoch: AtomicU64,
     /// The newest epoch handed to the sink (delivered or not).
-    pub handed: AtomicU64,
+    handed: AtomicU64,
     /// The first epoch handed to it (0: none yet).
     first_handed: AtomicU64,
     /// Why the sink stopped, once it did.

@@ -919,19 +919,7 @@ impl Shared {
 
     /// Log records `view` has not read: up to `cut`, or to each log's end.
     fn backlog(&self, view: &RunningView, cut: Option<&HashMap<u32, u64>>) -> u64 {
-        view.sources
-            .iter()
-            .map(|s| match &s.source {
-                SourceRef::Table(table) => {
-                    let end = match cut {
-                        Some(cut) => cut.get(&table.def().id).copied().unwrap_or(0),
-                        None => table.log().end(),
-                    };
-                    end.saturating_sub(s.position)
-                }
-                SourceRef::View(_) => 0,
-            })
-            .sum()
+        backlog(&view.sources, cut)
     }
 
     /// Reads a new view's backlog on this thread, in rounds up to a fresh cut each, until
@@ -1257,6 +1245,23 @@ fn levels(running: &[RunningView]) -> Vec<usize> {
         .collect()
 }
 
+/// Log records `sources` have not read: up to `cut`, or to each log's end.
+fn backlog(sources: &[SourceState], cut: Option<&HashMap<u32, u64>>) -> u64 {
+    sources
+        .iter()
+        .map(|s| match &s.source {
+            SourceRef::Table(table) => {
+                let end = match cut {
+                    Some(cut) => cut.get(&table.def().id).copied().unwrap_or(0),
+                    None => table.log().end(),
+                };
+                end.saturating_sub(s.position)
+            }
+            SourceRef::View(_) => 0,
+        })
+        .sum()
+}
+
 /// The error of a view whose operator panicked.
 fn panicked(panic: &(dyn std::any::Any + Send)) -> Error {
     Error::internal(format!(
@@ -1465,15 +1470,7 @@ fn run_view(
         ..
     } = view;
     // A backlog of more than a chunk is shown in `sluice_progress` while it is read.
-    let backlog: u64 = sources
-        .iter()
-        .map(|s| match &s.source {
-            SourceRef::Table(table) => cut
-                .get(&table.def().id)
-                .map_or(0, |end| end.saturating_sub(s.position)),
-            SourceRef::View(_) => 0,
-        })
-        .sum();
+    let backlog = backlog(sources, Some(cut));
     let mut progress = (backlog > READ_CHUNK as u64).then(|| {
         BackfillShown::new(
             registry,
