@@ -63,6 +63,9 @@ pub struct Config {
     /// How often a `CREATE MATERIALIZED VIEW` reading a backlog sends the client a `NOTICE`
     /// of its progress.
     pub progress_notice_interval: Duration,
+    /// Bytes past which a table's log starts a new segment file: a source's log is truncated
+    /// a whole segment at a time.
+    pub log_segment_size: u64,
 }
 
 impl Config {
@@ -85,6 +88,7 @@ impl Config {
             query_memory: DEFAULT_QUERY_MEMORY,
             max_result_rows: DEFAULT_MAX_RESULT_ROWS,
             progress_notice_interval: Duration::from_secs(2),
+            log_segment_size: crate::storage::DEFAULT_SEGMENT_SIZE,
         }
     }
 

@@ -374,6 +374,7 @@ impl Engine {
                         def,
                         &self.tables_dir(),
                         self.config.fsync,
+                        self.config.log_segment_size,
                         Arc::clone(&self.commit_gate),
                     )?;
                     tracing::info!(
@@ -955,6 +956,7 @@ impl Engine {
             def,
             &self.tables_dir(),
             self.config.fsync,
+            self.config.log_segment_size,
             Arc::clone(&self.commit_gate),
         )?;
         store.add(StoredObject {

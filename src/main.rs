@@ -72,6 +72,10 @@ struct ServeArgs {
     /// Rows one FETCH may gather; more is refused with SQLSTATE 54000.
     #[arg(long, env = "SLUICE_MAX_RESULT_ROWS", default_value_t = sluice::config::DEFAULT_MAX_RESULT_ROWS)]
     max_result_rows: usize,
+    /// Size past which a table's log starts a new segment file (`64MB`, `1GB` or bytes); a
+    /// source's log is truncated a whole segment at a time.
+    #[arg(long, env = "SLUICE_LOG_SEGMENT_SIZE", default_value = "64MB", value_parser = parse_size)]
+    log_segment_size: usize,
 }
 
 /// The stack of every runtime thread. Parsing and planning recurse as deep as a statement's
@@ -121,6 +125,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.max_connections = args.max_connections.max(1);
     config.query_memory = args.query_memory;
     config.max_result_rows = args.max_result_rows.max(1);
+    config.log_segment_size = args.log_segment_size.max(1) as u64;
     let server = sluice::Server::start(config)
         .await
         .context("starting sluice")?;

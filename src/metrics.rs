@@ -49,6 +49,8 @@ pub struct Metrics {
     pub connections: Counter,
     /// Connections refused beyond `--max-connections`.
     pub connections_refused: Counter,
+    /// Bytes of sources' logs removed because no view or checkpoint needed them any more.
+    pub log_truncated_bytes: Counter,
     /// When the newest epoch was cut, ms since 1970.
     epoch_cut_at_ms: AtomicU64,
 }
@@ -71,6 +73,7 @@ impl Default for Metrics {
             connections_open: Gauge::default(),
             connections: Counter::default(),
             connections_refused: Counter::default(),
+            log_truncated_bytes: Counter::default(),
             epoch_cut_at_ms: AtomicU64::new(0),
         }
     }
@@ -100,6 +103,11 @@ impl Metrics {
         self.checkpoint_bytes.inc_by(info.bytes_written);
         self.checkpoint_size
             .set(i64::try_from(info.total_bytes).unwrap_or(i64::MAX));
+    }
+
+    /// A source's log lost `bytes` below what anything still needs.
+    pub fn log_truncated(&self, bytes: u64) {
+        self.log_truncated_bytes.inc_by(bytes);
     }
 
     /// A statement took `elapsed`.
@@ -136,6 +144,11 @@ impl Metrics {
             "sluice_recovery_duration_seconds",
             "Time this start took to restore the views from their checkpoint",
             self.recovery_seconds.clone(),
+        );
+        registry.register(
+            "sluice_log_truncated_bytes",
+            "Bytes of sources' logs removed because no view or checkpoint needed them any more",
+            self.log_truncated_bytes.clone(),
         );
         registry.register(
             "sluice_statement_duration_seconds",
@@ -346,6 +359,26 @@ impl Collector for EngineCollector {
             sizes
                 .iter()
                 .map(|(l, s)| (l.clone(), ConstGauge::new(saturating(s.bytes)))),
+        )?;
+        let logs: Vec<_> = tables
+            .iter()
+            .map(|t| (vec![("table", t.def().name.clone())], t.log().size()))
+            .collect();
+        family(
+            &mut encoder,
+            "sluice_table_log_bytes",
+            "Bytes of a table's or source's log on disk",
+            MetricType::Gauge,
+            logs.iter()
+                .map(|(l, s)| (l.clone(), ConstGauge::new(saturating(s.bytes)))),
+        )?;
+        family(
+            &mut encoder,
+            "sluice_table_log_records",
+            "Records a table's or source's log holds (a source's log loses those no view needs)",
+            MetricType::Gauge,
+            logs.iter()
+                .map(|(l, s)| (l.clone(), ConstGauge::new(saturating(s.end - s.start)))),
         )?;
 
         // Views.

@@ -277,6 +277,45 @@ fn manifests(dir: &std::path::Path) -> Vec<(std::path::PathBuf, serde_json::Valu
     found
 }
 
+/// Cuts in half the largest file the newest checkpoint under `dir` wrote itself, so that
+/// recovery falls back to the one before; returns that one's epoch.
+fn damage_newest_checkpoint(dir: &std::path::Path) -> i64 {
+    let found = manifests(dir);
+    assert!(
+        found.len() >= 2,
+        "two complete checkpoints are kept, found {}",
+        found.len()
+    );
+    let (newest_dir, newest) = &found[found.len() - 1];
+    let previous_epoch = found[found.len() - 2].1["epoch"].as_i64().expect("epoch");
+    // The largest file the newest checkpoint wrote itself, cut in half.
+    let own = newest_dir
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let victim = newest["views"]
+        .as_array()
+        .expect("views")
+        .iter()
+        .flat_map(|v| v["files"].as_array().expect("files").iter())
+        .map(|f| &f[1])
+        .filter(|f| f["path"].as_str().expect("path").starts_with(&own))
+        .max_by_key(|f| f["bytes"].as_u64())
+        .expect("the newest checkpoint wrote a file");
+    let path = dir
+        .join("checkpoints")
+        .join(victim["path"].as_str().expect("path"));
+    let bytes = victim["bytes"].as_u64().expect("bytes");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open")
+        .set_len(bytes / 2)
+        .expect("truncate");
+    previous_epoch
+}
+
 /// A server over `dir` with `parallelism` partitions per keyed operator, checkpointing every
 /// 100 ms.
 async fn start_with_parallelism(
@@ -369,34 +408,7 @@ async fn a_truncated_checkpoint_file_falls_back_to_the_previous_checkpoint() {
         "two complete checkpoints are kept, found {}",
         found.len()
     );
-    let (newest_dir, newest) = &found[found.len() - 1];
-    let previous_epoch = found[found.len() - 2].1["epoch"].as_i64().expect("epoch");
-    // The largest file the newest checkpoint wrote itself, cut in half.
-    let own = newest_dir
-        .file_name()
-        .expect("name")
-        .to_string_lossy()
-        .into_owned();
-    let victim = newest["views"]
-        .as_array()
-        .expect("views")
-        .iter()
-        .flat_map(|v| v["files"].as_array().expect("files").iter())
-        .map(|f| &f[1])
-        .filter(|f| f["path"].as_str().expect("path").starts_with(&own))
-        .max_by_key(|f| f["bytes"].as_u64())
-        .expect("the newest checkpoint wrote a file");
-    let path = dir
-        .path()
-        .join("checkpoints")
-        .join(victim["path"].as_str().expect("path"));
-    let bytes = victim["bytes"].as_u64().expect("bytes");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .expect("open")
-        .set_len(bytes / 2)
-        .expect("truncate");
+    let previous_epoch = damage_newest_checkpoint(dir.path());
 
     let (server, client) = start_checkpointing(dir.path()).await;
     assert_eq!(
@@ -543,4 +555,189 @@ async fn join_state_with_match_counts_survives_restart() {
         assert_eq!(got, rows(&client, query).await, "view {name} after restart");
     }
     server.shutdown().await;
+}
+
+const BID: &str = "CREATE SOURCE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, \
+     url VARCHAR, date_time TIMESTAMP, extra VARCHAR) \
+     WITH (connector = 'nexmark', nexmark.table.type = 'bid', nexmark.event.num = '500000', \
+     nexmark.min.event.gap.in.ns = '{gap}')";
+const PER_BUCKET: &str = "CREATE MATERIALIZED VIEW per_bucket AS \
+     SELECT bidder % 8 AS b, count(*) AS n, sum(price) AS total, max(auction) AS top \
+     FROM bid GROUP BY bidder % 8";
+
+/// Where a relation's log starts and how many segments it has, from `sluice_logs`.
+async fn log_of(client: &Client, relation: &str) -> (i64, i64) {
+    let row = client
+        .query_one(
+            "SELECT start_position, segments FROM sluice_logs WHERE relation_name = $1",
+            &[&relation],
+        )
+        .await
+        .expect("sluice_logs");
+    (row.get(0), row.get(1))
+}
+
+/// Waits until the nexmark source `bid` has generated every event and views show them all.
+async fn source_finished(client: &Client) {
+    for _ in 0..1200 {
+        let status: String = client
+            .query_one(
+                "SELECT status FROM sluice_sources WHERE source_name = 'bid'",
+                &[],
+            )
+            .await
+            .expect("sluice_sources")
+            .get(0);
+        if status == "finished" {
+            client.batch_execute("FLUSH").await.expect("FLUSH");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the nexmark source never finished");
+}
+
+/// A source's log loses whole segments below what both kept checkpoints and every view still
+/// need, while it is being written; a restart in the middle restores the view and resumes the
+/// source, and the view ends up as it does on a server whose log kept everything. A table's log
+/// keeps everything (it is the table's rows); a view created after truncation reads what the
+/// source's log still holds, which is what `SELECT` over the source shows too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_log_loses_what_no_view_or_checkpoint_needs() {
+    // The oracle: the same deterministic events on a server whose log is never truncated.
+    let oracle = common::TestServer::start().await;
+    let client = oracle.connect().await;
+    client
+        .batch_execute(&format!("{}; {PER_BUCKET}", BID.replace("{gap}", "0")))
+        .await
+        .unwrap();
+    source_finished(&client).await;
+    let want = rows(&client, "SELECT * FROM per_bucket").await;
+    let all_bids: i64 = client
+        .query_one("SELECT count(*) FROM bid", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        log_of(&client, "bid").await.0,
+        0,
+        "one segment: nothing truncated"
+    );
+    drop(client);
+    drop(oracle);
+
+    // Killed (SIGKILL: no last checkpoint) while the source runs, each time once the log was
+    // cut further and with the newest checkpoint damaged: recovery restores the views from the
+    // one before, which is a second of input behind (several segments), and must find every
+    // record it did not cover.
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::process::free_port();
+    let args = [
+        "--checkpoint-interval",
+        "1s",
+        "--barrier-interval",
+        "50ms",
+        "--log-segment-size",
+        "1MB",
+    ];
+    let mut server = common::process::spawn_with(dir.path(), port, &args);
+    let mut client = common::process::connect_when_up(port).await;
+    client
+        .batch_execute(&format!(
+            "{}; {PER_BUCKET};
+             CREATE TABLE t (k INT, v TEXT);
+             CREATE MATERIALIZED VIEW t_count AS SELECT count(*) AS n FROM t;",
+            BID.replace("{gap}", "25000")
+        ))
+        .await
+        .unwrap();
+    for i in 0..20 {
+        client
+            .batch_execute(&format!(
+                "INSERT INTO t SELECT g, repeat('x', 40) FROM generate_series({}, {}) AS s(g)",
+                i * 1000,
+                i * 1000 + 999
+            ))
+            .await
+            .unwrap();
+    }
+    let mut cut = 0;
+    for kill in 0..2 {
+        let mut truncated = false;
+        for _ in 0..1000 {
+            if log_of(&client, "bid").await.0 > cut {
+                truncated = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(truncated, "the source's log was not cut before kill {kill}");
+        cut = log_of(&client, "bid").await.0;
+        let status: String = client
+            .query_one(
+                "SELECT status FROM sluice_sources WHERE source_name = 'bid'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            status, "running",
+            "kill {kill} must come while the source runs"
+        );
+        server.kill();
+        let previous = damage_newest_checkpoint(dir.path());
+        server = common::process::spawn_with(dir.path(), port, &args);
+        client = common::process::connect_when_up(port).await;
+        assert_eq!(checkpoints(&client, "recovery").await, vec![previous]);
+        assert!(
+            restored_views(&client).await >= 2,
+            "the views come back from a checkpoint"
+        );
+    }
+    source_finished(&client).await;
+    assert_eq!(rows(&client, "SELECT * FROM per_bucket").await, want);
+    // What was truncated before the restart stays truncated (the two checkpoints kept last
+    // may still need some segments: recovery can fall back to the older one).
+    assert!(log_of(&client, "bid").await.0 > 0);
+    // A new view reads what the log holds when it starts, which only shrinks (checkpoints
+    // taken since may cut it further).
+    let count = || async {
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM bid", &[])
+            .await
+            .unwrap()
+            .get(0);
+        n
+    };
+    let before = count().await;
+    assert!(
+        before < all_bids,
+        "SELECT over the source reads what its log holds"
+    );
+    client
+        .batch_execute("CREATE MATERIALIZED VIEW late AS SELECT count(*) AS n FROM bid")
+        .await
+        .unwrap();
+    let after = count().await;
+    let late: i64 = client
+        .query_one("SELECT n FROM late", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        after <= late && late <= before,
+        "the new view counts {late}, the log held {before} before it and {after} after"
+    );
+
+    // The table keeps every record, and its view every row.
+    assert_eq!(log_of(&client, "t").await.0, 0);
+    assert_eq!(
+        rows(&client, "SELECT n FROM t_count").await,
+        vec!["20000".to_string()]
+    );
+    assert_eq!(
+        rows(&client, "SELECT count(*) FROM t").await,
+        vec!["20000".to_string()]
+    );
 }

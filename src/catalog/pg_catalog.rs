@@ -71,6 +71,7 @@ pub const RELATIONS: &[&str] = &[
     "pg_user",
     "pg_views",
     "sluice_checkpoints",
+    "sluice_logs",
     "sluice_operators",
     "sluice_progress",
     "sluice_sinks",
@@ -662,6 +663,31 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
                         int(op.size.bytes),
                     ]);
                 }
+            }
+            r
+        }
+        "sluice_logs" => {
+            // Each table's and source's durable log: what it holds on disk. A source's log
+            // loses the records below what every view and checkpoint still needs.
+            let mut r = Relation::new(&[
+                ("relation_name", TEXT),
+                ("relation_kind", TEXT),
+                ("start_position", INT8),
+                ("end_position", INT8),
+                ("segments", INT8),
+                ("bytes", INT8),
+            ]);
+            let int = |v: u64| ScalarValue::Int64(Some(i64::try_from(v).unwrap_or(i64::MAX)));
+            for t in &tables {
+                let size = t.log().size();
+                r.row(vec![
+                    s(&t.def().name),
+                    s(if t.def().source { "source" } else { "table" }),
+                    int(size.start),
+                    int(size.end),
+                    int(size.segments as u64),
+                    int(size.bytes),
+                ]);
             }
             r
         }

@@ -20,6 +20,7 @@ use crate::catalog::registry::TableRegistry;
 use crate::catalog::views::{
     Backfill, OperatorState, Published, SubscriptionInfo, ViewRegistry, ViewSnapshot,
 };
+use crate::connector::queue::QueueTable;
 use crate::error::{Error, Result, sqlstate};
 use crate::planner::{SourceRef, StreamPlan};
 use crate::state::writer::SinkState;
@@ -126,6 +127,19 @@ impl RunningView {
             tracing::error!(view = %self.name, %error, "view failed");
         }
         self.failed = Some((error.sqlstate(), error.to_string()));
+    }
+
+    /// The tables it reads.
+    fn tables(&self) -> impl Iterator<Item = &Arc<QueueTable>> {
+        self.sources.iter().filter_map(|s| match &s.source {
+            SourceRef::Table(table) => Some(table),
+            SourceRef::View(_) => None,
+        })
+    }
+
+    /// The ids of the tables it reads.
+    fn table_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.tables().map(|t| t.def().id)
     }
 
     /// Setting it stops the view at its next chunk of input, with `57014`.
@@ -362,6 +376,8 @@ struct ViewAt {
 struct Backfilling {
     published: bool,
     cancel: Arc<AtomicBool>,
+    /// The tables it reads: their logs are not truncated while it reads them.
+    tables: Vec<u32>,
 }
 
 /// What the executor thread shares with everybody else. Held only for short, bounded work:
@@ -493,6 +509,8 @@ pub struct Checkpoints {
     writer: CheckpointWriter,
     interval: Duration,
     last: Mutex<Instant>,
+    /// What the checkpoints need of the sources' logs; touched by the executor thread only.
+    retention: Mutex<Retention>,
 }
 
 impl Checkpoints {
@@ -502,8 +520,25 @@ impl Checkpoints {
             writer,
             interval,
             last: Mutex::new(Instant::now()),
+            retention: Mutex::default(),
         }
     }
+}
+
+/// Per table, the first log position some view still needs, at one checkpoint.
+type LogNeeds = HashMap<u32, u64>;
+
+/// What recovery may need of the sources' logs. Recovery starts from the newest complete
+/// checkpoint, or the one before it when a file of the newest is damaged (the writer keeps
+/// those two), and replays each view's sources from the positions that checkpoint holds. So a
+/// source's log may lose the records below the lowest of those positions in both, once both
+/// were taken by this process (the needs of a checkpoint recovered from are not known).
+#[derive(Debug, Default)]
+struct Retention {
+    /// Checkpoints handed to the writer and not yet complete.
+    submitted: Vec<(u64, LogNeeds)>,
+    /// The newest complete checkpoints, at most two, oldest first.
+    complete: std::collections::VecDeque<(u64, LogNeeds)>,
 }
 
 /// The view runtime.
@@ -575,6 +610,7 @@ impl Executor {
             Backfilling {
                 published: view.published,
                 cancel: view.cancel_flag(),
+                tables: view.table_ids().collect(),
             },
         );
         let shared = Arc::clone(&self.shared);
@@ -1278,6 +1314,7 @@ impl Shared {
         let Some(checkpoints) = &self.checkpoints else {
             return;
         };
+        self.truncate_logs(checkpoints, running);
         let mut last = crate::sync::lock_value(&checkpoints.last);
         if last.elapsed() < checkpoints.interval || checkpoints.writer.busy() {
             return;
@@ -1302,6 +1339,9 @@ impl Shared {
             view.changed_since_checkpoint = false;
         }
         let mut set = self.lock_set();
+        crate::sync::lock_value(&checkpoints.retention)
+            .submitted
+            .push((epoch, log_needs(running, &set)));
         let mut sink_states = Vec::new();
         let mut batches = Vec::new();
         for (i, sink) in set.sinks.iter_mut().enumerate() {
@@ -1345,6 +1385,102 @@ impl Shared {
             sink.deliver();
         }
     }
+}
+
+impl Shared {
+    /// Once a checkpoint completed, truncates each source's log below what the two newest
+    /// complete checkpoints and every view now running or starting still need (see
+    /// [`Retention`]). Only sources (`CREATE SOURCE`) are truncated: a table's log is its
+    /// rows. A source no view reads keeps its whole log.
+    fn truncate_logs(&self, checkpoints: &Checkpoints, running: &[RunningView]) {
+        let done = *checkpoints.writer.completed().borrow();
+        let mut retention = crate::sync::lock_value(&checkpoints.retention);
+        let Some(i) = retention.submitted.iter().position(|(e, _)| *e == done) else {
+            return;
+        };
+        let completed = retention.submitted.swap_remove(i);
+        // Earlier ones never completed (the writer skips nothing, but one can fail).
+        retention.submitted.retain(|(e, _)| *e > done);
+        retention.complete.push_back(completed);
+        if retention.complete.len() > 2 {
+            retention.complete.pop_front();
+        }
+        let (Some((_, older)), Some((_, newer))) =
+            (retention.complete.front(), retention.complete.get(1))
+        else {
+            return;
+        };
+        let mut sources: HashMap<u32, &Arc<QueueTable>> = HashMap::new();
+        for view in running {
+            for table in view.tables() {
+                if table.def().source {
+                    sources.insert(table.def().id, table);
+                }
+            }
+        }
+        let mut detached = Vec::new();
+        {
+            // Decided and detached with the set locked: a view added after this reads the log
+            // from its new start, never across a part removed while it reads.
+            let set = self.lock_set();
+            let now = log_needs(running, &set);
+            for (id, table) in sources {
+                let (Some(a), Some(b), Some(c)) = (older.get(&id), newer.get(&id), now.get(&id))
+                else {
+                    continue;
+                };
+                let segments = table.log().detach_before(*a.min(b).min(c));
+                if !segments.is_empty() {
+                    detached.push((table, segments));
+                }
+            }
+        }
+        for (table, segments) in detached {
+            match segments.remove() {
+                Ok(cut) => {
+                    tracing::debug!(source = %table.def().name, segments = cut.segments,
+                        records = cut.records, bytes = cut.bytes, "source log truncated");
+                    self.views.metrics().log_truncated(cut.bytes);
+                }
+                Err(e) => tracing::warn!(source = %table.def().name, error = %e,
+                    "cannot remove a truncated segment of the source's log"),
+            }
+        }
+    }
+}
+
+/// Per table some view reads, the first position of its log that a restart would read again:
+/// a running view's next position, or 0 for a view that would be rebuilt from its sources'
+/// start (failed, not yet running, or reading its backlog).
+fn log_needs(running: &[RunningView], set: &ViewSet) -> LogNeeds {
+    let mut needs = LogNeeds::new();
+    let mut need = |id: u32, position: u64| {
+        let at = needs.entry(id).or_insert(position);
+        *at = (*at).min(position);
+    };
+    for view in running {
+        for source in &view.sources {
+            if let SourceRef::Table(table) = &source.source {
+                let position = if view.failed.is_some() {
+                    0
+                } else {
+                    source.position
+                };
+                need(table.def().id, position);
+            }
+        }
+    }
+    for view in &set.added {
+        for id in view.table_ids() {
+            need(id, 0);
+        }
+    }
+    for backfill in set.backfilling.values() {
+        for &id in &backfill.tables {
+            need(id, 0);
+        }
+    }
+    needs
 }
 
 /// A view's backlog as `sluice_progress` shows it while it is read; gone when dropped.

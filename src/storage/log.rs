@@ -27,6 +27,10 @@ pub const LOCK_FILE_NAME: &str = "LOCK";
 /// [`Log::wait_for`] only once it is completely written to the operating system, and durable
 /// per the [`FsyncPolicy`] once [`Log::wait_durable`] returns for it.
 ///
+/// Records below a position no reader needs any more can be removed a segment at a time
+/// ([`Log::truncate_before`]); the log then starts at a later position ([`Log::start`]) and
+/// reads from below it begin there.
+///
 /// Cloning is cheap and every clone is the same log. Only one `Log` may have a directory open
 /// at a time (enforced by a lock on [`LOCK_FILE_NAME`]).
 #[derive(Clone)]
@@ -66,12 +70,15 @@ struct Index {
     segments: Vec<SegmentIndex>,
 }
 
+#[derive(Debug)]
 struct SegmentIndex {
     /// The position of the segment's first record.
     first: u64,
     path: PathBuf,
     /// The byte offset of each record in the segment.
     offsets: Vec<u64>,
+    /// Bytes of complete records in it.
+    bytes: u64,
 }
 
 impl SegmentIndex {
@@ -85,6 +92,62 @@ struct Run {
     first: u64,
     path: PathBuf,
     offsets: Vec<u64>,
+}
+
+/// What a log holds on disk, as [`Log::size`] reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogSize {
+    /// The position of the first record kept.
+    pub start: u64,
+    /// The position after the last record.
+    pub end: u64,
+    /// Segment files.
+    pub segments: usize,
+    /// Bytes of records in them.
+    pub bytes: u64,
+}
+
+/// Segments taken out of a log by [`Log::detach_before`], whose files are still on disk.
+#[derive(Debug)]
+#[must_use = "the segments' files stay on disk until removed"]
+pub struct Detached {
+    segments: Vec<SegmentIndex>,
+    dir: PathBuf,
+    syncs: bool,
+}
+
+impl Detached {
+    /// Whether nothing was detached.
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// Removes the files, oldest first.
+    pub fn remove(self) -> Result<Truncated, StorageError> {
+        let mut truncated = Truncated::default();
+        for segment in &self.segments {
+            fs::remove_file(&segment.path)
+                .map_err(|e| StorageError::io("removing segment", &segment.path, e))?;
+            truncated.segments += 1;
+            truncated.records += segment.offsets.len() as u64;
+            truncated.bytes += segment.bytes;
+        }
+        if !self.segments.is_empty() && self.syncs {
+            sync_dir(&self.dir)?;
+        }
+        Ok(truncated)
+    }
+}
+
+/// What one [`Log::truncate_before`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Truncated {
+    /// Segment files removed.
+    pub segments: usize,
+    /// Records removed.
+    pub records: u64,
+    /// Bytes removed.
+    pub bytes: u64,
 }
 
 impl Index {
@@ -197,6 +260,7 @@ impl Log {
             let mut index = inner.write_index();
             if let Some(segment) = index.segments.last_mut() {
                 segment.offsets.push(offset);
+                segment.bytes = writer.len;
             }
         }
         inner.end.send_replace(position + 1);
@@ -224,6 +288,52 @@ impl Log {
         *self.inner.end.borrow()
     }
 
+    /// The position of the first record the log still holds (0 until it is truncated).
+    pub fn start(&self) -> u64 {
+        self.inner
+            .read_index()
+            .segments
+            .first()
+            .map_or(0, |s| s.first)
+    }
+
+    /// Where the log starts and ends, and its segments and bytes on disk.
+    pub fn size(&self) -> LogSize {
+        let index = self.inner.read_index();
+        LogSize {
+            start: index.segments.first().map_or(0, |s| s.first),
+            end: index.segments.last().map_or(0, SegmentIndex::end),
+            segments: index.segments.len(),
+            bytes: index.segments.iter().map(|s| s.bytes).sum(),
+        }
+    }
+
+    /// Removes every segment whose records all lie below `position`, oldest first; the
+    /// segment being appended to is always kept. Reads already under way finish; later reads
+    /// from below the new start begin at it.
+    ///
+    /// Files are removed oldest first, so a crash part way leaves the log starting somewhere
+    /// between its old start and the position asked for, never with a gap.
+    pub fn truncate_before(&self, position: u64) -> Result<Truncated, StorageError> {
+        self.detach_before(position).remove()
+    }
+
+    /// The first step of [`Log::truncate_before`]: the segments are gone from the log at once
+    /// (reads from now on begin after them), their files stay until [`Detached::remove`]. A
+    /// caller that must order truncation against other work does this step under its own
+    /// lock and the slower file removal after it. Files never removed come back as the log's
+    /// first segments when it is opened again.
+    pub fn detach_before(&self, position: u64) -> Detached {
+        let mut index = self.inner.write_index();
+        let active = index.segments.len().saturating_sub(1);
+        let n = index.segments[..active].partition_point(|s| s.end() <= position);
+        Detached {
+            segments: index.segments.drain(..n).collect(),
+            dir: self.inner.dir.clone(),
+            syncs: self.inner.policy.syncs(),
+        }
+    }
+
     /// The records at positions `from..`, at most `max_records` of them, read from disk.
     ///
     /// Returns fewer (or none) when the log ends sooner.
@@ -245,10 +355,21 @@ impl Log {
         from: u64,
         max_records: usize,
     ) -> Result<Vec<(u64, ChangeBatch, RecordMeta)>, StorageError> {
-        let runs = self.inner.read_index().locate(from, max_records);
-        let mut records = Vec::with_capacity(runs.iter().map(|r| r.offsets.len()).sum());
-        for run in runs {
-            let batches = segment::read_records(&run.path, &run.offsets)?;
+        // The segments are opened while the index is held: truncation removes a segment from
+        // the index before it removes its file, and an open file stays readable.
+        let runs = {
+            let index = self.inner.read_index();
+            let mut runs = Vec::new();
+            for run in index.locate(from, max_records) {
+                let file = File::open(&run.path)
+                    .map_err(|e| StorageError::io("reading segment", &run.path, e))?;
+                runs.push((run, file));
+            }
+            runs
+        };
+        let mut records = Vec::with_capacity(runs.iter().map(|(r, _)| r.offsets.len()).sum());
+        for (run, file) in runs {
+            let batches = segment::read_records_from(file, &run.path, &run.offsets)?;
             records.extend(
                 (run.first..)
                     .zip(batches)
@@ -314,6 +435,7 @@ impl Inner {
             first,
             path: path.clone(),
             offsets: Vec::new(),
+            bytes: 0,
         });
         *writer = Writer {
             file,
@@ -345,7 +467,8 @@ impl Inner {
     }
 
     fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
-        // The index is only ever pushed to, so it is consistent after any panic.
+        // The index is pushed to and drained from the front, each a single step, so it is
+        // consistent after any panic.
         self.index.read().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -442,6 +565,7 @@ fn recover(dir: &Path, policy: FsyncPolicy) -> Result<(Vec<SegmentIndex>, Writer
             first,
             path: path.clone(),
             offsets,
+            bytes: valid_len,
         };
         if damage.is_some() || later.is_empty() {
             active = Some(Writer {
@@ -465,6 +589,7 @@ fn recover(dir: &Path, policy: FsyncPolicy) -> Result<(Vec<SegmentIndex>, Writer
                 first: 0,
                 path: path.clone(),
                 offsets: Vec::new(),
+                bytes: 0,
             });
             dir_changed = true;
             Writer {
@@ -611,6 +736,78 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    /// Truncation removes whole segments below the position, never the active one; reads
+    /// from below the start begin at it; a reopened log starts there and appends go on.
+    #[tokio::test]
+    async fn truncation_removes_whole_segments_below_the_position() {
+        let dir = tempfile::tempdir().unwrap();
+        // Tiny segments: every record rolls to a new one.
+        let log = Log::open_with_segment_size(dir.path(), FsyncPolicy::Always, 1).unwrap();
+        for n in 0..6 {
+            log.append(&numbered(n)).unwrap();
+        }
+        log.wait_durable(5).await.unwrap();
+        let before = log.size();
+        assert_eq!((before.start, before.end, before.segments), (0, 6, 6));
+        let one = before.bytes / 6;
+        assert!(one > 0);
+
+        // Records 0..3 go; record 3 is needed, so its segment stays.
+        let cut = log.truncate_before(3).unwrap();
+        assert_eq!((cut.segments, cut.records, cut.bytes), (3, 3, 3 * one));
+        assert_eq!(log.start(), 3);
+        assert_eq!(segment_files(dir.path()).len(), 3);
+        assert_eq!(keys(&log), vec![3, 4, 5]);
+        let from_below = log.read(1, 2).unwrap();
+        assert_eq!(
+            from_below.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
+        // Asking again, or for less, removes nothing.
+        assert_eq!(log.truncate_before(2).unwrap(), Truncated::default());
+
+        // The active segment stays even when every record is below the position.
+        let cut = log.truncate_before(100).unwrap();
+        assert_eq!(cut.segments, 2);
+        assert_eq!(log.size().segments, 1);
+        assert_eq!(keys(&log), vec![5]);
+        drop(log);
+
+        let log = Log::open_with_segment_size(dir.path(), FsyncPolicy::Always, 1).unwrap();
+        assert_eq!((log.start(), log.end()), (5, 6));
+        assert_eq!(keys(&log), vec![5]);
+        assert_eq!(log.append(&numbered(6)).unwrap(), 6);
+        assert_eq!(keys(&log), vec![5, 6]);
+        assert_eq!(log.size().bytes, 2 * one);
+    }
+
+    /// A read that found its segments before a truncation removed them still reads them: the
+    /// files are opened while the index is held.
+    #[test]
+    fn a_read_racing_truncation_never_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open_with_segment_size(dir.path(), FsyncPolicy::Never, 1).unwrap();
+        for n in 0..400 {
+            log.append(&numbered(n)).unwrap();
+        }
+        let reader = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for _ in 0..200 {
+                    let records = log.read(0, usize::MAX).unwrap();
+                    let positions: Vec<u64> = records.iter().map(|(p, _)| *p).collect();
+                    let start = positions.first().copied().unwrap_or(399);
+                    assert_eq!(positions, (start..400).collect::<Vec<_>>());
+                }
+            })
+        };
+        for position in 0..400 {
+            log.truncate_before(position).unwrap();
+        }
+        reader.join().unwrap();
+        assert_eq!(log.start(), 399);
     }
 
     #[tokio::test]

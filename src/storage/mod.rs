@@ -16,5 +16,5 @@ pub mod segment;
 
 pub use error::StorageError;
 pub use fsync::{FsyncPolicy, ParseFsyncPolicyError};
-pub use log::{DEFAULT_SEGMENT_SIZE, Log};
+pub use log::{DEFAULT_SEGMENT_SIZE, Detached, Log, LogSize, Truncated};
 pub use segment::RecordMeta;

@@ -351,11 +351,25 @@ pub fn read_records(
     path: &Path,
     offsets: &[u64],
 ) -> Result<Vec<(ChangeBatch, RecordMeta)>, StorageError> {
+    if offsets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let file = File::open(path).map_err(|e| StorageError::io("reading segment", path, e))?;
+    read_records_from(file, path, offsets)
+}
+
+/// Like [`read_records`], from a segment already open (`path` names it in errors). A log
+/// opens its segments while it holds its index, so that truncation cannot remove one between
+/// finding it and reading it.
+pub fn read_records_from(
+    mut file: File,
+    path: &Path,
+    offsets: &[u64],
+) -> Result<Vec<(ChangeBatch, RecordMeta)>, StorageError> {
     let Some(&first) = offsets.first() else {
         return Ok(Vec::new());
     };
     let io_err = |e| StorageError::io("reading segment", path, e);
-    let mut file = File::open(path).map_err(io_err)?;
     let file_len = file.metadata().map_err(io_err)?.len();
     file.seek(SeekFrom::Start(first)).map_err(io_err)?;
     let mut reader = BufReader::new(file);

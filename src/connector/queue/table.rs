@@ -62,14 +62,17 @@ pub struct EventTime {
 }
 
 impl QueueTable {
-    /// Opens the table's log under `tables_dir` and rebuilds its contents from it.
+    /// Opens the table's log under `tables_dir` (segments of `segment_size` bytes) and
+    /// rebuilds its contents from it.
     pub fn open(
         def: TableDef,
         tables_dir: &Path,
         fsync: FsyncPolicy,
+        segment_size: u64,
         commit_gate: Arc<RwLock<()>>,
     ) -> Result<Self> {
-        let log = Log::open(&tables_dir.join(def.id.to_string()), fsync)?;
+        let log =
+            Log::open_with_segment_size(&tables_dir.join(def.id.to_string()), fsync, segment_size)?;
         let mut contents = if keeps_rows(&def) {
             TableContents::new(Arc::clone(&def.schema), &def.primary_key)?
         } else {
