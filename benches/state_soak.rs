@@ -15,9 +15,10 @@
 //!
 //! Each minute it prints the bids read so far and their rate, the operators' state (rows and
 //! bytes in `sluice_state`, without the views' own rows, which grow with every closed window by
-//! design), the views' rows and bytes, the process's RSS, and the RSS less the views' bytes.
-//! State that stays bounded is flat after the first minutes; the last line compares the last
-//! minute with the third.
+//! design), the views' rows and bytes, the process's RSS, the RSS less the views' bytes, and the
+//! bytes of the source's log on disk (cut below what the views and the two newest checkpoints
+//! need). State that stays bounded is flat after the first minutes; the last line compares the
+//! last minute with the third.
 
 mod common;
 
@@ -35,6 +36,8 @@ struct Reading {
     view_rows: i64,
     view_bytes: i64,
     rss_mb: u64,
+    /// Bytes of the source's log on disk (`sluice_logs`).
+    log_bytes: i64,
 }
 
 async fn read(client: &Client) -> Reading {
@@ -62,7 +65,16 @@ async fn read(client: &Client) -> Reading {
         )
         .await
         .expect("sluice_state");
+    let log_bytes: i64 = client
+        .query_one(
+            "SELECT coalesce(sum(bytes), 0)::bigint FROM sluice_logs WHERE relation_name = 'bid'",
+            &[],
+        )
+        .await
+        .expect("sluice_logs")
+        .get(0);
     Reading {
+        log_bytes,
         bids,
         state_rows: state.get(0),
         state_bytes: state.get(1),
@@ -124,7 +136,7 @@ async fn main() {
         let r = read(&client).await;
         println!(
             "state_soak minute={minute} bids={} bids_per_s={:.0} state_rows={} state_mb={:.1} \
-             view_rows={} view_mb={:.1} rss_mb={} rss_without_views_mb={}",
+             view_rows={} view_mb={:.1} rss_mb={} rss_without_views_mb={} log_mb={:.0}",
             r.bids,
             (r.bids - previous_bids) as f64 / 60.0,
             r.state_rows,
@@ -132,7 +144,8 @@ async fn main() {
             r.view_rows,
             r.view_bytes as f64 / 1e6,
             r.rss_mb,
-            r.rss_mb.saturating_sub((r.view_bytes / 1_000_000) as u64)
+            r.rss_mb.saturating_sub((r.view_bytes / 1_000_000) as u64),
+            r.log_bytes as f64 / 1e6
         );
         previous_bids = r.bids;
         readings.push(r);
@@ -140,14 +153,16 @@ async fn main() {
     if let (Some(third), Some(last)) = (readings.get(2), readings.last()) {
         println!(
             "state_soak summary: state_rows minute3={} last={} ratio={:.2}; rss_mb minute3={} last={} \
-             ratio={:.2}; view_rows last={}",
+             ratio={:.2}; view_rows last={}; log_mb minute3={:.0} last={:.0}",
             third.state_rows,
             last.state_rows,
             last.state_rows as f64 / third.state_rows.max(1) as f64,
             third.rss_mb,
             last.rss_mb,
             last.rss_mb as f64 / third.rss_mb.max(1) as f64,
-            last.view_rows
+            last.view_rows,
+            third.log_bytes as f64 / 1e6,
+            last.log_bytes as f64 / 1e6
         );
     }
 }
