@@ -309,7 +309,7 @@ impl Log {
     }
 
     /// Removes every segment whose records all lie below `position`, oldest first; the
-    /// segment being appended to is always kept. Reads already under way finish; later reads
+    /// segment being appended to, and the last one holding a record, are always kept. Reads already under way finish; later reads
     /// from below the new start begin at it.
     ///
     /// Files are removed oldest first, so a crash part way leaves the log starting somewhere
@@ -325,8 +325,15 @@ impl Log {
     /// first segments when it is opened again.
     pub fn detach_before(&self, position: u64) -> Detached {
         let mut index = self.inner.write_index();
-        let active = index.segments.len().saturating_sub(1);
-        let n = index.segments[..active].partition_point(|s| s.end() <= position);
+        // The newest segment that holds a record stays too: the last record says where a
+        // connector resumes, and a segment just rolled to is empty until its first record.
+        let keep = index
+            .segments
+            .iter()
+            .rposition(|s| !s.offsets.is_empty())
+            .unwrap_or(0)
+            .min(index.segments.len().saturating_sub(1));
+        let n = index.segments[..keep].partition_point(|s| s.end() <= position);
         Detached {
             segments: index.segments.drain(..n).collect(),
             dir: self.inner.dir.clone(),
@@ -781,6 +788,25 @@ mod tests {
         assert_eq!(log.append(&numbered(6)).unwrap(), 6);
         assert_eq!(keys(&log), vec![5, 6]);
         assert_eq!(log.size().bytes, 2 * one);
+    }
+
+    /// An empty newest segment (a roll whose first record a crash lost) does not let the
+    /// last record go: it says where a connector resumes.
+    #[test]
+    fn truncation_keeps_the_last_record_behind_an_empty_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = Log::open_with_segment_size(dir.path(), FsyncPolicy::Never, 1).unwrap();
+            for n in 0..3 {
+                log.append(&numbered(n)).unwrap();
+            }
+        }
+        std::fs::File::create(dir.path().join(segment::segment_file_name(3))).unwrap();
+        let log = Log::open_with_segment_size(dir.path(), FsyncPolicy::Never, 1).unwrap();
+        assert_eq!(log.size().segments, 4);
+        assert_eq!(log.truncate_before(100).unwrap().records, 2);
+        assert_eq!(keys(&log), vec![2]);
+        assert_eq!(log.read(2, 1).unwrap().len(), 1);
     }
 
     /// A read that found its segments before a truncation removed them still reads them: the
