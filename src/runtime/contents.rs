@@ -31,6 +31,7 @@ use datafusion::common::hash_utils::{RandomState, create_hashes};
 use hashbrown::HashTable;
 
 use crate::state::StateError;
+use crate::state::writer::PieceData;
 use crate::stream::ChangeBatch;
 
 /// Rows per chunk.
@@ -539,9 +540,12 @@ impl ViewContents {
         }
     }
 
-    /// The contents for a checkpoint: the live rows, in the view's schema.
-    pub fn checkpoint(&self) -> Result<(SchemaRef, Vec<RecordBatch>), StateError> {
-        Ok((self.schema.clone(), self.snapshot().batches()?))
+    /// The contents for a checkpoint: the live rows, in the view's schema, copied when the
+    /// piece is written (on the checkpoint thread) from chunks shared now.
+    pub fn checkpoint(&self) -> (SchemaRef, PieceData) {
+        let rows = self.snapshot();
+        let data = PieceData::Deferred(Box::new(move || Ok(rows.batches()?)));
+        (self.schema.clone(), data)
     }
 
     /// Replaces the contents with a checkpoint's.
@@ -841,7 +845,8 @@ mod tests {
         let mut c = ViewContents::new(schema(), Some(vec![0])).unwrap();
         c.apply(&change(&[(1, "a", 1), (2, "b", 1), (2, "b", -1)]))
             .unwrap();
-        let (_, batches) = c.checkpoint().unwrap();
+        let (_, data) = c.checkpoint();
+        let batches = data.batches().unwrap();
         let mut d = ViewContents::new(schema(), Some(vec![0])).unwrap();
         d.restore(&batches).unwrap();
         assert_eq!(

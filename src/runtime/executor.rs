@@ -23,7 +23,7 @@ use crate::catalog::views::{
 use crate::connector::queue::QueueTable;
 use crate::error::{Error, Result, sqlstate};
 use crate::planner::{SourceRef, StreamPlan};
-use crate::state::writer::SinkState;
+use crate::state::writer::{PieceData, SinkState};
 use crate::state::{CheckpointJob, CheckpointWriter, RecoveredView, StateError, ViewState};
 use crate::stream::{ChangeBatch, Timestamp};
 use datafusion::arrow::array::{Int64Array, RecordBatch};
@@ -193,10 +193,10 @@ impl RunningView {
             return Ok(None);
         }
         let pieces = if self.changed_since_checkpoint || everything {
-            let (schema, rows) = self.contents.checkpoint()?;
+            let (schema, rows) = self.contents.checkpoint();
             let mut pieces = vec![(CONTENTS.to_string(), schema, rows)];
             for (name, batch) in self.root.checkpoint()? {
-                pieces.push((name, batch.schema(), vec![batch]));
+                pieces.push((name, batch.schema(), PieceData::Ready(vec![batch])));
             }
             Some(pieces)
         } else {

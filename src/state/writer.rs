@@ -18,8 +18,37 @@ use tokio::sync::watch;
 use super::StateError;
 use super::files::{self, FORMAT, Manifest, SinkCheckpoint, ViewCheckpoint};
 
-/// A piece of a view's state: a file name (without extension) and its batches.
-pub type Piece = (String, SchemaRef, Vec<RecordBatch>);
+/// A piece of a view's state: a file name (without extension), its schema and its batches.
+pub type Piece = (String, SchemaRef, PieceData);
+
+/// A piece's batches: made at the barrier, or made on the checkpoint thread from state the
+/// executor shares and never changes in place (a view's rows), so that the executor does not
+/// copy them.
+pub enum PieceData {
+    /// The batches.
+    Ready(Vec<RecordBatch>),
+    /// Makes the batches.
+    Deferred(Box<dyn FnOnce() -> Result<Vec<RecordBatch>, StateError> + Send>),
+}
+
+impl std::fmt::Debug for PieceData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ready(batches) => f.debug_tuple("Ready").field(&batches.len()).finish(),
+            Self::Deferred(_) => f.write_str("Deferred"),
+        }
+    }
+}
+
+impl PieceData {
+    /// The batches, made now if deferred.
+    pub fn batches(self) -> Result<Vec<RecordBatch>, StateError> {
+        match self {
+            Self::Ready(batches) => Ok(batches),
+            Self::Deferred(make) => make(),
+        }
+    }
+}
 
 /// A view's state at a barrier.
 #[derive(Debug)]
@@ -264,7 +293,8 @@ fn write(
                 let path = root.join(&view_dir);
                 std::fs::create_dir_all(&path).map_err(|e| StateError::io("creating", &path, e))?;
                 let mut entries = Vec::with_capacity(pieces.len());
-                for (name, schema, batches) in pieces {
+                for (name, schema, data) in pieces {
+                    let batches = data.batches()?;
                     let entry = files::write_ipc(
                         root,
                         &format!("{view_dir}/{name}.arrow"),
