@@ -188,7 +188,7 @@ impl Node {
 
     /// The keyed operators' state, named `n{k}p{p}s{i}` for batch `i` of partition `p` of the
     /// `k`-th keyed node in depth-first order.
-    pub fn checkpoint(&self) -> Result<Vec<NamedState>, StateError> {
+    pub fn checkpoint(&mut self) -> Result<Vec<NamedState>, StateError> {
         let mut out = Vec::new();
         let mut next = 0;
         self.checkpoint_into(&mut next, &mut out)?;
@@ -196,22 +196,27 @@ impl Node {
     }
 
     fn checkpoint_into(
-        &self,
+        &mut self,
         next: &mut usize,
         out: &mut Vec<NamedState>,
     ) -> Result<(), StateError> {
         if let Node::Keyed { partitions, .. } = self {
             let k = *next;
             *next += 1;
-            for (p, operator) in partitions.iter().enumerate() {
+            // Partitions are copied in parallel (on the executor's workers when called there).
+            let copies: Vec<_> = partitions
+                .par_iter_mut()
+                .map(|operator| operator.checkpoint())
+                .collect();
+            for (p, copy) in copies.into_iter().enumerate() {
                 // Batches of an operator's state may differ in schema: a file each.
-                for (i, batch) in operator.checkpoint()?.into_iter().enumerate() {
+                for (i, batch) in copy?.into_iter().enumerate() {
                     out.push((format!("n{k}p{p}s{i}"), batch));
                 }
             }
         }
-        self.inputs()
-            .iter()
+        self.inputs_mut()
+            .iter_mut()
             .try_for_each(|input| input.checkpoint_into(next, out))
     }
 

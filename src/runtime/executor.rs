@@ -188,7 +188,10 @@ impl RunningView {
     /// The view's state for a checkpoint: `None` when it is not checkpointed (failed, or only
     /// feeding a subscription); no pieces when nothing changed since the last checkpoint and
     /// `everything` is false.
-    fn checkpoint(&self, everything: bool) -> std::result::Result<Option<ViewState>, StateError> {
+    fn checkpoint(
+        &mut self,
+        everything: bool,
+    ) -> std::result::Result<Option<ViewState>, StateError> {
         if self.failed.is_some() || !self.published {
             return Ok(None);
         }
@@ -1321,13 +1324,20 @@ impl Shared {
         }
         *last = Instant::now();
         let everything = checkpoints.writer.take_failure();
+        // The views' operator state is copied on the workers, a view (and a partition) each.
+        let taken: Vec<_> = self.pool.install(|| {
+            running
+                .par_iter_mut()
+                .map(|view| (view.name.clone(), view.checkpoint(everything)))
+                .collect()
+        });
         let mut views = Vec::new();
-        for view in running.iter() {
-            match view.checkpoint(everything) {
+        for (name, state) in taken {
+            match state {
                 Ok(Some(state)) => views.push(state),
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(view = %view.name, error = %e, "cannot checkpoint the view");
+                    tracing::warn!(view = %name, error = %e, "cannot checkpoint the view");
                 }
             }
         }
