@@ -202,6 +202,10 @@ pub struct CopyDecoder {
     /// an end marker (`\.`) is seen as such.
     tail: Vec<u8>,
     loose: SchemaRef,
+    /// CSV only: marks unquoted empty fields (NULL) apart from `""` (the empty string).
+    csv_nulls: Option<CsvNulls>,
+    /// The marked bytes of the piece being decoded (reused).
+    marked: Vec<u8>,
 }
 
 impl std::fmt::Debug for CopyDecoder {
@@ -217,6 +221,7 @@ impl CopyDecoder {
     pub fn new(copy: CopyIn) -> Result<Self> {
         let mut builder = ReaderBuilder::new(copy.text_schema()).with_batch_size(DECODE_BATCH_ROWS);
         let unescape;
+        let mut csv_nulls = None;
         match &copy.format {
             CopyFormat::Csv {
                 delimiter,
@@ -224,13 +229,17 @@ impl CopyDecoder {
                 escape,
                 header,
             } => {
+                let null_regex = regex::Regex::new(&format!("^\\x{CSV_NULL:02x}$"))
+                    .map_err(|e| Error::internal(format!("the CSV null pattern: {e}")))?;
                 builder = builder
                     .with_delimiter(*delimiter)
                     .with_quote(*quote)
-                    .with_header(*header);
+                    .with_header(*header)
+                    .with_null_regex(null_regex);
                 if escape != quote {
                     builder = builder.with_escape(*escape);
                 }
+                csv_nulls = Some(CsvNulls::new(*delimiter, *quote, *escape));
                 unescape = false;
             }
             CopyFormat::Binary => {
@@ -262,6 +271,8 @@ impl CopyDecoder {
             tail: Vec::new(),
             loose,
             copy,
+            csv_nulls,
+            marked: Vec::new(),
         })
     }
 
@@ -297,6 +308,11 @@ impl CopyDecoder {
     pub fn finish(&mut self, out: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
         let tail = std::mem::take(&mut self.tail);
         self.feed(strip_end_marker(&tail), out)?;
+        if let Some(nulls) = self.csv_nulls.as_mut() {
+            let mut marker = Vec::new();
+            nulls.finish(&mut marker);
+            self.decode_all(&marker, out)?;
+        }
         // An empty piece ends the last line if it has no newline.
         self.decoder.decode(&[]).map_err(copy_error)?;
         if let Some(text) = self.decoder.flush().map_err(copy_error)? {
@@ -315,7 +331,18 @@ impl CopyDecoder {
         Ok(())
     }
 
-    fn feed(
+    fn feed(&mut self, data: &[u8], out: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+        let Some(nulls) = self.csv_nulls.as_mut() else {
+            return self.decode_all(data, out);
+        };
+        let mut marked = std::mem::take(&mut self.marked);
+        nulls.mark(data, &mut marked);
+        let decoded = self.decode_all(&marked, out);
+        self.marked = marked;
+        decoded
+    }
+
+    fn decode_all(
         &mut self,
         mut data: &[u8],
         out: &mut dyn FnMut(RecordBatch) -> Result<()>,
@@ -363,6 +390,96 @@ impl CopyDecoder {
         }
         crate::connector::queue::table::check_not_null(schema, &self.copy.table, &columns)?;
         Ok(RecordBatch::try_new(Arc::clone(&self.loose), columns)?)
+    }
+}
+
+/// Marks CSV's unquoted empty fields, which are NULL, so that the decoder tells them from a
+/// quoted empty field (`""`), which is the empty string: arrow-csv reads both as an empty value.
+/// Each unquoted empty field gets [`CSV_NULL`] written into it, and the decoder's null pattern is
+/// that byte alone (no PostgreSQL text holds a NUL byte). A state machine over the bytes, kept
+/// between pieces, so a field or a quoted newline may span them.
+#[derive(Debug, Clone)]
+struct CsvNulls {
+    delimiter: u8,
+    quote: u8,
+    escape: u8,
+    /// Inside a quoted part of a field.
+    quoted: bool,
+    /// The previous byte was an escape inside quotes (when the escape is not the quote).
+    escaped: bool,
+    /// Nothing of the current field seen yet.
+    field_start: bool,
+    /// The previous byte closed a quoted part: a quote now opens another (`"a""b"`).
+    closed: bool,
+    /// Nothing of the current line seen yet (an empty line gets no marker).
+    line_start: bool,
+}
+
+/// What an unquoted empty CSV field becomes before arrow-csv decodes it.
+const CSV_NULL: u8 = 0;
+
+impl CsvNulls {
+    fn new(delimiter: u8, quote: u8, escape: u8) -> Self {
+        Self {
+            delimiter,
+            quote,
+            escape,
+            quoted: false,
+            escaped: false,
+            field_start: true,
+            closed: false,
+            line_start: true,
+        }
+    }
+
+    /// `data` with a marker in each unquoted empty field that it ends.
+    fn mark(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        out.reserve(data.len() + data.len() / 16);
+        for &b in data {
+            if self.quoted {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == self.escape && self.escape != self.quote {
+                    self.escaped = true;
+                } else if b == self.quote {
+                    self.quoted = false;
+                    self.closed = true;
+                }
+            } else if b == self.delimiter {
+                if self.field_start {
+                    out.push(CSV_NULL);
+                }
+                self.field_start = true;
+                self.closed = false;
+                self.line_start = false;
+            } else if b == b'\n' || b == b'\r' {
+                if self.field_start && !self.line_start {
+                    out.push(CSV_NULL);
+                }
+                self.field_start = true;
+                self.closed = false;
+                self.line_start = true;
+            } else {
+                // A quote opens a quoted part only at a field's start or right after one
+                // closed, as the CSV reader takes it.
+                self.quoted = b == self.quote && (self.field_start || self.closed);
+                self.closed = false;
+                self.field_start = false;
+                self.line_start = false;
+            }
+            out.push(b);
+        }
+    }
+
+    /// The data has ended: the marker a last line without a newline needs.
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        out.clear();
+        if self.field_start && !self.line_start {
+            out.push(CSV_NULL);
+        }
+        self.field_start = true;
+        self.line_start = true;
     }
 }
 
@@ -595,7 +712,7 @@ fn unescape_text(values: &StringArray) -> ArrayRef {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::Int32Array;
+    use datafusion::arrow::array::{Array, Int32Array};
 
     fn copy_in(format: CopyFormat) -> CopyIn {
         CopyIn {
@@ -644,20 +761,26 @@ mod tests {
         let mut csv_data = Vec::new();
         let mut text_data = Vec::new();
         for i in 0..5000 {
-            csv_data.extend_from_slice(
-                format!(
-                    "{i},\"line {i}\nwith a newline, and a comma\",{}\n",
-                    i % 2 == 0
-                )
-                .as_bytes(),
-            );
+            // Quoted newlines, empty strings and NULLs (unquoted empty fields, also at a
+            // line's end) across the pieces' boundaries.
+            let b = match i % 3 {
+                0 => format!("\"line {i}\nwith a newline, and a comma\""),
+                1 => "\"\"".to_string(),
+                _ => String::new(),
+            };
+            let c = match i % 5 {
+                0 => String::new(),
+                _ => (i % 2 == 0).to_string(),
+            };
+            csv_data.extend_from_slice(format!("{i},{b},{c}\n").as_bytes());
             text_data.extend_from_slice(format!("{i}\tx\\ty {i}\t\\N\n").as_bytes());
         }
         text_data.extend_from_slice(b"\\.\n");
-        for (format, data) in [(csv, csv_data), (text, text_data)] {
+        for (format, data, b_nulls) in [(csv, csv_data, 1666), (text, text_data, 0)] {
             let c = copy_in(format);
             let whole = c.decode(&data).unwrap();
             assert_eq!(whole.num_rows(), 5000);
+            assert_eq!(whole.column(1).null_count(), b_nulls);
             for piece in [1, 2, 3, 7, 64, 1000, 65_537] {
                 let mut decoder = CopyDecoder::new(c.clone()).unwrap();
                 let mut batches = Vec::new();
@@ -679,6 +802,31 @@ mod tests {
                 assert_eq!(pieces, whole, "pieces of {piece} bytes");
             }
         }
+    }
+
+    /// An unquoted empty field is NULL and `""` the empty string, as PostgreSQL reads CSV; a
+    /// quote inside a field's value, or doubled within quotes, is data.
+    #[test]
+    fn csv_tells_null_from_the_empty_string() {
+        let c = copy_in(
+            CopyFormat::from_options(&[CopyOption::Format(Ident::new("csv"))], &[]).unwrap(),
+        );
+        let batch = c
+            .decode(b"1,\"\",t\r\n2,,\n3,\"a\"\",b\"\"\",\n4,x\"y,f\n5,,")
+            .unwrap();
+        let b = batch.column(1).as_string::<i32>();
+        let c_column = batch.column(2);
+        assert_eq!(batch.num_rows(), 5);
+        assert!(b.is_valid(0) && b.value(0).is_empty());
+        assert!(c_column.is_valid(0));
+        assert!(b.is_null(1) && c_column.is_null(1));
+        assert_eq!(b.value(2), "a\",b\"");
+        assert!(c_column.is_null(2));
+        assert_eq!(b.value(3), "x\"y");
+        assert!(b.is_null(4) && c_column.is_null(4));
+        // The empty string is no integer (PostgreSQL: invalid input syntax for type integer).
+        let err = c.decode(b"\"\",x,t\n").unwrap_err();
+        assert_eq!(err.sqlstate(), sqlstate::INVALID_TEXT_REPRESENTATION);
     }
 
     #[test]
