@@ -111,11 +111,14 @@ pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
         if let Some(view) = explain_analyze_view(chunk) {
             // `EXPLAIN ANALYZE MATERIALIZED VIEW v` (RisingWave's form): the running view's
             // graph with each node's rows in and out and state, from `sluice_operators`.
-            let view = view.replace('\'', "''");
+            // The view read (and nothing of it kept) so that a name that is not a relation
+            // fails as a query of it would (42P01).
+            let literal = view.replace('\'', "''");
+            let identifier = view.replace('"', "\"\"");
             let query = format!(
                 "SELECT repeat('  ', depth) || operator AS \"QUERY PLAN\", rows_in, rows_out, \
-                 state_rows, state_bytes FROM sluice_operators WHERE view_name = '{view}' \
-                 ORDER BY operator_id"
+                 state_rows, state_bytes FROM sluice_operators WHERE view_name = '{literal}' \
+                 AND NOT EXISTS (SELECT 1 FROM \"{identifier}\" WHERE false) ORDER BY operator_id"
             );
             out.push(SluiceStatement {
                 statement: Parser::new(&dialect)
@@ -159,7 +162,8 @@ pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
         let statements = Parser::new(&dialect)
             .with_tokens(tokens)
             .parse_statements()?;
-        for statement in statements {
+        for mut statement in statements {
+            super::pg_compat::float_types(&mut statement)?;
             out.push(SluiceStatement {
                 statement,
                 append_only,

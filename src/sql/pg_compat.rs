@@ -11,9 +11,10 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, CastKind, DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
-    GroupByExpr, Ident, ObjectName, OrderByKind, Query, Select, SelectItem, SetExpr, Statement,
-    TableFactor, Value, ValueWithSpan, VisitMut, VisitorMut, visit_expressions_mut,
+    ArrayElemTypeDef, BinaryOperator, CastKind, DataType, ExactNumberInfo, Expr, FunctionArg,
+    FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, ObjectName, OrderByKind, Query, Select,
+    SelectItem, SetExpr, Statement, TableFactor, Value, ValueWithSpan, VisitMut, VisitorMut,
+    visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -36,6 +37,69 @@ pub fn rewrite(statement: &mut Statement) {
         rewrite_expr(expr);
         ControlFlow::<()>::Continue(())
     });
+}
+
+/// PostgreSQL's float types, in column definitions and casts: `float` and `float(25)` to
+/// `float(53)` are `double precision`, `float(1)` to `float(24)` are `real` (DataFusion makes
+/// every `FLOAT` `real`); other precisions are refused as PostgreSQL refuses them (22023).
+pub fn float_types(statement: &mut Statement) -> crate::error::Result<()> {
+    if let Statement::CreateTable(create) = statement {
+        for column in create.columns.iter_mut() {
+            postgres_float(&mut column.data_type)?;
+        }
+    }
+    let visited = visit_expressions_mut(statement, |expr| match expr {
+        Expr::Cast { data_type, .. } => match postgres_float(data_type) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => ControlFlow::Break(e),
+        },
+        _ => ControlFlow::Continue(()),
+    });
+    match visited {
+        ControlFlow::Break(e) => Err(e),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+fn postgres_float(data_type: &mut DataType) -> crate::error::Result<()> {
+    use crate::error::{Error, sqlstate};
+    match data_type {
+        DataType::Float(info) => {
+            let bits = match info {
+                ExactNumberInfo::None => 53,
+                ExactNumberInfo::Precision(bits) => *bits,
+                ExactNumberInfo::PrecisionAndScale(..) => {
+                    return Err(Error::user(
+                        sqlstate::SYNTAX_ERROR,
+                        "type float takes one precision (bits), not a scale",
+                    ));
+                }
+            };
+            *data_type = match bits {
+                0 => {
+                    return Err(Error::user(
+                        sqlstate::INVALID_PARAMETER_VALUE,
+                        "precision for type float must be at least 1 bit",
+                    ));
+                }
+                1..=24 => DataType::Real,
+                25..=53 => DataType::DoublePrecision,
+                _ => {
+                    return Err(Error::user(
+                        sqlstate::INVALID_PARAMETER_VALUE,
+                        "precision for type float must be less than 54 bits",
+                    ));
+                }
+            };
+        }
+        DataType::Array(
+            ArrayElemTypeDef::SquareBracket(inner, _)
+            | ArrayElemTypeDef::AngleBracket(inner)
+            | ArrayElemTypeDef::Parenthesis(inner),
+        ) => postgres_float(inner)?,
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Names a query's output columns as PostgreSQL does where the select list gives no name: a
@@ -358,6 +422,29 @@ fn is_function(function: &datafusion::sql::sqlparser::ast::Function, name: &str)
         .is_some_and(|i| i.value.eq_ignore_ascii_case(name))
 }
 
+/// `x` of `format_type(x, NULL)`, what `x::regtype` becomes.
+fn format_type_argument(expr: &Expr) -> Option<Expr> {
+    let Expr::Function(f) = expr else {
+        return None;
+    };
+    if !is_function(f, "format_type") {
+        return None;
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    match list.args.as_slice() {
+        [
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(oid)),
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(ValueWithSpan {
+                value: Value::Null,
+                ..
+            }))),
+        ] => Some(oid.clone()),
+        _ => None,
+    }
+}
+
 fn is_string_literal(expr: &Expr) -> bool {
     matches!(
         expr,
@@ -370,11 +457,26 @@ fn is_string_literal(expr: &Expr) -> bool {
 
 fn rewrite_expr(expr: &mut Expr) {
     match expr {
-        Expr::BinaryOp { op, .. } => {
+        Expr::BinaryOp { left, op, right } => {
             if let BinaryOperator::PGCustomBinaryOperator(parts) = op
                 && let Some(standard) = parts.last().and_then(|p| standard_operator(p))
             {
                 *op = standard;
+            }
+            // `t.oid::regtype != 'trigger'::regtype` (pgcli): the OIDs compared, not a type's
+            // name with an OID. Children are rewritten first, so both casts are calls by now.
+            if matches!(op, BinaryOperator::Eq | BinaryOperator::NotEq) {
+                let names_type =
+                    |e: &Expr| matches!(e, Expr::Function(f) if is_function(f, REGTYPE_FUNCTION));
+                if names_type(right)
+                    && let Some(oid) = format_type_argument(left)
+                {
+                    **left = oid;
+                } else if names_type(left)
+                    && let Some(oid) = format_type_argument(right)
+                {
+                    **right = oid;
+                }
             }
         }
         // `'\x0102ff'::bytea`: PostgreSQL's hex input, three bytes (not eight characters).
@@ -568,7 +670,43 @@ fn select_over_empty_catalog_relation(select: &Select) -> bool {
             ALWAYS_EMPTY.contains(&bare)
         }
         _ => false,
-    })
+    }) || selects_foreign_keys(select)
+}
+
+/// True when the query reads `pg_constraint` and its `WHERE` keeps only foreign keys
+/// (`contype = 'f'`, one of the conditions joined by `AND`): Sluice has none, so the result is
+/// empty. pgcli's and SQLAlchemy's foreign key queries correlate subqueries inside `unnest(…)`,
+/// which DataFusion cannot plan.
+fn selects_foreign_keys(select: &Select) -> bool {
+    let reads_constraints = select.from.iter().any(|t| match &t.relation {
+        TableFactor::Table { name, .. } => last_part(name) == "pg_constraint",
+        _ => false,
+    });
+    fn keeps_foreign_keys(expr: &Expr) -> bool {
+        match expr {
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::And,
+                right,
+            } => keeps_foreign_keys(left) || keeps_foreign_keys(right),
+            Expr::Nested(inner) => keeps_foreign_keys(inner),
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Eq,
+                right,
+            } => {
+                let column = match left.as_ref() {
+                    Expr::Identifier(i) => Some(&i.value),
+                    Expr::CompoundIdentifier(parts) => parts.last().map(|i| &i.value),
+                    _ => None,
+                };
+                column.is_some_and(|c| c.eq_ignore_ascii_case("contype"))
+                    && matches!(right.as_ref(), Expr::Value(ValueWithSpan { value: Value::SingleQuotedString(v), .. }) if v == "f")
+            }
+            _ => false,
+        }
+    }
+    reads_constraints && select.selection.as_ref().is_some_and(keeps_foreign_keys)
 }
 
 /// psql's scalar subqueries over catalog relations (`(SELECT pg_get_expr(…) FROM pg_attrdef d
