@@ -120,6 +120,49 @@ impl Drop for CreatedView {
     }
 }
 
+/// Registers our functions in a DataFusion context: PostgreSQL's catalog functions, the window
+/// functions, `to_char` with PostgreSQL's patterns, and the temporal join's lookup.
+fn register_functions(
+    ctx: &SessionContext,
+    tables: &Arc<TableRegistry>,
+    views: &Arc<ViewRegistry>,
+) {
+    for function in pg_functions(Arc::clone(tables), Arc::clone(views)) {
+        ctx.register_udf(function);
+    }
+    for function in crate::sql::windows::window_functions() {
+        ctx.register_udf(function);
+    }
+    // PostgreSQL's template patterns, in place of DataFusion's chrono formats.
+    ctx.register_udf(crate::sql::to_char::to_char_udf());
+    ctx.register_udtf(
+        crate::sql::parser::LOOKUP_FUNCTION,
+        Arc::new(crate::connector::queue::provider::LookupFunction::new(
+            Arc::clone(tables),
+        )),
+    );
+}
+
+/// The functions `pg_proc` lists: every scalar, aggregate and window function of a context but
+/// our internal ones (named `sluice_…`, `_pg_…`).
+fn catalog_functions(
+    state: &datafusion::execution::SessionState,
+) -> Vec<crate::catalog::pg_catalog::CatalogFunction> {
+    use crate::catalog::pg_catalog::CatalogFunction;
+    let scalar = state.scalar_functions().keys().map(|n| (n, "f"));
+    let aggregate = state.aggregate_functions().keys().map(|n| (n, "a"));
+    let window = state.window_functions().keys().map(|n| (n, "w"));
+    scalar
+        .chain(aggregate)
+        .chain(window)
+        .filter(|(name, _)| !name.starts_with("sluice_") && !name.starts_with('_'))
+        .map(|(name, kind)| CatalogFunction {
+            name: name.clone(),
+            kind,
+        })
+        .collect()
+}
+
 impl Engine {
     /// Opens the data directory (creating it if needed) and restores every object in it.
     pub async fn open(config: Config) -> Result<Arc<Self>> {
@@ -163,9 +206,15 @@ impl Engine {
             Arc::clone(&commit_gate),
             checkpoints,
         )?;
+        let functions = {
+            let ctx = SessionContext::new();
+            register_functions(&ctx, &tables, &views);
+            catalog_functions(&ctx.state())
+        };
         let pg_catalog = Arc::new(PgCatalogSchema::new(
             Arc::clone(&tables),
             Arc::clone(&views),
+            functions,
         ));
         let catalog = MemoryCatalogProvider::new();
         catalog.register_schema(
@@ -322,20 +371,7 @@ impl Engine {
             .with_default_features()
             .build();
         let ctx = SessionContext::new_with_state(state);
-        for function in pg_functions(Arc::clone(&self.tables), Arc::clone(&self.views)) {
-            ctx.register_udf(function);
-        }
-        for function in crate::sql::windows::window_functions() {
-            ctx.register_udf(function);
-        }
-        // PostgreSQL's template patterns, in place of DataFusion's chrono formats.
-        ctx.register_udf(crate::sql::to_char::to_char_udf());
-        ctx.register_udtf(
-            crate::sql::parser::LOOKUP_FUNCTION,
-            Arc::new(crate::connector::queue::provider::LookupFunction::new(
-                Arc::clone(&self.tables),
-            )),
-        );
+        register_functions(&ctx, &self.tables, &self.views);
         ctx
     }
 

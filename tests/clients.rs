@@ -785,6 +785,15 @@ async fn asyncpg_parameters_and_cursors() {
     eprintln!("{}", out.trim());
 }
 
+/// pgcli: its start-up introspection (every completion refresher it runs on connecting), the
+/// completions it then offers for tables, views and columns, and the functions it learnt.
+#[tokio::test]
+async fn pgcli_completes_after_its_start_up_introspection() {
+    let server = TestServer::start().await;
+    let out = common::run_python_client("pgcli_client.py", server.port()).await;
+    assert!(out.contains("pgcli ok"), "{out}");
+}
+
 /// node-postgres (`pg`): parameterized and named statements, row counts, typed results, a
 /// savepoint, a view, errors with their SQLSTATE.
 #[tokio::test]

@@ -118,12 +118,40 @@ pub struct PgCatalogSchema {
     tables: Arc<TableRegistry>,
     /// The materialized views (relkind `m`).
     views: Arc<ViewRegistry>,
+    /// The functions a query can call (`pg_proc`).
+    functions: Arc<Vec<CatalogFunction>>,
 }
 
+/// A function as `pg_proc` lists it: its name and kind (`f` function, `a` aggregate, `w`
+/// window). DataFusion's signatures are not PostgreSQL's: argument types are not listed (NULL)
+/// and the result is `anyelement`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CatalogFunction {
+    /// The name a query calls it by.
+    pub name: String,
+    /// `f`, `a` or `w`.
+    pub kind: &'static str,
+}
+
+/// The OID of the first function of `pg_proc` (between `information_schema`'s OID and the
+/// first user object's).
+const FIRST_FUNCTION_OID: u32 = 14000;
+
 impl PgCatalogSchema {
-    /// The schema over the registries.
-    pub fn new(tables: Arc<TableRegistry>, views: Arc<ViewRegistry>) -> Self {
-        Self { tables, views }
+    /// The schema over the registries, listing `functions` in `pg_proc`.
+    pub fn new(
+        tables: Arc<TableRegistry>,
+        views: Arc<ViewRegistry>,
+        mut functions: Vec<CatalogFunction>,
+    ) -> Self {
+        functions.sort();
+        functions.dedup_by(|a, b| a.name == b.name);
+        functions.truncate((super::FIRST_USER_OID - FIRST_FUNCTION_OID) as usize);
+        Self {
+            tables,
+            views,
+            functions: Arc::new(functions),
+        }
     }
 }
 
@@ -134,7 +162,7 @@ impl SchemaProvider for PgCatalogSchema {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        let Some(relation) = build(name, &self.tables, &self.views) else {
+        let Some(relation) = build(name, &self.tables, &self.views, &self.functions) else {
             return Ok(None);
         };
         Ok(Some(relation.into_table()?))
@@ -263,7 +291,12 @@ fn attribute_row(
 }
 
 /// Builds one relation, or `None` when `name` is not one of ours.
-fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<Relation> {
+fn build(
+    name: &str,
+    tables: &TableRegistry,
+    registry: &ViewRegistry,
+    functions: &[CatalogFunction],
+) -> Option<Relation> {
     let tables = tables.all();
     let views = registry.all();
     let rel = match name {
@@ -1413,24 +1446,48 @@ fn build(name: &str, tables: &TableRegistry, registry: &ViewRegistry) -> Option<
             ("rngsubtype", OID),
             ("rngmultitypid", OID),
         ]),
-        "pg_proc" => Relation::new(&[
-            ("oid", OID),
-            ("proname", TEXT),
-            ("pronamespace", OID),
-            ("proowner", OID),
-            ("prokind", TEXT),
-            ("prorettype", OID),
-            ("proargtypes", oid_array()),
-            ("proretset", BOOL),
-            ("proargnames", text_array()),
-            ("proallargtypes", oid_array()),
-            ("proargmodes", text_array()),
-            ("proargdefaults", TEXT),
-            ("prosrc", TEXT),
-            ("prolang", OID),
-            ("prosecdef", BOOL),
-            ("provolatile", TEXT),
-        ]),
+        "pg_proc" => {
+            let mut r = Relation::new(&[
+                ("oid", OID),
+                ("proname", TEXT),
+                ("pronamespace", OID),
+                ("proowner", OID),
+                ("prokind", TEXT),
+                ("prorettype", OID),
+                ("proargtypes", oid_array()),
+                ("proretset", BOOL),
+                ("proargnames", text_array()),
+                ("proallargtypes", oid_array()),
+                ("proargmodes", text_array()),
+                ("proargdefaults", TEXT),
+                ("prosrc", TEXT),
+                ("prolang", OID),
+                ("prosecdef", BOOL),
+                ("provolatile", TEXT),
+            ]);
+            for (i, function) in functions.iter().enumerate() {
+                r.row(vec![
+                    o(FIRST_FUNCTION_OID + i as u32),
+                    s(&function.name),
+                    o(PG_CATALOG_NAMESPACE_OID),
+                    o(USER_OID),
+                    s(function.kind),
+                    o(Type::ANYELEMENT.oid()),
+                    null(),
+                    b(false),
+                    null(),
+                    null(),
+                    null(),
+                    null(),
+                    s(&function.name),
+                    // `internal`, PostgreSQL's language of built-in functions.
+                    o(12),
+                    b(false),
+                    s("i"),
+                ]);
+            }
+            r
+        }
         // Sluice has no plain views.
         "pg_views" => Relation::new(&[
             ("schemaname", TEXT),

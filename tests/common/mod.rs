@@ -152,7 +152,7 @@ pub async fn run_python_client(script: &str, port: u16) -> String {
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     assert!(
         output.status.success(),
-        "{script} failed (bash .ci/run installs psycopg, SQLAlchemy, pandas and asyncpg):\n{stdout}\n{}",
+        "{script} failed (bash .ci/run installs psycopg, SQLAlchemy, pandas, asyncpg and pgcli):\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
