@@ -368,13 +368,15 @@ impl StatementHandler {
             }
             Outcome::CopyIn(copy) => {
                 let columns = copy.columns.len();
+                // The overall format the client must send: binary (1) or text (0).
+                let format = i8::from(matches!(copy.format, crate::sql::copy::CopyFormat::Binary));
                 let load = CopyLoad::new(copy, self.engine.config().data_dir.join("tmp"))
                     .map_err(pg_error)?;
                 let pending = client
                     .session_extensions()
                     .get_or_insert_with(PendingCopy::default);
                 *pending.lock() = Some(load);
-                Response::CopyIn(CopyResponse::new(0, columns, stream::empty()))
+                Response::CopyIn(CopyResponse::new(format, columns, stream::empty()))
             }
         })
     }
