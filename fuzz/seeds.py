@@ -6,7 +6,8 @@
 - record_decoders: the JSON and CSV records of sql-tests/data, behind each decoder's pick byte;
 - storage_readers: the segment files and checkpoint files of a real data directory, made by the
   server binary given as the first argument (skipped without one);
-- params: text and binary values of the types a driver binds.
+- params: text and binary values of the types a driver binds;
+- copy_decoders: COPY data in text, CSV and binary format, behind the pick byte.
 
 Usage: python3 fuzz/seeds.py [path/to/sluice]
 """
@@ -106,6 +107,24 @@ def param_seeds():
             yield bytes([(t << 1) | 1]) + v
 
 
+def copy_seeds():
+    text = b"1\thello\tt\t12.50\t2026-11-24 10:20:30.5\t0.1\t2026-11-24\t\\x6162\n2\t\\N\tf\t-0.01\t\\N\t1e20\t1999-12-31\t\\N\n\\.\n"
+    csv = b'1,"hello, ""x""",t,12.50,2026-11-24 10:20:30,0.1,2026-11-24,\\x6162\r\n2,"",,,,,,\n3,,f,1,,,,\n'
+    csv_header = b"a;b;c;d;e;f;g;h\n1;'it\\'s';t;1.5;;;;\n2;;;;;;;\n"
+    header = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+    row = struct.pack("!h", 8)
+    for value in [struct.pack("!i", 7), b"hello", b"\x01", struct.pack("!hhhhh", 1, 0, 0, 2, 12),
+                  struct.pack("!q", 86400000000), struct.pack("!d", -2.25), struct.pack("!i", 8000), b"\x00\xff"]:
+        row += struct.pack("!i", len(value)) + value
+    nulls = struct.pack("!h", 8) + struct.pack("!i", 4) + struct.pack("!i", 1) + struct.pack("!i", -1) * 7
+    binary = header + row + nulls + row + struct.pack("!h", -1)
+    for pick in range(0, 32, 4):
+        yield bytes([pick | 0]) + text
+        yield bytes([pick | 1]) + csv
+        yield bytes([pick | 2]) + csv_header
+        yield bytes([pick | 3]) + binary
+
+
 def storage_seeds(binary):
     with tempfile.TemporaryDirectory() as tmp:
         with socket.socket() as s:
@@ -147,6 +166,8 @@ def main():
         put("record_decoders", seed)
     for seed in param_seeds():
         put("params", seed)
+    for seed in copy_seeds():
+        put("copy_decoders", seed)
     if len(sys.argv) > 1:
         storage_seeds(sys.argv[1])
     for target in sorted(os.listdir(CORPUS)):
