@@ -59,7 +59,7 @@ async fn scram_accepts_the_right_password_and_refuses_a_wrong_one() {
     .await
     .expect("the right password is accepted");
     tokio::spawn(conn);
-    let one: i64 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1);
 
     for (user, password) in [("alice", "wrong"), ("mallory", "s3cret")] {

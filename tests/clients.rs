@@ -486,7 +486,26 @@ async fn columns_are_named_as_postgres_names_them() {
         names(&rows),
         ["count", "count", "a", "a", "k", "k", "?column?", "?column?"]
     );
-    assert_eq!(rows[0].get::<_, i64>(3), 2);
+    // An integer literal as a column is int4, as in PostgreSQL.
+    assert_eq!(rows[0].get::<_, i32>(3), 2);
+    let literals = client
+        .prepare("SELECT 1, -2 AS n, 3000000000, 1 + 1")
+        .await
+        .unwrap();
+    let types: Vec<_> = literals
+        .columns()
+        .iter()
+        .map(|c| c.type_().clone())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            tokio_postgres::types::Type::INT4,
+            tokio_postgres::types::Type::INT4,
+            tokio_postgres::types::Type::INT8,
+            tokio_postgres::types::Type::INT8
+        ]
+    );
     let bytes: Vec<u8> = client
         .query_one("SELECT '\\x0102ff'::bytea", &[])
         .await

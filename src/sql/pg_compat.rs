@@ -32,11 +32,63 @@ pub fn rewrite(statement: &mut Statement) {
     if expands.is_break() {
         rewrite_expandarray(statement);
     }
+    int4_literal_columns(statement);
     let _ = statement.visit(&mut BlankEmptyCatalogSelects);
     let _ = visit_expressions_mut(statement, |expr| {
         rewrite_expr(expr);
         ControlFlow::<()>::Continue(())
     });
+}
+
+/// An integer literal that is a whole output column (`SELECT 1`, `SELECT 42 AS n`, `-1`) is
+/// `int4` where it fits, as PostgreSQL types it; DataFusion makes every integer literal `int8`.
+/// Literals inside expressions keep DataFusion's type (`SELECT 1 + 1` is still `int8`, where
+/// PostgreSQL says `int4`): int4 arithmetic would wrap where PostgreSQL fails with 22003.
+fn int4_literal_columns(statement: &mut Statement) {
+    fn columns(body: &mut SetExpr) {
+        match body {
+            SetExpr::Select(select) => {
+                for item in select.projection.iter_mut() {
+                    let (SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. }) =
+                        item
+                    else {
+                        continue;
+                    };
+                    let number = match &*expr {
+                        Expr::Value(ValueWithSpan {
+                            value: Value::Number(n, _),
+                            ..
+                        }) => Some(n.clone()),
+                        Expr::UnaryOp {
+                            op: datafusion::sql::sqlparser::ast::UnaryOperator::Minus,
+                            expr: inner,
+                        } => match inner.as_ref() {
+                            Expr::Value(ValueWithSpan {
+                                value: Value::Number(n, _),
+                                ..
+                            }) => Some(format!("-{n}")),
+                            _ => None,
+                        },
+                        _ => None,
+                    };
+                    if number.is_some_and(|n| n.parse::<i32>().is_ok()) {
+                        *expr = cast(expr, DataType::Int(None), &CastKind::DoubleColon);
+                    }
+                }
+            }
+            SetExpr::SetOperation { left, right, .. } => {
+                columns(left);
+                columns(right);
+            }
+            SetExpr::Query(query) => columns(query.body.as_mut()),
+            _ => {}
+        }
+    }
+    match statement {
+        Statement::Query(query) => columns(query.body.as_mut()),
+        Statement::CreateView(create) => columns(create.query.body.as_mut()),
+        _ => {}
+    }
 }
 
 /// PostgreSQL's float types, in column definitions and casts: `float` and `float(25)` to
@@ -792,7 +844,8 @@ mod tests {
             rewritten(
                 "SELECT 1 FROM pg_catalog.pg_class c WHERE c.relname OPERATOR(pg_catalog.~) '^(t)$' COLLATE pg_catalog.default AND pg_catalog.pg_table_is_visible(c.oid)"
             ),
-            "SELECT 1 FROM pg_catalog.pg_class c WHERE c.relname ~ '^(t)$' AND pg_table_is_visible(c.oid)"
+            // The literal column is int4, as PostgreSQL types it.
+            "SELECT 1::INT FROM pg_catalog.pg_class c WHERE c.relname ~ '^(t)$' AND pg_table_is_visible(c.oid)"
         );
         assert_eq!(
             rewritten("SELECT 't'::regclass, c.oid::pg_catalog.regclass, x::name"),
