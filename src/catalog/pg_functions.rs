@@ -392,8 +392,10 @@ pub fn pg_functions(tables: Arc<TableRegistry>, views: Arc<ViewRegistry>) -> Vec
                 .iter()
                 .zip(mods.iter())
                 .map(|(oid, m)| {
-                    oid.map(|oid| {
-                        format_type_oid(oid, m.unwrap_or(-1)).unwrap_or_else(|| "???".into())
+                    oid.map(|oid| match oid {
+                        // No type, as `0::regtype` prints it.
+                        0 => "-".into(),
+                        _ => format_type_oid(oid, m.unwrap_or(-1)).unwrap_or_else(|| "???".into()),
                     })
                 })
                 .collect();

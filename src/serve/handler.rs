@@ -392,10 +392,11 @@ impl StatementHandler {
         let (inferred, _) = guarded(session.describe(&portal.statement.statement))
             .await
             .map_err(pg_error)?;
+        let cast = cast_parameter_types(&portal.statement.statement.statement);
         let mut values = Vec::with_capacity(portal.parameter_len());
         for (i, bytes) in portal.parameters.iter().enumerate() {
             let expected = inferred.get(i).cloned().flatten();
-            let wire_type = parameter_type(&portal.statement.parameter_types, &inferred, i);
+            let wire_type = parameter_type(&portal.statement.parameter_types, &cast, &inferred, i);
             let value = decode_param(
                 bytes.as_deref(),
                 &wire_type,
@@ -427,14 +428,66 @@ impl StatementHandler {
 
 /// The type of parameter `i`: as the client declared it in `Parse`, else as the planner inferred
 /// it, else text (PostgreSQL's `unknown`, coerced later).
-fn parameter_type(declared: &[Option<Type>], inferred: &[Option<DataType>], i: usize) -> Type {
+fn parameter_type(
+    declared: &[Option<Type>],
+    cast: &[Option<Type>],
+    inferred: &[Option<DataType>],
+    i: usize,
+) -> Type {
     declared
         .get(i)
         .cloned()
         .flatten()
         .filter(|t| *t != Type::UNKNOWN)
+        .or_else(|| cast.get(i).cloned().flatten())
         .or_else(|| inferred.get(i).cloned().flatten().map(|dt| pg_type(&dt)))
         .unwrap_or(Type::TEXT)
+}
+
+/// Parameters cast in the text to a type the planner sees as another, by position: `$1::oid[]`
+/// is planned as `bigint[]` but is `oid[]` on the wire (asyncpg's type introspection binds it
+/// with the only array codecs it has before introspecting: `oid[]` and `text[]`).
+fn cast_parameter_types(
+    statement: &datafusion::sql::sqlparser::ast::Statement,
+) -> Vec<Option<Type>> {
+    use datafusion::sql::sqlparser::ast::{
+        ArrayElemTypeDef, DataType as SqlType, Expr, Value, ValueWithSpan, visit_expressions,
+    };
+    let mut types: Vec<Option<Type>> = Vec::new();
+    let _ = visit_expressions(statement, |expr| {
+        if let Expr::Cast {
+            expr: inner,
+            data_type:
+                SqlType::Array(
+                    ArrayElemTypeDef::SquareBracket(element, _)
+                    | ArrayElemTypeDef::AngleBracket(element),
+                ),
+            ..
+        } = expr
+            && let Expr::Value(ValueWithSpan {
+                value: Value::Placeholder(name),
+                ..
+            }) = inner.as_ref()
+            && let SqlType::Custom(type_name, _) = element.as_ref()
+            && type_name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("oid"))
+            && let Some(index) = name
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| n.checked_sub(1))
+            && index < 65_536
+        {
+            if types.len() <= index {
+                types.resize(index + 1, None);
+            }
+            types[index] = Some(Type::OID_ARRAY);
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    types
 }
 
 fn cast_param(value: ScalarValue, to: &DataType) -> PgWireResult<ScalarValue> {
@@ -797,8 +850,9 @@ impl ExtendedQueryHandler for StatementHandler {
             .await
             .map_err(pg_error)?;
         let count = inferred.len().max(statement.parameter_types.len());
+        let cast = cast_parameter_types(&statement.statement.statement);
         let parameters = (0..count)
-            .map(|i| parameter_type(&statement.parameter_types, &inferred, i))
+            .map(|i| parameter_type(&statement.parameter_types, &cast, &inferred, i))
             .collect();
         let fields = schema
             .map(|s| field_infos(&s, &Format::UnifiedText))

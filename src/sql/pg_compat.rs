@@ -474,6 +474,30 @@ fn is_function(function: &datafusion::sql::sqlparser::ast::Function, name: &str)
         .is_some_and(|i| i.value.eq_ignore_ascii_case(name))
 }
 
+/// `x.typtype = 'd'` (or `'c'`, `'r'`, `'m'`, `'e'`, `'p'`): false for every row of our
+/// `pg_type`, which holds base types only.
+fn never_a_base_type(condition: &Expr) -> bool {
+    let Expr::BinaryOp {
+        left,
+        op: BinaryOperator::Eq,
+        right,
+    } = condition
+    else {
+        return false;
+    };
+    let column = match left.as_ref() {
+        Expr::Identifier(i) => &i.value,
+        Expr::CompoundIdentifier(parts) => match parts.last() {
+            Some(i) => &i.value,
+            None => return false,
+        },
+        _ => return false,
+    };
+    column.eq_ignore_ascii_case("typtype")
+        && matches!(right.as_ref(), Expr::Value(ValueWithSpan { value: Value::SingleQuotedString(kind), .. })
+            if matches!(kind.as_str(), "d" | "c" | "r" | "m" | "e" | "p"))
+}
+
 /// `x` of `format_type(x, NULL)`, what `x::regtype` becomes.
 fn format_type_argument(expr: &Expr) -> Option<Expr> {
     let Expr::Function(f) = expr else {
@@ -560,6 +584,16 @@ fn rewrite_expr(expr: &mut Expr) {
                 *expr = std::mem::replace(inner.as_mut(), Expr::value(Value::Null));
                 return;
             }
+            // `$1::oid[]` (asyncpg's type introspection): OIDs are bigints here.
+            if let DataType::Array(
+                datafusion::sql::sqlparser::ast::ArrayElemTypeDef::SquareBracket(element, _)
+                | datafusion::sql::sqlparser::ast::ArrayElemTypeDef::AngleBracket(element),
+            ) = data_type
+                && matches!(element.as_ref(), DataType::Custom(name, _) if last_part(name) == "oid")
+            {
+                **element = DataType::BigInt(None);
+                return;
+            }
             let type_name = match data_type {
                 DataType::Custom(name, _) => last_part(name),
                 DataType::Regclass => "regclass".to_string(),
@@ -582,6 +616,28 @@ fn rewrite_expr(expr: &mut Expr) {
             if let Some(replacement) = replacement {
                 *expr = replacement;
             }
+        }
+        // `CASE WHEN t.typtype = 'd' THEN (…) ELSE NULL END`: every type in pg_type is a base
+        // type, so a branch for domains, composites, ranges, enums or pseudo-types never runs
+        // (asyncpg's type introspection puts correlated subqueries there).
+        Expr::Case {
+            operand: None,
+            conditions,
+            else_result,
+            ..
+        } if conditions.len() == 1
+            && never_a_base_type(&conditions[0].condition)
+            && else_result.as_deref().is_none_or(|e| {
+                matches!(
+                    e,
+                    Expr::Value(ValueWithSpan {
+                        value: Value::Null,
+                        ..
+                    })
+                )
+            }) =>
+        {
+            *expr = Expr::value(Value::Null);
         }
         Expr::Subquery(query) if over_empty_catalog_relation(query) => {
             *expr = Expr::value(Value::Null);

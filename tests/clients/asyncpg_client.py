@@ -25,6 +25,13 @@ async def main():
     assert await conn.fetchval("SELECT $1::date", datetime.date(2026, 1, 2)) == datetime.date(2026, 1, 2)
     assert await conn.fetchval("SELECT $1::text || 'b'", "a") == "ab"
 
+    # Arrays: asyncpg introspects each array type (its query binds `$1::oid[]`), then binds
+    # and reads lists.
+    assert await conn.fetchval("SELECT $1::int[]", [1, 2, 3]) == [1, 2, 3]
+    assert await conn.fetchval("SELECT $1::text[]", ["x", None, "z"]) == ["x", None, "z"]
+    assert await conn.fetchval("SELECT $1::float8[]", [1.5, None]) == [1.5, None]
+    assert await conn.fetchval("SELECT 3 = ANY($1::bigint[])", [1, 3]) is True
+
     await conn.execute("CREATE TABLE a (id INT PRIMARY KEY, v TEXT, at TIMESTAMP)")
     at = datetime.datetime(2026, 11, 24, 10, 20, 30)
     await conn.executemany(
