@@ -1010,6 +1010,27 @@ mod tests {
         assert!(batch.column(2).is_null(0));
     }
 
+    /// `data` pushed in pieces of `piece` bytes, as `CopyData` messages bring it.
+    fn decode_in_pieces(c: &CopyIn, data: &[u8], piece: usize) -> RecordBatch {
+        let mut decoder = CopyDecoder::new(c.clone()).unwrap();
+        let mut batches = Vec::new();
+        for chunk in data.chunks(piece) {
+            decoder
+                .push(chunk, &mut |b| {
+                    batches.push(b);
+                    Ok(())
+                })
+                .unwrap();
+        }
+        decoder
+            .finish(&mut |b| {
+                batches.push(b);
+                Ok(())
+            })
+            .unwrap();
+        concat_batches(&decoder.loose_schema(), &batches).unwrap()
+    }
+
     /// Whatever the sizes of the pieces the data arrives in, the rows are those of the whole.
     #[test]
     fn pieces_of_any_size_decode_like_the_whole() {
@@ -1039,24 +1060,11 @@ mod tests {
             assert_eq!(whole.num_rows(), 5000);
             assert_eq!(whole.column(1).null_count(), b_nulls);
             for piece in [1, 2, 3, 7, 64, 1000, 65_537] {
-                let mut decoder = CopyDecoder::new(c.clone()).unwrap();
-                let mut batches = Vec::new();
-                for chunk in data.chunks(piece) {
-                    decoder
-                        .push(chunk, &mut |b| {
-                            batches.push(b);
-                            Ok(())
-                        })
-                        .unwrap();
-                }
-                decoder
-                    .finish(&mut |b| {
-                        batches.push(b);
-                        Ok(())
-                    })
-                    .unwrap();
-                let pieces = concat_batches(&decoder.loose_schema(), &batches).unwrap();
-                assert_eq!(pieces, whole, "pieces of {piece} bytes");
+                assert_eq!(
+                    decode_in_pieces(&c, &data, piece),
+                    whole,
+                    "pieces of {piece} bytes"
+                );
             }
         }
     }
@@ -1115,23 +1123,7 @@ mod tests {
         let whole = c.decode(&data).unwrap();
         assert_eq!(whole.columns(), batch.columns());
         for piece in [1, 2, 3, 7, 64, 1000, 65_537] {
-            let mut decoder = CopyDecoder::new(c.clone()).unwrap();
-            let mut batches = Vec::new();
-            for chunk in data.chunks(piece) {
-                decoder
-                    .push(chunk, &mut |b| {
-                        batches.push(b);
-                        Ok(())
-                    })
-                    .unwrap();
-            }
-            decoder
-                .finish(&mut |b| {
-                    batches.push(b);
-                    Ok(())
-                })
-                .unwrap();
-            let pieces = concat_batches(&decoder.loose_schema(), &batches).unwrap();
+            let pieces = decode_in_pieces(&c, &data, piece);
             assert_eq!(pieces.columns(), batch.columns(), "pieces of {piece} bytes");
         }
         // Damage: a wrong signature, a cut tuple, a wrong field count, data after the
