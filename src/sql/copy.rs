@@ -354,34 +354,10 @@ impl CopyDecoder {
         Ok(())
     }
 
-    /// Decoded columns of a binary COPY in the table's schema; columns not listed are NULL.
+    /// Decoded columns of a binary COPY in the table's schema.
     fn binary_batch(&self, decoded: Vec<ArrayRef>) -> Result<RecordBatch> {
         let rows = decoded.first().map_or(0, |c| c.len());
-        let schema = &self.copy.schema;
-        let mut columns: Vec<ArrayRef> = schema
-            .fields()
-            .iter()
-            .map(|f| new_null_array(f.data_type(), rows))
-            .collect();
-        let cast_options = CastOptions {
-            safe: false,
-            format_options: FormatOptions::default(),
-        };
-        for (values, &column) in decoded.iter().zip(&self.copy.columns) {
-            let target = schema.field(column);
-            columns[column] = if values.data_type() == target.data_type() {
-                Arc::clone(values)
-            } else {
-                cast_with_options(values, target.data_type(), &cast_options).map_err(|e| {
-                    Error::user(
-                        sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
-                        format!("invalid value for column \"{}\": {e}", target.name()),
-                    )
-                })?
-            };
-        }
-        crate::connector::queue::table::check_not_null(schema, &self.copy.table, &columns)?;
-        Ok(RecordBatch::try_new(Arc::clone(&self.loose), columns)?)
+        self.in_table_schema(decoded, rows, sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, "value")
     }
 
     fn check_line_length(&self) -> Result<()> {
@@ -424,9 +400,30 @@ impl CopyDecoder {
         Ok(())
     }
 
-    /// Casts a batch of text columns to the table's types; columns not listed are NULL.
+    /// Casts a batch of text columns to the table's types.
     fn typed(&self, text: RecordBatch) -> Result<RecordBatch> {
         let rows = text.num_rows();
+        let values = (0..self.copy.columns.len())
+            .map(|i| {
+                let values = Arc::clone(text.column(i));
+                match self.unescape {
+                    true => unescape_text(values.as_string::<i32>()),
+                    false => values,
+                }
+            })
+            .collect();
+        self.in_table_schema(values, rows, sqlstate::INVALID_TEXT_REPRESENTATION, "input")
+    }
+
+    /// The COPY's columns (`decoded`, one per listed column) cast to the table's types, the
+    /// columns not listed NULL, NOT NULL checked; a value that does not cast fails with `code`.
+    fn in_table_schema(
+        &self,
+        decoded: Vec<ArrayRef>,
+        rows: usize,
+        code: &'static str,
+        what: &str,
+    ) -> Result<RecordBatch> {
         let schema = &self.copy.schema;
         let mut columns: Vec<ArrayRef> = schema
             .fields()
@@ -437,19 +434,18 @@ impl CopyDecoder {
             safe: false,
             format_options: FormatOptions::default(),
         };
-        for (field_index, &column) in self.copy.columns.iter().enumerate() {
-            let mut values: ArrayRef = Arc::clone(text.column(field_index));
-            if self.unescape {
-                values = unescape_text(values.as_string::<i32>());
-            }
+        for (values, &column) in decoded.iter().zip(&self.copy.columns) {
             let target = schema.field(column);
-            columns[column] = cast_with_options(&values, target.data_type(), &cast_options)
-                .map_err(|e| {
+            columns[column] = if values.data_type() == target.data_type() {
+                Arc::clone(values)
+            } else {
+                cast_with_options(values, target.data_type(), &cast_options).map_err(|e| {
                     Error::user(
-                        sqlstate::INVALID_TEXT_REPRESENTATION,
-                        format!("invalid input for column \"{}\": {e}", target.name()),
+                        code,
+                        format!("invalid {what} for column \"{}\": {e}", target.name()),
                     )
-                })?;
+                })?
+            };
         }
         crate::connector::queue::table::check_not_null(schema, &self.copy.table, &columns)?;
         Ok(RecordBatch::try_new(Arc::clone(&self.loose), columns)?)
