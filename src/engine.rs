@@ -136,6 +136,10 @@ fn register_functions(
     // PostgreSQL's template patterns, in place of DataFusion's chrono formats.
     ctx.register_udf(crate::sql::to_char::to_char_udf());
     ctx.register_udtf(
+        crate::catalog::pg_functions::KEYWORDS_FUNCTION,
+        Arc::new(crate::catalog::pg_functions::KeywordsFunction),
+    );
+    ctx.register_udtf(
         crate::sql::parser::LOOKUP_FUNCTION,
         Arc::new(crate::connector::queue::provider::LookupFunction::new(
             Arc::clone(tables),

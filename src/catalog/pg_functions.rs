@@ -566,3 +566,68 @@ mod tests {
         assert_eq!(size_pretty(20 * 1024), "20 kB");
     }
 }
+
+/// `pg_get_keywords()`: the key words of Sluice's SQL parser, as PostgreSQL's function lists its
+/// own (DBeaver and other editors read it to highlight and to quote). A word the parser will not
+/// take as a table alias is `R` (reserved), any other `U` (unreserved); it can be a bare column
+/// label (`SELECT 1 word`) unless the parser reserves it for column aliases.
+#[derive(Debug)]
+pub struct KeywordsFunction;
+
+/// The name it is called by.
+pub const KEYWORDS_FUNCTION: &str = "pg_get_keywords";
+
+impl datafusion::catalog::TableFunctionImpl for KeywordsFunction {
+    fn call_with_args(
+        &self,
+        args: datafusion::catalog::TableFunctionArgs,
+    ) -> DfResult<Arc<dyn datafusion::catalog::TableProvider>> {
+        use datafusion::sql::sqlparser::keywords::{
+            ALL_KEYWORDS, ALL_KEYWORDS_INDEX, RESERVED_FOR_COLUMN_ALIAS, RESERVED_FOR_TABLE_ALIAS,
+        };
+        if !args.exprs().is_empty() {
+            return Err(Error::user(
+                sqlstate::UNDEFINED_FUNCTION,
+                "function pg_get_keywords takes no arguments",
+            )
+            .into());
+        }
+        let mut words = StringBuilder::new();
+        let mut codes = StringBuilder::new();
+        let mut bare = datafusion::arrow::array::BooleanBuilder::new();
+        let mut descriptions = StringBuilder::new();
+        let mut bare_descriptions = StringBuilder::new();
+        for (word, keyword) in ALL_KEYWORDS.iter().zip(ALL_KEYWORDS_INDEX) {
+            let reserved = RESERVED_FOR_TABLE_ALIAS.contains(keyword);
+            let label = !RESERVED_FOR_COLUMN_ALIAS.contains(keyword);
+            words.append_value(word.to_lowercase());
+            codes.append_value(if reserved { "R" } else { "U" });
+            bare.append_value(label);
+            descriptions.append_value(if reserved { "reserved" } else { "unreserved" });
+            bare_descriptions.append_value(if label {
+                "can be bare label"
+            } else {
+                "requires AS"
+            });
+        }
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+            Field::new("word", DataType::Utf8, false),
+            Field::new("catcode", DataType::Utf8, false),
+            Field::new("barelabel", DataType::Boolean, false),
+            Field::new("catdesc", DataType::Utf8, false),
+            Field::new("baredesc", DataType::Utf8, false),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(words.finish()),
+            Arc::new(codes.finish()),
+            Arc::new(bare.finish()),
+            Arc::new(descriptions.finish()),
+            Arc::new(bare_descriptions.finish()),
+        ];
+        let batch = datafusion::arrow::array::RecordBatch::try_new(Arc::clone(&schema), columns)?;
+        Ok(Arc::new(datafusion::datasource::MemTable::try_new(
+            schema,
+            vec![vec![batch]],
+        )?))
+    }
+}

@@ -700,6 +700,26 @@ struct BlankEmptyCatalogSelects;
 impl VisitorMut for BlankEmptyCatalogSelects {
     type Break = ();
 
+    /// `FROM pg_catalog.pg_get_keywords()`: table functions are found by their bare name.
+    fn pre_visit_table_factor(
+        &mut self,
+        table_factor: &mut TableFactor,
+    ) -> ControlFlow<Self::Break> {
+        if let TableFactor::Table {
+            name,
+            args: Some(_),
+            ..
+        } = table_factor
+            && name.0.len() == 2
+            && name.0[0]
+                .as_ident()
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("pg_catalog"))
+        {
+            name.0.remove(0);
+        }
+        ControlFlow::Continue(())
+    }
+
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<Self::Break> {
         blank_empty_selects(query.body.as_mut());
         ControlFlow::Continue(())
