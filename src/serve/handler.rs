@@ -450,30 +450,19 @@ fn parameter_type(
 fn cast_parameter_types(
     statement: &datafusion::sql::sqlparser::ast::Statement,
 ) -> Vec<Option<Type>> {
-    use datafusion::sql::sqlparser::ast::{
-        ArrayElemTypeDef, DataType as SqlType, Expr, Value, ValueWithSpan, visit_expressions,
-    };
+    use datafusion::sql::sqlparser::ast::{Expr, Value, ValueWithSpan, visit_expressions};
     let mut types: Vec<Option<Type>> = Vec::new();
     let _ = visit_expressions(statement, |expr| {
         if let Expr::Cast {
             expr: inner,
-            data_type:
-                SqlType::Array(
-                    ArrayElemTypeDef::SquareBracket(element, _)
-                    | ArrayElemTypeDef::AngleBracket(element),
-                ),
+            data_type,
             ..
         } = expr
             && let Expr::Value(ValueWithSpan {
                 value: Value::Placeholder(name),
                 ..
             }) = inner.as_ref()
-            && let SqlType::Custom(type_name, _) = element.as_ref()
-            && type_name
-                .0
-                .last()
-                .and_then(|p| p.as_ident())
-                .is_some_and(|i| i.value.eq_ignore_ascii_case("oid"))
+            && crate::sql::pg_compat::custom_array_element(data_type).as_deref() == Some("oid")
             && let Some(index) = name
                 .strip_prefix('$')
                 .and_then(|n| n.parse::<usize>().ok())

@@ -563,6 +563,8 @@ struct BinaryCopy {
     ended: bool,
     /// Each field's values decoded so far (a batch's worth at most).
     values: Vec<Vec<datafusion::common::ScalarValue>>,
+    /// The byte ranges of the tuple being read (`None`: NULL), reused from tuple to tuple.
+    bounds: Vec<Option<(usize, usize)>>,
     rows: usize,
 }
 
@@ -579,6 +581,7 @@ impl BinaryCopy {
             header_read: false,
             ended: false,
             values: vec![Vec::new(); fields.len()],
+            bounds: Vec::with_capacity(fields.len()),
             rows: 0,
         }
     }
@@ -678,7 +681,8 @@ impl BinaryCopy {
         }
         // Every field's bounds first: a tuple is decoded only once it is all here.
         let mut at = pos + 2;
-        let mut fields: Vec<Option<(usize, usize)>> = Vec::with_capacity(self.types.len());
+        let fields = &mut self.bounds;
+        fields.clear();
         for _ in 0..self.types.len() {
             let Some(len) = buffer.get(at..at + 4) else {
                 return Ok(None);
@@ -703,7 +707,7 @@ impl BinaryCopy {
             fields.push(Some((at, at + len)));
             at += len;
         }
-        for (i, field) in fields.into_iter().enumerate() {
+        for (i, field) in self.bounds.iter().enumerate() {
             let bytes = field.map(|(from, to)| &self.buffer[from..to]);
             let value = crate::serve::params::decode_param(
                 bytes,

@@ -477,25 +477,47 @@ fn is_function(function: &datafusion::sql::sqlparser::ast::Function, name: &str)
 /// `x.typtype = 'd'` (or `'c'`, `'r'`, `'m'`, `'e'`, `'p'`): false for every row of our
 /// `pg_type`, which holds base types only.
 fn never_a_base_type(condition: &Expr) -> bool {
+    compared_literal(condition, "typtype")
+        .is_some_and(|kind| matches!(kind, "d" | "c" | "r" | "m" | "e" | "p"))
+}
+
+/// The name (last part, lower case) of the element type of `name[]` for a type sqlparser does
+/// not know (`oid[]`, `regtype[]`).
+pub fn custom_array_element(data_type: &DataType) -> Option<String> {
+    match data_type {
+        DataType::Array(
+            ArrayElemTypeDef::SquareBracket(element, _) | ArrayElemTypeDef::AngleBracket(element),
+        ) => match element.as_ref() {
+            DataType::Custom(name, _) => Some(last_part(name)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The string literal a condition `column = 'literal'` (or `t.column = …`) compares `column`
+/// with.
+fn compared_literal<'a>(condition: &'a Expr, column: &str) -> Option<&'a str> {
     let Expr::BinaryOp {
         left,
         op: BinaryOperator::Eq,
         right,
     } = condition
     else {
-        return false;
+        return None;
     };
-    let column = match left.as_ref() {
+    let name = match left.as_ref() {
         Expr::Identifier(i) => &i.value,
-        Expr::CompoundIdentifier(parts) => match parts.last() {
-            Some(i) => &i.value,
-            None => return false,
-        },
-        _ => return false,
+        Expr::CompoundIdentifier(parts) => &parts.last()?.value,
+        _ => return None,
     };
-    column.eq_ignore_ascii_case("typtype")
-        && matches!(right.as_ref(), Expr::Value(ValueWithSpan { value: Value::SingleQuotedString(kind), .. })
-            if matches!(kind.as_str(), "d" | "c" | "r" | "m" | "e" | "p"))
+    match right.as_ref() {
+        Expr::Value(ValueWithSpan {
+            value: Value::SingleQuotedString(literal),
+            ..
+        }) if name.eq_ignore_ascii_case(column) => Some(literal),
+        _ => None,
+    }
 }
 
 /// `x` of `format_type(x, NULL)`, what `x::regtype` becomes.
@@ -575,21 +597,16 @@ fn rewrite_expr(expr: &mut Expr) {
             ..
         } => {
             // `oids::regtype[]`: the OIDs as they are (names only for single values).
-            if let DataType::Array(
-                datafusion::sql::sqlparser::ast::ArrayElemTypeDef::SquareBracket(element, _)
-                | datafusion::sql::sqlparser::ast::ArrayElemTypeDef::AngleBracket(element),
-            ) = data_type
-                && matches!(element.as_ref(), DataType::Custom(name, _) if last_part(name).starts_with("reg"))
-            {
+            if custom_array_element(data_type).is_some_and(|name| name.starts_with("reg")) {
                 *expr = std::mem::replace(inner.as_mut(), Expr::value(Value::Null));
                 return;
             }
             // `$1::oid[]` (asyncpg's type introspection): OIDs are bigints here.
-            if let DataType::Array(
-                datafusion::sql::sqlparser::ast::ArrayElemTypeDef::SquareBracket(element, _)
-                | datafusion::sql::sqlparser::ast::ArrayElemTypeDef::AngleBracket(element),
-            ) = data_type
-                && matches!(element.as_ref(), DataType::Custom(name, _) if last_part(name) == "oid")
+            if custom_array_element(data_type).as_deref() == Some("oid")
+                && let DataType::Array(
+                    ArrayElemTypeDef::SquareBracket(element, _)
+                    | ArrayElemTypeDef::AngleBracket(element),
+                ) = data_type
             {
                 **element = DataType::BigInt(None);
                 return;
@@ -818,20 +835,7 @@ fn selects_foreign_keys(select: &Select) -> bool {
                 right,
             } => keeps_foreign_keys(left) || keeps_foreign_keys(right),
             Expr::Nested(inner) => keeps_foreign_keys(inner),
-            Expr::BinaryOp {
-                left,
-                op: BinaryOperator::Eq,
-                right,
-            } => {
-                let column = match left.as_ref() {
-                    Expr::Identifier(i) => Some(&i.value),
-                    Expr::CompoundIdentifier(parts) => parts.last().map(|i| &i.value),
-                    _ => None,
-                };
-                column.is_some_and(|c| c.eq_ignore_ascii_case("contype"))
-                    && matches!(right.as_ref(), Expr::Value(ValueWithSpan { value: Value::SingleQuotedString(v), .. }) if v == "f")
-            }
-            _ => false,
+            other => compared_literal(other, "contype") == Some("f"),
         }
     }
     reads_constraints && select.selection.as_ref().is_some_and(keeps_foreign_keys)
