@@ -87,6 +87,39 @@ async fn run(parallelism: usize, events: u64) {
     server.stop().await;
 }
 
+/// Splits take turns a chunk at a time: one split's chunk may reach far past the start of the
+/// next split's. The source's watermark is the minimum over all its splits, so no event is late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_source_loses_no_event_to_its_watermark() {
+    let mut server = common::TestServer::start_with(|c| {
+        c.fsync = sluice::storage::FsyncPolicy::Never;
+    })
+    .await;
+    let client = server.connect().await;
+    let events = 100_000u64;
+    // One chunk holds all of a split's persons and auctions (2,000 and 6,000 in the stream).
+    let setup = queries::setup(events, 2, 0, 8192);
+    let (_, sources) = setup.split_once("CREATE SOURCE").expect("sources");
+    client
+        .batch_execute(&format!("CREATE SOURCE{sources}"))
+        .await
+        .expect("sources");
+    wait_for_sources(&client).await;
+    let shown = common::sorted_rows(
+        &client,
+        "SELECT source_name, rows, late_rows FROM sluice_sources",
+    )
+    .await;
+    // Of every 50 events, 1 is a person, 3 are auctions and 46 are bids.
+    let expected = vec![
+        format!("auction|{}|0", events / 50 * 3),
+        format!("bid|{}|0", events / 50 * 46),
+        format!("person|{}|0", events / 50),
+    ];
+    assert_eq!(shown, expected);
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_nexmark_query_equals_its_batch_query_at_parallelism_1() {
     run(1, 30_000).await;
