@@ -3,7 +3,8 @@
 //!
 //! - The sink: views sunk into PostgreSQL tables equal their views after every `FLUSH` (once
 //!   the checkpoint holding the changes committed), across SIGKILLs of the Sluice server, with
-//!   no row missing and none twice.
+//!   no row missing and none twice; the sunk tables are read with `psql`, as a user would.
+//! - Sunk values keep PostgreSQL's own types (`NUMERIC`, `TIMESTAMPTZ`, arrays, `JSONB`, …).
 //! - `examples/postgres`: CDC in, a view, the sink back out, as shipped.
 //!
 //! (The CDC test that restarts PostgreSQL is alone in `postgres_cdc.rs`.)
@@ -54,12 +55,67 @@ fn spawn(dir: &std::path::Path, port: u16) -> ServerProcess {
     spawn_with(dir, port, &["--checkpoint-interval", "200ms"])
 }
 
-/// Waits until `pg_query` in PostgreSQL gives the rows `sluice_query` gives in Sluice now.
-async fn await_equal(sluice: &Client, sluice_query: &str, pg: &Client, pg_query: &str, what: &str) {
+/// `query`'s rows in the machine's PostgreSQL as `psql -At` prints them (in UTC, NULL as
+/// `NULL`), sorted: the same text as [`sorted_rows`] gives for Sluice's rows.
+fn psql_rows(query: &str) -> Vec<String> {
+    let out = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-P",
+            "null=NULL",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "5432",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-c",
+            query,
+        ])
+        .env("PGTZ", "UTC")
+        .output()
+        .expect("psql (postgresql-client, installed by .ci/run)");
+    assert!(
+        out.status.success(),
+        "psql -c {query}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut rows: Vec<String> = String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Waits until `pg_query`, read from PostgreSQL with `psql`, gives the rows `sluice_query`
+/// gives in Sluice now.
+async fn await_sunk(sluice: &Client, sluice_query: &str, pg_query: &str, what: &str) {
     let expected = sorted_rows(sluice, sluice_query).await;
+    await_rows(&expected, || async { psql_rows(pg_query) }, what).await;
+}
+
+/// Waits until `b_query` in `b` gives the rows `a_query` gives in `a` now.
+async fn await_equal(a: &Client, a_query: &str, b: &Client, b_query: &str, what: &str) {
+    let expected = sorted_rows(a, a_query).await;
+    await_rows(&expected, || sorted_rows(b, b_query), what).await;
+}
+
+/// Waits until `read` gives `expected` (for 30 s at most).
+async fn await_rows<F: std::future::Future<Output = Vec<String>>>(
+    expected: &[String],
+    read: impl Fn() -> F,
+    what: &str,
+) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let got = sorted_rows(pg, pg_query).await;
+        let got = read().await;
         if got == expected {
             return;
         }
@@ -75,7 +131,7 @@ async fn await_equal(sluice: &Client, sluice_query: &str, pg: &Client, pg_query:
                 .take(5)
                 .collect();
             panic!(
-                "{what}: PostgreSQL has {} rows, the view {}; missing {missing:?}, extra {extra:?}",
+                "{what}: {} rows read, {} expected; missing {missing:?}, extra {extra:?}",
                 got.len(),
                 expected.len()
             );
@@ -174,18 +230,16 @@ async fn sunk_views_equal_their_views_across_sigkills() {
             sluice = connect_when_up(port).await;
             sluice.batch_execute("FLUSH").await.unwrap();
         }
-        await_equal(
+        await_sunk(
             &sluice,
             "SELECT customer, orders, total, last_at FROM per_customer",
-            &pg,
             &format!("SELECT customer, orders, total, last_at FROM {schema}.per_customer"),
             &format!("round {round}: per_customer"),
         )
         .await;
-        await_equal(
+        await_sunk(
             &sluice,
             "SELECT id, page, n FROM big_clicks",
-            &pg,
             &format!("SELECT id, page, n FROM {schema}.big_clicks"),
             &format!("round {round}: big_clicks"),
         )
@@ -220,6 +274,118 @@ async fn sunk_views_equal_their_views_across_sigkills() {
         ]
     );
     drop(child);
+    pg.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}
+
+/// A view of many types sunk twice: into a table the sink creates (each column gets
+/// PostgreSQL's own type for the view's) and into an existing one with `JSONB` and `NUMERIC`
+/// columns where Sluice has text and double precision. Both read back with `psql` as the view
+/// prints (PostgreSQL's text forms), and PostgreSQL's operators work on the values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sunk_values_keep_postgresql_types() {
+    let pg = postgres().await;
+    let schema = "sluice_sink_types";
+    fresh_schema(&pg, schema).await;
+    pg.batch_execute(&format!(
+        "CREATE TABLE {schema}.typed_json (k INT PRIMARY KEY, doc JSONB, f NUMERIC, ints INT[], \
+         texts TEXT[], ts TIMESTAMPTZ)"
+    ))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _child = spawn(dir.path(), port);
+    let sluice = connect_when_up(port).await;
+    sluice
+        .batch_execute(&format!(
+            "CREATE TABLE typed (k INT PRIMARY KEY, n NUMERIC(12, 3), ts TIMESTAMPTZ, t TIMESTAMP,
+               d DATE, b BOOLEAN, f DOUBLE PRECISION, r REAL, s SMALLINT, big BIGINT,
+               iv INTERVAL, ints INT[], texts TEXT[], doc TEXT, v VARCHAR(10));
+             CREATE MATERIALIZED VIEW typed_v AS SELECT * FROM typed;
+             CREATE MATERIALIZED VIEW typed_json AS SELECT k, doc, f, ints, texts, ts FROM typed;
+             CREATE SINK typed_out FROM typed_v WITH ({}, primary_key = 'k');
+             CREATE SINK typed_json_out FROM typed_json WITH ({}, primary_key = 'k');",
+            sink_options(schema, "typed"),
+            sink_options(schema, "typed_json"),
+        ))
+        .await
+        .unwrap();
+    sluice
+        .batch_execute(
+            r#"INSERT INTO typed VALUES
+               (1, 12.5, '2026-01-01 10:00:00+02', '2026-01-01 10:00:00.123456', '2026-02-03',
+                true, '1.5e300', 0.1, -3, 9223372036854775807,
+                INTERVAL '1 day 2 hours 3 minutes 4.5 seconds', ARRAY[1, NULL, 3],
+                ARRAY['a b', NULL, 'q"uo,te', '', 'back\slash', 'NULL'],
+                '{"a": 1, "b": [1, 2], "c": {"d": "it''s"}}', 'var'),
+               (2, -0.001, '1999-12-31 23:59:59.999999+00', '1970-01-01 00:00:00', '2000-02-29',
+                false, '-0.5', '-1e-30', 32767, -1, INTERVAL '-3 seconds', ARRAY[]::INT[],
+                ARRAY['{}', 'x	y'], '[1, "two", null, true]', ''),
+               (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                'null', NULL);
+             FLUSH"#,
+        )
+        .await
+        .unwrap();
+    await_sunk(
+        &sluice,
+        "SELECT * FROM typed_v",
+        &format!(
+            "SELECT k, n, ts, t, d, b, f, r, s, big, iv, ints, texts, doc, v FROM {schema}.typed"
+        ),
+        "typed",
+    )
+    .await;
+    await_sunk(
+        &sluice,
+        "SELECT * FROM typed_json",
+        // NUMERIC prints 1.5e300 with all its digits: read back as double precision.
+        &format!("SELECT k, doc, f::float8, ints, texts, ts FROM {schema}.typed_json"),
+        "typed_json",
+    )
+    .await;
+    // The table the sink created has PostgreSQL's types for the view's columns.
+    let types = psql_rows(&format!(
+        "SELECT column_name, format_type(atttypid, atttypmod) FROM information_schema.columns c \
+         JOIN pg_attribute a ON a.attrelid = '{schema}.typed'::regclass AND a.attname = c.column_name \
+         WHERE table_schema = '{schema}' AND table_name = 'typed'"
+    ));
+    assert_eq!(
+        types,
+        vec![
+            "big|bigint",
+            "b|boolean",
+            "doc|text",
+            "d|date",
+            "f|double precision",
+            "ints|integer[]",
+            "iv|interval",
+            "k|integer",
+            "n|numeric(12,3)",
+            "r|real",
+            "s|smallint",
+            "texts|text[]",
+            "ts|timestamp with time zone",
+            "t|timestamp without time zone",
+            // Sluice keeps VARCHAR(n) as text.
+            "v|text",
+        ]
+    );
+    // PostgreSQL works with the values as its own.
+    let used = psql_rows(&format!(
+        "SELECT k, doc -> 'c' ->> 'd', doc @> '{{\"a\": 1}}', jsonb_typeof(doc), ints[3], \
+         cardinality(texts), f::float8 + 1 FROM {schema}.typed_json"
+    ));
+    assert_eq!(
+        used,
+        vec![
+            "1|it's|t|object|3|6|1.5e+300",
+            "2|NULL|f|array|NULL|2|0.5",
+            "3|NULL|f|null|NULL|NULL|NULL",
+        ]
+    );
     pg.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await
         .unwrap();
