@@ -368,12 +368,19 @@ impl Engine {
         // A literal with a decimal point is NUMERIC, as in PostgreSQL (`0.908 * price` is exact).
         options.sql_parser.parse_float_as_decimal = true;
         options.execution.time_zone = Some("+00:00".to_string());
-        let state = SessionStateBuilder::new()
+        let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(Arc::clone(&self.runtime))
             .with_catalog_list(Arc::clone(&self.catalogs))
             .with_default_features()
-            .build();
+            // PostgreSQL's integer overflow, rounding casts, and interval, bytea and array input.
+            .with_analyzer_rules(crate::sql::pg_semantics::analyzer_rules());
+        // `INTERVAL * number` and `INTERVAL / number`, after DataFusion's own planners.
+        state
+            .expr_planners()
+            .get_or_insert_with(Vec::new)
+            .push(Arc::new(crate::sql::pg_semantics::IntervalArithmetic));
+        let state = state.build();
         let ctx = SessionContext::new_with_state(state);
         register_functions(&ctx, &self.tables, &self.views);
         ctx

@@ -438,6 +438,15 @@ impl CopyDecoder {
             let target = schema.field(column);
             columns[column] = if values.data_type() == target.data_type() {
                 Arc::clone(values)
+            } else if let Some(parsed) =
+                crate::sql::pg_semantics::parse_text(values, target.data_type())
+            {
+                parsed.map_err(|e| {
+                    Error::user(
+                        code,
+                        format!("invalid {what} for column \"{}\": {e}", target.name()),
+                    )
+                })?
             } else {
                 cast_with_options(values, target.data_type(), &cast_options).map_err(|e| {
                     Error::user(

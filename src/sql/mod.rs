@@ -9,6 +9,7 @@ pub mod feed;
 pub mod live;
 pub mod parser;
 pub mod pg_compat;
+pub mod pg_semantics;
 pub mod session;
 mod session_live;
 pub mod to_char;
