@@ -104,7 +104,8 @@ fn typed_null(ty: &Type) -> ScalarValue {
 }
 
 /// A text value failed to parse: either malformed or out of range.
-enum Bad {
+#[derive(Debug)]
+pub(crate) enum Bad {
     Syntax,
     Range,
 }
@@ -663,7 +664,14 @@ fn utc_offset(c: &mut Cursor<'_>) -> Result<i64, Bad> {
 /// [[+-]HH:MM[:SS[.f]]] [ago]`, e.g. `1 year 2 mons -3 days 04:05:06.5`; a bare number is
 /// seconds. Fractional years spill into months, fractional months (30 days) and weeks into
 /// days, fractional days into time.
-fn parse_interval(text: &str) -> Result<IntervalMonthDayNano, Bad> {
+pub(crate) fn parse_interval(text: &str) -> Result<IntervalMonthDayNano, Bad> {
+    let trimmed = text.trim();
+    if let Some(iso) = trimmed
+        .strip_prefix('P')
+        .or_else(|| trimmed.strip_prefix('p'))
+    {
+        return parse_iso_interval(iso);
+    }
     let mut months: f64 = 0.0;
     let mut days: f64 = 0.0;
     let mut micros: f64 = 0.0;
@@ -768,9 +776,44 @@ fn parse_interval(text: &str) -> Result<IntervalMonthDayNano, Bad> {
     })
 }
 
+/// ISO 8601's `P[nY][nM][nW][nD][T[nH][nM][nS]]` (after the `P`), fractions spilling down as
+/// in the other form.
+fn parse_iso_interval(text: &str) -> Result<IntervalMonthDayNano, Bad> {
+    let mut spelled = String::new();
+    let mut in_time = false;
+    let mut number = String::new();
+    for c in text.chars() {
+        match c.to_ascii_lowercase() {
+            't' if number.is_empty() && !in_time => in_time = true,
+            '0'..='9' | '.' | '-' | '+' => number.push(c),
+            unit => {
+                let unit = match (unit, in_time) {
+                    ('y', false) => "years",
+                    ('m', false) => "mons",
+                    ('w', false) => "weeks",
+                    ('d', false) => "days",
+                    ('h', true) => "hours",
+                    ('m', true) => "mins",
+                    ('s', true) => "secs",
+                    _ => return Err(Bad::Syntax),
+                };
+                if number.is_empty() {
+                    return Err(Bad::Syntax);
+                }
+                spelled.push_str(&format!("{number} {unit} "));
+                number.clear();
+            }
+        }
+    }
+    if !number.is_empty() || spelled.is_empty() {
+        return Err(Bad::Syntax);
+    }
+    parse_interval(&spelled)
+}
+
 /// `byteain`: `\x` followed by hex digit pairs (whitespace between pairs allowed), or the
 /// escape format (`\\` and `\ooo` octal escapes, other bytes as-is).
-fn parse_bytea(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn parse_bytea(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
     if let Some(hex) = bytes
         .strip_prefix(b"\\x")
@@ -814,67 +857,70 @@ fn parse_array(text: &str, ty: &Type, elem: &Type) -> Result<ScalarValue, ParamE
         ty: ty.clone(),
         value: text.to_owned(),
     };
-    let inner = text
-        .trim()
-        .strip_prefix('{')
-        .and_then(|t| t.strip_suffix('}'))
-        .ok_or_else(invalid)?;
+    let values = split_array(text)
+        .ok_or_else(invalid)?
+        .into_iter()
+        .map(|item| match item {
+            None => Ok(typed_null(elem)),
+            Some(item) => decode_text(&item, elem),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    list_scalar(values, elem).ok_or_else(invalid)
+}
+
+/// The elements of a one-dimensional array literal (`{a,"b c",NULL}`) as text, `None` for an
+/// unquoted NULL; `None` overall when the text is not one (nested arrays included).
+pub(crate) fn split_array(text: &str) -> Option<Vec<Option<String>>> {
+    let inner = text.trim().strip_prefix('{')?.strip_suffix('}')?;
     let mut values = Vec::new();
-    if !inner.trim().is_empty() {
-        let mut chars = inner.chars().peekable();
-        loop {
-            while chars.peek().is_some_and(|c| c.is_whitespace()) {
-                chars.next();
-            }
-            let mut item = String::new();
-            let quoted = chars.peek() == Some(&'"');
-            if quoted {
-                chars.next();
-                loop {
-                    match chars.next().ok_or_else(invalid)? {
-                        '"' => break,
-                        '\\' => item.push(chars.next().ok_or_else(invalid)?),
-                        ch => item.push(ch),
-                    }
-                }
-                while chars.peek().is_some_and(|c| c.is_whitespace()) {
-                    chars.next();
-                }
-            } else {
-                while let Some(&ch) = chars.peek() {
-                    match ch {
-                        ',' => break,
-                        '{' | '}' | '"' => return Err(invalid()),
-                        '\\' => {
-                            chars.next();
-                            item.push(chars.next().ok_or_else(invalid)?);
-                        }
-                        _ => {
-                            item.push(ch);
-                            chars.next();
-                        }
-                    }
-                }
-                let trimmed = item.trim_end().len();
-                item.truncate(trimmed);
-                if item.is_empty() {
-                    return Err(invalid());
+    if inner.trim().is_empty() {
+        return Some(values);
+    }
+    let mut chars = inner.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut item = String::new();
+        let quoted = chars.next_if_eq(&'"').is_some();
+        let mut escaped = false;
+        if quoted {
+            loop {
+                match chars.next()? {
+                    '"' => break,
+                    '\\' => item.push(chars.next()?),
+                    ch => item.push(ch),
                 }
             }
-            let value = if !quoted && item.eq_ignore_ascii_case("NULL") {
-                typed_null(elem)
-            } else {
-                decode_text(&item, elem)?
-            };
-            values.push(value);
-            match chars.next() {
-                None => break,
-                Some(',') => continue,
-                Some(_) => return Err(invalid()),
+            while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        } else {
+            while let Some(&ch) = chars.peek() {
+                match ch {
+                    ',' => break,
+                    '{' | '}' | '"' => return None,
+                    '\\' => {
+                        chars.next();
+                        item.push(chars.next()?);
+                        escaped = true;
+                    }
+                    _ => {
+                        item.push(ch);
+                        chars.next();
+                    }
+                }
+            }
+            let trimmed = item.trim_end().len();
+            item.truncate(trimmed);
+            if item.is_empty() {
+                return None;
             }
         }
+        let null = !quoted && !escaped && item.eq_ignore_ascii_case("NULL");
+        values.push((!null).then_some(item));
+        match chars.next() {
+            None => return Some(values),
+            Some(',') => continue,
+            Some(_) => return None,
+        }
     }
-    list_scalar(values, elem).ok_or_else(invalid)
 }
 
 /// `array_recv` for one-dimensional arrays (or the empty, zero-dimensional array).

@@ -39,6 +39,7 @@ use datafusion::optimizer::analyzer::Analyzer;
 use datafusion::sql::sqlparser::ast::BinaryOperator as SqlOperator;
 
 use crate::error::{Error, sqlstate};
+use crate::serve::params::{Bad, parse_bytea, parse_interval, split_array};
 
 /// DataFusion's analyzer rules, then ours (after type coercion, when every type is known).
 pub fn analyzer_rules() -> Vec<Arc<dyn AnalyzerRule + Send + Sync>> {
@@ -489,7 +490,7 @@ fn array_in(
     let mut count = 0i32;
     for value in text.iter() {
         if let Some(v) = value {
-            let parsed = parse_array(v).ok_or_else(|| {
+            let parsed = split_array(v).ok_or_else(|| {
                 user_error(
                     sqlstate::INVALID_TEXT_REPRESENTATION,
                     format!("malformed array literal: \"{v}\""),
@@ -523,73 +524,21 @@ fn array_in(
     )?))
 }
 
-/// The elements of a one-dimensional array literal, `None` for NULL; `None` overall when the
-/// text is not one.
-pub fn parse_array(text: &str) -> Option<Vec<Option<String>>> {
-    let inner = text.trim().strip_prefix('{')?.strip_suffix('}')?;
-    let mut items = Vec::new();
-    if inner.trim().is_empty() {
-        return Some(items);
-    }
-    let mut chars = inner.chars().peekable();
-    loop {
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        let mut item = String::new();
-        let mut quoted = false;
-        let mut escaped_any = false;
-        if chars.next_if_eq(&'"').is_some() {
-            quoted = true;
-            loop {
-                match chars.next()? {
-                    '"' => break,
-                    '\\' => item.push(chars.next()?),
-                    c => item.push(c),
-                }
-            }
-            while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        } else {
-            while let Some(&c) = chars.peek() {
-                match c {
-                    ',' => break,
-                    '{' | '}' | '"' => return None,
-                    '\\' => {
-                        chars.next();
-                        item.push(chars.next()?);
-                        escaped_any = true;
-                    }
-                    _ => {
-                        item.push(c);
-                        chars.next();
-                    }
-                }
-            }
-            let trimmed = item.trim_end().len();
-            item.truncate(trimmed);
-            if item.is_empty() {
-                return None;
-            }
-        }
-        let null = !quoted && !escaped_any && item.eq_ignore_ascii_case("null");
-        items.push((!null).then_some(item));
-        match chars.next() {
-            None => return Some(items),
-            Some(',') => {}
-            Some(_) => return None,
-        }
-    }
-}
-
 fn interval_in(values: &ArrayRef) -> DfResult<ArrayRef> {
     let text = datafusion::arrow::compute::cast(values, &DataType::Utf8)?;
     let text = text.as_string::<i32>();
     let mut out = Vec::with_capacity(text.len());
     for value in text.iter() {
         out.push(match value {
-            Some(v) => Some(parse_interval(v).ok_or_else(|| {
-                user_error(
+            Some(v) => Some(parse_interval(v).map_err(|bad| match bad {
+                Bad::Syntax => user_error(
                     sqlstate::INVALID_DATETIME_FORMAT,
                     format!("invalid input syntax for type interval: \"{v}\""),
-                )
+                ),
+                Bad::Range => user_error(
+                    sqlstate::DATETIME_FIELD_OVERFLOW,
+                    format!("interval field value out of range: \"{v}\""),
+                ),
             })?),
             None => None,
         });
@@ -599,163 +548,6 @@ fn interval_in(values: &ArrayRef) -> DfResult<ArrayRef> {
 
 const NANOS_PER_SECOND: f64 = 1e9;
 const SECONDS_PER_DAY: f64 = 86_400.0;
-
-/// An interval built from fractional parts, each spilling into the next smaller unit as
-/// PostgreSQL's input does (a month is 30 days, a day 24 hours).
-#[derive(Default)]
-struct Parts {
-    months: f64,
-    days: f64,
-    seconds: f64,
-}
-
-impl Parts {
-    fn finish(self, negate: bool) -> Option<IntervalMonthDayNano> {
-        let sign = if negate { -1.0 } else { 1.0 };
-        let months = (self.months * sign).trunc();
-        let days_total = self.days * sign + (self.months * sign - months) * 30.0;
-        let days = days_total.trunc();
-        let seconds = self.seconds * sign + (days_total - days) * SECONDS_PER_DAY;
-        let nanos = (seconds * NANOS_PER_SECOND / 1000.0).round() * 1000.0;
-        if months.abs() > f64::from(i32::MAX)
-            || days.abs() > f64::from(i32::MAX)
-            || nanos.abs() >= i64::MAX as f64
-        {
-            return None;
-        }
-        Some(IntervalMonthDayNano::new(
-            months as i32,
-            days as i32,
-            nanos as i64,
-        ))
-    }
-}
-
-/// PostgreSQL's interval input: `[@] quantity unit [quantity unit …] [hh:mm[:ss[.f]]] [ago]`
-/// (a quantity without a unit is seconds), or ISO 8601 `P…T…`.
-pub fn parse_interval(text: &str) -> Option<IntervalMonthDayNano> {
-    let text = text.trim().to_ascii_lowercase();
-    if let Some(iso) = text.strip_prefix('p') {
-        return parse_iso_interval(iso);
-    }
-    let text = text.strip_prefix('@').unwrap_or(&text).trim();
-    let (text, ago) = match text.strip_suffix("ago") {
-        Some(rest) => (rest.trim_end(), true),
-        None => (text, false),
-    };
-    let mut parts = Parts::default();
-    let mut tokens = text.split_whitespace().peekable();
-    let mut any = false;
-    while let Some(token) = tokens.next() {
-        any = true;
-        if token.contains(':') {
-            parts.seconds += parse_clock(token)?;
-            continue;
-        }
-        // A number, with its unit attached (`10d`) or as the next token.
-        let split = token
-            .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e')))
-            .unwrap_or(token.len());
-        let (number, attached) = token.split_at(split);
-        let quantity: f64 = number.parse().ok()?;
-        let unit = if !attached.is_empty() {
-            attached.to_string()
-        } else {
-            match tokens.peek() {
-                Some(next) if next.starts_with(|c: char| c.is_ascii_alphabetic()) => {
-                    tokens.next().map(str::to_string)?
-                }
-                _ => "second".to_string(),
-            }
-        };
-        add_unit(&mut parts, quantity, &unit)?;
-    }
-    if !any {
-        return None;
-    }
-    parts.finish(ago)
-}
-
-fn add_unit(parts: &mut Parts, quantity: f64, unit: &str) -> Option<()> {
-    let unit = unit.trim_end_matches(',');
-    match unit {
-        "millennium" | "millennia" | "millenniums" | "mil" | "mils" => {
-            parts.months += quantity * 12_000.0
-        }
-        "century" | "centuries" | "cent" | "c" => parts.months += quantity * 1_200.0,
-        "decade" | "decades" | "dec" | "decs" => parts.months += quantity * 120.0,
-        "year" | "years" | "y" | "yr" | "yrs" => parts.months += quantity * 12.0,
-        "month" | "months" | "mon" | "mons" => parts.months += quantity,
-        "week" | "weeks" | "w" => parts.days += quantity * 7.0,
-        "day" | "days" | "d" => parts.days += quantity,
-        "hour" | "hours" | "h" | "hr" | "hrs" => parts.seconds += quantity * 3_600.0,
-        "minute" | "minutes" | "m" | "min" | "mins" => parts.seconds += quantity * 60.0,
-        "second" | "seconds" | "s" | "sec" | "secs" => parts.seconds += quantity,
-        "millisecond" | "milliseconds" | "ms" | "msec" | "msecs" => {
-            parts.seconds += quantity / 1_000.0
-        }
-        "microsecond" | "microseconds" | "us" | "usec" | "usecs" => {
-            parts.seconds += quantity / 1_000_000.0
-        }
-        _ => return None,
-    }
-    Some(())
-}
-
-/// `[-+]hh:mm[:ss[.fff]]` as seconds.
-fn parse_clock(token: &str) -> Option<f64> {
-    let (sign, rest) = match token.strip_prefix('-') {
-        Some(rest) => (-1.0, rest),
-        None => (1.0, token.strip_prefix('+').unwrap_or(token)),
-    };
-    let fields: Vec<&str> = rest.split(':').collect();
-    if fields.len() > 3 || fields.iter().any(|f| f.is_empty()) {
-        return None;
-    }
-    let hours: f64 = fields[0].parse::<u64>().ok()? as f64;
-    let minutes: f64 = fields[1].parse::<u64>().ok()? as f64;
-    let seconds: f64 = match fields.get(2) {
-        Some(s) => s.parse().ok()?,
-        None => 0.0,
-    };
-    if minutes >= 60.0 || !(0.0..60.0).contains(&seconds) {
-        return None;
-    }
-    Some(sign * (hours * 3_600.0 + minutes * 60.0 + seconds))
-}
-
-/// ISO 8601's `P[nY][nM][nW][nD][T[nH][nM][nS]]` (after the `P`).
-fn parse_iso_interval(text: &str) -> Option<IntervalMonthDayNano> {
-    let mut parts = Parts::default();
-    let mut in_time = false;
-    let mut number = String::new();
-    let mut any = false;
-    for c in text.chars() {
-        match c {
-            't' if number.is_empty() => in_time = true,
-            '0'..='9' | '.' | '-' | '+' => number.push(c),
-            _ => {
-                let quantity: f64 = number.parse().ok()?;
-                number.clear();
-                any = true;
-                match (c, in_time) {
-                    ('y', false) => parts.months += quantity * 12.0,
-                    ('m', false) => parts.months += quantity,
-                    ('w', false) => parts.days += quantity * 7.0,
-                    ('d', false) => parts.days += quantity,
-                    ('h', true) => parts.seconds += quantity * 3_600.0,
-                    ('m', true) => parts.seconds += quantity * 60.0,
-                    ('s', true) => parts.seconds += quantity,
-                    _ => return None,
-                }
-            }
-        }
-    }
-    if !number.is_empty() || !any {
-        return None;
-    }
-    parts.finish(false)
-}
 
 /// PostgreSQL's `interval_mul` / `interval_div`: months and days scaled and truncated, their
 /// fractions carried down (a month is 30 days, a day 86,400 s), time scaled.
@@ -831,44 +623,6 @@ fn bytea_in(values: &ArrayRef) -> DfResult<ArrayRef> {
     Ok(Arc::new(out.finish()))
 }
 
-pub fn parse_bytea(text: &str) -> Option<Vec<u8>> {
-    if let Some(hex) = text
-        .strip_prefix("\\x")
-        .or_else(|| text.strip_prefix("\\X"))
-    {
-        let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-        if !digits.len().is_multiple_of(2) {
-            return None;
-        }
-        return digits
-            .chunks(2)
-            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
-            .collect();
-    }
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] != b'\\' {
-            out.push(bytes[i]);
-            i += 1;
-        } else if bytes.get(i + 1) == Some(&b'\\') {
-            out.push(b'\\');
-            i += 2;
-        } else {
-            let octal = bytes.get(i + 1..i + 4)?;
-            if !matches!(octal[0], b'0'..=b'3')
-                || !octal[1..].iter().all(|b| matches!(b, b'0'..=b'7'))
-            {
-                return None;
-            }
-            out.push(u8::from_str_radix(std::str::from_utf8(octal).ok()?, 8).ok()?);
-            i += 4;
-        }
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -879,29 +633,25 @@ mod tests {
 
     #[test]
     fn intervals_in_postgresql_forms() {
-        assert_eq!(parse_interval("1 day 02:03:04"), Some(iv(0, 1, 7384.0)));
-        assert_eq!(parse_interval("02:03:04.5"), Some(iv(0, 0, 7384.5)));
-        assert_eq!(parse_interval("-1 days -00:00:03"), Some(iv(0, -1, -3.0)));
-        assert_eq!(parse_interval("1 year 2 mons"), Some(iv(14, 0, 0.0)));
-        assert_eq!(parse_interval("@ 1 hour ago"), Some(iv(0, 0, -3600.0)));
-        assert_eq!(parse_interval("1.5 days"), Some(iv(0, 1, 43_200.0)));
-        assert_eq!(parse_interval("1.5 months"), Some(iv(1, 15, 0.0)));
-        assert_eq!(parse_interval("90 minutes"), Some(iv(0, 0, 5400.0)));
-        assert_eq!(parse_interval("5"), Some(iv(0, 0, 5.0)));
-        assert_eq!(parse_interval("10d 3h"), Some(iv(0, 10, 10_800.0)));
-        assert_eq!(parse_interval("P1DT2H"), Some(iv(0, 1, 7200.0)));
-        assert_eq!(parse_interval("P1Y2M3W"), Some(iv(14, 21, 0.0)));
-        assert_eq!(parse_interval("PT1.5S"), Some(iv(0, 0, 1.5)));
-        for bad in [
-            "",
-            "day",
-            "1 fortnight",
-            "1:99",
-            "P1X",
-            "1 day ago ago",
-            "P",
-        ] {
-            assert_eq!(parse_interval(bad), None, "{bad:?}");
+        let parse_interval_ok = |text: &str| parse_interval(text).ok();
+        assert_eq!(parse_interval_ok("1 day 02:03:04"), Some(iv(0, 1, 7384.0)));
+        assert_eq!(parse_interval_ok("02:03:04.5"), Some(iv(0, 0, 7384.5)));
+        assert_eq!(
+            parse_interval_ok("-1 days -00:00:03"),
+            Some(iv(0, -1, -3.0))
+        );
+        assert_eq!(parse_interval_ok("1 year 2 mons"), Some(iv(14, 0, 0.0)));
+        assert_eq!(parse_interval_ok("@ 1 hour ago"), Some(iv(0, 0, -3600.0)));
+        assert_eq!(parse_interval_ok("1.5 days"), Some(iv(0, 1, 43_200.0)));
+        assert_eq!(parse_interval_ok("1.5 months"), Some(iv(1, 15, 0.0)));
+        assert_eq!(parse_interval_ok("90 minutes"), Some(iv(0, 0, 5400.0)));
+        assert_eq!(parse_interval_ok("5"), Some(iv(0, 0, 5.0)));
+        assert_eq!(parse_interval_ok("10d 3h"), Some(iv(0, 10, 10_800.0)));
+        assert_eq!(parse_interval_ok("P1DT2H"), Some(iv(0, 1, 7200.0)));
+        assert_eq!(parse_interval_ok("P1Y2M3W"), Some(iv(14, 21, 0.0)));
+        assert_eq!(parse_interval_ok("PT1.5S"), Some(iv(0, 0, 1.5)));
+        for bad in ["", "day", "1 fortnight", "1:99", "P1X", "P"] {
+            assert_eq!(parse_interval_ok(bad), None, "{bad:?}");
         }
     }
 
@@ -927,11 +677,11 @@ mod tests {
     #[test]
     fn arrays_in_postgresql_form() {
         let some = |v: &[&str]| v.iter().map(|s| Some(s.to_string())).collect::<Vec<_>>();
-        assert_eq!(parse_array("{1,2,3}"), Some(some(&["1", "2", "3"])));
-        assert_eq!(parse_array(" { a , b c } "), Some(some(&["a", "b c"])));
-        assert_eq!(parse_array("{}"), Some(vec![]));
+        assert_eq!(split_array("{1,2,3}"), Some(some(&["1", "2", "3"])));
+        assert_eq!(split_array(" { a , b c } "), Some(some(&["a", "b c"])));
+        assert_eq!(split_array("{}"), Some(vec![]));
         assert_eq!(
-            parse_array(r#"{"a b",NULL,"q\"uo,te","","NULL",x\,y}"#),
+            split_array(r#"{"a b",NULL,"q\"uo,te","","NULL",x\,y}"#),
             Some(vec![
                 Some("a b".to_string()),
                 None,
@@ -942,7 +692,7 @@ mod tests {
             ])
         );
         for bad in ["1,2", "{1,2", "{{1},{2}}", "{1,,2}", "{\"a\"b}", "{a\"b}"] {
-            assert_eq!(parse_array(bad), None, "{bad:?}");
+            assert_eq!(split_array(bad), None, "{bad:?}");
         }
     }
 
