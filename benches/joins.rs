@@ -52,50 +52,11 @@ const QUERIES: &[(&str, &str)] = &[
     ),
 ];
 
-/// Writes the generator's person, auction and bid rows as CSV under `dir`.
-fn write_csv(dir: &std::path::Path, events: u64) {
-    use datafusion::arrow::array::RecordBatch;
-    use datafusion::arrow::error::ArrowError;
-    use sluice::connector::nexmark::{NexmarkConfig, NexmarkGenerator};
-    type Next = fn(&mut NexmarkGenerator, usize) -> Result<RecordBatch, ArrowError>;
-    let tables: [(&str, Next); 3] = [
-        ("person", NexmarkGenerator::next_persons),
-        ("auction", NexmarkGenerator::next_auctions),
-        ("bid", NexmarkGenerator::next_bids),
-    ];
-    for (table, next) in tables {
-        let started = Instant::now();
-        std::fs::create_dir_all(dir.join(table)).expect("directory");
-        let file = std::fs::File::create(dir.join(table).join("part-0.csv")).expect("file");
-        let mut writer = datafusion::arrow::csv::WriterBuilder::new()
-            .with_header(false)
-            .with_timestamp_format("%Y-%m-%d %H:%M:%S%.3f".to_string())
-            .build(std::io::BufWriter::new(file));
-        let mut generator = NexmarkGenerator::new(NexmarkConfig {
-            event_num: Some(events),
-            ..NexmarkConfig::default()
-        });
-        let mut rows = 0;
-        loop {
-            let batch = next(&mut generator, 8192).expect("batch");
-            if batch.num_rows() == 0 {
-                break;
-            }
-            rows += batch.num_rows();
-            writer.write(&batch).expect("write");
-        }
-        println!(
-            "joins csv table={table} rows={rows} seconds={:.1}",
-            started.elapsed().as_secs_f64()
-        );
-    }
-}
-
 fn main() {
     common::init_logs();
     let events = common::count_arg(10_000_000);
     if let Ok(dir) = std::env::var("JOINS_CSV") {
-        write_csv(std::path::Path::new(&dir), events as u64);
+        common::write_nexmark_csv(std::path::Path::new(&dir), events as u64);
         return;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -119,3 +119,44 @@ pub async fn wait_for_sources(client: &Client) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// Writes the `nexmark` generator's person, auction and bid rows of an `events`-event stream as
+/// CSV under `dir` (`DIR/<table>/part-0.csv`, no header, timestamps to the microsecond, as exact as the generator's): the rows
+/// the `nexmark` source makes, for the peers' scripts in `benches/peers/`.
+pub fn write_nexmark_csv(dir: &std::path::Path, events: u64) {
+    use datafusion::arrow::array::RecordBatch;
+    use datafusion::arrow::error::ArrowError;
+    use sluice::connector::nexmark::{NexmarkConfig, NexmarkGenerator};
+    type Next = fn(&mut NexmarkGenerator, usize) -> Result<RecordBatch, ArrowError>;
+    let tables: [(&str, Next); 3] = [
+        ("person", NexmarkGenerator::next_persons),
+        ("auction", NexmarkGenerator::next_auctions),
+        ("bid", NexmarkGenerator::next_bids),
+    ];
+    for (table, next) in tables {
+        let started = std::time::Instant::now();
+        std::fs::create_dir_all(dir.join(table)).expect("directory");
+        let file = std::fs::File::create(dir.join(table).join("part-0.csv")).expect("file");
+        let mut writer = datafusion::arrow::csv::WriterBuilder::new()
+            .with_header(false)
+            .with_timestamp_format("%Y-%m-%d %H:%M:%S%.6f".to_string())
+            .build(std::io::BufWriter::new(file));
+        let mut generator = NexmarkGenerator::new(NexmarkConfig {
+            event_num: Some(events),
+            ..NexmarkConfig::default()
+        });
+        let mut rows = 0;
+        loop {
+            let batch = next(&mut generator, 8192).expect("batch");
+            if batch.num_rows() == 0 {
+                break;
+            }
+            rows += batch.num_rows();
+            writer.write(&batch).expect("write");
+        }
+        println!(
+            "nexmark csv table={table} rows={rows} seconds={:.1}",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
