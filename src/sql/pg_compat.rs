@@ -380,19 +380,6 @@ fn call(function: &str, args: &[&Expr]) -> Option<Expr> {
     parse_expr(&format!("{function}({})", args.join(", ")))
 }
 
-/// The hex digits of a `'\x…'` string literal, when they are an even number of hex digits.
-fn hex_bytea(expr: &Expr) -> Option<String> {
-    let Expr::Value(ValueWithSpan {
-        value: Value::SingleQuotedString(text),
-        ..
-    }) = expr
-    else {
-        return None;
-    };
-    let hex = text.strip_prefix("\\x")?;
-    (hex.len() % 2 == 0 && hex.chars().all(|c| c.is_ascii_hexdigit())).then(|| hex.to_string())
-}
-
 /// `$1`: a parameter a driver binds (SQLAlchemy binds `CAST($1 AS REGCLASS)`).
 fn is_placeholder(expr: &Expr) -> bool {
     matches!(
@@ -575,16 +562,6 @@ fn rewrite_expr(expr: &mut Expr) {
                 {
                     **right = oid;
                 }
-            }
-        }
-        // `'\x0102ff'::bytea`: PostgreSQL's hex input, three bytes (not eight characters).
-        Expr::Cast {
-            expr: inner,
-            data_type: DataType::Bytea,
-            ..
-        } if hex_bytea(inner).is_some() => {
-            if let Some(hex) = hex_bytea(inner) {
-                *expr = Expr::value(Value::HexStringLiteral(hex));
             }
         }
         Expr::Collate { expr: inner, .. } => {
