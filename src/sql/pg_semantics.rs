@@ -290,14 +290,7 @@ impl ScalarUDFImpl for Function {
             .iter()
             .all(|a| matches!(a, ColumnarValue::Scalar(_)));
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let out = (self.body)(&arrays)?;
-        if scalar {
-            Ok(ColumnarValue::Scalar(
-                datafusion::common::ScalarValue::try_from_array(&out, 0)?,
-            ))
-        } else {
-            Ok(ColumnarValue::Array(out))
-        }
+        columnar((self.body)(&arrays)?, scalar)
     }
 }
 
@@ -335,14 +328,17 @@ impl ScalarUDFImpl for TextAs {
             Some(parsed) => parsed?,
             None => datafusion::arrow::compute::cast(&values, &self.target)?,
         };
-        if scalar {
-            Ok(ColumnarValue::Scalar(
-                datafusion::common::ScalarValue::try_from_array(&out, 0)?,
-            ))
-        } else {
-            Ok(ColumnarValue::Array(out))
-        }
+        columnar(out, scalar)
     }
+}
+
+/// A function's result: one value when every argument was one, else the array.
+fn columnar(out: ArrayRef, scalar: bool) -> DfResult<ColumnarValue> {
+    Ok(if scalar {
+        ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?)
+    } else {
+        ColumnarValue::Array(out)
+    })
 }
 
 fn udf(
