@@ -135,6 +135,13 @@ fn register_functions(
     }
     // PostgreSQL's template patterns, in place of DataFusion's chrono formats.
     ctx.register_udf(crate::sql::to_char::to_char_udf());
+    // PostgreSQL's name for the sample variance.
+    ctx.register_udaf(
+        datafusion::functions_aggregate::variance::var_samp_udaf()
+            .as_ref()
+            .clone()
+            .with_aliases(["variance"]),
+    );
     ctx.register_udtf(
         crate::catalog::pg_functions::KEYWORDS_FUNCTION,
         Arc::new(crate::catalog::pg_functions::KeywordsFunction),
@@ -374,7 +381,9 @@ impl Engine {
             .with_catalog_list(Arc::clone(&self.catalogs))
             .with_default_features()
             // PostgreSQL's integer overflow, rounding casts, and interval, bytea and array input.
-            .with_analyzer_rules(crate::sql::pg_semantics::analyzer_rules());
+            .with_analyzer_rules(crate::sql::pg_semantics::analyzer_rules())
+            // A filter stays above an aggregate without GROUP BY or over grouping sets.
+            .with_optimizer_rules(crate::sql::filter_pushdown::optimizer_rules());
         // `INTERVAL * number` and `INTERVAL / number`, after DataFusion's own planners.
         state
             .expr_planners()
@@ -1273,5 +1282,6 @@ fn optimize_for_stream(
         .optimizer
         .enable_physical_uncorrelated_scalar_subquery = false;
     let plan = crate::planner::rewrite_distinct_on(plan.clone())?;
+    let plan = crate::planner::rewrite_grouping_sets(plan)?;
     Ok(state.optimize(&plan)?)
 }

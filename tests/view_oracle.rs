@@ -285,6 +285,30 @@ fn views() -> Vec<(&'static str, String, bool)> {
             false,
         ),
         (
+            // DataFusion's accumulators that retract any value: exact percentiles and XOR
+            "o_df_retract",
+            "SELECT k, median(v) AS med, percentile_cont(0.25) WITHIN GROUP (ORDER BY v) AS p, \
+             bit_xor(v) AS x, count(*) AS n FROM ev GROUP BY k"
+                .into(),
+            false,
+        ),
+        (
+            // one aggregate per grouping set, GROUPING() telling them apart
+            "o_rollup",
+            "SELECT k, v % 3 AS r, count(*) AS n, sum(v) AS s, grouping(k, v % 3) AS g \
+             FROM ev GROUP BY ROLLUP (k, v % 3)"
+                .into(),
+            false,
+        ),
+        (
+            // over append-only input, aggregates that cannot forget a row
+            "o_df_append",
+            "SELECT k, array_agg(v ORDER BY v, ts) AS vs, first_value(v ORDER BY ts, v) AS f, \
+             bit_or(v) AS b, approx_distinct(v) AS d FROM ao GROUP BY k"
+                .into(),
+            false,
+        ),
+        (
             // NOT IN: the subquery's NULLs (v > 95, coming and going) decide every row at once
             "o_not_in",
             "SELECT id, k FROM ev WHERE k NOT IN \

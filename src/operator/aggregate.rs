@@ -37,6 +37,7 @@ use crate::state::{StateError, columns};
 use crate::stream::{ChangeBatch, Timestamp};
 
 const NAME: &str = "GroupAggregate";
+const ACCUMULATORS: &str = "an aggregate's accumulators";
 
 /// The aggregate functions the operator maintains.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +62,79 @@ pub enum AggregateKind {
     BoolOr,
     /// `STRING_AGG(x, separator)`: the values in ascending order, joined.
     StringAgg(String),
+    /// Any other aggregate function of DataFusion, kept by its `Accumulator`s, one per group.
+    DataFusion(Arc<DataFusionAggregate>),
+}
+
+/// An aggregate DataFusion computes (`array_agg`, `stddev`, `percentile_cont`, `bit_and`, …):
+/// each group keeps one of its `Accumulator`s, fed the group's rows of a batch in one call.
+/// Over input that retracts, only functions whose `retract_batch` removes any earlier value
+/// (not only the oldest, as a sliding window frame does) are planned: see
+/// [`DataFusionAggregate::retracts_exactly`].
+#[derive(Debug)]
+pub struct DataFusionAggregate {
+    /// The function with its arguments, `DISTINCT` and `ORDER BY`.
+    pub expr: Arc<datafusion::physical_expr::aggregate::AggregateFunctionExpr>,
+    /// `FILTER (WHERE …)`: rows where it is not true are skipped.
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// Whether the input retracts: accumulators are made for `retract_batch`.
+    pub retracting: bool,
+}
+
+impl PartialEq for DataFusionAggregate {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+impl Eq for DataFusionAggregate {}
+
+impl DataFusionAggregate {
+    /// Functions whose `retract_batch` removes the values it is given, whichever rows they
+    /// came in: sums and counts of them (`avg`, the variances, the regressions), XOR, and the
+    /// exact percentiles, which count each value. Others (`array_agg`, `first_value`, `min` as
+    /// a sliding window) retract the oldest rows, whatever they are passed.
+    pub fn retracts_exactly(name: &str, distinct: bool) -> bool {
+        !distinct
+            && (matches!(
+                name,
+                "sum"
+                    | "count"
+                    | "avg"
+                    | "stddev"
+                    | "stddev_pop"
+                    | "var"
+                    | "var_pop"
+                    | "corr"
+                    | "covar_samp"
+                    | "covar_pop"
+                    | "bit_xor"
+                    | "median"
+                    | "percentile_cont"
+            ) || name.starts_with("regr_"))
+    }
+
+    /// A new accumulator for one group.
+    fn accumulator(
+        &self,
+    ) -> datafusion::error::Result<Box<dyn datafusion::logical_expr::Accumulator>> {
+        if self.retracting {
+            self.expr.create_sliding_accumulator()
+        } else {
+            self.expr.create_accumulator()
+        }
+    }
+
+    /// The accumulator's input columns over `batch`: the arguments, then the `ORDER BY` keys.
+    fn inputs(&self, batch: &RecordBatch) -> datafusion::error::Result<Vec<ArrayRef>> {
+        let rows = batch.num_rows();
+        self.expr
+            .expressions()
+            .iter()
+            .chain(self.expr.order_bys().iter().map(|s| &s.expr))
+            .map(|e| e.evaluate(batch).and_then(|v| v.into_array(rows)))
+            .collect()
+    }
 }
 
 /// One aggregate of the select list.
@@ -108,6 +182,14 @@ enum AggregateState {
         converter: RowConverter,
         values: Vec<Option<Box<[u8]>>>,
         smallest: bool,
+    },
+    /// A DataFusion aggregate: an accumulator per group (made at its first value) and the
+    /// bytes it reported last (its `size()`, counted in `heap`). Behind a mutex because
+    /// DataFusion evaluates and reads state through `&mut`, and a checkpoint reads `&self`.
+    Accumulators {
+        aggregate: Arc<DataFusionAggregate>,
+        slots: std::sync::Mutex<Vec<Option<Box<dyn datafusion::logical_expr::Accumulator>>>>,
+        sizes: Vec<usize>,
     },
 }
 
@@ -221,6 +303,11 @@ impl GroupAggregateOperator {
                         converter: RowConverter::new(vec![SortField::new(a.argument_type.clone())])
                             .map_err(arrow)?,
                         values: Vec::new(),
+                    },
+                    AggregateKind::DataFusion(ref aggregate) => AggregateState::Accumulators {
+                        aggregate: Arc::clone(aggregate),
+                        slots: std::sync::Mutex::new(Vec::new()),
+                        sizes: Vec::new(),
                     },
                 })
             })
@@ -342,6 +429,10 @@ impl GroupAggregateOperator {
                 }
                 AggregateState::Values { values, .. } => values.push(BTreeMap::new()),
                 AggregateState::Extreme { values, .. } => values.push(None),
+                AggregateState::Accumulators { slots, sizes, .. } => {
+                    crate::sync::lock(slots, ACCUMULATORS).push(None);
+                    sizes.push(0);
+                }
             }
         }
         i
@@ -428,6 +519,25 @@ impl GroupAggregateOperator {
             self.group_rows[g] += weight(i);
         }
         for (call, state) in self.aggregates.iter().zip(self.states.iter_mut()) {
+            if let AggregateState::Accumulators {
+                aggregate,
+                slots,
+                sizes,
+            } = state
+            {
+                let weights: Vec<i64> = (0..rows).map(weight).collect();
+                let mut slots = crate::sync::lock(slots, ACCUMULATORS);
+                update_accumulators(
+                    aggregate,
+                    &mut slots,
+                    sizes,
+                    &mut self.heap,
+                    data,
+                    &groups,
+                    &weights,
+                )?;
+                continue;
+            }
             let argument = match &call.argument {
                 None => None,
                 Some(e) => Some(
@@ -519,6 +629,8 @@ impl GroupAggregateOperator {
                         }
                     }
                 }
+                // Fed above, a group at a time.
+                AggregateState::Accumulators { .. } => {}
                 AggregateState::Values { converter, values } => {
                     let argument = argument.expect("value aggregates have an argument");
                     let encoded = converter
@@ -700,6 +812,16 @@ impl GroupAggregateOperator {
                         converter, values, ..
                     },
                 ) => decode_values(converter, groups.iter().map(|&g| values[g].as_deref()))?,
+                (
+                    _,
+                    AggregateState::Accumulators {
+                        aggregate, slots, ..
+                    },
+                ) => evaluate_accumulators(
+                    aggregate,
+                    &mut crate::sync::lock(slots, ACCUMULATORS),
+                    groups,
+                )?,
                 (kind, AggregateState::Values { converter, values }) => {
                     // MIN/MAX (and BOOL_AND/OR): the first or last value of each group's map.
                     let smallest = matches!(kind, AggregateKind::Min | AggregateKind::BoolAnd);
@@ -819,6 +941,10 @@ impl GroupAggregateOperator {
                 }
                 AggregateState::Values { values, .. } => values[g] = BTreeMap::new(),
                 AggregateState::Extreme { values, .. } => values[g] = None,
+                AggregateState::Accumulators { slots, sizes, .. } => {
+                    crate::sync::lock(slots, ACCUMULATORS)[g] = None;
+                    sizes[g] = 0;
+                }
             }
         }
         self.free_groups.push(g);
@@ -872,6 +998,7 @@ impl GroupAggregateOperator {
                 AggregateState::Extreme { values, .. } => {
                     bytes += values[g].as_ref().map_or(0, |v| v.len());
                 }
+                AggregateState::Accumulators { sizes, .. } => bytes += sizes[g],
                 _ => {}
             }
         }
@@ -907,6 +1034,9 @@ impl GroupAggregateOperator {
                 AggregateState::FloatSums { sums, counts } => vec_bytes(sums) + vec_bytes(counts),
                 AggregateState::Values { values, .. } => vec_bytes(values),
                 AggregateState::Extreme { values, .. } => vec_bytes(values),
+                AggregateState::Accumulators { slots, sizes, .. } => {
+                    vec_bytes(&crate::sync::lock(slots, ACCUMULATORS)) + vec_bytes(sizes)
+                }
             };
         }
         super::StateSize {
@@ -935,6 +1065,119 @@ fn add_exact(
             counts[g] += weight(i);
         }
     }
+}
+
+/// Feeds each group's rows of a batch to its accumulator in one call: the inserted rows
+/// (repeated by their weight) to `update_batch`, then the retracted ones to `retract_batch`
+/// (after the inserts, so that a value inserted and retracted in one batch is there to
+/// remove). Rows that `FILTER (WHERE …)` rejects are skipped. `heap` follows the
+/// accumulators' sizes.
+fn update_accumulators(
+    aggregate: &DataFusionAggregate,
+    slots: &mut [Option<Box<dyn datafusion::logical_expr::Accumulator>>],
+    sizes: &mut [usize],
+    heap: &mut usize,
+    data: &RecordBatch,
+    groups: &[usize],
+    weights: &[i64],
+) -> Result<(), OperatorError> {
+    let inputs = aggregate.inputs(data).map_err(df)?;
+    let keep = match &aggregate.filter {
+        None => None,
+        Some(f) => {
+            let mask = f
+                .evaluate(data)
+                .and_then(|v| v.into_array(data.num_rows()))
+                .map_err(df)?;
+            Some(mask.as_boolean().clone())
+        }
+    };
+    // The rows in group order (one sort per batch), then one run per group.
+    let mut order: Vec<u32> = (0..groups.len() as u32)
+        .filter(|&i| {
+            keep.as_ref()
+                .is_none_or(|m| m.is_valid(i as usize) && m.value(i as usize))
+        })
+        .collect();
+    order.sort_by_key(|&i| groups[i as usize]);
+    let mut inserted: Vec<u32> = Vec::new();
+    let mut retracted: Vec<u32> = Vec::new();
+    for run in order.chunk_by(|&a, &b| groups[a as usize] == groups[b as usize]) {
+        let g = groups[run[0] as usize];
+        inserted.clear();
+        retracted.clear();
+        for &i in run {
+            let w = weights[i as usize];
+            let to = if w > 0 { &mut inserted } else { &mut retracted };
+            to.extend(std::iter::repeat_n(i, w.unsigned_abs() as usize));
+        }
+        if !retracted.is_empty() && !aggregate.retracting {
+            return Err(arrow(
+                datafusion::arrow::error::ArrowError::InvalidArgumentError(format!(
+                    "a retraction reached {} planned for an append-only input",
+                    aggregate.expr.fun().name()
+                )),
+            ));
+        }
+        let slot = &mut slots[g];
+        let accumulator = match slot {
+            Some(a) => a,
+            None => slot.insert(aggregate.accumulator().map_err(df)?),
+        };
+        for (rows, retract) in [(&inserted, false), (&retracted, true)] {
+            if rows.is_empty() {
+                continue;
+            }
+            let indices = UInt32Array::from(rows.clone());
+            let values = inputs
+                .iter()
+                .map(|a| take(a, &indices, None))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(arrow)?;
+            if retract {
+                accumulator.retract_batch(&values).map_err(df)?;
+            } else {
+                accumulator.update_batch(&values).map_err(df)?;
+            }
+        }
+        let size = accumulator.size();
+        *heap = *heap + size - sizes[g];
+        sizes[g] = size;
+    }
+    Ok(())
+}
+
+/// Each group's aggregate value, from its accumulator (a group without one, which had no
+/// value, from a new accumulator: `count` gives 0, most others NULL).
+fn evaluate_accumulators(
+    aggregate: &DataFusionAggregate,
+    slots: &mut [Option<Box<dyn datafusion::logical_expr::Accumulator>>],
+    groups: &[usize],
+) -> Result<ArrayRef, OperatorError> {
+    let mut empty: Option<datafusion::common::ScalarValue> = None;
+    let mut values = Vec::with_capacity(groups.len());
+    for &g in groups {
+        values.push(match &mut slots[g] {
+            Some(a) => a.evaluate().map_err(df)?,
+            None => match &empty {
+                Some(v) => v.clone(),
+                None => empty
+                    .insert(
+                        aggregate
+                            .accumulator()
+                            .and_then(|mut a| a.evaluate())
+                            .map_err(df)?,
+                    )
+                    .clone(),
+            },
+        });
+    }
+    if values.is_empty() {
+        return Ok(datafusion::arrow::array::new_empty_array(
+            aggregate.expr.field().data_type(),
+        ));
+    }
+    datafusion::common::ScalarValue::iter_to_array(values).map_err(df)
 }
 
 /// One value per group, in row format, decoded into an array (NULL where a group has none).
@@ -1012,6 +1255,16 @@ impl GroupAggregateOperator {
                     format!("a{a}_extreme"),
                     columns::blobs(live.iter().map(|&g| values[g].as_deref())),
                 )),
+                AggregateState::Accumulators {
+                    aggregate, slots, ..
+                } => {
+                    let mut slots = crate::sync::lock(slots, ACCUMULATORS);
+                    let states = accumulator_states(aggregate, &mut slots, &live)
+                        .map_err(|e| StateError::Arrow(e.into()))?;
+                    for (j, state) in states.into_iter().enumerate() {
+                        columns.push((format!("a{a}_s{j}"), state));
+                    }
+                }
             }
         }
         columns::batch(
@@ -1076,11 +1329,84 @@ impl GroupAggregateOperator {
                         .map(|g| columns::blob_at(blobs, g).map(Box::from))
                         .collect();
                 }
+                AggregateState::Accumulators {
+                    aggregate,
+                    slots,
+                    sizes,
+                } => {
+                    let fields = aggregate
+                        .expr
+                        .state_fields()
+                        .map_err(|e| StateError::Arrow(e.into()))?;
+                    let states = (0..fields.len())
+                        .map(|j| {
+                            let name = format!("a{a}_s{j}");
+                            batch
+                                .column_by_name(&name)
+                                .cloned()
+                                .ok_or_else(|| StateError::mismatch(format!("no column {name}")))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let mut restored = Vec::with_capacity(n);
+                    *sizes = Vec::with_capacity(n);
+                    for g in 0..n {
+                        let row: Vec<ArrayRef> = states.iter().map(|s| s.slice(g, 1)).collect();
+                        let mut accumulator = aggregate
+                            .accumulator()
+                            .map_err(|e| StateError::Arrow(e.into()))?;
+                        accumulator
+                            .merge_batch(&row)
+                            .map_err(|e| StateError::Arrow(e.into()))?;
+                        sizes.push(accumulator.size());
+                        restored.push(Some(accumulator));
+                    }
+                    *crate::sync::lock(slots, ACCUMULATORS) = restored;
+                }
             }
         }
         self.heap = self.count_heap();
         Ok(())
     }
+}
+
+/// The intermediate state of `groups`' accumulators, one array per state field. Reading a
+/// DataFusion accumulator's state may consume it, so each is rebuilt from what it gave.
+fn accumulator_states(
+    aggregate: &DataFusionAggregate,
+    slots: &mut [Option<Box<dyn datafusion::logical_expr::Accumulator>>],
+    groups: &[usize],
+) -> datafusion::error::Result<Vec<ArrayRef>> {
+    let fields = aggregate.expr.state_fields()?;
+    let mut columns: Vec<Vec<datafusion::common::ScalarValue>> =
+        vec![Vec::with_capacity(groups.len()); fields.len()];
+    for &g in groups {
+        let accumulator = match &mut slots[g] {
+            Some(a) => a,
+            slot => slot.insert(aggregate.accumulator()?),
+        };
+        let state = accumulator.state()?;
+        let arrays = state
+            .iter()
+            .map(|v| v.to_array())
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let mut rebuilt = aggregate.accumulator()?;
+        rebuilt.merge_batch(&arrays)?;
+        *accumulator = rebuilt;
+        for (column, value) in columns.iter_mut().zip(state) {
+            column.push(value);
+        }
+    }
+    columns
+        .into_iter()
+        .zip(&fields)
+        .map(|(values, field)| {
+            if values.is_empty() {
+                Ok(datafusion::arrow::array::new_empty_array(field.data_type()))
+            } else {
+                datafusion::common::ScalarValue::iter_to_array(values)
+            }
+        })
+        .collect()
 }
 
 /// Bytes a value of MIN/MAX/COUNT(DISTINCT)'s per-value counts holds: its bytes, its count,

@@ -24,7 +24,9 @@ pub mod sliced_window;
 #[cfg(test)]
 pub mod test_util;
 
-pub use aggregate::{AggregateCall, AggregateKind, GroupAggregateOperator, WindowKey};
+pub use aggregate::{
+    AggregateCall, AggregateKind, DataFusionAggregate, GroupAggregateOperator, WindowKey,
+};
 pub use filter_project::FilterProjectOperator;
 pub use join::{JoinKind, JoinOperator};
 

@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 use crate::operator::session::{SESSION_COLUMN, SessionWindowAggregate};
 use crate::operator::sliced_window::{GroupColumn, SliceAggregate, SlicedWindowAggregate};
 use crate::operator::{
-    AggregateCall, AggregateKind, GroupAggregateOperator, KeyedOperator, WindowKey,
+    AggregateCall, AggregateKind, DataFusionAggregate, GroupAggregateOperator, KeyedOperator,
+    WindowKey,
 };
 use crate::runtime::dataflow::Node;
 
@@ -74,12 +75,64 @@ fn label(kind: &str, agg: &Aggregate, extra: &str) -> String {
     ))
 }
 
-/// One aggregate expression of the plan as an [`AggregateCall`] over `input`.
-fn aggregate_call(expr: &Expr, input: &datafusion::common::DFSchema) -> Result<AggregateCall> {
+/// An aggregate DataFusion keeps, by its accumulators (see [`DataFusionAggregate`]). Over
+/// input that retracts (`retracting`), one whose accumulator cannot remove any value it was
+/// given is refused, naming it.
+fn datafusion_call(
+    expr: &Expr,
+    input: &datafusion::common::DFSchema,
+    retracting: bool,
+) -> Result<AggregateCall> {
+    let datafusion::physical_expr::aggregate::LoweredAggregate {
+        aggregate, filter, ..
+    } = datafusion::physical_expr::aggregate::LoweredAggregateBuilder::new(
+        expr,
+        input,
+        input.as_arrow(),
+        &datafusion::execution::context::ExecutionProps::new(),
+        &Default::default(),
+    )
+    .build()?;
+    let name = aggregate.fun().name().to_ascii_lowercase();
+    if retracting
+        && (!DataFusionAggregate::retracts_exactly(&name, aggregate.is_distinct())
+            || aggregate.create_sliding_accumulator().is_err())
+    {
+        let distinct = if aggregate.is_distinct() {
+            "(DISTINCT …)"
+        } else {
+            ""
+        };
+        return Err(Error::unsupported(format!(
+            "the aggregate {name}{distinct} cannot be maintained over input that updates or \
+             deletes rows (it is accepted over append-only input: an APPEND ONLY table, a \
+             source, or a window closed by EMIT ON WINDOW CLOSE)"
+        )));
+    }
+    Ok(AggregateCall {
+        kind: AggregateKind::DataFusion(Arc::new(DataFusionAggregate {
+            expr: aggregate,
+            filter,
+            retracting,
+        })),
+        argument: None,
+        argument_type: DataType::Null,
+    })
+}
+
+/// One aggregate expression of the plan as an [`AggregateCall`] over `input`: one Sluice keeps
+/// itself where it has one (they retract any row, and MIN/MAX keep counts per value), any other
+/// by DataFusion's accumulators.
+fn aggregate_call(
+    expr: &Expr,
+    input: &datafusion::common::DFSchema,
+    retracting: bool,
+) -> Result<AggregateCall> {
     let Expr::AggregateFunction(AggregateFunction { func, params }) = strip_alias(expr) else {
         return Err(refuse(&format!("the aggregate expression {expr}")));
     };
     let name = func.name().to_ascii_lowercase();
+    let datafusion = || datafusion_call(expr, input, retracting);
     // `agg(x) FILTER (WHERE p)` is `agg(CASE WHEN p THEN x END)`: every aggregate here skips
     // NULLs, and `count(*)` counts `CASE WHEN p THEN 1 END`.
     let filtered = match &params.filter {
@@ -106,12 +159,10 @@ fn aggregate_call(expr: &Expr, input: &datafusion::common::DFSchema) -> Result<A
                 AggregateKind::Count
             }
         }
-        ("count", true) => AggregateKind::CountDistinct,
-        ("sum" | "avg", true) => return Err(refuse(&format!("{name}(DISTINCT …)"))),
+        ("count", true) if params.args.len() == 1 => AggregateKind::CountDistinct,
+        ("sum" | "avg", true) => return datafusion(),
         ("sum", false) if matches!(argument_type, DataType::Decimal128(..)) => AggregateKind::Sum,
-        ("sum" | "avg", false) if is_decimal(&argument_type) => {
-            return Err(refuse(&format!("{name}(…) over NUMERIC")));
-        }
+        ("sum" | "avg", false) if is_decimal(&argument_type) => return datafusion(),
         ("sum", false) => AggregateKind::Sum,
         ("avg", false) => AggregateKind::Avg,
         ("min", _) => AggregateKind::Min,
@@ -124,21 +175,17 @@ fn aggregate_call(expr: &Expr, input: &datafusion::common::DFSchema) -> Result<A
                     ScalarValue::Utf8(s) | ScalarValue::LargeUtf8(s) | ScalarValue::Utf8View(s),
                     _,
                 )) => s.clone().unwrap_or_default(),
-                _ => return Err(refuse("STRING_AGG with a separator that is not a constant")),
+                _ => return datafusion(),
             };
             // The view keeps values ordered; an ORDER BY on the value itself is that order.
             match params.order_by.as_slice() {
                 [] => {}
                 [sort] if sort.asc && Some(&sort.expr) == params.args.first() => {}
-                _ => {
-                    return Err(refuse(
-                        "STRING_AGG ordered by anything but its value, ascending",
-                    ));
-                }
+                _ => return datafusion(),
             }
             AggregateKind::StringAgg(separator)
         }
-        (other, _) => return Err(refuse(&format!("the aggregate function {other}"))),
+        _ => return datafusion(),
     };
     let argument = match (&kind, argument) {
         (AggregateKind::CountStar, _) | (_, None) => None,
@@ -219,7 +266,7 @@ pub(super) fn plan_aggregate(
         let calls = agg
             .aggr_expr
             .iter()
-            .map(|e| aggregate_call(e, in_schema))
+            .map(|e| aggregate_call(e, in_schema, !append_only))
             .collect::<Result<Vec<_>>>()?;
         let mut op = GroupAggregateOperator::new(
             keys.clone(),
@@ -505,7 +552,7 @@ pub(super) fn plan_session(
         let calls = agg
             .aggr_expr
             .iter()
-            .map(|e| aggregate_call(e, in_schema))
+            .map(|e| aggregate_call(e, in_schema, true))
             .collect::<Result<Vec<_>>>()?;
         let inner = GroupAggregateOperator::new(
             inner_keys.clone(),
@@ -536,4 +583,139 @@ pub(super) fn plan_session(
         node: keyed(planner, input.node, keys.clone(), label, make)?,
         times,
     })
+}
+
+/// `GROUP BY GROUPING SETS (…)`, `ROLLUP (…)` or `CUBE (…)` as the `UNION ALL` of one plain
+/// aggregate per grouping set, before the plan is analyzed: each branch groups by its set and
+/// gives the columns outside it as NULL, the `__grouping_id` DataFusion would give it, and
+/// `GROUPING(…)` as the constant it is within the set. Each branch is an aggregate a view
+/// keeps; the input is read once per set.
+pub fn rewrite_grouping_sets(plan: LogicalPlan) -> Result<LogicalPlan> {
+    use datafusion::common::Column;
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::logical_expr::{GroupingSet, Projection, Union};
+    Ok(plan
+        .transform_up(|node| {
+            let LogicalPlan::Aggregate(agg) = &node else {
+                return Ok(Transformed::no(node));
+            };
+            let [Expr::GroupingSet(grouping)] = agg.group_expr.as_slice() else {
+                return Ok(Transformed::no(node));
+            };
+            let sets: Vec<Vec<Expr>> = match grouping {
+                GroupingSet::GroupingSets(sets) => sets.clone(),
+                GroupingSet::Rollup(exprs) => (0..=exprs.len())
+                    .rev()
+                    .map(|n| exprs[..n].to_vec())
+                    .collect(),
+                GroupingSet::Cube(exprs) => (0..1usize << exprs.len())
+                    .rev()
+                    .map(|mask| {
+                        exprs
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, _)| mask & (1 << (exprs.len() - 1 - i)) != 0)
+                            .map(|(_, e)| e.clone())
+                            .collect()
+                    })
+                    .collect(),
+            };
+            let all: Vec<Expr> = grouping.distinct_expr().into_iter().cloned().collect();
+            let n = all.len();
+            if n > 64 {
+                return Err(datafusion::error::DataFusionError::NotImplemented(
+                    "grouping sets over more than 64 expressions".into(),
+                ));
+            }
+            let masks: Vec<u64> = sets
+                .iter()
+                .map(|set| {
+                    all.iter()
+                        .fold(0u64, |acc, e| (acc << 1) | u64::from(!set.contains(e)))
+                })
+                .collect();
+            let max_ordinal = (0..masks.len())
+                .map(|i| masks[..i].iter().filter(|&&m| m == masks[i]).count())
+                .max()
+                .unwrap_or(0);
+            let id_type = datafusion::logical_expr::Aggregate::grouping_id_type(n, max_ordinal);
+            let is_grouping = |e: &Expr| {
+                matches!(strip_alias(e), Expr::AggregateFunction(f) if f.func.name() == "grouping")
+            };
+            let plain: Vec<Expr> = agg
+                .aggr_expr
+                .iter()
+                .filter(|e| !is_grouping(e))
+                .cloned()
+                .collect();
+            let out = |i: usize| {
+                let (q, f) = agg.schema.qualified_field(i);
+                (q.cloned(), f.name().clone(), f.data_type().clone())
+            };
+            let mut branches = Vec::with_capacity(sets.len());
+            for (s, set) in sets.iter().enumerate() {
+                let ordinal = masks[..s].iter().filter(|&&m| m == masks[s]).count() as u64;
+                let branch = datafusion::logical_expr::Aggregate::try_new(
+                    Arc::clone(&agg.input),
+                    set.clone(),
+                    plain.clone(),
+                )?;
+                let column = |i: usize| {
+                    let (q, f) = branch.schema.qualified_field(i);
+                    Expr::Column(Column::new(q.cloned(), f.name()))
+                };
+                let mut exprs = Vec::with_capacity(agg.schema.fields().len());
+                for (i, e) in all.iter().enumerate() {
+                    let (q, name, data_type) = out(i);
+                    let value = match set.iter().position(|x| x == e) {
+                        Some(p) => column(p),
+                        None => Expr::Literal(ScalarValue::try_from(&data_type)?, None),
+                    };
+                    exprs.push(value.alias_qualified(q, name));
+                }
+                let id = masks[s] | (ordinal << n);
+                let id = ScalarValue::UInt64(Some(id)).cast_to(&id_type)?;
+                exprs.push(
+                    Expr::Literal(id, None)
+                        .alias(datafusion::logical_expr::Aggregate::INTERNAL_GROUPING_ID),
+                );
+                let mut next_plain = set.len();
+                for (j, e) in agg.aggr_expr.iter().enumerate() {
+                    let (q, name, _) = out(n + 1 + j);
+                    let value = match strip_alias(e) {
+                        Expr::AggregateFunction(f) if f.func.name() == "grouping" => {
+                            // Bit i (from the left) is set when the i-th argument is outside
+                            // the set.
+                            let bits = f.params.args.iter().fold(0i32, |acc, a| {
+                                (acc << 1) | i32::from(!set.contains(a))
+                            });
+                            Expr::Literal(ScalarValue::Int32(Some(bits)), None)
+                        }
+                        _ => {
+                            next_plain += 1;
+                            column(next_plain - 1)
+                        }
+                    };
+                    exprs.push(value.alias_qualified(q, name));
+                }
+                branches.push(Arc::new(LogicalPlan::Projection(Projection::try_new(
+                    exprs,
+                    Arc::new(LogicalPlan::Aggregate(branch)),
+                )?)));
+            }
+            let union = LogicalPlan::Union(Union::try_new_with_loose_types(branches)?);
+            // The union names its columns after the first branch, maybe without qualifiers:
+            // name them as the aggregate did.
+            let exprs = (0..agg.schema.fields().len())
+                .map(|i| {
+                    let (uq, uf) = union.schema().qualified_field(i);
+                    let (q, name, _) = out(i);
+                    Expr::Column(Column::new(uq.cloned(), uf.name())).alias_qualified(q, name)
+                })
+                .collect();
+            Ok(Transformed::yes(LogicalPlan::Projection(
+                Projection::try_new(exprs, Arc::new(union))?,
+            )))
+        })?
+        .data)
 }

@@ -12,6 +12,7 @@ mod join;
 mod over;
 mod time;
 
+pub use aggregate::rewrite_grouping_sets;
 pub use over::rewrite_distinct_on;
 
 use std::sync::Arc;

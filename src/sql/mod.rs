@@ -6,6 +6,7 @@ pub mod copy;
 pub mod cursor;
 pub mod ddl;
 pub mod feed;
+pub mod filter_pushdown;
 pub mod live;
 pub mod parser;
 pub mod pg_compat;
