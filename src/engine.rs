@@ -65,6 +65,17 @@ pub struct Engine {
     /// Ids of views that only feed a subscription, counting down from `u32::MAX` (catalog
     /// ids count up from 1).
     next_transient_id: std::sync::atomic::AtomicU32,
+    /// `CREATE FUNCTION … LANGUAGE SQL` functions, which sessions take in before each statement.
+    functions: RwLock<SqlFunctions>,
+}
+
+/// The SQL functions, and the names dropped (which sessions deregister).
+#[derive(Default)]
+struct SqlFunctions {
+    /// Bumped by every create and drop.
+    generation: u64,
+    live: std::collections::BTreeMap<String, Arc<datafusion::logical_expr::ScalarUDF>>,
+    dropped: std::collections::BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -257,6 +268,7 @@ impl Engine {
             sinks: Mutex::new(HashMap::new()),
             cdc_sources: Mutex::new(HashMap::new()),
             next_transient_id: std::sync::atomic::AtomicU32::new(u32::MAX),
+            functions: RwLock::new(SqlFunctions::default()),
         });
         engine.restore(recovered).await?;
         tracing::info!(
@@ -405,7 +417,8 @@ impl Engine {
         // Restored views stand at one barrier: no epoch may run until all of them are in.
         let hold = self.executor.hold();
         let objects: Vec<StoredObject> = self.lock_store().objects().to_vec();
-        let state = self.new_context().state();
+        let ctx = self.new_context();
+        let mut state = ctx.state();
         for object in &objects {
             let statement = parse_sql(&object.sql)?.into_iter().next().ok_or_else(|| {
                 Error::unsupported(format!("empty definition of {}", object.name))
@@ -478,6 +491,12 @@ impl Engine {
                         None => replayed += 1,
                     }
                     self.install_view(entry, view)?;
+                }
+                Statement::CreateFunction(create) => {
+                    let udf = crate::sql::functions::plan_function(&state, create).await?;
+                    ctx.register_udf(udf.clone());
+                    state = ctx.state();
+                    self.install_function(object.name.clone(), udf);
                 }
                 _ if object.kind == "sink" => {}
                 _ => {
@@ -895,6 +914,149 @@ impl Engine {
         Ok(())
     }
 
+    /// `CREATE [OR REPLACE] FUNCTION name(…) RETURNS t LANGUAGE SQL AS …`.
+    pub async fn create_function(
+        &self,
+        state: &SessionState,
+        create: &datafusion::sql::sqlparser::ast::CreateFunction,
+        text: &str,
+    ) -> Result<()> {
+        let name = crate::sql::functions::function_name(create)?;
+        let udf = crate::sql::functions::plan_function(state, create).await?;
+        let mut store = self.lock_store();
+        let existing = store
+            .objects()
+            .iter()
+            .find(|o| o.kind == FUNCTION_KIND && o.name == name)
+            .map(|o| o.id);
+        match existing {
+            Some(_) if create.if_not_exists => return Ok(()),
+            Some(id) if create.or_replace => {
+                // Views inlined the old body; a restart would plan them with the new one.
+                let readers = self.function_readers(&store, &name);
+                if !readers.is_empty() {
+                    return Err(Error::user(
+                        sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+                        format!(
+                            "cannot replace function {name} because materialized view {} uses it",
+                            readers.join(", ")
+                        ),
+                    ));
+                }
+                store.remove(id)?;
+            }
+            Some(_) => {
+                return Err(Error::user(
+                    sqlstate::DUPLICATE_FUNCTION,
+                    format!("function {name} already exists"),
+                ));
+            }
+            None => {
+                let builtin = state.scalar_functions().contains_key(&name)
+                    || state.aggregate_functions().contains_key(&name)
+                    || state.window_functions().contains_key(&name);
+                if builtin {
+                    return Err(Error::user(
+                        sqlstate::DUPLICATE_FUNCTION,
+                        format!("function {name} already exists (a built-in function)"),
+                    ));
+                }
+            }
+        }
+        let id = store.next_id();
+        store.add(StoredObject {
+            id,
+            kind: FUNCTION_KIND.into(),
+            name: name.clone(),
+            sql: text.to_string(),
+        })?;
+        drop(store);
+        self.install_function(name, udf);
+        Ok(())
+    }
+
+    fn install_function(&self, name: String, udf: datafusion::logical_expr::ScalarUDF) {
+        let mut functions = crate::sync::write(&self.functions, "the SQL functions");
+        functions.dropped.remove(&name);
+        functions.live.insert(name, Arc::new(udf));
+        functions.generation += 1;
+    }
+
+    /// `DROP FUNCTION [IF EXISTS] name [CASCADE]`: refused (2BP01) while a view uses it,
+    /// unless `cascade`, which drops those views.
+    pub fn drop_function(&self, name: &str, if_exists: bool, cascade: bool) -> Result<()> {
+        let (id, readers) = {
+            let store = self.lock_store();
+            let id = store
+                .objects()
+                .iter()
+                .find(|o| o.kind == FUNCTION_KIND && o.name == name)
+                .map(|o| o.id);
+            (id, self.function_readers(&store, name))
+        };
+        let Some(id) = id else {
+            if if_exists {
+                return Ok(());
+            }
+            return Err(Error::user(
+                sqlstate::UNDEFINED_FUNCTION,
+                format!("function {name} does not exist"),
+            ));
+        };
+        if !readers.is_empty() {
+            if !cascade {
+                return Err(Error::user(
+                    sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+                    format!(
+                        "cannot drop function {name} because materialized view {} uses it; use DROP … CASCADE",
+                        readers.join(", ")
+                    ),
+                ));
+            }
+            for view in &readers {
+                self.drop_view(view, true, true)?;
+            }
+        }
+        self.lock_store().remove(id)?;
+        let mut functions = crate::sync::write(&self.functions, "the SQL functions");
+        functions.live.remove(name);
+        functions.dropped.insert(name.to_string());
+        functions.generation += 1;
+        tracing::info!(function = %name, "function dropped");
+        Ok(())
+    }
+
+    /// The views whose definition calls function `name` (a call: the name, then `(`).
+    fn function_readers(&self, store: &CatalogStore, name: &str) -> Vec<String> {
+        store
+            .objects()
+            .iter()
+            .filter(|o| o.kind == "view" && calls_function(&o.sql, name))
+            .map(|o| o.name.clone())
+            .collect()
+    }
+
+    /// Brings `ctx` up to date with the SQL functions, if they changed since `seen`.
+    pub fn sync_functions(&self, ctx: &SessionContext, seen: &std::sync::atomic::AtomicU64) {
+        use datafusion::execution::FunctionRegistry;
+        let functions = crate::sync::read(&self.functions, "the SQL functions");
+        if functions.generation == seen.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        for name in &functions.dropped {
+            if ctx
+                .udf(name)
+                .is_ok_and(|f| crate::sql::functions::is_sql_function(&f))
+            {
+                ctx.deregister_udf(name);
+            }
+        }
+        for udf in functions.live.values() {
+            ctx.register_udf(udf.as_ref().clone());
+        }
+        seen.store(functions.generation, std::sync::atomic::Ordering::Release);
+    }
+
     /// Refuses (2BP01) to drop `name` while views read it, unless `cascade`, which drops them.
     fn drop_dependents(&self, name: &str, kind: &str, cascade: bool) -> Result<()> {
         let sinks = self.sinks_of(name);
@@ -1211,6 +1373,19 @@ type CdcSources = HashMap<String, (u32, std::collections::BTreeMap<String, Strin
 
 /// The catalog kind of a shared CDC source.
 const CDC_SOURCE_KIND: &str = "cdc_source";
+const FUNCTION_KIND: &str = "function";
+
+/// Whether `sql` calls a function `name`: the name as a whole word (any case), then `(`.
+fn calls_function(sql: &str, name: &str) -> bool {
+    let sql = sql.to_lowercase();
+    let name = name.to_lowercase();
+    let word = |c: char| c.is_alphanumeric() || c == '_' || c == '$';
+    sql.match_indices(&name).any(|(at, _)| {
+        let before = sql[..at].chars().next_back();
+        let after = sql[at + name.len()..].trim_start().chars().next();
+        !before.is_some_and(word) && after == Some('(')
+    })
+}
 
 /// What the catalog shows of a view.
 fn view_entry(
@@ -1283,5 +1458,7 @@ fn optimize_for_stream(
         .enable_physical_uncorrelated_scalar_subquery = false;
     let plan = crate::planner::rewrite_distinct_on(plan.clone())?;
     let plan = crate::planner::rewrite_grouping_sets(plan)?;
+    // `now()` stays the clock, not the time the view was created.
+    let plan = crate::planner::mark_now(plan)?;
     Ok(state.optimize(&plan)?)
 }

@@ -760,3 +760,55 @@ async fn a_source_log_loses_what_no_view_or_checkpoint_needs() {
         vec!["20000".to_string()]
     );
 }
+
+/// A SQL function is in the catalog: every session sees it as soon as it is created (also one
+/// opened before), a view that calls it comes back after a restart, and so does the function.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_functions_reach_every_session_and_survive_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = common::start_on(dir.path()).await;
+    let early = common::connect(server.addr.port()).await;
+    let client = common::connect(server.addr.port()).await;
+    client
+        .batch_execute(
+            "CREATE FUNCTION twice(x BIGINT) RETURNS BIGINT LANGUAGE SQL AS $$ SELECT x * 2 $$;
+             CREATE FUNCTION gone(x BIGINT) RETURNS BIGINT LANGUAGE SQL RETURN x;
+             CREATE TABLE n (v BIGINT);
+             INSERT INTO n VALUES (1), (2);
+             CREATE MATERIALIZED VIEW doubled AS SELECT twice(v) AS d FROM n;
+             FLUSH;",
+        )
+        .await
+        .expect("setup");
+    assert_eq!(rows(&early, "SELECT twice(21)").await, vec!["42"]);
+    assert_eq!(rows(&early, "SELECT gone(7)").await, vec!["7"]);
+    client
+        .batch_execute("DROP FUNCTION gone")
+        .await
+        .expect("drop");
+    let err = early
+        .simple_query("SELECT gone(7)")
+        .await
+        .expect_err("a dropped function is gone in every session");
+    assert_eq!(err.code().map(|c| c.code()), Some("42883"), "{err:?}");
+    server.shutdown().await;
+
+    server = common::start_on(dir.path()).await;
+    let client = common::connect(server.addr.port()).await;
+    assert_eq!(rows(&client, "SELECT * FROM doubled").await, vec!["2", "4"]);
+    client
+        .batch_execute("INSERT INTO n VALUES (3); FLUSH;")
+        .await
+        .expect("insert");
+    assert_eq!(
+        rows(&client, "SELECT * FROM doubled").await,
+        vec!["2", "4", "6"]
+    );
+    assert_eq!(rows(&client, "SELECT twice(5)").await, vec!["10"]);
+    let err = client
+        .simple_query("SELECT gone(7)")
+        .await
+        .expect_err("a dropped function stays dropped");
+    assert_eq!(err.code().map(|c| c.code()), Some("42883"), "{err:?}");
+    server.shutdown().await;
+}

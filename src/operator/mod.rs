@@ -21,6 +21,7 @@ pub mod not_in;
 pub mod over;
 pub mod session;
 pub mod sliced_window;
+pub mod temporal_filter;
 #[cfg(test)]
 pub mod test_util;
 

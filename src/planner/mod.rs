@@ -10,10 +10,12 @@
 mod aggregate;
 mod join;
 mod over;
+mod temporal;
 mod time;
 
 pub use aggregate::rewrite_grouping_sets;
 pub use over::rewrite_distinct_on;
+pub use temporal::mark_now;
 
 use std::sync::Arc;
 
@@ -88,6 +90,7 @@ pub fn plan_view(
         slice_failure: None,
         lookups: Vec::new(),
     };
+    temporal::check(plan)?;
     let planned = planner.plan(plan)?;
     if emit_on_window_close && (planner.aggregates != 1 || planner.windowed_close != 1) {
         return Err(Error::unsupported(
@@ -158,6 +161,26 @@ fn refuse(construct: &str) -> Error {
     Error::unsupported(format!(
         "{construct} is not supported in a materialized view"
     ))
+}
+
+/// A `FilterProject` keeping the rows of `input` (of `schema`) where `predicate` holds.
+fn filter_node(predicate: &Expr, schema: &DFSchema, input: Planned) -> Result<Planned> {
+    let columns = (0..schema.fields().len())
+        .map(|i| physical(&Expr::Column(schema.columns()[i].clone()), schema))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Planned {
+        node: Node::FilterProject {
+            stats: Default::default(),
+            label: pretty(&format!("Filter: {predicate}")),
+            operator: FilterProjectOperator::new(
+                Some(physical(predicate, schema)?),
+                columns,
+                Arc::new(schema.as_arrow().clone()),
+            ),
+            input: Box::new(input.node),
+        },
+        times: input.times,
+    })
 }
 
 /// A physical expression over `schema`.
@@ -273,22 +296,24 @@ impl Planner {
                 if self.slicing && time::reads_slice(&filter.predicate, &input.times, schema) {
                     self.slice_failure = Some("a filter on a window column".into());
                 }
-                let columns = (0..schema.fields().len())
-                    .map(|i| physical(&Expr::Column(schema.columns()[i].clone()), schema))
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(Planned {
-                    node: Node::FilterProject {
-                        stats: Default::default(),
-                        label: pretty(&format!("Filter: {}", filter.predicate)),
-                        operator: FilterProjectOperator::new(
-                            Some(physical(&filter.predicate, schema)?),
-                            columns,
-                            Arc::new(schema.as_arrow().clone()),
-                        ),
-                        input: Box::new(input.node),
-                    },
-                    times: input.times,
-                })
+                // `now()` compared with the row: rows leave (or enter) as the clock moves.
+                if let Some((bounds, rest)) = temporal::split(&filter.predicate, schema)? {
+                    if self.slicing {
+                        self.slice_failure = Some("a temporal filter".into());
+                    }
+                    let input = match rest {
+                        Some(rest) => filter_node(&rest, schema, input)?,
+                        None => input,
+                    };
+                    return temporal::plan_temporal_filter(
+                        self,
+                        bounds,
+                        &filter.predicate,
+                        schema,
+                        input,
+                    );
+                }
+                filter_node(&filter.predicate, schema, input)
             }
             LogicalPlan::SubqueryAlias(alias) => self.plan(&alias.input),
             LogicalPlan::Aggregate(agg) => {
@@ -501,7 +526,8 @@ pub(crate) fn is_append_only(plan: &LogicalPlan) -> bool {
             Err(_) => false,
         },
         LogicalPlan::Projection(p) => is_append_only(&p.input),
-        LogicalPlan::Filter(f) => is_append_only(&f.input),
+        // A temporal filter retracts rows as the clock passes them.
+        LogicalPlan::Filter(f) => !temporal::reads_now(&f.predicate) && is_append_only(&f.input),
         LogicalPlan::SubqueryAlias(a) => is_append_only(&a.input),
         LogicalPlan::Sort(s) if s.fetch.is_none() => is_append_only(&s.input),
         LogicalPlan::Unnest(u) => is_append_only(&u.input),

@@ -7,6 +7,7 @@ pub mod cursor;
 pub mod ddl;
 pub mod feed;
 pub mod filter_pushdown;
+pub mod functions;
 pub mod live;
 pub mod parser;
 pub mod pg_compat;

@@ -241,6 +241,8 @@ pub struct Session {
     statement_timeout: Option<std::time::Duration>,
     /// The user, when it may only read.
     read_only: Option<String>,
+    /// The generation of the engine's SQL functions this context holds.
+    functions_seen: std::sync::atomic::AtomicU64,
 }
 
 impl Session {
@@ -262,6 +264,7 @@ impl Session {
             cursors: std::collections::HashMap::new(),
             statement_timeout: None,
             read_only: None,
+            functions_seen: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -321,6 +324,12 @@ impl Session {
             })
     }
 
+    /// The session's DataFusion state, with the SQL functions as they stand.
+    pub(super) fn state(&self) -> datafusion::execution::context::SessionState {
+        self.engine.sync_functions(&self.ctx, &self.functions_seen);
+        self.ctx.state()
+    }
+
     /// Runs one statement; `params` are the values of `$1, $2, …` when the extended protocol
     /// bound any.
     pub async fn execute(
@@ -371,7 +380,7 @@ impl Session {
                 let created = self
                     .engine
                     .create_table(
-                        &self.ctx.state(),
+                        &self.state(),
                         create,
                         crate::sql::ddl::TableClauses::of(statement),
                         &statement.text,
@@ -416,11 +425,47 @@ impl Session {
                 };
                 Ok(Outcome::command(tag))
             }
+            Statement::CreateFunction(create) => {
+                self.engine
+                    .create_function(&self.state(), create, &statement.text)
+                    .await?;
+                Ok(Outcome::command("CREATE FUNCTION"))
+            }
+            Statement::DropFunction(drop) => {
+                let cascade = matches!(
+                    drop.drop_behavior,
+                    Some(datafusion::sql::sqlparser::ast::DropBehavior::Cascade)
+                );
+                for desc in &drop.func_desc {
+                    let name = match desc.name.0.as_slice() {
+                        [part] | [_, part] => part
+                            .as_ident()
+                            .map(|i| {
+                                if i.quote_style.is_some() {
+                                    i.value.clone()
+                                } else {
+                                    i.value.to_lowercase()
+                                }
+                            })
+                            .ok_or_else(|| {
+                                Error::unsupported(format!("the function name {}", desc.name))
+                            })?,
+                        _ => {
+                            return Err(Error::unsupported(format!(
+                                "the function name {}",
+                                desc.name
+                            )));
+                        }
+                    };
+                    self.engine.drop_function(&name, drop.if_exists, cascade)?;
+                }
+                Ok(Outcome::command("DROP FUNCTION"))
+            }
             Statement::CreateView(create) if create.materialized => {
                 let created = self
                     .engine
                     .create_view(
-                        &self.ctx.state(),
+                        &self.state(),
                         create,
                         statement.emit_on_window_close,
                         &statement.text,
@@ -445,7 +490,7 @@ impl Session {
                 };
                 let plan = self
                     .engine
-                    .plan_view(&self.ctx.state(), create, statement.emit_on_window_close)
+                    .plan_view(&self.state(), create, statement.emit_on_window_close)
                     .await?;
                 self.rows("QUERY PLAN", plan.explain.lines().collect())
             }
@@ -726,7 +771,7 @@ impl Session {
 
     pub(super) async fn plan(&self, statement: &SluiceStatement) -> Result<LogicalPlan> {
         let plan = super::plan_statement(
-            &self.ctx.state(),
+            &self.state(),
             statement.statement.clone(),
             super::windows::WindowMode::Batch,
         )
@@ -956,7 +1001,7 @@ impl Session {
     /// the session's DataFusion context until `DEALLOCATE` or the end of the connection.
     async fn run_prepared(&self, statement: &SluiceStatement) -> Result<Outcome> {
         let plan = super::plan_statement(
-            &self.ctx.state(),
+            &self.state(),
             statement.statement.clone(),
             super::windows::WindowMode::Batch,
         )
@@ -999,7 +1044,7 @@ impl Session {
             plan = plan.with_param_values(params)?;
         }
         // Every view this statement reads is read at one epoch.
-        let mut state = self.ctx.state();
+        let mut state = self.state();
         state
             .config_mut()
             .set_extension(Arc::new(PinnedEpoch(self.engine.views().published())));

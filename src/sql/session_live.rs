@@ -120,7 +120,7 @@ impl Session {
     async fn subscribe(&self, subscribe: &Subscribe) -> Result<LiveFeed> {
         let (schema, subscription) = self
             .engine()
-            .subscribe(&self.ctx.state(), &subscribe.target, &subscribe.options)
+            .subscribe(&self.state(), &subscribe.target, &subscribe.options)
             .await?;
         Ok(LiveFeed::new(
             subscription,
