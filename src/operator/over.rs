@@ -223,6 +223,9 @@ pub struct OverOperator {
     expiry: Option<(usize, i64)>,
     /// Window end → the partitions of that window.
     windows: BTreeMap<i64, Vec<Box<[u8]>>>,
+    /// `EMIT ON WINDOW CLOSE` (a window top-N): nothing is emitted while a window is open;
+    /// its top rows are emitted once, final, when the watermark passes its end.
+    emit_on_close: bool,
 }
 
 impl OverOperator {
@@ -262,6 +265,7 @@ impl OverOperator {
             heap: 0,
             expiry: None,
             windows: BTreeMap::new(),
+            emit_on_close: false,
         })
     }
 
@@ -271,6 +275,60 @@ impl OverOperator {
     pub fn with_window_expiry(mut self, key: usize, end_offset: i64) -> Self {
         self.expiry = Some((key, end_offset));
         self
+    }
+
+    /// `EMIT ON WINDOW CLOSE`: a window's top rows are emitted once its window closes (with
+    /// [`Self::with_window_expiry`]).
+    pub fn with_emit_on_window_close(mut self) -> Self {
+        self.emit_on_close = true;
+        self
+    }
+
+    /// Emits the top rows of every partition whose window ended at or before `watermark`,
+    /// then frees them.
+    fn close_windows(
+        &mut self,
+        top: TopN,
+        watermark: Timestamp,
+    ) -> Result<Option<ChangeBatch>, OperatorError> {
+        let mut picks: Vec<(&[u8], u64, i64)> = Vec::new();
+        for (_, keys) in self.windows.range(..=watermark) {
+            for key in keys {
+                if let Some(part) = self.state.get(key) {
+                    top_picks(part, &top, |row, rank, weight| {
+                        picks.push((row, rank, weight))
+                    });
+                }
+            }
+        }
+        let out = if picks.is_empty() {
+            None
+        } else {
+            Some(self.picks_batch(&picks, top)?)
+        };
+        self.expire(watermark);
+        Ok(out)
+    }
+
+    /// Top-N rows (row bytes, rank, weight) as a change batch of the output schema.
+    fn picks_batch(
+        &self,
+        picks: &[(&[u8], u64, i64)],
+        top: TopN,
+    ) -> Result<ChangeBatch, OperatorError> {
+        let parser = self.rows.parser();
+        let mut columns = self
+            .rows
+            .convert_rows(picks.iter().map(|c| parser.parse(c.0)))
+            .map_err(arrow)?;
+        if top.rank_column {
+            columns.push(
+                Arc::new(UInt64Array::from_iter_values(picks.iter().map(|c| c.1))) as ArrayRef,
+            );
+        }
+        let data = super::cast_to_schema(columns, &self.schema).map_err(arrow)?;
+        let weights = Int64Array::from_iter_values(picks.iter().map(|c| c.2));
+        ChangeBatch::with_weights(data, weights).map_err(arrow)
     }
 
     /// Notes the window end of each partition key of `keys` new in this batch.
@@ -447,19 +505,7 @@ impl OverOperator {
             if !changes.is_empty() {
                 // Retractions first, so that a replaced row leaves before its successor comes.
                 changes.sort_by_key(|c| c.2 > 0);
-                let parser = self.rows.parser();
-                let mut columns = self
-                    .rows
-                    .convert_rows(changes.iter().map(|c| parser.parse(c.0)))
-                    .map_err(arrow)?;
-                if top.rank_column {
-                    columns.push(Arc::new(UInt64Array::from_iter_values(
-                        changes.iter().map(|c| c.1),
-                    )) as ArrayRef);
-                }
-                let data = super::cast_to_schema(columns, &self.schema).map_err(arrow)?;
-                let weights = Int64Array::from_iter_values(changes.iter().map(|c| c.2));
-                out.push(ChangeBatch::with_weights(data, weights).map_err(arrow)?);
+                out.push(self.picks_batch(&changes, top)?);
             }
         }
         if self.append_only {
@@ -556,7 +602,10 @@ impl KeyedOperator for OverOperator {
                 OverMode::TopN(top) => {
                     if !self.touched_top.contains_key(key) {
                         let start = self.before.len();
-                        if let Some(part) = self.state.get(key) {
+                        // Emitting on close, nothing was emitted to take back.
+                        if !self.emit_on_close
+                            && let Some(part) = self.state.get(key)
+                        {
                             let before = &mut self.before;
                             top_picks(part, top, |row, rank, weight| {
                                 before.push(row, rank, weight)
@@ -617,6 +666,21 @@ impl KeyedOperator for OverOperator {
     }
 
     fn finish(&mut self, watermark: Option<Timestamp>) -> Result<Vec<ChangeBatch>, OperatorError> {
+        if let OverMode::TopN(top) = self.mode
+            && self.emit_on_close
+        {
+            // The epoch's changes stay in the state; over append-only input (always, here)
+            // the rows ranked past the range are dropped.
+            let touched = std::mem::replace(&mut self.touched_top, row_map(0));
+            self.before = Picks::default();
+            for key in touched.keys() {
+                self.trim(key);
+            }
+            return Ok(match watermark {
+                Some(w) => self.close_windows(top, w)?.into_iter().collect(),
+                None => Vec::new(),
+            });
+        }
         if let OverMode::TopN(top) = self.mode {
             let out = self.finish_top(top)?;
             // Output first: a window's rows are final once the watermark passes its end.

@@ -89,13 +89,21 @@ pub fn plan_view(
         slicing: false,
         slice_failure: None,
         lookups: Vec::new(),
+        closing_top_n: false,
     };
     temporal::check(plan)?;
     let planned = planner.plan(plan)?;
-    if emit_on_window_close && (planner.aggregates != 1 || planner.windowed_close != 1) {
+    // One operator closes windows: a window aggregate, or a window top-N with no aggregate.
+    let closes = if planner.closing_top_n {
+        planner.aggregates == 0
+    } else {
+        planner.aggregates == 1
+    };
+    if emit_on_window_close && (!closes || planner.windowed_close != 1) {
         return Err(Error::unsupported(
-            "EMIT ON WINDOW CLOSE needs exactly one GROUP BY with a window (TUMBLE or HOP) \
-             over the time column of a table with a WATERMARK",
+            "EMIT ON WINDOW CLOSE needs exactly one GROUP BY with a window (TUMBLE or HOP), or \
+             one top-N per window (ROW_NUMBER() OVER (PARTITION BY window_start …) <= N), over \
+             the time column of a table with a WATERMARK",
         ));
     }
     let names: Vec<String> = planner
@@ -155,6 +163,9 @@ struct Planner {
     slice_failure: Option<String>,
     /// Sources read as a temporal join's versioned table (`FOR SYSTEM_TIME AS OF PROCTIME()`).
     lookups: Vec<usize>,
+    /// A window top-N emits on window close (`EMIT ON WINDOW CLOSE` without a window
+    /// aggregate).
+    closing_top_n: bool,
 }
 
 fn refuse(construct: &str) -> Error {

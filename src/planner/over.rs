@@ -195,6 +195,7 @@ fn over_node(
     schema: datafusion::arrow::datatypes::SchemaRef,
     label: String,
     expiry: Option<(usize, i64)>,
+    emit_on_close: bool,
     mut mode: impl FnMut() -> Result<OverMode>,
 ) -> Result<Planned> {
     let in_schema = input_plan.schema();
@@ -226,6 +227,9 @@ fn over_node(
         }
         if let Some((key, end_offset)) = expiry {
             op = op.with_window_expiry(key, end_offset);
+        }
+        if emit_on_close {
+            op = op.with_emit_on_window_close();
         }
         Ok(Box::new(op) as Box<dyn KeyedOperator>)
     };
@@ -263,8 +267,15 @@ pub(super) fn plan_top_n(
     } else {
         None
     };
+    // `EMIT ON WINDOW CLOSE` over a window top-N that no aggregate below closes: each
+    // window's top rows once, when it closes.
+    let close = planner.emit_on_window_close && expiry.is_some() && planner.windowed_close == 0;
+    if close {
+        planner.windowed_close += 1;
+        planner.closing_top_n = true;
+    }
     let label = super::pretty(&format!(
-        "TopN: partition=[{}] order=[{}] rank={} range={first}..={last}{}{}",
+        "TopN: partition=[{}] order=[{}] rank={} range={first}..={last}{}{}{}",
         names(f.params.partition_by.iter().map(|e| e.to_string())),
         sort_names(&f.params.order_by),
         match kind {
@@ -281,7 +292,8 @@ pub(super) fn plan_top_n(
             " free=on-watermark"
         } else {
             ""
-        }
+        },
+        if close { " emit=on-window-close" } else { "" }
     ));
     let top = TopN {
         kind,
@@ -298,6 +310,7 @@ pub(super) fn plan_top_n(
         schema,
         label,
         expiry,
+        close,
         || Ok(OverMode::TopN(top)),
     )
 }
@@ -338,6 +351,7 @@ fn plan_limit(
         schema,
         label,
         None,
+        false,
         || Ok(OverMode::TopN(top)),
     )
 }
@@ -437,6 +451,7 @@ pub(super) fn plan_functions(planner: &mut Planner, window: &Window) -> Result<P
         schema,
         label,
         None,
+        false,
         || Ok(OverMode::Functions(make_exprs()?)),
     )
 }
