@@ -146,6 +146,9 @@ fn register_functions(
     }
     // PostgreSQL's template patterns, in place of DataFusion's chrono formats.
     ctx.register_udf(crate::sql::to_char::to_char_udf());
+    for function in crate::sql::pg_builtins::functions() {
+        ctx.register_udf(function.as_ref().clone());
+    }
     // PostgreSQL's name for the sample variance.
     ctx.register_udaf(
         datafusion::functions_aggregate::variance::var_samp_udaf()

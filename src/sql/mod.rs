@@ -10,6 +10,7 @@ pub mod filter_pushdown;
 pub mod functions;
 pub mod live;
 pub mod parser;
+pub mod pg_builtins;
 pub mod pg_compat;
 pub mod pg_semantics;
 pub mod session;

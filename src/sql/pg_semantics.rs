@@ -205,6 +205,24 @@ fn after_coercion(expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> 
                 vec![(**left).clone(), (**right).clone()],
             )))
         }
+        // `x / 0` over floats is 22012, as in PostgreSQL (IEEE 754 would give Infinity).
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Divide,
+            right,
+        }) => {
+            let (Some(l), Some(r)) = (operand_type(left, schema), operand_type(right, schema))
+            else {
+                return Ok(Transformed::no(expr));
+            };
+            if l != r || !matches!(l, DataType::Float32 | DataType::Float64) {
+                return Ok(Transformed::no(expr));
+            }
+            Ok(Transformed::yes(call(
+                &FLOAT_DIV,
+                vec![(**left).clone(), (**right).clone()],
+            )))
+        }
         Expr::Cast(Cast { expr: inner, field }) | Expr::TryCast(TryCast { expr: inner, field }) => {
             let data_type = field.data_type();
             let Some(from) = type_of(inner, schema) else {
@@ -247,7 +265,7 @@ fn after_coercion(expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> 
 }
 
 /// A function of ours: name, argument count, and its body over the argument arrays.
-struct Function {
+pub(crate) struct Function {
     name: &'static str,
     signature: Signature,
     returns: fn(&[DataType]) -> DataType,
@@ -333,7 +351,7 @@ impl ScalarUDFImpl for TextAs {
 }
 
 /// A function's result: one value when every argument was one, else the array.
-fn columnar(out: ArrayRef, scalar: bool) -> DfResult<ColumnarValue> {
+pub(crate) fn columnar(out: ArrayRef, scalar: bool) -> DfResult<ColumnarValue> {
     Ok(if scalar {
         ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?)
     } else {
@@ -347,9 +365,24 @@ fn udf(
     returns: fn(&[DataType]) -> DataType,
     body: fn(&[ArrayRef]) -> DfResult<ArrayRef>,
 ) -> Arc<ScalarUDF> {
+    udf_with(
+        name,
+        Signature::any(arguments, Volatility::Immutable),
+        returns,
+        body,
+    )
+}
+
+/// A function of ours with its own signature.
+pub(crate) fn udf_with(
+    name: &'static str,
+    signature: Signature,
+    returns: fn(&[DataType]) -> DataType,
+    body: fn(&[ArrayRef]) -> DfResult<ArrayRef>,
+) -> Arc<ScalarUDF> {
     Arc::new(ScalarUDF::new_from_impl(Function {
         name,
-        signature: Signature::any(arguments, Volatility::Immutable),
+        signature,
         returns,
         body,
     }))
@@ -363,7 +396,7 @@ fn interval_type(_: &[DataType]) -> DataType {
     DataType::Interval(IntervalUnit::MonthDayNano)
 }
 
-fn user_error(code: &'static str, message: String) -> DataFusionError {
+pub(crate) fn user_error(code: &'static str, message: String) -> DataFusionError {
     DataFusionError::External(Box::new(Error::user(code, message)))
 }
 
@@ -382,6 +415,11 @@ static CHECKED_MUL: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
         checked(a, Operator::Multiply)
     })
 });
+static FLOAT_DIV: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
+    udf("sluice_float_div", 2, first_type, |a| {
+        float_div(&a[0], &a[1])
+    })
+});
 static ROUND_TO_INTEGER: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
     udf("sluice_round_to_integer", 1, first_type, |a| {
         round_to_integer(&a[0])
@@ -397,6 +435,19 @@ static INTERVAL_DIV: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
         interval_scale(&a[0], &a[1], true)
     })
 });
+
+/// `a / b` over two float arrays of one type: 22012 where `b` is zero.
+fn float_div(a: &ArrayRef, b: &ArrayRef) -> DfResult<ArrayRef> {
+    let divisors = datafusion::arrow::compute::cast(b, &DataType::Float64)?;
+    let divisors = divisors.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+    if divisors.iter().any(|d| d == Some(0.0)) {
+        return Err(user_error(
+            sqlstate::DIVISION_BY_ZERO,
+            "division by zero".to_string(),
+        ));
+    }
+    Ok(datafusion::arrow::compute::kernels::numeric::div(a, b)?)
+}
 
 /// `a op b` over two integer arrays of one type, 22003 where PostgreSQL's would overflow.
 fn checked(args: &[ArrayRef], op: Operator) -> DfResult<ArrayRef> {

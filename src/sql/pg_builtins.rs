@@ -1,0 +1,366 @@
+//! PostgreSQL's scalar functions that DataFusion lacks: `num_nulls`/`num_nonnulls`,
+//! `justify_hours`/`justify_days`, `isfinite`, `quote_literal`, `quote_ident`, `format`,
+//! `scale`, and `gen_random_uuid` (DataFusion's `uuid`). Each follows PostgreSQL's
+//! documented behaviour for the types Sluice has.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int32Array, IntervalMonthDayNanoArray, StringArray,
+};
+use datafusion::arrow::datatypes::{
+    DataType, IntervalMonthDayNano, IntervalMonthDayNanoType, IntervalUnit,
+};
+use datafusion::common::Result as DfResult;
+use datafusion::logical_expr::{ScalarUDF, Signature, TypeSignature, Volatility};
+
+use super::pg_semantics::{udf_with, user_error};
+use crate::error::sqlstate;
+
+const DAY_NANOS: i64 = 86_400_000_000_000;
+
+fn int32(_: &[DataType]) -> DataType {
+    DataType::Int32
+}
+
+fn text(_: &[DataType]) -> DataType {
+    DataType::Utf8
+}
+
+fn boolean(_: &[DataType]) -> DataType {
+    DataType::Boolean
+}
+
+fn interval(_: &[DataType]) -> DataType {
+    DataType::Interval(IntervalUnit::MonthDayNano)
+}
+
+/// The functions, to register in every context.
+pub fn functions() -> Vec<Arc<ScalarUDF>> {
+    let any = |n| Signature::any(n, Volatility::Immutable);
+    let variadic = Signature::variadic_any(Volatility::Immutable);
+    let one_interval = Signature::exact(
+        vec![DataType::Interval(IntervalUnit::MonthDayNano)],
+        Volatility::Immutable,
+    );
+    vec![
+        udf_with("num_nulls", variadic.clone(), int32, |a| {
+            count_nulls(a, true)
+        }),
+        udf_with("num_nonnulls", variadic.clone(), int32, |a| {
+            count_nulls(a, false)
+        }),
+        udf_with("justify_hours", one_interval.clone(), interval, |a| {
+            justify(&a[0], true)
+        }),
+        udf_with("justify_days", one_interval, interval, |a| {
+            justify(&a[0], false)
+        }),
+        udf_with("isfinite", any(1), boolean, |a| {
+            // Sluice's dates, timestamps and intervals have no infinities.
+            let nulls = a[0].logical_nulls();
+            Ok(Arc::new(BooleanArray::from_iter((0..a[0].len()).map(
+                |i| nulls.as_ref().is_none_or(|n| n.is_valid(i)).then_some(true),
+            ))))
+        }),
+        udf_with(
+            "quote_literal",
+            Signature::one_of(
+                vec![TypeSignature::String(1), TypeSignature::Any(1)],
+                Volatility::Immutable,
+            ),
+            text,
+            |a| map_text(&a[0], |s| Some(quote_literal(s))),
+        ),
+        udf_with(
+            "quote_ident",
+            Signature::string(1, Volatility::Immutable),
+            text,
+            |a| map_text(&a[0], |s| Some(quote_ident(s))),
+        ),
+        udf_with("format", variadic, text, format),
+        udf_with("scale", any(1), int32, |a| {
+            let scale = match a[0].data_type() {
+                DataType::Decimal128(_, s) | DataType::Decimal256(_, s) => i32::from(*s),
+                _ => 0,
+            };
+            let nulls = a[0].logical_nulls();
+            Ok(Arc::new(Int32Array::from_iter((0..a[0].len()).map(|i| {
+                nulls
+                    .as_ref()
+                    .is_none_or(|n| n.is_valid(i))
+                    .then_some(scale)
+            }))))
+        }),
+        Arc::new(
+            datafusion::functions::string::uuid()
+                .as_ref()
+                .clone()
+                .with_aliases(["gen_random_uuid"]),
+        ),
+    ]
+}
+
+/// How many arguments of each row are (or are not) NULL.
+fn count_nulls(args: &[ArrayRef], nulls: bool) -> DfResult<ArrayRef> {
+    let rows = args.first().map_or(1, |a| a.len());
+    // Logical nulls: an untyped NULL argument is a NullArray, which has no validity buffer.
+    let masks: Vec<_> = args.iter().map(|a| a.logical_nulls()).collect();
+    Ok(Arc::new(Int32Array::from_iter_values((0..rows).map(|i| {
+        masks
+            .iter()
+            .filter(|m| m.as_ref().is_some_and(|m| m.is_null(i)) == nulls)
+            .count() as i32
+    }))))
+}
+
+/// `justify_hours` (whole days out of the time part) or `justify_days` (months out of days),
+/// keeping every part's sign as PostgreSQL does.
+fn justify(values: &ArrayRef, hours: bool) -> DfResult<ArrayRef> {
+    let values = values.as_primitive::<IntervalMonthDayNanoType>();
+    let out: IntervalMonthDayNanoArray = values.unary(|v: IntervalMonthDayNano| {
+        let (mut months, mut days, mut nanos) = (v.months, v.days, v.nanoseconds);
+        if hours {
+            days = days.saturating_add((nanos / DAY_NANOS) as i32);
+            nanos %= DAY_NANOS;
+            if days > 0 && nanos < 0 {
+                nanos += DAY_NANOS;
+                days -= 1;
+            } else if days < 0 && nanos > 0 {
+                nanos -= DAY_NANOS;
+                days += 1;
+            }
+        } else {
+            months = months.saturating_add(days / 30);
+            days %= 30;
+            if months > 0 && days < 0 {
+                days += 30;
+                months -= 1;
+            } else if months < 0 && days > 0 {
+                days -= 30;
+                months += 1;
+            }
+        }
+        IntervalMonthDayNano::new(months, days, nanos)
+    });
+    Ok(Arc::new(out))
+}
+
+/// Each value's text (Arrow's cast to text), mapped; NULL stays NULL.
+fn map_text(values: &ArrayRef, f: impl Fn(&str) -> Option<String>) -> DfResult<ArrayRef> {
+    let strings = datafusion::arrow::compute::cast(values, &DataType::Utf8)?;
+    let strings = strings.as_string::<i32>();
+    Ok(Arc::new(StringArray::from_iter(
+        strings.iter().map(|s| s.and_then(&f)),
+    )))
+}
+
+/// `'it''s'`; with a backslash, PostgreSQL's escape string form (`E'a\\b'`).
+fn quote_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    if s.contains('\\') {
+        out.push('E');
+    }
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// An identifier as PostgreSQL quotes it: bare when it is lowercase letters, digits and `_`
+/// (not first a digit) and not a keyword, else in double quotes.
+fn quote_ident(s: &str) -> String {
+    let bare = !s.is_empty()
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !is_reserved(s);
+    if bare {
+        s.to_string()
+    } else {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    }
+}
+
+/// Whether `word` is a key word an identifier cannot be without quotes.
+fn is_reserved(word: &str) -> bool {
+    use datafusion::sql::sqlparser::keywords::{
+        ALL_KEYWORDS, ALL_KEYWORDS_INDEX, RESERVED_FOR_COLUMN_ALIAS,
+    };
+    let upper = word.to_ascii_uppercase();
+    ALL_KEYWORDS
+        .binary_search(&upper.as_str())
+        .is_ok_and(|i| RESERVED_FOR_COLUMN_ALIAS.contains(&ALL_KEYWORDS_INDEX[i]))
+}
+
+/// `format(fmt, args…)`: `%s` (the value's text, NULL as nothing), `%I` (an identifier),
+/// `%L` (a literal, NULL as `NULL`), `%%`, and `%n$…` to pick the `n`th argument.
+fn format(args: &[ArrayRef]) -> DfResult<ArrayRef> {
+    let Some((template, values)) = args.split_first() else {
+        return Err(user_error(
+            sqlstate::UNDEFINED_FUNCTION,
+            "function format() does not exist".into(),
+        ));
+    };
+    let templates = datafusion::arrow::compute::cast(template, &DataType::Utf8)?;
+    let templates = templates.as_string::<i32>();
+    let texts = values
+        .iter()
+        .map(|v| datafusion::arrow::compute::cast(v, &DataType::Utf8))
+        .collect::<Result<Vec<_>, _>>()?;
+    let texts: Vec<&StringArray> = texts.iter().map(|t| t.as_string::<i32>()).collect();
+    let mut out = Vec::with_capacity(templates.len());
+    for row in 0..templates.len() {
+        if templates.is_null(row) {
+            out.push(None);
+            continue;
+        }
+        let value = |i: usize| -> DfResult<Option<&str>> {
+            let column = texts.get(i).ok_or_else(|| {
+                user_error(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    "too few arguments for format()".into(),
+                )
+            })?;
+            Ok(column.is_valid(row).then(|| column.value(row)))
+        };
+        let mut result = String::new();
+        let mut next = 0usize;
+        let mut chars = templates.value(row).chars().peekable();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                result.push(c);
+                continue;
+            }
+            // `%n$` picks argument n (from 1).
+            let mut digits = String::new();
+            while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                digits.push(*d);
+                chars.next();
+            }
+            let index = if digits.is_empty() {
+                None
+            } else if chars.next_if_eq(&'$').is_some() {
+                let n: usize = digits.parse().unwrap_or(0);
+                if n == 0 {
+                    return Err(user_error(
+                        sqlstate::INVALID_PARAMETER_VALUE,
+                        "format specifies argument 0, but arguments are numbered from 1".into(),
+                    ));
+                }
+                Some(n - 1)
+            } else {
+                return Err(user_error(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "format() widths are not supported".into(),
+                ));
+            };
+            let kind = chars.next();
+            if kind == Some('%') && index.is_none() {
+                result.push('%');
+                continue;
+            }
+            let i = index.unwrap_or(next);
+            next = i + 1;
+            match kind {
+                Some('s') => result.push_str(value(i)?.unwrap_or("")),
+                Some('I') => match value(i)? {
+                    Some(v) => result.push_str(&quote_ident(v)),
+                    None => {
+                        return Err(user_error(
+                            sqlstate::NULL_VALUE_NOT_ALLOWED,
+                            "null values cannot be formatted as an SQL identifier".into(),
+                        ));
+                    }
+                },
+                Some('L') => match value(i)? {
+                    Some(v) => result.push_str(&quote_literal(v)),
+                    None => result.push_str("NULL"),
+                },
+                other => {
+                    return Err(user_error(
+                        sqlstate::INVALID_PARAMETER_VALUE,
+                        format!(
+                            "unrecognized format() type specifier \"{}\"",
+                            other.map(String::from).unwrap_or_default()
+                        ),
+                    ));
+                }
+            }
+        }
+        out.push(Some(result));
+    }
+    Ok(Arc::new(StringArray::from(out)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(values: &[Option<&str>]) -> ArrayRef {
+        Arc::new(StringArray::from(values.to_vec()))
+    }
+
+    #[test]
+    fn format_follows_postgresql() {
+        let out = format(&[
+            strings(&[Some("%s, %I, %L, %%, %2$s")]),
+            strings(&[Some("it's")]),
+            strings(&[Some("B c")]),
+            strings(&[None]),
+        ])
+        .expect("format");
+        assert_eq!(
+            out.as_string::<i32>().value(0),
+            "it's, \"B c\", NULL, %, B c"
+        );
+        assert!(
+            format(&[strings(&[Some("%s %s")]), strings(&[Some("a")])]).is_err(),
+            "too few arguments"
+        );
+        assert!(format(&[strings(&[Some("%5s")]), strings(&[Some("a")])]).is_err());
+    }
+
+    #[test]
+    fn justify_moves_days_and_months() {
+        let hours: ArrayRef = Arc::new(IntervalMonthDayNanoArray::from(vec![
+            IntervalMonthDayNano::new(0, 0, 27 * 3_600_000_000_000),
+            IntervalMonthDayNano::new(0, 1, -3_600_000_000_000),
+        ]));
+        let out = justify(&hours, true).expect("justify");
+        let out = out.as_primitive::<IntervalMonthDayNanoType>();
+        assert_eq!(
+            out.value(0),
+            IntervalMonthDayNano::new(0, 1, 3 * 3_600_000_000_000)
+        );
+        assert_eq!(
+            out.value(1),
+            IntervalMonthDayNano::new(0, 0, 23 * 3_600_000_000_000)
+        );
+        let days: ArrayRef = Arc::new(IntervalMonthDayNanoArray::from(vec![
+            IntervalMonthDayNano::new(0, 35, 0),
+        ]));
+        let out = justify(&days, false).expect("justify");
+        assert_eq!(
+            out.as_primitive::<IntervalMonthDayNanoType>().value(0),
+            IntervalMonthDayNano::new(1, 5, 0)
+        );
+    }
+
+    #[test]
+    fn quoting_follows_postgresql() {
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_literal("a\\b"), "E'a\\\\b'");
+        assert_eq!(quote_ident("abc_1"), "abc_1");
+        assert_eq!(quote_ident("A b"), "\"A b\"");
+        assert_eq!(quote_ident("select"), "\"select\"");
+    }
+}
