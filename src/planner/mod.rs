@@ -262,23 +262,11 @@ impl Planner {
                     .cloned()
                     .reduce(datafusion::logical_expr::and)
                     .expect("filters are not empty");
-                let df_schema = scan.projected_schema.as_ref();
-                let projection = (0..schema.fields().len())
-                    .map(|i| physical(&Expr::Column(df_schema.columns()[i].clone()), df_schema))
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(Planned {
-                    node: Node::FilterProject {
-                        stats: Default::default(),
-                        label: pretty(&format!("Filter: {predicate}")),
-                        operator: FilterProjectOperator::new(
-                            Some(physical(&predicate, df_schema)?),
-                            projection,
-                            schema,
-                        ),
-                        input: Box::new(node),
-                    },
-                    times,
-                })
+                filter_node(
+                    &predicate,
+                    scan.projected_schema.as_ref(),
+                    Planned { node, times },
+                )
             }
             LogicalPlan::Projection(projection) => {
                 let input = self.plan(&projection.input)?;

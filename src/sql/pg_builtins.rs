@@ -1,6 +1,6 @@
 //! PostgreSQL's scalar functions that DataFusion lacks: `num_nulls`/`num_nonnulls`,
 //! `justify_hours`/`justify_days`, `isfinite`, `quote_literal`, `quote_ident`, `format`,
-//! `scale`, and `gen_random_uuid` (DataFusion's `uuid`). Each follows PostgreSQL's
+//! `scale`, `div`, `sign`, `age`, and `gen_random_uuid` (DataFusion's `uuid`). Each follows PostgreSQL's
 //! documented behaviour for the types Sluice has.
 
 use std::sync::Arc;
@@ -92,6 +92,22 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
                     .then_some(scale)
             }))))
         }),
+        udf_with(
+            "div",
+            any(2),
+            |_| DataType::Decimal128(38, 0),
+            |a| numeric_div(&a[0], &a[1]),
+        ),
+        udf_with(
+            "sign",
+            any(1),
+            |t| match t.first() {
+                Some(DataType::Float32 | DataType::Float64) => DataType::Float64,
+                _ => DataType::Decimal128(38, 0),
+            },
+            |a| sign(&a[0]),
+        ),
+        udf_with("age", any(2), interval, |a| age(&a[0], &a[1])),
         Arc::new(
             datafusion::functions::string::uuid()
                 .as_ref()
@@ -99,6 +115,135 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
                 .with_aliases(["gen_random_uuid"]),
         ),
     ]
+}
+
+/// `div(a, b)`: the integer quotient, truncated toward zero, as NUMERIC; 22012 for `b = 0`.
+fn numeric_div(a: &ArrayRef, b: &ArrayRef) -> DfResult<ArrayRef> {
+    let scale = |t: &DataType| match t {
+        DataType::Decimal128(_, s) => *s,
+        _ => 0,
+    };
+    let s = scale(a.data_type()).max(scale(b.data_type())).max(0);
+    let target = DataType::Decimal128(38, s);
+    let a = datafusion::arrow::compute::cast(a, &target)?;
+    let b = datafusion::arrow::compute::cast(b, &target)?;
+    let (a, b) = (
+        a.as_primitive::<datafusion::arrow::datatypes::Decimal128Type>(),
+        b.as_primitive::<datafusion::arrow::datatypes::Decimal128Type>(),
+    );
+    let mut out = Vec::with_capacity(a.len());
+    for i in 0..a.len() {
+        if a.is_null(i) || b.is_null(i) {
+            out.push(None);
+            continue;
+        }
+        if b.value(i) == 0 {
+            return Err(user_error(
+                sqlstate::DIVISION_BY_ZERO,
+                "division by zero".into(),
+            ));
+        }
+        // Both at one scale: the quotient of the unscaled values is the quotient.
+        out.push(Some(a.value(i) / b.value(i)));
+    }
+    Ok(Arc::new(
+        datafusion::arrow::array::Decimal128Array::from(out).with_precision_and_scale(38, 0)?,
+    ))
+}
+
+/// `sign(x)`: -1, 0 or 1, double precision for floats and NUMERIC otherwise.
+fn sign(x: &ArrayRef) -> DfResult<ArrayRef> {
+    let float = matches!(x.data_type(), DataType::Float32 | DataType::Float64);
+    let values = datafusion::arrow::compute::cast(x, &DataType::Float64)?;
+    let values = values.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+    let signs = values.iter().map(|v| {
+        v.map(|v| {
+            if v > 0.0 {
+                1
+            } else if v < 0.0 {
+                -1
+            } else {
+                0
+            }
+        })
+    });
+    Ok(if float {
+        Arc::new(datafusion::arrow::array::Float64Array::from_iter(
+            signs.map(|s| s.map(f64::from)),
+        ))
+    } else {
+        Arc::new(
+            datafusion::arrow::array::Decimal128Array::from_iter(signs.map(|s| s.map(i128::from)))
+                .with_precision_and_scale(38, 0)?,
+        )
+    })
+}
+
+/// `age(a, b)`: `a - b` in years, months and days as PostgreSQL counts them (field by field,
+/// borrowing from the next larger field; a month borrowed is the earlier date's), then the
+/// time of day.
+fn age(a: &ArrayRef, b: &ArrayRef) -> DfResult<ArrayRef> {
+    use chrono::{DateTime, Datelike, Timelike};
+    let naive = DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Nanosecond, None);
+    let a = datafusion::arrow::compute::cast(a, &naive)?;
+    let b = datafusion::arrow::compute::cast(b, &naive)?;
+    let a = a.as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>();
+    let b = b.as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>();
+    let days_in = |year: i32, month: u32| -> i64 {
+        let (y, m) = if month == 12 {
+            (year + 1, 1)
+        } else {
+            (year, month + 1)
+        };
+        chrono::NaiveDate::from_ymd_opt(y, m, 1)
+            .and_then(|d| d.pred_opt())
+            .map_or(30, |d| i64::from(d.day()))
+    };
+    let mut out = Vec::with_capacity(a.len());
+    for i in 0..a.len() {
+        if a.is_null(i) || b.is_null(i) {
+            out.push(None);
+            continue;
+        }
+        let (x, y) = (a.value(i), b.value(i));
+        // PostgreSQL works on the larger minus the smaller and negates the result.
+        let (negate, hi, lo) = if x < y { (true, y, x) } else { (false, x, y) };
+        let (hi, lo) = (
+            DateTime::from_timestamp_nanos(hi).naive_utc(),
+            DateTime::from_timestamp_nanos(lo).naive_utc(),
+        );
+        let mut nanos = i64::from(hi.nanosecond()) - i64::from(lo.nanosecond());
+        let mut secs =
+            i64::from(hi.num_seconds_from_midnight()) - i64::from(lo.num_seconds_from_midnight());
+        let mut days = i64::from(hi.day()) - i64::from(lo.day());
+        let mut months = i64::from(hi.month()) - i64::from(lo.month());
+        let mut years = i64::from(hi.year()) - i64::from(lo.year());
+        if nanos < 0 {
+            nanos += 1_000_000_000;
+            secs -= 1;
+        }
+        if secs < 0 {
+            secs += 86_400;
+            days -= 1;
+        }
+        if days < 0 {
+            // PostgreSQL borrows the length of the earlier date's month.
+            days += days_in(lo.year(), lo.month());
+            months -= 1;
+        }
+        if months < 0 {
+            months += 12;
+            years -= 1;
+        }
+        let sign = if negate { -1 } else { 1 };
+        let total_months = i32::try_from(sign * (years * 12 + months)).unwrap_or(i32::MAX);
+        out.push(Some(IntervalMonthDayNano::new(
+            total_months,
+            (sign * days) as i32,
+            sign * (secs * 1_000_000_000 + nanos),
+        )));
+    }
+    Ok(Arc::new(IntervalMonthDayNanoArray::from(out)))
 }
 
 /// How many arguments of each row are (or are not) NULL.
@@ -353,6 +498,37 @@ mod tests {
             out.as_primitive::<IntervalMonthDayNanoType>().value(0),
             IntervalMonthDayNano::new(1, 5, 0)
         );
+    }
+
+    #[test]
+    fn age_counts_as_postgresql() {
+        use datafusion::arrow::array::TimestampNanosecondArray;
+        let ts = |s: &str| {
+            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
+                .expect("timestamp")
+                .and_utc()
+                .timestamp_nanos_opt()
+                .expect("in range")
+        };
+        let a: ArrayRef = Arc::new(TimestampNanosecondArray::from(vec![
+            ts("2026-07-04 00:00:00"),
+            ts("2026-03-01 10:00:00"),
+            ts("2025-01-01 00:00:00"),
+        ]));
+        let b: ArrayRef = Arc::new(TimestampNanosecondArray::from(vec![
+            ts("2025-01-01 00:00:00"),
+            ts("2026-01-31 12:00:00"),
+            ts("2026-07-04 00:00:00"),
+        ]));
+        let out = age(&a, &b).expect("age");
+        let out = out.as_primitive::<IntervalMonthDayNanoType>();
+        // 1 year 6 mons 3 days; 1 mon 22:00:00 (January's 31 days borrowed); negated.
+        assert_eq!(out.value(0), IntervalMonthDayNano::new(18, 3, 0));
+        assert_eq!(
+            out.value(1),
+            IntervalMonthDayNano::new(1, 0, 22 * 3_600_000_000_000)
+        );
+        assert_eq!(out.value(2), IntervalMonthDayNano::new(-18, -3, 0));
     }
 
     #[test]
