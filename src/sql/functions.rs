@@ -131,7 +131,12 @@ impl SqlFunction {
             .clone()
             .transform_up(|e| match &e {
                 Expr::Column(c) => match c.name.strip_prefix("__sluice_arg_") {
-                    Some(n) => match n.parse::<usize>().ok().and_then(|n| args.get(n - 1)) {
+                    Some(n) => match n
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|n| n.checked_sub(1))
+                        .and_then(|i| args.get(i))
+                    {
                         Some(arg) => Ok(Transformed::yes(arg.clone())),
                         None => Ok(Transformed::no(e)),
                     },

@@ -252,6 +252,11 @@ fn after_coercion(expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> 
                 DataType::Interval(IntervalUnit::MonthDayNano)
                 | DataType::Binary
                 | DataType::List(_)
+                | DataType::Int16
+                | DataType::Int32
+                | DataType::Int64
+                | DataType::Date32
+                | DataType::Timestamp(..)
                     if text && !try_cast =>
                 {
                     let parse = ScalarUDF::new_from_impl(TextAs::new(data_type.clone()));
@@ -518,8 +523,108 @@ pub fn parse_text(values: &ArrayRef, target: &DataType) -> Option<DfResult<Array
         DataType::Interval(IntervalUnit::MonthDayNano) => Some(interval_in(values)),
         DataType::Binary => Some(bytea_in(values)),
         DataType::List(element) => Some(array_in(values, element)),
+        DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::Date32
+        | DataType::Timestamp(..) => Some(scalar_in(values, target)),
         _ => None,
     }
+}
+
+/// Text read as an integer, a date or a timestamp: Arrow's cast, with PostgreSQL's reading of
+/// a timestamp without seconds (`2026-01-01 10:00`) and its errors: an integer out of range is
+/// 22003, an impossible date (`2026-02-30`) 22008, anything else unreadable 22P02.
+fn scalar_in(values: &ArrayRef, target: &DataType) -> DfResult<ArrayRef> {
+    // Unsafe: an unreadable value is an error, not NULL (as DataFusion's CAST).
+    let cast = |values: &ArrayRef, target: &DataType| {
+        datafusion::arrow::compute::cast_with_options(
+            values,
+            target,
+            &datafusion::arrow::compute::CastOptions {
+                safe: false,
+                ..Default::default()
+            },
+        )
+    };
+    let error = match cast(values, target) {
+        Ok(cast) => return Ok(cast),
+        Err(error) => error,
+    };
+    let text = cast(values, &DataType::Utf8)?;
+    let text = text.as_string::<i32>();
+    if matches!(target, DataType::Timestamp(..)) {
+        // `YYYY-MM-DD HH:MM` is `YYYY-MM-DD HH:MM:00`.
+        let no_seconds = |s: &str| {
+            let s = s.trim();
+            let b = s.as_bytes();
+            b.len() >= 15
+                && b.len() <= 16
+                && b[4] == b'-'
+                && b[7] == b'-'
+                && (b[10] == b' ' || b[10] == b'T')
+                && b[b.len() - 3] == b':'
+                && s.bytes().filter(|c| *c == b':').count() == 1
+        };
+        if text.iter().flatten().any(no_seconds) {
+            let fixed: datafusion::arrow::array::StringArray = text
+                .iter()
+                .map(|v| {
+                    v.map(|s| {
+                        if no_seconds(s) {
+                            format!("{}:00", s.trim())
+                        } else {
+                            s.to_string()
+                        }
+                    })
+                })
+                .collect();
+            return Ok(cast(&(Arc::new(fixed) as ArrayRef), target)?);
+        }
+        return Err(error.into());
+    }
+    let name = match target {
+        DataType::Int16 => "smallint",
+        DataType::Int32 => "integer",
+        DataType::Int64 => "bigint",
+        _ => "date",
+    };
+    // The first value that does not read, and why.
+    for value in text.iter().flatten() {
+        let one = datafusion::arrow::array::StringArray::from(vec![value]);
+        if cast(&(Arc::new(one) as ArrayRef), target).is_ok() {
+            continue;
+        }
+        let trimmed = value.trim();
+        let integer_text = !trimmed.is_empty()
+            && trimmed
+                .strip_prefix(['-', '+'])
+                .unwrap_or(trimmed)
+                .bytes()
+                .all(|c| c.is_ascii_digit());
+        let date_text = {
+            let parts: Vec<&str> = trimmed.split('-').collect();
+            parts.len() == 3
+                && parts
+                    .iter()
+                    .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
+        };
+        return Err(match target {
+            DataType::Date32 if date_text => user_error(
+                sqlstate::DATETIME_FIELD_OVERFLOW,
+                format!("date/time field value out of range: \"{value}\""),
+            ),
+            DataType::Int16 | DataType::Int32 | DataType::Int64 if integer_text => user_error(
+                sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                format!("value \"{value}\" is out of range for type {name}"),
+            ),
+            _ => user_error(
+                sqlstate::INVALID_TEXT_REPRESENTATION,
+                format!("invalid input syntax for type {name}: \"{value}\""),
+            ),
+        });
+    }
+    Err(error.into())
 }
 
 /// PostgreSQL's array input (`{1,2,NULL}`, `{"a b","q\"uote"}`), one dimension, each element
