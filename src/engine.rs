@@ -65,17 +65,9 @@ pub struct Engine {
     /// Ids of views that only feed a subscription, counting down from `u32::MAX` (catalog
     /// ids count up from 1).
     next_transient_id: std::sync::atomic::AtomicU32,
-    /// `CREATE FUNCTION … LANGUAGE SQL` functions, which sessions take in before each statement.
-    functions: RwLock<SqlFunctions>,
-}
-
-/// The SQL functions, and the names dropped (which sessions deregister).
-#[derive(Default)]
-struct SqlFunctions {
-    /// Bumped by every create and drop.
-    generation: u64,
-    live: std::collections::BTreeMap<String, Arc<datafusion::logical_expr::ScalarUDF>>,
-    dropped: std::collections::BTreeSet<String>,
+    /// `CREATE FUNCTION … LANGUAGE SQL` functions, which sessions take in before each statement
+    /// (and `pg_proc` lists).
+    functions: Arc<RwLock<crate::sql::functions::SqlFunctions>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -236,10 +228,12 @@ impl Engine {
             register_functions(&ctx, &tables, &views);
             catalog_functions(&ctx.state())
         };
+        let sql_functions = Arc::new(RwLock::new(crate::sql::functions::SqlFunctions::default()));
         let pg_catalog = Arc::new(PgCatalogSchema::new(
             Arc::clone(&tables),
             Arc::clone(&views),
             functions,
+            Arc::clone(&sql_functions),
         ));
         let catalog = MemoryCatalogProvider::new();
         catalog.register_schema(
@@ -271,7 +265,7 @@ impl Engine {
             sinks: Mutex::new(HashMap::new()),
             cdc_sources: Mutex::new(HashMap::new()),
             next_transient_id: std::sync::atomic::AtomicU32::new(u32::MAX),
-            functions: RwLock::new(SqlFunctions::default()),
+            functions: sql_functions,
         });
         engine.restore(recovered).await?;
         tracing::info!(
@@ -499,7 +493,7 @@ impl Engine {
                     let udf = crate::sql::functions::plan_function(&state, create).await?;
                     ctx.register_udf(udf.clone());
                     state = ctx.state();
-                    self.install_function(object.name.clone(), udf);
+                    self.install_function(object.id, object.name.clone(), udf);
                 }
                 _ if object.kind == "sink" => {}
                 _ => {
@@ -974,14 +968,14 @@ impl Engine {
             sql: text.to_string(),
         })?;
         drop(store);
-        self.install_function(name, udf);
+        self.install_function(id, name, udf);
         Ok(())
     }
 
-    fn install_function(&self, name: String, udf: datafusion::logical_expr::ScalarUDF) {
+    fn install_function(&self, id: u32, name: String, udf: datafusion::logical_expr::ScalarUDF) {
         let mut functions = crate::sync::write(&self.functions, "the SQL functions");
         functions.dropped.remove(&name);
-        functions.live.insert(name, Arc::new(udf));
+        functions.live.insert(name, (id, Arc::new(udf)));
         functions.generation += 1;
     }
 
@@ -1054,7 +1048,7 @@ impl Engine {
                 ctx.deregister_udf(name);
             }
         }
-        for udf in functions.live.values() {
+        for (_, udf) in functions.live.values() {
             ctx.register_udf(udf.as_ref().clone());
         }
         seen.store(functions.generation, std::sync::atomic::Ordering::Release);

@@ -120,6 +120,8 @@ pub struct PgCatalogSchema {
     views: Arc<ViewRegistry>,
     /// The functions a query can call (`pg_proc`).
     functions: Arc<Vec<CatalogFunction>>,
+    /// The SQL functions made by `CREATE FUNCTION` (`pg_proc`, in `public`).
+    sql_functions: Arc<std::sync::RwLock<crate::sql::functions::SqlFunctions>>,
 }
 
 /// A function as `pg_proc` lists it: its name and kind (`f` function, `a` aggregate, `w`
@@ -143,6 +145,7 @@ impl PgCatalogSchema {
         tables: Arc<TableRegistry>,
         views: Arc<ViewRegistry>,
         mut functions: Vec<CatalogFunction>,
+        sql_functions: Arc<std::sync::RwLock<crate::sql::functions::SqlFunctions>>,
     ) -> Self {
         functions.sort();
         functions.dedup_by(|a, b| a.name == b.name);
@@ -151,6 +154,7 @@ impl PgCatalogSchema {
             tables,
             views,
             functions: Arc::new(functions),
+            sql_functions,
         }
     }
 }
@@ -162,7 +166,14 @@ impl SchemaProvider for PgCatalogSchema {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        let Some(relation) = build(name, &self.tables, &self.views, &self.functions) else {
+        let sql_functions = crate::sync::read(&self.sql_functions, "the SQL functions");
+        let Some(relation) = build(
+            name,
+            &self.tables,
+            &self.views,
+            &self.functions,
+            &sql_functions,
+        ) else {
             return Ok(None);
         };
         Ok(Some(relation.into_table()?))
@@ -296,6 +307,7 @@ fn build(
     tables: &TableRegistry,
     registry: &ViewRegistry,
     functions: &[CatalogFunction],
+    sql_functions: &crate::sql::functions::SqlFunctions,
 ) -> Option<Relation> {
     let tables = tables.all();
     let views = registry.all();
@@ -1482,6 +1494,44 @@ fn build(
                     s(&function.name),
                     // `internal`, PostgreSQL's language of built-in functions.
                     o(12),
+                    b(false),
+                    s("i"),
+                ]);
+            }
+            // `CREATE FUNCTION … LANGUAGE SQL`: in `public`, with their types and body.
+            for (name, (id, udf)) in &sql_functions.live {
+                let Some(f) = crate::sql::functions::SqlFunction::of(udf) else {
+                    continue;
+                };
+                let types: Vec<ScalarValue> = f
+                    .arguments()
+                    .map(|(t, _)| ScalarValue::UInt32(Some(super::pg_types::pg_type(t).oid())))
+                    .collect();
+                let names: Vec<ScalarValue> = f
+                    .arguments()
+                    .map(|(_, n)| ScalarValue::Utf8(Some(n.unwrap_or("").to_string())))
+                    .collect();
+                let named = f.arguments().any(|(_, n)| n.is_some());
+                r.row(vec![
+                    o(super::FIRST_USER_OID + 2 * id),
+                    s(name),
+                    o(PUBLIC_NAMESPACE_OID),
+                    o(USER_OID),
+                    s("f"),
+                    o(super::pg_types::pg_type(f.returns()).oid()),
+                    ScalarValue::List(ScalarValue::new_list_nullable(&types, &DataType::UInt32)),
+                    b(false),
+                    if named {
+                        ScalarValue::List(ScalarValue::new_list_nullable(&names, &DataType::Utf8))
+                    } else {
+                        null()
+                    },
+                    null(),
+                    null(),
+                    null(),
+                    s(f.source()),
+                    // `sql`, PostgreSQL's OID of the SQL language.
+                    o(14),
                     b(false),
                     s("i"),
                 ]);

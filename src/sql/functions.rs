@@ -33,12 +33,28 @@ fn argument_column(i: usize) -> String {
     format!("__sluice_arg_{}", i + 1)
 }
 
+/// The SQL functions made by `CREATE FUNCTION`, shared by the engine (which sessions sync
+/// from) and `pg_proc`.
+#[derive(Debug, Default)]
+pub struct SqlFunctions {
+    /// Bumped by every create and drop.
+    pub generation: u64,
+    /// By name: the catalog id and the function.
+    pub live: std::collections::BTreeMap<String, (u32, Arc<ScalarUDF>)>,
+    /// Names dropped, which sessions deregister.
+    pub dropped: std::collections::BTreeSet<String>,
+}
+
 /// A SQL function: its body over argument columns.
 #[derive(Debug)]
 pub struct SqlFunction {
     name: String,
     signature: Signature,
     arguments: Vec<DataType>,
+    /// The arguments' names as declared (`None` for `$n` only).
+    argument_names: Vec<Option<String>>,
+    /// The body's text, for `pg_proc.prosrc`.
+    source: String,
     returns: DataType,
     /// The body, over columns `__sluice_arg_1…`, cast to `returns`.
     body: Expr,
@@ -124,6 +140,28 @@ impl ScalarUDFImpl for SqlFunction {
 }
 
 impl SqlFunction {
+    /// The SQL function `udf` is, if it is one.
+    pub fn of(udf: &ScalarUDF) -> Option<&SqlFunction> {
+        udf.inner().downcast_ref::<SqlFunction>()
+    }
+
+    /// The declared argument types (as Arrow types), with their names.
+    pub fn arguments(&self) -> impl Iterator<Item = (&DataType, Option<&str>)> {
+        self.arguments
+            .iter()
+            .zip(self.argument_names.iter().map(|n| n.as_deref()))
+    }
+
+    /// The result type.
+    pub fn returns(&self) -> &DataType {
+        &self.returns
+    }
+
+    /// The body as written.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     /// The body with `args` in place of the argument columns.
     fn inline(&self, args: &[Expr]) -> datafusion::error::Result<Expr> {
         Ok(self
@@ -173,10 +211,11 @@ fn fold(ident: &Ident) -> String {
     }
 }
 
-/// The body as one SQL expression.
-fn body_expression(create: &CreateFunction) -> Result<ast::Expr> {
+/// The body as one SQL expression, and its text as PostgreSQL's `prosrc` keeps it (the
+/// string of `AS '…'`, the expression of `RETURN …`).
+fn body_expression(create: &CreateFunction) -> Result<(ast::Expr, String)> {
     let text = match &create.function_body {
-        Some(CreateFunctionBody::Return(e)) => return Ok(e.clone()),
+        Some(CreateFunctionBody::Return(e)) => return Ok((e.clone(), e.to_string())),
         Some(CreateFunctionBody::AsBeforeOptions { body, .. })
         | Some(CreateFunctionBody::AsAfterOptions(body)) => match body {
             ast::Expr::Value(v) => match &v.value {
@@ -213,7 +252,7 @@ fn body_expression(create: &CreateFunction) -> Result<ast::Expr> {
         [SelectItem::UnnamedExpr(e)] | [SelectItem::ExprWithAlias { expr: e, .. }]
             if select.from.is_empty() && select.selection.is_none() =>
         {
-            Ok(e.clone())
+            Ok((e.clone(), text))
         }
         _ => Err(one_expression()),
     }
@@ -241,7 +280,7 @@ pub async fn plan_function(state: &SessionState, create: &CreateFunction) -> Res
     };
     let args = create.args.clone().unwrap_or_default();
     let names: Vec<Option<String>> = args.iter().map(|a| a.name.as_ref().map(fold)).collect();
-    let mut body = body_expression(create)?;
+    let (mut body, source) = body_expression(create)?;
     // `$1` and the arguments' names become the argument columns.
     let flow = visit_expressions_mut(&mut body, |e| {
         let index = match e {
@@ -331,6 +370,8 @@ pub async fn plan_function(state: &SessionState, create: &CreateFunction) -> Res
         name,
         signature: Signature::user_defined(Volatility::Immutable),
         arguments,
+        argument_names: names,
+        source,
         returns,
         body,
         schema,
@@ -344,5 +385,5 @@ fn body_error(name: &str, e: datafusion::error::DataFusionError) -> Error {
 
 /// Whether `udf` is a SQL function made by `CREATE FUNCTION`.
 pub fn is_sql_function(udf: &ScalarUDF) -> bool {
-    udf.inner().downcast_ref::<SqlFunction>().is_some()
+    SqlFunction::of(udf).is_some()
 }
