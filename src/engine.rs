@@ -129,8 +129,13 @@ fn register_functions(
     ctx: &SessionContext,
     tables: &Arc<TableRegistry>,
     views: &Arc<ViewRegistry>,
+    sql_functions: &Arc<RwLock<crate::sql::functions::SqlFunctions>>,
 ) {
-    for function in pg_functions(Arc::clone(tables), Arc::clone(views)) {
+    for function in pg_functions(
+        Arc::clone(tables),
+        Arc::clone(views),
+        Arc::clone(sql_functions),
+    ) {
         ctx.register_udf(function);
     }
     for function in crate::sql::windows::window_functions() {
@@ -223,12 +228,12 @@ impl Engine {
             Arc::clone(&commit_gate),
             checkpoints,
         )?;
+        let sql_functions = Arc::new(RwLock::new(crate::sql::functions::SqlFunctions::default()));
         let functions = {
             let ctx = SessionContext::new();
-            register_functions(&ctx, &tables, &views);
+            register_functions(&ctx, &tables, &views, &sql_functions);
             catalog_functions(&ctx.state())
         };
-        let sql_functions = Arc::new(RwLock::new(crate::sql::functions::SqlFunctions::default()));
         let pg_catalog = Arc::new(PgCatalogSchema::new(
             Arc::clone(&tables),
             Arc::clone(&views),
@@ -400,7 +405,7 @@ impl Engine {
             .push(Arc::new(crate::sql::pg_semantics::IntervalArithmetic));
         let state = state.build();
         let ctx = SessionContext::new_with_state(state);
-        register_functions(&ctx, &self.tables, &self.views);
+        register_functions(&ctx, &self.tables, &self.views, &self.functions);
         ctx
     }
 

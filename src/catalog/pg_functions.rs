@@ -128,6 +128,26 @@ fn null_text(_: &[ArrayRef], rows: usize) -> DfResult<ArrayRef> {
     Ok(Arc::new(StringArray::new_null(rows)))
 }
 
+/// `describe` of the SQL function of each OID (`pg_proc.oid`), NULL for any other.
+fn describe_sql_function(
+    functions: &std::sync::RwLock<crate::sql::functions::SqlFunctions>,
+    oids: &ArrayRef,
+    describe: impl Fn(&crate::sql::functions::SqlFunction) -> String,
+) -> DfResult<ArrayRef> {
+    let oids = as_u32(oids)?;
+    let functions = crate::sync::read(functions, "the SQL functions");
+    let by_oid: std::collections::HashMap<u32, &crate::sql::functions::SqlFunction> = functions
+        .live
+        .values()
+        .filter_map(|(id, udf)| {
+            crate::sql::functions::SqlFunction::of(udf).map(|f| (super::FIRST_USER_OID + 2 * id, f))
+        })
+        .collect();
+    Ok(Arc::new(StringArray::from_iter(oids.iter().map(|oid| {
+        oid.and_then(|oid| by_oid.get(&oid)).map(|f| describe(f))
+    }))))
+}
+
 fn all_true(_: &[ArrayRef], rows: usize) -> DfResult<ArrayRef> {
     Ok(Arc::new(BooleanArray::from(vec![true; rows])))
 }
@@ -255,7 +275,13 @@ fn quote_ident(name: &str) -> String {
 }
 
 /// Every catalog function, bound to the live tables and views.
-pub fn pg_functions(tables: Arc<TableRegistry>, views: Arc<ViewRegistry>) -> Vec<ScalarUDF> {
+pub fn pg_functions(
+    tables: Arc<TableRegistry>,
+    views: Arc<ViewRegistry>,
+    sql_functions: Arc<std::sync::RwLock<crate::sql::functions::SqlFunctions>>,
+) -> Vec<ScalarUDF> {
+    let s1 = Arc::clone(&sql_functions);
+    let s2 = sql_functions;
     let version = format!(
         "PostgreSQL {SERVER_VERSION} (Sluice {}) on x86_64, compiled by rustc",
         env!("CARGO_PKG_VERSION")
@@ -370,8 +396,32 @@ pub fn pg_functions(tables: Arc<TableRegistry>, views: Arc<ViewRegistry>) -> Vec
             })
         }),
         // `pg_proc` has no rows: psql's `\df` names these and never calls them.
-        function("pg_get_function_result", &[1], DataType::Utf8, null_text),
-        function("pg_get_function_arguments", &[1], DataType::Utf8, null_text),
+        // A SQL function's types, as `\df` shows them; NULL for a built-in (DataFusion's
+        // signatures are not PostgreSQL's).
+        function(
+            "pg_get_function_result",
+            &[1],
+            DataType::Utf8,
+            move |a, _| {
+                describe_sql_function(&s1, &a[0], |f| super::pg_types::format_type(f.returns()))
+            },
+        ),
+        function(
+            "pg_get_function_arguments",
+            &[1],
+            DataType::Utf8,
+            move |a, _| {
+                describe_sql_function(&s2, &a[0], |f| {
+                    f.arguments()
+                        .map(|(t, name)| match name {
+                            Some(name) => format!("{name} {}", super::pg_types::format_type(t)),
+                            None => super::pg_types::format_type(t),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+            },
+        ),
         function(
             "pg_get_function_identity_arguments",
             &[1],
