@@ -231,6 +231,25 @@ pub trait KeyedOperator: Send + std::fmt::Debug {
 pub type Assign<'a> = dyn Fn(&[datafusion::arrow::array::ArrayRef], usize) -> Result<Vec<usize>, crate::state::StateError>
     + 'a;
 
+/// The state of an operator that runs as one partition whatever the parallelism (it has no
+/// key): every old partition's batches, concatenated, go to the first new partition.
+pub(crate) fn whole_state(
+    old: &[Vec<datafusion::arrow::array::RecordBatch>],
+    n: usize,
+) -> Result<Vec<Vec<datafusion::arrow::array::RecordBatch>>, crate::state::StateError> {
+    let mut parts: Vec<Vec<datafusion::arrow::array::RecordBatch>> = vec![Vec::new(); n.max(1)];
+    let batches: Vec<datafusion::arrow::array::RecordBatch> =
+        old.iter().flatten().cloned().collect();
+    let Some(first) = batches.first() else {
+        return Err(crate::state::StateError::mismatch("no partition's state"));
+    };
+    let schema = first.schema();
+    parts[0] = vec![datafusion::arrow::compute::concat_batches(
+        &schema, &batches,
+    )?];
+    Ok(parts)
+}
+
 /// Splits `batch` by `parts` (a partition per row) into `n` batches.
 pub(crate) fn split_rows(
     batch: &datafusion::arrow::array::RecordBatch,

@@ -376,16 +376,7 @@ impl KeyedOperator for NotInOperator {
         _assign: &super::Assign<'_>,
     ) -> Result<Vec<Vec<RecordBatch>>, StateError> {
         // One partition whatever the parallelism: the state moves whole.
-        let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); n.max(1)];
-        let batches: Vec<RecordBatch> = old.iter().flatten().cloned().collect();
-        let Some(first) = batches.first() else {
-            return Err(StateError::mismatch("no partition's state"));
-        };
-        let schema = first.schema();
-        parts[0] = vec![datafusion::arrow::compute::concat_batches(
-            &schema, &batches,
-        )?];
-        Ok(parts)
+        super::whole_state(old, n)
     }
 }
 

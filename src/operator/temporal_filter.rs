@@ -415,16 +415,8 @@ impl super::KeyedOperator for TemporalFilterOperator {
         n: usize,
         _assign: &super::Assign<'_>,
     ) -> Result<Vec<Vec<RecordBatch>>, StateError> {
-        // One partition (the filter has no key): every old partition's state is its.
-        let batches: Vec<&RecordBatch> = old.iter().flatten().collect();
-        if n != 1 || batches.is_empty() {
-            return Err(StateError::mismatch(
-                "a temporal filter runs as one partition",
-            ));
-        }
-        let schema = batches[0].schema();
-        let all = datafusion::arrow::compute::concat_batches(&schema, batches)?;
-        Ok(vec![vec![all]])
+        // One partition (the filter has no key): the state moves whole.
+        super::whole_state(old, n)
     }
 }
 
@@ -529,8 +521,14 @@ mod tests {
         f.update(&ChangeBatch::retractions(rows(&[Some(5 * S)])))
             .expect("delete");
         let state = f.checkpoint().expect("checkpoint");
+        // Restored at another parallelism: the state moves whole to the one partition.
+        let parts =
+            super::super::KeyedOperator::repartition(&f, &[vec![state], Vec::new()], 1, &|_, n| {
+                Ok(vec![0; n])
+            })
+            .expect("repartition");
         let mut g = filter(&[(0, NowIs::After)]);
-        g.restore(&state).expect("restore");
+        super::super::KeyedOperator::restore(&mut g, &parts[0]).expect("restore");
         assert_eq!(g.now, S);
         assert_eq!(seen(g.advance(10 * S).expect("advance")), vec![(7 * S, 2)]);
         assert_eq!(
