@@ -1,6 +1,6 @@
 //! PostgreSQL's scalar functions that DataFusion lacks: `num_nulls`/`num_nonnulls`,
 //! `justify_hours`/`justify_days`, `isfinite`, `quote_literal`, `quote_ident`, `format`,
-//! `scale`, `div`, `sign`, `age`, and `gen_random_uuid` (DataFusion's `uuid`). Each follows PostgreSQL's
+//! `scale`, `div`, `mod`, `sign`, `age`, and `gen_random_uuid` (DataFusion's `uuid`). Each follows PostgreSQL's
 //! documented behaviour for the types Sluice has.
 
 use std::sync::Arc;
@@ -98,6 +98,7 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
             |_| DataType::Decimal128(38, 0),
             |a| numeric_div(&a[0], &a[1]),
         ),
+        udf_with("mod", any(2), remainder_type, |a| remainder(&a[0], &a[1])),
         udf_with(
             "sign",
             any(1),
@@ -149,6 +150,35 @@ fn numeric_div(a: &ArrayRef, b: &ArrayRef) -> DfResult<ArrayRef> {
     Ok(Arc::new(
         datafusion::arrow::array::Decimal128Array::from(out).with_precision_and_scale(38, 0)?,
     ))
+}
+
+/// `mod(a, b)`'s type: the arguments' own when they agree, else NUMERIC if either is, else
+/// double precision if either is, else bigint.
+fn remainder_type(args: &[DataType]) -> DataType {
+    match args {
+        [a, b] if a == b => a.clone(),
+        [a, b] => {
+            let scale = |t: &DataType| match t {
+                DataType::Decimal128(_, s) => Some(*s),
+                _ => None,
+            };
+            match (scale(a), scale(b)) {
+                (Some(x), Some(y)) => DataType::Decimal128(38, x.max(y)),
+                (Some(x), None) | (None, Some(x)) => DataType::Decimal128(38, x),
+                _ if a.is_floating() || b.is_floating() => DataType::Float64,
+                _ => DataType::Int64,
+            }
+        }
+        _ => DataType::Int64,
+    }
+}
+
+/// `mod(a, b)`: the remainder, with the sign of `a` (22012 when `b` is zero).
+fn remainder(a: &ArrayRef, b: &ArrayRef) -> DfResult<ArrayRef> {
+    let target = remainder_type(&[a.data_type().clone(), b.data_type().clone()]);
+    let a = datafusion::arrow::compute::cast(a, &target)?;
+    let b = datafusion::arrow::compute::cast(b, &target)?;
+    Ok(datafusion::arrow::compute::kernels::numeric::rem(&a, &b)?)
 }
 
 /// `sign(x)`: -1, 0 or 1, double precision for floats and NUMERIC otherwise.
