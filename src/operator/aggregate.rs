@@ -518,6 +518,8 @@ impl GroupAggregateOperator {
         for (i, &g) in groups.iter().enumerate() {
             self.group_rows[g] += weight(i);
         }
+        // Each row's weight, once for every DataFusion aggregate of the batch.
+        let mut weights: Option<Vec<i64>> = None;
         for (call, state) in self.aggregates.iter().zip(self.states.iter_mut()) {
             if let AggregateState::Accumulators {
                 aggregate,
@@ -525,7 +527,7 @@ impl GroupAggregateOperator {
                 sizes,
             } = state
             {
-                let weights: Vec<i64> = (0..rows).map(weight).collect();
+                let weights = weights.get_or_insert_with(|| (0..rows).map(weight).collect());
                 let mut slots = crate::sync::lock(slots, ACCUMULATORS);
                 update_accumulators(
                     aggregate,
@@ -534,7 +536,7 @@ impl GroupAggregateOperator {
                     &mut self.heap,
                     data,
                     &groups,
-                    &weights,
+                    weights,
                 )?;
                 continue;
             }
@@ -1128,7 +1130,7 @@ fn update_accumulators(
             if rows.is_empty() {
                 continue;
             }
-            let indices = UInt32Array::from(rows.clone());
+            let indices = UInt32Array::from_iter_values(rows.iter().copied());
             let values = inputs
                 .iter()
                 .map(|a| take(a, &indices, None))

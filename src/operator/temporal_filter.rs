@@ -80,14 +80,65 @@ pub struct TemporalFilterOperator {
     converter: RowConverter,
     /// The clock as of the last epoch (ns since 1970); rows are judged against it.
     now: i64,
-    /// Rows that will hold from their time, by (from, row bytes), with a count.
-    waiting: BTreeMap<(i64, Box<[u8]>), i64>,
-    /// Rows shown that stop holding at their time, by (until, row bytes), with a count.
-    shown: BTreeMap<(i64, Box<[u8]>), i64>,
+    /// Rows that will hold from their time (`from`).
+    waiting: Timed,
+    /// Rows shown that stop holding at their time (`until`).
+    shown: Timed,
     /// Changes of the epoch that pass now, emitted at its end.
     out: Vec<ChangeBatch>,
-    /// Bytes of the row keys in `waiting` and `shown`.
-    heap: usize,
+}
+
+/// Rows by time, and each time's rows by their bytes (row format) with a count: a row is
+/// found by its time and bytes without building a key.
+#[derive(Debug, Default)]
+struct Timed {
+    times: BTreeMap<i64, BTreeMap<Box<[u8]>, i64>>,
+    /// Rows held (distinct per time).
+    rows: usize,
+    /// Bytes of the rows held.
+    bytes: usize,
+}
+
+impl Timed {
+    /// Adds `weight` to the count of `row` at `time`, dropping it at zero.
+    fn add(&mut self, time: i64, row: &[u8], weight: i64) {
+        let at = self.times.entry(time).or_default();
+        match at.get_mut(row) {
+            Some(count) => {
+                *count += weight;
+                if *count == 0 {
+                    at.remove(row);
+                    self.rows -= 1;
+                    self.bytes -= row.len();
+                    if at.is_empty() {
+                        self.times.remove(&time);
+                    }
+                }
+            }
+            None => {
+                at.insert(row.into(), weight);
+                self.rows += 1;
+                self.bytes += row.len();
+            }
+        }
+    }
+
+    /// Takes out every row of a time at or before `time`, with its count.
+    fn take_until(&mut self, time: i64) -> Vec<(Box<[u8]>, i64)> {
+        let later = self.times.split_off(&time.saturating_add(1));
+        let due = std::mem::replace(&mut self.times, later);
+        let rows: Vec<(Box<[u8]>, i64)> = due.into_values().flatten().collect();
+        self.rows -= rows.len();
+        self.bytes -= rows.iter().map(|(r, _)| r.len()).sum::<usize>();
+        rows
+    }
+
+    /// Every row: (time, bytes, count).
+    fn iter(&self) -> impl Iterator<Item = (i64, &[u8], i64)> {
+        self.times
+            .iter()
+            .flat_map(|(t, rows)| rows.iter().map(|(r, c)| (*t, r.as_ref(), *c)))
+    }
 }
 
 /// The wall clock in nanoseconds since 1970.
@@ -113,10 +164,9 @@ impl TemporalFilterOperator {
             schema,
             converter,
             now: wall_clock_ns(),
-            waiting: BTreeMap::new(),
-            shown: BTreeMap::new(),
+            waiting: Timed::default(),
+            shown: Timed::default(),
             out: Vec::new(),
-            heap: 0,
         })
     }
 
@@ -152,30 +202,6 @@ impl TemporalFilterOperator {
         Ok(out)
     }
 
-    /// Adds `weight` to the count of `key` in `map`, dropping it at zero.
-    fn count(
-        map: &mut BTreeMap<(i64, Box<[u8]>), i64>,
-        heap: &mut usize,
-        time: i64,
-        row: &[u8],
-        weight: i64,
-    ) {
-        let key = (time, Box::<[u8]>::from(row));
-        match map.get_mut(&key) {
-            Some(count) => {
-                *count += weight;
-                if *count == 0 {
-                    map.remove(&key);
-                    *heap -= row.len();
-                }
-            }
-            None => {
-                *heap += row.len();
-                map.insert(key, weight);
-            }
-        }
-    }
-
     /// Folds a batch of changes: rows that hold now pass (at the epoch's end), the others
     /// wait for their time or are dropped.
     pub fn update(&mut self, change: &ChangeBatch) -> Result<(), OperatorError> {
@@ -195,23 +221,11 @@ impl TemporalFilterOperator {
             let holds = match *interval {
                 Some((from, until)) if from < until && until > self.now => {
                     if from > self.now {
-                        Self::count(
-                            &mut self.waiting,
-                            &mut self.heap,
-                            from,
-                            encoded.row(i).data(),
-                            weight(i),
-                        );
+                        self.waiting.add(from, encoded.row(i).data(), weight(i));
                         false
                     } else {
                         if until != i64::MAX {
-                            Self::count(
-                                &mut self.shown,
-                                &mut self.heap,
-                                until,
-                                encoded.row(i).data(),
-                                weight(i),
-                            );
+                            self.shown.add(until, encoded.row(i).data(), weight(i));
                         }
                         true
                     }
@@ -242,18 +256,8 @@ impl TemporalFilterOperator {
         let mut rows: Vec<Box<[u8]>> = Vec::new();
         let mut weights: Vec<i64> = Vec::new();
         // Waiting rows whose `from` came: shown, unless their `until` passed too.
-        let later = self
-            .waiting
-            .split_off(&(now.saturating_add(1), Box::default()));
-        let due = std::mem::replace(&mut self.waiting, later);
+        let due = self.waiting.take_until(now);
         if !due.is_empty() {
-            let due: Vec<(Box<[u8]>, i64)> = due
-                .into_iter()
-                .map(|((_, row), count)| {
-                    self.heap -= row.len();
-                    (row, count)
-                })
-                .collect();
             // Their `until`, from the rows themselves.
             let batch = self.decode(due.iter().map(|(r, _)| r.as_ref()))?;
             let intervals = self.intervals(&batch)?;
@@ -263,18 +267,14 @@ impl TemporalFilterOperator {
                     continue;
                 }
                 if until != i64::MAX {
-                    Self::count(&mut self.shown, &mut self.heap, until, &row, count);
+                    self.shown.add(until, &row, count);
                 }
                 rows.push(row);
                 weights.push(count);
             }
         }
         // Shown rows whose `until` passed: retracted.
-        let later = self
-            .shown
-            .split_off(&(now.saturating_add(1), Box::default()));
-        for ((_, row), count) in std::mem::replace(&mut self.shown, later) {
-            self.heap -= row.len();
+        for (row, count) in self.shown.take_until(now) {
             rows.push(row);
             weights.push(-count);
         }
@@ -301,13 +301,12 @@ impl TemporalFilterOperator {
 
     /// Rows waiting and rows shown that will leave, and the bytes held.
     pub fn state_size(&self) -> StateSize {
-        let entries = self.waiting.len() + self.shown.len();
+        let entries = self.waiting.rows + self.shown.rows;
         StateSize {
             rows: entries as u64,
-            bytes: (self.heap
-                + entries
-                    * (std::mem::size_of::<((i64, Box<[u8]>), i64)>()
-                        + super::BTREE_ENTRY_OVERHEAD)
+            bytes: (self.waiting.bytes
+                + self.shown.bytes
+                + entries * (std::mem::size_of::<(Box<[u8]>, i64)>() + super::BTREE_ENTRY_OVERHEAD)
                 + self
                     .out
                     .iter()
@@ -324,10 +323,10 @@ impl TemporalFilterOperator {
         let mut counts = Vec::new();
         let mut rows: Vec<Option<&[u8]>> = Vec::new();
         for (kind, map) in [(0, &self.waiting), (1, &self.shown)] {
-            for ((time, row), count) in map {
+            for (time, row, count) in map.iter() {
                 kinds.push(kind);
-                times.push(*time);
-                counts.push(*count);
+                times.push(time);
+                counts.push(count);
                 rows.push(Some(row));
             }
         }
@@ -349,10 +348,9 @@ impl TemporalFilterOperator {
         let times = columns::i64_column(batch, "time")?;
         let counts = columns::i64_column(batch, "count")?;
         let rows = columns::blob_column(batch, "row")?;
-        self.waiting.clear();
-        self.shown.clear();
+        self.waiting = Timed::default();
+        self.shown = Timed::default();
         self.out.clear();
-        self.heap = 0;
         for i in 0..batch.num_rows() {
             let map = match kinds[i] {
                 0 => &mut self.waiting,
@@ -369,8 +367,7 @@ impl TemporalFilterOperator {
             };
             let row = columns::blob_at(rows, i)
                 .ok_or_else(|| StateError::mismatch("a temporal filter's row is NULL"))?;
-            self.heap += row.len();
-            map.insert((times[i], Box::from(row)), counts[i]);
+            map.add(times[i], row, counts[i]);
         }
         Ok(())
     }

@@ -186,23 +186,13 @@ impl SqlFunction {
     }
 }
 
-/// The function's name, lowercased as PostgreSQL folds an unquoted one.
+/// The function's name, folded as PostgreSQL folds an unquoted one, in `public` (the same
+/// rule as a table's name).
 pub fn function_name(create: &CreateFunction) -> Result<String> {
-    match create.name.0.as_slice() {
-        [part] | [_, part] => match part.as_ident() {
-            Some(ident) => Ok(fold(ident)),
-            None => Err(Error::unsupported(format!(
-                "the function name {}",
-                create.name
-            ))),
-        },
-        _ => Err(Error::unsupported(format!(
-            "the function name {}",
-            create.name
-        ))),
-    }
+    super::ddl::table_name(&create.name)
 }
 
+/// An argument's name, lowercased unless quoted.
 fn fold(ident: &Ident) -> String {
     if ident.quote_style.is_some() {
         ident.value.clone()

@@ -437,26 +437,7 @@ impl Session {
                     Some(datafusion::sql::sqlparser::ast::DropBehavior::Cascade)
                 );
                 for desc in &drop.func_desc {
-                    let name = match desc.name.0.as_slice() {
-                        [part] | [_, part] => part
-                            .as_ident()
-                            .map(|i| {
-                                if i.quote_style.is_some() {
-                                    i.value.clone()
-                                } else {
-                                    i.value.to_lowercase()
-                                }
-                            })
-                            .ok_or_else(|| {
-                                Error::unsupported(format!("the function name {}", desc.name))
-                            })?,
-                        _ => {
-                            return Err(Error::unsupported(format!(
-                                "the function name {}",
-                                desc.name
-                            )));
-                        }
-                    };
+                    let name = table_name(&desc.name)?;
                     self.engine.drop_function(&name, drop.if_exists, cascade)?;
                 }
                 Ok(Outcome::command("DROP FUNCTION"))
