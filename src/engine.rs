@@ -146,6 +146,9 @@ fn register_functions(
     for function in crate::sql::pg_builtins::functions() {
         ctx.register_udf(function.as_ref().clone());
     }
+    for function in crate::sql::jsonb::functions() {
+        ctx.register_udf(function.as_ref().clone());
+    }
     // PostgreSQL's name for the sample variance.
     ctx.register_udaf(
         datafusion::functions_aggregate::variance::var_samp_udaf()
@@ -397,12 +400,14 @@ impl Engine {
             // PostgreSQL's integer overflow, rounding casts, and interval, bytea and array input.
             .with_analyzer_rules(crate::sql::pg_semantics::analyzer_rules())
             // A filter stays above an aggregate without GROUP BY or over grouping sets.
-            .with_optimizer_rules(crate::sql::filter_pushdown::optimizer_rules());
-        // `INTERVAL * number` and `INTERVAL / number`, after DataFusion's own planners.
-        state
-            .expr_planners()
-            .get_or_insert_with(Vec::new)
-            .push(Arc::new(crate::sql::pg_semantics::IntervalArithmetic));
+            .with_optimizer_rules(crate::sql::filter_pushdown::optimizer_rules())
+            // `JSONB` and `JSON` columns and casts.
+            .with_type_planner(Arc::new(crate::sql::jsonb::JsonbType));
+        // `INTERVAL * number` and `INTERVAL / number`, after DataFusion's own planners; the
+        // `jsonb` operators before them (`||` and `@>` mean something else for text and arrays).
+        let planners = state.expr_planners().get_or_insert_with(Vec::new);
+        planners.push(Arc::new(crate::sql::pg_semantics::IntervalArithmetic));
+        planners.insert(0, Arc::new(crate::sql::jsonb::JsonbOperators));
         let state = state.build();
         let ctx = SessionContext::new_with_state(state);
         register_functions(&ctx, &self.tables, &self.views, &self.functions);

@@ -36,7 +36,9 @@ pub(crate) fn scalar_pg_type(dt: &DataType) -> Option<Type> {
         DataType::Int64 | DataType::UInt32 | DataType::UInt64 => Type::INT8,
         DataType::Float16 | DataType::Float32 => Type::FLOAT4,
         DataType::Float64 => Type::FLOAT8,
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Type::TEXT,
+        DataType::Utf8 | DataType::Utf8View => Type::TEXT,
+        // Sluice keeps `jsonb` as LargeUtf8 and uses that type for nothing else.
+        DataType::LargeUtf8 => Type::JSONB,
         DataType::Binary
         | DataType::LargeBinary
         | DataType::BinaryView
@@ -232,9 +234,8 @@ pub fn arrow_type(t: &Type) -> Option<DataType> {
         | Type::CHAR
         | Type::NAME
         | Type::UNKNOWN
-        | Type::JSON
-        | Type::JSONB
         | Type::UUID => DataType::Utf8,
+        Type::JSON | Type::JSONB => DataType::LargeUtf8,
         Type::BYTEA => DataType::Binary,
         Type::DATE => DataType::Date32,
         Type::TIME => DataType::Time64(TimeUnit::Microsecond),
@@ -284,7 +285,7 @@ mod tests {
             (DataType::Float32, Type::FLOAT4, "real"),
             (DataType::Float64, Type::FLOAT8, "double precision"),
             (DataType::Utf8, Type::TEXT, "text"),
-            (DataType::LargeUtf8, Type::TEXT, "text"),
+            (DataType::LargeUtf8, Type::JSONB, "jsonb"),
             (DataType::Utf8View, Type::TEXT, "text"),
             (DataType::Binary, Type::BYTEA, "bytea"),
             (DataType::FixedSizeBinary(16), Type::BYTEA, "bytea"),

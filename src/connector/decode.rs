@@ -40,6 +40,10 @@ pub struct RecordDecoder {
     /// registry's; `None`: the registry does not know the id, so its records are bad).
     avro_schemas: HashMap<u32, Option<String>>,
     avro_store: Option<SchemaStore>,
+    /// The `jsonb` columns (see `sql::jsonb`), read from a JSON record as they stand in it;
+    /// `json_schema` is `schema` without them, for arrow-json.
+    jsonb_columns: Vec<usize>,
+    json_schema: SchemaRef,
 }
 
 impl std::fmt::Debug for RecordDecoder {
@@ -53,12 +57,63 @@ impl std::fmt::Debug for RecordDecoder {
 impl RecordDecoder {
     /// A decoder into `schema` (the payload columns, without `INCLUDE` columns).
     pub fn new(schema: SchemaRef, encode: Encode) -> Result<Self, ArrowError> {
+        let jsonb_columns: Vec<usize> = (0..schema.fields().len())
+            .filter(|&i| crate::sql::jsonb::is_jsonb(schema.field(i).data_type()))
+            .collect();
+        let json_schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
+            schema
+                .fields()
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !jsonb_columns.contains(i))
+                .map(|(_, f)| Arc::clone(f))
+                .collect::<Vec<_>>(),
+        ));
         Ok(Self {
             schema,
             encode,
             avro_schemas: HashMap::new(),
             avro_store: None,
+            jsonb_columns,
+            json_schema,
         })
+    }
+
+    /// A JSON batch decoded without the `jsonb` columns, with them read from `records`; a
+    /// batch of another encoding with its `jsonb` columns read as text.
+    fn with_jsonb(&self, batch: RecordBatch, records: &[&[u8]]) -> Result<RecordBatch, ArrowError> {
+        if self.jsonb_columns.is_empty() {
+            return Ok(batch);
+        }
+        let json_error = |e: String| ArrowError::JsonError(e);
+        if !matches!(self.encode, Encode::Json) {
+            let mut columns = batch.columns().to_vec();
+            for &i in &self.jsonb_columns {
+                columns[i] = crate::sql::jsonb::jsonb_in_array(&columns[i])
+                    .map_err(|e| json_error(e.to_string()))?;
+            }
+            return RecordBatch::try_new(Arc::clone(&self.schema), columns);
+        }
+        let mut rest = batch.columns().iter();
+        let mut columns = Vec::with_capacity(self.schema.fields().len());
+        for (i, field) in self.schema.fields().iter().enumerate() {
+            if !self.jsonb_columns.contains(&i) {
+                columns.push(Arc::clone(rest.next().ok_or_else(|| {
+                    json_error("a decoded JSON batch lacks a column".to_string())
+                })?));
+                continue;
+            }
+            let mut values = datafusion::arrow::array::LargeStringBuilder::new();
+            for record in records {
+                let text = std::str::from_utf8(record).map_err(|e| json_error(e.to_string()))?;
+                values.append_option(
+                    crate::sql::jsonb::record_member(text, field.name())
+                        .map_err(|e| json_error(format!("column \"{}\": {e}", field.name())))?,
+                );
+            }
+            columns.push(Arc::new(values.finish()));
+        }
+        RecordBatch::try_new(Arc::clone(&self.schema), columns)
     }
 
     /// The schema rows come out in.
@@ -131,6 +186,7 @@ impl RecordDecoder {
             .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
             .collect();
         if !matches!(self.encode, Encode::Avro { .. })
+            && self.jsonb_columns.is_empty()
             && let Ok(batch) = self.decode_joined(chunk, lines.len())
             && batch.num_rows() == lines.len()
         {
@@ -171,9 +227,14 @@ impl RecordDecoder {
     }
 
     fn decode_all(&mut self, records: &[&[u8]]) -> Result<RecordBatch, ArrowError> {
+        let batch = self.decode_all_but_jsonb(records)?;
+        self.with_jsonb(batch, records)
+    }
+
+    fn decode_all_but_jsonb(&mut self, records: &[&[u8]]) -> Result<RecordBatch, ArrowError> {
         match &self.encode {
             Encode::Json => {
-                let mut decoder = JsonReaderBuilder::new(Arc::clone(&self.schema))
+                let mut decoder = JsonReaderBuilder::new(Arc::clone(&self.json_schema))
                     .with_batch_size(records.len() + 1)
                     .build_decoder()?;
                 for (i, record) in records.iter().enumerate() {
@@ -186,7 +247,7 @@ impl RecordDecoder {
                     }
                 }
                 let batch = decoder.flush()?;
-                Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.schema))))
+                Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.json_schema))))
             }
             Encode::Csv { delimiter, .. } => {
                 let mut decoder = CsvReaderBuilder::new(Arc::clone(&self.schema))

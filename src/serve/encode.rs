@@ -489,9 +489,15 @@ fn write_column<S: Sink + ?Sized>(
             let a = array.as_string::<i32>();
             rows!(|row, buf| buf.put_slice(a.value(row).as_bytes()))
         }
+        // jsonb: its text, after a version byte (1) in binary.
         DataType::LargeUtf8 => {
             let a = array.as_string::<i64>();
-            rows!(|row, buf| buf.put_slice(a.value(row).as_bytes()))
+            rows!(|row, buf| {
+                if binary {
+                    buf.put_u8(1);
+                }
+                buf.put_slice(a.value(row).as_bytes())
+            })
         }
         DataType::Utf8View => {
             let a = array.as_string_view();
@@ -1725,8 +1731,8 @@ mod tests {
         expected.extend_from_slice(&3i32.to_be_bytes());
         assert_eq!(interval, expected);
         assert_eq!(
-            binary1(Arc::new(LargeStringArray::from(vec!["hé"]))),
-            "hé".as_bytes()
+            binary1(Arc::new(LargeStringArray::from(vec!["\"hé\""]))),
+            b"\x01\"h\xc3\xa9\"".to_vec()
         );
     }
 

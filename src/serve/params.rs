@@ -153,6 +153,9 @@ fn decode_text(text: &str, ty: &Type) -> Result<ScalarValue, ParamError> {
         Type::BYTEA => {
             ScalarValue::Binary(Some(parse_bytea(text).ok_or_else(|| err(Bad::Syntax))?))
         }
+        Type::JSON | Type::JSONB => ScalarValue::LargeUtf8(Some(
+            crate::sql::jsonb::canonical(text).map_err(|_| err(Bad::Syntax))?,
+        )),
         _ => match array_element(ty) {
             Some(elem) => parse_array(text, ty, &elem)?,
             None => ScalarValue::Utf8(Some(text.to_owned())),
@@ -185,18 +188,24 @@ fn decode_binary(bytes: &[u8], ty: &Type) -> Result<ScalarValue, ParamError> {
         Type::FLOAT8 => {
             ScalarValue::Float64(Some(f64::from_be_bytes(fixed(bytes).ok_or_else(bad)?)))
         }
-        Type::TEXT
-        | Type::VARCHAR
-        | Type::BPCHAR
-        | Type::CHAR
-        | Type::NAME
-        | Type::UNKNOWN
-        | Type::JSON => ScalarValue::Utf8(Some(utf8(bytes).ok_or_else(bad)?)),
-        Type::JSONB => match bytes.split_first() {
-            // jsonb's binary form is a version byte (1) followed by the JSON text.
-            Some((1, json)) => ScalarValue::Utf8(Some(utf8(json).ok_or_else(bad)?)),
-            _ => return Err(bad()),
-        },
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::CHAR | Type::NAME | Type::UNKNOWN => {
+            ScalarValue::Utf8(Some(utf8(bytes).ok_or_else(bad)?))
+        }
+        // json's binary form is its text; jsonb's a version byte (1) followed by the text.
+        Type::JSON | Type::JSONB => {
+            let json = match (bytes.split_first(), *ty == Type::JSONB) {
+                (Some((1, json)), true) => json,
+                (_, true) => return Err(bad()),
+                (_, false) => bytes,
+            };
+            let text = utf8(json).ok_or_else(bad)?;
+            ScalarValue::LargeUtf8(Some(crate::sql::jsonb::canonical(&text).map_err(|_| {
+                ParamError::InvalidText {
+                    ty: ty.clone(),
+                    value: text.clone(),
+                }
+            })?))
+        }
         Type::UUID => {
             let raw: [u8; 16] = fixed(bytes).ok_or_else(bad)?;
             ScalarValue::Utf8(Some(format_uuid(&raw)))
@@ -1066,9 +1075,10 @@ mod tests {
             ScalarValue::Utf8(Some("hello".into()))
         );
         assert_eq!(
-            ok("{\"a\":1}", Type::JSONB),
-            ScalarValue::Utf8(Some("{\"a\":1}".into()))
+            ok("{\"b\":1,\"a\":[1e2]}", Type::JSONB),
+            ScalarValue::LargeUtf8(Some("{\"a\": [100], \"b\": 1}".into()))
         );
+        assert!(decode_param(Some(b"{\"a\":"), &Type::JSONB, FieldFormat::Text).is_err());
         assert_eq!(
             ok("(1,2)", Type::POINT),
             ScalarValue::Utf8(Some("(1,2)".into()))
@@ -1300,7 +1310,12 @@ mod tests {
         );
         assert_eq!(
             bin(b"\x01{}", Type::JSONB).expect("jsonb"),
-            ScalarValue::Utf8(Some("{}".into()))
+            ScalarValue::LargeUtf8(Some("{}".into()))
+        );
+        assert!(bin(b"{}", Type::JSONB).is_err());
+        assert_eq!(
+            bin(b"[1, 2]", Type::JSON).expect("json"),
+            ScalarValue::LargeUtf8(Some("[1, 2]".into()))
         );
     }
 
@@ -1349,7 +1364,7 @@ mod tests {
             ])),
             Arc::new(Float64Array::from(vec![0.1, -1e300, f64::NEG_INFINITY])),
             Arc::new(StringArray::from(vec![Some("héllo"), Some(""), None])),
-            Arc::new(LargeStringArray::from(vec!["large"])),
+            Arc::new(LargeStringArray::from(vec!["{\"a\": [1, \"large\"]}"])),
             Arc::new(StringViewArray::from(vec![
                 "a view string longer than twelve",
             ])),

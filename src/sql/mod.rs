@@ -8,6 +8,7 @@ pub mod ddl;
 pub mod feed;
 pub mod filter_pushdown;
 pub mod functions;
+pub mod jsonb;
 pub mod live;
 pub mod parser;
 pub mod pg_builtins;

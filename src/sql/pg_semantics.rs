@@ -240,6 +240,22 @@ fn after_coercion(expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> 
                 from,
                 DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
             );
+            // `jsonb` is LargeUtf8 (see `jsonb`): text read as one is parsed, and one read as
+            // a number or a boolean must hold one.
+            if super::jsonb::is_jsonb(data_type)
+                && matches!(from, DataType::Utf8 | DataType::Utf8View)
+            {
+                return Ok(Transformed::yes(call(
+                    &super::jsonb::jsonb_in_udf(),
+                    vec![(**inner).clone()],
+                )));
+            }
+            if super::jsonb::is_jsonb(&from) && super::jsonb::JsonbTo::reads(data_type) {
+                return Ok(Transformed::yes(call(
+                    &super::jsonb::JsonbTo::udf(data_type.clone()),
+                    vec![(**inner).clone()],
+                )));
+            }
             Ok(match data_type {
                 DataType::Int16 | DataType::Int32 | DataType::Int64
                     if matches!(
@@ -479,7 +495,7 @@ fn checked(args: &[ArrayRef], op: Operator) -> DfResult<ArrayRef> {
 
 /// Rounds to a whole number, as PostgreSQL does before a cast to an integer: `NUMERIC` half
 /// away from zero, floats half to even. The type stays (the cast follows).
-fn round_to_integer(values: &ArrayRef) -> DfResult<ArrayRef> {
+pub(crate) fn round_to_integer(values: &ArrayRef) -> DfResult<ArrayRef> {
     Ok(match values.data_type() {
         DataType::Float64 => Arc::new(
             values
@@ -520,6 +536,9 @@ pub fn parse_text(values: &ArrayRef, target: &DataType) -> Option<DfResult<Array
         return None;
     }
     match target {
+        DataType::LargeUtf8 if !super::jsonb::is_jsonb(values.data_type()) => {
+            Some(super::jsonb::jsonb_in_array(values))
+        }
         DataType::Interval(IntervalUnit::MonthDayNano) => Some(interval_in(values)),
         DataType::Binary => Some(bytea_in(values)),
         DataType::List(element) => Some(array_in(values, element)),

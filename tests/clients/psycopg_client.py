@@ -47,4 +47,35 @@ with psycopg.connect(host="127.0.0.1", port=port, user="sluice", dbname="sluice"
         cur.execute("SELECT 1")
         assert cur.fetchone() == (1,)
 
+    # jsonb: parameters in text and binary, results as Python objects in both formats, COPY
+    with conn.cursor() as cur:
+        from psycopg.types.json import Jsonb, Json
+
+        cur.execute("CREATE TABLE docs (id INT PRIMARY KEY, doc JSONB)")
+        doc = {"b": [1, 2.5, None, True], "a": {"n\u00e9": "x\ty"}}
+        cur.execute("INSERT INTO docs VALUES (%s, %s), (%s, %s)", (1, Jsonb(doc), 2, Json([1, "2"])))
+        with cur.copy("COPY docs FROM STDIN") as copy:
+            copy.write_row((3, Jsonb({"copied": True})))
+        for binary in (False, True):
+            with conn.cursor(binary=binary) as c2:
+                c2.execute("SELECT id, doc, doc -> 'a', doc ->> 'b' FROM docs ORDER BY id")
+                rows = c2.fetchall()
+                assert rows == [
+                    (1, doc, doc["a"], "[1, 2.5, null, true]"),
+                    (2, [1, "2"], None, None),
+                    (3, {"copied": True}, None, None),
+                ], (binary, rows)
+        cur.execute("SELECT doc::text FROM docs WHERE id = 1")
+        assert cur.fetchone() == ('{"a": {"né": "x\\ty"}, "b": [1, 2.5, null, true]}',)
+        cur.execute("SELECT id FROM docs WHERE doc @> %s", (Jsonb({"b": [True]}),))
+        assert cur.fetchall() == [(1,)]
+        try:
+            with cur.copy("COPY docs FROM STDIN") as copy:
+                copy.write(b"4\t{not json\n")
+            raise AssertionError("expected an error")
+        except psycopg.errors.InvalidTextRepresentation:
+            pass
+        cur.execute("SELECT count(*) FROM docs")
+        assert cur.fetchone() == (3,)
+
 print("psycopg ok")

@@ -354,3 +354,13 @@ jsonb_array_length('[1, 2]'::jsonb)
 jsonb_build_object('a', 1, 'b', 'x')
 '[1, 2]'::jsonb -> 1
 row(1, 'a')
+'[1e2, 1.50, -0, 2E-3, "a\tb"]'::jsonb
+'{"a": 1}'::jsonb || '{"b": [2]}'
+'[1, 2, 3]'::jsonb - -1
+'{"a": 1, "b": 2}'::jsonb - 'a'
+'{"a": {"b": [1, 2]}}'::jsonb #> '{a,b,0}'
+'["x", "y"]'::jsonb ?| ARRAY['y', 'z']
+to_jsonb(ARRAY[1, 2])
+jsonb_strip_nulls('{"a": null, "b": 1}')
+('3.5'::jsonb)::int
+'[[1, 2], 3]'::jsonb @> '[[2]]'
