@@ -301,6 +301,23 @@ fn views() -> Vec<(&'static str, String, bool)> {
             false,
         ),
         (
+            // jsonb built, filtered by containment, grouped by a member and by a whole document
+            "o_jsonb",
+            "SELECT d ->> 'k' AS k, d -> 'p' AS p, count(*) AS n, sum((d -> 'v')::bigint) AS s \
+             FROM (SELECT jsonb_build_object('k', k, 'v', v, 'p', jsonb_build_array(v % 3, k % 2), \
+             'odd', v % 2 = 1) AS d FROM ev) WHERE d @> '{\"odd\": true}' GROUP BY 1, 2"
+                .into(),
+            false,
+        ),
+        (
+            // jsonb_agg and jsonb_object_agg over append-only input
+            "o_jsonb_append",
+            "SELECT k, jsonb_agg(v ORDER BY v, ts) AS vs, \
+             jsonb_object_agg(v % 5, ts ORDER BY ts, v) AS last_ts FROM ao GROUP BY k"
+                .into(),
+            false,
+        ),
+        (
             // over append-only input, aggregates that cannot forget a row
             "o_df_append",
             "SELECT k, array_agg(v ORDER BY v, ts) AS vs, first_value(v ORDER BY ts, v) AS f, \

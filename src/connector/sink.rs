@@ -161,6 +161,7 @@ pub fn json_lines(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
     {
         let mut writer = WriterBuilder::new()
             .with_explicit_nulls(true)
+            .with_encoder_factory(Arc::new(JsonbAsJson))
             .build::<_, LineDelimited>(&mut buffer);
         writer.write(batch)?;
         writer.finish()?;
@@ -175,6 +176,41 @@ pub fn json_lines(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
     }
     lines.shrink_to_fit();
     Ok(lines)
+}
+
+/// A `jsonb` column is written as the JSON it holds (`{"doc": {"a": 1}}`), not as a string
+/// of it, as RisingWave's and Debezium's JSON carry `jsonb`.
+#[derive(Debug)]
+struct JsonbAsJson;
+
+struct RawJson<'a>(&'a datafusion::arrow::array::LargeStringArray);
+
+impl datafusion::arrow::json::writer::Encoder for RawJson<'_> {
+    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.0.value(idx).as_bytes());
+    }
+}
+
+impl datafusion::arrow::json::writer::EncoderFactory for JsonbAsJson {
+    fn make_default_encoder<'a>(
+        &self,
+        _field: &'a datafusion::arrow::datatypes::FieldRef,
+        array: &'a dyn datafusion::arrow::array::Array,
+        _options: &'a datafusion::arrow::json::writer::EncoderOptions,
+    ) -> std::result::Result<
+        Option<datafusion::arrow::json::writer::NullableEncoder<'a>>,
+        datafusion::arrow::error::ArrowError,
+    > {
+        use datafusion::arrow::array::{Array, AsArray};
+        if !crate::sql::jsonb::is_jsonb(array.data_type()) {
+            return Ok(None);
+        }
+        let values = array.as_string::<i64>();
+        Ok(Some(datafusion::arrow::json::writer::NullableEncoder::new(
+            Box::new(RawJson(values)),
+            values.nulls().cloned(),
+        )))
+    }
 }
 
 /// What a running sink has done, as `sluice_sinks` shows it.
@@ -343,6 +379,39 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::{Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn jsonb_columns_are_written_as_json() {
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("k", DataType::Int64, false),
+                Field::new("doc", crate::sql::jsonb::JSONB, true),
+            ])),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2])),
+                Arc::new(datafusion::arrow::array::LargeStringArray::from(vec![
+                    Some(r#"{"a": [1, "x\"y"]}"#),
+                    None,
+                ])),
+            ],
+        )
+        .expect("batch");
+        let lines: Vec<String> = json_lines(&batch)
+            .expect("lines")
+            .into_iter()
+            .map(|l| String::from_utf8(l).expect("utf8"))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                r#"{"k":1,"doc":{"a": [1, "x\"y"]}}"#,
+                r#"{"k":2,"doc":null}"#
+            ]
+        );
+        for line in &lines {
+            serde_json::from_str::<serde_json::Value>(line).expect("valid JSON");
+        }
+    }
 
     fn rows(k: &[i64], v: &[&str]) -> RecordBatch {
         RecordBatch::try_new(

@@ -1550,6 +1550,50 @@ fn build_object(args: &[ArrayRef]) -> DfResult<ArrayRef> {
     Ok(Arc::new(out.finish()))
 }
 
+/// `jsonb_object_agg`'s result from the keys and values its group aggregated, in one order.
+fn object_of(args: &[ArrayRef]) -> DfResult<ArrayRef> {
+    let rows = args[0].len();
+    let mut out = LargeStringBuilder::with_capacity(rows, rows * 16);
+    let lists = |a: &ArrayRef| -> DfResult<Option<datafusion::arrow::array::ListArray>> {
+        Ok(match a.data_type() {
+            DataType::List(_) => Some(a.as_list::<i32>().clone()),
+            DataType::Null => None,
+            other => {
+                return Err(user_error(
+                    sqlstate::DATATYPE_MISMATCH,
+                    format!("expected an array, found {other}"),
+                ));
+            }
+        })
+    };
+    let (Some(keys), Some(values)) = (lists(&args[0])?, lists(&args[1])?) else {
+        return Ok(Arc::new(LargeStringArray::new_null(rows)));
+    };
+    for row in 0..rows {
+        if keys.is_null(row) || values.is_null(row) {
+            out.append_null();
+            continue;
+        }
+        let (k, v) = (keys.value(row), values.value(row));
+        let mut members = Vec::with_capacity(k.len());
+        for i in 0..k.len().min(v.len()) {
+            let key = match to_json(&k, i)? {
+                Json::Null => {
+                    return Err(user_error(
+                        sqlstate::INVALID_PARAMETER_VALUE,
+                        "field name must not be null".to_string(),
+                    ));
+                }
+                Json::String(s) | Json::Number(s) => s,
+                other => other.to_text(),
+            };
+            members.push((key, to_json(&v, i)?));
+        }
+        out.append_value(Json::object(members).to_text());
+    }
+    Ok(Arc::new(out.finish()))
+}
+
 /// Text read as `jsonb` (a cast, `INSERT`, `COPY`): 22P02 for text that is not JSON.
 fn jsonb_in(args: &[ArrayRef]) -> DfResult<ArrayRef> {
     let values = texts(&args[0])?;
@@ -1647,6 +1691,7 @@ fn build_functions() -> Vec<Arc<ScalarUDF>> {
         udf_with("jsonb_concat", any(2), jsonb_type, concat),
         udf_with("jsonb_delete", any(2), jsonb_type, delete),
         udf_with("sluice_jsonb_in", any(1), jsonb_type, jsonb_in),
+        udf_with("sluice_jsonb_object_of", any(2), jsonb_type, object_of),
     ];
     // `json_*` are the same functions: `json` is kept as `jsonb` is.
     for [jsonb, json] in [

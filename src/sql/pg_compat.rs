@@ -662,6 +662,52 @@ fn rewrite_expr(expr: &mut Expr) {
                 *expr = Expr::Subquery(Box::new(aggregated));
             }
         }
+        // `jsonb_agg(x …)` is `to_jsonb(array_agg(x …))` and `jsonb_object_agg(k, v …)` pairs
+        // `array_agg(k …)` with `array_agg(v …)` (fed the same rows in the same order), keeping
+        // FILTER, ORDER BY and OVER: DataFusion's aggregate, and where a view may use it.
+        Expr::Function(function)
+            if [
+                "jsonb_agg",
+                "json_agg",
+                "jsonb_object_agg",
+                "json_object_agg",
+            ]
+            .iter()
+            .any(|name| is_function(function, name)) =>
+        {
+            let object = is_function(function, "jsonb_object_agg")
+                || is_function(function, "json_object_agg");
+            let array_agg = |args: Vec<FunctionArg>| {
+                let mut agg = function.clone();
+                agg.name = ObjectName::from(vec![Ident::new("array_agg")]);
+                if let FunctionArguments::List(list) = &mut agg.args {
+                    list.args = args;
+                }
+                Expr::Function(agg)
+            };
+            let args = match &function.args {
+                FunctionArguments::List(list) => list.args.clone(),
+                _ => return,
+            };
+            let (wrapper, aggregates) = match (object, args.as_slice()) {
+                (false, [_]) => ("to_jsonb", vec![array_agg(args)]),
+                (true, [k, v]) => (
+                    "sluice_jsonb_object_of",
+                    vec![array_agg(vec![k.clone()]), array_agg(vec![v.clone()])],
+                ),
+                // A wrong number of arguments: left for DataFusion to refuse.
+                _ => return,
+            };
+            if let Some(Expr::Function(mut outer)) = parse_expr(&format!("{wrapper}(NULL)")) {
+                if let FunctionArguments::List(list) = &mut outer.args {
+                    list.args = aggregates
+                        .into_iter()
+                        .map(|a| FunctionArg::Unnamed(FunctionArgExpr::Expr(a)))
+                        .collect();
+                }
+                *expr = Expr::Function(outer);
+            }
+        }
         // `generate_subscripts(a, 1)`: the subscripts of a one-dimensional array, as rows.
         Expr::Function(function) if is_function(function, "generate_subscripts") => {
             if let FunctionArguments::List(list) = &function.args
