@@ -401,8 +401,8 @@ impl Engine {
             .with_analyzer_rules(crate::sql::pg_semantics::analyzer_rules())
             // A filter stays above an aggregate without GROUP BY or over grouping sets.
             .with_optimizer_rules(crate::sql::filter_pushdown::optimizer_rules())
-            // `JSONB` and `JSON` columns and casts.
-            .with_type_planner(Arc::new(crate::sql::jsonb::JsonbType));
+            // `JSONB`, `JSON` and `CHARACTER VARYING(n)` columns and casts.
+            .with_type_planner(Arc::new(crate::sql::pg_semantics::PostgresTypes));
         // `INTERVAL * number` and `INTERVAL / number`, after DataFusion's own planners; the
         // `jsonb` operators before them (`||` and `@>` mean something else for text and arrays).
         let planners = state.expr_planners().get_or_insert_with(Vec::new);

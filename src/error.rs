@@ -32,6 +32,7 @@ pub mod sqlstate {
     pub const DIVISION_BY_ZERO: &str = "22012";
     pub const NULL_VALUE_NOT_ALLOWED: &str = "22004";
     pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
+    pub const STRING_DATA_RIGHT_TRUNCATION: &str = "22001";
     pub const INVALID_PARAMETER_VALUE: &str = "22023";
     pub const BAD_COPY_FORMAT: &str = "22P04";
     pub const UNDEFINED_OBJECT: &str = "42704";

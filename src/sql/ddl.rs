@@ -106,7 +106,13 @@ pub async fn plan_create_table(
             ));
         }
         let nullable = f.is_nullable() && !primary_key.contains(&i);
-        fields.push(f.as_ref().clone().with_nullable(nullable));
+        // A declared length (`VARCHAR(3)`) is in `declared_types`, not in the Arrow field.
+        fields.push(
+            f.as_ref()
+                .clone()
+                .with_nullable(nullable)
+                .with_metadata(Default::default()),
+        );
     }
     if let Some(spec) = &connector {
         check_connector(&name, spec, clauses.source, append_only, &primary_key)?;

@@ -21,16 +21,16 @@ use datafusion::arrow::array::{
     StringBuilder,
 };
 use datafusion::arrow::datatypes::{
-    DataType, Date32Type, Field, FieldRef, Float32Type, Float64Type, Int8Type, Int16Type,
-    Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+    DataType, Date32Type, Field, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
+    Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use datafusion::common::{DFSchema, Result as DfResult};
 use datafusion::logical_expr::expr::{Cast, ScalarFunction};
-use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr, TypePlanner};
+use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
 use datafusion::logical_expr::{
     Expr, ExprSchemable, ScalarUDF, Signature, TypeSignature, Volatility,
 };
-use datafusion::sql::sqlparser::ast::{BinaryOperator as SqlOperator, DataType as SqlDataType};
+use datafusion::sql::sqlparser::ast::BinaryOperator as SqlOperator;
 
 use super::pg_semantics::{udf_with, user_error};
 use crate::error::sqlstate;
@@ -895,19 +895,6 @@ fn type_name(value: &str) -> &'static str {
 
 // ---------------------------------------------------------------------------------------------
 // Planning.
-
-/// `JSONB` and `JSON` as column and cast types.
-#[derive(Debug)]
-pub struct JsonbType;
-
-impl TypePlanner for JsonbType {
-    fn plan_type_field(&self, sql_type: &SqlDataType) -> DfResult<Option<FieldRef>> {
-        Ok(match sql_type {
-            SqlDataType::JSONB | SqlDataType::JSON => Some(Arc::new(Field::new("", JSONB, true))),
-            _ => None,
-        })
-    }
-}
 
 /// Plans the `jsonb` operators when an operand is `jsonb`.
 #[derive(Debug)]

@@ -21,14 +21,14 @@ use datafusion::arrow::array::{
     PrimitiveArray,
 };
 use datafusion::arrow::datatypes::{
-    DataType, Float32Type, Float64Type, IntervalMonthDayNano, IntervalUnit,
+    DataType, Field, FieldRef, Float32Type, Float64Type, IntervalMonthDayNano, IntervalUnit,
 };
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{DFSchema, DataFusionError, Result as DfResult};
+use datafusion::common::{DFSchema, DataFusionError, Result as DfResult, ScalarValue};
 use datafusion::config::ConfigOptions;
 use datafusion::logical_expr::expr::{Cast, ScalarFunction, TryCast};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
-use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
+use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr, TypePlanner};
 use datafusion::logical_expr::utils::merge_schema;
 use datafusion::logical_expr::{
     BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, ScalarFunctionArgs,
@@ -36,7 +36,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::optimizer::analyzer::Analyzer;
-use datafusion::sql::sqlparser::ast::BinaryOperator as SqlOperator;
+use datafusion::sql::sqlparser::ast::{BinaryOperator as SqlOperator, DataType as SqlDataType};
 
 use crate::error::{Error, sqlstate};
 use crate::serve::params::{Bad, parse_bytea, parse_interval, split_array};
@@ -183,6 +183,48 @@ impl ExprPlanner for IntervalArithmetic {
     }
 }
 
+/// The metadata key of a cast's field that carries a character type's length
+/// (`CAST(x AS VARCHAR(3))`); the analyzer turns the cast into a truncation and drops it.
+pub const MAX_LENGTH: &str = "sluice.max_length";
+
+/// PostgreSQL's types DataFusion's SQL planner lacks or reads otherwise: `JSONB` and `JSON`
+/// (see `jsonb`), `CHARACTER VARYING(n)`, `CHARACTER(n)` (text, their length kept for casts).
+#[derive(Debug)]
+pub struct PostgresTypes;
+
+impl TypePlanner for PostgresTypes {
+    fn plan_type_field(&self, sql_type: &SqlDataType) -> DfResult<Option<FieldRef>> {
+        use datafusion::sql::sqlparser::ast::CharacterLength;
+        let text = |length: &Option<CharacterLength>| {
+            let mut field = Field::new("", DataType::Utf8, true);
+            if let Some(CharacterLength::IntegerLength { length, .. }) = length {
+                field = field.with_metadata(
+                    [(MAX_LENGTH.to_string(), length.to_string())]
+                        .into_iter()
+                        .collect(),
+                );
+            }
+            Some(Arc::new(field))
+        };
+        Ok(match sql_type {
+            SqlDataType::JSONB | SqlDataType::JSON => {
+                Some(Arc::new(Field::new("", super::jsonb::JSONB, true)))
+            }
+            SqlDataType::Varchar(length)
+            | SqlDataType::CharacterVarying(length)
+            | SqlDataType::CharVarying(length)
+            | SqlDataType::Character(length)
+            | SqlDataType::Char(length) => text(length),
+            _ => None,
+        })
+    }
+}
+
+/// The length a cast's target field carries (`VARCHAR(3)`), if any.
+fn max_length(field: &Field) -> Option<i64> {
+    field.metadata().get(MAX_LENGTH)?.parse().ok()
+}
+
 fn after_coercion(expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
     match &expr {
         Expr::BinaryExpr(BinaryExpr { left, op, right })
@@ -240,6 +282,20 @@ fn after_coercion(expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> 
                 from,
                 DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
             );
+            // `CAST(x AS VARCHAR(3))` keeps the first 3 characters, as PostgreSQL's explicit
+            // cast does (an INSERT's is checked by the table instead: 22001).
+            if let Some(length) = max_length(field) {
+                let plain = Arc::new(Field::new(field.name(), data_type.clone(), true));
+                let cast = if try_cast {
+                    Expr::TryCast(TryCast::new_from_field(inner.clone(), plain))
+                } else {
+                    Expr::Cast(Cast::new_from_field(inner.clone(), plain))
+                };
+                return Ok(Transformed::yes(call(
+                    &TRUNCATE_TEXT,
+                    vec![cast, Expr::Literal(ScalarValue::Int64(Some(length)), None)],
+                )));
+            }
             // `jsonb` is LargeUtf8 (see `jsonb`): text read as one is parsed, and one read as
             // a number or a boolean must hold one.
             if super::jsonb::is_jsonb(data_type)
@@ -271,6 +327,9 @@ fn after_coercion(expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> 
                 | DataType::Int16
                 | DataType::Int32
                 | DataType::Int64
+                | DataType::Float32
+                | DataType::Float64
+                | DataType::Decimal128(..)
                 | DataType::Date32
                 | DataType::Timestamp(..)
                     if text && !try_cast =>
@@ -421,6 +480,40 @@ pub(crate) fn user_error(code: &'static str, message: String) -> DataFusionError
     DataFusionError::External(Box::new(Error::user(code, message)))
 }
 
+/// The first `n` characters of text (a cast to `VARCHAR(n)`).
+static TRUNCATE_TEXT: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
+    udf("sluice_truncate_text", 2, first_type, |a| {
+        let limit = a[1]
+            .as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>()
+            .filter(|l| !l.is_empty() && l.is_valid(0))
+            .map(|l| l.value(0).max(0) as usize)
+            .unwrap_or(usize::MAX);
+        let values = a[0].as_string_opt::<i32>().ok_or_else(|| {
+            user_error(
+                sqlstate::DATATYPE_MISMATCH,
+                format!("expected text, found {}", a[0].data_type()),
+            )
+        })?;
+        if values.iter().flatten().all(|v| v.len() <= limit) {
+            return Ok(Arc::clone(&a[0]));
+        }
+        Ok(Arc::new(
+            values
+                .iter()
+                .map(|v| v.map(|v| truncate_chars(v, limit)))
+                .collect::<datafusion::arrow::array::StringArray>(),
+        ))
+    })
+});
+
+/// `text` cut to at most `limit` characters.
+pub fn truncate_chars(text: &str, limit: usize) -> &str {
+    match text.char_indices().nth(limit) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    }
+}
+
 static CHECKED_ADD: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
     udf("sluice_int_add", 2, first_type, |a| {
         checked(a, Operator::Plus)
@@ -545,6 +638,9 @@ pub fn parse_text(values: &ArrayRef, target: &DataType) -> Option<DfResult<Array
         DataType::Int16
         | DataType::Int32
         | DataType::Int64
+        | DataType::Float32
+        | DataType::Float64
+        | DataType::Decimal128(..)
         | DataType::Date32
         | DataType::Timestamp(..) => Some(scalar_in(values, target)),
         _ => None,
@@ -567,6 +663,9 @@ fn scalar_in(values: &ArrayRef, target: &DataType) -> DfResult<ArrayRef> {
         )
     };
     let error = match cast(values, target) {
+        Ok(cast) if matches!(target, DataType::Float32 | DataType::Float64) => {
+            return float_in_range(values, cast, target);
+        }
         Ok(cast) => return Ok(cast),
         Err(error) => error,
     };
@@ -606,6 +705,9 @@ fn scalar_in(values: &ArrayRef, target: &DataType) -> DfResult<ArrayRef> {
         DataType::Int16 => "smallint",
         DataType::Int32 => "integer",
         DataType::Int64 => "bigint",
+        DataType::Float32 => "real",
+        DataType::Float64 => "double precision",
+        DataType::Decimal128(..) => "numeric",
         _ => "date",
     };
     // The first value that does not read, and why.
@@ -628,7 +730,39 @@ fn scalar_in(values: &ArrayRef, target: &DataType) -> DfResult<ArrayRef> {
                     .iter()
                     .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
         };
+        let number_text = !trimmed.is_empty()
+            && trimmed.bytes().any(|c| c.is_ascii_digit())
+            && trimmed
+                .bytes()
+                .all(|c| c.is_ascii_digit() || b"+-.eE".contains(&c));
+        let special = [
+            "nan",
+            "infinity",
+            "+infinity",
+            "-infinity",
+            "inf",
+            "+inf",
+            "-inf",
+        ]
+        .contains(&trimmed.to_ascii_lowercase().as_str());
         return Err(match target {
+            DataType::Decimal128(precision, scale) if special => user_error(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                format!(
+                    "numeric \"{value}\" is not supported: Sluice's numeric({precision},{scale}) \
+                     is fixed-point, without NaN or infinities (double precision has them)"
+                ),
+            ),
+            DataType::Decimal128(precision, scale) if number_text => user_error(
+                sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                format!(
+                    "numeric field overflow: \"{value}\" does not fit numeric({precision},{scale})"
+                ),
+            ),
+            DataType::Float32 | DataType::Float64 if number_text => user_error(
+                sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                format!("\"{value}\" is out of range for type {name}"),
+            ),
             DataType::Date32 if date_text => user_error(
                 sqlstate::DATETIME_FIELD_OVERFLOW,
                 format!("date/time field value out of range: \"{value}\""),
@@ -644,6 +778,35 @@ fn scalar_in(values: &ArrayRef, target: &DataType) -> DfResult<ArrayRef> {
         });
     }
     Err(error.into())
+}
+
+/// A float read from text is infinite only when the text says so: `1e400` is 22003 in
+/// PostgreSQL, not `Infinity`.
+fn float_in_range(text: &ArrayRef, floats: ArrayRef, target: &DataType) -> DfResult<ArrayRef> {
+    let floats64 = datafusion::arrow::compute::cast(&floats, &DataType::Float64)?;
+    let floats64 = floats64.as_primitive::<Float64Type>();
+    if !floats64.iter().flatten().any(f64::is_infinite) {
+        return Ok(floats);
+    }
+    let text = datafusion::arrow::compute::cast(text, &DataType::Utf8)?;
+    let text = text.as_string::<i32>();
+    for (value, float) in text.iter().zip(floats64.iter()) {
+        if let (Some(value), Some(float)) = (value, float)
+            && float.is_infinite()
+            && !value.to_ascii_lowercase().contains("inf")
+        {
+            let name = if *target == DataType::Float32 {
+                "real"
+            } else {
+                "double precision"
+            };
+            return Err(user_error(
+                sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                format!("\"{}\" is out of range for type {name}", value.trim()),
+            ));
+        }
+    }
+    Ok(floats)
 }
 
 /// PostgreSQL's array input (`{1,2,NULL}`, `{"a b","q\"uote"}`), one dimension, each element

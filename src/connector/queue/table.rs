@@ -533,8 +533,38 @@ impl QueueTable {
         Ok(())
     }
 
+    /// NOT NULL, and the length of `VARCHAR(n)` and `CHAR(n)` values: longer is 22001, as
+    /// in PostgreSQL (which also cuts off excess spaces; here they make the value too long).
     fn check_not_null(&self, batch: &RecordBatch) -> Result<()> {
-        check_not_null(&self.def.schema, &self.def.name, batch.columns())
+        check_not_null(&self.def.schema, &self.def.name, batch.columns())?;
+        for (i, column) in batch.columns().iter().enumerate() {
+            let Some(Some((oid, typmod))) = self.def.declared_types.get(i) else {
+                continue;
+            };
+            let (Some(limit), Some(values)) = (
+                usize::try_from(typmod - 4).ok().filter(|_| *typmod >= 4),
+                column.as_string_opt::<i32>(),
+            ) else {
+                continue;
+            };
+            // Bytes bound characters: only a value longer in bytes is counted.
+            let too_long = values
+                .iter()
+                .flatten()
+                .find(|v| v.len() > limit && v.chars().count() > limit);
+            if too_long.is_some() {
+                let name = if *oid == 1042 {
+                    "character"
+                } else {
+                    "character varying"
+                };
+                return Err(Error::user(
+                    sqlstate::STRING_DATA_RIGHT_TRUNCATION,
+                    format!("value too long for type {name}({limit})"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// After an update every key must still name one row: a new key may only be one of the
