@@ -19,6 +19,8 @@ pub fn pg_type(dt: &DataType) -> Type {
             .and_then(|elem| array_of(&elem))
             .unwrap_or(Type::TEXT),
         DataType::Dictionary(_, value) => pg_type(value),
+        // A row value: PostgreSQL's anonymous composite type.
+        DataType::Struct(_) => Type::RECORD,
         other => scalar_pg_type(other).unwrap_or(Type::TEXT),
     }
 }
@@ -208,6 +210,7 @@ fn static_type_name(t: &Type) -> Option<&'static str> {
         Type::UUID => "uuid",
         Type::JSON => "json",
         Type::JSONB => "jsonb",
+        Type::RECORD => "record",
         _ => {
             return ARRAYS
                 .iter()
@@ -321,8 +324,8 @@ mod tests {
             ),
             (
                 DataType::Struct(vec![Field::new("a", DataType::Int32, true)].into()),
-                Type::TEXT,
-                "text",
+                Type::RECORD,
+                "record",
             ),
         ];
         for (dt, ty, name) in cases {

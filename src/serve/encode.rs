@@ -631,6 +631,45 @@ fn write_column<S: Sink + ?Sized>(
         DataType::LargeList(_) if pg_type(array.data_type()) != pgwire::api::Type::TEXT => {
             write_list(sink, array.as_list::<i64>(), format, column)
         }
+        // A row value (`ROW(1, 'a')`, a struct column) as PostgreSQL's `record`: `(1,a)` in
+        // text, the field count and each field's type and value in binary.
+        DataType::Struct(_) => {
+            let record = array.as_struct();
+            let fields = record
+                .columns()
+                .iter()
+                .map(|child| {
+                    let mut flat = Flat::default();
+                    write_column(&mut flat, child.as_ref(), format, column)?;
+                    Ok((pg_type(child.data_type()).oid(), flat))
+                })
+                .collect::<Result<Vec<_>, EncodeError>>()?;
+            let count = i32::try_from(fields.len()).map_err(|_| EncodeError::TooLarge {
+                column,
+                len: fields.len(),
+            })?;
+            each(sink, array, column, |row, buf| {
+                if format == FieldFormat::Binary {
+                    buf.put_i32(count);
+                    for (oid, flat) in &fields {
+                        buf.put_u32(*oid);
+                        buf.put_slice(flat.fields(row, row + 1));
+                    }
+                    return Ok(());
+                }
+                buf.put_u8(b'(');
+                for (i, (_, flat)) in fields.iter().enumerate() {
+                    if i > 0 {
+                        buf.put_u8(b',');
+                    }
+                    if let Some(text) = flat.value(row) {
+                        put_record_field(buf, text);
+                    }
+                }
+                buf.put_u8(b')');
+                Ok(())
+            })
+        }
         DataType::Dictionary(_, value) => {
             let plain = cast(array, value).map_err(|source| EncodeError::Format {
                 column,
@@ -771,6 +810,30 @@ fn put_array_element(buf: &mut BytesMut, text: &[u8]) {
     for &b in text {
         if b == b'"' || b == b'\\' {
             buf.put_u8(b'\\');
+        }
+        buf.put_u8(b);
+    }
+    buf.put_u8(b'"');
+}
+
+/// A field of a row value as `record_out` prints it: double-quoted (with `"` and `\`
+/// doubled) when empty or containing whitespace or one of `(),"\`; NULL is nothing at all.
+fn put_record_field(buf: &mut BytesMut, text: &[u8]) {
+    let needs_quotes = text.is_empty()
+        || text.iter().any(|b| {
+            matches!(
+                b,
+                b'(' | b')' | b',' | b'"' | b'\\' | b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c
+            )
+        });
+    if !needs_quotes {
+        buf.put_slice(text);
+        return;
+    }
+    buf.put_u8(b'"');
+    for &b in text {
+        if b == b'"' || b == b'\\' {
+            buf.put_u8(b);
         }
         buf.put_u8(b);
     }
@@ -1845,12 +1908,29 @@ mod tests {
         );
         assert_eq!(binary(dict)[2].as_deref(), Some(&b"x"[..]));
 
-        let structs: ArrayRef = Arc::new(StructArray::from(vec![(
-            Arc::new(Field::new("a", DataType::Int32, true)),
-            Arc::new(Int32Array::from(vec![1])) as ArrayRef,
-        )]));
-        assert_eq!(text1(structs.clone()), "{a: 1}");
-        assert_eq!(binary1(structs), b"{a: 1}");
+        // A row value as PostgreSQL's `record`: quoted where `record_out` quotes.
+        let structs: ArrayRef = Arc::new(StructArray::from(vec![
+            (
+                Arc::new(Field::new("a", DataType::Int32, true)),
+                Arc::new(Int32Array::from(vec![Some(1), None])) as ArrayRef,
+            ),
+            (
+                Arc::new(Field::new("b", DataType::Utf8, true)),
+                Arc::new(StringArray::from(vec!["a \"q\" (x)", ""])) as ArrayRef,
+            ),
+        ]));
+        assert_eq!(
+            text(structs.clone()),
+            [Some(r#"(1,"a ""q"" (x)")"#.into()), Some(r#"(,"")"#.into())]
+        );
+        let mut expected = 2i32.to_be_bytes().to_vec();
+        expected.extend_from_slice(&23u32.to_be_bytes());
+        expected.extend_from_slice(&4i32.to_be_bytes());
+        expected.extend_from_slice(&1i32.to_be_bytes());
+        expected.extend_from_slice(&25u32.to_be_bytes());
+        expected.extend_from_slice(&9i32.to_be_bytes());
+        expected.extend_from_slice(b"a \"q\" (x)");
+        assert_eq!(binary(structs)[0].as_deref(), Some(&expected[..]));
     }
 
     #[test]

@@ -288,6 +288,7 @@ pub fn parse(text: &str) -> Result<Json, JsonError> {
         s: text.as_bytes(),
         text,
         pos: 0,
+        expansion: (8 * text.len()).max(64 * 1024),
     };
     parser.ws();
     if parser.pos == parser.s.len() {
@@ -310,6 +311,9 @@ struct Parser<'a> {
     s: &'a [u8],
     text: &'a str,
     pos: usize,
+    /// Digits the document's exponents may still add when written out (`1e9999` is 10,000
+    /// characters): the stored form stays within a small multiple of the input.
+    expansion: usize,
 }
 
 impl Parser<'_> {
@@ -528,9 +532,11 @@ impl Parser<'_> {
                                 self.pos += 2;
                                 let low = self.hex4()?;
                                 if !(0xDC00..0xE000).contains(&low) {
-                                    return Err(syntax(
-                                        "Unicode low surrogate must follow a high surrogate",
-                                    ));
+                                    return Err(syntax(if (0xD800..0xDC00).contains(&low) {
+                                        "Unicode high surrogate must not follow a high surrogate"
+                                    } else {
+                                        "Unicode low surrogate must follow a high surrogate"
+                                    }));
                                 }
                                 code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
                             } else if (0xDC00..0xE000).contains(&code) {
@@ -614,6 +620,15 @@ impl Parser<'_> {
                     message: "value overflows numeric format".to_string(),
                 })?;
             exponent = if minus { -magnitude } else { magnitude };
+            self.expansion = self
+                .expansion
+                .checked_sub(magnitude as usize)
+                .ok_or_else(|| JsonError {
+                    code: sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                    message: "a JSON document's numbers would be too long written out (their \
+                              exponents add more digits than 8 per byte of input)"
+                        .to_string(),
+                })?;
             self.pos = end;
         }
         let followed = self
@@ -816,7 +831,18 @@ fn member<'a>(doc: &'a str, key: &str) -> Option<&'a str> {
 /// The member `name` of a JSON record (a source's message) as a `jsonb` value: `None` when
 /// the record has no such member or it is JSON null.
 pub fn record_member(record: &str, name: &str) -> Result<Option<String>, JsonError> {
-    match member(record, name) {
+    // The last of repeated keys, as jsonb keeps it.
+    let mut last = None;
+    let mut scan = Scan::new(record);
+    if scan.open() == Some(true) {
+        let mut first = true;
+        while let Some((Some(k), value)) = scan.next_item(&mut first, true) {
+            if unescape(k) == name {
+                last = Some(value);
+            }
+        }
+    }
+    match last {
         None => Ok(None),
         Some("null") => Ok(None),
         Some(value) => canonical(value).map(Some),
@@ -866,7 +892,8 @@ fn path<'a>(doc: &'a str, steps: impl Iterator<Item = Option<&'a str>>) -> Optio
         let step = step?;
         at = match Scan::new(at).peek()? {
             b'{' => member(at, step)?,
-            b'[' => item(at, step.trim().parse().ok()?)?,
+            // Leading spaces only, as PostgreSQL reads the position.
+            b'[' => item(at, step.trim_start().parse().ok()?)?,
             _ => return None,
         };
     }
@@ -876,7 +903,12 @@ fn path<'a>(doc: &'a str, steps: impl Iterator<Item = Option<&'a str>>) -> Optio
 /// A member's value as text (`->>`): a string unescaped, `null` as SQL NULL, else the JSON.
 fn as_text(value: &str) -> Option<Cow<'_, str>> {
     match value.as_bytes().first()? {
-        b'"' => Some(unescape(&value[1..value.len() - 1])),
+        b'"' => Some(unescape(
+            value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value),
+        )),
         b'n' => None,
         _ => Some(Cow::Borrowed(value)),
     }
@@ -985,10 +1017,28 @@ impl ExprPlanner for JsonbOperators {
             SqlOperator::Question => call("jsonb_exists", vec![left, right]),
             SqlOperator::QuestionPipe => call("jsonb_exists_any", vec![left, to_text_array(right)]),
             SqlOperator::QuestionAnd => call("jsonb_exists_all", vec![left, to_text_array(right)]),
-            SqlOperator::StringConcat => call(
-                "jsonb_concat",
-                vec![as_jsonb(left, &l), as_jsonb(right, &r)],
-            ),
+            // `jsonb || jsonb` (an untyped literal counts as one); with text, or anything
+            // else, `||` is text concatenation of the jsonb's text, as in PostgreSQL.
+            SqlOperator::StringConcat => {
+                let jsonb_or_literal = |e: &Expr, t: &DataType| {
+                    is_jsonb(t)
+                        || matches!(e, Expr::Literal(..))
+                            && matches!(t, DataType::Utf8 | DataType::Utf8View)
+                };
+                if jsonb_or_literal(&left, &l) && jsonb_or_literal(&right, &r) {
+                    call(
+                        "jsonb_concat",
+                        vec![as_jsonb(left, &l), as_jsonb(right, &r)],
+                    )
+                } else {
+                    let text = |e: Expr| Expr::Cast(Cast::new(Box::new(e), DataType::Utf8));
+                    return Ok(PlannerResult::Original(RawBinaryExpr {
+                        op: SqlOperator::StringConcat,
+                        left: text(left),
+                        right: text(right),
+                    }));
+                }
+            }
             SqlOperator::Minus => call("jsonb_delete", vec![left, right]),
             op => {
                 return Ok(PlannerResult::Original(RawBinaryExpr { op, left, right }));
@@ -1038,6 +1088,7 @@ fn texts(a: &ArrayRef) -> DfResult<Vec<Option<&str>>> {
         DataType::Utf8 => a.as_string::<i32>().iter().collect(),
         DataType::LargeUtf8 => a.as_string::<i64>().iter().collect(),
         DataType::Utf8View => a.as_string_view().iter().collect(),
+        DataType::Null => vec![None; a.len()],
         other => {
             return Err(user_error(
                 sqlstate::DATATYPE_MISMATCH,
@@ -1220,7 +1271,7 @@ fn has_key(doc: &str, key: &str) -> bool {
         Some(b'[') => items(doc).is_some_and(|items| {
             items
                 .iter()
-                .any(|i| i.starts_with('"') && unescape(&i[1..i.len() - 1]) == key)
+                .any(|i| as_text(i).is_some_and(|t| i.starts_with('"') && t == key))
         }),
         Some(b'"') => scan.string().is_some_and(|s| unescape(s) == key),
         _ => false,
@@ -1426,7 +1477,15 @@ fn to_json(a: &ArrayRef, row: usize) -> DfResult<Json> {
         DataType::UInt16 => number!(UInt16Type),
         DataType::UInt32 => number!(UInt32Type),
         DataType::UInt64 => number!(UInt64Type),
-        DataType::Float32 => float(a.as_primitive::<Float32Type>().value(row) as f64),
+        DataType::Float32 => {
+            // f32's own shortest text (`0.1`, not the f64 widening `0.10000000149011612`).
+            let v = a.as_primitive::<Float32Type>().value(row);
+            if v.is_finite() {
+                parse(&format!("{v}")).unwrap_or_else(|_| float(v as f64))
+            } else {
+                float(v as f64)
+            }
+        }
         DataType::Float64 => float(a.as_primitive::<Float64Type>().value(row)),
         DataType::Decimal128(..) => {
             let text = datafusion::arrow::util::display::array_value_to_string(a, row)?;
@@ -1447,6 +1506,15 @@ fn to_json(a: &ArrayRef, row: usize) -> DfResult<Json> {
             let text = datafusion::arrow::util::display::array_value_to_string(a, row)?;
             // ISO 8601 as PostgreSQL writes a timestamp in JSON: `2024-01-02T03:04:05`.
             let mut text = text.replacen(' ', "T", 1);
+            // PostgreSQL prints only the digits of the fraction that are not trailing zeros.
+            if let Some(dot) = text.find('.') {
+                let end = text[dot..]
+                    .find(|c: char| !c.is_ascii_digit() && c != '.')
+                    .map_or(text.len(), |i| dot + i);
+                let digits = text[dot + 1..end].trim_end_matches('0').len();
+                let cut = if digits == 0 { dot } else { dot + 1 + digits };
+                text.replace_range(cut..end, "");
+            }
             if tz.is_some() && text.ends_with('Z') {
                 text.truncate(text.len() - 1);
                 text.push_str("+00:00");
@@ -1528,7 +1596,13 @@ fn build_object(args: &[ArrayRef]) -> DfResult<ArrayRef> {
                     ));
                 }
                 Json::String(s) | Json::Number(s) => s,
-                other => other.to_text(),
+                Json::Bool(b) => b.to_string(),
+                _ => {
+                    return Err(user_error(
+                        sqlstate::INVALID_PARAMETER_VALUE,
+                        "key value must be scalar, not array, composite, or json".to_string(),
+                    ));
+                }
             };
             members.push((key, to_json(&pair[1], row)?));
         }
@@ -1626,7 +1700,7 @@ pub fn jsonb_to(values: &ArrayRef, target: &DataType) -> DfResult<ArrayRef> {
         safe: false,
         ..Default::default()
     };
-    let out_of_range = |_| {
+    let out_of_range = |_: ()| {
         user_error(
             sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
             format!(
@@ -1636,19 +1710,32 @@ pub fn jsonb_to(values: &ArrayRef, target: &DataType) -> DfResult<ArrayRef> {
         )
     };
     if target.is_integer() {
-        // Through numeric, rounding as PostgreSQL's numeric to integer cast does.
-        let as_decimal = datafusion::arrow::compute::cast_with_options(
-            &texts,
-            &DataType::Decimal128(38, 10),
-            &unsafe_cast,
-        )
-        .map_err(out_of_range)?;
-        let rounded = super::pg_semantics::round_to_integer(&as_decimal)?;
-        return datafusion::arrow::compute::cast_with_options(&rounded, target, &unsafe_cast)
-            .map_err(out_of_range);
+        // A stored number is a plain decimal: its whole part, rounded half away from zero by
+        // its first fractional digit, as PostgreSQL's numeric to integer cast rounds.
+        let text = texts.as_string::<i32>();
+        let whole: datafusion::arrow::array::Int64Array = text
+            .iter()
+            .map(|t| {
+                t.map(|t| {
+                    let (int, fraction) = t.split_once('.').unwrap_or((t, ""));
+                    let value: i64 = int.parse().map_err(|_| out_of_range(()))?;
+                    let up = fraction.as_bytes().first().is_some_and(|d| *d >= b'5');
+                    let away = if int.starts_with('-') { -1 } else { 1 };
+                    value
+                        .checked_add(if up { away } else { 0 })
+                        .ok_or_else(|| out_of_range(()))
+                })
+                .transpose()
+            })
+            .collect::<DfResult<_>>()?;
+        return datafusion::arrow::compute::cast_with_options(&whole, target, &unsafe_cast)
+            .map_err(|_| out_of_range(()));
+    }
+    if let Some(parsed) = super::pg_semantics::parse_text(&texts, target) {
+        return parsed;
     }
     datafusion::arrow::compute::cast_with_options(&texts, target, &unsafe_cast)
-        .map_err(out_of_range)
+        .map_err(|_| out_of_range(()))
 }
 
 /// The `jsonb` functions and the functions behind the operators.
@@ -1763,6 +1850,15 @@ impl datafusion::logical_expr::ScalarUDFImpl for JsonbTo {
         let values = args.args[0].clone().into_array(args.number_rows)?;
         super::pg_semantics::columnar(jsonb_to(&values, &self.target)?, scalar)
     }
+}
+
+/// Whether a function is one of ours over `jsonb`, whose `LargeUtf8` results are `jsonb`.
+pub fn is_jsonb_function(name: &str) -> bool {
+    name.starts_with("jsonb_")
+        || name.starts_with("json_")
+        || name == "to_jsonb"
+        || name == "to_json"
+        || name.starts_with("sluice_jsonb")
 }
 
 /// The `jsonb_in` function, for the analyzer's casts from text.
@@ -1884,6 +1980,27 @@ mod tests {
         // Text that is not JSON (only reachable by a cast we do not make) reads as nothing.
         assert_eq!(member("{\"a\": [", "a"), None);
         assert_eq!(item("[1, ", 5), None);
+    }
+
+    #[test]
+    fn a_record_member_is_the_last_of_repeated_keys() {
+        assert_eq!(
+            record_member(r#"{"a": 1, "b": {"x": 2}, "a": [3]}"#, "a"),
+            Ok(Some("[3]".to_string()))
+        );
+        assert_eq!(record_member(r#"{"a": null}"#, "a"), Ok(None));
+        assert_eq!(record_member(r#"{"a": 1}"#, "b"), Ok(None));
+        assert_eq!(record_member("[1]", "a"), Ok(None));
+    }
+
+    #[test]
+    fn exponents_have_a_budget() {
+        assert_eq!(canon("1e3"), "1000");
+        let many = format!("[{}1]", "1e9999,".repeat(100));
+        assert_eq!(
+            canonical(&many).map_err(|e| e.code),
+            Err(sqlstate::PROGRAM_LIMIT_EXCEEDED)
+        );
     }
 
     #[test]

@@ -677,6 +677,13 @@ fn rewrite_expr(expr: &mut Expr) {
         {
             let object = is_function(function, "jsonb_object_agg")
                 || is_function(function, "json_object_agg");
+            // DISTINCT over (key, value) pairs is not two DISTINCT lists: left to DataFusion,
+            // which does not know the function.
+            let distinct = matches!(&function.args, FunctionArguments::List(list)
+                if list.duplicate_treatment.is_some());
+            if object && distinct {
+                return;
+            }
             let array_agg = |args: Vec<FunctionArg>| {
                 let mut agg = function.clone();
                 agg.name = ObjectName::from(vec![Ident::new("array_agg")]);

@@ -306,6 +306,20 @@ fn after_coercion(expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> 
                     vec![(**inner).clone()],
                 )));
             }
+            // Only text (and NULL) becomes `jsonb` by a cast; PostgreSQL has no cast from a
+            // number or a date (`to_jsonb` makes JSON of any value).
+            if super::jsonb::is_jsonb(data_type)
+                && !super::jsonb::is_jsonb(&from)
+                && !matches!(from, DataType::Null | DataType::Dictionary(..))
+            {
+                return Err(user_error(
+                    sqlstate::CANNOT_COERCE,
+                    format!(
+                        "cannot cast type {} to jsonb (to_jsonb(x) makes JSON of a value)",
+                        crate::catalog::pg_types::pg_type_name(&from)
+                    ),
+                ));
+            }
             if super::jsonb::is_jsonb(&from) && super::jsonb::JsonbTo::reads(data_type) {
                 return Ok(Transformed::yes(call(
                     &super::jsonb::JsonbTo::udf(data_type.clone()),
@@ -339,6 +353,20 @@ fn after_coercion(expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> 
                 }
                 _ => Transformed::no(expr),
             })
+        }
+        // A function not made for `jsonb` that returns LargeUtf8 (`left(j, 3)`, `coalesce(j,
+        // …)`): its result is `jsonb` only if it is JSON, so it is read as such (22P02 if not).
+        Expr::ScalarFunction(f)
+            if !super::jsonb::is_jsonb_function(f.func.name())
+                && type_of(&expr, schema).is_some_and(|t| super::jsonb::is_jsonb(&t)) =>
+        {
+            Ok(Transformed::yes(call(
+                &super::jsonb::jsonb_in_udf(),
+                vec![Expr::Cast(Cast::new(
+                    Box::new(expr.clone()),
+                    DataType::Utf8,
+                ))],
+            )))
         }
         _ => Ok(Transformed::no(expr)),
     }

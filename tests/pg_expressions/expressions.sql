@@ -364,3 +364,8 @@ to_jsonb(ARRAY[1, 2])
 jsonb_strip_nulls('{"a": null, "b": 1}')
 ('3.5'::jsonb)::int
 '[[1, 2], 3]'::jsonb @> '[[2]]'
+row(1, 'a b', NULL, 'q"x', '')
+row(true, 2.5, row(3, 'x'))
+to_jsonb(0.1::real)
+'{"a": 1}'::jsonb || '[2]'::jsonb
+('0.5'::jsonb)::int
