@@ -28,6 +28,8 @@ const CHECKPOINTED: &[&str] = &[
     "click_stats",
     "event_lists",
     "click_rollup",
+    "click_distinct",
+    "click_docs",
     "closed_top",
 ];
 
@@ -140,6 +142,14 @@ const ORACLES: &[(&str, &str)] = &[
         "click_rollup",
         "SELECT uid, id % 2 AS parity, count(*) AS n, grouping(uid, id % 2) AS g FROM clicks GROUP BY ROLLUP (uid, id % 2)",
     ),
+    (
+        "click_distinct",
+        "SELECT uid % 3 AS b, count(DISTINCT id % 11) AS d, count(DISTINCT uid) FILTER (WHERE id % 2 = 0) AS e FROM clicks GROUP BY uid % 3",
+    ),
+    (
+        "click_docs",
+        "SELECT jsonb_build_object('u', uid, 'p', jsonb_build_array(id % 2)) AS doc, count(*) AS n FROM clicks GROUP BY 1",
+    ),
 ];
 
 const SETUP: &str = "CREATE TABLE clicks (id INT PRIMARY KEY, uid INT, ts TIMESTAMP);
@@ -161,6 +171,8 @@ const SETUP: &str = "CREATE TABLE clicks (id INT PRIMARY KEY, uid INT, ts TIMEST
      CREATE MATERIALIZED VIEW click_stats AS SELECT uid, median(id) AS med, percentile_cont(0.5) WITHIN GROUP (ORDER BY id) AS p, bit_xor(id) AS x FROM clicks GROUP BY uid;
      CREATE MATERIALIZED VIEW event_lists AS SELECT uid, array_agg(ts ORDER BY ts) AS tss, first_value(ts ORDER BY ts) AS f, approx_distinct(ts) AS d FROM events GROUP BY uid;
      CREATE MATERIALIZED VIEW click_rollup AS SELECT uid, id % 2 AS parity, count(*) AS n, grouping(uid, id % 2) AS g FROM clicks GROUP BY ROLLUP (uid, id % 2);
+     CREATE MATERIALIZED VIEW click_distinct AS SELECT uid % 3 AS b, count(DISTINCT id % 11) AS d, count(DISTINCT uid) FILTER (WHERE id % 2 = 0) AS e FROM clicks GROUP BY uid % 3;
+     CREATE MATERIALIZED VIEW click_docs AS SELECT jsonb_build_object('u', uid, 'p', jsonb_build_array(id % 2)) AS doc, count(*) AS n FROM clicks GROUP BY 1;
      CREATE MATERIALIZED VIEW closed_top AS SELECT window_start, uid, rn FROM (SELECT window_start, uid, row_number() OVER (PARTITION BY window_start ORDER BY uid DESC, ts) AS rn FROM TUMBLE(events, ts, INTERVAL '10' SECOND)) q WHERE rn <= 2 EMIT ON WINDOW CLOSE;
      FLUSH;";
 

@@ -37,6 +37,27 @@ use crate::state::{StateError, columns};
 use crate::stream::{ChangeBatch, Timestamp};
 
 const NAME: &str = "GroupAggregate";
+
+/// A count per integer value, for `COUNT(DISTINCT)` of an integer.
+type IntCounts = std::collections::HashMap<i64, i64, datafusion::common::hash_utils::RandomState>;
+
+/// What one value of [`IntCounts`] costs: its entry and the table's control byte, at the
+/// table's usual load.
+const INT_ENTRY_BYTES: usize = 2 * std::mem::size_of::<(i64, i64)>() + 2;
+
+/// Integer types whose every value is an `i64`.
+fn fits_i64(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+    )
+}
 const ACCUMULATORS: &str = "an aggregate's accumulators";
 
 /// The aggregate functions the operator maintains.
@@ -177,6 +198,18 @@ enum AggregateState {
         converter: RowConverter,
         values: Vec<BTreeMap<Box<[u8]>, i64>>,
     },
+    /// COUNT(DISTINCT): a count per value, values in row format, hashed (no order needed).
+    Distinct {
+        converter: RowConverter,
+        values: Vec<RowMap<i64>>,
+    },
+    /// COUNT(DISTINCT) of an integer: a count per value, the values as they are (no row
+    /// encoding, no allocation per value). `converter` writes checkpoints in `Distinct`'s form.
+    DistinctInts {
+        converter: RowConverter,
+        argument_type: DataType,
+        values: Vec<IntCounts>,
+    },
     /// MIN, MAX, BOOL_AND/OR over an append-only input: only the extreme, in row format.
     Extreme {
         converter: RowConverter,
@@ -294,9 +327,23 @@ impl GroupAggregateOperator {
                         sums: Vec::new(),
                         counts: Vec::new(),
                     },
+                    AggregateKind::CountDistinct if fits_i64(&a.argument_type) => {
+                        AggregateState::DistinctInts {
+                            converter: RowConverter::new(vec![SortField::new(
+                                a.argument_type.clone(),
+                            )])
+                            .map_err(arrow)?,
+                            argument_type: a.argument_type.clone(),
+                            values: Vec::new(),
+                        }
+                    }
+                    AggregateKind::CountDistinct => AggregateState::Distinct {
+                        converter: RowConverter::new(vec![SortField::new(a.argument_type.clone())])
+                            .map_err(arrow)?,
+                        values: Vec::new(),
+                    },
                     AggregateKind::Min
                     | AggregateKind::Max
-                    | AggregateKind::CountDistinct
                     | AggregateKind::BoolAnd
                     | AggregateKind::BoolOr
                     | AggregateKind::StringAgg(_) => AggregateState::Values {
@@ -428,6 +475,8 @@ impl GroupAggregateOperator {
                     counts.push(0);
                 }
                 AggregateState::Values { values, .. } => values.push(BTreeMap::new()),
+                AggregateState::Distinct { values, .. } => values.push(row_map(0)),
+                AggregateState::DistinctInts { values, .. } => values.push(IntCounts::default()),
                 AggregateState::Extreme { values, .. } => values.push(None),
                 AggregateState::Accumulators { slots, sizes, .. } => {
                     crate::sync::lock(slots, ACCUMULATORS).push(None);
@@ -633,6 +682,55 @@ impl GroupAggregateOperator {
                 }
                 // Fed above, a group at a time.
                 AggregateState::Accumulators { .. } => {}
+                AggregateState::DistinctInts { values, .. } => {
+                    let argument = argument.expect("COUNT(DISTINCT) has an argument");
+                    let ints = cast(&argument, &DataType::Int64).map_err(arrow)?;
+                    let ints = ints.as_primitive::<Int64Type>();
+                    for (i, &g) in groups.iter().enumerate() {
+                        if ints.is_null(i) {
+                            continue;
+                        }
+                        match values[g].entry(ints.value(i)) {
+                            std::collections::hash_map::Entry::Occupied(mut entry) => {
+                                *entry.get_mut() += weight(i);
+                                if *entry.get() == 0 {
+                                    entry.remove();
+                                    self.heap -= INT_ENTRY_BYTES;
+                                }
+                            }
+                            std::collections::hash_map::Entry::Vacant(entry) => {
+                                if weight(i) != 0 {
+                                    entry.insert(weight(i));
+                                    self.heap += INT_ENTRY_BYTES;
+                                }
+                            }
+                        }
+                    }
+                }
+                AggregateState::Distinct { converter, values } => {
+                    let argument = argument.expect("COUNT(DISTINCT) has an argument");
+                    let encoded = converter
+                        .convert_columns(std::slice::from_ref(&argument))
+                        .map_err(arrow)?;
+                    for (i, &g) in groups.iter().enumerate() {
+                        if argument.is_null(i) {
+                            continue;
+                        }
+                        let value = encoded.row(i).data();
+                        let count = match values[g].get_mut(value) {
+                            Some(count) => count,
+                            None => {
+                                self.heap += value_entry_bytes(value);
+                                values[g].entry(value.into()).or_insert(0)
+                            }
+                        };
+                        *count += weight(i);
+                        if *count == 0 {
+                            values[g].remove(value);
+                            self.heap -= value_entry_bytes(value);
+                        }
+                    }
+                }
                 AggregateState::Values { converter, values } => {
                     let argument = argument.expect("value aggregates have an argument");
                     let encoded = converter
@@ -798,7 +896,10 @@ impl GroupAggregateOperator {
                             .map(|&g| (counts[g] > 0).then(|| sums[g] / counts[g] as f64)),
                     ))
                 }
-                (AggregateKind::CountDistinct, AggregateState::Values { values, .. }) => Arc::new(
+                (_, AggregateState::Distinct { values, .. }) => Arc::new(
+                    Int64Array::from_iter_values(groups.iter().map(|&g| values[g].len() as i64)),
+                ),
+                (_, AggregateState::DistinctInts { values, .. }) => Arc::new(
                     Int64Array::from_iter_values(groups.iter().map(|&g| values[g].len() as i64)),
                 ),
                 (AggregateKind::StringAgg(_), AggregateState::Values { .. }) => {
@@ -942,6 +1043,8 @@ impl GroupAggregateOperator {
                     counts[g] = 0;
                 }
                 AggregateState::Values { values, .. } => values[g] = BTreeMap::new(),
+                AggregateState::Distinct { values, .. } => values[g] = row_map(0),
+                AggregateState::DistinctInts { values, .. } => values[g] = IntCounts::default(),
                 AggregateState::Extreme { values, .. } => values[g] = None,
                 AggregateState::Accumulators { slots, sizes, .. } => {
                     crate::sync::lock(slots, ACCUMULATORS)[g] = None;
@@ -997,6 +1100,15 @@ impl GroupAggregateOperator {
                         .map(|v| value_entry_bytes(v))
                         .sum::<usize>();
                 }
+                AggregateState::Distinct { values, .. } => {
+                    bytes += values[g]
+                        .keys()
+                        .map(|v| value_entry_bytes(v))
+                        .sum::<usize>();
+                }
+                AggregateState::DistinctInts { values, .. } => {
+                    bytes += values[g].len() * INT_ENTRY_BYTES;
+                }
                 AggregateState::Extreme { values, .. } => {
                     bytes += values[g].as_ref().map_or(0, |v| v.len());
                 }
@@ -1035,6 +1147,8 @@ impl GroupAggregateOperator {
                 }
                 AggregateState::FloatSums { sums, counts } => vec_bytes(sums) + vec_bytes(counts),
                 AggregateState::Values { values, .. } => vec_bytes(values),
+                AggregateState::Distinct { values, .. } => vec_bytes(values),
+                AggregateState::DistinctInts { values, .. } => vec_bytes(values),
                 AggregateState::Extreme { values, .. } => vec_bytes(values),
                 AggregateState::Accumulators { slots, sizes, .. } => {
                     vec_bytes(&crate::sync::lock(slots, ACCUMULATORS)) + vec_bytes(sizes)
@@ -1253,6 +1367,39 @@ impl GroupAggregateOperator {
                     }
                     columns.push((format!("a{a}_values"), Arc::new(builder.finish())));
                 }
+                // The same form as `Values` (a checkpoint of any of them reads into another).
+                AggregateState::DistinctInts {
+                    converter,
+                    argument_type,
+                    values,
+                } => {
+                    let mut blob = Vec::new();
+                    let mut builder = datafusion::arrow::array::LargeBinaryBuilder::new();
+                    for &g in &live {
+                        let ints = Int64Array::from_iter_values(values[g].keys().copied());
+                        let typed = cast(&ints, argument_type).map_err(StateError::Arrow)?;
+                        let rows = converter
+                            .convert_columns(&[typed])
+                            .map_err(StateError::Arrow)?;
+                        let entries: Vec<(Box<[u8]>, i64)> = values[g]
+                            .values()
+                            .enumerate()
+                            .map(|(i, count)| (Box::from(rows.row(i).data()), *count))
+                            .collect();
+                        columns::encode_counted(entries.iter().map(|(v, c)| (v, c)), &mut blob);
+                        builder.append_value(&blob);
+                    }
+                    columns.push((format!("a{a}_values"), Arc::new(builder.finish())));
+                }
+                AggregateState::Distinct { values, .. } => {
+                    let mut blob = Vec::new();
+                    let mut builder = datafusion::arrow::array::LargeBinaryBuilder::new();
+                    for &g in &live {
+                        columns::encode_counted(&values[g], &mut blob);
+                        builder.append_value(&blob);
+                    }
+                    columns.push((format!("a{a}_values"), Arc::new(builder.finish())));
+                }
                 AggregateState::Extreme { values, .. } => columns.push((
                     format!("a{a}_extreme"),
                     columns::blobs(live.iter().map(|&g| values[g].as_deref())),
@@ -1324,6 +1471,35 @@ impl GroupAggregateOperator {
                     *values = (0..n)
                         .map(|g| columns::decode_counted(blobs.value(g)))
                         .collect::<Result<_, _>>()?;
+                }
+                AggregateState::Distinct { values, .. } => {
+                    let blobs = columns::blob_column(batch, &format!("a{a}_values"))?;
+                    *values = (0..n)
+                        .map(|g| columns::decode_counted(blobs.value(g)))
+                        .collect::<Result<_, _>>()?;
+                }
+                AggregateState::DistinctInts {
+                    converter, values, ..
+                } => {
+                    let blobs = columns::blob_column(batch, &format!("a{a}_values"))?;
+                    *values = Vec::with_capacity(n);
+                    for g in 0..n {
+                        let entries: Vec<(Box<[u8]>, i64)> =
+                            columns::decode_counted(blobs.value(g))?;
+                        let parser = converter.parser();
+                        let typed = converter
+                            .convert_rows(entries.iter().map(|(v, _)| parser.parse(v)))
+                            .map_err(StateError::Arrow)?;
+                        let ints = cast(&typed[0], &DataType::Int64).map_err(StateError::Arrow)?;
+                        let ints = ints.as_primitive::<Int64Type>();
+                        values.push(
+                            entries
+                                .iter()
+                                .enumerate()
+                                .map(|(i, (_, count))| (ints.value(i), *count))
+                                .collect(),
+                        );
+                    }
                 }
                 AggregateState::Extreme { values, .. } => {
                     let blobs = columns::blob_column(batch, &format!("a{a}_extreme"))?;

@@ -57,31 +57,55 @@ impl ScalarUDFImpl for ToChar {
         let templates = templates.as_string::<i32>();
         let times = cast(&values, &DataType::Timestamp(TimeUnit::Nanosecond, None))?;
         let times = times.as_primitive::<TimestampNanosecondType>();
-        let mut out = StringBuilder::with_capacity(rows, rows * 16);
-        let mut parsed: Option<(String, Vec<Token>)> = None;
-        let mut text = String::new();
-        for i in 0..rows {
-            if times.is_null(i) || templates.is_null(i) {
-                out.append_null();
-                continue;
-            }
-            let template = templates.value(i);
-            if parsed.as_ref().is_none_or(|(t, _)| t != template) {
-                parsed = Some((template.to_string(), parse(template)));
-            }
-            let tokens = &parsed.as_ref().expect("parsed above").1;
-            let t = DateTime::from_timestamp_nanos(times.value(i)).naive_utc();
-            text.clear();
-            render(tokens, &t, &mut text);
-            out.append_value(&text);
-        }
-        let array: ArrayRef = Arc::new(out.finish());
+        let array = render_column(times, templates);
         Ok(if scalar {
             ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
         } else {
             ColumnarValue::Array(array)
         })
     }
+}
+
+/// `to_char` of each row: its time rendered by its template (parsed once while it repeats).
+fn render_column(
+    times: &datafusion::arrow::array::TimestampNanosecondArray,
+    templates: &datafusion::arrow::array::StringArray,
+) -> ArrayRef {
+    let rows = times.len();
+    let mut out = StringBuilder::with_capacity(rows, rows * 16);
+    // The template parsed (and whether it prints only the date), kept while it repeats.
+    let mut parsed: Option<(String, Vec<Token>, bool)> = None;
+    let mut text = String::new();
+    // The day `text` was rendered for, when the template prints only the date.
+    let mut text_day: Option<i64> = None;
+    const NANOS_PER_DAY: i64 = 86_400_000_000_000;
+    for i in 0..rows {
+        if times.is_null(i) || templates.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        let template = templates.value(i);
+        if parsed.as_ref().is_none_or(|(t, _, _)| t != template) {
+            let tokens = parse(template);
+            let date_only = date_only(&tokens);
+            parsed = Some((template.to_string(), tokens, date_only));
+            text_day = None;
+        }
+        let Some((_, tokens, date_only)) = parsed.as_ref() else {
+            out.append_null();
+            continue;
+        };
+        let nanos = times.value(i);
+        let day = nanos.div_euclid(NANOS_PER_DAY);
+        if !(*date_only && text_day == Some(day)) {
+            let t = DateTime::from_timestamp_nanos(nanos).naive_utc();
+            text.clear();
+            render(tokens, &t, &mut text);
+            text_day = date_only.then_some(day);
+        }
+        out.append_value(&text);
+    }
+    Arc::new(out.finish())
 }
 
 /// One piece of a template: a field (with `FM`: no padding) or literal text.
@@ -352,13 +376,51 @@ fn push(out: &mut String, args: std::fmt::Arguments<'_>) {
 
 /// Writes `value` zero-padded to `width` digits (no padding with `FM`).
 fn number(out: &mut String, value: i64, width: usize, fill: bool) {
-    if fill {
-        push(out, format_args!("{value}"));
-    } else if value < 0 {
-        push(out, format_args!("-{:0width$}", -value));
-    } else {
-        push(out, format_args!("{value:0width$}"));
+    // Digits written directly: `core::fmt` was most of a `to_char` call's cost.
+    let mut digits = [0u8; 20];
+    let mut n = value.unsigned_abs();
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        n /= 10;
+        len += 1;
+        if n == 0 {
+            break;
+        }
     }
+    if value < 0 {
+        out.push('-');
+    }
+    if !fill {
+        for _ in len..width {
+            out.push('0');
+        }
+    }
+    for &d in digits[..len].iter().rev() {
+        out.push(char::from(d));
+    }
+}
+
+/// Whether a template prints only what the date decides (no hour, minute, second, …): then
+/// rows of one day print the same text.
+fn date_only(tokens: &[Token]) -> bool {
+    tokens.iter().all(|t| {
+        !matches!(
+            t,
+            Token::Field(
+                Field::Hour24
+                    | Field::Hour12
+                    | Field::Minute
+                    | Field::Second
+                    | Field::Milli
+                    | Field::Micro
+                    | Field::SecondsOfDay
+                    | Field::Meridiem { .. }
+                    | Field::TimeZone,
+                _
+            )
+        )
+    })
 }
 
 /// Writes `name`, blank-padded to `width` characters unless `FM`.
@@ -484,6 +546,61 @@ mod tests {
         let mut out = String::new();
         render(&parse(template), &t, &mut out);
         out
+    }
+
+    #[test]
+    fn a_column_renders_each_row_by_its_own_day_and_template() {
+        use datafusion::arrow::array::{StringArray, TimestampNanosecondArray};
+        let day = 86_400_000_000_000i64;
+        let hour = day / 24;
+        let t0 = 1_767_225_600_000_000_000i64; // 2026-01-01 00:00
+        let times = TimestampNanosecondArray::from(vec![
+            Some(t0 + hour),
+            Some(t0 + 23 * hour),
+            Some(t0 + day),
+            None,
+            Some(t0 + day + hour),
+            Some(-hour),
+            Some(-hour),
+            Some(t0 + day + 2 * hour),
+        ]);
+        let templates = StringArray::from(vec![
+            "YYYY-MM-DD",
+            "YYYY-MM-DD",
+            "YYYY-MM-DD",
+            "YYYY-MM-DD",
+            "HH24:MI",
+            "YYYY-MM-DD",
+            "YYYY-MM-DD",
+            "HH24:MI",
+        ]);
+        let out = render_column(&times, &templates);
+        let out: Vec<Option<&str>> = out.as_string::<i32>().iter().collect();
+        assert_eq!(
+            out,
+            [
+                Some("2026-01-01"),
+                Some("2026-01-01"),
+                Some("2026-01-02"),
+                None,
+                Some("01:00"),
+                Some("1969-12-31"),
+                Some("1969-12-31"),
+                Some("02:00"),
+            ]
+        );
+    }
+
+    #[test]
+    fn numbers_pad_as_before() {
+        let mut out = String::new();
+        number(&mut out, 5, 3, false);
+        number(&mut out, -5, 3, false);
+        number(&mut out, -5, 3, true);
+        number(&mut out, 12345, 2, false);
+        number(&mut out, 0, 1, true);
+        number(&mut out, i64::MIN, 1, true);
+        assert_eq!(out, format!("005-005-5123450{}", i64::MIN));
     }
 
     /// Each expected text is what PostgreSQL 15 prints for

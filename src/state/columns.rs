@@ -1,7 +1,6 @@
 //! Arrow columns for operator state: row-format bytes as `LargeBinary` (a state column can pass
 //! 2 GiB), exact sums as `Decimal128`, maps of counted values as length-prefixed blobs.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -108,7 +107,10 @@ pub fn blob_at(column: &LargeBinaryArray, i: usize) -> Option<&[u8]> {
 }
 
 /// A map of values (row format) to counts as one blob: `[len: u32][value][count: i64]…`.
-pub fn encode_counted(map: &BTreeMap<Box<[u8]>, i64>, out: &mut Vec<u8>) {
+pub fn encode_counted<'a>(
+    map: impl IntoIterator<Item = (&'a Box<[u8]>, &'a i64)>,
+    out: &mut Vec<u8>,
+) {
     out.clear();
     for (value, count) in map {
         out.extend_from_slice(&(value.len() as u32).to_le_bytes());
@@ -118,9 +120,11 @@ pub fn encode_counted(map: &BTreeMap<Box<[u8]>, i64>, out: &mut Vec<u8>) {
 }
 
 /// The map [`encode_counted`] wrote.
-pub fn decode_counted(mut blob: &[u8]) -> Result<BTreeMap<Box<[u8]>, i64>, StateError> {
+pub fn decode_counted<M: Default + Extend<(Box<[u8]>, i64)>>(
+    mut blob: &[u8],
+) -> Result<M, StateError> {
     let short = || StateError::mismatch("a counted-values blob ends early");
-    let mut map = BTreeMap::new();
+    let mut map = M::default();
     while !blob.is_empty() {
         let len = u32::from_le_bytes(
             blob.get(..4)
@@ -135,7 +139,7 @@ pub fn decode_counted(mut blob: &[u8]) -> Result<BTreeMap<Box<[u8]>, i64>, State
                 .try_into()
                 .map_err(|_| short())?,
         );
-        map.insert(value.into(), count);
+        map.extend([(value.into(), count)]);
         blob = &blob[12 + len..];
     }
     Ok(map)
@@ -154,14 +158,20 @@ mod tests {
 
     #[test]
     fn counted_values_round_trip() {
-        let mut map = BTreeMap::new();
+        let mut map = std::collections::BTreeMap::new();
         map.insert(Box::from(&b"abc"[..]), 3);
         map.insert(Box::from(&b""[..]), -1);
         map.insert(Box::from(&[0u8, 255, 7][..]), i64::MAX);
         let mut blob = Vec::new();
         encode_counted(&map, &mut blob);
-        assert_eq!(decode_counted(&blob).unwrap(), map);
-        assert!(decode_counted(&blob[..blob.len() - 1]).is_err());
+        assert_eq!(
+            decode_counted::<std::collections::BTreeMap<Box<[u8]>, i64>>(&blob).unwrap(),
+            map
+        );
+        assert!(
+            decode_counted::<std::collections::BTreeMap<Box<[u8]>, i64>>(&blob[..blob.len() - 1])
+                .is_err()
+        );
     }
 
     #[test]
