@@ -709,51 +709,25 @@ impl GroupAggregateOperator {
                 }
                 AggregateState::Distinct { converter, values } => {
                     let argument = argument.expect("COUNT(DISTINCT) has an argument");
-                    let encoded = converter
-                        .convert_columns(std::slice::from_ref(&argument))
-                        .map_err(arrow)?;
-                    for (i, &g) in groups.iter().enumerate() {
-                        if argument.is_null(i) {
-                            continue;
-                        }
-                        let value = encoded.row(i).data();
-                        let count = match values[g].get_mut(value) {
-                            Some(count) => count,
-                            None => {
-                                self.heap += value_entry_bytes(value);
-                                values[g].entry(value.into()).or_insert(0)
-                            }
-                        };
-                        *count += weight(i);
-                        if *count == 0 {
-                            values[g].remove(value);
-                            self.heap -= value_entry_bytes(value);
-                        }
-                    }
+                    count_values(
+                        converter,
+                        values,
+                        &mut self.heap,
+                        &argument,
+                        &groups,
+                        weight,
+                    )?;
                 }
                 AggregateState::Values { converter, values } => {
                     let argument = argument.expect("value aggregates have an argument");
-                    let encoded = converter
-                        .convert_columns(std::slice::from_ref(&argument))
-                        .map_err(arrow)?;
-                    for (i, &g) in groups.iter().enumerate() {
-                        if argument.is_null(i) {
-                            continue;
-                        }
-                        let value = encoded.row(i);
-                        let count = match values[g].get_mut(value.data()) {
-                            Some(count) => count,
-                            None => {
-                                self.heap += value_entry_bytes(value.data());
-                                values[g].entry(value.data().into()).or_insert(0)
-                            }
-                        };
-                        *count += weight(i);
-                        if *count == 0 {
-                            values[g].remove(value.data());
-                            self.heap -= value_entry_bytes(value.data());
-                        }
-                    }
+                    count_values(
+                        converter,
+                        values,
+                        &mut self.heap,
+                        &argument,
+                        &groups,
+                        weight,
+                    )?;
                 }
             }
         }
@@ -1165,6 +1139,72 @@ impl GroupAggregateOperator {
     fn count_heap(&self) -> usize {
         (0..self.group_keys.len()).map(|g| self.group_heap(g)).sum()
     }
+}
+
+/// A count per row-format value: a B-tree where the order is read (MIN/MAX, STRING_AGG), a
+/// hash map where it is not (COUNT(DISTINCT)).
+trait CountedValues {
+    fn count_mut(&mut self, value: &[u8]) -> Option<&mut i64>;
+    fn new_count(&mut self, value: &[u8]) -> &mut i64;
+    fn remove_value(&mut self, value: &[u8]);
+}
+
+impl CountedValues for BTreeMap<Box<[u8]>, i64> {
+    fn count_mut(&mut self, value: &[u8]) -> Option<&mut i64> {
+        self.get_mut(value)
+    }
+    fn new_count(&mut self, value: &[u8]) -> &mut i64 {
+        self.entry(value.into()).or_insert(0)
+    }
+    fn remove_value(&mut self, value: &[u8]) {
+        self.remove(value);
+    }
+}
+
+impl CountedValues for RowMap<i64> {
+    fn count_mut(&mut self, value: &[u8]) -> Option<&mut i64> {
+        self.get_mut(value)
+    }
+    fn new_count(&mut self, value: &[u8]) -> &mut i64 {
+        self.entry(value.into()).or_insert(0)
+    }
+    fn remove_value(&mut self, value: &[u8]) {
+        self.remove(value);
+    }
+}
+
+/// Adds each row's weight to its group's count of its (non-null) value; a value whose count
+/// reaches 0 leaves. `heap` follows the values kept.
+fn count_values<M: CountedValues>(
+    converter: &RowConverter,
+    values: &mut [M],
+    heap: &mut usize,
+    argument: &ArrayRef,
+    groups: &[usize],
+    weight: impl Fn(usize) -> i64,
+) -> Result<(), OperatorError> {
+    let encoded = converter
+        .convert_columns(std::slice::from_ref(argument))
+        .map_err(arrow)?;
+    for (i, &g) in groups.iter().enumerate() {
+        if argument.is_null(i) {
+            continue;
+        }
+        let value = encoded.row(i).data();
+        let count = match values[g].count_mut(value) {
+            Some(count) => count,
+            None => {
+                *heap += value_entry_bytes(value);
+                values[g].new_count(value)
+            }
+        };
+        *count += weight(i);
+        if *count == 0 {
+            values[g].remove_value(value);
+            *heap -= value_entry_bytes(value);
+        }
+    }
+    Ok(())
 }
 
 /// Adds each row's value (times its weight) to its group's exact sum, and counts the values.

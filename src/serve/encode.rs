@@ -791,49 +791,40 @@ fn write_list<O: OffsetSizeTrait, S: Sink + ?Sized>(
     })
 }
 
-/// An array element as `array_out` prints it: double-quoted (with `"` and `\` escaped) when
-/// empty, `NULL`, or containing whitespace or one of `{},"\`.
+/// An array element as `array_out` prints it: double-quoted (with `"` and `\` escaped by a
+/// backslash) when empty, `NULL`, or containing whitespace or one of `{},"\`.
 fn put_array_element(buf: &mut BytesMut, text: &[u8]) {
-    let needs_quotes = text.is_empty()
-        || text.eq_ignore_ascii_case(b"NULL")
-        || text.iter().any(|b| {
-            matches!(
-                b,
-                b'{' | b'}' | b',' | b'"' | b'\\' | b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c
-            )
-        });
-    if !needs_quotes {
-        buf.put_slice(text);
-        return;
-    }
-    buf.put_u8(b'"');
-    for &b in text {
-        if b == b'"' || b == b'\\' {
-            buf.put_u8(b'\\');
-        }
-        buf.put_u8(b);
-    }
-    buf.put_u8(b'"');
+    let quote = text.eq_ignore_ascii_case(b"NULL") || needs_quotes(text, b"{},");
+    put_quoted(buf, text, quote, b'\\');
 }
 
 /// A field of a row value as `record_out` prints it: double-quoted (with `"` and `\`
 /// doubled) when empty or containing whitespace or one of `(),"\`; NULL is nothing at all.
 fn put_record_field(buf: &mut BytesMut, text: &[u8]) {
-    let needs_quotes = text.is_empty()
+    put_quoted(buf, text, needs_quotes(text, b"(),"), 0);
+}
+
+/// Whether `text` must be quoted inside an array or a row: empty, or holding whitespace, a
+/// quote, a backslash or one of `delimiters`.
+fn needs_quotes(text: &[u8], delimiters: &[u8]) -> bool {
+    text.is_empty()
         || text.iter().any(|b| {
-            matches!(
-                b,
-                b'(' | b')' | b',' | b'"' | b'\\' | b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c
-            )
-        });
-    if !needs_quotes {
+            matches!(b, b'"' | b'\\' | b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+                || delimiters.contains(b)
+        })
+}
+
+/// `text`, double-quoted when `quote`, each `"` and `\` inside preceded by `escape` (0: by
+/// itself, doubled).
+fn put_quoted(buf: &mut BytesMut, text: &[u8], quote: bool, escape: u8) {
+    if !quote {
         buf.put_slice(text);
         return;
     }
     buf.put_u8(b'"');
     for &b in text {
         if b == b'"' || b == b'\\' {
-            buf.put_u8(b);
+            buf.put_u8(if escape == 0 { b } else { escape });
         }
         buf.put_u8(b);
     }

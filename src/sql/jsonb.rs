@@ -1129,17 +1129,19 @@ fn parsed(doc: &str) -> DfResult<Json> {
     Ok(parse(doc)?)
 }
 
+/// An integer argument (a position) as `Int64`; `None` for a key.
+fn int_index(a: &ArrayRef) -> DfResult<Option<ArrayRef>> {
+    Ok(if a.data_type().is_integer() {
+        Some(datafusion::arrow::compute::cast(a, &DataType::Int64)?)
+    } else {
+        None
+    })
+}
+
 /// `->` and `->>`: a member by key, or an item by position.
 fn get(args: &[ArrayRef], as_text_out: bool) -> DfResult<ArrayRef> {
     let doc = docs(&args[0])?;
-    let index = if args[1].data_type().is_integer() {
-        Some(datafusion::arrow::compute::cast(
-            &args[1],
-            &DataType::Int64,
-        )?)
-    } else {
-        None
-    };
+    let index = int_index(&args[1])?;
     let keys = match &index {
         None => Some(texts(&args[1])?),
         Some(_) => None,
@@ -1350,15 +1352,8 @@ fn concat(args: &[ArrayRef]) -> DfResult<ArrayRef> {
 /// `-`: a key from an object (or matching strings from an array), or an item by position.
 fn delete(args: &[ArrayRef]) -> DfResult<ArrayRef> {
     let doc = docs(&args[0])?;
-    let by_index = args[1].data_type().is_integer();
-    let indexes = if by_index {
-        Some(datafusion::arrow::compute::cast(
-            &args[1],
-            &DataType::Int64,
-        )?)
-    } else {
-        None
-    };
+    let indexes = int_index(&args[1])?;
+    let by_index = indexes.is_some();
     let keys = if by_index {
         None
     } else {
