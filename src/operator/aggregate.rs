@@ -1141,6 +1141,31 @@ impl GroupAggregateOperator {
     }
 }
 
+/// The counted values of groups `live`, one blob per group (a checkpoint column).
+fn counted_column<'a, M>(values: &'a [M], live: &[usize]) -> ArrayRef
+where
+    &'a M: IntoIterator<Item = (&'a Box<[u8]>, &'a i64)>,
+{
+    let mut blob = Vec::new();
+    let mut builder = datafusion::arrow::array::LargeBinaryBuilder::new();
+    for &g in live {
+        columns::encode_counted(&values[g], &mut blob);
+        builder.append_value(&blob);
+    }
+    Arc::new(builder.finish())
+}
+
+/// The counted values of every group of a checkpoint, from its column `name`.
+fn counted_maps<M: Default + Extend<(Box<[u8]>, i64)>>(
+    batch: &RecordBatch,
+    name: &str,
+) -> Result<Vec<M>, StateError> {
+    let blobs = columns::blob_column(batch, name)?;
+    (0..batch.num_rows())
+        .map(|g| columns::decode_counted(blobs.value(g)))
+        .collect()
+}
+
 /// A count per row-format value: a B-tree where the order is read (MIN/MAX, STRING_AGG), a
 /// hash map where it is not (COUNT(DISTINCT)).
 trait CountedValues {
@@ -1399,13 +1424,7 @@ impl GroupAggregateOperator {
                     columns.push((format!("a{a}_count"), columns::i64s(pick(counts))));
                 }
                 AggregateState::Values { values, .. } => {
-                    let mut blob = Vec::new();
-                    let mut builder = datafusion::arrow::array::LargeBinaryBuilder::new();
-                    for &g in &live {
-                        columns::encode_counted(&values[g], &mut blob);
-                        builder.append_value(&blob);
-                    }
-                    columns.push((format!("a{a}_values"), Arc::new(builder.finish())));
+                    columns.push((format!("a{a}_values"), counted_column(values, &live)))
                 }
                 // The same form as `Values` (a checkpoint of any of them reads into another).
                 AggregateState::DistinctInts {
@@ -1432,13 +1451,7 @@ impl GroupAggregateOperator {
                     columns.push((format!("a{a}_values"), Arc::new(builder.finish())));
                 }
                 AggregateState::Distinct { values, .. } => {
-                    let mut blob = Vec::new();
-                    let mut builder = datafusion::arrow::array::LargeBinaryBuilder::new();
-                    for &g in &live {
-                        columns::encode_counted(&values[g], &mut blob);
-                        builder.append_value(&blob);
-                    }
-                    columns.push((format!("a{a}_values"), Arc::new(builder.finish())));
+                    columns.push((format!("a{a}_values"), counted_column(values, &live)))
                 }
                 AggregateState::Extreme { values, .. } => columns.push((
                     format!("a{a}_extreme"),
@@ -1507,16 +1520,10 @@ impl GroupAggregateOperator {
                     *counts = columns::i64_column(batch, &format!("a{a}_count"))?;
                 }
                 AggregateState::Values { values, .. } => {
-                    let blobs = columns::blob_column(batch, &format!("a{a}_values"))?;
-                    *values = (0..n)
-                        .map(|g| columns::decode_counted(blobs.value(g)))
-                        .collect::<Result<_, _>>()?;
+                    *values = counted_maps(batch, &format!("a{a}_values"))?
                 }
                 AggregateState::Distinct { values, .. } => {
-                    let blobs = columns::blob_column(batch, &format!("a{a}_values"))?;
-                    *values = (0..n)
-                        .map(|g| columns::decode_counted(blobs.value(g)))
-                        .collect::<Result<_, _>>()?;
+                    *values = counted_maps(batch, &format!("a{a}_values"))?
                 }
                 AggregateState::DistinctInts {
                     converter, values, ..
