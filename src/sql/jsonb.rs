@@ -933,11 +933,17 @@ fn type_name(value: &str) -> &'static str {
 pub struct JsonbOperators;
 
 fn call(name: &str, args: Vec<Expr>) -> Expr {
-    let udf = functions()
-        .into_iter()
-        .find(|f| f.name() == name)
-        .expect("a jsonb function of ours");
-    Expr::ScalarFunction(ScalarFunction::new_udf(udf, args))
+    Expr::ScalarFunction(ScalarFunction::new_udf(ours(name), args))
+}
+
+/// One of the functions of [`functions`], by name.
+fn ours(name: &str) -> Arc<ScalarUDF> {
+    Arc::clone(
+        FUNCTIONS
+            .iter()
+            .find(|f| f.name() == name)
+            .expect("a jsonb function of ours"),
+    )
 }
 
 /// A text operand read as `jsonb` (a literal `'{"a": 1}'`, as PostgreSQL reads an untyped
@@ -1255,9 +1261,20 @@ fn array_length(args: &[ArrayRef]) -> DfResult<ArrayRef> {
 fn contains(args: &[ArrayRef]) -> DfResult<ArrayRef> {
     let (left, right) = (docs(&args[0])?, docs(&args[1])?);
     let mut out = BooleanBuilder::with_capacity(left.len());
+    // The right side is most often one literal for every row: parsed once while it repeats.
+    let mut wanted: Option<(&str, Json)> = None;
     for (l, r) in left.iter().zip(right.iter()) {
         match (l, r) {
-            (Some(l), Some(r)) => out.append_value(parsed(l)?.contains(&parsed(r)?)),
+            (Some(l), Some(r)) => {
+                if wanted.as_ref().is_none_or(|(text, _)| *text != r) {
+                    wanted = Some((r, parsed(r)?));
+                }
+                let Some((_, wanted)) = &wanted else {
+                    out.append_null();
+                    continue;
+                };
+                out.append_value(parsed(l)?.contains(wanted))
+            }
             _ => out.append_null(),
         }
     }
@@ -1858,12 +1875,7 @@ pub fn is_jsonb_function(name: &str) -> bool {
 
 /// The `jsonb_in` function, for the analyzer's casts from text.
 pub fn jsonb_in_udf() -> Arc<ScalarUDF> {
-    Arc::clone(
-        FUNCTIONS
-            .iter()
-            .find(|f| f.name() == "sluice_jsonb_in")
-            .expect("sluice_jsonb_in is one of ours"),
-    )
+    ours("sluice_jsonb_in")
 }
 
 #[cfg(test)]

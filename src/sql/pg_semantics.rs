@@ -335,19 +335,7 @@ fn after_coercion(expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> 
                 {
                     Transformed::yes(rebuild(call(&ROUND_TO_INTEGER, vec![(**inner).clone()])))
                 }
-                DataType::Interval(IntervalUnit::MonthDayNano)
-                | DataType::Binary
-                | DataType::List(_)
-                | DataType::Int16
-                | DataType::Int32
-                | DataType::Int64
-                | DataType::Float32
-                | DataType::Float64
-                | DataType::Decimal128(..)
-                | DataType::Date32
-                | DataType::Timestamp(..)
-                    if text && !try_cast =>
-                {
+                target if text && !try_cast && reads_text(target) => {
                     let parse = ScalarUDF::new_from_impl(TextAs::new(data_type.clone()));
                     Transformed::yes(call(&Arc::new(parse), vec![(**inner).clone()]))
                 }
@@ -647,6 +635,25 @@ pub(crate) fn round_to_integer(values: &ArrayRef) -> DfResult<ArrayRef> {
     })
 }
 
+/// Whether [`parse_text`] reads text as `target` (the casts the analyzer hands it).
+fn reads_text(target: &DataType) -> bool {
+    matches!(
+        target,
+        DataType::LargeUtf8
+            | DataType::Interval(IntervalUnit::MonthDayNano)
+            | DataType::Binary
+            | DataType::List(_)
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::Float32
+            | DataType::Float64
+            | DataType::Decimal128(..)
+            | DataType::Date32
+            | DataType::Timestamp(..)
+    )
+}
+
 /// Text read as a type whose PostgreSQL input form Arrow's cast does not take (`INTERVAL`,
 /// `BYTEA`): `None` for other types.
 pub fn parse_text(values: &ArrayRef, target: &DataType) -> Option<DfResult<ArrayRef>> {
@@ -663,14 +670,8 @@ pub fn parse_text(values: &ArrayRef, target: &DataType) -> Option<DfResult<Array
         DataType::Interval(IntervalUnit::MonthDayNano) => Some(interval_in(values)),
         DataType::Binary => Some(bytea_in(values)),
         DataType::List(element) => Some(array_in(values, element)),
-        DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::Float32
-        | DataType::Float64
-        | DataType::Decimal128(..)
-        | DataType::Date32
-        | DataType::Timestamp(..) => Some(scalar_in(values, target)),
+        DataType::LargeUtf8 => None,
+        _ if reads_text(target) => Some(scalar_in(values, target)),
         _ => None,
     }
 }
