@@ -2,15 +2,18 @@
 //!
 //! The input is split into partitions by the `PARTITION BY` keys (hash-partitioned over the
 //! workers like any keyed operator), and each partition keeps its rows ordered by the
-//! `ORDER BY` keys: a B-tree from the sort key's row-format bytes followed by the whole row's
-//! (so equal sort keys are ordered by the row, which makes ties deterministic) to a count.
+//! `ORDER BY` keys: an ordered map from the sort key's row-format bytes followed by the whole
+//! row's (so equal sort keys are ordered by the row, which makes ties deterministic) to a count,
+//! a sorted vector while the partition holds at most [`SMALL_ROWS`] rows (a top-N's partitions
+//! nearly always: no tree node per partition) and a B-tree beyond.
 //!
 //! Two modes:
 //! - **Top-N** ([`TopN`]): `ROW_NUMBER()`, `RANK()` or `DENSE_RANK()` filtered to a range of
 //!   ranks (`rn <= 3`, `rn = 1`, `rn BETWEEN 2 AND 5`), and `ORDER BY … LIMIT … OFFSET …`
 //!   (a row number without its column). Only the first ranks of a partition are visited. Over
 //!   append-only input a row ranked past the range can never come back into it, so it is not
-//!   kept: the state is the top rows only.
+//!   kept: the state is the top rows only, and a row whose sort key is past a full partition's
+//!   last is passed over before it is even encoded.
 //! - **Functions**: any of DataFusion's window functions (`lag`, `lead`, `first_value`,
 //!   running and sliding aggregates over `ROWS` and `RANGE` frames, ranks without a filter),
 //!   evaluated by DataFusion over the partition's rows in order.
@@ -96,7 +99,136 @@ struct Entry {
 /// The rows of one partition, in order.
 #[derive(Debug, Default)]
 struct Partition {
-    rows: BTreeMap<Box<[u8]>, Entry>,
+    rows: SortedRows,
+    /// A top-N's: changed this epoch (its output before the change is in `before`).
+    touched: bool,
+}
+
+/// A partition's rows in order: a sorted vector while small (most partitions of a top-N hold a
+/// few rows: one allocation per row and none per node), a B-tree once large.
+#[derive(Debug)]
+enum SortedRows {
+    Small(Vec<(Box<[u8]>, Entry)>),
+    Large(BTreeMap<Box<[u8]>, Entry>),
+}
+
+/// Rows a partition keeps in a vector before it moves them to a B-tree.
+const SMALL_ROWS: usize = 32;
+
+impl Default for SortedRows {
+    fn default() -> Self {
+        Self::Small(Vec::new())
+    }
+}
+
+impl SortedRows {
+    fn len(&self) -> usize {
+        match self {
+            Self::Small(v) => v.len(),
+            Self::Large(m) => m.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn iter(&self) -> RowsIter<'_> {
+        match self {
+            Self::Small(v) => RowsIter::Small(v.iter()),
+            Self::Large(m) => RowsIter::Large(m.iter()),
+        }
+    }
+
+    fn last(&self) -> Option<(&[u8], &Entry)> {
+        match self {
+            Self::Small(v) => v.last().map(|(k, e)| (&k[..], e)),
+            Self::Large(m) => m.last_key_value().map(|(k, e)| (&k[..], e)),
+        }
+    }
+
+    fn get_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
+        match self {
+            Self::Small(v) => match v.binary_search_by(|(k, _)| (**k).cmp(key)) {
+                Ok(i) => Some(&mut v[i].1),
+                Err(_) => None,
+            },
+            Self::Large(m) => m.get_mut(key),
+        }
+    }
+
+    fn insert(&mut self, key: Box<[u8]>, entry: Entry) {
+        match self {
+            Self::Small(v) => match v.binary_search_by(|(k, _)| k.cmp(&key)) {
+                Ok(i) => v[i].1 = entry,
+                Err(i) => {
+                    if v.len() < SMALL_ROWS {
+                        v.insert(i, (key, entry));
+                    } else {
+                        let mut m: BTreeMap<Box<[u8]>, Entry> =
+                            std::mem::take(v).into_iter().collect();
+                        m.insert(key, entry);
+                        *self = Self::Large(m);
+                    }
+                }
+            },
+            Self::Large(m) => {
+                m.insert(key, entry);
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Option<(Box<[u8]>, Entry)> {
+        match self {
+            Self::Small(v) => match v.binary_search_by(|(k, _)| (**k).cmp(key)) {
+                Ok(i) => Some(v.remove(i)),
+                Err(_) => None,
+            },
+            Self::Large(m) => m.remove_entry(key),
+        }
+    }
+
+    /// Drops the rows from `key` on: how many, and their bytes.
+    fn drop_from(&mut self, key: &[u8]) -> (usize, usize) {
+        let dropped: Vec<(Box<[u8]>, Entry)> = match self {
+            Self::Small(v) => {
+                let at = v.partition_point(|(k, _)| **k < *key);
+                v.split_off(at)
+            }
+            Self::Large(m) => m.split_off(key).into_iter().collect(),
+        };
+        (dropped.len(), dropped.iter().map(|(k, _)| k.len()).sum())
+    }
+
+    fn pop_last(&mut self) -> Option<(Box<[u8]>, Entry)> {
+        match self {
+            Self::Small(v) => v.pop(),
+            Self::Large(m) => m.pop_last(),
+        }
+    }
+
+    fn last_mut(&mut self) -> Option<&mut Entry> {
+        match self {
+            Self::Small(v) => v.last_mut().map(|(_, e)| e),
+            Self::Large(m) => m.last_entry().map(|e| e.into_mut()),
+        }
+    }
+}
+
+enum RowsIter<'a> {
+    Small(std::slice::Iter<'a, (Box<[u8]>, Entry)>),
+    Large(std::collections::btree_map::Iter<'a, Box<[u8]>, Entry>),
+}
+
+impl<'a> Iterator for RowsIter<'a> {
+    type Item = (&'a [u8], &'a Entry);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Self::Small(i) => i.next().map(|(k, e)| (&k[..], e)),
+            Self::Large(i) => i.next().map(|(k, e)| (&k[..], e)),
+        }
+    }
 }
 
 /// A partition's output: rows of the output schema and their weights.
@@ -111,7 +243,7 @@ fn top_picks<'a>(part: &'a Partition, top: &TopN, mut out: impl FnMut(&'a [u8], 
     let mut dense: u64 = 0;
     let mut rank: u64 = 0;
     let mut last_sort: Option<&[u8]> = None;
-    for (key, entry) in &part.rows {
+    for (key, entry) in part.rows.iter() {
         if entry.count <= 0 {
             continue;
         }
@@ -189,6 +321,31 @@ impl Picks {
     }
 }
 
+/// A top-N's partitions changed this epoch, in one buffer: each key, and the range of
+/// `before` holding the partition's output before its first change.
+#[derive(Debug, Default)]
+struct Touched {
+    keys: Vec<u8>,
+    ends: Vec<usize>,
+    before: Vec<(usize, usize)>,
+}
+
+impl Touched {
+    fn push(&mut self, key: &[u8], before: (usize, usize)) {
+        self.keys.extend_from_slice(key);
+        self.ends.push(self.keys.len());
+        self.before.push(before);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&[u8], (usize, usize))> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .zip(&self.before)
+            .map(|((start, &end), &range)| (&self.keys[start..end], range))
+    }
+}
+
 /// `OVER` window functions or a top-N (see the module documentation).
 #[derive(Debug)]
 pub struct OverOperator {
@@ -209,9 +366,9 @@ pub struct OverOperator {
     state: RowMap<Partition>,
     /// Partitions changed this epoch → their output before the first change (functions).
     touched: RowMap<Output>,
-    /// A top-N's: partitions changed this epoch → the range of `before` holding their output
-    /// before the first change.
-    touched_top: RowMap<(usize, usize)>,
+    /// A top-N's partitions changed this epoch (each marked `touched`; one emptied meanwhile
+    /// stays until the epoch ends).
+    touched_top: Touched,
     before: Picks,
     /// Rows kept (distinct, with a count).
     kept: u64,
@@ -259,7 +416,7 @@ impl OverOperator {
             append_only: false,
             state: row_map(0),
             touched: row_map(0),
-            touched_top: row_map(0),
+            touched_top: Touched::default(),
             before: Picks::default(),
             kept: 0,
             heap: 0,
@@ -366,7 +523,7 @@ impl OverOperator {
                 self.heap -= (key.len() + BTREE_ENTRY_OVERHEAD) as isize;
                 if let Some(part) = self.state.remove(&key) {
                     self.heap -= (2 * key.len()) as isize;
-                    for k in part.rows.keys() {
+                    for (k, _) in part.rows.iter() {
                         self.heap -= (k.len() + BTREE_ENTRY_OVERHEAD) as isize;
                     }
                     self.kept = self.kept.saturating_sub(part.rows.len() as u64);
@@ -392,7 +549,7 @@ impl OverOperator {
         let Some(part) = part else { return Ok(None) };
         // Every copy of a row is a row the functions see.
         let mut picks: Vec<&[u8]> = Vec::new();
-        for (key, entry) in &part.rows {
+        for (key, entry) in part.rows.iter() {
             for _ in 0..entry.count.max(0) {
                 picks.push(&key[entry.sort_len as usize..]);
             }
@@ -470,13 +627,13 @@ impl OverOperator {
     /// A top-N's end of epoch: per changed partition, the output rows whose copies differ
     /// from before, all decoded at once into one batch (retractions first).
     fn finish_top(&mut self, top: TopN) -> Result<Vec<ChangeBatch>, OperatorError> {
-        let touched = std::mem::replace(&mut self.touched_top, row_map(0));
+        let touched = std::mem::take(&mut self.touched_top);
         let before = std::mem::take(&mut self.before);
         let mut out = Vec::new();
         {
             let mut changes: Vec<(&[u8], u64, i64)> = Vec::new();
             let mut scratch: Vec<(&[u8], u64, i64)> = Vec::new();
-            for (key, &(start, end)) in &touched {
+            for (key, (start, end)) in touched.iter() {
                 scratch.clear();
                 for i in start..end {
                     let (row, rank, weight) = before.get(i);
@@ -508,63 +665,126 @@ impl OverOperator {
                 out.push(self.picks_batch(&changes, top)?);
             }
         }
-        if self.append_only {
-            for key in touched.keys() {
-                self.trim(key);
-            }
-        }
+        self.settle(&touched);
         Ok(out)
     }
 
-    /// Over append-only input: drops the rows of a partition ranked past the top-N's range.
-    fn trim(&mut self, key: &[u8]) {
+    /// A top-N's end of epoch for the partitions it changed: each is no longer marked, an
+    /// emptied one is freed, and over append-only input the rows ranked past the range are
+    /// dropped.
+    fn settle(&mut self, touched: &Touched) {
+        for (key, _) in touched.iter() {
+            let Some(part) = self.state.get_mut(key) else {
+                continue;
+            };
+            part.touched = false;
+            if part.rows.is_empty() {
+                self.state.remove(key);
+                self.heap -= (2 * key.len()) as isize;
+            } else if self.append_only
+                && let OverMode::TopN(top) = self.mode
+            {
+                let (rows, bytes) = Self::trim(part, top);
+                self.kept = self.kept.saturating_sub(rows);
+                self.heap -= bytes;
+            }
+        }
+    }
+
+    /// Over append-only input, for a top-N by row number or rank: the rows of a batch of
+    /// `n` that can enter the range, or `None` for all of them. A row cannot when its
+    /// partition already holds at least `last` rows and its sort key is past the greatest
+    /// one's: at least `last` rows come strictly before it.
+    fn ranked_in(
+        &self,
+        keys: &super::keys::EncodedKeys,
+        sorts: Option<&datafusion::arrow::row::Rows>,
+        n: usize,
+    ) -> Option<datafusion::arrow::array::UInt32Array> {
         let OverMode::TopN(top) = self.mode else {
-            return;
+            return None;
         };
-        let Some(part) = self.state.get_mut(key) else {
-            return;
-        };
+        if !self.append_only || top.kind == RankKind::DenseRank {
+            return None;
+        }
+        let sorts = sorts?;
+        let mut kept: Option<Vec<u32>> = None;
+        for i in 0..n {
+            let past = self.state.get(keys.key(i)).is_some_and(|part| {
+                part.rows.len() as u64 >= top.last
+                    && part
+                        .rows
+                        .last()
+                        .is_some_and(|(k, e)| sorts.row(i).data() > &k[..e.sort_len as usize])
+            });
+            match (&mut kept, past) {
+                (None, true) => kept = Some((0..i as u32).collect()),
+                (Some(kept), false) => kept.push(i as u32),
+                _ => {}
+            }
+        }
+        kept.map(datafusion::arrow::array::UInt32Array::from)
+    }
+
+    /// Over append-only input: drops the rows of a partition ranked past the top-N's range.
+    /// Returns how many rows it dropped, and their bytes as the state counts them.
+    fn trim(part: &mut Partition, top: TopN) -> (u64, isize) {
+        let mut freed = (0, 0);
+        if top.kind == RankKind::RowNumber {
+            // Drop the last rows while the rest still fill the range, then shorten the last
+            // row's copies to it (no key is copied).
+            let mut total: u64 = part.rows.iter().map(|(_, e)| e.count.max(0) as u64).sum();
+            while total > top.last {
+                let Some((_, last)) = part.rows.last() else {
+                    break;
+                };
+                let count = last.count.max(0) as u64;
+                if total - count >= top.last {
+                    if let Some((k, _)) = part.rows.pop_last() {
+                        freed.0 += 1;
+                        freed.1 += (k.len() + BTREE_ENTRY_OVERHEAD) as isize;
+                    }
+                    total -= count;
+                } else {
+                    if let Some(last) = part.rows.last_mut() {
+                        last.count = (count - (total - top.last)) as i64;
+                    }
+                    total = top.last;
+                }
+            }
+            return freed;
+        }
         let mut before: u64 = 0;
         let mut dense: u64 = 0;
         let mut last_sort: Option<&[u8]> = None;
+        // Ranks: cut at the first row ranked past the range.
         let mut cut: Option<Box<[u8]>> = None;
-        let mut shorten: Option<(Box<[u8]>, i64)> = None;
-        for (k, entry) in &part.rows {
+        for (k, entry) in part.rows.iter() {
             let count = entry.count.max(0) as u64;
             let sort = &k[..entry.sort_len as usize];
             let new_sort = last_sort != Some(sort);
             if new_sort {
                 dense += 1;
             }
-            let drop = match top.kind {
-                RankKind::RowNumber => before >= top.last,
-                RankKind::Rank => new_sort && before + 1 > top.last,
-                RankKind::DenseRank => dense > top.last,
+            let drop = if top.kind == RankKind::Rank {
+                new_sort && before + 1 > top.last
+            } else {
+                dense > top.last
             };
             if drop {
-                cut = Some(k.clone());
+                cut = Some(k.into());
                 break;
-            }
-            if top.kind == RankKind::RowNumber && before + count > top.last {
-                shorten = Some((k.clone(), (top.last - before) as i64));
             }
             if new_sort {
                 last_sort = Some(sort);
             }
             before += count;
         }
-        if let Some((k, count)) = shorten
-            && let Some(e) = part.rows.get_mut(&k)
-        {
-            e.count = count;
-        }
         if let Some(cut) = cut {
-            let dropped = part.rows.split_off(&cut);
-            for k in dropped.keys() {
-                self.heap -= (k.len() + BTREE_ENTRY_OVERHEAD) as isize;
-            }
-            self.kept = self.kept.saturating_sub(dropped.len() as u64);
+            let (rows, bytes) = part.rows.drop_from(&cut);
+            freed = (rows as u64, (bytes + rows * BTREE_ENTRY_OVERHEAD) as isize);
         }
+        freed
     }
 }
 
@@ -588,39 +808,34 @@ impl KeyedOperator for OverOperator {
         } else {
             Some(self.order_rows.convert_columns(&order).map_err(arrow)?)
         };
-        let rows = self.rows.convert_columns(data.columns()).map_err(arrow)?;
         let weights = change.weights();
+        // Over append-only input a top-N passes over rows ranked past its range by the state
+        // as it stood before this batch (rows are only ever added, so ranks only grow): they
+        // are neither encoded nor kept.
+        let applied = self.ranked_in(&keys, sorts.as_ref(), data.num_rows());
+        let rows = match &applied {
+            None => self.rows.convert_columns(data.columns()),
+            Some(idx) => {
+                let taken = take_record_batch(data, idx).map_err(arrow)?;
+                self.rows.convert_columns(taken.columns())
+            }
+        }
+        .map_err(arrow)?;
         let mut buffer = Vec::new();
         let mut created = Vec::new();
-        for i in 0..data.num_rows() {
+        let n = applied.as_ref().map_or(data.num_rows(), |a| a.len());
+        for j in 0..n {
+            let i = applied.as_ref().map_or(j, |a| a.value(j) as usize);
             let weight = weights.map_or(1, |w| w.value(i));
             if weight == 0 {
                 continue;
             }
             let key = keys.key(i);
-            match &self.mode {
-                OverMode::TopN(top) => {
-                    if !self.touched_top.contains_key(key) {
-                        let start = self.before.len();
-                        // Emitting on close, nothing was emitted to take back.
-                        if !self.emit_on_close
-                            && let Some(part) = self.state.get(key)
-                        {
-                            let before = &mut self.before;
-                            top_picks(part, top, |row, rank, weight| {
-                                before.push(row, rank, weight)
-                            });
-                        }
-                        self.touched_top
-                            .insert(key.into(), (start, self.before.len()));
-                    }
-                }
-                OverMode::Functions(exprs) => {
-                    if !self.touched.contains_key(key) {
-                        let before = self.evaluate_functions(self.state.get(key), exprs)?;
-                        self.touched.insert(key.into(), before);
-                    }
-                }
+            if let OverMode::Functions(exprs) = &self.mode
+                && !self.touched.contains_key(key)
+            {
+                let before = self.evaluate_functions(self.state.get(key), exprs)?;
+                self.touched.insert(key.into(), before);
             }
             let part = match self.state.get_mut(key) {
                 Some(p) => p,
@@ -632,10 +847,24 @@ impl KeyedOperator for OverOperator {
                     self.state.entry(key.into()).or_default()
                 }
             };
+            if let OverMode::TopN(top) = &self.mode
+                && !part.touched
+            {
+                part.touched = true;
+                let start = self.before.len();
+                // Emitting on close, nothing was emitted to take back.
+                if !self.emit_on_close {
+                    let before = &mut self.before;
+                    top_picks(part, top, |row, rank, weight| {
+                        before.push(row, rank, weight)
+                    });
+                }
+                self.touched_top.push(key, (start, self.before.len()));
+            }
             let sort: &[u8] = sorts.as_ref().map_or(&[], |s| s.row(i).data());
             buffer.clear();
             buffer.extend_from_slice(sort);
-            buffer.extend_from_slice(rows.row(i).data());
+            buffer.extend_from_slice(rows.row(j).data());
             match part.rows.get_mut(buffer.as_slice()) {
                 Some(entry) => {
                     entry.count += weight;
@@ -657,7 +886,8 @@ impl KeyedOperator for OverOperator {
                     self.kept += 1;
                 }
             }
-            if part.rows.is_empty() {
+            // A top-N's emptied partition stays until the epoch ends (it is in `touched_top`).
+            if part.rows.is_empty() && !part.touched {
                 self.state.remove(key);
                 self.heap -= (2 * key.len()) as isize;
             }
@@ -671,11 +901,9 @@ impl KeyedOperator for OverOperator {
         {
             // The epoch's changes stay in the state; over append-only input (always, here)
             // the rows ranked past the range are dropped.
-            let touched = std::mem::replace(&mut self.touched_top, row_map(0));
+            let touched = std::mem::take(&mut self.touched_top);
             self.before = Picks::default();
-            for key in touched.keys() {
-                self.trim(key);
-            }
+            self.settle(&touched);
             return Ok(match watermark {
                 Some(w) => self.close_windows(top, w)?.into_iter().collect(),
                 None => Vec::new(),
@@ -709,7 +937,7 @@ impl KeyedOperator for OverOperator {
         let mut sort_lens = Vec::new();
         let mut counts = Vec::new();
         for (key, part) in &self.state {
-            for (k, e) in &part.rows {
+            for (k, e) in part.rows.iter() {
                 keys.push(key);
                 entries.push(k);
                 sort_lens.push(i64::from(e.sort_len));
@@ -736,7 +964,7 @@ impl KeyedOperator for OverOperator {
         let counts = columns::i64_column(batch, "count")?;
         self.state = row_map(0);
         self.touched = row_map(0);
-        self.touched_top = row_map(0);
+        self.touched_top = Touched::default();
         self.before = Picks::default();
         self.heap = 0;
         self.kept = 0;
@@ -969,8 +1197,14 @@ mod tests {
                         rows.push(row);
                     }
                 }
-                op.update(&changes(&input(), &lines.join("\n")))
-                    .expect("update");
+                // One or two batches an epoch (the second sees the first's rows untrimmed).
+                let cut = rng.random_range(0..=lines.len());
+                for part in [&lines[..cut], &lines[cut..]] {
+                    if !part.is_empty() {
+                        op.update(&changes(&input(), &part.join("\n")))
+                            .expect("update");
+                    }
+                }
                 for batch in op.finish(None).expect("finish") {
                     let rendered = crate::operator::test_util::render(&batch);
                     let weights = batch.weights().cloned();
