@@ -194,9 +194,26 @@ impl KeyEntry {
 }
 
 impl KeyEntry {
-    /// Drops the rows that expire before `watermark`; returns the change in bytes held, in
-    /// distinct rows and in the key's row count.
-    fn expire(&mut self, watermark: i64) -> (isize, i64, i64) {
+    /// Adds `row` with `weight` as an entry of its own, without looking for an equal row: on
+    /// an append-only side no row is ever retracted, so copies need not share an entry (and
+    /// no index is built). Returns the change in bytes held and in rows kept.
+    fn push(&mut self, row: &[u8], weight: i64, degree: i64, expires: i64) -> (isize, i64) {
+        if weight < 0 || self.index.is_some() {
+            return self.add(row, weight, degree, expires);
+        }
+        self.rows.push(RowEntry {
+            row: row.into(),
+            count: weight,
+            degree,
+            expires,
+        });
+        ((ROW_ENTRY_BYTES + row.len()) as isize, 1)
+    }
+
+    /// Drops the rows that expire before `watermark` (indexing those left when `indexed` and
+    /// there are many); returns the change in bytes held, in distinct rows and in the key's
+    /// row count.
+    fn expire(&mut self, watermark: i64, indexed: bool) -> (isize, i64, i64) {
         if self.rows.is_empty() && self.expires < watermark {
             let count = std::mem::take(&mut self.total);
             return (0, 0, -count);
@@ -219,7 +236,7 @@ impl KeyEntry {
             }
         });
         self.total -= count;
-        if self.rows.len() > INDEX_ABOVE {
+        if indexed && self.rows.len() > INDEX_ABOVE {
             let mut index = row_map(self.rows.len() * 2);
             for (i, r) in self.rows.iter().enumerate() {
                 index.insert(r.row.clone(), i);
@@ -339,6 +356,9 @@ pub struct JoinOperator {
     heap: isize,
     /// Output since the last finish.
     pending: Vec<ChangeBatch>,
+    /// Per side: the input only inserts, so its rows are kept as they come, copies apart,
+    /// with no lookup and no index (see [`KeyEntry::push`]).
+    append_only: [bool; 2],
 }
 
 impl JoinOperator {
@@ -383,7 +403,31 @@ impl JoinOperator {
             kept: [0, 0],
             heap: 0,
             pending: Vec::new(),
+            append_only: [false, false],
         })
+    }
+
+    /// Marks each side whose input only ever inserts rows.
+    pub fn with_append_only_inputs(mut self, append_only: [bool; 2]) -> Self {
+        self.append_only = append_only;
+        self
+    }
+
+    /// Keeps `row` under `entry` on `side`: [`KeyEntry::push`] on an append-only side,
+    /// [`KeyEntry::add`] otherwise.
+    fn keep(
+        append_only: bool,
+        entry: &mut KeyEntry,
+        row: &[u8],
+        weight: i64,
+        degree: i64,
+        expires: i64,
+    ) -> (isize, i64) {
+        if append_only {
+            entry.push(row, weight, degree, expires)
+        } else {
+            entry.add(row, weight, degree, expires)
+        }
     }
 
     /// Whether `side`'s rows keep their degree: under a condition, where a row's output
@@ -635,7 +679,14 @@ impl JoinOperator {
             if let Some(rows) = &row_bytes {
                 let degree = if own_degree { matched } else { 0 };
                 let expires = expires(i);
-                let (bytes, rows) = entry.add(rows.row(i).data(), w, degree, expires);
+                let (bytes, rows) = Self::keep(
+                    self.append_only[side],
+                    entry,
+                    rows.row(i).data(),
+                    w,
+                    degree,
+                    expires,
+                );
                 heap += bytes;
                 kept += rows;
                 if rows > 0 && expires != i64::MAX {
@@ -704,7 +755,7 @@ impl JoinOperator {
                 let Some(rows) = self.state[side].get_mut(&key) else {
                     continue;
                 };
-                let (bytes, kept, _) = rows.expire(watermark);
+                let (bytes, kept, _) = rows.expire(watermark, !self.append_only[side]);
                 self.heap += bytes;
                 self.kept[side] = (self.kept[side] as i64 + kept).max(0) as u64;
                 if rows.total == 0 && rows.rows.is_empty() {
@@ -776,7 +827,14 @@ impl JoinOperator {
                     }
                 }
                 Some(row) => {
-                    let (bytes, added) = entry.add(row, count, degrees[i], expires[i]);
+                    let (bytes, added) = Self::keep(
+                        self.append_only[side],
+                        entry,
+                        row,
+                        count,
+                        degrees[i],
+                        expires[i],
+                    );
                     heap += bytes;
                     kept += added;
                     if expires[i] != i64::MAX {
@@ -1094,6 +1152,64 @@ mod tests {
         // Both go on alike.
         for table in ["- 0 v1\n+ 1 v2", "+ 2 v3\n+ 0 v9"] {
             assert_eq!(step(&mut back, 1, table), step(&mut op, 1, table));
+        }
+    }
+
+    #[test]
+    fn an_append_only_side_keeps_copies_apart_and_joins_as_if_it_merged_them() {
+        use rand::{Rng, SeedableRng};
+        let seed: u64 = rand::random();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        // The left side only inserts (with many copies, many rows per key); the right side
+        // inserts and deletes. The same join without the mark is the oracle.
+        let mut fast = join(JoinKind::Full).with_append_only_inputs([true, false]);
+        let mut slow = join(JoinKind::Full);
+        let mut right: Vec<String> = Vec::new();
+        // Each output row with its weight (a merged copy has weight 2, copies apart 1 each).
+        let apply = |op: &mut JoinOperator,
+                     input: usize,
+                     line: &str,
+                     view: &mut std::collections::BTreeMap<String, i64>| {
+            op.update_input(input, &changes(&side(), line))
+                .expect("update");
+            for batch in op.finish(None).expect("finish") {
+                let rendered = crate::operator::test_util::render(&batch);
+                for (i, line) in rendered.lines().enumerate() {
+                    let w = batch.weights().map_or(1, |w| w.value(i));
+                    *view.entry(line[1..].to_string()).or_default() += w;
+                }
+            }
+            view.retain(|_, w| *w != 0);
+        };
+        let (mut got, mut want) = (Default::default(), Default::default());
+        for round in 0..400 {
+            let (input, line) = if rng.random_bool(0.5) {
+                let row = format!("{} v{}", rng.random_range(0..3), rng.random_range(0..8));
+                (0, format!("+ {row}"))
+            } else if !right.is_empty() && rng.random_bool(0.4) {
+                let row = right.swap_remove(rng.random_range(0..right.len()));
+                (1, format!("- {row}"))
+            } else {
+                let row = format!("{} w{}", rng.random_range(0..3), rng.random_range(0..8));
+                right.push(row.clone());
+                (1, format!("+ {row}"))
+            };
+            apply(&mut fast, input, &line, &mut got);
+            apply(&mut slow, input, &line, &mut want);
+            assert_eq!(got, want, "round {round}, seed {seed}");
+            let (heap, rows) = recount(&fast);
+            assert_eq!((fast.heap, fast.kept[0] + fast.kept[1]), (heap, rows));
+            assert!(
+                fast.state[0].values().all(|e| e.index.is_none()),
+                "no index"
+            );
+            if round == 200 {
+                let mut back = join(JoinKind::Full).with_append_only_inputs([true, false]);
+                back.restore(&fast.checkpoint().expect("checkpoint"))
+                    .expect("restore");
+                assert_eq!(back.state_size(), fast.state_size());
+                fast = back;
+            }
         }
     }
 }

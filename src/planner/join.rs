@@ -189,6 +189,11 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
     } else {
         planner.parallelism
     };
+    // A side that only inserts keeps its rows as they come (no lookup for an equal row).
+    let append_only = [
+        super::is_append_only(&join.left),
+        super::is_append_only(&join.right),
+    ];
     let operators = (0..partitions)
         .map(|_| -> Result<Box<dyn KeyedOperator>> {
             let mut operator = JoinOperator::new(
@@ -206,6 +211,7 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
             if temporal {
                 operator = operator.with_lookup();
             }
+            operator = operator.with_append_only_inputs(append_only);
             Ok(Box::new(operator))
         })
         .collect::<Result<Vec<_>>>()?;
