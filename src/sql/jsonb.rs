@@ -1423,6 +1423,131 @@ fn delete(args: &[ArrayRef]) -> DfResult<ArrayRef> {
     Ok(Arc::new(out.finish()))
 }
 
+/// A `text[]` argument given as a list, or as text in PostgreSQL's array syntax (`'{a,0}'`).
+fn path_lists(a: &ArrayRef) -> DfResult<Vec<Option<Vec<Option<String>>>>> {
+    match a.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            let item = Arc::new(Field::new("item", DataType::Utf8, true));
+            text_lists(&super::pg_semantics::array_in(a, &item)?)
+        }
+        DataType::Null => Ok(vec![None; a.len()]),
+        _ => text_lists(a),
+    }
+}
+
+/// `jsonb_set(target, path, new_value [, create_if_missing])`: `target` with the value at
+/// `path` replaced by `new_value`, or added where only the last step is missing (unless
+/// `create_if_missing` is false), as PostgreSQL's `setPath` does. NULL in, NULL out.
+fn set(args: &[ArrayRef]) -> DfResult<ArrayRef> {
+    let doc = docs(&args[0])?;
+    let paths = path_lists(&args[1])?;
+    let values = docs(&args[2])?;
+    let create = match args.get(3) {
+        Some(a) => Some(
+            datafusion::arrow::compute::cast(a, &DataType::Boolean)?
+                .as_boolean()
+                .clone(),
+        ),
+        None => None,
+    };
+    let mut out = LargeStringBuilder::with_capacity(doc.len(), doc.len() * 16);
+    for (row, path) in paths.iter().enumerate() {
+        let create_row = match &create {
+            Some(c) if c.is_null(row) => None,
+            Some(c) => Some(c.value(row)),
+            None => Some(true),
+        };
+        let (Some(path), Some(create_row)) = (path, create_row) else {
+            out.append_null();
+            continue;
+        };
+        if doc.is_null(row) || values.is_null(row) {
+            out.append_null();
+            continue;
+        }
+        let steps = path
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                step.as_deref().ok_or_else(|| {
+                    user_error(
+                        sqlstate::NULL_VALUE_NOT_ALLOWED,
+                        format!("path element at position {} is null", i + 1),
+                    )
+                })
+            })
+            .collect::<DfResult<Vec<&str>>>()?;
+        let mut target = parsed(doc.value(row))?;
+        if target.is_scalar() {
+            return Err(user_error(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                "cannot set path in scalar".to_string(),
+            ));
+        }
+        if !steps.is_empty() {
+            set_path(
+                &mut target,
+                &steps,
+                0,
+                parsed(values.value(row))?,
+                create_row,
+            )?;
+        }
+        out.append_value(target.to_text());
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// Sets `steps[level..]` under `node` (see [`set`]); a step that finds nothing, or a scalar,
+/// before the last leaves the document as it is.
+fn set_path(
+    node: &mut Json,
+    steps: &[&str],
+    level: usize,
+    value: Json,
+    create: bool,
+) -> DfResult<()> {
+    let last = level + 1 == steps.len();
+    let step = steps[level];
+    match node {
+        Json::Object(members) => match members.binary_search_by(|(k, _)| key_order(k, step)) {
+            Ok(i) if last => members[i].1 = value,
+            Ok(i) => set_path(&mut members[i].1, steps, level + 1, value, create)?,
+            Err(i) if last && create => members.insert(i, (step.to_string(), value)),
+            Err(_) => {}
+        },
+        Json::Array(items) => {
+            let index: i64 = step.trim().parse().map_err(|_| {
+                user_error(
+                    sqlstate::INVALID_TEXT_REPRESENTATION,
+                    format!(
+                        "path element at position {} is not an integer: \"{step}\"",
+                        level + 1
+                    ),
+                )
+            })?;
+            let n = items.len() as i64;
+            let at = if index < 0 { n + index } else { index };
+            if (0..n).contains(&at) {
+                if last {
+                    items[at as usize] = value;
+                } else {
+                    set_path(&mut items[at as usize], steps, level + 1, value, create)?;
+                }
+            } else if last && create {
+                // Before the first element or past the last: prepended or appended.
+                if at < 0 {
+                    items.insert(0, value);
+                } else {
+                    items.push(value);
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 fn map_docs(args: &[ArrayRef], f: fn(Json) -> Json, pretty: bool) -> DfResult<ArrayRef> {
     let doc = docs(&args[0])?;
     let rows = doc.len();
@@ -1776,6 +1901,15 @@ fn build_functions() -> Vec<Arc<ScalarUDF>> {
         }),
         udf_with("jsonb_concat", any(2), jsonb_type, concat),
         udf_with("jsonb_delete", any(2), jsonb_type, delete),
+        udf_with(
+            "jsonb_set",
+            Signature::one_of(
+                vec![TypeSignature::Any(3), TypeSignature::Any(4)],
+                Volatility::Immutable,
+            ),
+            jsonb_type,
+            set,
+        ),
         udf_with("sluice_jsonb_in", any(1), jsonb_type, jsonb_in),
         udf_with("sluice_jsonb_object_of", any(2), jsonb_type, object_of),
     ];

@@ -840,7 +840,7 @@ fn float_in_range(text: &ArrayRef, floats: ArrayRef, target: &DataType) -> DfRes
 
 /// PostgreSQL's array input (`{1,2,NULL}`, `{"a b","q\"uote"}`), one dimension, each element
 /// read as text into the element's type.
-fn array_in(
+pub(crate) fn array_in(
     values: &ArrayRef,
     element: &datafusion::arrow::datatypes::FieldRef,
 ) -> DfResult<ArrayRef> {

@@ -369,3 +369,7 @@ row(true, 2.5, row(3, 'x'))
 to_jsonb(0.1::real)
 '{"a": 1}'::jsonb || '[2]'::jsonb
 ('0.5'::jsonb)::int
+jsonb_set('{"a": 1, "b": [1, 2]}', '{b,-9}', '0')
+jsonb_set('{"a": {"b": 1}}', '{a,c}', '[2]', true)
+jsonb_set('1', '{a}', '2')
+jsonb_set('[1]', '{x}', '2')
