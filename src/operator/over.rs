@@ -678,15 +678,17 @@ impl OverOperator {
                 continue;
             };
             part.touched = false;
-            if part.rows.is_empty() {
-                self.state.remove(key);
-                self.heap -= (2 * key.len()) as isize;
-            } else if self.append_only
+            if self.append_only
                 && let OverMode::TopN(top) = self.mode
             {
                 let (rows, bytes) = Self::trim(part, top);
                 self.kept = self.kept.saturating_sub(rows);
                 self.heap -= bytes;
+            }
+            // Emptied by the epoch, or by the trim (a range that ends before rank 1).
+            if part.rows.is_empty() {
+                self.state.remove(key);
+                self.heap -= (2 * key.len()) as isize;
             }
         }
     }
@@ -1132,6 +1134,15 @@ mod tests {
             step(&mut again, "+ a 9"),
             ["+ a 4 2", "+ a 9 1", "- a 3 2", "- a 4 1"]
         );
+    }
+
+    #[test]
+    fn a_range_ending_before_rank_one_keeps_no_partition() {
+        // `rn <= 0` over append-only input: every row is trimmed, and so is its partition.
+        let mut op = top(RankKind::RowNumber, 0).with_append_only_input();
+        assert!(step(&mut op, "+ a 1\n+ b 2").is_empty());
+        assert!(op.state.is_empty(), "no partition kept");
+        assert_eq!((op.heap, op.kept), (0, 0));
     }
 
     /// The ranks of every kind, brute force: `(k, v, rank)` of rows ranked in `first..=last`

@@ -1443,11 +1443,7 @@ fn set(args: &[ArrayRef]) -> DfResult<ArrayRef> {
     let paths = path_lists(&args[1])?;
     let values = docs(&args[2])?;
     let create = match args.get(3) {
-        Some(a) => Some(
-            datafusion::arrow::compute::cast(a, &DataType::Boolean)?
-                .as_boolean()
-                .clone(),
-        ),
+        Some(a) => Some(booleans(a)?),
         None => None,
     };
     let mut out = LargeStringBuilder::with_capacity(doc.len(), doc.len() * 16);
@@ -1465,18 +1461,7 @@ fn set(args: &[ArrayRef]) -> DfResult<ArrayRef> {
             out.append_null();
             continue;
         }
-        let steps = path
-            .iter()
-            .enumerate()
-            .map(|(i, step)| {
-                step.as_deref().ok_or_else(|| {
-                    user_error(
-                        sqlstate::NULL_VALUE_NOT_ALLOWED,
-                        format!("path element at position {} is null", i + 1),
-                    )
-                })
-            })
-            .collect::<DfResult<Vec<&str>>>()?;
+        let steps: Vec<Option<&str>> = path.iter().map(Option::as_deref).collect();
         let mut target = parsed(doc.value(row))?;
         if target.is_scalar() {
             return Err(user_error(
@@ -1484,7 +1469,10 @@ fn set(args: &[ArrayRef]) -> DfResult<ArrayRef> {
                 "cannot set path in scalar".to_string(),
             ));
         }
-        if !steps.is_empty() {
+        let empty = matches!(&target, Json::Array(v) if v.is_empty())
+            || matches!(&target, Json::Object(m) if m.is_empty());
+        // As PostgreSQL: an empty document with nothing to create is returned as it is.
+        if !steps.is_empty() && (!empty || create_row) {
             set_path(
                 &mut target,
                 &steps,
@@ -1498,17 +1486,55 @@ fn set(args: &[ArrayRef]) -> DfResult<ArrayRef> {
     Ok(Arc::new(out.finish()))
 }
 
+/// A boolean argument; text is read as PostgreSQL reads a boolean (22P02 when it is none).
+fn booleans(a: &ArrayRef) -> DfResult<datafusion::arrow::array::BooleanArray> {
+    let cast = datafusion::arrow::compute::cast(a, &DataType::Boolean)?;
+    let cast = cast.as_boolean().clone();
+    if matches!(
+        a.data_type(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    ) {
+        for (row, text) in texts(a)?.into_iter().enumerate() {
+            if let Some(text) = text
+                && cast.is_null(row)
+            {
+                return Err(user_error(
+                    sqlstate::INVALID_TEXT_REPRESENTATION,
+                    format!("invalid input syntax for type boolean: \"{text}\""),
+                ));
+            }
+        }
+    }
+    Ok(cast)
+}
+
+/// A path step into an array as PostgreSQL reads it (`strtoint`): a 32-bit integer, blanks
+/// allowed before it and nothing after.
+fn array_step(step: &str) -> Option<i64> {
+    step.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r'])
+        .parse::<i32>()
+        .ok()
+        .map(i64::from)
+}
+
 /// Sets `steps[level..]` under `node` (see [`set`]); a step that finds nothing, or a scalar,
-/// before the last leaves the document as it is.
+/// before the last leaves the document as it is. A NULL step is an error once it is reached
+/// (22004), as in PostgreSQL.
 fn set_path(
     node: &mut Json,
-    steps: &[&str],
+    steps: &[Option<&str>],
     level: usize,
     value: Json,
     create: bool,
 ) -> DfResult<()> {
     let last = level + 1 == steps.len();
-    let step = steps[level];
+    // As PostgreSQL's setPath: a NULL step is refused once reached, even at a scalar.
+    let Some(step) = steps[level] else {
+        return Err(user_error(
+            sqlstate::NULL_VALUE_NOT_ALLOWED,
+            format!("path element at position {} is null", level + 1),
+        ));
+    };
     match node {
         Json::Object(members) => match members.binary_search_by(|(k, _)| key_order(k, step)) {
             Ok(i) if last => members[i].1 = value,
@@ -1517,7 +1543,7 @@ fn set_path(
             Err(_) => {}
         },
         Json::Array(items) => {
-            let index: i64 = step.trim().parse().map_err(|_| {
+            let index: i64 = array_step(step).ok_or_else(|| {
                 user_error(
                     sqlstate::INVALID_TEXT_REPRESENTATION,
                     format!(
