@@ -1368,6 +1368,9 @@ fn concat(args: &[ArrayRef]) -> DfResult<ArrayRef> {
 
 /// `-`: a key from an object (or matching strings from an array), or an item by position.
 fn delete(args: &[ArrayRef]) -> DfResult<ArrayRef> {
+    if matches!(args[1].data_type(), DataType::List(_)) {
+        return delete_keys(args);
+    }
     let doc = docs(&args[0])?;
     let indexes = int_index(&args[1])?;
     let by_index = indexes.is_some();
@@ -1572,6 +1575,40 @@ fn set_path(
         _ => {}
     }
     Ok(())
+}
+
+/// `jsonb - text[]`: an object without any of the keys, an array without the strings equal to
+/// any of them (NULL elements match nothing), as PostgreSQL's `jsonb_delete_array`.
+fn delete_keys(args: &[ArrayRef]) -> DfResult<ArrayRef> {
+    let doc = docs(&args[0])?;
+    let lists = text_lists(&args[1])?;
+    let mut out = LargeStringBuilder::with_capacity(doc.len(), doc.len() * 16);
+    for (row, keys) in lists.iter().enumerate() {
+        let Some(keys) = keys.as_ref().filter(|_| !doc.is_null(row)) else {
+            out.append_null();
+            continue;
+        };
+        let gone = |k: &str| keys.iter().flatten().any(|key| key == k);
+        let result = match parsed(doc.value(row))? {
+            Json::Object(members) => {
+                Json::Object(members.into_iter().filter(|(k, _)| !gone(k)).collect())
+            }
+            Json::Array(items) => Json::Array(
+                items
+                    .into_iter()
+                    .filter(|i| !matches!(i, Json::String(s) if gone(s)))
+                    .collect(),
+            ),
+            _ => {
+                return Err(user_error(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    "cannot delete from scalar".to_string(),
+                ));
+            }
+        };
+        out.append_value(result.to_text());
+    }
+    Ok(Arc::new(out.finish()))
 }
 
 fn map_docs(args: &[ArrayRef], f: fn(Json) -> Json, pretty: bool) -> DfResult<ArrayRef> {

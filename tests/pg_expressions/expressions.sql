@@ -373,3 +373,4 @@ jsonb_set('{"a": 1, "b": [1, 2]}', '{b,-9}', '0')
 jsonb_set('{"a": {"b": 1}}', '{a,c}', '[2]', true)
 jsonb_set('1', '{a}', '2')
 jsonb_set('[1]', '{x}', '2')
+'{"a": 1, "b": 2, "c": 3}'::jsonb - ARRAY['a', 'c']
