@@ -1387,18 +1387,9 @@ fn delete(args: &[ArrayRef]) -> DfResult<ArrayRef> {
         }
         let value = parsed(doc.value(row))?;
         let result = match (value, &indexes, &keys) {
-            (Json::Object(members), None, Some(keys)) => {
+            (value, None, Some(keys)) => {
                 let key = keys[row].unwrap_or_default();
-                Json::Object(members.into_iter().filter(|(k, _)| k != key).collect())
-            }
-            (Json::Array(items), None, Some(keys)) => {
-                let key = keys[row].unwrap_or_default();
-                Json::Array(
-                    items
-                        .into_iter()
-                        .filter(|i| !matches!(i, Json::String(s) if s == key))
-                        .collect(),
-                )
+                without_keys(value, |k| k == key)?
             }
             (Json::Array(mut items), Some(indexes), _) => {
                 let i = indexes.as_primitive::<Int64Type>().value(row);
@@ -1589,26 +1580,31 @@ fn delete_keys(args: &[ArrayRef]) -> DfResult<ArrayRef> {
             continue;
         };
         let gone = |k: &str| keys.iter().flatten().any(|key| key == k);
-        let result = match parsed(doc.value(row))? {
-            Json::Object(members) => {
-                Json::Object(members.into_iter().filter(|(k, _)| !gone(k)).collect())
-            }
-            Json::Array(items) => Json::Array(
-                items
-                    .into_iter()
-                    .filter(|i| !matches!(i, Json::String(s) if gone(s)))
-                    .collect(),
-            ),
-            _ => {
-                return Err(user_error(
-                    sqlstate::INVALID_PARAMETER_VALUE,
-                    "cannot delete from scalar".to_string(),
-                ));
-            }
-        };
-        out.append_value(result.to_text());
+        out.append_value(without_keys(parsed(doc.value(row))?, gone)?.to_text());
     }
     Ok(Arc::new(out.finish()))
+}
+
+/// `value` without the object members, or the array's string elements, that `gone` names
+/// (`jsonb - text` and `jsonb - text[]`); a scalar is 22023.
+fn without_keys(value: Json, gone: impl Fn(&str) -> bool) -> DfResult<Json> {
+    Ok(match value {
+        Json::Object(members) => {
+            Json::Object(members.into_iter().filter(|(k, _)| !gone(k)).collect())
+        }
+        Json::Array(items) => Json::Array(
+            items
+                .into_iter()
+                .filter(|i| !matches!(i, Json::String(s) if gone(s)))
+                .collect(),
+        ),
+        _ => {
+            return Err(user_error(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                "cannot delete from scalar".to_string(),
+            ));
+        }
+    })
 }
 
 fn map_docs(args: &[ArrayRef], f: fn(Json) -> Json, pretty: bool) -> DfResult<ArrayRef> {
