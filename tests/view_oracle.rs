@@ -261,6 +261,27 @@ fn views() -> Vec<(&'static str, String, bool)> {
             false,
         ),
         (
+            // Nexmark q7's shape: rows against their window's maximum, an interval join on
+            // the aggregate's window end. The aggregate reads `ao`, whose watermark lags
+            // `al`'s: its rows may still change after `al`'s watermark passed them.
+            "o_interval_window_max",
+            "SELECT b.k, b.v, b.ts, m.we FROM al b JOIN (SELECT max(v) AS mv, window_end AS we \
+             FROM TUMBLE(ao, ts, INTERVAL '3' SECOND) GROUP BY window_end) m \
+             ON b.v = m.mv WHERE b.ts BETWEEN m.we - INTERVAL '3' SECOND AND m.we"
+                .into(),
+            false,
+        ),
+        (
+            // The same on a window start, the window aggregate on the left and ahead: a
+            // window's rows may match `ao`'s rows until `ao`'s watermark passes its end.
+            "o_interval_window_start",
+            "SELECT m.k, m.ws, m.n, b.v FROM (SELECT k, window_start AS ws, count(*) AS n \
+             FROM TUMBLE(al, ts, INTERVAL '10' SECOND) GROUP BY k, window_start) m \
+             JOIN ao b ON b.k = m.k AND b.ts >= m.ws AND b.ts < m.ws + INTERVAL '10' SECOND"
+                .into(),
+            false,
+        ),
+        (
             // a window join: a window's rows go once both watermarks pass its end
             "o_window_join",
             "SELECT a.k, a.ws, a.n, b.n AS bn, b.s FROM \

@@ -268,17 +268,28 @@ pub struct Interval {
     /// window ends at the value plus this offset (per side). A row is freed once both
     /// watermarks pass its window's end: no row of that window comes or leaves any more.
     pub window_end: Option<[i64; 2]>,
+    /// Per side, what to add to the time column's value to get the time its watermark
+    /// bounds: 0 for an event-time column, the offset to the window's end for a window bound
+    /// (an aggregate's `window_end` or `window_start` over a watermarked column). `lo` and
+    /// `hi` bound the difference of those times.
+    pub shift: [i64; 2],
 }
 
 impl Interval {
-    /// When a row of `side` at time `t` can match no row to come (`None`: it always may).
+    /// When a row of `side` whose time column holds `t` can match no row to come (`None`: it
+    /// always may).
     fn expires(&self, side: usize, t: i64) -> Option<i64> {
         if let Some(end) = self.window_end {
             return Some(t.saturating_add(end[side]));
         }
+        self.bound(side, t.saturating_add(self.shift[side]))
+    }
+
+    /// When a row of `side` at watermarked time `at` can match no row to come.
+    fn bound(&self, side: usize, at: i64) -> Option<i64> {
         match side {
-            0 => self.lo.map(|lo| t.saturating_sub(lo)),
-            _ => self.hi.map(|hi| t.saturating_add(hi)),
+            0 => self.lo.map(|lo| at.saturating_sub(lo)),
+            _ => self.hi.map(|hi| at.saturating_add(hi)),
         }
     }
 }
@@ -931,11 +942,22 @@ impl KeyedOperator for JoinOperator {
                     }
                 }
             }
-            Some(_) => {
+            Some(interval) => {
+                let interval = interval.clone();
                 for side in 0..2 {
-                    if let Some(watermark) = self.watermarks[1 - side] {
-                        self.expire(side, watermark);
+                    let Some(mut watermark) = self.watermarks[1 - side] else {
+                        continue;
+                    };
+                    // A side that retracts keeps a row until its own watermark passes it too:
+                    // until then the row may still be retracted, and the retraction must
+                    // find it.
+                    if !self.append_only[side] {
+                        match self.watermarks[side].and_then(|own| interval.bound(side, own)) {
+                            Some(own) => watermark = watermark.min(own),
+                            None => continue,
+                        }
                     }
+                    self.expire(side, watermark);
                 }
             }
             None => {}

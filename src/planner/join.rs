@@ -130,6 +130,10 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
                     hi,
                     watermark: kind == JoinKind::Inner,
                     window_end: None,
+                    shift: [
+                        watermark_shift(&left.times[time[0]]).unwrap_or(0),
+                        watermark_shift(&right.times[time[1]]).unwrap_or(0),
+                    ],
                 },
             )
         })
@@ -157,6 +161,7 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
                     hi: None,
                     watermark: false,
                     window_end: Some([lend, rend]),
+                    shift: [0, 0],
                 })
             })
         });
@@ -232,10 +237,19 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
                     right_schema.field(i.time[1]).name(),
                 );
             }
-            let names = [
-                left_schema.field(i.time[0]).name(),
-                right_schema.field(i.time[1]).name(),
-            ];
+            // A window bound's watermarked time is its window's end.
+            let name = |schema: &DFSchema, side: usize| {
+                let name = format!(
+                    "{}.{}",
+                    ["left", "right"][side],
+                    schema.field(i.time[side]).name()
+                );
+                match i.shift[side] {
+                    0 => name,
+                    shift => format!("({name} + {}ms)", shift / 1_000_000),
+                }
+            };
+            let names = [name(left_schema, 0), name(right_schema, 1)];
             let bound = |b: Option<i64>, unbounded: &str| {
                 b.map_or(unbounded.to_string(), |ns| format!("{}ms", ns / 1_000_000))
             };
@@ -247,7 +261,7 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
                 freed.push("right rows");
             }
             format!(
-                " interval=[left.{} - right.{} in {}..{}] free=[{} by watermark]",
+                " interval=[{} - {} in {}..{}] free=[{} by watermark]",
                 names[0],
                 names[1],
                 bound(i.lo, "-inf"),
@@ -260,7 +274,7 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
     let watermark_of = |schema: &DFSchema, times: &[ColumnTime]| {
         times
             .iter()
-            .position(|t| *t == ColumnTime::EventTime)
+            .position(|t| watermark_shift(t).is_some())
             .and_then(|i| schema.fields().get(i))
             .map_or("none".to_string(), |f| f.name().clone())
     };
@@ -293,8 +307,8 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
         hasher: datafusion::common::hash_utils::RandomState::with_seed(0),
         label,
     };
-    // No output column keeps an event-time role (a row may join a much older row), but the
-    // left time column of an inner interval join, whose watermark the operator works out.
+    // No output column keeps a time role (a row may join a much older row), but the left
+    // time column of an inner interval join, whose watermark the operator works out.
     let mut times = vec![ColumnTime::Plain; schema.fields().len()];
     if let Some(Interval {
         time: [left_time, _],
@@ -303,7 +317,8 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
         ..
     }) = &interval
     {
-        times[*left_time] = ColumnTime::EventTime;
+        // An event-time column, or a window bound (the watermark bounds its window's end).
+        times[*left_time] = left.times[*left_time];
     }
     let Some(filter) = join.filter.as_ref().filter(|_| condition.is_none()) else {
         return Ok(Planned { node, times });
@@ -332,16 +347,33 @@ pub(super) fn plan_join(planner: &mut Planner, join: &Join) -> Result<Planned> {
     })
 }
 
-/// One side of a time comparison: a side's event-time column plus a constant (nanoseconds).
+/// What to add to a column's value to get the time its side's watermark bounds, for a
+/// column the watermark bounds: an event-time column, or a bound of windows over one (an
+/// aggregate's window; none of its rows changes once the watermark passes the window's end).
+fn watermark_shift(time: &ColumnTime) -> Option<i64> {
+    match time {
+        ColumnTime::EventTime => Some(0),
+        ColumnTime::Window {
+            end_offset,
+            event_time: true,
+        } => Some(*end_offset),
+        _ => None,
+    }
+}
+
+/// One side of a time comparison: a side's watermarked column plus a constant (nanoseconds),
+/// as (side, column, constant added to the time the watermark bounds).
 fn time_term(
     expr: &Expr,
     schemas: [&DFSchema; 2],
     times: [&[ColumnTime]; 2],
 ) -> Option<(usize, usize, i64)> {
     match expr {
+        // As the time the side's watermark bounds plus a constant: a window bound's value is
+        // its window's end minus `end_offset`.
         Expr::Column(c) => (0..2).find_map(|side| {
             let i = schemas[side].index_of_column(c).ok()?;
-            (times[side].get(i) == Some(&ColumnTime::EventTime)).then_some((side, i, 0))
+            watermark_shift(times[side].get(i)?).map(|shift| (side, i, -shift))
         }),
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
             let (side, column, offset) = time_term(left, schemas, times)?;
