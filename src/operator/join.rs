@@ -124,6 +124,10 @@ struct KeyEntry {
     /// Where only counts are kept, in a window join (whose key holds the window): when the
     /// key's window is over (`i64::MAX` otherwise).
     expires: i64,
+    /// Where the key is listed in the operator's `expiring` (`i64::MAX`: not listed): the
+    /// [`listing`] of the earliest time its rows expire. A key is listed once, not once per
+    /// row; a listing elsewhere is stale.
+    listed: i64,
 }
 
 impl Default for KeyEntry {
@@ -133,12 +137,16 @@ impl Default for KeyEntry {
             rows: Vec::new(),
             index: None,
             expires: i64::MAX,
+            listed: i64::MAX,
         }
     }
 }
 
 /// Bytes a kept row costs beyond its encoding.
 const ROW_ENTRY_BYTES: usize = std::mem::size_of::<RowEntry>();
+
+/// Bytes a key's listing in `expiring` costs beyond the key.
+const LISTING_BYTES: usize = std::mem::size_of::<usize>();
 
 impl KeyEntry {
     /// Adds `weight` to `row`'s count (a new row starts with `degree`); returns the change
@@ -294,7 +302,15 @@ impl Interval {
     }
 }
 
-/// Row-format rows copied into one buffer, to be decoded into columns at once.
+/// Where a key whose rows expire at `expires` is listed in `expiring`: the last nanosecond of
+/// the aligned 2^27 ns (134 ms) span holding it, so that keys expiring close together share a
+/// listing (one buffer, not an allocation per key). A key is visited at most one span late.
+fn listing(expires: i64) -> i64 {
+    const SPAN: i64 = (1 << 27) - 1;
+    (expires | SPAN).min(i64::MAX - 1)
+}
+
+/// Row-format rows (or keys) copied into one buffer.
 #[derive(Debug, Default)]
 struct RowBuffer {
     bytes: Vec<u8>,
@@ -360,7 +376,7 @@ pub struct JoinOperator {
     /// left row comes; its changes make no output, and left rows are not kept.
     lookup: bool,
     /// Per side: when rows expire → the keys they are under (an interval join's).
-    expiring: [BTreeMap<i64, Vec<Box<[u8]>>>; 2],
+    expiring: [BTreeMap<i64, RowBuffer>; 2],
     /// Each input's watermark at the last finish.
     watermarks: [Option<Timestamp>; 2],
     /// Bytes owned through pointers: keys, rows, per-key indexes.
@@ -700,8 +716,9 @@ impl JoinOperator {
                 );
                 heap += bytes;
                 kept += rows;
-                if rows > 0 && expires != i64::MAX {
-                    new_expiring.push((expires, i));
+                if rows > 0 && expires != i64::MAX && listing(expires) < entry.listed {
+                    entry.listed = listing(expires);
+                    new_expiring.push((entry.listed, i));
                 }
             }
             if entry.total == 0 && entry.rows.is_empty() {
@@ -709,10 +726,10 @@ impl JoinOperator {
                 own.remove(key);
             }
         }
-        for (expires, i) in new_expiring {
-            let key: Box<[u8]> = keys.key(i).into();
-            heap += (key.len() + std::mem::size_of::<Box<[u8]>>()) as isize;
-            self.expiring[side].entry(expires).or_default().push(key);
+        for (at, i) in new_expiring {
+            let key = keys.key(i);
+            heap += (key.len() + LISTING_BYTES) as isize;
+            self.expiring[side].entry(at).or_default().push(key);
         }
         self.heap += heap;
         self.kept[side] = (self.kept[side] as i64 + kept).max(0) as u64;
@@ -761,17 +778,39 @@ impl JoinOperator {
             if *entry.key() >= watermark {
                 break;
             }
-            for key in entry.remove() {
-                self.heap -= (key.len() + std::mem::size_of::<Box<[u8]>>()) as isize;
-                let Some(rows) = self.state[side].get_mut(&key) else {
+            let at = *entry.key();
+            let listed = entry.remove();
+            for j in 0..listed.len() {
+                let key = listed.get(j);
+                let listing_bytes = (key.len() + LISTING_BYTES) as isize;
+                self.heap -= listing_bytes;
+                let Some(rows) = self.state[side].get_mut(key) else {
                     continue;
                 };
+                // Listed again under an earlier time since: that listing frees it.
+                if !rows.rows.is_empty() && rows.listed != at {
+                    continue;
+                }
                 let (bytes, kept, _) = rows.expire(watermark, !self.append_only[side]);
                 self.heap += bytes;
                 self.kept[side] = (self.kept[side] as i64 + kept).max(0) as u64;
                 if rows.total == 0 && rows.rows.is_empty() {
                     self.heap -= (2 * key.len()) as isize;
-                    self.state[side].remove(&key);
+                    self.state[side].remove(key);
+                    continue;
+                }
+                // Listed again where the earliest of its rows left expires (at or past the
+                // watermark: this loop ends before it).
+                rows.listed = match rows.rows.iter().map(|r| r.expires).min() {
+                    Some(e) if e != i64::MAX => listing(e),
+                    _ => i64::MAX,
+                };
+                if rows.listed != i64::MAX {
+                    self.heap += listing_bytes;
+                    self.expiring[side]
+                        .entry(rows.listed)
+                        .or_default()
+                        .push(key);
                 }
             }
         }
@@ -814,7 +853,7 @@ impl JoinOperator {
         let counts = columns::i64_column(batch, "count")?;
         let degrees = columns::i64_column(batch, "degree")?;
         let expires = columns::i64_column(batch, "expires")?;
-        let mut expiring: BTreeMap<i64, Vec<Box<[u8]>>> = BTreeMap::new();
+        let mut expiring: BTreeMap<i64, RowBuffer> = BTreeMap::new();
         // One row per key has no `row`: the key's count.
         let mut state: RowMap<KeyEntry> = row_map(rows.null_count());
         let mut heap = 0isize;
@@ -833,8 +872,8 @@ impl JoinOperator {
                     entry.total = count;
                     entry.expires = expires[i];
                     if expires[i] != i64::MAX {
-                        heap += (key.len() + std::mem::size_of::<Box<[u8]>>()) as isize;
-                        expiring.entry(expires[i]).or_default().push(key.into());
+                        heap += (key.len() + LISTING_BYTES) as isize;
+                        expiring.entry(expires[i]).or_default().push(key);
                     }
                 }
                 Some(row) => {
@@ -848,9 +887,10 @@ impl JoinOperator {
                     );
                     heap += bytes;
                     kept += added;
-                    if expires[i] != i64::MAX {
-                        heap += (key.len() + std::mem::size_of::<Box<[u8]>>()) as isize;
-                        expiring.entry(expires[i]).or_default().push(key.into());
+                    if expires[i] != i64::MAX && listing(expires[i]) < entry.listed {
+                        entry.listed = listing(expires[i]);
+                        heap += (key.len() + LISTING_BYTES) as isize;
+                        expiring.entry(entry.listed).or_default().push(key);
                     }
                 }
             }
