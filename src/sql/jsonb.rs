@@ -981,6 +981,7 @@ impl ExprPlanner for JsonbOperators {
                 | SqlOperator::QuestionAnd
                 | SqlOperator::StringConcat
                 | SqlOperator::Minus
+                | SqlOperator::HashMinus
         );
         if !ours {
             return Ok(PlannerResult::Original(expr));
@@ -1046,6 +1047,7 @@ impl ExprPlanner for JsonbOperators {
                 }
             }
             SqlOperator::Minus => call("jsonb_delete", vec![left, right]),
+            SqlOperator::HashMinus => call("jsonb_delete_path", vec![left, right]),
             op => {
                 return Ok(PlannerResult::Original(RawBinaryExpr { op, left, right }));
             }
@@ -1463,17 +1465,43 @@ fn set(args: &[ArrayRef]) -> DfResult<ArrayRef> {
                 "cannot set path in scalar".to_string(),
             ));
         }
-        let empty = matches!(&target, Json::Array(v) if v.is_empty())
-            || matches!(&target, Json::Object(m) if m.is_empty());
         // As PostgreSQL: an empty document with nothing to create is returned as it is.
-        if !steps.is_empty() && (!empty || create_row) {
-            set_path(
-                &mut target,
-                &steps,
-                0,
-                parsed(values.value(row))?,
-                create_row,
-            )?;
+        if !steps.is_empty() && (!is_empty(&target) || create_row) {
+            let value = Some(parsed(values.value(row))?);
+            set_path(&mut target, &steps, 0, value, create_row)?;
+        }
+        out.append_value(target.to_text());
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// An empty object or array.
+fn is_empty(doc: &Json) -> bool {
+    matches!(doc, Json::Array(v) if v.is_empty()) || matches!(doc, Json::Object(m) if m.is_empty())
+}
+
+/// `jsonb #- text[]` (`jsonb_delete_path`): `target` without the member or element at `path`
+/// (a negative position counts from the end), or as it is where the path finds nothing, as
+/// PostgreSQL's `jsonb_delete_path`. NULL in, NULL out.
+fn delete_path(args: &[ArrayRef]) -> DfResult<ArrayRef> {
+    let doc = docs(&args[0])?;
+    let paths = path_lists(&args[1])?;
+    let mut out = LargeStringBuilder::with_capacity(doc.len(), doc.len() * 16);
+    for (row, path) in paths.iter().enumerate() {
+        let Some(path) = path.as_ref().filter(|_| !doc.is_null(row)) else {
+            out.append_null();
+            continue;
+        };
+        let steps: Vec<Option<&str>> = path.iter().map(Option::as_deref).collect();
+        let mut target = parsed(doc.value(row))?;
+        if target.is_scalar() {
+            return Err(user_error(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                "cannot delete path in scalar".to_string(),
+            ));
+        }
+        if !steps.is_empty() && !is_empty(&target) {
+            set_path(&mut target, &steps, 0, None, false)?;
         }
         out.append_value(target.to_text());
     }
@@ -1511,14 +1539,15 @@ fn array_step(step: &str) -> Option<i64> {
         .map(i64::from)
 }
 
-/// Sets `steps[level..]` under `node` (see [`set`]); a step that finds nothing, or a scalar,
+/// Sets `steps[level..]` under `node` to `value` (see [`set`]), or deletes what is there
+/// where `value` is `None` (see [`delete_path`]); a step that finds nothing, or a scalar,
 /// before the last leaves the document as it is. A NULL step is an error once it is reached
 /// (22004), as in PostgreSQL.
 fn set_path(
     node: &mut Json,
     steps: &[Option<&str>],
     level: usize,
-    value: Json,
+    value: Option<Json>,
     create: bool,
 ) -> DfResult<()> {
     let last = level + 1 == steps.len();
@@ -1531,9 +1560,18 @@ fn set_path(
     };
     match node {
         Json::Object(members) => match members.binary_search_by(|(k, _)| key_order(k, step)) {
-            Ok(i) if last => members[i].1 = value,
+            Ok(i) if last => match value {
+                Some(value) => members[i].1 = value,
+                None => {
+                    members.remove(i);
+                }
+            },
             Ok(i) => set_path(&mut members[i].1, steps, level + 1, value, create)?,
-            Err(i) if last && create => members.insert(i, (step.to_string(), value)),
+            Err(i) if last && create => {
+                if let Some(value) = value {
+                    members.insert(i, (step.to_string(), value));
+                }
+            }
             Err(_) => {}
         },
         Json::Array(items) => {
@@ -1549,12 +1587,16 @@ fn set_path(
             let n = items.len() as i64;
             let at = if index < 0 { n + index } else { index };
             if (0..n).contains(&at) {
-                if last {
-                    items[at as usize] = value;
-                } else {
-                    set_path(&mut items[at as usize], steps, level + 1, value, create)?;
+                match value {
+                    _ if !last => {
+                        set_path(&mut items[at as usize], steps, level + 1, value, create)?
+                    }
+                    Some(value) => items[at as usize] = value,
+                    None => {
+                        items.remove(at as usize);
+                    }
                 }
-            } else if last && create {
+            } else if let Some(value) = value.filter(|_| last && create) {
                 // Before the first element or past the last: prepended or appended.
                 if at < 0 {
                     items.insert(0, value);
@@ -1969,6 +2011,7 @@ fn build_functions() -> Vec<Arc<ScalarUDF>> {
             jsonb_type,
             set,
         ),
+        udf_with("jsonb_delete_path", any(2), jsonb_type, delete_path),
         udf_with("sluice_jsonb_in", any(1), jsonb_type, jsonb_in),
         udf_with("sluice_jsonb_object_of", any(2), jsonb_type, object_of),
     ];

@@ -374,3 +374,6 @@ jsonb_set('{"a": {"b": 1}}', '{a,c}', '[2]', true)
 jsonb_set('1', '{a}', '2')
 jsonb_set('[1]', '{x}', '2')
 '{"a": 1, "b": 2, "c": 3}'::jsonb - ARRAY['a', 'c']
+'{"a": 1, "b": [1, 2, 3]}'::jsonb #- '{b,-1}'
+'{"a": {"b": 1, "c": 2}}'::jsonb #- ARRAY['a', 'b']
+'1'::jsonb #- '{a}'
