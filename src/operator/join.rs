@@ -814,6 +814,11 @@ impl JoinOperator {
                 }
             }
         }
+        // A map emptied by expiry gives back what it grew to at its peak.
+        let map = &mut self.state[side];
+        if map.capacity() > 1024 && map.len() * 4 < map.capacity() {
+            map.shrink_to(map.len() * 2);
+        }
     }
 
     /// One side's state as a batch: per key a row with `row` NULL and the key's total in
