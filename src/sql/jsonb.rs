@@ -1457,14 +1457,7 @@ fn set(args: &[ArrayRef]) -> DfResult<ArrayRef> {
             out.append_null();
             continue;
         }
-        let steps: Vec<Option<&str>> = path.iter().map(Option::as_deref).collect();
-        let mut target = parsed(doc.value(row))?;
-        if target.is_scalar() {
-            return Err(user_error(
-                sqlstate::INVALID_PARAMETER_VALUE,
-                "cannot set path in scalar".to_string(),
-            ));
-        }
+        let (steps, mut target) = path_target(doc.value(row), path, "set")?;
         // As PostgreSQL: an empty document with nothing to create is returned as it is.
         if !steps.is_empty() && (!is_empty(&target) || create_row) {
             let value = Some(parsed(values.value(row))?);
@@ -1473,6 +1466,23 @@ fn set(args: &[ArrayRef]) -> DfResult<ArrayRef> {
         out.append_value(target.to_text());
     }
     Ok(Arc::new(out.finish()))
+}
+
+/// A path's steps and the document it goes into, which may not be a scalar ("cannot {verb}
+/// path in scalar", 22023).
+fn path_target<'a>(
+    doc: &str,
+    path: &'a [Option<String>],
+    verb: &str,
+) -> DfResult<(Vec<Option<&'a str>>, Json)> {
+    let target = parsed(doc)?;
+    if target.is_scalar() {
+        return Err(user_error(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!("cannot {verb} path in scalar"),
+        ));
+    }
+    Ok((path.iter().map(Option::as_deref).collect(), target))
 }
 
 /// An empty object or array.
@@ -1492,14 +1502,7 @@ fn delete_path(args: &[ArrayRef]) -> DfResult<ArrayRef> {
             out.append_null();
             continue;
         };
-        let steps: Vec<Option<&str>> = path.iter().map(Option::as_deref).collect();
-        let mut target = parsed(doc.value(row))?;
-        if target.is_scalar() {
-            return Err(user_error(
-                sqlstate::INVALID_PARAMETER_VALUE,
-                "cannot delete path in scalar".to_string(),
-            ));
-        }
+        let (steps, mut target) = path_target(doc.value(row), path, "delete")?;
         if !steps.is_empty() && !is_empty(&target) {
             set_path(&mut target, &steps, 0, None, false)?;
         }
