@@ -9,15 +9,18 @@ use pgwire::api::Type;
 
 /// The PostgreSQL type a column of Arrow type `dt` is sent as.
 ///
-/// Scalars map to their natural PostgreSQL counterpart, `List`/`LargeList` of a scalar map to
-/// the matching array type, dictionaries to their value type, and anything without a
-/// counterpart (structs, maps, unions, nested lists, ...) to `text`, sent as Arrow's display
+/// Scalars map to their natural PostgreSQL counterpart, `List`/`LargeList` of a scalar or a
+/// struct map to the matching array type (`record[]` for structs), dictionaries to their value type, and anything without a
+/// counterpart (maps, unions, nested lists, ...) to `text`, sent as Arrow's display
 /// form.
 pub fn pg_type(dt: &DataType) -> Type {
     match dt {
-        DataType::List(field) | DataType::LargeList(field) => scalar_pg_type(field.data_type())
-            .and_then(|elem| array_of(&elem))
-            .unwrap_or(Type::TEXT),
+        DataType::List(field) | DataType::LargeList(field) => match field.data_type() {
+            DataType::Struct(_) => Some(Type::RECORD),
+            elem => scalar_pg_type(elem),
+        }
+        .and_then(|elem| array_of(&elem))
+        .unwrap_or(Type::TEXT),
         DataType::Dictionary(_, value) => pg_type(value),
         // A row value: PostgreSQL's anonymous composite type.
         DataType::Struct(_) => Type::RECORD,
@@ -62,7 +65,7 @@ pub(crate) fn scalar_pg_type(dt: &DataType) -> Option<Type> {
 }
 
 /// Element types that have an array type we send, with that array type and its name.
-const ARRAYS: [(Type, Type, &str); 14] = [
+const ARRAYS: [(Type, Type, &str); 15] = [
     (Type::BOOL, Type::BOOL_ARRAY, "boolean[]"),
     (Type::INT2, Type::INT2_ARRAY, "smallint[]"),
     (Type::INT4, Type::INT4_ARRAY, "integer[]"),
@@ -85,6 +88,7 @@ const ARRAYS: [(Type, Type, &str); 14] = [
     ),
     (Type::INTERVAL, Type::INTERVAL_ARRAY, "interval[]"),
     (Type::NUMERIC, Type::NUMERIC_ARRAY, "numeric[]"),
+    (Type::RECORD, Type::RECORD_ARRAY, "record[]"),
 ];
 
 /// Array types a client may bind parameters as, beyond [`ARRAYS`], with their element type.

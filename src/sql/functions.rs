@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use crate::sql::dialect::SluiceDialect;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::DFSchema;
@@ -23,7 +24,6 @@ use datafusion::sql::sqlparser::ast::{
     self as ast, CreateFunction, CreateFunctionBody, FunctionReturnType, Ident, SelectItem,
     SetExpr, Statement, Value, visit_expressions_mut,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use crate::error::{Error, Result};
@@ -221,7 +221,7 @@ fn body_expression(create: &CreateFunction) -> Result<(ast::Expr, String)> {
             ));
         }
     };
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, &text).map_err(|e| {
+    let statements = Parser::parse_sql(&SluiceDialect, &text).map_err(|e| {
         Error::user(
             crate::error::sqlstate::SYNTAX_ERROR,
             format!("in the body of function {}: {e}", create.name),

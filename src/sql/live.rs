@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use crate::sql::dialect::SluiceDialect;
 use datafusion::sql::sqlparser::ast::{Query, Statement};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
@@ -244,7 +244,7 @@ pub fn parse_live(chunk: &[Token]) -> Result<Option<LiveStatement>> {
             let body = if t.keyword().as_deref() == Some("SUBSCRIBE") {
                 CursorBody::Subscribe(subscribe(&mut t)?)
             } else {
-                let statement = Parser::new(&PostgreSqlDialect {})
+                let statement = Parser::new(&SluiceDialect)
                     .with_tokens(t.rest())
                     .parse_statement()?;
                 if !matches!(statement, Statement::Query(_)) {
@@ -276,7 +276,7 @@ fn subscribe(t: &mut Tokens) -> Result<Subscribe> {
     t.eat("TO");
     let target = if t.peek() == Some(&Token::LParen) {
         let inner = t.group()?;
-        let query = Parser::new(&PostgreSqlDialect {})
+        let query = Parser::new(&SluiceDialect)
             .with_tokens(inner)
             .parse_query()?;
         SubscribeTarget::Query(query)
@@ -452,9 +452,7 @@ mod tests {
     use super::*;
 
     fn live(sql: &str) -> Result<Option<LiveStatement>> {
-        let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
-            .tokenize()
-            .unwrap();
+        let tokens = Tokenizer::new(&SluiceDialect, sql).tokenize().unwrap();
         parse_live(&tokens)
     }
 

@@ -5,6 +5,7 @@
 pub mod copy;
 pub mod cursor;
 pub mod ddl;
+pub mod dialect;
 pub mod feed;
 pub mod filter_pushdown;
 pub mod functions;

@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::sql::dialect::SluiceDialect;
 use datafusion::sql::sqlparser::ast::{FlushType, Statement};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
@@ -84,7 +84,7 @@ pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
             ),
         ));
     }
-    let dialect = PostgreSqlDialect {};
+    let dialect = SluiceDialect;
     let tokens = Tokenizer::new(&dialect, sql).tokenize()?;
     check_operator_chains(&tokens)?;
     check_brackets(&tokens)?;
@@ -185,7 +185,7 @@ pub fn parse_sql(sql: &str) -> Result<Vec<SluiceStatement>> {
 /// stands in for it, and the field the caller sets says what it is.
 fn ours_alone(text: String) -> Result<SluiceStatement> {
     Ok(SluiceStatement {
-        statement: Parser::new(&PostgreSqlDialect {})
+        statement: Parser::new(&SluiceDialect)
             .try_with_sql("SELECT 1")?
             .parse_statement()?,
         append_only: false,
@@ -382,8 +382,7 @@ fn cut_connector(chunk: &[Token]) -> Result<ConnectorCut> {
                 ));
             }
             let select =
-                Tokenizer::new(&PostgreSqlDialect {}, &format!("SELECT * FROM \"{from}\""))
-                    .tokenize()?;
+                Tokenizer::new(&SluiceDialect, &format!("SELECT * FROM \"{from}\"")).tokenize()?;
             let sink = SinkClause {
                 name: name.clone(),
                 if_not_exists,

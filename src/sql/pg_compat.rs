@@ -7,16 +7,17 @@
 //! - `'int4'::regtype` → the type's OID; `t.oid::regtype` → `format_type(t.oid, NULL)`
 //! - casts to `name`, `"char"`, `pg_catalog.text` → `TEXT`; to `oid` → `BIGINT`
 //! - `pg_catalog.f(…)` → `f(…)`
+//! - `(row).field` → `(row)['field']`
 
 use std::ops::ControlFlow;
 
+use crate::sql::dialect::SluiceDialect;
 use datafusion::sql::sqlparser::ast::{
-    ArrayElemTypeDef, BinaryOperator, CastKind, DataType, ExactNumberInfo, Expr, FunctionArg,
-    FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, ObjectName, OrderByKind, Query, Select,
-    SelectItem, SetExpr, Statement, TableFactor, Value, ValueWithSpan, VisitMut, VisitorMut,
-    visit_expressions_mut,
+    AccessExpr, ArrayElemTypeDef, BinaryOperator, CastKind, DataType, ExactNumberInfo, Expr,
+    FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, ObjectName, OrderByKind,
+    Query, Select, SelectItem, SetExpr, Statement, TableFactor, Value, ValueWithSpan, VisitMut,
+    VisitorMut, visit_expressions_mut,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use crate::catalog::pg_catalog::ALWAYS_EMPTY;
@@ -157,14 +158,45 @@ fn postgres_float(data_type: &mut DataType) -> crate::error::Result<()> {
 /// Names a query's output columns as PostgreSQL does where the select list gives no name: a
 /// function call by its name (`count`, not `count(*)`), a cast of something unnamed by its type
 /// (`int4`), a `CASE` as `case`, anything else unnamed as `?column?`. Only the outermost select
-/// list (the first branch of a set operation) is named, and only where the name is unique in it:
-/// DataFusion refuses two output columns of one name, where PostgreSQL allows them.
+/// list (the first branch of a set operation) of the statement, of each subquery in FROM and
+/// of each WITH query is named, and only where the name is unique in it: DataFusion refuses two
+/// output columns of one name, where PostgreSQL allows them.
 pub fn name_columns(statement: &mut Statement) {
+    // A subquery in FROM or a WITH names its columns as PostgreSQL does, so the query around
+    // it can refer to them (`SELECT x FROM (SELECT (a).x FROM t) s`).
+    let _ = statement.visit(&mut NameDerivedColumns);
     match statement {
         Statement::Query(query) => name_query_columns(query, true),
         // A view's columns must have distinct names (PostgreSQL: 42701).
         Statement::CreateView(create) => name_query_columns(&mut create.query, false),
         _ => {}
+    }
+}
+
+/// Names the columns of each subquery in FROM and each WITH query (their names must be
+/// distinct, so duplicates are left as DataFusion names them).
+struct NameDerivedColumns;
+
+impl VisitorMut for NameDerivedColumns {
+    type Break = std::convert::Infallible;
+
+    fn pre_visit_table_factor(
+        &mut self,
+        table_factor: &mut TableFactor,
+    ) -> ControlFlow<Self::Break> {
+        if let TableFactor::Derived { subquery, .. } = table_factor {
+            name_query_columns(subquery, false);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<Self::Break> {
+        if let Some(with) = &mut query.with {
+            for cte in &mut with.cte_tables {
+                name_query_columns(&mut cte.query, false);
+            }
+        }
+        ControlFlow::Continue(())
     }
 }
 
@@ -266,6 +298,15 @@ fn figure_name(expr: &Expr) -> Option<String> {
         Expr::Identifier(i) => Some(i.value.to_ascii_lowercase()),
         Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.to_ascii_lowercase()),
         Expr::Nested(inner) => figure_name(inner),
+        // `(a).x` is named `x`.
+        Expr::CompoundFieldAccess { access_chain, .. } => match access_chain.last()? {
+            AccessExpr::Dot(Expr::Identifier(i)) => Some(i.value.to_ascii_lowercase()),
+            AccessExpr::Dot(Expr::Value(ValueWithSpan {
+                value: Value::SingleQuotedString(name),
+                ..
+            })) => Some(name.clone()),
+            _ => None,
+        },
         Expr::Function(function) => Some(last_part(&function.name)),
         Expr::Cast {
             expr, data_type, ..
@@ -369,7 +410,7 @@ fn last_part(name: &ObjectName) -> String {
 
 /// An expression written as SQL (the rewrites build their replacements so).
 pub(crate) fn parse_expr(sql: &str) -> Option<Expr> {
-    Parser::new(&PostgreSqlDialect {})
+    Parser::new(&SluiceDialect)
         .try_with_sql(sql)
         .and_then(|mut p| p.parse_expr())
         .ok()
@@ -566,6 +607,30 @@ fn rewrite_expr(expr: &mut Expr) {
         }
         Expr::Collate { expr: inner, .. } => {
             *expr = std::mem::replace(inner.as_mut(), Expr::value(Value::Null));
+        }
+        // `(a).x`, `t.items[1].sku`: a field of a row value, named as an identifier (lowercased
+        // unless quoted); DataFusion reads a field named by a string. The leading names of a
+        // column reference (`t.items` in `t.items[1]`) stay as they are: DataFusion resolves
+        // them as a compound identifier.
+        Expr::CompoundFieldAccess { root, access_chain } => {
+            let names = matches!(**root, Expr::Identifier(_) | Expr::CompoundIdentifier(_));
+            let leading = if names {
+                access_chain
+                    .iter()
+                    .take_while(|a| matches!(a, AccessExpr::Dot(Expr::Identifier(_))))
+                    .count()
+            } else {
+                0
+            };
+            for access in access_chain.iter_mut().skip(leading) {
+                if let AccessExpr::Dot(Expr::Identifier(ident)) = access {
+                    let name = match ident.quote_style {
+                        Some(_) => ident.value.clone(),
+                        None => ident.value.to_lowercase(),
+                    };
+                    *access = AccessExpr::Dot(Expr::value(Value::SingleQuotedString(name)));
+                }
+            }
         }
         Expr::Cast {
             expr: inner,

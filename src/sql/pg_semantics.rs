@@ -21,7 +21,7 @@ use datafusion::arrow::array::{
     PrimitiveArray,
 };
 use datafusion::arrow::datatypes::{
-    DataType, Field, FieldRef, Float32Type, Float64Type, IntervalMonthDayNano, IntervalUnit,
+    DataType, Field, FieldRef, Fields, Float32Type, Float64Type, IntervalMonthDayNano, IntervalUnit,
 };
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, DataFusionError, Result as DfResult, ScalarValue};
@@ -220,6 +220,57 @@ impl TypePlanner for PostgresTypes {
     }
 }
 
+/// `value` (a struct of `from` fields, or NULL) as a struct of `to` fields, field by field in
+/// order: each cast to its new type (nested structs alike) under its new name.
+fn struct_cast(value: Expr, from: &Fields, to: &Fields, try_cast: bool) -> DfResult<Expr> {
+    if from.len() != to.len() {
+        let (few, count) = if from.len() < to.len() {
+            ("few", to.len())
+        } else {
+            ("many", to.len())
+        };
+        return Err(user_error(
+            sqlstate::CANNOT_COERCE,
+            format!(
+                "cannot cast a row of {} columns to a struct of {count}: input has too {few} columns",
+                from.len()
+            ),
+        ));
+    }
+    let mut args = Vec::with_capacity(2 * to.len());
+    for (source, target) in from.iter().zip(to.iter()) {
+        let field =
+            datafusion::functions::core::expr_fn::get_field(value.clone(), source.name().as_str());
+        let cast = match (source.data_type(), target.data_type()) {
+            (DataType::Struct(f), DataType::Struct(t)) if f != t => {
+                struct_cast(field, f, t, try_cast)?
+            }
+            (s, t) if s == t => field,
+            _ if try_cast => {
+                Expr::TryCast(TryCast::new(Box::new(field), target.data_type().clone()))
+            }
+            _ => Expr::Cast(Cast::new(Box::new(field), target.data_type().clone())),
+        };
+        args.push(Expr::Literal(
+            ScalarValue::from(target.name().as_str()),
+            None,
+        ));
+        args.push(cast);
+    }
+    let record = datafusion::functions::core::expr_fn::named_struct(args);
+    Ok(Expr::Case(datafusion::logical_expr::Case::new(
+        None,
+        vec![(
+            Box::new(value.is_null()),
+            Box::new(Expr::Literal(
+                ScalarValue::try_from(&DataType::Struct(to.clone()))?,
+                None,
+            )),
+        )],
+        Some(Box::new(record)),
+    )))
+}
+
 /// The length a cast's target field carries (`VARCHAR(3)`), if any.
 fn max_length(field: &Field) -> Option<i64> {
     field.metadata().get(MAX_LENGTH)?.parse().ok()
@@ -295,6 +346,18 @@ fn after_coercion(expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> 
                     &TRUNCATE_TEXT,
                     vec![cast, Expr::Literal(ScalarValue::Int64(Some(length)), None)],
                 )));
+            }
+            // A row value cast to a struct type (`ROW(1, 'a')` into a `STRUCT<x INT, y TEXT>`
+            // column) matches fields by position, as PostgreSQL's composite types do.
+            if let (DataType::Struct(from_fields), DataType::Struct(to_fields)) = (&from, data_type)
+                && from_fields != to_fields
+            {
+                return Ok(Transformed::yes(struct_cast(
+                    (**inner).clone(),
+                    from_fields,
+                    to_fields,
+                    try_cast,
+                )?));
             }
             // `jsonb` is LargeUtf8 (see `jsonb`): text read as one is parsed, and one read as
             // a number or a boolean must hold one.

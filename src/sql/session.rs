@@ -617,7 +617,7 @@ impl Session {
                         };
                         let sql = format!("SELECT {columns} FROM {}", quote(&name));
                         datafusion::sql::sqlparser::parser::Parser::new(
-                            &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+                            &crate::sql::dialect::SluiceDialect,
                         )
                         .try_with_sql(&sql)?
                         .parse_statement()?

@@ -14,6 +14,7 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use crate::sql::dialect::SluiceDialect;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, ListArray, TimestampNanosecondArray};
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::cast;
@@ -27,7 +28,6 @@ use datafusion::sql::sqlparser::ast::{
     Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Query, Select, SetExpr,
     Statement, TableFactor, VisitMut, VisitorMut, visit_expressions_mut,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use crate::error::{Error, Result};
@@ -305,7 +305,7 @@ fn function_arg_text(arg: &FunctionArg) -> String {
 }
 
 fn parse_expr(text: &str) -> Result<Expr> {
-    Ok(Parser::new(&PostgreSqlDialect {})
+    Ok(Parser::new(&SluiceDialect)
         .try_with_sql(text)?
         .parse_expr()?)
 }
@@ -313,7 +313,7 @@ fn parse_expr(text: &str) -> Result<Expr> {
 /// A `FROM` item from the text of a derived table and its alias.
 fn derived(subquery: &str, alias: &str) -> Result<TableFactor> {
     let sql = format!("SELECT * FROM ({subquery}) AS {alias}");
-    let statement = Parser::parse_sql(&PostgreSqlDialect {}, &sql)?
+    let statement = Parser::parse_sql(&SluiceDialect, &sql)?
         .pop()
         .ok_or_else(|| Error::unsupported("window rewrite produced nothing"))?;
     if let Statement::Query(query) = statement
@@ -542,7 +542,7 @@ mod tests {
     #[test]
     fn rewrites_both_spellings() {
         let mut s = Parser::parse_sql(
-            &PostgreSqlDialect {},
+            &SluiceDialect,
             "SELECT k, HOP_END(ts, INTERVAL '1' SECOND, INTERVAL '2' SECOND) FROM t \
              GROUP BY k, HOP(ts, INTERVAL '1' SECOND, INTERVAL '2' SECOND)",
         )
@@ -555,7 +555,7 @@ mod tests {
         assert!(text.contains("GROUP BY k, _sluice_window_start"), "{text}");
 
         let mut s = Parser::parse_sql(
-            &PostgreSqlDialect {},
+            &SluiceDialect,
             "SELECT window_start, count(*) FROM TUMBLE(t, ts, INTERVAL '5' SECOND) GROUP BY 1",
         )
         .unwrap()
