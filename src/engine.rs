@@ -68,6 +68,8 @@ pub struct Engine {
     /// `CREATE FUNCTION … LANGUAGE SQL` functions, which sessions take in before each statement
     /// (and `pg_proc` lists).
     functions: Arc<RwLock<crate::sql::functions::SqlFunctions>>,
+    /// `CREATE TYPE name AS (…)` composite types, which every session's planner reads.
+    types: crate::sql::pg_semantics::CompositeTypes,
 }
 
 impl std::fmt::Debug for Engine {
@@ -274,6 +276,7 @@ impl Engine {
             cdc_sources: Mutex::new(HashMap::new()),
             next_transient_id: std::sync::atomic::AtomicU32::new(u32::MAX),
             functions: sql_functions,
+            types: Default::default(),
         });
         engine.restore(recovered).await?;
         tracing::info!(
@@ -401,8 +404,10 @@ impl Engine {
             .with_analyzer_rules(crate::sql::pg_semantics::analyzer_rules())
             // A filter stays above an aggregate without GROUP BY or over grouping sets.
             .with_optimizer_rules(crate::sql::filter_pushdown::optimizer_rules())
-            // `JSONB`, `JSON` and `CHARACTER VARYING(n)` columns and casts.
-            .with_type_planner(Arc::new(crate::sql::pg_semantics::PostgresTypes));
+            // `JSONB`, `JSON`, `CHARACTER VARYING(n)` and composite-typed columns and casts.
+            .with_type_planner(Arc::new(crate::sql::pg_semantics::PostgresTypes {
+                composites: Arc::clone(&self.types),
+            }));
         // `INTERVAL * number` and `INTERVAL / number`, after DataFusion's own planners; the
         // `jsonb` operators before them (`||` and `@>` mean something else for text and arrays).
         let planners = state.expr_planners().get_or_insert_with(Vec::new);
@@ -498,6 +503,11 @@ impl Engine {
                         None => replayed += 1,
                     }
                     self.install_view(entry, view)?;
+                }
+                Statement::CreateType { representation, .. } => {
+                    let fields = composite_fields(&state, representation.as_ref()).await?;
+                    crate::sync::write(&self.types, "the composite types")
+                        .insert(object.name.clone(), fields);
                 }
                 Statement::CreateFunction(create) => {
                     let udf = crate::sql::functions::plan_function(&state, create).await?;
@@ -918,6 +928,83 @@ impl Engine {
         self.executor.remove(view.id);
         self.views.remove(name);
         tracing::info!(view = %name, id = view.id, "materialized view dropped");
+        Ok(())
+    }
+
+    /// `CREATE TYPE name AS (field type, …)`: a composite type, a struct of those fields.
+    pub async fn create_type(
+        &self,
+        state: &SessionState,
+        name: &datafusion::sql::sqlparser::ast::ObjectName,
+        representation: Option<&datafusion::sql::sqlparser::ast::UserDefinedTypeRepresentation>,
+        text: &str,
+    ) -> Result<()> {
+        let Some(name) = crate::sql::pg_semantics::composite_name(name) else {
+            return Err(Error::user(
+                sqlstate::INVALID_NAME,
+                format!("type name \"{name}\" must be in schema \"public\""),
+            ));
+        };
+        let fields = composite_fields(state, representation).await?;
+        let mut store = self.lock_store();
+        let taken = crate::sync::read(&self.types, "the composite types").contains_key(&name)
+            || crate::catalog::pg_types::type_by_name(&name).is_some();
+        if taken {
+            return Err(Error::user(
+                sqlstate::DUPLICATE_OBJECT,
+                format!("type \"{name}\" already exists"),
+            ));
+        }
+        let id = store.next_id();
+        store.add(StoredObject {
+            id,
+            kind: TYPE_KIND.into(),
+            name: name.clone(),
+            sql: text.to_string(),
+        })?;
+        drop(store);
+        crate::sync::write(&self.types, "the composite types").insert(name.clone(), fields);
+        tracing::info!(r#type = %name, "composite type created");
+        Ok(())
+    }
+
+    /// `DROP TYPE [IF EXISTS] name`: refused (2BP01) while a table, source, view, function or
+    /// type names it (CASCADE, which would drop their columns, is refused as well).
+    pub fn drop_type(&self, name: &str, if_exists: bool) -> Result<()> {
+        let mut store = self.lock_store();
+        let Some(id) = store
+            .objects()
+            .iter()
+            .find(|o| o.kind == TYPE_KIND && o.name == name)
+            .map(|o| o.id)
+        else {
+            if if_exists {
+                return Ok(());
+            }
+            return Err(Error::user(
+                sqlstate::UNDEFINED_OBJECT,
+                format!("type \"{name}\" does not exist"),
+            ));
+        };
+        let users: Vec<String> = store
+            .objects()
+            .iter()
+            .filter(|o| o.id != id && names_word(&o.sql, name))
+            .map(|o| format!("{} {}", o.kind, o.name))
+            .collect();
+        if !users.is_empty() {
+            return Err(Error::user(
+                sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+                format!(
+                    "cannot drop type {name} because other objects depend on it: {}",
+                    users.join(", ")
+                ),
+            ));
+        }
+        store.remove(id)?;
+        drop(store);
+        crate::sync::write(&self.types, "the composite types").remove(name);
+        tracing::info!(r#type = %name, "composite type dropped");
         Ok(())
     }
 
@@ -1381,6 +1468,95 @@ type CdcSources = HashMap<String, (u32, std::collections::BTreeMap<String, Strin
 /// The catalog kind of a shared CDC source.
 const CDC_SOURCE_KIND: &str = "cdc_source";
 const FUNCTION_KIND: &str = "function";
+const TYPE_KIND: &str = "type";
+
+/// The fields of a composite type `CREATE TYPE … AS (a int, b text)`: each field's type as the
+/// session's planner reads it (so `VARCHAR(n)`, `JSONB`, `STRUCT<…>` and other composite types
+/// may be fields).
+async fn composite_fields(
+    state: &SessionState,
+    representation: Option<&datafusion::sql::sqlparser::ast::UserDefinedTypeRepresentation>,
+) -> Result<datafusion::arrow::datatypes::Fields> {
+    use datafusion::sql::sqlparser::ast::UserDefinedTypeRepresentation;
+    let attributes = match representation {
+        Some(UserDefinedTypeRepresentation::Composite { attributes }) => attributes,
+        Some(UserDefinedTypeRepresentation::Enum { .. }) => {
+            return Err(Error::unsupported(
+                "CREATE TYPE … AS ENUM (Sluice has composite types: CREATE TYPE name AS (field type, …); a TEXT column with a CHECK is not supported either)",
+            ));
+        }
+        _ => {
+            return Err(Error::unsupported(
+                "this form of CREATE TYPE (Sluice has composite types: CREATE TYPE name AS (field type, …))",
+            ));
+        }
+    };
+    if attributes.is_empty() {
+        return Err(Error::user(
+            sqlstate::SYNTAX_ERROR,
+            "a composite type needs at least one field".to_string(),
+        ));
+    }
+    let mut names: Vec<String> = Vec::with_capacity(attributes.len());
+    for attribute in attributes {
+        let name = match attribute.name.quote_style {
+            Some(_) => attribute.name.value.clone(),
+            None => attribute.name.value.to_lowercase(),
+        };
+        if names.contains(&name) {
+            return Err(Error::user(
+                sqlstate::DUPLICATE_COLUMN,
+                format!("column \"{name}\" specified more than once"),
+            ));
+        }
+        names.push(name);
+    }
+    let select = format!(
+        "SELECT {}",
+        attributes
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("CAST(NULL AS {}) AS c{i}", a.data_type))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let statement = parse_sql(&select)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::unsupported("an empty composite type"))?
+        .statement;
+    let plan = state
+        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+            statement,
+        )))
+        .await?;
+    let schema = plan.schema();
+    Ok(names
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| {
+            datafusion::arrow::datatypes::Field::new(
+                name,
+                schema.field(i).data_type().clone(),
+                true,
+            )
+        })
+        .collect())
+}
+
+/// Whether `sql` holds `name` as a word (an identifier, unquoted in any case or quoted as is).
+fn names_word(sql: &str, name: &str) -> bool {
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&crate::sql::dialect::SluiceDialect, sql).tokenize() else {
+        // Text that no longer tokenizes cannot be told apart: count it as a user.
+        return true;
+    };
+    tokens.iter().any(|t| match t {
+        Token::Word(w) if w.quote_style.is_some() => w.value == name,
+        Token::Word(w) => w.value.to_lowercase() == name,
+        _ => false,
+    })
+}
 
 /// Whether `sql` calls a function `name`: the name as a whole word (any case), then `(`.
 fn calls_function(sql: &str, name: &str) -> bool {

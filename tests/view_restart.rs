@@ -826,3 +826,62 @@ async fn sql_functions_reach_every_session_and_survive_restart() {
     assert_eq!(err.code().map(|c| c.code()), Some("42883"), "{err:?}");
     server.shutdown().await;
 }
+
+/// A composite type (`CREATE TYPE … AS (…)`) is seen by every session at once, comes back on
+/// restart before the tables and views that use it, and a dropped one stays dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn composite_types_reach_every_session_and_survive_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = common::start_on(dir.path()).await;
+    let early = common::connect(server.addr.port()).await;
+    let client = common::connect(server.addr.port()).await;
+    client
+        .batch_execute(
+            "CREATE TYPE point2 AS (x INT, y INT);
+             CREATE TYPE segment AS (a point2, b point2);
+             CREATE TYPE gone AS (v TEXT);
+             CREATE TABLE segs (id INT PRIMARY KEY, s segment);
+             INSERT INTO segs VALUES (1, ROW(ROW(0, 0), ROW(3, 4)));
+             CREATE MATERIALIZED VIEW ends AS SELECT id, ((s).b).x AS bx FROM segs;
+             FLUSH;",
+        )
+        .await
+        .expect("setup");
+    assert_eq!(
+        rows(&early, "SELECT (ROW(1, 2)::point2).y").await,
+        vec!["2"]
+    );
+    client.batch_execute("DROP TYPE gone").await.expect("drop");
+    let err = early
+        .simple_query("SELECT ROW('a')::gone")
+        .await
+        .expect_err("a dropped type is gone in every session");
+    assert_eq!(err.code().map(|c| c.code()), Some("42704"), "{err:?}");
+    server.shutdown().await;
+
+    server = common::start_on(dir.path()).await;
+    let client = common::connect(server.addr.port()).await;
+    assert_eq!(
+        rows(&client, "SELECT s FROM segs").await,
+        vec!["(\"(0,0)\",\"(3,4)\")"]
+    );
+    client
+        .batch_execute("INSERT INTO segs VALUES (2, ROW(ROW(1, 1), ROW(7, 8))); FLUSH;")
+        .await
+        .expect("insert");
+    assert_eq!(
+        rows(&client, "SELECT bx FROM ends ORDER BY id").await,
+        vec!["3", "7"]
+    );
+    let err = client
+        .simple_query("SELECT ROW('a')::gone")
+        .await
+        .expect_err("a dropped type stays dropped");
+    assert_eq!(err.code().map(|c| c.code()), Some("42704"), "{err:?}");
+    let err = client
+        .simple_query("DROP TYPE point2")
+        .await
+        .expect_err("a type in use stays");
+    assert_eq!(err.code().map(|c| c.code()), Some("2BP01"), "{err:?}");
+    server.shutdown().await;
+}

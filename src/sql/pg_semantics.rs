@@ -187,10 +187,36 @@ impl ExprPlanner for IntervalArithmetic {
 /// (`CAST(x AS VARCHAR(3))`); the analyzer turns the cast into a truncation and drops it.
 pub const MAX_LENGTH: &str = "sluice.max_length";
 
+/// The composite types made by `CREATE TYPE name AS (…)`, by name: their fields. Shared by the
+/// engine (which adds and drops them) and every session's [`PostgresTypes`].
+pub type CompositeTypes = Arc<std::sync::RwLock<std::collections::BTreeMap<String, Fields>>>;
+
 /// PostgreSQL's types DataFusion's SQL planner lacks or reads otherwise: `JSONB` and `JSON`
-/// (see `jsonb`), `CHARACTER VARYING(n)`, `CHARACTER(n)` (text, their length kept for casts).
-#[derive(Debug)]
-pub struct PostgresTypes;
+/// (see `jsonb`), `CHARACTER VARYING(n)`, `CHARACTER(n)` (text, their length kept for casts),
+/// and composite types by name (structs).
+#[derive(Debug, Default)]
+pub struct PostgresTypes {
+    pub composites: CompositeTypes,
+}
+
+/// The name a composite type is known by: `addr`, `public.addr` and `"addr"` are `addr`.
+pub fn composite_name(name: &datafusion::sql::sqlparser::ast::ObjectName) -> Option<String> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| {
+            p.as_ident().map(|i| match i.quote_style {
+                Some(_) => i.value.clone(),
+                None => i.value.to_lowercase(),
+            })
+        })
+        .collect::<Option<_>>()?;
+    match parts.as_slice() {
+        [name] => Some(name.clone()),
+        [schema, name] if schema == crate::catalog::PUBLIC_SCHEMA => Some(name.clone()),
+        _ => None,
+    }
+}
 
 impl TypePlanner for PostgresTypes {
     fn plan_type_field(&self, sql_type: &SqlDataType) -> DfResult<Option<FieldRef>> {
@@ -215,6 +241,24 @@ impl TypePlanner for PostgresTypes {
             | SqlDataType::CharVarying(length)
             | SqlDataType::Character(length)
             | SqlDataType::Char(length) => text(length),
+            SqlDataType::Custom(name, modifiers) if modifiers.is_empty() => {
+                let Some(name) = composite_name(name) else {
+                    return Ok(None);
+                };
+                match crate::sync::read(&self.composites, "the composite types").get(&name) {
+                    Some(fields) => Some(Arc::new(Field::new(
+                        "",
+                        DataType::Struct(fields.clone()),
+                        true,
+                    ))),
+                    None => {
+                        return Err(user_error(
+                            sqlstate::UNDEFINED_OBJECT,
+                            format!("type \"{name}\" does not exist"),
+                        ));
+                    }
+                }
+            }
             _ => None,
         })
     }

@@ -421,9 +421,40 @@ impl Session {
                         }
                         "DROP MATERIALIZED VIEW"
                     }
+                    ObjectType::Type => {
+                        if *cascade {
+                            return Err(Error::unsupported(
+                                "DROP TYPE … CASCADE (drop or alter what uses the type first)",
+                            ));
+                        }
+                        for name in names {
+                            let Some(name) = super::pg_semantics::composite_name(name) else {
+                                return Err(Error::user(
+                                    crate::error::sqlstate::UNDEFINED_OBJECT,
+                                    format!("type \"{name}\" does not exist"),
+                                ));
+                            };
+                            self.engine.drop_type(&name, *if_exists)?;
+                        }
+                        "DROP TYPE"
+                    }
                     other => return Err(Error::unsupported(format!("DROP {other}"))),
                 };
                 Ok(Outcome::command(tag))
+            }
+            Statement::CreateType {
+                name,
+                representation,
+            } => {
+                self.engine
+                    .create_type(
+                        &self.state(),
+                        name,
+                        representation.as_ref(),
+                        &statement.text,
+                    )
+                    .await?;
+                Ok(Outcome::command("CREATE TYPE"))
             }
             Statement::CreateFunction(create) => {
                 self.engine
