@@ -576,14 +576,23 @@ pub(crate) fn pretty(text: &str) -> String {
         )
         .expect("valid regex")
     });
-    let text = INTERVAL.replace_all(text, |c: &regex::Captures<'_>| {
-        let days: i64 = c[1].parse().unwrap_or(0);
-        let nanos: i64 = c[2].parse().unwrap_or(0) + days * 86_400_000_000_000;
+    // `ts - INTERVAL '10' SECOND` is planned as a duration (`pg_semantics`); shown as written.
+    static DURATION: LazyLock<regex::Regex> = LazyLock::new(|| {
+        regex::Regex::new(r#"DurationNanosecond\("(-?\d+)"\)"#).expect("valid regex")
+    });
+    let interval = |nanos: i64| {
         if nanos % 1_000_000_000 == 0 {
             format!("INTERVAL '{}' SECOND", nanos / 1_000_000_000)
         } else {
             format!("INTERVAL '{}' MILLISECOND", nanos / 1_000_000)
         }
+    };
+    let text = INTERVAL.replace_all(text, |c: &regex::Captures<'_>| {
+        let days: i64 = c[1].parse().unwrap_or(0);
+        interval(c[2].parse().unwrap_or(0) + days * 86_400_000_000_000)
+    });
+    let text = DURATION.replace_all(&text, |c: &regex::Captures<'_>| {
+        interval(c[1].parse().unwrap_or(0))
     });
     text.replace("count(Int64(1))", "count(*)")
         .replace("__unnest_placeholder(", "unnest(")

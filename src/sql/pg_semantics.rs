@@ -21,7 +21,8 @@ use datafusion::arrow::array::{
     PrimitiveArray,
 };
 use datafusion::arrow::datatypes::{
-    DataType, Field, FieldRef, Fields, Float32Type, Float64Type, IntervalMonthDayNano, IntervalUnit,
+    DataType, Field, FieldRef, Fields, Float32Type, Float64Type, IntervalMonthDayNano,
+    IntervalUnit, TimeUnit,
 };
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, DataFusionError, Result as DfResult, ScalarValue};
@@ -320,7 +321,39 @@ fn max_length(field: &Field) -> Option<i64> {
     field.metadata().get(MAX_LENGTH)?.parse().ok()
 }
 
+/// `ts ± INTERVAL '10' SECOND` over a `timestamp` (nanoseconds, no time zone) with an interval
+/// of days and smaller units: the interval as a duration, which arrow adds as integers (an
+/// interval goes through calendar arithmetic, row by row). Without a time zone a day is 24 hours,
+/// so the result is the same; an interval with months keeps its calendar meaning.
+fn as_duration(left: &Expr, op: Operator, right: &Expr, schema: &DFSchema) -> Option<Expr> {
+    if !matches!(op, Operator::Plus | Operator::Minus) {
+        return None;
+    }
+    let Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), None) = right else {
+        return None;
+    };
+    if v.months != 0 || type_of(left, schema)? != DataType::Timestamp(TimeUnit::Nanosecond, None) {
+        return None;
+    }
+    let nanos = i64::from(v.days)
+        .checked_mul(86_400_000_000_000)?
+        .checked_add(v.nanoseconds)?;
+    Some(Expr::BinaryExpr(BinaryExpr::new(
+        Box::new(left.clone()),
+        op,
+        Box::new(Expr::Literal(
+            ScalarValue::DurationNanosecond(Some(nanos)),
+            None,
+        )),
+    )))
+}
+
 fn after_coercion(expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
+    if let Expr::BinaryExpr(BinaryExpr { left, op, right }) = &expr
+        && let Some(plain) = as_duration(left, *op, right, schema)
+    {
+        return Ok(Transformed::yes(plain));
+    }
     match &expr {
         Expr::BinaryExpr(BinaryExpr { left, op, right })
             if matches!(op, Operator::Plus | Operator::Minus | Operator::Multiply) =>
@@ -1099,6 +1132,47 @@ mod tests {
 
     fn iv(months: i32, days: i32, seconds: f64) -> IntervalMonthDayNano {
         IntervalMonthDayNano::new(months, days, (seconds * 1e9).round() as i64)
+    }
+
+    /// `ts ± interval` over a plain timestamp becomes integer arithmetic on a duration when the
+    /// interval has no months; months, time zones and other types keep the interval.
+    #[test]
+    fn day_and_second_intervals_on_timestamps_become_durations() {
+        use datafusion::logical_expr::col;
+        let schema = DFSchema::try_from(datafusion::arrow::datatypes::Schema::new(vec![
+            Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), true),
+            Field::new(
+                "tz",
+                DataType::Timestamp(TimeUnit::Nanosecond, Some("+00:00".into())),
+                true,
+            ),
+            Field::new("d", DataType::Date32, true),
+        ]))
+        .expect("schema");
+        let interval = |v| Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), None);
+        let rewritten = as_duration(
+            &col("ts"),
+            Operator::Minus,
+            &interval(iv(0, 1, 10.0)),
+            &schema,
+        );
+        let Some(Expr::BinaryExpr(BinaryExpr { op, right, .. })) = rewritten else {
+            panic!("not rewritten: {rewritten:?}");
+        };
+        assert_eq!(op, Operator::Minus);
+        assert_eq!(
+            *right,
+            Expr::Literal(
+                ScalarValue::DurationNanosecond(Some(86_410_000_000_000)),
+                None
+            )
+        );
+        let month = interval(iv(1, 0, 0.0));
+        assert!(as_duration(&col("ts"), Operator::Plus, &month, &schema).is_none());
+        let second = interval(iv(0, 0, 1.0));
+        assert!(as_duration(&col("tz"), Operator::Plus, &second, &schema).is_none());
+        assert!(as_duration(&col("d"), Operator::Plus, &second, &schema).is_none());
+        assert!(as_duration(&col("ts"), Operator::Multiply, &second, &schema).is_none());
     }
 
     #[test]

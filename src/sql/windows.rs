@@ -108,6 +108,8 @@ pub fn interval_nanos(value: &ScalarValue) -> DfResult<i64> {
         ScalarValue::IntervalMonthDayNano(Some(_)) => {
             return plan_err!("window sizes in months or years are not supported");
         }
+        // `ts - INTERVAL '10' SECOND` is planned as a duration (see `pg_semantics`).
+        ScalarValue::DurationNanosecond(Some(v)) => *v,
         other => return plan_err!("a window size must be a constant interval, got {other}"),
     };
     if nanos <= 0 {
