@@ -9,6 +9,14 @@ async fn rows(client: &Client, sql: &str) -> Vec<String> {
     common::sorted_rows(client, sql).await
 }
 
+/// The SQLSTATE `sql` fails with (`why`: what its failing shows).
+async fn failure(client: &Client, sql: &str, why: &str) -> String {
+    let err = client.simple_query(sql).await.expect_err(why);
+    err.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("{err:?}"))
+}
+
 const VIEWS: &[&str] = &["per_user", "hot_windows", "closed", "users_per_count"];
 
 /// The views of the checkpoint tests: every kind of stateful operator.
@@ -800,11 +808,15 @@ async fn sql_functions_reach_every_session_and_survive_restart() {
         .batch_execute("DROP FUNCTION gone")
         .await
         .expect("drop");
-    let err = early
-        .simple_query("SELECT gone(7)")
-        .await
-        .expect_err("a dropped function is gone in every session");
-    assert_eq!(err.code().map(|c| c.code()), Some("42883"), "{err:?}");
+    assert_eq!(
+        failure(
+            &early,
+            "SELECT gone(7)",
+            "a dropped function is gone in every session"
+        )
+        .await,
+        "42883"
+    );
     server.shutdown().await;
 
     server = common::start_on(dir.path()).await;
@@ -819,11 +831,15 @@ async fn sql_functions_reach_every_session_and_survive_restart() {
         vec!["2", "4", "6"]
     );
     assert_eq!(rows(&client, "SELECT twice(5)").await, vec!["10"]);
-    let err = client
-        .simple_query("SELECT gone(7)")
-        .await
-        .expect_err("a dropped function stays dropped");
-    assert_eq!(err.code().map(|c| c.code()), Some("42883"), "{err:?}");
+    assert_eq!(
+        failure(
+            &client,
+            "SELECT gone(7)",
+            "a dropped function stays dropped"
+        )
+        .await,
+        "42883"
+    );
     server.shutdown().await;
 }
 
@@ -852,11 +868,15 @@ async fn composite_types_reach_every_session_and_survive_restart() {
         vec!["2"]
     );
     client.batch_execute("DROP TYPE gone").await.expect("drop");
-    let err = early
-        .simple_query("SELECT ROW('a')::gone")
-        .await
-        .expect_err("a dropped type is gone in every session");
-    assert_eq!(err.code().map(|c| c.code()), Some("42704"), "{err:?}");
+    assert_eq!(
+        failure(
+            &early,
+            "SELECT ROW('a')::gone",
+            "a dropped type is gone in every session"
+        )
+        .await,
+        "42704"
+    );
     server.shutdown().await;
 
     server = common::start_on(dir.path()).await;
@@ -873,15 +893,18 @@ async fn composite_types_reach_every_session_and_survive_restart() {
         rows(&client, "SELECT bx FROM ends ORDER BY id").await,
         vec!["3", "7"]
     );
-    let err = client
-        .simple_query("SELECT ROW('a')::gone")
-        .await
-        .expect_err("a dropped type stays dropped");
-    assert_eq!(err.code().map(|c| c.code()), Some("42704"), "{err:?}");
-    let err = client
-        .simple_query("DROP TYPE point2")
-        .await
-        .expect_err("a type in use stays");
-    assert_eq!(err.code().map(|c| c.code()), Some("2BP01"), "{err:?}");
+    assert_eq!(
+        failure(
+            &client,
+            "SELECT ROW('a')::gone",
+            "a dropped type stays dropped"
+        )
+        .await,
+        "42704"
+    );
+    assert_eq!(
+        failure(&client, "DROP TYPE point2", "a type in use stays").await,
+        "2BP01"
+    );
     server.shutdown().await;
 }
