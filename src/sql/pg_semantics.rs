@@ -200,23 +200,10 @@ pub struct PostgresTypes {
     pub composites: CompositeTypes,
 }
 
-/// The name a composite type is known by: `addr`, `public.addr` and `"addr"` are `addr`.
+/// The name a composite type is known by, as a table's (`addr`, `public.addr` and `"addr"` are
+/// `addr`); `None` for a name outside schema `public`.
 pub fn composite_name(name: &datafusion::sql::sqlparser::ast::ObjectName) -> Option<String> {
-    let parts: Vec<String> = name
-        .0
-        .iter()
-        .map(|p| {
-            p.as_ident().map(|i| match i.quote_style {
-                Some(_) => i.value.clone(),
-                None => i.value.to_lowercase(),
-            })
-        })
-        .collect::<Option<_>>()?;
-    match parts.as_slice() {
-        [name] => Some(name.clone()),
-        [schema, name] if schema == crate::catalog::PUBLIC_SCHEMA => Some(name.clone()),
-        _ => None,
-    }
+    super::ddl::table_name(name).ok()
 }
 
 impl TypePlanner for PostgresTypes {
