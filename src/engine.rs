@@ -1499,10 +1499,7 @@ async fn composite_fields(
     }
     let mut names: Vec<String> = Vec::with_capacity(attributes.len());
     for attribute in attributes {
-        let name = match attribute.name.quote_style {
-            Some(_) => attribute.name.value.clone(),
-            None => attribute.name.value.to_lowercase(),
-        };
+        let name = crate::sql::ddl::ident_name(&attribute.name);
         if names.contains(&name) {
             return Err(Error::user(
                 sqlstate::DUPLICATE_COLUMN,

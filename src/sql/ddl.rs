@@ -262,16 +262,20 @@ fn declared_type(data_type: &SqlDataType) -> Option<(u32, i32)> {
     }
 }
 
+/// An identifier's name: folded to lower case unless quoted, as PostgreSQL reads it.
+pub fn ident_name(ident: &datafusion::sql::sqlparser::ast::Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    }
+}
+
 /// The one-part name of a table, lowercased unless quoted; `public.t` is `t`.
 pub fn table_name(name: &datafusion::sql::sqlparser::ast::ObjectName) -> Result<String> {
     let parts: Vec<String> = name
         .0
         .iter()
-        .map(|p| match p.as_ident() {
-            Some(ident) if ident.quote_style.is_some() => ident.value.clone(),
-            Some(ident) => ident.value.to_lowercase(),
-            None => p.to_string(),
-        })
+        .map(|p| p.as_ident().map_or_else(|| p.to_string(), ident_name))
         .collect();
     match parts.as_slice() {
         [table] => Ok(table.clone()),

@@ -258,11 +258,7 @@ fn name_select_columns(select: &mut Select, allow_duplicates: bool) {
             }
             // An unquoted alias is folded to lower case, as every unquoted name is.
             SelectItem::ExprWithAlias { expr, alias } => {
-                let name = match alias.quote_style {
-                    Some(_) => alias.value.clone(),
-                    None => alias.value.to_lowercase(),
-                };
-                (expr.clone(), name, true)
+                (expr.clone(), super::ddl::ident_name(alias), true)
             }
             _ => continue,
         };
@@ -624,10 +620,7 @@ fn rewrite_expr(expr: &mut Expr) {
             };
             for access in access_chain.iter_mut().skip(leading) {
                 if let AccessExpr::Dot(Expr::Identifier(ident)) = access {
-                    let name = match ident.quote_style {
-                        Some(_) => ident.value.clone(),
-                        None => ident.value.to_lowercase(),
-                    };
+                    let name = super::ddl::ident_name(ident);
                     *access = AccessExpr::Dot(Expr::value(Value::SingleQuotedString(name)));
                 }
             }

@@ -811,10 +811,7 @@ impl Session {
             insert.columns.iter().map(|c| {
                 c.0.last()
                     .and_then(|p| p.as_ident())
-                    .map(|i| match i.quote_style {
-                        Some(_) => i.value.clone(),
-                        None => i.value.to_lowercase(),
-                    })
+                    .map(super::ddl::ident_name)
                     .unwrap_or_default()
             }),
         )?;
@@ -1331,10 +1328,7 @@ fn returning(
             SelectItem::UnnamedExpr(expr) => exprs.push(rows.parse_sql_expr(&expr.to_string())?),
             SelectItem::ExprWithAlias { expr, alias } => exprs.push(
                 rows.parse_sql_expr(&expr.to_string())?
-                    .alias(match alias.quote_style {
-                        Some(_) => alias.value.clone(),
-                        None => alias.value.to_lowercase(),
-                    }),
+                    .alias(super::ddl::ident_name(alias)),
             ),
             other => return Err(Error::unsupported(format!("RETURNING {other}"))),
         }
