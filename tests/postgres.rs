@@ -302,7 +302,7 @@ async fn sunk_values_keep_postgresql_types() {
         .batch_execute(&format!(
             "CREATE TABLE typed (k INT PRIMARY KEY, n NUMERIC(12, 3), ts TIMESTAMPTZ, t TIMESTAMP,
                d DATE, b BOOLEAN, f DOUBLE PRECISION, r REAL, s SMALLINT, big BIGINT,
-               iv INTERVAL, ints INT[], texts TEXT[], doc TEXT, v VARCHAR(10));
+               iv INTERVAL, ints INT[], texts TEXT[], doc TEXT, v VARCHAR(10), u UUID);
              CREATE MATERIALIZED VIEW typed_v AS SELECT * FROM typed;
              CREATE MATERIALIZED VIEW typed_json AS SELECT k, doc, f, ints, texts, ts FROM typed;
              CREATE SINK typed_out FROM typed_v WITH ({}, primary_key = 'k');
@@ -319,12 +319,14 @@ async fn sunk_values_keep_postgresql_types() {
                 true, '1.5e300', 0.1, -3, 9223372036854775807,
                 INTERVAL '1 day 2 hours 3 minutes 4.5 seconds', ARRAY[1, NULL, 3],
                 ARRAY['a b', NULL, 'q"uo,te', '', 'back\slash', 'NULL'],
-                '{"a": 1, "b": [1, 2], "c": {"d": "it''s"}}', 'var'),
+                '{"a": 1, "b": [1, 2], "c": {"d": "it''s"}}', 'var',
+                'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'),
                (2, -0.001, '1999-12-31 23:59:59.999999+00', '1970-01-01 00:00:00', '2000-02-29',
                 false, '-0.5', '-1e-30', 32767, -1, INTERVAL '-3 seconds', ARRAY[]::INT[],
-                ARRAY['{}', 'x	y'], '[1, "two", null, true]', ''),
+                ARRAY['{}', 'x	y'], '[1, "two", null, true]', '',
+                '{FFFFFFFF-0000-4000-8000-00000000000A}'),
                (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                'null', NULL);
+                'null', NULL, NULL);
              FLUSH"#,
         )
         .await
@@ -333,7 +335,7 @@ async fn sunk_values_keep_postgresql_types() {
         &sluice,
         "SELECT * FROM typed_v",
         &format!(
-            "SELECT k, n, ts, t, d, b, f, r, s, big, iv, ints, texts, doc, v FROM {schema}.typed"
+            "SELECT k, n, ts, t, d, b, f, r, s, big, iv, ints, texts, doc, v, u FROM {schema}.typed"
         ),
         "typed",
     )
@@ -369,6 +371,7 @@ async fn sunk_values_keep_postgresql_types() {
             "texts|text[]",
             "ts|timestamp with time zone",
             "t|timestamp without time zone",
+            "u|uuid",
             // Sluice keeps VARCHAR(n) as text.
             "v|text",
         ]
@@ -660,6 +663,102 @@ async fn cdc_snapshot_interrupted_and_a_schema_change_it_cannot_follow() {
         .await
         .unwrap();
     drop(child);
+    pg.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}
+
+/// A PostgreSQL table keyed by `uuid` (with a `uuid[]` column) followed by CDC: the snapshot,
+/// then inserts, updates and deletes by key, equal in Sluice and PostgreSQL; a view keyed by
+/// the `uuid` follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdc_follows_a_table_keyed_by_uuid() {
+    let pg = postgres().await;
+    let schema = "sluice_cdc_uuid";
+    pg.batch_execute(&format!(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+           WHERE slot_name = 'sluice_uuid_items';
+         DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
+         CREATE TABLE {schema}.items (id UUID PRIMARY KEY, owner UUID, tags UUID[], n INT);
+         INSERT INTO {schema}.items
+           SELECT md5(g::text)::uuid, md5((g % 7)::text)::uuid,
+                  ARRAY[md5((g + 1)::text)::uuid, NULL], g
+           FROM generate_series(1, 500) g;"
+    ))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _child = spawn(dir.path(), port);
+    let sluice = connect_when_up(port).await;
+    sluice
+        .batch_execute(&format!(
+            "CREATE TABLE items (id UUID PRIMARY KEY, owner UUID, tags UUID[], n INT) WITH (
+               connector = 'postgres-cdc', hostname = '127.0.0.1', port = '5432',
+               username = 'postgres', database.name = 'test', schema.name = '{schema}',
+               table.name = 'items', slot.name = 'sluice_uuid_items');
+             CREATE MATERIALIZED VIEW per_owner AS
+               SELECT owner, count(*) AS items, sum(n) AS total FROM items GROUP BY owner;"
+        ))
+        .await
+        .unwrap();
+    let rows = "SELECT id, owner, tags, n FROM items";
+    let per_owner = "SELECT owner, count(*), sum(n) FROM items GROUP BY owner";
+    await_equal(
+        &pg,
+        &format!("SELECT id, owner, tags, n FROM {schema}.items"),
+        &sluice,
+        rows,
+        "after the snapshot",
+    )
+    .await;
+    pg.batch_execute(&format!(
+        "INSERT INTO {schema}.items SELECT gen_random_uuid(), md5('new')::uuid, NULL, g
+           FROM generate_series(1, 50) g;
+         UPDATE {schema}.items SET owner = md5('moved')::uuid, tags = ARRAY[id] WHERE n % 5 = 0;
+         DELETE FROM {schema}.items WHERE n % 9 = 0;
+         UPDATE {schema}.items SET id = md5('rekeyed')::uuid WHERE n = 1 AND owner <> md5('new')::uuid;"
+    ))
+    .await
+    .unwrap();
+    await_equal(
+        &pg,
+        &format!("SELECT id, owner, tags, n FROM {schema}.items"),
+        &sluice,
+        rows,
+        "after the stream",
+    )
+    .await;
+    await_equal(
+        &pg,
+        &format!("SELECT owner, count(*), sum(n) FROM {schema}.items GROUP BY owner"),
+        &sluice,
+        "SELECT * FROM per_owner",
+        "the view",
+    )
+    .await;
+    // Equal to its batch query, and found by a key written in PostgreSQL's other forms.
+    assert_eq!(
+        sorted_rows(&sluice, per_owner).await,
+        sorted_rows(&sluice, "SELECT * FROM per_owner").await
+    );
+    let upper: String = pg
+        .query_one("SELECT upper(md5('rekeyed'))", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        sorted_rows(
+            &sluice,
+            &format!("SELECT n FROM items WHERE id = '{{{upper}}}'")
+        )
+        .await,
+        vec!["1"]
+    );
+    sluice
+        .batch_execute("DROP MATERIALIZED VIEW per_owner; DROP TABLE items")
+        .await
+        .unwrap();
     pg.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await
         .unwrap();

@@ -44,6 +44,8 @@ pub(crate) fn scalar_pg_type(dt: &DataType) -> Option<Type> {
         DataType::Utf8 | DataType::Utf8View => Type::TEXT,
         // Sluice keeps `jsonb` as LargeUtf8 and uses that type for nothing else.
         DataType::LargeUtf8 => Type::JSONB,
+        // Sluice's `uuid` (see `sql::uuid`).
+        DataType::FixedSizeBinary(16) => Type::UUID,
         DataType::Binary
         | DataType::LargeBinary
         | DataType::BinaryView
@@ -65,7 +67,7 @@ pub(crate) fn scalar_pg_type(dt: &DataType) -> Option<Type> {
 }
 
 /// Element types that have an array type we send, with that array type and its name.
-const ARRAYS: [(Type, Type, &str); 15] = [
+const ARRAYS: [(Type, Type, &str); 16] = [
     (Type::BOOL, Type::BOOL_ARRAY, "boolean[]"),
     (Type::INT2, Type::INT2_ARRAY, "smallint[]"),
     (Type::INT4, Type::INT4_ARRAY, "integer[]"),
@@ -89,15 +91,15 @@ const ARRAYS: [(Type, Type, &str); 15] = [
     (Type::INTERVAL, Type::INTERVAL_ARRAY, "interval[]"),
     (Type::NUMERIC, Type::NUMERIC_ARRAY, "numeric[]"),
     (Type::RECORD, Type::RECORD_ARRAY, "record[]"),
+    (Type::UUID, Type::UUID_ARRAY, "uuid[]"),
 ];
 
 /// Array types a client may bind parameters as, beyond [`ARRAYS`], with their element type.
-const EXTRA_PARAM_ARRAYS: [(Type, Type); 5] = [
+const EXTRA_PARAM_ARRAYS: [(Type, Type); 4] = [
     (Type::VARCHAR, Type::VARCHAR_ARRAY),
     (Type::BPCHAR, Type::BPCHAR_ARRAY),
     (Type::NAME, Type::NAME_ARRAY),
     (Type::OID, Type::OID_ARRAY),
-    (Type::UUID, Type::UUID_ARRAY),
 ];
 
 /// The one-dimensional array type whose elements are `elem`, if we send such arrays.
@@ -235,13 +237,10 @@ pub fn arrow_type(t: &Type) -> Option<DataType> {
         Type::INT8 => DataType::Int64,
         Type::FLOAT4 => DataType::Float32,
         Type::FLOAT8 => DataType::Float64,
-        Type::TEXT
-        | Type::VARCHAR
-        | Type::BPCHAR
-        | Type::CHAR
-        | Type::NAME
-        | Type::UNKNOWN
-        | Type::UUID => DataType::Utf8,
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::CHAR | Type::NAME | Type::UNKNOWN => {
+            DataType::Utf8
+        }
+        Type::UUID => crate::sql::uuid::UUID,
         Type::JSON | Type::JSONB => DataType::LargeUtf8,
         Type::BYTEA => DataType::Binary,
         Type::DATE => DataType::Date32,
@@ -295,7 +294,8 @@ mod tests {
             (DataType::LargeUtf8, Type::JSONB, "jsonb"),
             (DataType::Utf8View, Type::TEXT, "text"),
             (DataType::Binary, Type::BYTEA, "bytea"),
-            (DataType::FixedSizeBinary(16), Type::BYTEA, "bytea"),
+            (DataType::FixedSizeBinary(8), Type::BYTEA, "bytea"),
+            (DataType::FixedSizeBinary(16), Type::UUID, "uuid"),
             (DataType::Date32, Type::DATE, "date"),
             (DataType::Date64, Type::DATE, "date"),
             (
@@ -404,6 +404,7 @@ mod tests {
             assert_eq!(arrow_type(&t), Some(DataType::Utf8));
         }
         assert_eq!(arrow_type(&Type::BYTEA), Some(DataType::Binary));
+        assert_eq!(arrow_type(&Type::UUID), Some(DataType::FixedSizeBinary(16)));
         assert_eq!(arrow_type(&Type::DATE), Some(DataType::Date32));
         assert_eq!(
             arrow_type(&Type::TIMESTAMP),

@@ -14,11 +14,12 @@ use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaSt
 use datafusion::arrow::array::{ArrayRef, RecordBatch, new_null_array};
 use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::csv::reader::ReaderBuilder as CsvReaderBuilder;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::json::reader::ReaderBuilder as JsonReaderBuilder;
 
 use super::spec::{AvroSchemaSource, Encode};
+use crate::sql::uuid::is_uuid;
 
 /// The outcome of decoding a batch of records.
 #[derive(Debug)]
@@ -44,6 +45,10 @@ pub struct RecordDecoder {
     /// `json_schema` is `schema` without them, for arrow-json.
     jsonb_columns: Vec<usize>,
     json_schema: SchemaRef,
+    /// `schema` and `json_schema` with `uuid` columns as text: arrow-json and arrow-csv read
+    /// no fixed-size binary, so those columns are read as text, then by [`with_uuids`].
+    text_schema: SchemaRef,
+    json_text_schema: SchemaRef,
 }
 
 impl std::fmt::Debug for RecordDecoder {
@@ -70,6 +75,8 @@ impl RecordDecoder {
                 .collect::<Vec<_>>(),
         ));
         Ok(Self {
+            text_schema: uuids_as_text(&schema),
+            json_text_schema: uuids_as_text(&json_schema),
             schema,
             encode,
             avro_schemas: HashMap::new(),
@@ -200,7 +207,7 @@ impl RecordDecoder {
     }
 
     fn decode_joined(&mut self, chunk: &[u8], rows: usize) -> Result<RecordBatch, ArrowError> {
-        let schema = Arc::clone(&self.schema);
+        let schema = Arc::clone(&self.text_schema);
         let batch = match &self.encode {
             Encode::Json => {
                 let mut decoder = JsonReaderBuilder::new(Arc::clone(&schema))
@@ -223,7 +230,10 @@ impl RecordDecoder {
             }
             Encode::Avro { .. } => None,
         };
-        Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(schema)))
+        with_uuids(
+            batch.unwrap_or_else(|| RecordBatch::new_empty(schema)),
+            &self.schema,
+        )
     }
 
     fn decode_all(&mut self, records: &[&[u8]]) -> Result<RecordBatch, ArrowError> {
@@ -234,7 +244,7 @@ impl RecordDecoder {
     fn decode_all_but_jsonb(&mut self, records: &[&[u8]]) -> Result<RecordBatch, ArrowError> {
         match &self.encode {
             Encode::Json => {
-                let mut decoder = JsonReaderBuilder::new(Arc::clone(&self.json_schema))
+                let mut decoder = JsonReaderBuilder::new(Arc::clone(&self.json_text_schema))
                     .with_batch_size(records.len() + 1)
                     .build_decoder()?;
                 for (i, record) in records.iter().enumerate() {
@@ -246,11 +256,13 @@ impl RecordDecoder {
                         return Err(one_row_each(decoder.len(), i));
                     }
                 }
-                let batch = decoder.flush()?;
-                Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.json_schema))))
+                let batch = decoder
+                    .flush()?
+                    .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.json_text_schema)));
+                with_uuids(batch, &self.json_schema)
             }
             Encode::Csv { delimiter, .. } => {
-                let mut decoder = CsvReaderBuilder::new(Arc::clone(&self.schema))
+                let mut decoder = CsvReaderBuilder::new(Arc::clone(&self.text_schema))
                     .with_delimiter(*delimiter)
                     .with_header(false)
                     .with_batch_size(records.len() + 1)
@@ -265,8 +277,10 @@ impl RecordDecoder {
                         return Err(one_row_each(size - decoder.capacity(), i));
                     }
                 }
-                let batch = decoder.flush()?;
-                Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.schema))))
+                let batch = decoder
+                    .flush()?
+                    .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.text_schema)));
+                with_uuids(batch, &self.schema)
             }
             Encode::Avro { .. } => self.decode_avro(records),
         }
@@ -412,6 +426,48 @@ fn feed(
         bytes = &bytes[used..];
     }
     Ok(())
+}
+
+/// `schema` with its `uuid` columns as text (the same schema when it has none).
+fn uuids_as_text(schema: &SchemaRef) -> SchemaRef {
+    if !schema.fields().iter().any(|f| is_uuid(f.data_type())) {
+        return Arc::clone(schema);
+    }
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            if is_uuid(f.data_type()) {
+                Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8))
+            } else {
+                Arc::clone(f)
+            }
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// `batch`, decoded with [`uuids_as_text`]`(schema)`, in `schema`: its `uuid` columns read
+/// from their text (a value that is not one fails the batch, so its record is found bad).
+fn with_uuids(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if is_uuid(field.data_type()) && !is_uuid(column.data_type()) {
+                crate::sql::uuid::uuid_in(column).map_err(|e| {
+                    ArrowError::ParseError(format!("column \"{}\": {e}", field.name()))
+                })
+            } else {
+                Ok(Arc::clone(column))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(Arc::clone(schema), columns)
 }
 
 /// `batch` in `schema`: columns matched by name (case-insensitively) and cast; a column the

@@ -179,7 +179,7 @@ pub fn json_lines(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
 }
 
 /// A `jsonb` column is written as the JSON it holds (`{"doc": {"a": 1}}`), not as a string
-/// of it, as RisingWave's and Debezium's JSON carry `jsonb`.
+/// of it, as RisingWave's and Debezium's JSON carry `jsonb`; a `uuid` as its text.
 #[derive(Debug)]
 struct JsonbAsJson;
 
@@ -188,6 +188,19 @@ struct RawJson<'a>(&'a datafusion::arrow::array::LargeStringArray);
 impl datafusion::arrow::json::writer::Encoder for RawJson<'_> {
     fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
         out.extend_from_slice(self.0.value(idx).as_bytes());
+    }
+}
+
+/// A `uuid` column is written as its text (`"a0eebc99-9c0b-…"`), not as Arrow's hex.
+struct UuidText<'a>(&'a datafusion::arrow::array::FixedSizeBinaryArray);
+
+impl datafusion::arrow::json::writer::Encoder for UuidText<'_> {
+    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
+        let mut text = String::with_capacity(36);
+        crate::sql::uuid::format_uuid(self.0.value(idx), &mut text);
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
     }
 }
 
@@ -202,6 +215,13 @@ impl datafusion::arrow::json::writer::EncoderFactory for JsonbAsJson {
         datafusion::arrow::error::ArrowError,
     > {
         use datafusion::arrow::array::{Array, AsArray};
+        if crate::sql::uuid::is_uuid(array.data_type()) {
+            let values = array.as_fixed_size_binary();
+            return Ok(Some(datafusion::arrow::json::writer::NullableEncoder::new(
+                Box::new(UuidText(values)),
+                values.nulls().cloned(),
+            )));
+        }
         if !crate::sql::jsonb::is_jsonb(array.data_type()) {
             return Ok(None);
         }
@@ -381,11 +401,15 @@ mod tests {
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
     #[test]
-    fn jsonb_columns_are_written_as_json() {
+    fn jsonb_columns_are_written_as_json_and_uuids_as_text() {
+        let mut ids = datafusion::arrow::array::FixedSizeBinaryBuilder::new(16);
+        ids.append_value([0xa0; 16]).expect("16 bytes");
+        ids.append_null();
         let batch = RecordBatch::try_new(
             Arc::new(Schema::new(vec![
                 Field::new("k", DataType::Int64, false),
                 Field::new("doc", crate::sql::jsonb::JSONB, true),
+                Field::new("id", crate::sql::uuid::UUID, true),
             ])),
             vec![
                 Arc::new(Int64Array::from(vec![1, 2])),
@@ -393,6 +417,7 @@ mod tests {
                     Some(r#"{"a": [1, "x\"y"]}"#),
                     None,
                 ])),
+                Arc::new(ids.finish()),
             ],
         )
         .expect("batch");
@@ -404,8 +429,8 @@ mod tests {
         assert_eq!(
             lines,
             [
-                r#"{"k":1,"doc":{"a": [1, "x\"y"]}}"#,
-                r#"{"k":2,"doc":null}"#
+                r#"{"k":1,"doc":{"a": [1, "x\"y"]},"id":"a0a0a0a0-a0a0-a0a0-a0a0-a0a0a0a0a0a0"}"#,
+                r#"{"k":2,"doc":null,"id":null}"#
             ]
         );
         for line in &lines {

@@ -515,6 +515,11 @@ fn write_column<S: Sink + ?Sized>(
             let a = array.as_binary_view();
             rows!(|row, buf| put_bytea(buf, a.value(row), binary))
         }
+        // `uuid` (see `sql::uuid`): its 16 bytes in binary.
+        DataType::FixedSizeBinary(16) => {
+            let a = array.as_fixed_size_binary();
+            rows!(|row, buf| put_uuid(buf, a.value(row), binary))
+        }
         DataType::FixedSizeBinary(_) => {
             let a = array.as_fixed_size_binary();
             rows!(|row, buf| put_bytea(buf, a.value(row), binary))
@@ -829,6 +834,16 @@ fn put_quoted(buf: &mut BytesMut, text: &[u8], quote: bool, escape: u8) {
         buf.put_u8(b);
     }
     buf.put_u8(b'"');
+}
+
+fn put_uuid(buf: &mut BytesMut, bytes: &[u8], binary: bool) {
+    if binary {
+        buf.put_slice(bytes);
+        return;
+    }
+    let mut text = String::with_capacity(36);
+    crate::sql::uuid::format_uuid(bytes, &mut text);
+    buf.put_slice(text.as_bytes());
 }
 
 fn put_bytea(buf: &mut BytesMut, bytes: &[u8], binary: bool) {

@@ -156,6 +156,14 @@ fn decode_text(text: &str, ty: &Type) -> Result<ScalarValue, ParamError> {
         Type::JSON | Type::JSONB => ScalarValue::LargeUtf8(Some(
             crate::sql::jsonb::canonical(text).map_err(|_| err(Bad::Syntax))?,
         )),
+        Type::UUID => ScalarValue::FixedSizeBinary(
+            16,
+            Some(
+                crate::sql::uuid::parse_uuid(text)
+                    .ok_or_else(|| err(Bad::Syntax))?
+                    .to_vec(),
+            ),
+        ),
         _ => match array_element(ty) {
             Some(elem) => parse_array(text, ty, &elem)?,
             None => ScalarValue::Utf8(Some(text.to_owned())),
@@ -208,7 +216,7 @@ fn decode_binary(bytes: &[u8], ty: &Type) -> Result<ScalarValue, ParamError> {
         }
         Type::UUID => {
             let raw: [u8; 16] = fixed(bytes).ok_or_else(bad)?;
-            ScalarValue::Utf8(Some(format_uuid(&raw)))
+            ScalarValue::FixedSizeBinary(16, Some(raw.to_vec()))
         }
         Type::BYTEA => ScalarValue::Binary(Some(bytes.to_vec())),
         Type::DATE => {
@@ -266,17 +274,6 @@ fn fixed<const N: usize>(bytes: &[u8]) -> Option<[u8; N]> {
 
 fn utf8(bytes: &[u8]) -> Option<String> {
     std::str::from_utf8(bytes).ok().map(str::to_owned)
-}
-
-fn format_uuid(raw: &[u8; 16]) -> String {
-    let mut out = String::with_capacity(36);
-    for (i, b) in raw.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            out.push('-');
-        }
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
 }
 
 /// `boolin`: `t`/`true`/`yes`/`on`/`1` and `f`/`false`/`no`/`off`/`0`, any unambiguous prefix
@@ -1306,7 +1303,7 @@ mod tests {
         assert!(bin(&[0, 1, 0, 0, 0, 0, 0, 0, 0x27, 0x10], Type::NUMERIC).is_err());
         assert_eq!(
             bin(&[1; 16], Type::UUID).expect("uuid"),
-            ScalarValue::Utf8(Some("01010101-0101-0101-0101-010101010101".into()))
+            ScalarValue::FixedSizeBinary(16, Some(vec![1; 16]))
         );
         assert_eq!(
             bin(b"\x01{}", Type::JSONB).expect("jsonb"),

@@ -18,6 +18,7 @@ pub mod pg_semantics;
 pub mod session;
 mod session_live;
 pub mod to_char;
+pub mod uuid;
 pub mod windows;
 
 pub use parser::{SluiceStatement, parse_sql};
@@ -34,9 +35,18 @@ pub async fn plan_statement(
     pg_compat::name_columns(&mut statement);
     windows::rewrite(&mut statement, mode)?;
     pg_compat::rewrite(&mut statement);
+    let query = matches!(
+        statement,
+        datafusion::sql::sqlparser::ast::Statement::Query(_)
+    );
     let statement = datafusion::sql::parser::Statement::Statement(Box::new(statement));
     check_relations_exist(state, &statement)?;
-    Ok(state.statement_to_plan(statement).await?)
+    let plan = state.statement_to_plan(statement).await?;
+    Ok(if query {
+        pg_compat::name_cast_columns(plan)?
+    } else {
+        plan
+    })
 }
 
 /// Every relation a statement names must exist (CTEs and table functions aside): `42P01`,

@@ -1,6 +1,6 @@
 //! PostgreSQL's scalar functions that DataFusion lacks: `num_nulls`/`num_nonnulls`,
 //! `justify_hours`/`justify_days`, `isfinite`, `quote_literal`, `quote_ident`, `format`,
-//! `scale`, `div`, `mod`, `sign`, `age`, and `gen_random_uuid` (DataFusion's `uuid`). Each follows PostgreSQL's
+//! `scale`, `div`, `mod`, `sign`, `age`, and `gen_random_uuid` (a `uuid`, from DataFusion's `uuid()`). Each follows PostgreSQL's
 //! documented behaviour for the types Sluice has.
 
 use std::sync::Arc;
@@ -109,12 +109,7 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
             |a| sign(&a[0]),
         ),
         udf_with("age", any(2), interval, |a| age(&a[0], &a[1])),
-        Arc::new(
-            datafusion::functions::string::uuid()
-                .as_ref()
-                .clone()
-                .with_aliases(["gen_random_uuid"]),
-        ),
+        super::uuid::GenRandomUuid::udf(),
     ]
 }
 

@@ -279,6 +279,66 @@ fn name_select_columns(select: &mut Select, allow_duplicates: bool) {
     }
 }
 
+/// A query's columns that are casts of a column (`SELECT n::text FROM t`), which DataFusion
+/// names by the qualified column (`t.n`), renamed as PostgreSQL names them (`n`) by a
+/// projection on top, once the statement is planned (an alias in the query itself would make
+/// `ORDER BY n` ambiguous for DataFusion). A name another column has is left alone.
+pub fn name_cast_columns(
+    plan: datafusion::logical_expr::LogicalPlan,
+) -> datafusion::common::Result<datafusion::logical_expr::LogicalPlan> {
+    use datafusion::logical_expr::{Expr as Lx, LogicalPlan, LogicalPlanBuilder};
+    fn column_name(expr: &Lx) -> Option<&str> {
+        match expr {
+            Lx::Column(c) => Some(&c.name),
+            Lx::Cast(c) => column_name(&c.expr),
+            Lx::TryCast(c) => column_name(&c.expr),
+            _ => None,
+        }
+    }
+    let mut node = &plan;
+    let projection = loop {
+        match node {
+            LogicalPlan::Sort(sort) => node = &sort.input,
+            LogicalPlan::Limit(limit) => node = &limit.input,
+            LogicalPlan::Projection(projection) => break projection,
+            _ => return Ok(plan),
+        }
+    };
+    let renames: Vec<Option<String>> = projection
+        .expr
+        .iter()
+        .map(|e| match e {
+            Lx::Cast(_) | Lx::TryCast(_) => column_name(e).map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    let schema = plan.schema();
+    let mut taken: std::collections::HashSet<String> =
+        schema.fields().iter().map(|f| f.name().clone()).collect();
+    let mut renamed = false;
+    let columns: Vec<Lx> = schema
+        .iter()
+        .zip(&renames)
+        .map(|((qualifier, field), rename)| {
+            let column = Lx::Column(datafusion::common::Column::new(
+                qualifier.cloned(),
+                field.name(),
+            ));
+            match rename {
+                Some(name) if name != field.name() && taken.insert(name.clone()) => {
+                    renamed = true;
+                    column.alias(name)
+                }
+                _ => column,
+            }
+        })
+        .collect();
+    if !renamed {
+        return Ok(plan);
+    }
+    LogicalPlanBuilder::from(plan).project(columns)?.build()
+}
+
 /// A column reference, possibly in parentheses or casts.
 fn names_a_column(expr: &Expr) -> bool {
     match expr {

@@ -45,6 +45,12 @@ use crate::serve::params::{Bad, parse_bytea, parse_interval, split_array};
 /// DataFusion's analyzer rules, then ours (after type coercion, when every type is known).
 pub fn analyzer_rules() -> Vec<Arc<dyn AnalyzerRule + Send + Sync>> {
     let mut rules = Analyzer::new().rules;
+    // Text compared with a `uuid` is read as one before DataFusion looks for a common type.
+    let coercion = rules
+        .iter()
+        .position(|r| r.name() == "type_coercion")
+        .unwrap_or(rules.len());
+    rules.insert(coercion, Arc::new(super::uuid::TextAsUuid));
     rules.push(Arc::new(AfterCoercion));
     rules
 }
@@ -63,7 +69,7 @@ impl AnalyzerRule for AfterCoercion {
 
 /// Rewrites every expression of every node (subqueries included) bottom up with `rewrite`,
 /// which sees the types of the node's inputs; output names stay as they were.
-fn rewrite_plan(
+pub(crate) fn rewrite_plan(
     plan: LogicalPlan,
     rewrite: fn(Expr, &DFSchema) -> DfResult<Transformed<Expr>>,
 ) -> DfResult<LogicalPlan> {
@@ -158,7 +164,33 @@ impl ExprPlanner for IntervalArithmetic {
                         right: as_interval(right, &r),
                     }));
                 }
-                return Ok(PlannerResult::Original(expr));
+                // Text compared with a `uuid` is read as one (see `uuid::TextAsUuid`).
+                let text = |t: &DataType| matches!(t, DataType::Utf8 | DataType::Utf8View);
+                let as_uuid = |e: Expr| Expr::Cast(Cast::new(Box::new(e), super::uuid::UUID));
+                let RawBinaryExpr { op, left, right } = expr;
+                let (left, right) = match (super::uuid::is_uuid(&l), super::uuid::is_uuid(&r)) {
+                    (true, false) if text(&r) => (left, as_uuid(right)),
+                    (false, true) if text(&l) => (as_uuid(left), right),
+                    _ => (left, right),
+                };
+                return Ok(PlannerResult::Original(RawBinaryExpr { op, left, right }));
+            }
+            // `id || 'x'` over a `uuid` concatenates its text (PostgreSQL's `anynonarray ||
+            // text`); the cast becomes `uuid`'s text form after coercion.
+            SqlOperator::StringConcat if super::uuid::is_uuid(&l) || super::uuid::is_uuid(&r) => {
+                let as_text = |e: Expr, t: &DataType| {
+                    if super::uuid::is_uuid(t) {
+                        Expr::Cast(Cast::new(Box::new(e), DataType::Utf8))
+                    } else {
+                        e
+                    }
+                };
+                let RawBinaryExpr { op, left, right } = expr;
+                return Ok(PlannerResult::Original(RawBinaryExpr {
+                    op,
+                    left: as_text(left, &l),
+                    right: as_text(right, &r),
+                }));
             }
             _ => return Ok(PlannerResult::Original(expr)),
         };
@@ -229,6 +261,7 @@ impl TypePlanner for PostgresTypes {
             | SqlDataType::CharVarying(length)
             | SqlDataType::Character(length)
             | SqlDataType::Char(length) => text(length),
+            SqlDataType::Uuid => Some(Arc::new(Field::new("", super::uuid::UUID, true))),
             SqlDataType::Custom(name, modifiers) if modifiers.is_empty() => {
                 let Some(name) = composite_name(name) else {
                     return Ok(None);
@@ -422,6 +455,16 @@ fn after_coercion(expr: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> 
                     to_fields,
                     try_cast,
                 )?));
+            }
+            // A `uuid` as text: PostgreSQL's form (Arrow has no such cast).
+            if super::uuid::is_uuid(&from)
+                && matches!(data_type, DataType::Utf8 | DataType::Utf8View)
+            {
+                let out = call(&super::uuid::UUID_OUT, vec![(**inner).clone()]);
+                return Ok(Transformed::yes(match data_type {
+                    DataType::Utf8 => out,
+                    _ => rebuild(out),
+                }));
             }
             // `jsonb` is LargeUtf8 (see `jsonb`): text read as one is parsed, and one read as
             // a number or a boolean must hold one.
@@ -769,6 +812,7 @@ fn reads_text(target: &DataType) -> bool {
         DataType::LargeUtf8
             | DataType::Interval(IntervalUnit::MonthDayNano)
             | DataType::Binary
+            | DataType::FixedSizeBinary(16)
             | DataType::List(_)
             | DataType::Int16
             | DataType::Int32
@@ -796,6 +840,7 @@ pub fn parse_text(values: &ArrayRef, target: &DataType) -> Option<DfResult<Array
         }
         DataType::Interval(IntervalUnit::MonthDayNano) => Some(interval_in(values)),
         DataType::Binary => Some(bytea_in(values)),
+        DataType::FixedSizeBinary(16) => Some(super::uuid::uuid_in(values)),
         DataType::List(element) => Some(array_in(values, element)),
         DataType::LargeUtf8 => None,
         _ if reads_text(target) => Some(scalar_in(values, target)),

@@ -12,7 +12,7 @@ use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::sql::sqlparser::ast::{
-    CopySource, CopyTarget, Expr, Ident, ObjectType, Set, Statement, Value,
+    CopySource, CopyTarget, Expr, Ident, ObjectName, ObjectType, Set, Statement, Value,
 };
 use futures::TryStreamExt;
 
@@ -674,12 +674,16 @@ impl Session {
                 self.insert_returning(statement, insert, params).await
             }
             Statement::Insert(_) => {
-                let completed = self.with_leading_columns(statement);
+                let completed = self.completed_dml(statement);
+                self.run_datafusion(completed.as_ref().unwrap_or(statement), params)
+                    .await
+            }
+            Statement::Update(_) => {
+                let completed = self.completed_dml(statement);
                 self.run_datafusion(completed.as_ref().unwrap_or(statement), params)
                     .await
             }
             Statement::Query(_)
-            | Statement::Update(_)
             | Statement::Delete(_)
             | Statement::Truncate(_)
             | Statement::Explain { .. } => self.run_datafusion(statement, params).await,
@@ -767,7 +771,7 @@ impl Session {
                 self.describe_insert_returning(statement, insert).await
             }
             Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
-                let completed = self.with_leading_columns(statement);
+                let completed = self.completed_dml(statement);
                 let plan = self.plan(completed.as_ref().unwrap_or(statement)).await?;
                 Ok((parameter_types(&plan)?, None))
             }
@@ -919,38 +923,74 @@ impl Session {
         })
     }
 
-    /// `INSERT INTO t VALUES (…)` with fewer values than `t` has columns, given the column
-    /// list PostgreSQL assumes (the first columns); `None` when nothing needs completing.
-    fn with_leading_columns(&self, statement: &SluiceStatement) -> Option<SluiceStatement> {
-        let Statement::Insert(insert) = &statement.statement else {
-            return None;
-        };
-        if !insert.columns.is_empty() {
-            return None;
+    /// An `INSERT`, `UPDATE` or `DELETE` as DataFusion can plan it, or `None` when it already
+    /// can: `INSERT INTO t VALUES (…)` with fewer values than `t` has columns gets the column
+    /// list PostgreSQL assumes (the first columns), and a string literal bound for a `uuid`
+    /// column (`VALUES ('a0ee…')`, `SET id = '…'`) is cast to `uuid`, as PostgreSQL reads a
+    /// literal by the column it goes to (DataFusion would not cast text to a `uuid`).
+    fn completed_dml(&self, statement: &SluiceStatement) -> Option<SluiceStatement> {
+        use datafusion::sql::sqlparser::ast::{AssignmentTarget, SetExpr, TableFactor};
+        let mut completed = statement.statement.clone();
+        let mut changed = false;
+        match &mut completed {
+            Statement::Insert(insert) => {
+                let (_, table) = self.insert_target(insert).ok()?;
+                let fields = table.def().schema.fields().clone();
+                let Some(SetExpr::Values(values)) = insert.source.as_mut().map(|s| s.body.as_mut())
+                else {
+                    return None;
+                };
+                let width = values.rows.first().map_or(0, |r| r.len());
+                if insert.columns.is_empty() && width > 0 && width < fields.len() {
+                    insert.columns = fields[..width]
+                        .iter()
+                        .map(|f| ObjectName::from(vec![Ident::with_quote('"', f.name().clone())]))
+                        .collect();
+                    changed = true;
+                }
+                let targets: Vec<Option<&Field>> = if insert.columns.is_empty() {
+                    fields.iter().map(|f| Some(f.as_ref())).collect()
+                } else {
+                    insert
+                        .columns
+                        .iter()
+                        .map(|c| {
+                            let name = c.0.last()?.as_ident().map(super::ddl::ident_name)?;
+                            fields
+                                .iter()
+                                .find(|f| *f.name() == name)
+                                .map(|f| f.as_ref())
+                        })
+                        .collect()
+                };
+                for row in &mut values.rows {
+                    for (value, target) in row.iter_mut().zip(&targets) {
+                        changed |= target.is_some_and(|f| uuid_literal(value, f));
+                    }
+                }
+            }
+            Statement::Update(update) => {
+                let TableFactor::Table { name, .. } = &update.table.relation else {
+                    return None;
+                };
+                let (_, table) = self.table(name).ok()?;
+                let schema = Arc::clone(&table.def().schema);
+                for assignment in &mut update.assignments {
+                    let AssignmentTarget::ColumnName(column) = &assignment.target else {
+                        continue;
+                    };
+                    let Some(name) = column.0.last().and_then(|p| p.as_ident()) else {
+                        continue;
+                    };
+                    if let Ok(field) = schema.field_with_name(&super::ddl::ident_name(name)) {
+                        changed |= uuid_literal(&mut assignment.value, field);
+                    }
+                }
+            }
+            _ => {}
         }
-        let datafusion::sql::sqlparser::ast::SetExpr::Values(values) =
-            insert.source.as_ref()?.body.as_ref()
-        else {
-            return None;
-        };
-        let width = values.rows.first()?.len();
-        let (_, table) = self.insert_target(insert).ok()?;
-        let fields = table.def().schema.fields().clone();
-        if width == 0 || width >= fields.len() {
-            return None;
-        }
-        let mut completed = insert.clone();
-        completed.columns = fields[..width]
-            .iter()
-            .map(|f| {
-                datafusion::sql::sqlparser::ast::ObjectName::from(vec![Ident::with_quote(
-                    '"',
-                    f.name().clone(),
-                )])
-            })
-            .collect();
-        Some(SluiceStatement {
-            statement: Statement::Insert(completed),
+        changed.then(|| SluiceStatement {
+            statement: completed,
             ..statement.clone()
         })
     }
@@ -1407,4 +1447,25 @@ fn undefined_table(name: &str) -> Error {
 
 fn first_words(sql: &str) -> String {
     sql.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// `value`, a string literal bound for `field`, a `uuid` column, as `value::uuid`; whether it
+/// was one.
+fn uuid_literal(value: &mut datafusion::sql::sqlparser::ast::Expr, field: &Field) -> bool {
+    use datafusion::sql::sqlparser::ast::{CastKind, DataType as SqlType, Expr as SqlExpr, Value};
+    let literal = matches!(
+        value,
+        SqlExpr::Value(v) if matches!(v.value, Value::SingleQuotedString(_))
+    );
+    if !literal || !super::uuid::is_uuid(field.data_type()) {
+        return false;
+    }
+    *value = SqlExpr::Cast {
+        kind: CastKind::DoubleColon,
+        expr: Box::new(value.clone()),
+        data_type: SqlType::Uuid,
+        array: false,
+        format: None,
+    };
+    true
 }

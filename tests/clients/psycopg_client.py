@@ -78,4 +78,32 @@ with psycopg.connect(host="127.0.0.1", port=port, user="sluice", dbname="sluice"
         cur.execute("SELECT count(*) FROM docs")
         assert cur.fetchone() == (3,)
 
+    # uuid: parameters (psycopg sends uuid.UUID typed, in text or binary), results as uuid.UUID
+    # in both formats, COPY in text and binary, uuid[] and a comparison with a literal.
+    import uuid
+
+    ids = [uuid.UUID(int=i * 0x0123456789ABCDEF0123456789ABCDEF % (1 << 128)) for i in range(1, 5)]
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE things (id UUID PRIMARY KEY, n INT, tags UUID[])")
+        cur.execute("INSERT INTO things VALUES (%s, %s, %s)", (ids[0], 1, [ids[1], None]))
+        with conn.cursor(binary=True) as c2:
+            c2.execute("INSERT INTO things VALUES (%b, %b, NULL)", (ids[1], 2))
+        with cur.copy("COPY things (id, n) FROM STDIN") as copy:
+            copy.write_row((ids[2], 3))
+        with cur.copy("COPY things (id, n) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["uuid", "int4"])
+            copy.write_row((ids[3], 4))
+        for binary in (False, True):
+            with conn.cursor(binary=binary) as c2:
+                c2.execute("SELECT id, n, tags FROM things WHERE id <> %s ORDER BY n", (ids[3],))
+                rows = c2.fetchall()
+                assert rows == [(ids[0], 1, [ids[1], None]), (ids[1], 2, None), (ids[2], 3, None)], (binary, rows)
+        cur.execute(f"SELECT n, id::text FROM things WHERE id = '{str(ids[3]).upper()}'")
+        assert cur.fetchall() == [(4, str(ids[3]))]
+        try:
+            cur.execute("INSERT INTO things VALUES ('not a uuid', 5, NULL)")
+            raise AssertionError("expected an error")
+        except psycopg.errors.InvalidTextRepresentation:
+            pass
+
 print("psycopg ok")

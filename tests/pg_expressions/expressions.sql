@@ -342,6 +342,12 @@ version() LIKE 'PostgreSQL%'
 gen_random_uuid() IS NOT NULL
 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid
 'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11'::uuid
+'{a0eebc99-9c0b4ef8-bb6d6bb9-bd380a11}'::uuid
+'a0eebc999c0b4ef8bb6d6bb9bd380a11'::uuid::text
+'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid < 'b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid
+'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid = 'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11'
+'x-' || 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid
+gen_random_uuid()::text ~ '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab]'
 '{"a": 1}'::json
 '{"b":1, "a": [1,2]}'::jsonb
 '{"a": {"b": 2}}'::jsonb -> 'a'
