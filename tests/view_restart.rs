@@ -908,3 +908,47 @@ async fn composite_types_reach_every_session_and_survive_restart() {
     );
     server.shutdown().await;
 }
+
+/// A column's `DEFAULT` comes back with its table: rows written after a restart without the
+/// column get it, and the catalogs still show it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn column_defaults_survive_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = common::start_on(dir.path()).await;
+    let client = common::connect(server.addr.port()).await;
+    client
+        .batch_execute(
+            "CREATE TABLE orders (id UUID DEFAULT gen_random_uuid(), qty INT DEFAULT 1,
+               status TEXT DEFAULT 'new', at TIMESTAMPTZ DEFAULT now());
+             INSERT INTO orders (qty) VALUES (5);",
+        )
+        .await
+        .expect("setup");
+    server.shutdown().await;
+
+    server = common::start_on(dir.path()).await;
+    let client = common::connect(server.addr.port()).await;
+    client
+        .batch_execute("INSERT INTO orders (status) VALUES ('paid'), ('paid')")
+        .await
+        .expect("insert after restart");
+    assert_eq!(
+        rows(
+            &client,
+            "SELECT qty, status, count(DISTINCT id), bool_and(at IS NOT NULL) FROM orders \
+             GROUP BY qty, status ORDER BY qty"
+        )
+        .await,
+        vec!["1|paid|2|t", "5|new|1|t"]
+    );
+    assert_eq!(
+        rows(
+            &client,
+            "SELECT column_name, column_default FROM information_schema.columns \
+             WHERE table_name = 'orders' ORDER BY ordinal_position"
+        )
+        .await,
+        vec!["at|now()", "id|gen_random_uuid()", "qty|1", "status|'new'"]
+    );
+    server.shutdown().await;
+}

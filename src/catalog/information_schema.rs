@@ -153,7 +153,7 @@ impl SchemaProvider for InformationSchema {
                             s(&def.name),
                             s(f.name()),
                             int(Some(i as i32 + 1)),
-                            null(),
+                            def.default_sql(i).map_or_else(null, s),
                             s(if f.is_nullable() { "YES" } else { "NO" }),
                             s(&format_type_oid(ty.oid(), -1)
                                 .unwrap_or_else(|| ty.name().to_string())),

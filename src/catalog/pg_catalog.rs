@@ -83,11 +83,9 @@ pub const RELATIONS: &[&str] = &[
     "sluice_watermarks",
 ];
 
-/// Relations that exist for clients' queries but never have rows: Sluice has no column
-/// defaults, collations, comments, inheritance, triggers, policies, extended statistics,
+/// Relations that exist for clients' queries but never have rows: Sluice has no collations, comments, inheritance, triggers, policies, extended statistics,
 /// publications, rules, foreign tables, partitions, sequences, extensions, enums or ranges.
 pub const ALWAYS_EMPTY: &[&str] = &[
-    "pg_attrdef",
     "pg_auth_members",
     "pg_collation",
     "pg_depend",
@@ -265,6 +263,7 @@ fn attribute_row(
     type_oid: u32,
     typmod: i32,
     not_null: bool,
+    has_default: bool,
 ) -> Vec<ScalarValue> {
     let ty = Type::from_oid(type_oid).unwrap_or(Type::TEXT);
     let collation = if matches!(ty, Type::TEXT | Type::VARCHAR | Type::BPCHAR) {
@@ -287,7 +286,7 @@ fn attribute_row(
         s(storage(&ty)),
         s(""),
         b(not_null),
-        b(false),
+        b(has_default),
         b(false),
         s(""),
         s(""),
@@ -430,6 +429,7 @@ fn build(
                         type_oid,
                         typmod,
                         !field.is_nullable(),
+                        rel == def.oid() && def.default_sql(column).is_some(),
                     )
                 };
                 for i in 0..def.schema.fields().len() {
@@ -451,6 +451,7 @@ fn build(
                         super::pg_types::pg_type(dt).oid(),
                         super::pg_types::type_modifier(dt),
                         // PostgreSQL never marks a materialized view's column NOT NULL.
+                        false,
                         false,
                     ));
                 }
@@ -1347,12 +1348,30 @@ fn build(
             ("collnamespace", OID),
             ("collprovider", TEXT),
         ]),
-        "pg_attrdef" => Relation::new(&[
-            ("oid", OID),
-            ("adrelid", OID),
-            ("adnum", INT2),
-            ("adbin", TEXT),
-        ]),
+        "pg_attrdef" => {
+            // Column defaults; `adbin` holds the expression as written, which `pg_get_expr`
+            // gives back.
+            let mut r = Relation::new(&[
+                ("oid", OID),
+                ("adrelid", OID),
+                ("adnum", INT2),
+                ("adbin", TEXT),
+            ]);
+            for t in &tables {
+                let def = t.def();
+                for i in 0..def.schema.fields().len() {
+                    if let Some(sql) = def.default_sql(i) {
+                        r.row(vec![
+                            o(def.attrdef_oid(i)),
+                            o(def.oid()),
+                            i2(i as i16 + 1),
+                            s(sql),
+                        ]);
+                    }
+                }
+            }
+            r
+        }
         "pg_description" => Relation::new(&[
             ("objoid", OID),
             ("classoid", OID),

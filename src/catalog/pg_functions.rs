@@ -292,6 +292,7 @@ pub fn pg_functions(
     let v3 = Arc::clone(&views);
     let v5 = Arc::clone(&views);
     let t4 = Arc::clone(&tables);
+    let t5 = Arc::clone(&tables);
     #[allow(unused_mut)]
     let mut functions = vec![
         function("pg_table_is_visible", &[1], DataType::Boolean, all_true),
@@ -386,7 +387,33 @@ pub fn pg_functions(
         function("obj_description", &[1, 2], DataType::Utf8, null_text),
         function("col_description", &[2], DataType::Utf8, null_text),
         function("shobj_description", &[2], DataType::Utf8, null_text),
-        function("pg_get_expr", &[2, 3], DataType::Utf8, null_text),
+        // A column's default as written, by table OID and column number (what psql's
+        // correlated subquery over `pg_attrdef` becomes).
+        function(
+            "sluice_column_default",
+            &[2],
+            DataType::Utf8,
+            move |args, _| {
+                let tables = t5.all();
+                let relids = as_u32(&args[0])?;
+                let attnums = cast(&args[1], &DataType::Int64)?;
+                let attnums = attnums.as_primitive::<Int64Type>();
+                let out: StringArray = relids
+                    .iter()
+                    .zip(attnums.iter())
+                    .map(|(relid, attnum)| {
+                        let (relid, attnum) = (relid?, usize::try_from(attnum?).ok()?);
+                        let table = tables.iter().find(|t| t.def().oid() == relid)?;
+                        Some(table.def().default_sql(attnum.checked_sub(1)?)?.to_string())
+                    })
+                    .collect();
+                Ok(Arc::new(out))
+            },
+        ),
+        // `pg_attrdef.adbin` holds a default as written: its text is the expression.
+        function("pg_get_expr", &[2, 3], DataType::Utf8, |args, _| {
+            Ok(Arc::new(as_text(&args[0])?))
+        }),
         function("pg_get_viewdef", &[1, 2], DataType::Utf8, move |args, _| {
             let all = v5.all();
             text_by_oid(&args[0], |oid| {

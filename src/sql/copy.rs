@@ -50,6 +50,9 @@ pub struct CopyIn {
     pub columns: Vec<usize>,
     /// How the data is encoded.
     pub format: CopyFormat,
+    /// Per column of `schema`, its `DEFAULT`, which the rows get where the COPY leaves the
+    /// column out (empty, or `None`: NULL).
+    pub defaults: Vec<Option<crate::catalog::table_def::ColumnDefault>>,
 }
 
 impl CopyFormat {
@@ -428,8 +431,14 @@ impl CopyDecoder {
         let mut columns: Vec<ArrayRef> = schema
             .fields()
             .iter()
-            .map(|f| new_null_array(f.data_type(), rows))
-            .collect();
+            .enumerate()
+            .map(|(i, f)| match self.copy.defaults.get(i) {
+                Some(Some(default)) if !self.copy.columns.contains(&i) => Ok(
+                    datafusion::arrow::compute::cast(&default.evaluate(rows)?, f.data_type())?,
+                ),
+                _ => Ok(new_null_array(f.data_type(), rows)),
+            })
+            .collect::<Result<_>>()?;
         let cast_options = CastOptions {
             safe: false,
             format_options: FormatOptions::default(),
@@ -990,6 +999,7 @@ mod tests {
             ])),
             columns: vec![0, 1, 2],
             format,
+            defaults: Vec::new(),
         }
     }
 

@@ -142,6 +142,7 @@ pub async fn plan_create_table(
         .map(|c| declared_type(&c.data_type))
         .collect();
     declared_types.resize(schema.fields().len(), None);
+    let defaults = column_defaults(state, create, &cmd.column_defaults, &schema)?;
     Ok(TableDef {
         id,
         name,
@@ -153,7 +154,73 @@ pub async fn plan_create_table(
         sql: text.to_string(),
         source: clauses.source,
         connector,
+        defaults,
     })
+}
+
+/// Each column's `DEFAULT` (of `create`, as DataFusion planned them in `planned`), as an
+/// expression of the column's type gone through the analyzer (so PostgreSQL's casts apply:
+/// `DEFAULT 'a0ee…'` of a `uuid`), evaluated once here so that one that cannot be (`DEFAULT
+/// 'x'` of an `INT`) is refused by `CREATE TABLE`, as PostgreSQL refuses it.
+fn column_defaults(
+    state: &SessionState,
+    create: &CreateTable,
+    planned: &[(String, datafusion::logical_expr::Expr)],
+    schema: &SchemaRef,
+) -> Result<Vec<Option<crate::catalog::table_def::ColumnDefault>>> {
+    use datafusion::logical_expr::expr::Cast;
+    use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
+    use datafusion::sql::sqlparser::ast::ColumnOption;
+    let mut defaults = vec![None; schema.fields().len()];
+    for (i, column) in create.columns.iter().enumerate() {
+        let Some(sql) = column.options.iter().find_map(|o| match &o.option {
+            ColumnOption::Default(e) => Some(e.to_string()),
+            _ => None,
+        }) else {
+            continue;
+        };
+        let field = schema.field(i);
+        let Some((_, expr)) = planned.iter().find(|(name, _)| name == field.name()) else {
+            continue;
+        };
+        let from = expr.get_type(&DFSchema::empty())?;
+        let expr = if from == *field.data_type() {
+            expr.clone()
+        } else {
+            Expr::Cast(Cast::new(Box::new(expr.clone()), field.data_type().clone()))
+        };
+        let plan = LogicalPlanBuilder::empty(true)
+            .project(vec![expr.alias("default")])?
+            .build()?;
+        let wrong_type = |e: &dyn std::fmt::Display| {
+            Error::user(
+                sqlstate::DATATYPE_MISMATCH,
+                format!(
+                    "column \"{}\" is of type {} but default expression is of type {}: {e}",
+                    field.name(),
+                    crate::catalog::pg_types::format_type(field.data_type()),
+                    crate::catalog::pg_types::format_type(&from),
+                ),
+            )
+        };
+        let analyzed = state
+            .analyzer()
+            .execute_and_check(plan, state.config_options(), |_, _| {})
+            .map_err(|e| wrong_type(&e))?;
+        let LogicalPlan::Projection(projection) = analyzed else {
+            return Err(Error::internal("a planned default is not a projection"));
+        };
+        let Some(expr) = projection.expr.into_iter().next() else {
+            return Err(Error::internal("a planned default has no expression"));
+        };
+        let default = crate::catalog::table_def::ColumnDefault {
+            sql,
+            expr: expr.unalias(),
+        };
+        default.evaluate(1)?;
+        defaults[i] = Some(default);
+    }
+    Ok(defaults)
 }
 
 /// What a connector's format asks of its table.

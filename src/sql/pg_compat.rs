@@ -477,6 +477,83 @@ fn call(function: &str, args: &[&Expr]) -> Option<Expr> {
     parse_expr(&format!("{function}({})", args.join(", ")))
 }
 
+/// psql's and drivers' lookup of a column's default, `(SELECT pg_get_expr(d.adbin, d.adrelid)
+/// FROM pg_attrdef d WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum …)`, a correlated
+/// subquery DataFusion cannot run, as `sluice_column_default(a.attrelid, a.attnum)`; `None`
+/// for any other subquery.
+fn column_default_lookup(query: &Query) -> Option<Expr> {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    let [from] = select.from.as_slice() else {
+        return None;
+    };
+    let TableFactor::Table { name, alias, .. } = &from.relation else {
+        return None;
+    };
+    if last_part(name) != "pg_attrdef" || !from.joins.is_empty() {
+        return None;
+    }
+    let [
+        SelectItem::UnnamedExpr(Expr::Function(f))
+        | SelectItem::ExprWithAlias {
+            expr: Expr::Function(f),
+            ..
+        },
+    ] = select.projection.as_slice()
+    else {
+        return None;
+    };
+    if last_part(&f.name) != "pg_get_expr" {
+        return None;
+    }
+    let inner = alias.as_ref().map_or_else(
+        || "pg_attrdef".to_string(),
+        |a| a.name.value.to_ascii_lowercase(),
+    );
+    // The outer side of `inner.column = outer` among the conditions joined by AND.
+    fn outer_of<'a>(condition: &'a Expr, inner: &str, column: &str, found: &mut Option<&'a Expr>) {
+        match condition {
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::And,
+                right,
+            } => {
+                outer_of(left, inner, column, found);
+                outer_of(right, inner, column, found);
+            }
+            Expr::Nested(e) => outer_of(e, inner, column, found),
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Eq,
+                right,
+            } => {
+                let names = |e: &Expr| match e {
+                    Expr::CompoundIdentifier(parts) => {
+                        let parts: Vec<String> =
+                            parts.iter().map(|p| p.value.to_ascii_lowercase()).collect();
+                        parts.len() >= 2
+                            && parts[parts.len() - 1] == column
+                            && parts[parts.len() - 2] == inner
+                    }
+                    _ => false,
+                };
+                if names(left) {
+                    *found = Some(right);
+                } else if names(right) {
+                    *found = Some(left);
+                }
+            }
+            _ => {}
+        }
+    }
+    let selection = select.selection.as_ref()?;
+    let (mut relid, mut attnum) = (None, None);
+    outer_of(selection, &inner, "adrelid", &mut relid);
+    outer_of(selection, &inner, "adnum", &mut attnum);
+    call("sluice_column_default", &[relid?, attnum?])
+}
+
 /// `$1`: a parameter a driver binds (SQLAlchemy binds `CAST($1 AS REGCLASS)`).
 fn is_placeholder(expr: &Expr) -> bool {
     matches!(
@@ -638,6 +715,12 @@ fn is_string_literal(expr: &Expr) -> bool {
 }
 
 fn rewrite_expr(expr: &mut Expr) {
+    if let Expr::Subquery(query) = expr
+        && let Some(default) = column_default_lookup(query)
+    {
+        *expr = default;
+        return;
+    }
     match expr {
         Expr::BinaryOp { left, op, right } => {
             if let BinaryOperator::PGCustomBinaryOperator(parts) = op

@@ -618,6 +618,7 @@ impl Session {
                     schema,
                     columns,
                     format: CopyFormat::from_options(options, legacy_options)?,
+                    defaults: table.def().defaults.clone(),
                 }))
             }
             Statement::Copy {
@@ -896,10 +897,7 @@ impl Session {
                         datafusion::arrow::compute::cast(batch.column(from), field.data_type())
                             .map_err(Error::from)
                     }
-                    None => Ok(datafusion::arrow::array::new_null_array(
-                        field.data_type(),
-                        batch.num_rows(),
-                    )),
+                    None => table.def().default_values(i, batch.num_rows()),
                 })
                 .collect::<Result<Vec<_>>>()?;
             crate::connector::queue::table::check_not_null(&schema, &name, &columns)?;

@@ -100,6 +100,18 @@ with psycopg.connect(host="127.0.0.1", port=port, user="sluice", dbname="sluice"
                 assert rows == [(ids[0], 1, [ids[1], None]), (ids[1], 2, None), (ids[2], 3, None)], (binary, rows)
         cur.execute(f"SELECT n, id::text FROM things WHERE id = '{str(ids[3]).upper()}'")
         assert cur.fetchall() == [(4, str(ids[3]))]
+        # COPY leaving columns out: they get their defaults (per row), in text and binary.
+        cur.execute("CREATE TABLE stamped (id UUID DEFAULT gen_random_uuid(), n INT, tag TEXT DEFAULT 'copied')")
+        with cur.copy("COPY stamped (n) FROM STDIN") as copy:
+            for i in range(3):
+                copy.write_row((i,))
+        with cur.copy("COPY stamped (n) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["int4"])
+            copy.write_row((3,))
+        cur.execute("SELECT count(DISTINCT id), count(*) FILTER (WHERE tag = 'copied') FROM stamped")
+        assert cur.fetchone() == (4, 4)
+        cur.execute(f"SELECT n, id::text FROM things WHERE id = '{str(ids[3]).upper()}'")
+        assert cur.fetchall() == [(4, str(ids[3]))]
         try:
             cur.execute("INSERT INTO things VALUES ('not a uuid', 5, NULL)")
             raise AssertionError("expected an error")

@@ -768,6 +768,8 @@ impl<'a> Session<'a> {
                 delimiter: b'\t',
                 null: "\\N".into(),
             },
+            // Every column comes from upstream.
+            defaults: Vec::new(),
         }
     }
 

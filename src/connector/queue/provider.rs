@@ -151,6 +151,13 @@ impl TableProvider for QueueTableProvider {
         TableType::Base
     }
 
+    /// What an `INSERT` that leaves `column` out writes in it (DataFusion's planner asks).
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        let def = self.table.def();
+        let i = def.schema.index_of(column).ok()?;
+        def.defaults.get(i)?.as_ref().map(|d| &d.expr)
+    }
+
     async fn scan(
         &self,
         _state: &dyn Session,
