@@ -2,6 +2,10 @@
 
 #![allow(dead_code)]
 
+/// The server binary's allocator (see `src/main.rs`), so that measurements match it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use sluice::storage::FsyncPolicy;
 use sluice::{Config, RunningServer, Server};
 use tokio_postgres::{Client, NoTls};
