@@ -928,6 +928,31 @@ impl Session {
     /// literal by the column it goes to (DataFusion would not cast text to a `uuid`).
     fn completed_dml(&self, statement: &SluiceStatement) -> Option<SluiceStatement> {
         use datafusion::sql::sqlparser::ast::{AssignmentTarget, SetExpr, TableFactor};
+        // The statement (megabytes of VALUES, maybe) is copied only when something changes:
+        // missing leading columns, or a `uuid` column a literal may be bound for.
+        let has_uuid = |table: &crate::connector::queue::QueueTable| {
+            (table.def().schema.fields().iter()).any(|f| super::uuid::is_uuid(f.data_type()))
+        };
+        let worth = match &statement.statement {
+            Statement::Insert(insert) => {
+                let (_, table) = self.insert_target(insert).ok()?;
+                let Some(SetExpr::Values(values)) = insert.source.as_ref().map(|s| s.body.as_ref())
+                else {
+                    return None;
+                };
+                let width = values.rows.first().map_or(0, |r| r.len());
+                let columns = table.def().schema.fields().len();
+                (insert.columns.is_empty() && width > 0 && width < columns) || has_uuid(&table)
+            }
+            Statement::Update(update) => match &update.table.relation {
+                TableFactor::Table { name, .. } => has_uuid(&self.table(name).ok()?.1),
+                _ => false,
+            },
+            _ => false,
+        };
+        if !worth {
+            return None;
+        }
         let mut completed = statement.statement.clone();
         let mut changed = false;
         match &mut completed {
