@@ -50,6 +50,7 @@ fuzz_target!(|data: &[u8]| {
         schema,
         columns: (0..8).collect(),
         format,
+        defaults: Vec::new(),
     };
     let Ok(mut decoder) = CopyDecoder::new(copy) else {
         return;
